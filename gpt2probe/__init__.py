@@ -1,0 +1,42 @@
+"""gpt2probe: look inside GPT-2 with hooks that never leak and numbers you can check.
+
+>>> import gpt2probe
+>>> probe = gpt2probe.load("gpt2")
+>>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
+"""
+
+from . import names
+from .cache import ActivationCache
+from .config import ProbeConfig
+from .errors import (
+    GPT2ProbeError,
+    HookNameError,
+    LayerIndexError,
+    NotGPT2Error,
+    PromptError,
+    UnsafeCheckpointError,
+    WeightsUnavailableError,
+)
+from .hooks import HookPoint
+from .loading import load
+from .probe import GPT2Probe
+from .tokens import Tokens
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCache",
+    "GPT2Probe",
+    "GPT2ProbeError",
+    "HookNameError",
+    "HookPoint",
+    "LayerIndexError",
+    "NotGPT2Error",
+    "ProbeConfig",
+    "PromptError",
+    "Tokens",
+    "UnsafeCheckpointError",
+    "WeightsUnavailableError",
+    "load",
+    "names",
+]

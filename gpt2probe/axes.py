@@ -1,0 +1,50 @@
+"""The axis glossary: every dimension name used in gpt2probe's shape annotations.
+
+Names follow TransformerLens so that shapes read the same in both libraries.
+
+=============  =====================================================================
+axis           meaning
+=============  =====================================================================
+``batch``      prompts processed together (a left-padded batch)
+``pos``        token positions; ``query_pos`` / ``key_pos`` inside attention
+``d_model``    the residual stream width (768 for GPT-2 small)
+``head``       attention heads of one layer; ``d_head`` is one head's width
+``d_mlp``      MLP hidden width (``4 * d_model`` for GPT-2)
+``d_vocab``    vocabulary size (50257 for GPT-2)
+``layer``      one entry per block; ``layer_plus_1`` adds the embedding stream
+``component``  one entry per additive piece of the residual stream
+``stream``     one entry per logit-lens read-out point (embeddings, then each block)
+``k``          the top-k predictions kept per stream and position
+=============  =====================================================================
+
+The aliases below are plain :mod:`jaxtyping` annotations; the test suite checks them at
+run time with beartype, so they cannot drift from what the code returns.
+"""
+
+from __future__ import annotations
+
+from jaxtyping import Float, Int
+from torch import Tensor
+
+Residual = Float[Tensor, "batch pos d_model"]
+ResidualStack = Float[Tensor, "component batch pos d_model"]
+TokenIds = Int[Tensor, "batch pos"]
+Mask = Int[Tensor, "batch pos"]
+Logits = Float[Tensor, "batch pos d_vocab"]
+Pattern = Float[Tensor, "batch head query_pos key_pos"]
+HeadActivation = Float[Tensor, "batch pos head d_head"]
+HeadResult = Float[Tensor, "batch pos head d_model"]
+
+__all__ = [
+    "Float",
+    "HeadActivation",
+    "HeadResult",
+    "Int",
+    "Logits",
+    "Mask",
+    "Pattern",
+    "Residual",
+    "ResidualStack",
+    "Tensor",
+    "TokenIds",
+]

@@ -1,0 +1,218 @@
+"""The activations of one forward pass, and the views of them researchers compute next.
+
+:class:`ActivationCache` is a read-only mapping from hook names to tensors, plus the
+residual-stream algebra TransformerLens users know: the accumulated residual stack, its
+decomposition into embeddings, attention and MLP outputs, per-head results, and the final
+layer norm applied to a stack. It saves to and loads from safetensors with its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+from . import names as N
+from .errors import HookNameError, LayerIndexError
+from .tokens import Tokens
+from .versions import versions
+
+if TYPE_CHECKING:
+    from .probe import GPT2Probe
+
+_TOKEN_KEYS = ("__tokens__.ids", "__tokens__.attention_mask")
+
+
+class ActivationCache(Mapping[str, Tensor]):
+    """Captured activations by hook name; see :mod:`gpt2probe.names` for the names."""
+
+    def __init__(
+        self,
+        activations: Mapping[str, Tensor],
+        *,
+        n_layers: int,
+        model_name: str,
+        tokens: Tokens | None = None,
+        probe: GPT2Probe | None = None,
+    ) -> None:
+        self._data = dict(activations)
+        self.n_layers = n_layers
+        self.model_name = model_name
+        self.tokens = tokens
+        self._probe = probe
+
+    # -- mapping -------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Tensor:
+        try:
+            return self._data[name]
+        except KeyError:
+            valid = N.all_names(self.n_layers)
+            if name in valid:
+                raise HookNameError(
+                    f"{name!r} was not captured; ask for it with run_with_cache(..., names=[{name!r}, ...])"
+                ) from None
+            raise N.unknown_name_error(name, valid) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"ActivationCache({self.model_name!r}, {len(self)} activations)"
+
+    # -- residual algebra ----------------------------------------------------------
+    def _layer_bound(self, layer: int | None) -> int:
+        if layer is None or layer == -1:
+            return self.n_layers
+        if not 0 <= layer <= self.n_layers:
+            raise LayerIndexError(f"layer {layer} is out of range: valid layers are 0..{self.n_layers}")
+        return layer
+
+    def accumulated_resid(
+        self, layer: int | None = None, *, incl_mid: bool = False, return_labels: bool = False
+    ) -> Float[Tensor, "layer_plus_1 batch pos d_model"] | tuple[Tensor, list[str]]:
+        """The residual stream entering blocks ``0..layer`` (``layer=None``: every block, then the final stream).
+
+        With the default ``layer=None`` this is ``n_layers + 1`` entries labelled
+        ``0_pre, 1_pre, ..., final_post``; ``incl_mid`` interleaves ``l_mid``. The
+        same convention as TransformerLens's ``accumulated_resid``.
+        """
+        last = self._layer_bound(layer)
+        parts, labels = [], []
+        for l in range(last + 1):
+            if l == self.n_layers:
+                parts.append(self[N.resid_post(self.n_layers - 1)])
+                labels.append("final_post")
+                continue
+            parts.append(self[N.resid_pre(l)])
+            labels.append(f"{l}_pre")
+            if incl_mid and l < last:
+                parts.append(self[N.resid_mid(l)])
+                labels.append(f"{l}_mid")
+        stack = torch.stack(parts)
+        return (stack, labels) if return_labels else stack
+
+    def decompose_resid(
+        self, layer: int | None = None, *, mode: str = "all", incl_embeds: bool = True, return_labels: bool = False
+    ) -> Float[Tensor, "component batch pos d_model"] | tuple[Tensor, list[str]]:
+        """The residual stream entering ``layer`` as the sum of its parts.
+
+        Parts: ``embed``, ``pos_embed``, then each earlier block's ``attn_out`` and
+        ``mlp_out`` (``mode="attn"`` or ``"mlp"`` keeps one kind). With ``mode="all"`` and
+        embeddings included the parts sum to ``accumulated_resid`` at that layer.
+        """
+        if mode not in ("all", "attn", "mlp"):
+            raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+        last = self._layer_bound(layer)
+        parts, labels = [], []
+        if incl_embeds:
+            parts += [self[N.EMBED], self[N.POS_EMBED]]
+            labels += ["embed", "pos_embed"]
+        for l in range(last):
+            if mode in ("all", "attn"):
+                parts.append(self[N.attn_out(l)])
+                labels.append(f"{l}_attn_out")
+            if mode in ("all", "mlp"):
+                parts.append(self[N.mlp_out(l)])
+                labels.append(f"{l}_mlp_out")
+        stack = torch.stack(parts)
+        return (stack, labels) if return_labels else stack
+
+    def head_results(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
+        """Each head's output in the residual stream, ``z @ W_O`` per head (``b_O`` not included)."""
+        if not 0 <= layer < self.n_layers:
+            raise LayerIndexError(f"layer {layer} is out of range: valid layers are 0..{self.n_layers - 1}")
+        z = self[N.z(layer)]
+        w_o = self._require_probe("head_results").weights.W_O_layer(layer).to(z.device, z.dtype)
+        return einsum(z, w_o, "batch pos head d_head, head d_head d_model -> batch pos head d_model")
+
+    def stack_head_results(
+        self, layer: int | None = None, *, return_labels: bool = False
+    ) -> Float[Tensor, "component batch pos d_model"] | tuple[Tensor, list[str]]:
+        """Every head's result in blocks ``0..layer-1``, stacked as ``L{l}H{h}`` components."""
+        last = self._layer_bound(layer)
+        if last == 0:
+            raise LayerIndexError("stack_head_results(layer=0) has no heads: blocks before layer 0 do not exist")
+        per_layer = [self.head_results(l) for l in range(last)]
+        stack = rearrange(torch.stack(per_layer), "layer batch pos head d_model -> (layer head) batch pos d_model")
+        n_heads = per_layer[0].shape[2]
+        labels = [f"L{l}H{h}" for l in range(last) for h in range(n_heads)]
+        return (stack, labels) if return_labels else stack
+
+    def apply_final_ln(
+        self, stack: Float[Tensor, "... batch pos d_model"], *, frozen: bool = False
+    ) -> Float[Tensor, "... batch pos d_model"]:
+        """Apply GPT-2's final layer norm (``ln_f``) to every entry of a residual stack.
+
+        ``frozen=False`` normalises each entry with its own mean and variance, then applies
+        ``ln_f``'s weight and bias: what the model would compute if that entry were the final
+        residual stream (the logit lens). ``frozen=True`` is the linear map used for direct
+        logit attribution: centre each entry, divide by the *final* stream's captured
+        ``ln_final.hook_scale``, multiply by the weight, no bias; the entries of a
+        decomposition then sum to ``ln_f(final) - bias``.
+        """
+        ln_f = self._require_probe("apply_final_ln").model.transformer.ln_f
+        weight, bias = ln_f.weight.to(stack.device, stack.dtype), ln_f.bias.to(stack.device, stack.dtype)
+        if not frozen:
+            return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)
+        scale = self[N.LN_FINAL_SCALE].to(stack.device, stack.dtype)
+        if scale.shape[:-1] != stack.shape[-3:-1]:
+            raise ValueError(
+                f"the stack's batch and positions {tuple(stack.shape[-3:-1])} do not match the cached "
+                f"final scale's {tuple(scale.shape[:-1])}"
+            )
+        return (stack - stack.mean(-1, keepdim=True)) / scale * weight
+
+    def _require_probe(self, what: str) -> GPT2Probe:
+        if self._probe is None:
+            raise ValueError(f"{what} needs the model's weights: load the cache with ActivationCache.load(path, probe=probe)")
+        return self._probe
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, path: str | Path, **extra_metadata: str) -> None:
+        """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors."""
+        from safetensors.torch import save_file
+
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self._data.items()}
+        if self.tokens is not None:
+            tensors[_TOKEN_KEYS[0]] = self.tokens.ids.cpu().contiguous()
+            tensors[_TOKEN_KEYS[1]] = self.tokens.attention_mask.cpu().contiguous()
+        metadata = {
+            "format": "gpt2probe.ActivationCache",
+            "model_name": self.model_name,
+            "n_layers": str(self.n_layers),
+            "prompts": json.dumps(list(self.tokens.prompts) if self.tokens and self.tokens.prompts else None),
+            "versions": json.dumps(versions()),
+            **extra_metadata,
+        }
+        from .atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | Path, *, probe: GPT2Probe | None = None, device: str | torch.device = "cpu") -> ActivationCache:
+        """Read a cache written by :meth:`save`; pass ``probe`` for the methods that need weights."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            metadata: dict[str, Any] = f.metadata() or {}
+            if metadata.get("format") != "gpt2probe.ActivationCache":
+                raise ValueError(f"{str(path)!r} is not a cache written by ActivationCache.save")
+            data = {key: f.get_tensor(key) for key in f.keys()}
+        tokens = None
+        if _TOKEN_KEYS[0] in data:
+            prompts = json.loads(metadata.get("prompts") or "null")
+            tokens = Tokens(data.pop(_TOKEN_KEYS[0]), data.pop(_TOKEN_KEYS[1]), tuple(prompts) if prompts else None)
+        cache = cls(data, n_layers=int(metadata["n_layers"]), model_name=metadata["model_name"], tokens=tokens, probe=probe)
+        cache.metadata = metadata
+        return cache

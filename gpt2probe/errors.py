@@ -1,0 +1,34 @@
+"""Exceptions that say what was wrong and what would have been valid."""
+
+from __future__ import annotations
+
+
+class GPT2ProbeError(Exception):
+    """Base class for every error gpt2probe raises on purpose."""
+
+
+class HookNameError(GPT2ProbeError, KeyError):
+    """An unknown hook name; the message lists the nearest valid ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class LayerIndexError(GPT2ProbeError, IndexError):
+    """A layer (or head) index outside the model."""
+
+
+class PromptError(GPT2ProbeError, ValueError):
+    """A prompt the model cannot run: empty, too long, or token ids outside the vocabulary."""
+
+
+class NotGPT2Error(GPT2ProbeError, ValueError):
+    """A checkpoint or model object that is not a GPT-2 language model."""
+
+
+class WeightsUnavailableError(GPT2ProbeError, OSError):
+    """Weights that cannot be found locally and cannot be downloaded."""
+
+
+class UnsafeCheckpointError(GPT2ProbeError, ValueError):
+    """A pickle checkpoint that was not explicitly allowed."""

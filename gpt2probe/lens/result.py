@@ -1,0 +1,147 @@
+"""What the logit lens returns: per prompt, per stream and position, statistics of the read-out.
+
+Only statistics are kept (top-k, entropy, KL to the final distribution, target
+probability and rank), never a ``[stream, pos, d_vocab]`` tensor. Results validate their
+shapes on construction and save to / load from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..atomic import atomic_path
+from ..versions import versions
+
+
+@dataclass(frozen=True)
+class PromptLens:
+    """The logit lens of one prompt.
+
+    Positions index the prompt's own tokens (0 = its first real token); ``positions`` lists
+    the ones analysed. Probabilities are in [0, 1]; entropy and KL are in nats. Entries
+    without a target (e.g. the next token after the last position) hold ``nan`` / ``-1``.
+    """
+
+    prompt: str
+    str_tokens: list[str]
+    token_ids: Int[Tensor, " n_tokens"]
+    positions: Int[Tensor, " pos"]
+    stream_labels: list[str]
+    top_ids: Int[Tensor, "stream pos k"]
+    top_probs: Float[Tensor, "stream pos k"]
+    top_tokens: list[list[list[str]]]
+    entropy: Float[Tensor, "stream pos"]
+    kl_to_final: Float[Tensor, "stream pos"]
+    target_ids: Int[Tensor, " pos"] | None = None
+    target_tokens: list[str] | None = None
+    target_prob: Float[Tensor, "stream pos"] | None = None
+    target_logprob: Float[Tensor, "stream pos"] | None = None
+    target_rank: Int[Tensor, "stream pos"] | None = None
+
+    def __post_init__(self) -> None:
+        n_stream, n_pos, k = self.top_ids.shape
+        if len(self.stream_labels) != n_stream:
+            raise ValueError(f"{len(self.stream_labels)} stream labels for {n_stream} streams")
+        if self.positions.shape != (n_pos,):
+            raise ValueError(f"positions has shape {tuple(self.positions.shape)} but should have shape ({n_pos},)")
+        if len(self.str_tokens) != self.token_ids.shape[0]:
+            raise ValueError(f"{len(self.str_tokens)} token strings for {self.token_ids.shape[0]} token ids")
+        for name in ("top_probs",):
+            if getattr(self, name).shape != (n_stream, n_pos, k):
+                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have {(n_stream, n_pos, k)}")
+        for name in ("entropy", "kl_to_final", "target_prob", "target_logprob", "target_rank"):
+            value = getattr(self, name)
+            if value is not None and value.shape != (n_stream, n_pos):
+                raise ValueError(f"{name} has shape {tuple(value.shape)} but should have shape {(n_stream, n_pos)}")
+        if len(self.top_tokens) != n_stream or any(len(row) != n_pos for row in self.top_tokens):
+            raise ValueError("top_tokens must be nested [stream][pos][k]")
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.stream_labels)
+
+    @property
+    def position_labels(self) -> list[str]:
+        """The analysed tokens, as shown on a heatmap's x axis (the token read at each position)."""
+        return [self.str_tokens[int(p)] for p in self.positions]
+
+    def top1(self, stream: int = -1, position: int = -1) -> tuple[str, float]:
+        """The top prediction at one stream and analysed position, with its probability."""
+        return self.top_tokens[stream][position][0], float(self.top_probs[stream, position, 0])
+
+
+@dataclass(frozen=True)
+class LensResult:
+    """The logit lens of one or more prompts (one :class:`PromptLens` each)."""
+
+    model_name: str
+    items: list[PromptLens]
+    k: int
+    include_mid: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> PromptLens:
+        return self.items[index]
+
+    def __iter__(self):
+        return iter(self.items)
+
+    @property
+    def prompts(self) -> list[str]:
+        return [item.prompt for item in self.items]
+
+    # -- persistence ---------------------------------------------------------------
+    _TENSORS = ("token_ids", "positions", "top_ids", "top_probs", "entropy", "kl_to_final",
+                "target_ids", "target_prob", "target_logprob", "target_rank")
+    _LISTS = ("prompt", "str_tokens", "stream_labels", "top_tokens", "target_tokens")
+
+    def save(self, path: str | Path) -> None:
+        """Write to safetensors: tensors per prompt, strings and versions in the metadata."""
+        from safetensors.torch import save_file
+
+        tensors: dict[str, Tensor] = {}
+        texts = []
+        for i, item in enumerate(self.items):
+            for name in self._TENSORS:
+                value = getattr(item, name)
+                if value is not None:
+                    tensors[f"{i}.{name}"] = value.detach().cpu().contiguous()
+            texts.append({name: getattr(item, name) for name in self._LISTS})
+        metadata = {
+            "format": "gpt2probe.LensResult",
+            "model_name": self.model_name,
+            "k": str(self.k),
+            "include_mid": json.dumps(self.include_mid),
+            "items": json.dumps(texts),
+            "extra": json.dumps({**self.metadata, "versions": json.dumps(versions())}),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LensResult:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != "gpt2probe.LensResult":
+                raise ValueError(f"{str(path)!r} is not a result written by LensResult.save")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        items = []
+        for i, texts in enumerate(json.loads(metadata["items"])):
+            values = {name: tensors.get(f"{i}.{name}") for name in cls._TENSORS}
+            items.append(PromptLens(**texts, **values))
+        return cls(model_name=metadata["model_name"], items=items, k=int(metadata["k"]),
+                   include_mid=json.loads(metadata["include_mid"]), metadata=json.loads(metadata["extra"]))
+
+

@@ -1,0 +1,217 @@
+"""Turn a hub id, a ``save_pretrained`` directory or a model object into a :class:`GPT2Probe`.
+
+Loading is conservative: safetensors only unless pickle checkpoints are explicitly allowed,
+never remote code, and every failure names what was found and what would work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
+from .probe import GPT2Probe
+from .tokenizer import gpt2_tokenizer, prepare_for_batches
+
+HUB_GPT2_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+
+
+def load(
+    model: str | os.PathLike | GPT2LMHeadModel,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_pickle: bool = False,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+) -> GPT2Probe:
+    """Load a GPT-2 language model and wrap it in a probe.
+
+    Args:
+        model: a hub id (``"gpt2"``, ``"gpt2-medium"``, ``"openai-community/gpt2-xl"``,
+            ``"distilgpt2"``...), a local directory written by ``save_pretrained``, or an
+            already-built ``GPT2LMHeadModel``.
+        tokenizer: overrides the tokenizer; by default a directory's own tokenizer files,
+            else GPT-2's real tokenizer shipped with gpt2probe.
+        device: explicit, or the first of cuda, mps, cpu.
+        dtype: ``torch.float32`` by default (a model object keeps its own dtype unless given).
+        allow_pickle: also accept ``pytorch_model.bin`` checkpoints (pickle can run code).
+        attn_implementation: passed to Hugging Face (``"sdpa"`` by default, or ``"eager"``);
+            attention patterns are captured correctly either way.
+    """
+    target_device = _pick_device(device)
+    target_dtype = _pick_dtype(dtype)
+    if isinstance(model, torch.nn.Module):
+        hf_model, name = _check_model_object(model), model.config.name_or_path or type(model).__name__
+        if target_dtype is not None:
+            hf_model = hf_model.to(dtype=target_dtype)
+        hf_model = hf_model.to(target_device)
+    else:
+        hf_model, name, tokenizer_dir = _load_from_name(
+            str(model), allow_pickle=allow_pickle, dtype=target_dtype or torch.float32,
+            attn_implementation=attn_implementation, revision=revision,
+        )
+        hf_model = hf_model.to(target_device)
+        hf_model.requires_grad_(False)
+        if tokenizer is None and tokenizer_dir is not None:
+            tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
+    hf_model.eval()
+    tokenizer = prepare_for_batches(tokenizer) if tokenizer is not None else gpt2_tokenizer()
+    _check_tied(hf_model, name)
+    return GPT2Probe(hf_model, tokenizer, model_name=name)
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _check_model_object(model: torch.nn.Module) -> GPT2LMHeadModel:
+    if isinstance(model, GPT2LMHeadModel):
+        return model
+    found = type(model).__name__
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    hint = " (a GPT2Model has no LM head: load GPT2LMHeadModel instead)" if found == "GPT2Model" else ""
+    raise NotGPT2Error(
+        f"expected a transformers GPT2LMHeadModel, got {found}"
+        + (f" with model_type {model_type!r}" if model_type else "") + hint
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _load_from_name(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_implementation: str | None,
+                    revision: str | None) -> tuple[GPT2LMHeadModel, str, Path | None]:
+    path = Path(name).expanduser()
+    if path.exists():
+        return _load_directory(path, allow_pickle=allow_pickle, dtype=dtype, attn_implementation=attn_implementation)
+    if _looks_like_path(name):
+        raise WeightsUnavailableError(f"no such directory: {str(path)!r}")
+    return _load_hub(name, allow_pickle=allow_pickle, dtype=dtype, attn_implementation=attn_implementation,
+                     revision=revision), name, None
+
+
+def _read_model_type(config_path: Path) -> tuple[str | None, list[str]]:
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return config.get("model_type"), list(config.get("architectures") or [])
+
+
+def _require_gpt2(model_type: str | None, architectures: list[str], where: str) -> None:
+    if model_type != "gpt2":
+        arch = f" ({', '.join(architectures)})" if architectures else ""
+        raise NotGPT2Error(
+            f"{where} is not a GPT-2 checkpoint: found model_type {model_type!r}{arch}; "
+            "gpt2probe supports gpt2, gpt2-medium/large/xl, distilgpt2 and their fine-tunes"
+        )
+
+
+def _load_directory(path: Path, *, allow_pickle: bool, dtype: torch.dtype,
+                    attn_implementation: str | None) -> tuple[GPT2LMHeadModel, str, Path | None]:
+    if not path.is_dir():
+        raise WeightsUnavailableError(f"{str(path)!r} is a file, not a directory written by save_pretrained")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise WeightsUnavailableError(f"cannot read the directory {str(path)!r} (permission denied)")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise WeightsUnavailableError(
+            f"{str(path)!r} has no config.json: expected a directory written by save_pretrained"
+        )
+    _require_gpt2(*_read_model_type(config_path), where=repr(str(path)))
+    has_safe = any((path / f).is_file() for f in SAFE_WEIGHTS)
+    has_pickle = any((path / f).is_file() for f in PICKLE_WEIGHTS)
+    if not has_safe and has_pickle and not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"{str(path)!r} holds only a pickle checkpoint (pytorch_model.bin), which can run arbitrary code "
+            "when loaded; pass allow_pickle=True if you trust it, or convert it to safetensors"
+        )
+    if not has_safe and not has_pickle:
+        raise WeightsUnavailableError(
+            f"{str(path)!r} has a config.json but no weights (expected model.safetensors)"
+        )
+    model = GPT2LMHeadModel.from_pretrained(
+        path, dtype=dtype, use_safetensors=has_safe, trust_remote_code=False,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+    )
+    has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
+    return model, path.name, path if has_tokenizer else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick connection test, so that offline loading fails in seconds, not after retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_implementation: str | None,
+              revision: str | None) -> GPT2LMHeadModel:
+    from transformers import AutoConfig
+
+    kwargs = dict(revision=revision, trust_remote_code=False)
+    try:  # the HF cache first: works offline
+        config = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
+        local_only = True
+    except (OSError, ValueError):
+        if not _hub_reachable():
+            raise WeightsUnavailableError(
+                f"the weights of {name!r} are not in the Hugging Face cache and the hub cannot be reached "
+                "(offline). On a connected machine run `huggingface-cli download "
+                f"{name}` (or `GPT2LMHeadModel.from_pretrained({name!r}).save_pretrained(DIR)`) and pass "
+                "the cache or DIR; or pass any local directory written by save_pretrained"
+            ) from None
+        try:
+            config = AutoConfig.from_pretrained(name, **kwargs)
+        except OSError as error:
+            raise WeightsUnavailableError(f"cannot load {name!r} from the hub: {error}") from None
+        local_only = False
+    _require_gpt2(config.model_type, list(config.architectures or []), where=repr(name))
+    try:
+        return GPT2LMHeadModel.from_pretrained(
+            name, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
+            **kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+        )
+    except OSError as error:
+        hint = "" if allow_pickle else " (only safetensors are accepted; pass allow_pickle=True to allow pickle)"
+        raise WeightsUnavailableError(f"cannot load the weights of {name!r}: {error}{hint}") from None
+
+
+def _check_tied(model: PreTrainedModel, name: str) -> None:
+    """GPT-2 ties ``lm_head`` to ``wte`` (``W_U = W_E.T``); a fine-tune that broke the tie is worth a warning."""
+    unembed, embed = model.lm_head.weight, model.transformer.wte.weight
+    if unembed.data_ptr() != embed.data_ptr() and not torch.equal(unembed, embed):
+        warnings.warn(
+            f"{name}: lm_head is not tied to wte, so W_U is lm_head's weight, not W_E.T",
+            stacklevel=3,
+        )

@@ -1,0 +1,197 @@
+"""The probe: one GPT-2 model, its tokenizer, and every way to look inside a forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from . import names as N
+from .cache import ActivationCache
+from .config import ProbeConfig
+from .hooks import HookFn, HookRegistry
+from .tokens import Tokens, from_tensor, position_ids, tokenize
+from .weights import Weights
+
+Inputs = str | Sequence[str] | Tensor | Tokens
+
+
+def _weight(name: str) -> property:
+    return property(lambda self: getattr(self.weights, name), doc=f"``{name}`` (see :class:`gpt2probe.weights.Weights`).")
+
+
+class GPT2Probe:
+    """A Hugging Face ``GPT2LMHeadModel`` with TransformerLens-style hooks, captures and weights.
+
+    Build one with :func:`gpt2probe.load`. The model is used as it is: hooks are PyTorch
+    hooks on its own modules, attached only while a call or ``with`` block needs them.
+    """
+
+    def __init__(self, model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerBase, *, model_name: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        param = next(model.parameters())
+        self.cfg = ProbeConfig.from_hf(model.config, model_name=model_name, device=param.device, dtype=param.dtype)
+        self.weights = Weights(model)
+        self.registry = HookRegistry(model)
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return f"GPT2Probe({c.model_name!r}, n_layers={c.n_layers}, d_model={c.d_model}, n_heads={c.n_heads}, device={c.device})"
+
+    W_E = _weight("W_E")
+    W_pos = _weight("W_pos")
+    W_U = _weight("W_U")
+    b_U = _weight("b_U")
+    W_Q = _weight("W_Q")
+    W_K = _weight("W_K")
+    W_V = _weight("W_V")
+    W_O = _weight("W_O")
+    b_Q = _weight("b_Q")
+    b_K = _weight("b_K")
+    b_V = _weight("b_V")
+    b_O = _weight("b_O")
+    W_in = _weight("W_in")
+    b_in = _weight("b_in")
+    W_out = _weight("W_out")
+    b_out = _weight("b_out")
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Every valid hook name, in the order the forward pass reaches them."""
+        return list(self.registry.valid_names)
+
+    # -- tokens --------------------------------------------------------------------
+    def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False) -> Tokens:
+        """Token ids and attention mask; a list of prompts is left-padded with ``<|endoftext|>``."""
+        return tokenize(self.tokenizer, text, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab, prepend_bos=prepend_bos)
+
+    def to_str_tokens(self, text: str | Tensor | Sequence[int], *, prepend_bos: bool = False) -> list[str]:
+        """The token strings of one prompt (``""`` gives ``[]``), or of given ids."""
+        if isinstance(text, str):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if prepend_bos:
+                ids = [self.tokenizer.bos_token_id, *ids]
+        else:
+            ids = text.flatten().tolist() if isinstance(text, Tensor) else list(text)
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def to_string(self, ids: Int[Tensor, "... pos"] | Sequence[int]) -> str | list[str]:
+        """Decode ids back to text (a list of strings for a ``[batch, pos]`` tensor)."""
+        if isinstance(ids, Tensor) and ids.ndim == 2:
+            return [self.tokenizer.decode(row.tolist()) for row in ids]
+        return self.tokenizer.decode(ids.tolist() if isinstance(ids, Tensor) else list(ids))
+
+    def to_single_token(self, token: str | int) -> int:
+        """The id of a string that is exactly one token (e.g. ``" Paris"``), or an id checked against the vocabulary."""
+        from .errors import PromptError
+
+        if isinstance(token, int):
+            if not 0 <= token < self.cfg.d_vocab:
+                raise PromptError(f"token id {token} is outside the vocabulary [0, {self.cfg.d_vocab})")
+            return token
+        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise PromptError(f"{token!r} is {len(ids)} tokens ({self.to_str_tokens(token)}), not one")
+        return ids[0]
+
+    @staticmethod
+    def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+        """Position ids that make a left-padded batch equal to separate runs."""
+        return position_ids(attention_mask)
+
+    def as_tokens(self, inputs: Inputs, *, prepend_bos: bool = False) -> Tokens:
+        """Accept a prompt, a list of prompts, token ids, or :class:`Tokens`."""
+        if isinstance(inputs, Tokens):
+            return inputs
+        if isinstance(inputs, Tensor):
+            return from_tensor(inputs, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
+        return self.to_tokens(inputs, prepend_bos=prepend_bos)
+
+    # -- running -------------------------------------------------------------------
+    def _run(self, tokens: Tokens, *, grad: bool, unembed: bool = True) -> Tensor:
+        tokens = tokens.to(self.cfg.device)
+        body = self.model if unembed else self.model.transformer
+        with nullcontext() if grad else torch.no_grad():
+            out = body(
+                input_ids=tokens.ids,
+                attention_mask=tokens.attention_mask,
+                position_ids=tokens.position_ids,
+                use_cache=False,
+            )
+        return out.logits if unembed else out.last_hidden_state
+
+    def forward(self, inputs: Inputs, *, prepend_bos: bool = False, grad: bool = False) -> Float[Tensor, "batch pos d_vocab"]:
+        """The model's logits, with whatever hooks are active."""
+        return self._run(self.as_tokens(inputs, prepend_bos=prepend_bos), grad=grad)
+
+    __call__ = forward
+
+    def run_with_cache(
+        self,
+        inputs: Inputs,
+        names: N.NameSelection = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        prepend_bos: bool = False,
+        grad: bool = False,
+        unembed: bool = True,
+    ) -> tuple[Tensor, ActivationCache]:
+        """Run once and capture the activations named by ``names``.
+
+        Args:
+            names: ``None`` (everything), a list of names, a glob such as
+                ``"blocks.*.hook_resid_post"``, a regex, or a predicate on names. Only
+                what is selected is computed and stored.
+            device, dtype: move each captured tensor there as it is produced (e.g. to
+                ``"cpu"`` to keep GPU memory free); detached unless ``grad=True``.
+            unembed: ``False`` skips ``lm_head`` and returns the final (``ln_f``-applied)
+                hidden states instead of logits.
+
+        Returns:
+            ``(logits, cache)``.
+        """
+        tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
+        selected = N.resolve(names, self.registry.valid_names)
+        store: dict[str, Tensor] = {}
+
+        def capture(tensor: Tensor, hook) -> None:
+            kept = tensor if grad else tensor.detach()
+            store[hook.name] = kept.to(device=device or kept.device, dtype=dtype or kept.dtype)
+
+        with self.registry.using((name, capture) for name in selected):
+            out = self._run(tokens, grad=grad, unembed=unembed)
+        ordered = {name: store[name] for name in selected if name in store}
+        return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
+                                    tokens=tokens.to("cpu"), probe=self)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:
+        """Attach hook functions for the duration of a ``with`` block.
+
+        ``fwd_hooks`` maps names to ``fn(activation, hook)`` (or is a list of ``(name, fn)``
+        pairs, to put several functions on one name). A function may return a tensor of
+        the same shape to replace the activation. Every name is checked before anything is
+        attached, and everything is removed on exit, exceptions included.
+        """
+        pairs = list(fwd_hooks.items()) if isinstance(fwd_hooks, Mapping) else list(fwd_hooks)
+        with self.registry.using(pairs):
+            yield self
+
+    def run_with_hooks(
+        self,
+        inputs: Inputs,
+        fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]] = (),
+        *,
+        prepend_bos: bool = False,
+        grad: bool = False,
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """One forward pass with ``fwd_hooks`` attached (see :meth:`hooks`); returns the logits."""
+        tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
+        with self.hooks(fwd_hooks):
+            return self._run(tokens, grad=grad)

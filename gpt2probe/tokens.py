@@ -1,0 +1,116 @@
+"""Prompts to token ids, attention masks and the position ids that make padding invisible.
+
+GPT-2 learned absolute position embeddings, so a left-padded prompt must be given
+positions that skip the pads: its first real token is position 0, as in a run on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from .errors import PromptError
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A left-padded batch: ids, the attention mask (1 = real token) and the prompts it came from."""
+
+    ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    prompts: tuple[str, ...] | None = None
+
+    @property
+    def position_ids(self) -> Int[Tensor, "batch pos"]:
+        return position_ids(self.attention_mask)
+
+    @property
+    def lengths(self) -> Int[Tensor, "batch"]:
+        """Real tokens per prompt."""
+        return self.attention_mask.sum(-1)
+
+    @property
+    def last_positions(self) -> Int[Tensor, "batch"]:
+        """Index of each prompt's last real token (always ``pos - 1`` under left padding)."""
+        return torch.full_like(self.lengths, self.ids.shape[1] - 1)
+
+    def real_positions(self, index: int) -> slice:
+        """The slice of padded positions that hold prompt ``index``'s real tokens."""
+        n_pos = self.ids.shape[1]
+        return slice(n_pos - int(self.lengths[index]), n_pos)
+
+    def to(self, device: torch.device | str) -> Tokens:
+        return Tokens(self.ids.to(device), self.attention_mask.to(device), self.prompts)
+
+
+def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """0, 1, 2... over each row's real tokens; pads get 0 (they are masked out anyway)."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0) * attention_mask.long()
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: str | Sequence[str],
+    *,
+    n_ctx: int,
+    d_vocab: int,
+    prepend_bos: bool = False,
+) -> Tokens:
+    """Tokenize one prompt or a batch (left-padded), refusing empty and over-long prompts."""
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    if not batch:
+        raise PromptError("no prompts given: pass a string or a non-empty list of strings")
+    for i, text in enumerate(batch):
+        if not isinstance(text, str):
+            raise PromptError(f"prompt {i} is {type(text).__name__}, not a string")
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in batch]
+    if prepend_bos:
+        encoded = [[tokenizer.bos_token_id, *ids] for ids in encoded]
+    for i, ids in enumerate(encoded):
+        where = "the prompt" if len(batch) == 1 else f"prompt {i}"
+        if not ids:
+            raise PromptError(f"{where} is empty: it has no tokens to run (pass prepend_bos=True to start from <|endoftext|>)")
+        if len(ids) > n_ctx:
+            raise PromptError(
+                f"{where} has {len(ids)} tokens but the model's context holds at most n_ctx={n_ctx}; shorten it"
+            )
+        if max(ids) >= d_vocab:
+            raise PromptError(
+                f"{where} has token id {max(ids)} but the model's vocabulary has only {d_vocab} tokens: "
+                "this model needs its own tokenizer (pass token ids or load(..., tokenizer=...))"
+            )
+    return pad_left(encoded, pad_id=tokenizer.pad_token_id, prompts=tuple(batch))
+
+
+def pad_left(sequences: Sequence[Sequence[int]], *, pad_id: int, prompts: tuple[str, ...] | None = None) -> Tokens:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return Tokens(ids, mask, prompts)
+
+
+def from_tensor(ids: Tensor, *, n_ctx: int, d_vocab: int) -> Tokens:
+    """Wrap given token ids (``[pos]`` or ``[batch, pos]``, no padding) after checking them."""
+    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise PromptError(f"token ids must be an integer tensor, got {ids.dtype}")
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2:
+        raise PromptError(f"token ids must have shape [pos] or [batch, pos], got {tuple(ids.shape)}")
+    if ids.shape[1] == 0:
+        raise PromptError("the token ids are empty: there is nothing to run")
+    if ids.shape[1] > n_ctx:
+        raise PromptError(f"{ids.shape[1]} tokens exceed the model's context of n_ctx={n_ctx}")
+    if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:
+        raise PromptError(f"token ids must lie in [0, {d_vocab}); got values from {int(ids.min())} to {int(ids.max())}")
+    return Tokens(ids.long(), torch.ones_like(ids, dtype=torch.long))
