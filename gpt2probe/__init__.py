@@ -18,6 +18,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .hooks import HookPoint
+from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
 from .tokens import Tokens
@@ -25,6 +26,12 @@ from .tokens import Tokens
 __version__ = "0.1.0"
 
 __all__ = [
+    "NEXT_TOKEN",
+    "Attribution",
+    "LensResult",
+    "PromptLens",
+    "direct_logit_attribution",
+    "logit_lens",
     "ActivationCache",
     "GPT2Probe",
     "GPT2ProbeError",

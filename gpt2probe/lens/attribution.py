@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from einops import rearrange, repeat
 from jaxtyping import Float
 from torch import Tensor
+
+from .. import names as N
+from ..errors import PromptError
+from ..probe import GPT2Probe
 
 
 @dataclass(frozen=True)
@@ -43,3 +49,67 @@ class Attribution:
             raise ValueError(
                 f"attn_bias has shape {tuple(self.attn_bias.shape)} but head_values has {self.head_values.shape[0]} layers"
             )
+
+
+def direct_logit_attribution(
+    probe: GPT2Probe,
+    prompt: str | Tensor,
+    target: str | int,
+    *,
+    baseline: str | int | None = None,
+    position: int = -1,
+    prepend_bos: bool = False,
+) -> Attribution:
+    """Split the logit of ``target`` (minus that of ``baseline``, if given) at ``position``.
+
+    The parts are exact through ``ln_f`` with its scale frozen at the final stream's value:
+    ``sum(values) + bias_term`` equals the model's own logit (difference).
+    """
+    tokens = probe.as_tokens(prompt, prepend_bos=prepend_bos)
+    if tokens.ids.shape[0] != 1:
+        raise ValueError(f"direct_logit_attribution takes one prompt, got {tokens.ids.shape[0]}")
+    n_tokens = tokens.ids.shape[1]
+    if not -n_tokens <= position < n_tokens:
+        raise PromptError(f"position {position} is outside a prompt of {n_tokens} tokens")
+    position %= n_tokens
+    target_id = probe.to_single_token(target)
+    baseline_id = probe.to_single_token(baseline) if baseline is not None else None
+    n_layers = probe.cfg.n_layers
+    wanted = [N.EMBED, N.POS_EMBED, N.LN_FINAL_SCALE] + [N.z(l) for l in range(n_layers)] + [N.mlp_out(l) for l in range(n_layers)]
+    logits, cache = probe.run_with_cache(tokens, names=wanted)
+
+    W_U = probe.W_U
+    direction = W_U[:, target_id] - (W_U[:, baseline_id] if baseline_id is not None else 0)
+
+    def project(stack: Float[Tensor, "component 1 pos d_model"]) -> Float[Tensor, " component"]:
+        frozen = cache.apply_final_ln(stack, frozen=True)[:, 0, position]
+        return frozen.float() @ direction.float()
+
+    heads = torch.stack([project(rearrange(cache.head_results(l), "1 pos head d -> head 1 pos d")) for l in range(n_layers)])
+    b_O = probe.b_O  # [layer, d_model]: each attention layer's output bias, outside every head
+    attn_bias = project(repeat(b_O, "layer d -> layer 1 pos d", pos=n_tokens))
+    embeds = project(torch.stack([cache[N.EMBED], cache[N.POS_EMBED]]))
+    mlps = project(torch.stack([cache[N.mlp_out(l)] for l in range(n_layers)]))
+
+    labels, values = ["embed", "pos_embed"], [embeds[0], embeds[1]]
+    for l in range(n_layers):
+        labels += [f"L{l} attn", f"L{l} mlp"]
+        values += [heads[l].sum() + attn_bias[l], mlps[l]]
+    ln_f = probe.model.transformer.ln_f
+    bias_term = float(ln_f.bias.float() @ direction.float())
+    row = logits[0, position].float()
+    total = float(row[target_id] - (row[baseline_id] if baseline_id is not None else 0))
+    target_str = probe.to_string([target_id])
+    label = f"logit({target_str!r})" + (f" - logit({probe.to_string([baseline_id])!r})" if baseline_id is not None else "")
+    return Attribution(
+        prompt=tokens.prompts[0] if tokens.prompts else probe.to_string(tokens.ids[0]),
+        position=position,
+        position_token=probe.to_string([int(tokens.ids[0, position])]),
+        metric_label=label,
+        labels=labels,
+        values=torch.stack(values).cpu(),
+        head_values=heads.cpu(),
+        attn_bias=attn_bias.cpu(),
+        bias_term=bias_term,
+        total=total,
+    )

@@ -1,0 +1,239 @@
+"""The logit lens: read every layer's residual stream through the final layer norm and ``W_U``.
+
+Each stream is normalised with its *own* statistics by ``ln_f`` and projected with the
+tied unembedding ``W_U = W_E.T``, which is what the model would output if the stream were
+its last. The last stream is the model's own output. Only statistics leave this module:
+the ``[stream, pos, d_vocab]`` logits are computed block by block, reduced, and dropped, so
+extra memory stays below ``max_chunk_bytes`` (times a small constant) whatever the length.
+
+One forward pass captures only the residual streams (``lm_head`` is skipped); the
+projection, a matmul per block, is the dominant cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .. import names as N
+from ..errors import PromptError
+from ..probe import GPT2Probe, Inputs
+from ..tokens import Tokens
+from .result import LensResult, PromptLens
+
+NEXT_TOKEN = "next"
+"""``targets=NEXT_TOKEN``: at each position, the token that actually comes next in the prompt."""
+
+Target = str | int
+Targets = Target | Sequence[Target] | None
+Positions = int | Sequence[int] | str | None
+
+
+def stream_labels(n_layers: int, include_mid: bool) -> list[str]:
+    """``embed``, then ``L{l}.mid`` (between attention and MLP, if asked) and ``L{l}`` (after block l)."""
+    labels = ["embed"]
+    for layer in range(n_layers):
+        labels += ([f"L{layer}.mid"] if include_mid else []) + [f"L{layer}"]
+    return labels
+
+
+def stream_names(n_layers: int, include_mid: bool) -> list[str]:
+    """The hook names whose activations are the lens's streams, in order."""
+    out = [N.resid_pre(0)]
+    for layer in range(n_layers):
+        out += ([N.resid_mid(layer)] if include_mid else []) + [N.resid_post(layer)]
+    return out
+
+
+@dataclass(frozen=True)
+class LensStats:
+    """Statistics of a block of read-outs (leading dims are ``stream pos``)."""
+
+    top_ids: Int[Tensor, "stream pos k"]
+    top_probs: Float[Tensor, "stream pos k"]
+    entropy: Float[Tensor, "stream pos"]
+    kl_to_final: Float[Tensor, "stream pos"]
+    target_logprob: Float[Tensor, "stream pos"] | None
+    target_rank: Int[Tensor, "stream pos"] | None
+
+
+def read_out(
+    streams: Float[Tensor, "stream pos d_model"],
+    ln_f: torch.nn.LayerNorm,
+    W_U: Float[Tensor, "d_model d_vocab"],
+    *,
+    k: int,
+    target_ids: Int[Tensor, " pos"] | None = None,
+    max_chunk_bytes: int = 64 * 2**20,
+) -> LensStats:
+    """Project ``streams`` (the last one being the final stream) and reduce to statistics, in chunks."""
+    n_stream, n_pos, _ = streams.shape
+    d_vocab = W_U.shape[1]
+    rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
+    pos_per_chunk = max(1, rows_per_chunk // n_stream)
+    parts: list[LensStats] = []
+    for start in range(0, n_pos, pos_per_chunk):
+        block = streams[:, start : start + pos_per_chunk]
+        normalized = F.layer_norm(block, (block.shape[-1],), ln_f.weight, ln_f.bias, ln_f.eps)
+        logits = (normalized @ W_U).float()  # [stream, pos, vocab]
+        logprobs = logits.log_softmax(-1)
+        del normalized
+        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+        probs = logprobs.exp()
+        entropy = -(probs * logprobs).sum(-1)
+        final = logprobs[-1:]
+        kl = (final.exp() * (final - logprobs)).sum(-1).clamp(min=0.0)
+        target_logprob = target_rank = None
+        if target_ids is not None:
+            ids = target_ids[start : start + pos_per_chunk].to(logits.device)
+            safe = ids.clamp(min=0)[None, :, None].expand(n_stream, -1, 1)
+            target_logit = logits.gather(-1, safe)
+            target_logprob = logprobs.gather(-1, safe)[..., 0]
+            target_rank = (logits > target_logit).sum(-1)
+            missing = (ids < 0)[None].expand(n_stream, -1)
+            target_logprob = target_logprob.masked_fill(missing, float("nan"))
+            target_rank = target_rank.masked_fill(missing, -1)
+        parts.append(LensStats(top_ids, top_logprobs.exp(), entropy, kl, target_logprob, target_rank))
+        del logits, logprobs, probs
+    cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts], 1)  # noqa: E731
+    return LensStats(*(cat(name) for name in ("top_ids", "top_probs", "entropy", "kl_to_final", "target_logprob", "target_rank")))
+
+
+def logit_lens(
+    probe: GPT2Probe,
+    prompts: Inputs,
+    *,
+    k: int = 5,
+    targets: Targets = None,
+    positions: Positions = None,
+    include_mid: bool = False,
+    prepend_bos: bool = False,
+    batch_size: int = 8,
+    max_chunk_bytes: int = 64 * 2**20,
+    progress: Callable[[int], None] | None = None,
+) -> LensResult:
+    """Ask every layer what it would predict if the model stopped there.
+
+    Args:
+        prompts: one prompt, a list of prompts (run as left-padded batches), token ids or
+            :class:`~gpt2probe.Tokens`.
+        k: top predictions kept per stream and position.
+        targets: tokens to follow through the layers: ``None``; ``"next"`` (each
+            position's actual next token); one token (a string that is a single token, or
+            an id) for every position; or a list with one token per prompt.
+        positions: ``None`` for every real position, ``"last"`` for each prompt's last
+            real token, or indices into each prompt's tokens (negative from the end).
+        include_mid: add the stream between each block's attention and MLP.
+        progress: called with the number of prompts finished after each batch.
+
+    Returns:
+        A :class:`LensResult` with one :class:`PromptLens` per prompt.
+    """
+    if k < 1 or k > probe.cfg.d_vocab:
+        raise ValueError(f"k must be between 1 and d_vocab={probe.cfg.d_vocab}, got {k}")
+    tokens = probe.as_tokens(prompts, prepend_bos=prepend_bos)
+    n_prompts = tokens.ids.shape[0]
+    per_prompt_targets = _per_prompt_targets(probe, targets, n_prompts)
+    labels = stream_labels(probe.cfg.n_layers, include_mid)
+    hook_names = stream_names(probe.cfg.n_layers, include_mid)
+    ln_f, W_U = probe.model.transformer.ln_f, probe.W_U
+    items: list[PromptLens] = []
+    for start in range(0, n_prompts, batch_size):
+        batch = _slice(tokens, start, start + batch_size)
+        _, cache = probe.run_with_cache(batch, names=hook_names, unembed=False)
+        stack = torch.stack([cache[name] for name in hook_names])  # [stream, batch, pos, d_model]
+        for row in range(batch.ids.shape[0]):
+            index = start + row
+            real = batch.real_positions(row)
+            ids = batch.ids[row, real].cpu()
+            chosen = _choose_positions(positions, len(ids))
+            target_ids = _target_ids(per_prompt_targets[index], ids, chosen)
+            stats = read_out(stack[:, row, real][:, chosen.to(stack.device)], ln_f, W_U, k=k,
+                             target_ids=target_ids, max_chunk_bytes=max_chunk_bytes)
+            items.append(_prompt_lens(probe, batch, row, ids, chosen, labels, stats, target_ids))
+        del cache, stack
+        if progress is not None:
+            progress(min(start + batch_size, n_prompts))
+    return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid)
+
+
+def _slice(tokens: Tokens, start: int, stop: int) -> Tokens:
+    """Rows ``start:stop`` of a batch, with the left padding they no longer need removed."""
+    mask = tokens.attention_mask[start:stop]
+    keep = int(mask.sum(-1).max())
+    prompts = tokens.prompts[start:stop] if tokens.prompts else None
+    return Tokens(tokens.ids[start:stop, -keep:], mask[:, -keep:], prompts)
+
+
+def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
+    if positions is None:
+        return torch.arange(n_tokens)
+    if positions == "last":
+        return torch.tensor([n_tokens - 1])
+    if isinstance(positions, str):
+        raise ValueError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
+    wanted = [positions] if isinstance(positions, int) else list(positions)
+    out = []
+    for p in wanted:
+        if not -n_tokens <= p < n_tokens:
+            raise PromptError(f"position {p} is outside a prompt of {n_tokens} tokens (valid: {-n_tokens}..{n_tokens - 1})")
+        out.append(p % n_tokens)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _per_prompt_targets(probe: GPT2Probe, targets: Targets, n_prompts: int) -> list[str | int | None]:
+    if targets is None or targets == NEXT_TOKEN:
+        return [targets] * n_prompts
+    if isinstance(targets, (str, int)):
+        return [probe.to_single_token(targets)] * n_prompts
+    targets = list(targets)
+    if len(targets) != n_prompts:
+        raise ValueError(f"{len(targets)} targets for {n_prompts} prompts: give one target per prompt")
+    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t) for t in targets]
+
+
+def _target_ids(target: str | int | None, ids: Tensor, chosen: Tensor) -> Tensor | None:
+    if target is None:
+        return None
+    if target == NEXT_TOKEN:
+        following = torch.cat([ids[1:], torch.tensor([-1])])
+        return following[chosen]
+    return torch.full((len(chosen),), int(target), dtype=torch.long)
+
+
+def token_strings(probe: GPT2Probe, ids: Tensor) -> list:
+    """Decode every id of a tensor to its string, keeping the tensor's nesting (ids < 0 give '')."""
+    flat = ids.flatten().tolist()
+    table = {i: (probe.tokenizer.decode([i]) if i >= 0 else "") for i in set(flat)}
+    strings = [table[i] for i in flat]
+    for size in reversed(ids.shape[1:]):
+        strings = [strings[j : j + size] for j in range(0, len(strings), size)]
+    return strings
+
+
+def _prompt_lens(probe: GPT2Probe, batch: Tokens, row: int, ids: Tensor, chosen: Tensor, labels: list[str],
+                 stats: LensStats, target_ids: Tensor | None) -> PromptLens:
+    prompt = batch.prompts[row] if batch.prompts else probe.to_string(ids)
+    has_target = target_ids is not None
+    return PromptLens(
+        prompt=prompt,
+        str_tokens=token_strings(probe, ids),
+        token_ids=ids,
+        positions=chosen,
+        stream_labels=labels,
+        top_ids=stats.top_ids.cpu(),
+        top_probs=stats.top_probs.cpu(),
+        top_tokens=token_strings(probe, stats.top_ids.cpu()),
+        entropy=stats.entropy.cpu(),
+        kl_to_final=stats.kl_to_final.cpu(),
+        target_ids=target_ids,
+        target_tokens=token_strings(probe, target_ids) if has_target else None,
+        target_prob=stats.target_logprob.exp().cpu() if has_target else None,
+        target_logprob=stats.target_logprob.cpu() if has_target else None,
+        target_rank=stats.target_rank.cpu() if has_target else None,
+    )
