@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .. import names as N
 from ..errors import PromptError
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, Inputs
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,10 @@ class Attribution:
             )
 
 
+@torch.no_grad()
 def direct_logit_attribution(
     probe: GPT2Probe,
-    prompt: str | Tensor,
+    prompt: Inputs,
     target: str | int,
     *,
     baseline: str | int | None = None,

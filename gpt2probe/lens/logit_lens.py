@@ -62,6 +62,7 @@ class LensStats:
     target_rank: Int[Tensor, "stream pos"] | None
 
 
+@torch.no_grad()
 def read_out(
     streams: Float[Tensor, "stream pos d_model"],
     ln_f: torch.nn.LayerNorm,

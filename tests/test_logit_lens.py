@@ -1,0 +1,206 @@
+"""The logit lens against independent computations: the model's logits, TransformerLens's
+cache on the same weights, and a naive full-vocabulary reference."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import gpt2probe
+from gpt2probe import NEXT_TOKEN, LensResult, logit_lens
+from gpt2probe.errors import PromptError
+
+from sharp_model import save_sharp_model
+
+PROMPTS = ["The cat sat on the mat because it was", "Hello there gpt-2!", "One"]
+
+
+@pytest.fixture(scope="module")
+def lens_model_dir(tmp_path_factory):
+    return save_sharp_model(tmp_path_factory.mktemp("lens_model"))
+
+
+@pytest.fixture(scope="module")
+def probe(lens_model_dir):
+    return gpt2probe.load(lens_model_dir)
+
+
+@pytest.fixture(scope="module")
+def bridge(lens_model_dir):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(lens_model_dir), device="cpu")
+
+
+def naive_lens(resid, ln_w, ln_b, eps, W_U, k, target_ids=None):
+    """Full-vocabulary reference: [stream, pos, d_model] -> statistics, written out by hand."""
+    mean = resid.mean(-1, keepdim=True)
+    var = ((resid - mean) ** 2).mean(-1, keepdim=True)
+    normalized = (resid - mean) / torch.sqrt(var + eps) * ln_w + ln_b
+    logits = normalized.double() @ W_U.double()
+    probs = torch.softmax(logits, -1)
+    logp = torch.log(probs)
+    out = {
+        "top_probs": probs.topk(k, -1).values,
+        "top_ids": probs.topk(k, -1).indices,
+        "entropy": -(probs * logp).sum(-1),
+        "kl": (probs[-1:] * (logp[-1:] - logp)).sum(-1),
+    }
+    if target_ids is not None:
+        valid = target_ids >= 0
+        ids = target_ids.clamp(min=0)
+        t_logit = logits[:, torch.arange(len(ids)), ids]
+        out["target_logprob"] = torch.where(valid, logp[:, torch.arange(len(ids)), ids], torch.nan)
+        out["target_rank"] = torch.where(valid, (logits > t_logit[..., None]).sum(-1), -1)
+    return out, logits
+
+
+def test_last_stream_is_the_models_own_prediction(probe):
+    result = logit_lens(probe, PROMPTS[0], k=7)
+    item = result[0]
+    logits = probe(PROMPTS[0])[0]
+    top = torch.softmax(logits.double(), -1).topk(7, -1)
+    assert torch.equal(item.top_ids[-1], top.indices)
+    torch.testing.assert_close(item.top_probs[-1].double(), top.values, atol=1e-5, rtol=0)
+    assert item.kl_to_final[-1].abs().max() < 1e-6
+    assert item.stream_labels == ["embed", "L0", "L1", "L2"]
+
+
+def test_every_stream_matches_transformer_lens_reference(probe, bridge):
+    ids = probe.to_tokens(PROMPTS[0]).ids
+    _, tl_cache = bridge.run_with_cache(ids)
+    resid = torch.stack(
+        [tl_cache[f"blocks.{l}.hook_resid_pre"][0] for l in range(probe.cfg.n_layers)]
+        + [tl_cache[f"blocks.{probe.cfg.n_layers - 1}.hook_resid_post"][0]]
+    )
+    ln_f = bridge.original_model.transformer.ln_f
+    target_ids = torch.cat([ids[0, 1:], torch.tensor([-1])])
+    ref, _ = naive_lens(resid, ln_f.weight, ln_f.bias, ln_f.eps, bridge.W_U, 5, target_ids)
+
+    item = logit_lens(probe, PROMPTS[0], k=5, targets=NEXT_TOKEN)[0]
+    assert torch.equal(item.top_ids, ref["top_ids"])
+    torch.testing.assert_close(item.top_probs.double(), ref["top_probs"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(item.entropy.double(), ref["entropy"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(item.kl_to_final.double(), ref["kl"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(item.target_logprob.double(), ref["target_logprob"], atol=1e-4, rtol=0, equal_nan=True)
+    assert torch.equal(item.target_rank, ref["target_rank"])
+    # the layers really disagree, so the comparison above is not vacuous
+    assert item.kl_to_final[0].min() > 0.1
+    assert not torch.equal(item.top_ids[0, :, 0], item.top_ids[-1, :, 0])
+
+
+def test_targets_single_token_and_per_prompt(probe):
+    target = " the"
+    target_id = probe.to_single_token(target)
+    item = logit_lens(probe, PROMPTS[0], targets=target)[0]
+    assert item.target_tokens == [target] * len(item.positions)
+    logits = probe(PROMPTS[0])[0].double()
+    logp = logits.log_softmax(-1)[:, target_id]
+    torch.testing.assert_close(item.target_logprob[-1].double(), logp, atol=1e-4, rtol=0)
+    torch.testing.assert_close(item.target_prob[-1].double(), logp.exp(), atol=1e-5, rtol=0)
+    ranks = (logits > logits[:, target_id : target_id + 1]).sum(-1)
+    assert torch.equal(item.target_rank[-1], ranks)
+
+    both = logit_lens(probe, PROMPTS[:2], targets=[" the", 13])
+    assert both[0].target_tokens[0] == " the" and int(both[1].target_ids[0]) == 13
+    with pytest.raises(ValueError, match="2 targets for 3 prompts"):
+        logit_lens(probe, PROMPTS, targets=[" the", " a"])
+    with pytest.raises(PromptError, match="not one"):
+        logit_lens(probe, PROMPTS[0], targets=" the cat")
+
+
+def test_next_token_target_is_missing_at_the_last_position(probe):
+    item = logit_lens(probe, PROMPTS[1], targets=NEXT_TOKEN)[0]
+    assert item.target_tokens[:-1] == item.str_tokens[1:]
+    assert item.target_tokens[-1] == ""
+    assert torch.isnan(item.target_prob[:, -1]).all() and (item.target_rank[:, -1] == -1).all()
+    assert not torch.isnan(item.target_prob[:, :-1]).any()
+
+
+def test_batch_of_different_lengths_equals_single_runs(probe):
+    batched = logit_lens(probe, PROMPTS, k=4, targets=NEXT_TOKEN)
+    for prompt, item in zip(PROMPTS, batched):
+        alone = logit_lens(probe, prompt, k=4, targets=NEXT_TOKEN)[0]
+        assert item.str_tokens == alone.str_tokens == probe.to_str_tokens(prompt)
+        assert torch.equal(item.top_ids, alone.top_ids)
+        for name in ("top_probs", "entropy", "kl_to_final", "target_logprob"):
+            torch.testing.assert_close(getattr(item, name), getattr(alone, name), atol=1e-4, rtol=0, equal_nan=True)
+
+
+def test_small_batches_and_chunks_give_the_same_result(probe):
+    whole = logit_lens(probe, PROMPTS, k=3)
+    pieces = logit_lens(probe, PROMPTS, k=3, batch_size=1, max_chunk_bytes=1)
+    for a, b in zip(whole, pieces):
+        assert torch.equal(a.top_ids, b.top_ids)
+        torch.testing.assert_close(a.kl_to_final, b.kl_to_final, atol=1e-5, rtol=0)
+
+
+def test_chunks_bound_the_projection(probe, monkeypatch):
+    """No read-out block may hold more than the chunk budget's rows of vocabulary logits."""
+    module = importlib.import_module("gpt2probe.lens.logit_lens")
+    seen = []
+
+    def layer_norm(x, *args, **kwargs):
+        seen.append(x.shape[:-1].numel())
+        return torch.nn.functional.layer_norm(x, *args, **kwargs)
+
+    monkeypatch.setattr(module, "F", SimpleNamespace(layer_norm=layer_norm))
+    budget = 4 * probe.cfg.d_vocab * 8  # eight rows of logits
+    logit_lens(probe, PROMPTS[0], max_chunk_bytes=budget)
+    n_streams = probe.cfg.n_layers + 1
+    assert seen and max(seen) <= max(8, n_streams)
+    assert sum(seen) == n_streams * len(probe.to_str_tokens(PROMPTS[0]))
+
+
+def test_positions_selection(probe):
+    n = len(probe.to_str_tokens(PROMPTS[0]))
+    full = logit_lens(probe, PROMPTS[0])[0]
+    last = logit_lens(probe, PROMPTS[0], positions="last")[0]
+    picked = logit_lens(probe, PROMPTS[0], positions=[0, -2])[0]
+    assert last.positions.tolist() == [n - 1] and torch.equal(last.top_ids[:, 0], full.top_ids[:, -1])
+    assert picked.positions.tolist() == [0, n - 2]
+    assert picked.position_labels == [full.str_tokens[0], full.str_tokens[n - 2]]
+    assert torch.equal(picked.top_ids[:, 1], full.top_ids[:, n - 2])
+    with pytest.raises(PromptError, match="outside a prompt"):
+        logit_lens(probe, PROMPTS[0], positions=[n])
+
+
+def test_include_mid_adds_the_stream_between_attention_and_mlp(probe):
+    item = logit_lens(probe, PROMPTS[1], include_mid=True)[0]
+    assert item.stream_labels == ["embed", "L0.mid", "L0", "L1.mid", "L1", "L2.mid", "L2"]
+    _, cache = probe.run_with_cache(PROMPTS[1], names=["blocks.1.hook_resid_mid"])
+    ln_f = probe.model.transformer.ln_f
+    logits = ln_f(cache["blocks.1.hook_resid_mid"][0]) @ probe.W_U
+    assert torch.equal(item.top_ids[3], logits.topk(5, -1).indices)
+
+
+def test_bad_arguments(probe):
+    with pytest.raises(ValueError, match="k must be between 1"):
+        logit_lens(probe, PROMPTS[0], k=0)
+    with pytest.raises(PromptError, match="empty"):
+        logit_lens(probe, "")
+
+
+def test_save_and_load_round_trip(probe, tmp_path):
+    result = logit_lens(probe, PROMPTS[:2], targets=NEXT_TOKEN, k=3)
+    path = tmp_path / "lens.safetensors"
+    result.save(path)
+    loaded = LensResult.load(path)
+    assert loaded.model_name == result.model_name and loaded.k == 3 and len(loaded) == 2
+    for a, b in zip(result, loaded):
+        assert a.prompt == b.prompt and a.str_tokens == b.str_tokens and a.top_tokens == b.top_tokens
+        assert a.target_tokens == b.target_tokens and a.stream_labels == b.stream_labels
+        for name in ("top_ids", "top_probs", "entropy", "kl_to_final", "target_rank"):
+            assert torch.equal(getattr(a, name), getattr(b, name))
+        torch.testing.assert_close(a.target_prob, b.target_prob, equal_nan=True)
+    assert "torch" in loaded.metadata["versions"]
+
+
+def test_probabilities_are_distributions(probe):
+    item = logit_lens(probe, PROMPTS[0], k=probe.cfg.d_vocab)[0]
+    torch.testing.assert_close(item.top_probs.double().sum(-1), torch.ones(item.entropy.shape, dtype=torch.float64), atol=1e-4, rtol=0)
+    assert (item.entropy >= 0).all() and (item.entropy <= math.log(probe.cfg.d_vocab) + 1e-4).all()
