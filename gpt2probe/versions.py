@@ -7,8 +7,10 @@ from importlib import metadata
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("gpt2probe", "torch", "transformers"):
+    from . import __version__
+
+    out = {"python": platform.python_version(), "gpt2probe": __version__}
+    for package in ("torch", "transformers"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
