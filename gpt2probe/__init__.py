@@ -9,6 +9,7 @@ from . import names
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import (
+    ConcurrentUseError,
     GPT2ProbeError,
     HookNameError,
     LayerIndexError,
@@ -26,6 +27,7 @@ from .tokens import Tokens
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConcurrentUseError",
     "NEXT_TOKEN",
     "Attribution",
     "LensResult",

@@ -32,3 +32,7 @@ class WeightsUnavailableError(GPT2ProbeError, OSError):
 
 class UnsafeCheckpointError(GPT2ProbeError, ValueError):
     """A pickle checkpoint that was not explicitly allowed."""
+
+
+class ConcurrentUseError(GPT2ProbeError, RuntimeError):
+    """A probe used from a second thread while another thread runs it or has hooks attached."""

@@ -12,6 +12,7 @@ it may return a tensor of the same shape to replace the activation.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from transformers import GPT2LMHeadModel
 
 from . import names as N
 from .attention import PatternHookHandle
-from .errors import HookNameError
+from .errors import ConcurrentUseError, HookNameError
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,21 @@ class HookRegistry:
         self._fns: dict[str, list[tuple[int, HookFn]]] = {}
         self._handles: dict[int, list[Any]] = {}  # id(site) -> installed handles
         self._ids = itertools.count()
+        self._busy = threading.RLock()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the model for this thread: hooks fire on every forward pass, whichever thread runs it,
+        so two threads capturing or intervening at once would read each other's activations."""
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError(
+                "this probe is running or has hooks attached in another thread; a probe is not thread-safe: "
+                "use one probe (with its own model) per thread, or guard calls with a lock"
+            )
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _dispatch(self, name: str, tensor: Tensor) -> Tensor:
         point = HookPoint(name)
@@ -285,14 +301,15 @@ class HookRegistry:
         pairs = list(pairs)
         for name, _ in pairs:
             self.check(name)
-        keys: list[tuple[str, int]] = []
-        try:
-            for name, fn in pairs:
-                keys.append(self.add(name, fn))
-            yield
-        finally:
-            for key in reversed(keys):
-                self.remove(key)
+        with self.exclusive():
+            keys: list[tuple[str, int]] = []
+            try:
+                for name, fn in pairs:
+                    keys.append(self.add(name, fn))
+                yield
+            finally:
+                for key in reversed(keys):
+                    self.remove(key)
 
     @property
     def active_names(self) -> list[str]:

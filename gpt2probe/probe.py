@@ -116,7 +116,7 @@ class GPT2Probe:
     def _run(self, tokens: Tokens, *, grad: bool, unembed: bool = True) -> Tensor:
         tokens = tokens.to(self.cfg.device)
         body = self.model if unembed else self.model.transformer
-        with nullcontext() if grad else torch.no_grad():
+        with self.registry.exclusive(), nullcontext() if grad else torch.no_grad():
             out = body(
                 input_ids=tokens.ids,
                 attention_mask=tokens.attention_mask,

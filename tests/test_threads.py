@@ -1,0 +1,56 @@
+"""A probe refuses, clearly, to be used from a second thread while another thread holds it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import gpt2probe
+from gpt2probe.errors import ConcurrentUseError
+from gpt2probe.hooks import count_torch_hooks
+
+
+@pytest.fixture(scope="module")
+def probe():
+    torch.manual_seed(3)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=30, n_head=3, n_positions=17, vocab_size=97))
+    return gpt2probe.load(model, device="cpu")
+
+
+def in_thread(fn):
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=60)
+    return outcome
+
+
+def test_second_thread_is_refused_while_hooks_are_attached(probe):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    expected = probe(ids)
+    with probe.hooks({"blocks.0.hook_resid_post": lambda x, hook: x * 0}):
+        for attempt in (lambda: probe(ids), lambda: probe.run_with_cache(ids, names=["hook_embed"])):
+            outcome = in_thread(attempt)
+            assert isinstance(outcome.get("error"), ConcurrentUseError)
+            assert "another thread" in str(outcome["error"])
+        assert not torch.equal(probe(ids), expected)  # the owning thread still works
+    assert count_torch_hooks(probe.model) == 0
+    assert torch.equal(in_thread(lambda: probe(ids))["value"], expected)  # free again afterwards
+
+
+def test_threads_taking_turns_are_fine(probe):
+    ids = torch.tensor([[5, 6, 7]])
+    expected = probe.run_with_cache(ids, names=["blocks.1.hook_resid_post"])[1]["blocks.1.hook_resid_post"]
+    for _ in range(3):
+        outcome = in_thread(lambda: probe.run_with_cache(ids, names=["blocks.1.hook_resid_post"])[1])
+        assert torch.equal(outcome["value"]["blocks.1.hook_resid_post"], expected)
