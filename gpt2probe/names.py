@@ -143,9 +143,9 @@ NameSelection = str | re.Pattern | Iterable[str] | Callable[[str], bool] | None
 def resolve(selection: NameSelection, valid: Sequence[str]) -> list[str]:
     """The valid names a selection picks, in forward order.
 
-    ``selection`` is ``None`` (every name), one exact name, a glob pattern such as
-    ``"blocks.*.hook_resid_post"``, a compiled regular expression, an iterable of exact
-    names, or a predicate ``name -> bool``. Unknown exact names and patterns that match
+    ``selection`` is ``None`` (every name), one exact name or glob pattern such as
+    ``"blocks.*.hook_resid_post"``, an iterable of those, a compiled regular expression,
+    or a predicate ``name -> bool``. Unknown exact names and patterns that match
     nothing raise :class:`HookNameError` naming the nearest valid names.
     """
     if selection is None:
@@ -156,21 +156,24 @@ def resolve(selection: NameSelection, valid: Sequence[str]) -> list[str]:
             raise HookNameError(f"the pattern {selection.pattern!r} matches no hook name; valid names look like {valid[2]!r}")
         return [n for n in valid if n in chosen]
     if isinstance(selection, str):
-        if any(c in selection for c in "*?["):
-            chosen = set(fnmatch.filter(valid, selection))
-            if not chosen:
-                raise HookNameError(
-                    f"the pattern {selection!r} matches no hook name; nearest valid names: "
-                    + ", ".join(repr(s) for s in nearest(selection, valid))
-                )
-            return [n for n in valid if n in chosen]
         selection = [selection]
     if callable(selection):
         return [n for n in valid if selection(n)]
-    wanted = list(selection)
+    chosen: set[str] = set()
     valid_set = set(valid)
-    for name in wanted:
-        if name not in valid_set:
-            raise unknown_name_error(name, valid)
-    wanted_set = set(wanted)
-    return [n for n in valid if n in wanted_set]
+    for item in selection:
+        if not isinstance(item, str):
+            raise HookNameError(f"hook names are strings, got {item!r}")
+        if any(c in item for c in "*?["):
+            matched = fnmatch.filter(valid, item)
+            if not matched:
+                raise HookNameError(
+                    f"the pattern {item!r} matches no hook name; nearest valid names: "
+                    + ", ".join(repr(s) for s in nearest(item, valid))
+                )
+            chosen.update(matched)
+        elif item not in valid_set:
+            raise unknown_name_error(item, valid)
+        else:
+            chosen.add(item)
+    return [n for n in valid if n in chosen]

@@ -170,6 +170,18 @@ class GPT2Probe:
         return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
                                     tokens=tokens.to("cpu"), probe=self)
 
+    def next_token(self, prompt: str | Sequence[str] | Tensor | Tokens, k: int = 10, **kwargs):
+        """The top-k next tokens at each prompt's last position (see :func:`gpt2probe.generation.next_token`)."""
+        from .generation import next_token
+
+        return next_token(self, prompt, k, **kwargs)
+
+    def generate(self, prompts: str | Sequence[str] | Tensor | Tokens, max_new_tokens: int, **kwargs):
+        """Sample or decode greedily with a KV cache (see :func:`gpt2probe.generation.generate`)."""
+        from .generation import generate
+
+        return generate(self, prompts, max_new_tokens, **kwargs)
+
     @contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:
         """Attach hook functions for the duration of a ``with`` block.
