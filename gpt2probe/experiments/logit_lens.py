@@ -64,7 +64,7 @@ def summary_table(result: LensResult) -> str:
     """Top-1 prediction of every stream at each prompt's last position, as plain text."""
     blocks = []
     for item in result:
-        width = max(len(label) for label in item.stream_labels)
+        width = max(len("stream"), *(len(label) for label in item.stream_labels))
         lines = [f"Prompt: {item.prompt!r}", f"  {'stream':<{width}}  top-1 next token      prob"]
         for s, label in enumerate(item.stream_labels):
             token, prob = item.top1(stream=s, position=-1)
