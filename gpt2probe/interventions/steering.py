@@ -1,0 +1,120 @@
+"""Steering: add a direction to the residual stream and watch the model's behaviour move.
+
+The usual direction is a *mean difference*: the average residual stream on prompts with a
+property minus the average on prompts without it (e.g. ``"Love"`` vs ``"Hate"``), read at
+one layer. Adding ``alpha`` times it while the model runs (or generates) pushes the
+output towards the property.
+
+>>> v = mean_difference_vector(probe, ["Love"], ["Hate"], layer=6)
+>>> with steer(probe, 6, v, alpha=4.0):
+...     logits = probe("I think you are")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .. import names as N
+from ..errors import LayerIndexError, PromptError
+from ..hooks import HookFn, HookPoint
+from ..probe import GPT2Probe, Inputs
+
+STREAMS = {"resid_pre": N.resid_pre, "resid_mid": N.resid_mid, "resid_post": N.resid_post}
+Positions = int | Sequence[int] | None
+
+
+def stream_name(probe: GPT2Probe, layer: int, stream: str) -> str:
+    """The hook name of a residual stream, after checking the layer and stream."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {', '.join(map(repr, STREAMS))}, got {stream!r}")
+    if not isinstance(layer, int) or not 0 <= layer < probe.cfg.n_layers:
+        raise LayerIndexError(f"layer {layer!r} is out of range: this model has layers 0..{probe.cfg.n_layers - 1}")
+    return STREAMS[stream](layer)
+
+
+def steering_hook(vector: Float[Tensor, " d_model"], alpha: float, positions: Positions = None) -> HookFn:
+    """A hook function that adds ``alpha * vector`` to a residual stream ``[batch, pos, d_model]``.
+
+    ``positions``: ``None`` adds it at every position (including positions generated
+    later, one step at a time); an int or list of ints picks indices of the padded batch
+    (negative from the end; ``-1`` is every prompt's last token under left padding).
+    During :func:`gpt2probe.generation.generate` each step after the prompt holds only the
+    new token, so positions index that one-token activation there.
+    """
+    if vector.ndim != 1:
+        raise ValueError(f"a steering vector has shape [d_model], got {tuple(vector.shape)}")
+    chosen = slice(None) if positions is None else [positions] if isinstance(positions, int) else list(positions)
+
+    def hook(activation: Tensor, point: HookPoint) -> Tensor:
+        if activation.shape[-1] != vector.shape[0]:
+            raise ValueError(f"the steering vector has {vector.shape[0]} entries but {point.name!r} has d_model={activation.shape[-1]}")
+        n_pos = activation.shape[1]
+        if isinstance(chosen, list) and any(not -n_pos <= p < n_pos for p in chosen):
+            raise PromptError(f"steering positions {chosen} fall outside a run of {n_pos} positions")
+        out = activation.clone()
+        out[:, chosen] += alpha * vector.to(out)
+        return out
+
+    return hook
+
+
+@contextmanager
+def steer(
+    probe: GPT2Probe,
+    layer: int,
+    vector: Float[Tensor, " d_model"],
+    alpha: float,
+    positions: Positions = None,
+    stream: str = "resid_pre",
+) -> Iterator[GPT2Probe]:
+    """Add ``alpha * vector`` to ``blocks.{layer}.hook_{stream}`` for the duration of a ``with`` block."""
+    name = stream_name(probe, layer, stream)
+    if vector.shape != (probe.cfg.d_model,):
+        raise ValueError(f"the steering vector has shape {tuple(vector.shape)}; this model needs [{probe.cfg.d_model}]")
+    with probe.hooks([(name, steering_hook(vector, alpha, positions))]):
+        yield probe
+
+
+@torch.no_grad()
+def stream_at(
+    probe: GPT2Probe, prompts: Inputs, layer: int, stream: str = "resid_pre", position: int | None = -1
+) -> Float[Tensor, "batch d_model"]:
+    """Each prompt's residual stream at one of its *real* tokens (``position``, negative from the end).
+
+    ``position=None`` averages over each prompt's real tokens instead. Pads never count.
+    """
+    name = stream_name(probe, layer, stream)
+    _, cache = probe.run_with_cache(prompts, names=[name])
+    acts, tokens = cache[name], cache.tokens
+    rows = []
+    for i in range(acts.shape[0]):
+        real = acts[i, tokens.real_positions(i)]
+        if position is None:
+            rows.append(real.mean(0))
+            continue
+        if not -len(real) <= position < len(real):
+            raise PromptError(f"position {position} is outside prompt {i}, which has {len(real)} tokens")
+        rows.append(real[position])
+    return torch.stack(rows)
+
+
+def mean_difference_vector(
+    probe: GPT2Probe,
+    prompts_a: Inputs,
+    prompts_b: Inputs,
+    layer: int,
+    stream: str = "resid_pre",
+    position: int | None = -1,
+) -> Float[Tensor, " d_model"]:
+    """Mean residual stream over ``prompts_a`` minus the mean over ``prompts_b``.
+
+    Each prompt is read at ``position`` among its own real tokens (default: its last
+    token; ``None``: the mean over its tokens), so left padding in a batch changes
+    nothing.
+    """
+    return stream_at(probe, prompts_a, layer, stream, position).mean(0) - stream_at(probe, prompts_b, layer, stream, position).mean(0)
