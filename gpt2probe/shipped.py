@@ -8,10 +8,15 @@ known previous-token head and induction head (vocabulary of 64 ids, no text toke
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    from .probe import GPT2Probe
 
 OFFLINE_MODEL = "tiny-english"
 
@@ -19,7 +24,7 @@ NOTES = {
     "tiny-english": (
         "This report was made with gpt2probe's small offline model 'tiny-english' (4 layers, d_model 64), "
         "trained for a few minutes on Python's documentation, because GPT-2's weights were not available. "
-        "Its predictions show how a logit lens reads a real trained model layer by layer; they say nothing "
+        "It shows how the tools read a real trained model; its predictions, heads and circuits say nothing "
         "about GPT-2 itself."
     ),
     "toy-induction": (
@@ -37,3 +42,20 @@ def shipped_model(name: str) -> Path:
     if not (path / "config.json").is_file():
         raise WeightsUnavailableError(f"the shipped model {name!r} is missing from {path} (a broken install?)")
     return path
+
+
+def load_with_fallback(
+    model: str, *, device: str | None = None, allow_fallback: bool = True
+) -> tuple[GPT2Probe, str | None]:
+    """Load ``model``; if it is a hub id whose weights cannot be had, say why on stderr and load
+    the shipped offline model instead. Returns the probe and, after a fallback, a note for reports."""
+    from .loading import load
+
+    try:
+        return load(model, device=device), None
+    except WeightsUnavailableError as error:
+        if not allow_fallback or Path(model).expanduser().exists():
+            raise
+        print(f"Cannot load {model!r}: {error}", file=sys.stderr)
+        print(f"Falling back to gpt2probe's shipped offline model {OFFLINE_MODEL!r}.", file=sys.stderr)
+        return load(shipped_model(OFFLINE_MODEL), device=device), NOTES[OFFLINE_MODEL]

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import load
-from ..errors import GPT2ProbeError, WeightsUnavailableError
+from ..errors import GPT2ProbeError
 from ..lens import NEXT_TOKEN, LensResult, direct_logit_attribution, logit_lens
-from ..probe import GPT2Probe
 from ..report import attribution_bars, kl_per_layer, lens_heatmap, target_trajectory, write_html
-from ..shipped import NOTES, OFFLINE_MODEL, shipped_model
+from ..shipped import load_with_fallback
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 OFFLINE_DEFAULT_PROMPT = "If the object is not a string, the function will return"
@@ -39,18 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report path (default: {DEFAULT_OUT})")
     parser.add_argument("--no-fallback", action="store_true", help="fail instead of using the shipped offline model")
     return parser
-
-
-def load_with_fallback(model: str, *, device: str | None, allow_fallback: bool) -> tuple[GPT2Probe, str | None]:
-    """Load ``model``; if its weights cannot be had, say why and load the shipped offline model."""
-    try:
-        return load(model, device=device), None
-    except WeightsUnavailableError as error:
-        if not allow_fallback or Path(model).expanduser().exists():
-            raise
-        print(f"Cannot load {model!r}: {error}", file=sys.stderr)
-        print(f"Falling back to gpt2probe's shipped offline model {OFFLINE_MODEL!r}.", file=sys.stderr)
-        return load(shipped_model(OFFLINE_MODEL), device=device), NOTES[OFFLINE_MODEL]
 
 
 def read_prompts(args: argparse.Namespace, offline: bool) -> list[str]:

@@ -1,0 +1,108 @@
+"""Write figures into one self-contained HTML report.
+
+The report embeds plotly.js once, inline, and references nothing on the network: it
+opens offline, and its Content-Security-Policy forbids every network request, so a
+stray URL cannot fetch anything either. A header states what produced it (model,
+prompts, date, versions). The file is written atomically: an interrupted write leaves
+the previous report (or none) in place, never half a report.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from ..atomic import atomic_path
+from ..versions import versions
+
+# Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                           "img-src data: blob:; font-src data:")
+
+# typesetMath off: a token like "$x$" must never become LaTeX, even where MathJax is loaded.
+PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "responsive": True}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
+header dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
+header dt { font-weight: 600; }
+header dd { margin: 0; }
+pre.prompt { white-space: pre-wrap; margin: 0 0 .3rem; padding: .2rem .4rem; background: #f4f4f4; }
+.note { border-left: 4px solid #d9a400; background: #fff8e1; padding: .5rem 1rem; margin: 1rem 0; }
+section.figure { margin: 2rem 0; }
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _header(title: str, model_name: str, prompts: list[str], notes: list[str],
+            metadata: Mapping[str, object]) -> str:
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tools = {**versions(), "plotly": plotly.__version__}
+    rows = [
+        ("Model", f"<code>{_esc(model_name)}</code>"),
+        ("Prompt" if len(prompts) == 1 else f"Prompts ({len(prompts)})",
+         "".join(f'<pre class="prompt">{_esc(p)}</pre>' for p in prompts) or "<em>none</em>"),
+        ("Created", f"<time>{_esc(created)}</time>"),
+        ("Versions", ", ".join(f"{_esc(name)} {_esc(version)}" for name, version in tools.items())),
+        *((_esc(key), _esc(value)) for key, value in metadata.items()),
+    ]
+    items = "\n".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
+    notes_html = "\n".join(f'<div class="note" role="note">{_esc(note)}</div>' for note in notes)
+    return f"<header>\n<h1>{_esc(title)}</h1>\n<dl>\n{items}\n</dl>\n{notes_html}\n</header>\n"
+
+
+def write_html(
+    path: str | os.PathLike,
+    figures: list[go.Figure] | dict[str, go.Figure],
+    *,
+    title: str,
+    model_name: str,
+    prompts: str | Sequence[str],
+    notes: str | Sequence[str] | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
+    """Write ``figures`` (a list, or a dict of section heading -> figure) to one HTML file.
+
+    ``notes`` (a string or several) are shown under the header, e.g. a warning that the
+    model is a small offline one. Returns the path written.
+    """
+    sections = list(figures.items()) if isinstance(figures, dict) else [(None, fig) for fig in figures]
+    for heading, fig in sections:
+        if not isinstance(fig, go.Figure):
+            where = f"figure {heading!r}" if heading is not None else "a figure"
+            raise TypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure")
+    target = Path(path)
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
+            f"<title>{_esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        )
+        out.write(_header(title, model_name, _as_list(prompts), _as_list(notes), metadata or {}))
+        out.write("<main>\n")
+        for i, (heading, fig) in enumerate(sections):
+            out.write(f'<section class="figure" id="section-{i}">\n')
+            if heading is not None:
+                out.write(f"<h2>{_esc(heading)}</h2>\n")
+            # plotly.js goes inline with the first figure only; the others reuse it.
+            out.write(pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), include_mathjax=False,
+                                  config=PLOTLY_CONFIG, div_id=f"figure-{i}"))
+            out.write("\n</section>\n")
+        out.write("</main>\n</body>\n</html>\n")
+    return target
