@@ -25,8 +25,9 @@ class PromptLens:
     """The logit lens of one prompt.
 
     Positions index the prompt's own tokens (0 = its first real token); ``positions`` lists
-    the ones analysed. Probabilities are in [0, 1]; entropy and KL are in nats. Entries
-    without a target (e.g. the next token after the last position) hold ``nan`` / ``-1``.
+    the ones analysed. Probabilities are in [0, 1]; entropy and KL are in nats; KL is
+    ``KL(final || stream)``. ``target_rank`` is 0-based: the number of tokens with a
+    strictly higher logit (0 = the top prediction). Entries without a target (e.g. the next token after the last position) hold ``nan`` / ``-1``.
     """
 
     prompt: str

@@ -66,7 +66,7 @@ def _target_line(item: PromptLens, stream: int, p: int) -> str | None:
     if not _has_target(item, p):
         return None
     prob = float(item.target_prob[stream, p])
-    rank = "" if item.target_rank is None else f", rank {int(item.target_rank[stream, p])}"
+    rank = "" if item.target_rank is None else f", rank {int(item.target_rank[stream, p]) + 1}"  # 1 = top
     return f"target {display_token(_target_token(item, p))}: p = {_fmt_prob(prob)}{rank}"
 
 
@@ -159,7 +159,7 @@ def target_trajectory(item: PromptLens, position: int = -1) -> go.Figure:
         raise ValueError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
                          f"prompt positions with a target: {with_target}")
     prob = item.target_prob[:, p].tolist()
-    rank = item.target_rank[:, p].tolist()
+    rank = (item.target_rank[:, p] + 1).tolist()  # stored 0-based; shown 1-based (1 = top prediction)
     target = display_token(_target_token(item, p))
     streams = list(range(item.n_streams))
     hover = [f"<b>{escape_text(item.stream_labels[s])}</b><br>target {target}: p = {_fmt_prob(prob[s])}, "
@@ -170,11 +170,9 @@ def target_trajectory(item: PromptLens, position: int = -1) -> go.Figure:
                              hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(x=streams, y=rank, mode="lines+markers", name="rank",
                              hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"), row=2, col=1)
-    # Rank 1 (or 0) is the best: reversed so that up means "more predicted" in both panels.
-    log_rank = min(rank) >= 1
+    # Rank 1 is the best: reversed so that up means "more predicted" in both panels.
     fig.update_yaxes(title=dict(text="p(target)"), range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title=dict(text="rank of target"), type="log" if log_rank else "linear",
-                     autorange="reversed", row=2, col=1)
+    fig.update_yaxes(title=dict(text="rank (1 = top)"), type="log", autorange="reversed", row=2, col=1)
     fig.update_xaxes(**_stream_axis(item), row=2, col=1)
     fig.update_xaxes(title=dict(text="residual stream"), row=2, col=1)
     token = display_token(item.str_tokens[int(item.positions[p])])
