@@ -124,6 +124,8 @@ class ActivationCache(Mapping[str, Tensor]):
             if mode in ("all", "mlp"):
                 parts.append(self[N.mlp_out(l)])
                 labels.append(f"{l}_mlp_out")
+        if not parts:
+            raise ValueError(f"decompose_resid(layer={layer}, incl_embeds=False) has no components: nothing comes before block 0")
         stack = torch.stack(parts)
         return (stack, labels) if return_labels else stack
 
@@ -182,7 +184,11 @@ class ActivationCache(Mapping[str, Tensor]):
         """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors."""
         from safetensors.torch import save_file
 
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self._data.items()}
+        tensors, seen = {}, set()
+        for name, t in self._data.items():  # resid_post(l) is resid_pre(l+1): safetensors refuses shared storage
+            t = t.detach().contiguous().cpu()
+            tensors[name] = t.clone() if t.data_ptr() in seen else t
+            seen.add(t.data_ptr())
         if self.tokens is not None:
             tensors[_TOKEN_KEYS[0]] = self.tokens.ids.cpu().contiguous()
             tensors[_TOKEN_KEYS[1]] = self.tokens.attention_mask.cpu().contiguous()
@@ -213,6 +219,8 @@ class ActivationCache(Mapping[str, Tensor]):
         if _TOKEN_KEYS[0] in data:
             prompts = json.loads(metadata.get("prompts") or "null")
             tokens = Tokens(data.pop(_TOKEN_KEYS[0]), data.pop(_TOKEN_KEYS[1]), tuple(prompts) if prompts else None)
+        order = {name: i for i, name in enumerate(N.all_names(int(metadata["n_layers"])))}
+        data = dict(sorted(data.items(), key=lambda item: order.get(item[0], len(order))))  # forward order
         cache = cls(data, n_layers=int(metadata["n_layers"]), model_name=metadata["model_name"], tokens=tokens, probe=probe)
         cache.metadata = metadata
         return cache

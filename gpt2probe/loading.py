@@ -28,7 +28,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
 
 
 def load(
-    model: str | os.PathLike | GPT2LMHeadModel,
+    model: str | os.PathLike | torch.nn.Module,
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
     device: str | torch.device | None = None,

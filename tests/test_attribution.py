@@ -45,7 +45,8 @@ def test_heads_and_mlps_match_transformer_lens(probe, model_dir):
 
     bridge = TransformerBridge.boot_transformers(str(model_dir), device="cpu")
     ids = probe.to_tokens(PROMPT).ids
-    _, tl = bridge.run_with_cache(ids)
+    with torch.no_grad():
+        _, tl = bridge.run_with_cache(ids)
     position = 4
     attr = direct_logit_attribution(probe, PROMPT, " Mary", baseline=" the", position=position)
     direction = bridge.W_U[:, probe.to_single_token(" Mary")] - bridge.W_U[:, probe.to_single_token(" the")]

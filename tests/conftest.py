@@ -1,0 +1,118 @@
+"""Session fixtures: two tiny random GPT-2 checkpoints, their probes and TransformerLens bridges.
+
+Nothing here may touch the network: offline mode is switched on before anything imports
+transformers or huggingface_hub (both read it once, at import).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import gpt2probe  # noqa: E402
+from models import SMALL, VOCAB, Spec, save_gpt2  # noqa: E402
+
+# The models are tiny: one thread is fastest, and intra-op threads spin badly on a busy machine.
+torch.set_num_threads(1)
+
+SPECS: dict[str, Spec] = {"small": SMALL, "vocab": VOCAB}
+
+
+@pytest.fixture(scope="session")
+def small_dir(tmp_path_factory) -> Path:
+    return save_gpt2(SMALL, tmp_path_factory.mktemp("small"))
+
+
+@pytest.fixture(scope="session")
+def vocab_dir(tmp_path_factory) -> Path:
+    return save_gpt2(VOCAB, tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dirs(small_dir, vocab_dir) -> dict[str, Path]:
+    return {"small": small_dir, "vocab": vocab_dir}
+
+
+@pytest.fixture(scope="session")
+def small_probe(small_dir):
+    return gpt2probe.load(small_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vocab_probe(vocab_dir):
+    return gpt2probe.load(vocab_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_probe_eager(small_dir):
+    return gpt2probe.load(small_dir, device="cpu", attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def vocab_probe_eager(vocab_dir):
+    return gpt2probe.load(vocab_dir, device="cpu", attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def small_bridge(small_dir):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(small_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vocab_bridge(vocab_dir):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(vocab_dir), device="cpu")
+
+
+@pytest.fixture(params=["small", "vocab"])
+def which(request) -> str:
+    """Parametrizes a test over both checkpoints."""
+    return request.param
+
+
+@pytest.fixture(params=["sdpa", "eager"])
+def attn(request) -> str:
+    """Parametrizes a test over Hugging Face's two CPU attention implementations."""
+    return request.param
+
+
+@pytest.fixture
+def get_probe(request):
+    """``get_probe(which, attn="sdpa")``: the session probe of checkpoint ``which`` with attention ``attn``."""
+
+    def get(which: str, attn: str = "sdpa"):
+        suffix = "_eager" if attn == "eager" else ""
+        return request.getfixturevalue(f"{which}_probe{suffix}")
+
+    return get
+
+
+@pytest.fixture
+def spec(which) -> Spec:
+    return SPECS[which]
+
+
+@pytest.fixture
+def probe(which, attn, get_probe):
+    """The probe of each checkpoint under each attention implementation (four runs)."""
+    return get_probe(which, attn)
+
+
+@pytest.fixture
+def bridge(which, request):
+    """The TransformerLens bridge on the same checkpoint as ``probe``."""
+    return request.getfixturevalue(f"{which}_bridge")
