@@ -1,0 +1,130 @@
+"""The activation-patching and steering experiments end to end: ``main([...])`` on a small model writes a report.
+
+The model is the shipped ``tiny-english`` when it is there, else a tiny random GPT-2 with
+GPT-2's vocabulary. Reports are opened in headless Chromium, when installed, to check that
+they render without errors and show tokens literally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from browser import chromium_available, open_page
+from gpt2probe.errors import WeightsUnavailableError
+from gpt2probe.shipped import shipped_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """Import ``experiments/{name}.py`` by path (``experiments`` is not an installed package)."""
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+activation_patching = load_script("activation_patching")
+steering = load_script("steering")
+
+# A pair whose tokens Plotly would misread if labels were not escaped.
+HOSTILE_CLEAN = "When <b>Mary</b> &amp; John met, John gave it to"
+HOSTILE_CORRUPTED = "When <b>Mary</b> &amp; John met, Mary gave it to"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny forward passes: one thread is many times faster than two on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(vocab_dir):
+    try:
+        return str(shipped_model("tiny-english"))
+    except WeightsUnavailableError:
+        return str(vocab_dir)
+
+
+@pytest.fixture(scope="module")
+def patching_report(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("patching") / "patching.html"
+    code = activation_patching.main(["--model", model_dir, "--clean", HOSTILE_CLEAN, "--corrupted", HOSTILE_CORRUPTED,
+                                     "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_patching_writes_a_report_with_four_heatmaps(patching_report, model_dir):
+    text = patching_report.read_text(encoding="utf-8")
+    assert text.count('class="js-plotly-plot"') + text.count("Plotly.newPlot") >= 4
+    for heading in activation_patching.PANELS.values():
+        assert heading[0] in text
+
+
+def test_patching_default_pair_states_the_model(model_dir, tmp_path, capsys):
+    out = tmp_path / "default.html"
+    assert activation_patching.main(["--model", model_dir, "--out", str(out), "--direction", "noise"]) == 0
+    printed = capsys.readouterr().out
+    assert "Model: " in printed and "logit(' Mary') - logit(' John')" in printed and str(out) in printed
+    assert out.is_file()
+
+
+def test_patching_falls_back_and_says_so(tmp_path, capsys):
+    """With GPT-2 unavailable (tests run offline) the shipped model is used, and terminal and report say so."""
+    out = tmp_path / "fallback.html"
+    assert activation_patching.main(["--model", "gpt2", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "Falling back" in captured.err
+    assert "mean little" in captured.out
+    assert "mean little" in out.read_text(encoding="utf-8")
+
+
+def test_patching_refuses_prompts_of_different_lengths(model_dir, tmp_path, capsys):
+    code = activation_patching.main(["--model", model_dir, "--clean", "When Mary went home",
+                                     "--corrupted", "When Mary and John went home", "--out", str(tmp_path / "x.html")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "clean prompt has 4 tokens" in err and "corrupted prompt has 6" in err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_steering_writes_a_report(model_dir, tmp_path, capsys):
+    out = tmp_path / "steering.html"
+    code = steering.main(["--model", model_dir, "--prompt", "I think you are", "--max-new-tokens", "5",
+                          "--alpha", "8", "--layer", "1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "without steering:" in printed and "with steering:" in printed
+    text = out.read_text(encoding="utf-8")
+    assert "Continuations with and without steering" in text and "Biggest probability changes" in text
+
+
+needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
+
+
+@needs_chromium
+def test_patching_report_renders_tokens_literally(patching_report, model_dir):
+    import gpt2probe
+
+    probe = gpt2probe.load(model_dir, device="cpu")
+    clean, corrupted = probe.to_str_tokens(HOSTILE_CLEAN), probe.to_str_tokens(HOSTILE_CORRUPTED)
+    visible = lambda s: s.replace(" ", "␣")  # noqa: E731
+    expected = [visible(a) if a == b else f"{visible(a)}/{visible(b)}" for a, b in zip(clean, corrupted)]
+    with open_page(patching_report, offline=True) as page:
+        figures = page.svg_texts()
+        page.evaluate("1")
+        errors = list(page.errors)
+    assert errors == []
+    assert len(figures) == 4
+    for figure in figures[:3]:
+        assert figure["xticks"] == expected
+    assert figures[3]["xticks"] == [f"H{h}" for h in range(probe.cfg.n_heads)]
+    assert {"␣<", "</", "␣&"} <= set(expected)  # markup Plotly would swallow were it not escaped

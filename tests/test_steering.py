@@ -1,0 +1,117 @@
+"""Steering: the hook adds exactly ``alpha * v``, and mean-difference vectors match prompt-by-prompt runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2probe import names as N
+from gpt2probe.errors import LayerIndexError, PromptError
+from gpt2probe.hooks import count_torch_hooks
+from gpt2probe.interventions import mean_difference_vector, steer, steering_hook
+from models import assert_close
+
+POSITIVE = ["I love this", "What a wonderful, happy day", "Great!"]
+NEGATIVE = ["I hate it", "Awful."]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny forward passes: one thread is many times faster than two on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def vector(probe, seed=0):
+    return torch.randn(probe.cfg.d_model, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("stream, name", [("resid_pre", N.resid_pre), ("resid_mid", N.resid_mid),
+                                          ("resid_post", N.resid_post)])
+def test_steer_adds_exactly_alpha_v(vocab_probe, stream, name):
+    """The stream captured after the steering hook is the unsteered one plus alpha * v, at every position."""
+    probe, v, alpha = vocab_probe, vector(vocab_probe), 2.5
+    prompts = ["The cat sat on the mat", "Hi"]
+    _, plain = probe.run_with_cache(prompts, names=[name(1)])
+    with steer(probe, 1, v, alpha, stream=stream):
+        _, steered = probe.run_with_cache(prompts, names=[name(1)])
+    assert_close(steered[name(1)], plain[name(1)] + alpha * v, 1e-5, "steered stream")
+    assert count_torch_hooks(probe.model) == 0
+
+
+def test_steering_selected_positions_only(vocab_probe):
+    probe, v, alpha = vocab_probe, vector(vocab_probe, 1), -1.5
+    prompt = "The cat sat on the mat"
+    _, plain = probe.run_with_cache(prompt, names=[N.resid_pre(0)])
+    with probe.hooks([(N.resid_pre(0), steering_hook(v, alpha, positions=[0, -1]))]):
+        _, steered = probe.run_with_cache(prompt, names=[N.resid_pre(0)])
+    expected = plain[N.resid_pre(0)].clone()
+    expected[:, [0, -1]] += alpha * v
+    assert_close(steered[N.resid_pre(0)], expected, 1e-5, "steered stream")
+    with probe.hooks([(N.resid_pre(0), steering_hook(v, alpha, positions=40))]):
+        with pytest.raises(PromptError, match="outside a run of 6 positions"):
+            probe(prompt)
+
+
+def test_steering_changes_the_output_and_leaves_earlier_layers_alone(vocab_probe):
+    probe, v = vocab_probe, vector(vocab_probe, 2)
+    prompt = "The cat sat on the mat"
+    plain_logits, plain = probe.run_with_cache(prompt, names=[N.resid_pre(0)])
+    with steer(probe, 1, v, 3.0):
+        logits, steered = probe.run_with_cache(prompt, names=[N.resid_pre(0)])
+    assert torch.equal(steered[N.resid_pre(0)], plain[N.resid_pre(0)])
+    assert not torch.allclose(logits, plain_logits, atol=1e-3)
+
+
+def hand_vector(probe, a, b, layer, position):
+    """Run every prompt alone (no padding), read resid_pre at ``position``, average each set, subtract."""
+    def mean(prompts):
+        rows = []
+        for prompt in prompts:
+            _, cache = probe.run_with_cache(prompt, names=[N.resid_pre(layer)])
+            acts = cache[N.resid_pre(layer)][0]
+            rows.append(acts.mean(0) if position is None else acts[position])
+        return torch.stack(rows).mean(0)
+    return mean(a) - mean(b)
+
+
+@pytest.mark.parametrize("position", [-1, 0, -2, None])
+def test_mean_difference_vector_matches_prompt_by_prompt_runs(vocab_probe, position):
+    """The batches are left-padded (prompts of 2 to 6 tokens); each prompt is read at its own tokens."""
+    probe = vocab_probe
+    lengths = [len(probe.to_str_tokens(p)) for p in POSITIVE + NEGATIVE]
+    assert len(set(lengths)) > 2
+    got = mean_difference_vector(probe, POSITIVE, NEGATIVE, layer=1, position=position)
+    assert got.shape == (probe.cfg.d_model,)
+    assert_close(got, hand_vector(probe, POSITIVE, NEGATIVE, 1, position), 1e-5, "mean difference")
+
+
+def test_mean_difference_vector_on_token_ids(small_probe):
+    probe = small_probe
+    a = torch.randint(0, probe.cfg.d_vocab, (3, 5), generator=torch.Generator().manual_seed(0))
+    b = torch.randint(0, probe.cfg.d_vocab, (2, 5), generator=torch.Generator().manual_seed(1))
+    _, ca = probe.run_with_cache(a, names=[N.resid_post(2)])
+    _, cb = probe.run_with_cache(b, names=[N.resid_post(2)])
+    expected = ca[N.resid_post(2)][:, -1].mean(0) - cb[N.resid_post(2)][:, -1].mean(0)
+    assert_close(mean_difference_vector(probe, a, b, 2, stream="resid_post"), expected, 1e-5, "mean difference")
+
+
+def test_errors(vocab_probe):
+    probe, v = vocab_probe, vector(vocab_probe)
+    with pytest.raises(ValueError, match=rf"\[{probe.cfg.d_model}\]"):
+        with steer(probe, 0, torch.zeros(5), 1.0):
+            pass
+    with pytest.raises(LayerIndexError, match=r"layers 0\.\.1"):
+        with steer(probe, 2, v, 1.0):
+            pass
+    with pytest.raises(ValueError, match="'resid_pre', 'resid_mid', 'resid_post'"):
+        with steer(probe, 0, v, 1.0, stream="resid"):
+            pass
+    with pytest.raises(PromptError, match="position 3 is outside prompt 1, which has 1 tokens"):
+        mean_difference_vector(probe, ["The cat sat on", "Great"], ["x"], 0, position=3)
+    with pytest.raises(RuntimeError, match="boom"):
+        with steer(probe, 0, v, 1.0):
+            raise RuntimeError("boom")
+    assert count_torch_hooks(probe.model) == 0
