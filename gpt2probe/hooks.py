@@ -25,7 +25,7 @@ from transformers import GPT2LMHeadModel
 
 from . import names as N
 from .attention import PatternHookHandle
-from .errors import ConcurrentUseError, HookNameError
+from .errors import ConcurrentUseError
 
 
 @dataclass(frozen=True)
@@ -319,10 +319,3 @@ class HookRegistry:
 def count_torch_hooks(model: torch.nn.Module) -> int:
     """PyTorch hooks attached anywhere in ``model`` (for tests and sanity checks)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-def validate_names(names: Iterable[str], registry: HookRegistry) -> None:
-    for name in names:
-        if not isinstance(name, str):
-            raise HookNameError(f"hook names are strings, got {name!r}")
-        registry.check(name)

@@ -116,3 +116,11 @@ def probe(which, attn, get_probe):
 def bridge(which, request):
     """The TransformerLens bridge on the same checkpoint as ``probe``."""
     return request.getfixturevalue(f"{which}_bridge")
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """The shipped toy model whose L0H0 is a previous-token head and L1H0 an induction head."""
+    from gpt2probe.shipped import shipped_model
+
+    return gpt2probe.load(shipped_model("toy-induction"), device="cpu")

@@ -19,26 +19,11 @@ from gpt2probe.errors import LayerIndexError
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import ablate, ablation_hooks
 from gpt2probe.interventions.ablation import draw_sources
-from gpt2probe.shipped import shipped_model
 from gpt2probe.toy import repeated_random_tokens
 from models import assert_close
 
 HALF = 13
 PROMPTS = ["The cat sat on the mat", "Hello", "A much longer prompt about the weather in Paris today"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forward passes: one thread is many times faster than two on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return gpt2probe.load(shipped_model("toy-induction"), device="cpu")
 
 
 @pytest.fixture(scope="module")

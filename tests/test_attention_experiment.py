@@ -33,14 +33,6 @@ def experiment():
     return load_experiment()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def toy_report(experiment, tmp_path_factory):
     """(path, stdout) of one run on the toy model."""

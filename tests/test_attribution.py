@@ -40,13 +40,13 @@ def test_parts_sum_to_the_models_logit(probe, baseline):
     assert attr.values.abs().max() > 0.1  # the parts are not all negligible
 
 
+@torch.no_grad()
 def test_heads_and_mlps_match_transformer_lens(probe, model_dir):
     from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_transformers(str(model_dir), device="cpu")
     ids = probe.to_tokens(PROMPT).ids
-    with torch.no_grad():
-        _, tl = bridge.run_with_cache(ids)
+    _, tl = bridge.run_with_cache(ids)
     position = 4
     attr = direct_logit_attribution(probe, PROMPT, " Mary", baseline=" the", position=position)
     direction = bridge.W_U[:, probe.to_single_token(" Mary")] - bridge.W_U[:, probe.to_single_token(" the")]

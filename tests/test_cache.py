@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 import pytest
 import torch
-import torch.nn.functional as F
 from models import SMALL, assert_close, random_ids
 
 from gpt2probe import ActivationCache, HookNameError

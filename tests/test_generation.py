@@ -31,15 +31,6 @@ PROMPTS = ["The cat sat on the", "Hello", "A much longer prompt, with a comma an
 EOS = GPT2_VOCAB - 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models: thread overhead dominates, one thread is faster on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def text_dir(tmp_path_factory) -> Path:
     return save_gpt2(TEXT, tmp_path_factory.mktemp("gen_text"))

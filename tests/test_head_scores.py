@@ -20,20 +20,6 @@ from gpt2probe.toy import repeated_random_tokens
 TOY_DIR = Path(gpt2probe.__file__).resolve().parent / "assets" / "toy-induction"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forward passes run faster on one thread than on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return gpt2probe.load(TOY_DIR, device="cpu")
-
-
 def capture(probe, inputs):
     return probe.run_with_cache(inputs, names=H.PATTERN_NAMES)[1]
 

@@ -11,7 +11,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 from browser import chromium_available, open_page
 from gpt2probe.errors import WeightsUnavailableError
@@ -34,15 +33,6 @@ steering = load_script("steering")
 # A pair whose tokens Plotly would misread if labels were not escaped.
 HOSTILE_CLEAN = "When <b>Mary</b> &amp; John met, John gave it to"
 HOSTILE_CORRUPTED = "When <b>Mary</b> &amp; John met, Mary gave it to"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forward passes: one thread is many times faster than two on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,32 +13,16 @@ import math
 import pytest
 import torch
 
-import gpt2probe
 from gpt2probe import names as N
 from gpt2probe.errors import PromptError
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import ablate, patch, patch_hook
-from gpt2probe.shipped import shipped_model
 from gpt2probe.toy import repeated_random_tokens
 from models import assert_close
 
 HALF = 11
 IOI_CLEAN = ["When Mary and John went to the store, John gave a drink to", "Then Alice and Bob met; Bob thanked"]
 IOI_CORRUPTED = ["When Mary and John went to the store, Mary gave a drink to", "Then Alice and Bob met; Alice thanked"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forward passes: one thread is many times faster than two on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return gpt2probe.load(shipped_model("toy-induction"), device="cpu")
 
 
 def second_half_logprob(tokens: torch.Tensor):

@@ -15,15 +15,6 @@ POSITIVE = ["I love this", "What a wonderful, happy day", "Great!"]
 NEGATIVE = ["I hate it", "Awful."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forward passes: one thread is many times faster than two on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def vector(probe, seed=0):
     return torch.randn(probe.cfg.d_model, generator=torch.Generator().manual_seed(seed))
 

@@ -24,15 +24,6 @@ BUILDER = REPO / "experiments" / "build_toy_induction.py"
 CASES = [(8, 0), (13, 1), (20, 2), (31, 3)]  # (half_len, seed): the circuit must not depend on the period
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These tiny forward passes are ~30x faster on one thread (thread overhead dominates on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     return GPT2LMHeadModel.from_pretrained(MODEL_DIR, attn_implementation="eager", dtype=torch.float32).eval()

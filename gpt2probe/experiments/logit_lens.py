@@ -12,9 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import load
 from ..errors import GPT2ProbeError
-from ..lens import NEXT_TOKEN, LensResult, direct_logit_attribution, logit_lens
+from ..lens import LensResult, direct_logit_attribution, logit_lens
 from ..report import attribution_bars, kl_per_layer, lens_heatmap, target_trajectory, write_html
 from ..shipped import load_with_fallback
 

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
