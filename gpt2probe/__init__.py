@@ -5,7 +5,7 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
-from . import names
+from . import generation, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import (
@@ -47,5 +47,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "WeightsUnavailableError",
     "load",
+    "generation",
+    "head_scores",
+    "interventions",
     "names",
 ]
