@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up gpt2probe from scratch in this checkout: a .venv with torch, gpt2probe and its
-# test tools. With --browser, also Debian's chromium for the real-browser report tests.
+# test and docs tools. With --browser, also Debian's chromium for the real-browser report tests.
 #
 # torch is installed first, and only if .venv has none: on this project's machines
 # `torch==2.13.0` is the CPU wheel on local disk, while a bare `torch` requirement would
@@ -22,10 +22,10 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     step "Installing $TORCH_REQUIREMENT first (CPU build)"
     .venv/bin/python -m pip install -q "$TORCH_REQUIREMENT"
 fi
-if ! .venv/bin/python -c 'import gpt2probe, pytest' 2>/dev/null \
+if ! .venv/bin/python -c 'import gpt2probe, pytest, mkdocs' 2>/dev/null \
     || [ pyproject.toml -nt .venv/.gpt2probe-installed ]; then
-    step "Installing gpt2probe with its dev extra (pip install -e '.[dev]')"
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    step "Installing gpt2probe with its dev and docs extras (pip install -e '.[dev,docs]')"
+    .venv/bin/python -m pip install -q -e '.[dev,docs]'
     touch .venv/.gpt2probe-installed
 fi
 

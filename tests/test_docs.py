@@ -1,0 +1,159 @@
+"""The documentation cannot drift from the code.
+
+Every tutorial script runs (offline, on the CPU, in one subprocess) and must print exactly
+the output recorded in its generated page; each page's prose and code must be the
+script's; the code on the front page and in "Getting started" must run; and the site
+must build with ``mkdocs build --strict``. After editing a script, regenerate its page
+with ``python docs/tutorials/generate.py NN``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+TIMEOUT_S = 600
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("docs_tutorials_generate", DOCS / "tutorials" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generator()
+SCRIPTS = generate.scripts()
+CODE_PAGES = ["index.md", "getting-started.md"]
+
+# Runs in one subprocess (one import of torch for all): each tutorial as a reader would run
+# it (``runpy``, as ``__main__``), then the code blocks of each page; reports stdout or the error.
+_RUNNER = r"""
+import contextlib, io, json, runpy, sys, traceback
+results = {}
+for key, kind, payload in json.loads(sys.stdin.read()):
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            if kind == "script":
+                runpy.run_path(payload, run_name="__main__")
+            else:
+                exec(compile(payload, key, "exec"), {"__name__": "__main__"})
+        results[key] = {"stdout": buffer.getvalue()}
+    except BaseException:
+        results[key] = {"stdout": buffer.getvalue(), "error": traceback.format_exc()}
+sys.__stdout__.write(json.dumps(results))
+"""
+
+
+def python_blocks(page: str) -> str:
+    """The ```python blocks of a Markdown page, joined into one program."""
+    return "\n\n".join(m.group(1) for m in re.finditer(r"^```python\n(.*?)^```$", page, re.M | re.S))
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, dict[str, str]]:
+    jobs = [(path.name, "script", str(path)) for path in SCRIPTS]
+    jobs += [(name, "code", python_blocks((DOCS / name).read_text(encoding="utf-8"))) for name in CODE_PAGES]
+    done = subprocess.run(
+        [sys.executable, "-c", _RUNNER], input=json.dumps(jobs), capture_output=True, text=True,
+        encoding="utf-8", env=generate.subprocess_env(), cwd=REPO, timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, f"the runner failed:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout)
+
+
+def _check_ran(runs: dict, key: str) -> str:
+    result = runs[key]
+    if "error" in result:
+        pytest.fail(f"{key} raised:\n{result['error']}")
+    return result["stdout"]
+
+
+def test_there_are_tutorials():
+    assert len(SCRIPTS) >= 10, [p.name for p in SCRIPTS]
+    assert [p.name[:2] for p in SCRIPTS] == [f"{i:02d}" for i in range(1, len(SCRIPTS) + 1)], "numbered 01, 02, ... without gaps"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_tutorial_output_is_the_scripts_output(script: Path, runs):
+    printed = _check_ran(runs, script.name)
+    page = script.parent.parent / f"{script.stem}.md"
+    assert page.is_file(), f"{page.name} is missing: run python docs/tutorials/generate.py {script.stem[:2]}"
+    recorded = "".join(generate.recorded_outputs(page.read_text(encoding="utf-8")))
+    assert printed.strip(), f"{script.name} printed nothing"
+    if printed != recorded:
+        diff = "\n".join(difflib.unified_diff(recorded.splitlines(), printed.splitlines(), "recorded in the page",
+                                              "printed now", lineterm="", n=1))
+        pytest.fail(f"{page.name} is out of date; run python docs/tutorials/generate.py {script.stem[:2]}\n{diff}")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_tutorial_page_shows_the_scripts_prose_and_code(script: Path):
+    tutorial = generate.parse(script)
+    page = tutorial.page.read_text(encoding="utf-8")
+    without_outputs = generate.strip_outputs(page)
+    expected = generate.render(tutorial, [""] * len(tutorial.cells))
+    assert without_outputs == expected, (
+        f"{tutorial.page.name} does not match {script.name}; run python docs/tutorials/generate.py {script.stem[:2]}"
+    )
+
+
+def test_every_tutorial_is_indexed_and_in_the_navigation():
+    tutorials = [generate.parse(path) for path in SCRIPTS]
+    index = (DOCS / "tutorials" / "index.md").read_text(encoding="utf-8")
+    assert index == generate.index_page(tutorials), "run python docs/tutorials/generate.py to update the index"
+    nav = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
+    for tutorial in tutorials:
+        assert f"tutorials/{tutorial.name}.md" in nav, f"add tutorials/{tutorial.name}.md to the nav in mkdocs.yml"
+    stray = sorted({p.stem for p in (DOCS / "tutorials").glob("[0-9][0-9]_*.md")} - {t.name for t in tutorials})
+    assert not stray, f"pages without a script: {stray}"
+
+
+@pytest.mark.parametrize("page", CODE_PAGES)
+def test_code_on_the_page_runs(page: str, runs):
+    assert python_blocks((DOCS / page).read_text(encoding="utf-8")).strip(), f"{page} has no python blocks"
+    _check_ran(runs, page)
+
+
+def _missing_doc_tools() -> list[str]:
+    needed = {"mkdocs": "mkdocs", "material": "mkdocs-material", "mkdocstrings": "mkdocstrings",
+              "mkdocstrings_handlers.python": "mkdocstrings-python"}
+    missing = []
+    for module, package in needed.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def test_site_builds_strictly(tmp_path):
+    missing = _missing_doc_tools()
+    if missing:
+        pytest.skip(f"the docs tools are not installed ({', '.join(missing)}): pip install -e '.[docs]'")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=TIMEOUT_S,
+    )
+    problems = [line for line in done.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert done.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(problems or [done.stderr[-4000:]])
+    for page in ("index.html", "concepts/index.html", "gpt2-traps/index.html", "api/probe/index.html",
+                 "tutorials/08_logit_lens/index.html"):
+        assert (tmp_path / "site" / page).is_file(), page
+    api = (tmp_path / "site" / "api" / "probe" / "index.html").read_text(encoding="utf-8")
+    assert 'id="gpt2probe.GPT2Probe.run_with_cache"' in api, "mkdocstrings rendered no API reference"
