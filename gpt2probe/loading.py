@@ -103,7 +103,7 @@ def _check_model_object(model: torch.nn.Module) -> GPT2LMHeadModel:
     )
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
@@ -112,7 +112,7 @@ def _load_from_name(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_i
     path = Path(name).expanduser()
     if path.exists():
         return _load_directory(path, allow_pickle=allow_pickle, dtype=dtype, attn_implementation=attn_implementation)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise WeightsUnavailableError(f"no such directory: {str(path)!r}")
     return _load_hub(name, allow_pickle=allow_pickle, dtype=dtype, attn_implementation=attn_implementation,
                      revision=revision), name, None

@@ -47,14 +47,14 @@ def shipped_model(name: str) -> Path:
 def load_with_fallback(
     model: str, *, device: str | None = None, allow_fallback: bool = True
 ) -> tuple[GPT2Probe, str | None]:
-    """Load ``model``; if it is a hub id whose weights cannot be had, say why on stderr and load
+    """Load ``model``; if it is a hub id (not a path) whose weights cannot be had, say why on stderr and load
     the shipped offline model instead. Returns the probe and, after a fallback, a note for reports."""
-    from .loading import load
+    from .loading import load, looks_like_path
 
     try:
         return load(model, device=device), None
     except WeightsUnavailableError as error:
-        if not allow_fallback or Path(model).expanduser().exists():
+        if not allow_fallback or looks_like_path(model) or Path(model).expanduser().exists():
             raise
         print(f"Cannot load {model!r}: {error}", file=sys.stderr)
         print(f"Falling back to gpt2probe's shipped offline model {OFFLINE_MODEL!r}.", file=sys.stderr)
