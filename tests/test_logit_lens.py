@@ -204,3 +204,20 @@ def test_probabilities_are_distributions(probe):
     item = logit_lens(probe, PROMPTS[0], k=probe.cfg.d_vocab)[0]
     torch.testing.assert_close(item.top_probs.double().sum(-1), torch.ones(item.entropy.shape, dtype=torch.float64), atol=1e-4, rtol=0)
     assert (item.entropy >= 0).all() and (item.entropy <= math.log(probe.cfg.d_vocab) + 1e-4).all()
+
+
+def test_lens_shows_the_copy_emerging_only_after_the_induction_layer(toy):
+    """Ground truth from the hand-built toy model: only layer 1 (the induction head) predicts the copy."""
+    from gpt2probe.toy import repeated_random_tokens
+
+    half = 12
+    ids = repeated_random_tokens(3, half, toy.cfg.d_vocab, seed=4)  # [BOS, x, x]
+    result = logit_lens(toy, ids, targets=NEXT_TOKEN)
+    second_half = slice(half + 1, 2 * half)  # positions whose next token is a copy of an earlier one
+    first_half = slice(1, half)
+    for item in result:
+        assert item.stream_labels == ["embed", "L0", "L1"]
+        embed, after_l0, after_l1 = item.target_prob[:, second_half]
+        assert after_l1.min() > 0.9  # the copy is predicted after the induction layer
+        assert embed.max() < 0.1 and after_l0.max() < 0.1  # and not before it
+        assert item.target_prob[2, first_half].max() < 0.1  # nothing to copy in the first half
