@@ -136,7 +136,7 @@ def test_small_batches_and_chunks_give_the_same_result(probe):
     pieces = logit_lens(probe, PROMPTS, k=3, batch_size=1, max_chunk_bytes=1)
     for a, b in zip(whole, pieces):
         assert torch.equal(a.top_ids, b.top_ids)
-        torch.testing.assert_close(a.kl_to_final, b.kl_to_final, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.kl_to_final, b.kl_to_final, atol=1e-4, rtol=0)  # float32 sums in other blocks
 
 
 def test_chunks_bound_the_projection(probe, monkeypatch):

@@ -72,35 +72,57 @@ def read_out(
     target_ids: Int[Tensor, " pos"] | None = None,
     max_chunk_bytes: int = 64 * 2**20,
 ) -> LensStats:
-    """Project ``streams`` (the last one being the final stream) and reduce to statistics, in chunks."""
-    n_stream, n_pos, _ = streams.shape
+    """Project ``streams`` (the last one being the final stream) and reduce to statistics, in chunks.
+
+    Each chunk is a block of positions across all streams. Its logits go into one reused
+    buffer and ``exp(logits - max)`` into a second; everything else comes from those two
+    with as few passes over the vocabulary as possible:
+
+    - ``lse = max + log(sum(e))`` and top-k probabilities ``exp(top_logit - lse)``;
+    - entropy ``H = lse - E_p[logit]``;
+    - ``KL(final || s) = (E_f[logit_f] - lse_f) - (E_f[logit_s] - lse_s)``, where ``E_f``
+      averages under the final distribution (one matrix-vector product per stream).
+
+    The expectations are taken of ``logit - max`` rather than raw logits, which keeps the
+    float32 sums small and the differences above accurate.
+    """
+    n_stream, n_pos, d_model = streams.shape
     d_vocab = W_U.shape[1]
     rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
     pos_per_chunk = max(1, rows_per_chunk // n_stream)
+    size = n_stream * min(pos_per_chunk, n_pos) * d_vocab
+    logits_buffer = torch.empty(size, dtype=torch.float32, device=streams.device)
+    exp_buffer = torch.empty_like(logits_buffer)
+    W_U = W_U.float()
     parts: list[LensStats] = []
     for start in range(0, n_pos, pos_per_chunk):
         block = streams[:, start : start + pos_per_chunk]
-        normalized = F.layer_norm(block, (block.shape[-1],), ln_f.weight, ln_f.bias, ln_f.eps)
-        logits = (normalized @ W_U).float()  # [stream, pos, vocab]
-        logprobs = logits.log_softmax(-1)
-        del normalized
-        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
-        probs = logprobs.exp()
-        entropy = -(probs * logprobs).sum(-1)
-        final = logprobs[-1:]
-        kl = (final.exp() * (final - logprobs)).sum(-1).clamp(min=0.0)
+        shape = (n_stream, block.shape[1], d_vocab)
+        logits = logits_buffer[: shape[0] * shape[1] * d_vocab].view(shape)
+        e = exp_buffer[: logits.numel()].view(shape)
+        normalized = F.layer_norm(block, (d_model,), ln_f.weight, ln_f.bias, ln_f.eps).float()
+        torch.matmul(normalized, W_U, out=logits)
+        top_logits, top_ids = logits.topk(k, dim=-1)
         target_logprob = target_rank = None
         if target_ids is not None:
             ids = target_ids[start : start + pos_per_chunk].to(logits.device)
             safe = ids.clamp(min=0)[None, :, None].expand(n_stream, -1, 1)
             target_logit = logits.gather(-1, safe)
-            target_logprob = logprobs.gather(-1, safe)[..., 0]
-            target_rank = (logits > target_logit).sum(-1)
             missing = (ids < 0)[None].expand(n_stream, -1)
-            target_logprob = target_logprob.masked_fill(missing, float("nan"))
-            target_rank = target_rank.masked_fill(missing, -1)
-        parts.append(LensStats(top_ids, top_logprobs.exp(), entropy, kl, target_logprob, target_rank))
-        del logits, logprobs, probs
+            target_rank = (logits > target_logit).sum(-1).masked_fill(missing, -1)
+        # From here on ``logits`` holds logit - max (<= 0): smaller numbers, smaller rounding errors.
+        shifted = logits.sub_(top_logits[..., :1])
+        torch.exp(shifted, out=e)
+        log_total = e.sum(-1).log()
+        lse = top_logits[..., 0] + log_total
+        expected = torch.einsum("spv,spv->sp", e, shifted) / log_total.exp()  # E_p[logit - max]
+        cross = torch.einsum("spv,pv->sp", shifted[:-1], e[-1]) / log_total[-1].exp()  # E_final[logit_s - max_s]
+        kl = ((expected[-1] - log_total[-1]) - (cross - log_total[:-1])).clamp(min=0.0)
+        kl = torch.cat([kl, torch.zeros_like(kl[:1])])  # KL(final || final) is 0 by definition
+        if target_ids is not None:
+            target_logprob = (target_logit[..., 0] - lse).masked_fill(missing, float("nan"))
+        top_probs = (top_logits - lse[..., None]).exp()
+        parts.append(LensStats(top_ids, top_probs, log_total - expected, kl, target_logprob, target_rank))
     cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts], 1)  # noqa: E731
     return LensStats(*(cat(name) for name in ("top_ids", "top_probs", "entropy", "kl_to_final", "target_logprob", "target_rank")))
 
