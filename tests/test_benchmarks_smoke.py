@@ -1,0 +1,99 @@
+"""The benchmark scripts run end to end on a tiny model and print the tables they promise.
+
+Smoke tests only: one repeat on a tiny model, so the numbers mean nothing and no timing is
+asserted; what is checked is that every configuration ran at every length and was reported.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmarks import bench_capture, bench_logit_lens
+
+LENGTHS = [5, 9]
+
+
+@pytest.fixture(autouse=True)
+def bench_cache(tmp_path_factory, monkeypatch):
+    """Tiny checkpoints go to a temporary directory (the memory subprocesses inherit it)."""
+    monkeypatch.setenv("GPT2PROBE_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+
+
+def tables(report: str) -> list[list[list[str]]]:
+    """Every Markdown table of a report, as rows of cells (header first, separator dropped)."""
+    found, current = [], []
+    for line in report.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r"-+", c) for c in cells):
+                current.append(cells)
+        elif current:
+            found.append(current)
+            current = []
+    return found
+
+
+def rows_by_key(table: list[list[str]]) -> dict[tuple[int, str], dict[str, str]]:
+    header, *body = table
+    return {(int(row[0]), row[1]): dict(zip(header, row)) for row in body}
+
+
+def quick(*extra: str) -> list[str]:
+    return ["--quick", "--lengths", ",".join(map(str, LENGTHS)), "--repeats", "1", "--threads", "1", *extra]
+
+
+def test_capture_reports_every_configuration_at_every_length(tmp_path):
+    out = tmp_path / "capture.md"
+    report = bench_capture.main(quick("--no-memory", "--out", str(out)))
+    assert out.read_text(encoding="utf-8") == report + "\n"
+    results, targets = tables(report)
+    rows = rows_by_key(results)
+    assert set(rows) == {(n, case.label) for n in LENGTHS for case in bench_capture.CASES}
+    for row in rows.values():
+        assert float(row["median ms"].replace(",", "")) > 0
+        assert row["peak growth MiB"] == "–"  # --no-memory
+    ours = rows[LENGTHS[0], "gpt2probe, resid streams (sdpa)"]
+    assert ours["vs plain"].endswith("(sdpa)") and ours["vs TL"].endswith("x")
+    assert [int(row[0]) for row in targets[1:]] == LENGTHS
+    assert "captured the same" in report  # gpt2probe and TransformerLens were checked to agree
+
+
+def test_lens_reports_every_configuration_and_the_floor(tmp_path):
+    report = bench_logit_lens.main(quick("--no-memory"))
+    results, targets = tables(report)
+    rows = rows_by_key(results)
+    labels = [case.label for case in bench_logit_lens.CASES] + ["*plain forward + projection (sum)*"]
+    assert set(rows) == {(n, label) for n in LENGTHS for label in labels}
+    for n in LENGTHS:
+        assert rows[n, "gpt2probe.logit_lens(k=5)"]["vs forward + projection"].endswith("x")
+        assert rows[n, "gpt2probe.logit_lens(k=5)"]["vs TL"].endswith("x")
+    assert [int(row[0]) for row in targets[1:]] == LENGTHS
+    assert "top-1 ids agree" in report
+
+
+def test_memory_is_measured_in_subprocesses():
+    report = bench_logit_lens.main(quick("--cases", "plain,ours", "--lengths", "7", "--memory-runs", "1"))
+    results, _ = tables(report)
+    rows = rows_by_key(results)
+    assert set(rows) == {(7, "plain HF forward (sdpa)"), (7, "gpt2probe.logit_lens(k=5)")}
+    for row in rows.values():
+        total = float(row["peak total MiB"].replace(",", ""))
+        growth = float(row["peak growth MiB"].replace(",", ""))
+        assert 0 <= growth <= total and total > 10  # a whole Python process with torch holds far more than 10 MiB
+    assert "1 fresh subprocess(es) per configuration" in report
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lengths", "40"], "outside 1..32"),
+        (["--repeats", "1,2,3"], "one per length"),
+        (["--cases", "nope"], "unknown --cases"),
+        (["--memory-runs", "0"], "at least 1"),
+    ],
+)
+def test_bad_options_say_what_is_valid(argv, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        bench_capture.main(["--quick", "--no-memory", *argv])
