@@ -41,7 +41,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="text to run (models with GPT-2's vocabulary)")
     source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9 (for models with their own vocabulary)")
-    parser.add_argument("--no-bos", action="store_true", help="do not prepend <|endoftext|> to --prompt")
+    parser.add_argument("--prepend-bos", action="store_true",
+                        help="start --prompt with <|endoftext|> as TransformerLens does (default: off, as everywhere in gpt2probe)")
     parser.add_argument("--layers", default="all", help="layers to draw: 'all', '0,3,5' or '0-3' (scores cover every layer)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report path (default: {DEFAULT_OUT})")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the first available)")
@@ -91,7 +92,7 @@ def choose_input(probe: gpt2probe.GPT2Probe, args: argparse.Namespace) -> tuple[
         notes = []
     elif text_model:
         prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
-        ids = probe.to_tokens(prompt, prepend_bos=not args.no_bos).ids[0]
+        ids = probe.to_tokens(prompt, prepend_bos=args.prepend_bos).ids[0]
         return ids, probe.to_str_tokens(ids), prompt, []
     elif args.prompt is not None:
         raise PromptError(

@@ -5,7 +5,7 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
-from . import generation, head_scores, interventions, names
+from . import generation, head_scores, interventions, names, shipped
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import (
@@ -51,4 +51,5 @@ __all__ = [
     "head_scores",
     "interventions",
     "names",
+    "shipped",
 ]

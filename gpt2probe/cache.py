@@ -49,16 +49,27 @@ class ActivationCache(Mapping[str, Tensor]):
         self._probe = probe
 
     # -- mapping -------------------------------------------------------------------
-    def __getitem__(self, name: str) -> Tensor:
+    def __getitem__(self, key: N.ShortKey) -> Tensor:
+        """The activation of a hook name, or of a TransformerLens short form.
+
+        ``cache["blocks.1.attn.hook_pattern"]``, ``cache["pattern", 1]``, ``cache["pattern", -1]``
+        (the last block), ``cache["scale", 3, "ln1"]``, ``cache["scale"]`` (``ln_final``) and
+        ``cache["k6"]`` follow TransformerLens's ``get_act_name`` rules (see :func:`names.act_name`).
+        """
+        if isinstance(key, str) and key in self._data:
+            return self._data[key]
+        name = N.from_key(key, self.n_layers)
         try:
             return self._data[name]
         except KeyError:
             valid = N.all_names(self.n_layers)
+            short = "" if name == key else f" (the short form {key!r})"
             if name in valid:
                 raise HookNameError(
-                    f"{name!r} was not captured; ask for it with run_with_cache(..., names=[{name!r}, ...])"
+                    f"{name!r}{short} was not captured; ask for it with run_with_cache(..., names=[{name!r}, ...])"
                 ) from None
-            raise N.unknown_name_error(name, valid) from None
+            error = N.unknown_name_error(name, valid)
+            raise (error if name == key else HookNameError(f"{error} (asked as the short form {key!r})")) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -68,6 +79,17 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def __repr__(self) -> str:
         return f"ActivationCache({self.model_name!r}, {len(self)} activations)"
+
+    def _repr_html_(self) -> str:
+        """Every captured name with its shape and dtype, in forward order."""
+        from .report.tables import table
+
+        rows = [[name, str(list(t.shape)), str(t.dtype).removeprefix("torch."), str(t.device)] for name, t in self._data.items()]
+        prompts = list(self.tokens.prompts) if self.tokens is not None and self.tokens.prompts else []
+        shape = f", tokens {list(self.tokens.ids.shape)}" if self.tokens is not None else ""
+        return table(f"ActivationCache of {self.model_name}: {len(self)} activations{shape}",
+                     ["name", "shape", "dtype", "device"], rows, max_rows=300,
+                     notes=[f"prompt: {p!r}" for p in prompts[:4]])
 
     # -- residual algebra ----------------------------------------------------------
     def _layer_bound(self, layer: int | None) -> int:

@@ -189,7 +189,26 @@ class NextTokens:
     def __str__(self) -> str:
         return "\n\n".join(self.table(i) for i in range(len(self)))
 
-    __repr__ = __str__
+    def __repr__(self) -> str:
+        from .report.tables import short
+
+        rows = [f"  {short(p, 40)} -> " + ", ".join(f"{t!r} {float(q):.3g}" for t, q in zip(self.tokens[i][:3], self.probs[i][:3]))
+                for i, p in enumerate(self.prompts[:4])]
+        more = [f"  ... {len(self) - 4} more prompts"] if len(self) > 4 else []
+        return "\n".join([f"NextTokens({len(self)} prompts, k={self.k}; top 3 with probabilities; print() for the table)", *rows, *more])
+
+    def _repr_html_(self) -> str:
+        """One column per prompt (up to 8), one row per rank: token and probability."""
+        from .report.tables import Tok, table
+
+        shown = range(min(len(self), 8))
+        headers = ["rank"] + [h for i in shown for h in (f"[{i}] token", "prob")]
+        rows = [[rank + 1] + [c for i in shown for c in (Tok(self.tokens[i][rank]), float(self.probs[i, rank]))]
+                for rank in range(self.k)]
+        notes = [f"[{i}] {p!r}" for i, p in enumerate(self.prompts[:8])]
+        if len(self) > 8:
+            notes.append(f"... {len(self) - 8} more prompts (print() shows every one)")
+        return table(f"Next tokens ({len(self)} prompts, k={self.k})", headers, rows, notes=notes)
 
 
 def _prompt_texts(probe: GPT2Probe, tokens: Tokens) -> list[str]:
@@ -222,7 +241,7 @@ def next_token(probe: GPT2Probe, prompt: Inputs, k: int = 10, *, prepend_bos: bo
 
 
 # -- generation ------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Generation:
     """What :func:`generate` produced, one row per prompt.
 
@@ -281,6 +300,26 @@ class Generation:
         lines = [f"Generation({len(self)} prompts, {self.n_new} steps, {mode})"]
         lines += [f"[{i}] {p!r} -> {c!r}" for i, (p, c) in enumerate(zip(self.prompts, self.continuations))]
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        from .report.tables import short
+
+        mode = "greedy" if self.seeds is None else "sampled"
+        captured = f", {len(self.captures)} captures" if self.captures is not None else ""
+        lines = [f"Generation({len(self)} prompts, {self.n_new} steps, {mode}{captured})"]
+        lines += [f"  [{i}] {short(p, 30)} -> {short(c, 50)}" for i, (p, c) in enumerate(zip(self.prompts[:4], self.continuations))]
+        if len(self) > 4:
+            lines.append(f"  ... {len(self) - 4} more (print() shows every one)")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """One row per prompt: the prompt, its continuation, new tokens kept, whether it stopped at EOS."""
+        from .report.tables import table
+
+        rows = [[i, p, c, int(self.new_mask[i].sum()), bool(self.finished[i])]
+                for i, (p, c) in enumerate(zip(self.prompts, self.continuations))]
+        mode = "greedy" if self.seeds is None else f"sampled, seeds {list(self.seeds)}"
+        return table(f"Generation ({self.n_new} steps, {mode})", ["#", "prompt", "continuation", "new tokens", "stopped at EOS"], rows)
 
 
 def _is_attention(name: str) -> bool:

@@ -177,3 +177,83 @@ def resolve(selection: NameSelection, valid: Sequence[str]) -> list[str]:
         else:
             chosen.add(item)
     return [n for n in valid if n in chosen]
+
+
+# -- TransformerLens's short forms ----------------------------------------------------------
+# ``cache["pattern", 1]``, ``cache["scale", 3, "ln1"]``, ``cache["k6"]``: the rules of
+# TransformerLens's ``utils.get_act_name``, written out as tables (tests/test_short_names.py
+# checks every name against TransformerLens itself). The result is only a string: whether
+# this model has it is decided where it is looked up, with the usual "nearest names" error.
+_SHORT_ALIASES = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "key": "k",
+    "query": "q",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_mid": "mid",
+    "mlp_post": "post",
+}
+_LAYER_TYPE_ALIASES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+_ATTN_SHORT = {"q", "k", "v", "z", "rot_q", "rot_k", "result", "pattern", "attn_scores"}
+_MLP_SHORT = {"pre", "post", "mid", "pre_linear"}
+_NORM_SHORT = {"scale", "normalized"}
+_COMPACT = re.compile(r"([a-z]+)(\d+)([a-z]?.*)")  # "k6" -> k, 6; "scale4ln1" -> scale, 4, ln1
+
+ShortKey = str | tuple
+
+
+def act_name(name: str, layer: int | None = None, layer_type: str | None = None, *, n_layers: int | None = None) -> str:
+    """The full hook name of a TransformerLens short form.
+
+    ``act_name("pattern", 1) == "blocks.1.attn.hook_pattern"``,
+    ``act_name("scale", 3, "ln1") == "blocks.3.ln1.hook_scale"``,
+    ``act_name("scale") == "ln_final.hook_scale"``, ``act_name("k6") == "blocks.6.attn.hook_k"``;
+    a full name comes back unchanged. With ``n_layers``, a negative ``layer`` counts from
+    the end (``-1`` is the last block), as TransformerLens's cache allows.
+    """
+    _check_short(name, layer, layer_type)
+    if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
+        return name
+    compact = _COMPACT.match(name)
+    if compact is not None:
+        name, digits, layer_type = compact.groups()
+        layer = int(digits)
+    if layer is not None and layer < 0 and n_layers is not None:
+        if layer < -n_layers:
+            raise HookNameError(f"layer {layer} in the short form {name!r}: this model has blocks 0..{n_layers - 1} (or -{n_layers}..-1)")
+        layer += n_layers
+    name = _SHORT_ALIASES.get(name, name)
+    if name in _ATTN_SHORT:
+        layer_type = "attn"
+    elif name in _MLP_SHORT:
+        layer_type = "mlp"
+    elif layer_type in _LAYER_TYPE_ALIASES:
+        layer_type = _LAYER_TYPE_ALIASES[layer_type]
+    parts = [f"blocks.{layer}"] if layer is not None else []
+    if layer_type:
+        parts.append(layer_type)
+    parts.append(f"hook_{name}")
+    if name in _NORM_SHORT and layer is None:
+        parts.insert(0, "ln_final")
+    return ".".join(parts)
+
+
+def _check_short(name: object, layer: object = None, layer_type: object = None) -> None:
+    if not isinstance(name, str):
+        raise HookNameError(f"a hook name or short form is a string, got {name!r}")
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
+        raise HookNameError(f"the layer of a short form is an integer, got {layer!r} for {name!r}")
+    if layer_type is not None and not isinstance(layer_type, str):
+        raise HookNameError(f"the layer type of a short form is a string such as 'ln1', got {layer_type!r}")
+
+
+def from_key(key: ShortKey, n_layers: int) -> str:
+    """A cache key (a full name, a short string like ``"k6"``, or a tuple like ``("pattern", 1)``) as a full name."""
+    if isinstance(key, tuple):
+        if not 1 <= len(key) <= 3:
+            raise HookNameError(f"a short-form key is (name, layer) or (name, layer, layer_type), got {key!r}")
+        _check_short(*key)
+        return act_name(*key, n_layers=n_layers)
+    _check_short(key)
+    return act_name(key, n_layers=n_layers)

@@ -13,6 +13,7 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 from . import names as N
 from .cache import ActivationCache
 from .config import ProbeConfig
+from .errors import HookNameError
 from .hooks import HookFn, HookRegistry
 from .tokens import Tokens, from_tensor, position_ids, tokenize
 from .weights import Weights
@@ -136,6 +137,7 @@ class GPT2Probe:
         inputs: Inputs,
         names: N.NameSelection = None,
         *,
+        names_filter: N.NameSelection = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         prepend_bos: bool = False,
@@ -148,6 +150,8 @@ class GPT2Probe:
             names: ``None`` (everything), a list of names, a glob such as
                 ``"blocks.*.hook_resid_post"``, a regex, or a predicate on names. Only
                 what is selected is computed and stored.
+            names_filter: the same as ``names``, under TransformerLens's name (give one
+                of the two).
             device, dtype: move each captured tensor there as it is produced (e.g. to
                 ``"cpu"`` to keep GPU memory free); detached unless ``grad=True``.
             unembed: ``False`` skips ``lm_head`` and returns the final (``ln_f``-applied)
@@ -156,6 +160,10 @@ class GPT2Probe:
         Returns:
             ``(logits, cache)``.
         """
+        if names_filter is not None:
+            if names is not None:
+                raise HookNameError("run_with_cache got both names= and names_filter=: they are the same option, give one")
+            names = names_filter
         tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
         selected = N.resolve(names, self.registry.valid_names)
         store: dict[str, Tensor] = {}
@@ -181,6 +189,15 @@ class GPT2Probe:
         from .generation import generate
 
         return generate(self, prompts, max_new_tokens, **kwargs)
+
+    def test_prompt(self, prompt: str, answer: str, *, k: int = 10, prepend_bos: bool = False, **kwargs):
+        """Rank, logit and probability of each answer token after ``prompt``, and the top ``k``: printed and returned.
+
+        TransformerLens's ``utils.test_prompt``; see :func:`gpt2probe.prompt_test.prompt_test`.
+        """
+        from .prompt_test import prompt_test
+
+        return prompt_test(self, prompt, answer, k=k, prepend_bos=prepend_bos, **kwargs)
 
     @contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:

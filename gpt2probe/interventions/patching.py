@@ -76,7 +76,7 @@ KINDS: dict[str, KindSpec] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PatchingResult:
     """The metric after each patch, laid out on named axes.
 
@@ -102,6 +102,39 @@ class PatchingResult:
             raise ValueError(
                 f"values has shape {tuple(self.values.shape)} but the axes {self.axis_names} have {shape} labels"
             )
+
+    def largest(self, n: int = 5) -> list[tuple[tuple[str, ...], float]]:
+        """The ``n`` cells with the largest values (axis labels, value), largest first."""
+        flat = self.values.flatten()
+        out = []
+        for i in flat.argsort(descending=True)[:n].tolist():
+            cell, rest = [], i
+            for labels in reversed(self.axis_labels):
+                cell.append(labels[rest % len(labels)])
+                rest //= len(labels)
+            out.append((tuple(reversed(cell)), float(flat[i])))
+        return out
+
+    def __repr__(self) -> str:
+        shape = ", ".join(f"{name}={len(labels)}" for name, labels in zip(self.axis_names, self.axis_labels))
+        top = ", ".join(f"{'/'.join(cell)} {value:.3g}" for cell, value in self.largest(2))
+        return (f"PatchingResult({self.kind!r}, {self.direction}, [{shape}], clean {self.clean_metric:.4g}, "
+                f"corrupted {self.corrupted_metric:.4g}, {'normalized' if self.normalized else 'raw'}; largest {top})")
+
+    def _repr_html_(self) -> str:
+        """The cells with the largest values, in normalised and raw units, and the two unpatched runs."""
+        from ..report.tables import Tok, table
+
+        raw = self.raw().flatten()
+        order = self.values.flatten().argsort(descending=True)[:10].tolist()
+        rows = [[*(Tok(c) if name == "pos" else c for name, c in zip(self.axis_names, cell)), value, float(raw[i])]
+                for (cell, value), i in zip(self.largest(10), order)]
+        shape = " x ".join(f"{len(labels)} {name}" for name, labels in zip(self.axis_names, self.axis_labels))
+        return table(
+            f"Activation patching of {self.kind} ({self.direction}): the 10 largest of {shape}",
+            [*self.axis_names, "normalised" if self.normalized else "value", "raw metric"], rows,
+            notes=[f"clean {self.clean_metric:.4g}, corrupted {self.corrupted_metric:.4g} (the metric's own units)"],
+        )
 
     def raw(self) -> Float[Tensor, "..."]:
         """``values`` in the metric's own units (undoing the normalisation, if any)."""

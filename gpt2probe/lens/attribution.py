@@ -21,7 +21,7 @@ from ..errors import PromptError
 from ..probe import GPT2Probe, Inputs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Attribution:
     """Contributions to one metric (a logit or a logit difference) at one prompt position.
 
@@ -41,6 +41,31 @@ class Attribution:
     attn_bias: Float[Tensor, " layer"]
     bias_term: float
     total: float
+
+    def largest(self, n: int = 5) -> list[tuple[str, float]]:
+        """The ``n`` components with the largest absolute contribution, largest first."""
+        order = self.values.abs().argsort(descending=True)[:n].tolist()
+        return [(self.labels[i], float(self.values[i])) for i in order]
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{label} {value:+.3g}" for label, value in self.largest(3))
+        return (f"Attribution({self.metric_label} at position {self.position} {self.position_token!r}: "
+                f"total {self.total:.4g} = parts {float(self.values.sum()):.4g} + ln_f bias {self.bias_term:.3g}; largest {top})")
+
+    def _repr_html_(self) -> str:
+        """The components by absolute contribution, and the heads with the largest contributions."""
+        from ..report.tables import table
+
+        rows = [[label, value] for label, value in self.largest(len(self.labels))]
+        n_heads = self.head_values.shape[1]
+        flat = self.head_values.flatten()
+        heads = [f"L{i // n_heads}H{i % n_heads} {float(flat[i]):+.3g}" for i in flat.abs().argsort(descending=True)[:5].tolist()]
+        return table(
+            f"Direct logit attribution of {self.metric_label} at position {self.position} ({self.position_token!r})",
+            ["component", "contribution"], rows,
+            notes=[f"total {self.total:.4g} = sum of parts {float(self.values.sum()):.4g} + ln_f bias {self.bias_term:.4g}",
+                   "largest heads: " + ", ".join(heads), f"prompt: {self.prompt!r}"],
+        )
 
     def __post_init__(self) -> None:
         if self.values.shape != (len(self.labels),):

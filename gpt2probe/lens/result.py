@@ -19,7 +19,7 @@ from ..atomic import atomic_path
 from ..versions import versions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PromptLens:
     """The logit lens of one prompt.
 
@@ -76,8 +76,40 @@ class PromptLens:
         """The top prediction at one stream and analysed position, with its probability."""
         return self.top_tokens[stream][position][0], float(self.top_probs[stream, position, 0])
 
+    def __repr__(self) -> str:
+        from ..report.tables import short
 
-@dataclass(frozen=True)
+        token, prob = self.top1()
+        return (f"PromptLens({short(self.prompt, 50)}, {len(self.str_tokens)} tokens, {self.n_streams} streams x "
+                f"{len(self.positions)} positions, k={self.top_ids.shape[-1]}; final top-1 {token!r} p={prob:.3g})")
+
+    def _repr_html_(self, position: int = -1) -> str:
+        """Per stream at the last analysed position: top-1 and its probability, entropy, KL to final, the target."""
+        from ..report.tables import Tok, table
+
+        pos = int(self.positions[position])
+        headers = ["stream", "top-1", "p(top-1)", "entropy", "KL to final"]
+        if self.target_prob is not None:
+            headers += ["target p", "target rank"]
+        rows = []
+        for s, label in enumerate(self.stream_labels):
+            row = [label, Tok(self.top_tokens[s][position][0]), float(self.top_probs[s, position, 0]),
+                   float(self.entropy[s, position]), float(self.kl_to_final[s, position])]
+            if self.target_prob is not None:
+                row += [float(self.target_prob[s, position]), int(self.target_rank[s, position])]
+            rows.append(row)
+        target = ""
+        if self.target_tokens is not None:
+            target = f", target {self.target_tokens[position]!r}"
+        return table(
+            f"Logit lens of {self.prompt!r}: position {pos} (token {self.str_tokens[pos]!r}{target})",
+            headers, rows,
+            notes=[f"{len(self.str_tokens)} tokens, {len(self.positions)} positions analysed, k={self.top_ids.shape[-1]}; "
+                   "entropy and KL in nats"],
+        )
+
+
+@dataclass(frozen=True, repr=False)
 class LensResult:
     """The logit lens of one or more prompts (one :class:`PromptLens` each)."""
 
@@ -99,6 +131,29 @@ class LensResult:
     @property
     def prompts(self) -> list[str]:
         return [item.prompt for item in self.items]
+
+    def __repr__(self) -> str:
+        from ..report.tables import short
+
+        shown = ", ".join(short(p, 30) for p in self.prompts[:3]) + (", ..." if len(self) > 3 else "")
+        return f"LensResult({self.model_name!r}, {len(self)} prompts [{shown}], k={self.k}, include_mid={self.include_mid})"
+
+    def _repr_html_(self) -> str:
+        """One row per prompt: tokens, the final top-1 at its last analysed position, the target there."""
+        from ..report.tables import Tok, table
+
+        rows = []
+        for i, item in enumerate(self.items):
+            token, prob = item.top1()
+            row = [i, item.prompt, len(item.str_tokens), item.n_streams, Tok(token), prob]
+            if item.target_prob is not None:
+                row += [float(item.target_prob[-1, -1]), int(item.target_rank[-1, -1])]
+            rows.append(row)
+        headers = ["#", "prompt", "tokens", "streams", "final top-1", "p"]
+        if any(item.target_prob is not None for item in self.items):
+            headers += ["final target p", "target rank"]
+        return table(f"Logit lens on {self.model_name} (k={self.k})", headers, rows,
+                     notes=["lens[i] shows prompt i stream by stream"])
 
     # -- persistence ---------------------------------------------------------------
     _TENSORS = ("token_ids", "positions", "top_ids", "top_probs", "entropy", "kl_to_final",
