@@ -100,8 +100,12 @@ def test_text_prompt_on_a_gpt2_vocabulary_model(experiment, vocab_dir, tmp_path)
     experiment.main(["--model", str(vocab_dir), "--prompt", "a <b>&amp; b", "--out", str(out), "--n-seqs", "1"])
     html = out.read_text(encoding="utf-8")
     labels = json.loads(re.search(r'"x":(\[".*?\])', html).group(1))  # the first head's key axis
-    # tokens <|endoftext|>, a, " <", b, ">", "&", amp, ";", " b": markup escaped for Plotly, spaces visible
-    assert labels[:6] == ["0 &lt;|endoftext|&gt;", "1 a", "2 ␣&lt;", "3 b", "4 &gt;", "5 &amp;"]
+    # tokens a, " <", b, ">", "&", amp, ";", " b" (no BOS by default): markup escaped for Plotly, spaces visible
+    assert labels[:5] == ["0 a", "1 ␣&lt;", "2 b", "3 &gt;", "4 &amp;"]
+    experiment.main(["--model", str(vocab_dir), "--prompt", "a <b>&amp; b", "--out", str(out), "--n-seqs", "1",
+                     "--prepend-bos"])
+    labels = json.loads(re.search(r'"x":(\[".*?\])', out.read_text(encoding="utf-8")).group(1))
+    assert labels[:2] == ["0 &lt;|endoftext|&gt;", "1 a"]
     assert '"label":"L1H2"' in html
 
 
