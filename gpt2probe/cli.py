@@ -1,11 +1,11 @@
-"""The ``gpt2probe`` command: ``gpt2probe logit-lens [options]``."""
+"""The ``gpt2probe`` command: ``gpt2probe logit-lens [options]``, ``gpt2probe attention [options]``."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {"logit-lens": "gpt2probe.experiments.logit_lens"}
+COMMANDS = {"logit-lens": "gpt2probe.experiments.logit_lens", "attention": "gpt2probe.experiments.attention"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,8 @@ class Spec:
 # A small vocabulary model (token ids only) and one with GPT-2's vocabulary, for string prompts.
 SMALL = Spec(n_layer=3, n_embd=60, n_head=5, n_positions=37, vocab_size=101, seed=11)
 VOCAB = Spec(n_layer=2, n_embd=42, n_head=3, n_positions=29, vocab_size=GPT2_VOCAB, seed=23)
+# GPT-2 small's attention shape (12 layers x 12 heads, 1,024 positions) on a narrow stream: for the attention viewer.
+WIDE = Spec(n_layer=12, n_embd=48, n_head=12, n_positions=1024, vocab_size=101, seed=31)
 
 
 @torch.no_grad()

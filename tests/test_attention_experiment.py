@@ -1,7 +1,6 @@
 """The attention-patterns experiment end to end, its figures, and the report in a real browser."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import re
@@ -14,40 +13,30 @@ import torch
 import gpt2probe
 from gpt2probe import head_scores as H
 from gpt2probe import names as N
-from gpt2probe.attention_figures import pattern_figure, position_labels, score_grid_figure
+from gpt2probe import cli, report
+from gpt2probe.experiments import attention
+from gpt2probe.report.attention_figures import pattern_figure, position_labels, score_grid_figure
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_DIR = REPO / "gpt2probe" / "assets" / "toy-induction"
 TOY_TOKENS = "0,5,9,2,7,5,9,2,7"  # BOS, a block of 4, the block again
 
 
-def load_experiment():
-    spec = importlib.util.spec_from_file_location("attention_patterns", REPO / "experiments" / "attention_patterns.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def experiment():
-    return load_experiment()
-
-
-@pytest.fixture(scope="module")
-def toy_report(experiment, tmp_path_factory):
-    """(path, stdout) of one run on the toy model."""
+def toy_report(tmp_path_factory):
+    """(path, stdout) of one run of ``gpt2probe attention`` on the toy model."""
     out = tmp_path_factory.mktemp("report") / "attention.html"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        written = experiment.main(["--model", str(TOY_DIR), "--tokens", TOY_TOKENS, "--out", str(out),
-                                   "--device", "cpu", "--n-seqs", "2", "--top", "3"])
-    assert written == out
+        rc = cli.main(["attention", "--model", str(TOY_DIR), "--tokens", TOY_TOKENS, "--out", str(out),
+                       "--device", "cpu", "--n-seqs", "2", "--top", "3"])
+    assert rc == 0
     return out, stdout.getvalue()
 
 
-def head_traces(html: str) -> list[str]:
-    """The names of the per-head heatmaps in a report, in order."""
-    return re.findall(r'"name":"(L\d+H\d+)"', html)
+def page_data(html: str) -> dict:
+    """The JSON the viewer page embeds."""
+    return json.loads(re.search(r'<script type="application/json" id="attention-data">(.*?)</script>', html, re.S).group(1))
 
 
 def network_references(html: str) -> list[str]:
@@ -55,74 +44,86 @@ def network_references(html: str) -> list[str]:
     return re.findall(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//[^>]*>", html, re.I)
 
 
-# -- the script --------------------------------------------------------------------------
-def test_main_writes_a_self_contained_report(toy_report):
+# -- the command -------------------------------------------------------------------------
+def test_main_writes_a_self_contained_page(toy_report):
     path, _ = toy_report
     html = path.read_text(encoding="utf-8")
-    assert head_traces(html) == [f"L{l}H{h}" for l in range(2) for h in range(4)]
-    assert '"updatemenus"' in html and '"label":"L1H0"' in html
+    data = page_data(html)
+    assert (data["n_layers"], data["n_heads"], data["n_tokens"]) == (2, 4, 9) and len(data["heads"]) == 8
+    assert data["tokens"] == ["#" + t for t in TOY_TOKENS.split(",")]
+    assert set(data["scores"]) == {"previous_token", "induction", "first_token", "diagonal"}
+    assert data["scores"]["induction"][1][0] > 0.9 and data["scores"]["previous_token"][0][0] > 0.9
     assert "toy-induction" in html and "token ids: " + TOY_TOKENS in html
     assert network_references(html) == []
     assert network_references('<script src="https://cdn.plot.ly/plotly.min.js"></script>')  # the check can fail
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
 
 
 def test_main_prints_the_top_heads(toy_report):
     _, stdout = toy_report
     lines = stdout.splitlines()
     header = next(line for line in lines if line.startswith("rank"))
-    columns = [header.index(H.SCORE_LABELS[key]) for key in H.SCORE_LABELS]
+    columns = {key: header.index(H.SCORE_LABELS[key]) for key in ("previous_token", "induction")}
     first = next(line for line in lines if line.startswith("1 "))
-    cell = {key: first[start:].split()[0] for key, start in zip(H.SCORE_LABELS, columns)}
+    cell = {key: first[start:].split()[0] for key, start in columns.items()}
     assert cell["previous_token"] == "L0H0" and cell["induction"] == "L1H0"
-    assert "wrote" in lines[-1]
+    assert "Page written to" in lines[-1]
 
 
-def test_unavailable_model_falls_back_and_says_so(experiment, tmp_path, capsys):
+def test_the_script_and_the_command_are_one(tmp_path):
+    import subprocess
+    import sys
+
+    script = (REPO / "experiments" / "attention_patterns.py").read_text(encoding="utf-8")
+    assert "sys.path" not in script and "gpt2probe.experiments.attention import main" in script
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "attention_patterns.py"), "--help"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and "gpt2probe attention" in done.stdout
+    assert report.write_attention_viewer is not None and "attention" in cli.COMMANDS
+
+
+def test_unavailable_model_falls_back_and_says_so(tmp_path, capsys):
     out = tmp_path / "fallback.html"
-    experiment.main(["--model", "gpt2probe-tests/no-such-model", "--prompt", "The value of the function",
-                     "--out", str(out), "--device", "cpu", "--n-seqs", "1", "--layers", "1"])
+    rc = attention.main(["--model", "gpt2probe-tests/no-such-model", "--prompt", "The value of the function",
+                         "--out", str(out), "--device", "cpu", "--n-seqs", "1"])
+    assert rc == 0
     err = capsys.readouterr().err
     assert "Cannot load 'gpt2probe-tests/no-such-model'" in err and "'tiny-english'" in err
     html = out.read_text(encoding="utf-8")
     assert "small offline model" in html and "tiny-english" in html
-    assert head_traces(html) == [f"L1H{h}" for h in range(4)]  # --layers 1
+    assert page_data(html)["n_layers"] == 4
 
 
-def test_text_prompt_for_a_token_id_model_is_refused(experiment, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        experiment.main(["--model", str(TOY_DIR), "--prompt", "hello", "--out", str(tmp_path / "x.html")])
-    assert "--tokens" in capsys.readouterr().err
-    assert not (tmp_path / "x.html").exists()
+@pytest.mark.parametrize("argv, message", [
+    (["--model", str(TOY_DIR), "--prompt", "hello"], "--tokens"),
+    (["--model", str(TOY_DIR), "--tokens", "1,x"], "comma-separated integers"),
+    (["--model", str(TOY_DIR), "--tokens", "1,999"], "token ids must lie in"),
+    (["--model", str(TOY_DIR), "--top", "0"], "--top must be at least 1"),
+    (["--model", str(TOY_DIR), "--max-mb", "0"], "--max-mb must be positive"),
+    (["--model", str(TOY_DIR), "--tokens", "1,2", "--max-mb", "0.001"], "use a shorter input"),
+])
+def test_mistakes_get_one_error_line_and_exit_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "x.html"
+    assert attention.main([*argv, "--out", str(out), "--n-seqs", "1"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]  # transformers' bar
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists()
 
 
-def test_text_prompt_on_a_gpt2_vocabulary_model(experiment, vocab_dir, tmp_path):
+def test_text_prompt_on_a_gpt2_vocabulary_model(vocab_dir, tmp_path):
     out = tmp_path / "text.html"
-    experiment.main(["--model", str(vocab_dir), "--prompt", "a <b>&amp; b", "--out", str(out), "--n-seqs", "1"])
+    assert attention.main(["--model", str(vocab_dir), "--prompt", "a <b>&amp; b</script>", "--out", str(out),
+                           "--n-seqs", "1"]) == 0
     html = out.read_text(encoding="utf-8")
-    labels = json.loads(re.search(r'"x":(\[".*?\])', html).group(1))  # the first head's key axis
-    # tokens a, " <", b, ">", "&", amp, ";", " b" (no BOS by default): markup escaped for Plotly, spaces visible
-    assert labels[:5] == ["0 a", "1 ␣&lt;", "2 b", "3 &gt;", "4 &amp;"]
-    experiment.main(["--model", str(vocab_dir), "--prompt", "a <b>&amp; b", "--out", str(out), "--n-seqs", "1",
-                     "--prepend-bos"])
-    labels = json.loads(re.search(r'"x":(\[".*?\])', out.read_text(encoding="utf-8")).group(1))
-    assert labels[:2] == ["0 &lt;|endoftext|&gt;", "1 a"]
-    assert '"label":"L1H2"' in html
-
-
-def test_too_many_heatmap_cells_is_refused(experiment, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(experiment, "MAX_CELLS", 2 * 4 * 9**2 - 1)  # one cell short of the toy input's
-    with pytest.raises(SystemExit):
-        experiment.main(["--model", str(TOY_DIR), "--tokens", TOY_TOKENS, "--out", str(tmp_path / "x.html")])
-    assert "pass --layers" in capsys.readouterr().err
-    assert not (tmp_path / "x.html").exists()
-
-
-def test_parse_layers(experiment):
-    assert experiment.parse_layers("all", 4) == [0, 1, 2, 3]
-    assert experiment.parse_layers("3, 0-1", 4) == [0, 1, 3]
-    for bad in ("4", "x", "2-9", ""):
-        with pytest.raises(ValueError, match="--layers"):
-            experiment.parse_layers(bad, 4)
+    # tokens a, " <", b, ">", "&", amp, ";", " b", "</", "script", ">" (no BOS by default): literal, spaces visible
+    assert page_data(html)["tokens"][:5] == ["a", "␣<", "b", ">", "&"]
+    assert "</script>\"" not in html and html.count("</script>") == 2  # the data cannot close its element
+    assert "without a prepended" in html
+    assert attention.main(["--model", str(vocab_dir), "--prompt", "a <b>&amp; b", "--out", str(out), "--n-seqs", "1",
+                           "--prepend-bos"]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert page_data(html)["tokens"][:2] == ["<|endoftext|>", "a"] and "with &lt;|endoftext|&gt; prepended" in html
 
 
 # -- the figures -------------------------------------------------------------------------
@@ -173,28 +174,32 @@ def test_score_grid_figure(toy_cache):
         score_grid_figure({"a": torch.zeros(2, 4), "b": torch.zeros(4, 2)})
 
 
-# -- the report in a real browser --------------------------------------------------------
-def test_report_renders_in_chromium(toy_report):
+# -- the page in a real browser ----------------------------------------------------------
+VIEWER_READY = "document.getElementById('selfcheck') && document.getElementById('selfcheck').dataset.status !== undefined"
+
+
+def test_page_renders_in_chromium_and_follows_the_mouse(toy_report):
     browser = pytest.importorskip("browser")
     if not browser.chromium_available():
         pytest.skip("chromium is not installed")
     path, _ = toy_report
-    with browser.open_page(path, offline=True) as page:
+    with browser.open_page(path, offline=True, wait_for=VIEWER_READY) as page:
+        assert page.evaluate("document.getElementById('selfcheck').dataset.status") == "ok", page.text()
         assert page.errors == []
         assert all(url.startswith(("file:", "data:")) for url in page.requests)
-        figures = {f["id"]: f for f in page.svg_texts()}
-        assert figures["figure-0"]["xticks"][:3] == ["0 #0", "1 #5", "2 #9"]
-        assert any("L0H0" in text for text in figures["figure-0"]["all"])
-        assert "1.00" in figures["figure-1"]["cells"]
-        # choose L1H0 in the dropdown, as a click would, then hover a query of the second copy
-        shown = page.evaluate("""(() => {
-          const gd = document.getElementById('figure-0');
-          const button = gd.layout.updatemenus[0].buttons.find(b => b.label === 'L1H0');
-          return Plotly.update(gd, button.args[0], button.args[1])
-            .then(() => gd._fullData.filter(t => t.visible === true).map(t => t.name));
+        assert page.evaluate("document.querySelectorAll('.thumb').length") == 8
+        # click L1H0's thumbnail as a person would, then hover query 6 (the second #9; the first is at 2)
+        state = page.evaluate("""(async () => {
+          const el = [...document.querySelectorAll('.thumb')].find(t => t.dataset.layer === '1' && t.dataset.head === '0');
+          el.click();
+          while (!el.classList.contains('selected')) await new Promise(r => setTimeout(r, 5));
+          document.querySelectorAll('#tokens span')[6].dispatchEvent(new MouseEvent('mouseenter'));
+          return {info: document.getElementById('info').textContent,
+                  backgrounds: [...document.querySelectorAll('#tokens span')].map(s => s.style.background)};
         })()""")
-        assert shown == ["L1H0"]
-        # query 6 is the second copy of token 9 (first at 2): its induction target is key 3
-        hover = page.hover("figure-0", 3, 6)
-        assert {"L1H0", "query 6 #9", "key 3 #2", "weight 1.000"} <= set(hover)
+        assert state["info"].startswith("L1H0")
+        backgrounds = state["backgrounds"]
+        # the induction head puts all its weight on key 3 (the token after the earlier #9): blue, full
+        assert backgrounds[3] == "rgb(31, 119, 180)" and all(b == "" for b in backgrounds[:3])
+        assert backgrounds[7].startswith("rgba(255, 127, 14") or backgrounds[7] == ""  # later queries: orange
         assert page.errors == []

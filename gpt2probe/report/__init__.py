@@ -6,11 +6,18 @@
 ...                   prompts=result.prompts)
 """
 
+from .attention_figures import pattern_figure, score_grid_figure
+from .attention_viewer import AttentionData, encode_attention, write_attention_viewer
 from .escape import display_token, escape_text
 from .figures import attribution_bars, kl_per_layer, lens_heatmap, target_trajectory
 from .html import write_html
 
 __all__ = [
+    "AttentionData",
+    "encode_attention",
+    "pattern_figure",
+    "score_grid_figure",
+    "write_attention_viewer",
     "attribution_bars",
     "display_token",
     "escape_text",

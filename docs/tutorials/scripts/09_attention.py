@@ -98,11 +98,11 @@ print("implementation after the capture:", probe.model.config._attn_implementati
 # %%
 # ## Figures
 #
-# `gpt2probe.attention_figures.pattern_figure` draws every head's pattern as an
+# `gpt2probe.report.attention_figures.pattern_figure` draws every head's pattern as an
 # interactive heatmap with a head selector, and `score_grid_figure` the scores as
 # `[layer, head]` grids; `gpt2probe.report.write_html` writes them into one
 # self-contained page.
-from gpt2probe.attention_figures import pattern_figure  # noqa: E402
+from gpt2probe.report.attention_figures import pattern_figure  # noqa: E402
 
 tokens = [str(i) for i in ids[0].tolist()]
 patterns = {layer: cache[names.pattern(layer)][0] for layer in range(probe.cfg.n_layers)}

@@ -15,8 +15,8 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from .head_scores import SCORE_LABELS, head_label
-from .report.escape import display_token, escape_text
+from ..head_scores import SCORE_LABELS, head_label
+from .escape import display_token, escape_text
 
 PATTERN_COLORSCALE = "Blues"
 SCORE_COLORSCALE = "Viridis"

@@ -1,0 +1,165 @@
+"""The attention experiment: every head's pattern on one input, with head scores, in one interactive page.
+
+Used by ``experiments/attention_patterns.py`` and by ``gpt2probe attention``. It runs the
+model once, capturing every layer's attention pattern, scores each head
+(previous-token, first-token and diagonal on the input; induction on repeated random
+tokens), prints the top heads per score and writes the viewer of
+:mod:`gpt2probe.report.attention_viewer`: all heads as thumbnails, one large, hover to
+follow a token. GPT-2 small's 144 heads at 1,024 tokens fit in one file under 40 MB.
+When the requested hub model cannot be loaded offline it says so and falls back to the
+shipped ``tiny-english`` model, in the terminal and in the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .. import head_scores as H
+from .. import names as N
+from ..errors import GPT2ProbeError, PromptError
+from ..probe import GPT2Probe
+from ..report.attention_viewer import MAX_BYTES, AttentionData, write_attention_viewer
+from ..shipped import load_with_fallback
+from ..toy import repeated_random_tokens
+
+DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
+DEFAULT_OUT = "reports/attention.html"
+TOY_HALF_LEN = 8
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt2probe attention",
+        description="Every attention head's pattern on one input, with head scores, as one interactive HTML page.",
+    )
+    parser.add_argument("--model", default="gpt2", help="hub id or save_pretrained directory (default: gpt2)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--prompt", help="text to run (models with GPT-2's vocabulary)")
+    source.add_argument("--prompt-file", type=Path, help="a text file to run as one prompt")
+    source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9 (for models with their own vocabulary)")
+    parser.add_argument("--prepend-bos", action="store_true",
+                        help="start the prompt with <|endoftext|> as TransformerLens does (default: off, as everywhere in gpt2probe)")
+    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"page path (default: {DEFAULT_OUT})")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the first available)")
+    parser.add_argument("--top", type=int, default=5, help="heads listed per score in the terminal (default: 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens for induction scores (default: 0)")
+    parser.add_argument("--n-seqs", type=int, default=8, help="repeated random sequences for induction scores (default: 8)")
+    parser.add_argument("--max-mb", type=float, default=MAX_BYTES / 1e6,
+                        help=f"largest page in MB (default: {MAX_BYTES / 1e6:.0f}); small weights are dropped, announced, to fit")
+    parser.add_argument("--no-fallback", action="store_true", help="fail instead of using the shipped offline model")
+    return parser
+
+
+def uses_gpt2_vocab(probe: GPT2Probe) -> bool:
+    """Whether the probe's tokenizer fits the model's vocabulary (text prompts make sense)."""
+    return probe.cfg.d_vocab >= len(probe.tokenizer)
+
+
+def parse_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise PromptError(f"--tokens must be comma-separated integers, got {text!r}") from None
+    if not ids:
+        raise PromptError("--tokens is empty")
+    return ids
+
+
+def choose_input(probe: GPT2Probe, args: argparse.Namespace) -> tuple[torch.Tensor, list[str], str, list[str]]:
+    """(ids [pos], token strings, a description of the input, notes) from --tokens, --prompt(-file) or the default."""
+    text_model = uses_gpt2_vocab(probe)
+    prompt = args.prompt
+    if args.prompt_file is not None:
+        prompt = args.prompt_file.read_text(encoding="utf-8")
+    if args.tokens is not None:
+        ids = torch.tensor(parse_ids(args.tokens))
+        notes: list[str] = []
+    elif text_model:
+        prompt = prompt if prompt is not None else DEFAULT_PROMPT
+        ids = probe.to_tokens(prompt, prepend_bos=args.prepend_bos).ids[0]
+        bos = "with <|endoftext|> prepended" if args.prepend_bos else "without a prepended <|endoftext|>"
+        return ids, probe.to_str_tokens(ids), prompt, [f"The prompt was tokenized {bos} ({len(ids)} tokens)."]
+    elif prompt is not None:
+        raise PromptError(
+            f"{probe.cfg.model_name!r} has its own {probe.cfg.d_vocab}-token vocabulary, so text cannot be tokenized "
+            "for it: pass token ids with --tokens"
+        )
+    else:
+        ids = repeated_random_tokens(1, TOY_HALF_LEN, probe.cfg.d_vocab, seed=args.seed)[0]
+        notes = [f"No --tokens given: the input is a random block of {TOY_HALF_LEN} tokens repeated twice after token 0."]
+    labels = probe.to_str_tokens(ids) if text_model else [f"#{i}" for i in ids.tolist()]
+    return ids, labels, "token ids: " + ",".join(str(i) for i in ids.tolist()), notes
+
+
+def summary_table(scores: dict[str, torch.Tensor], top: int) -> str:
+    """The ``top`` heads per score, one column per score."""
+    ranked = {key: H.rank_heads(grid, top) for key, grid in scores.items()}
+    width = max(16, *(len(H.SCORE_LABELS.get(key, key)) + 2 for key in scores))
+    lines = [("rank  " + "".join(f"{H.SCORE_LABELS.get(key, key):<{width}}" for key in scores)).rstrip()]
+    for rank in range(top):
+        cells = []
+        for key in scores:
+            rows = ranked[key]
+            cells.append(f"{H.head_label(*rows[rank][:2])} {rows[rank][2]:.3f}" if rank < len(rows) else "")
+        lines.append((f"{rank + 1:<6}" + "".join(f"{cell:<{width}}" for cell in cells)).rstrip())
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> Path:
+    probe, note = load_with_fallback(args.model, device=args.device, allow_fallback=not args.no_fallback)
+    ids, labels, described, input_notes = choose_input(probe, args)
+    _, cache = probe.run_with_cache(ids, names=H.PATTERN_NAMES, device="cpu", dtype=torch.float32)
+    scores = {
+        "previous_token": H.previous_token_scores(cache),
+        "induction": H.induction_scores(probe, n_seqs=args.n_seqs, seed=args.seed),
+        "first_token": H.first_token_scores(cache),
+        "diagonal": H.diagonal_scores(cache),
+    }
+    data = AttentionData(labels, probe.cfg.n_layers, probe.cfg.n_heads)
+    for layer in range(probe.cfg.n_layers):
+        data.add_layer(cache[N.pattern(layer)][0])
+    del cache
+    data.set_scores(scores)
+    notes = ([note] if note else []) + input_notes + [
+        "previous-token, first-token and diagonal scores: mean attention of every query except the first "
+        "to the position before it, to the first token, and to itself, on this input.",
+        f"induction score: mean attention from the second copy of {args.n_seqs} repeated random token blocks "
+        "to the token after the earlier occurrence of the current token.",
+    ]
+    path, threshold = write_attention_viewer(
+        args.out, data, title=f"Attention patterns: {probe.cfg.model_name}", model_name=probe.cfg.model_name,
+        prompt=described, notes=notes, max_bytes=int(args.max_mb * 1e6),
+        metadata={"tokens": len(labels), "prepend_bos": args.prepend_bos, "induction seed": args.seed},
+    )
+    print(f"model {probe.cfg.model_name} ({probe.cfg.n_layers} layers x {probe.cfg.n_heads} heads), {len(labels)} tokens")
+    print(summary_table(scores, args.top))
+    if note:
+        print(f"\nNote: {note}")
+    if threshold:
+        print(f"\nNote: weights below {threshold}/255 are stored as 0 to keep the page under {args.max_mb:g} MB.")
+    size = path.stat().st_size / 1e6
+    print(f"\nPage written to {path} ({size:.1f} MB)")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option, value in (("--top", args.top), ("--n-seqs", args.n_seqs)):
+        if value < 1:
+            print(f"error: {option} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    if not args.max_mb > 0:
+        print(f"error: --max-mb must be positive, got {args.max_mb}", file=sys.stderr)
+        return 2
+    try:
+        run(args)
+    except (GPT2ProbeError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
