@@ -23,7 +23,7 @@ from ..lens.logit_lens import stream_labels
 from ..probe import GPT2Probe, Inputs
 from ..tokens import Tokens
 from .localise import Localisation, localise
-from .weight_changes import check_comparable, weight_changes
+from .weight_changes import check_comparable, component_changes
 
 DEFAULT_TOP_DISAGREEMENTS = 10
 
@@ -153,7 +153,7 @@ def compare(
         base_name=base.cfg.model_name,
         tuned_name=tuned.cfg.model_name,
         str_tokens=str_tokens,
-        weight_changes=weight_changes(base, tuned),
+        weight_changes=component_changes(base.model, tuned.model),
         kl=kl,
         disagreements=disagreements,
         stream_labels=stream_labels(n_layers, include_mid=False),
