@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "activation patching of a clean/corrupted prompt pair, by layer, position and head"),
     "steering": ("gpt2probe.experiments.steering",
                  "continuations with and without a mean-difference steering vector"),
+    "finetune": ("gpt2probe.experiments.finetune",
+                 "fine-tune a checkpoint on a text file, writing a save_pretrained directory (for diff)"),
+    "diff": ("gpt2probe.experiments.diff",
+             "compare a base model and its fine-tune: which layers and components the fine-tune changed"),
 }
 
 
