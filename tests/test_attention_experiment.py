@@ -85,11 +85,10 @@ def test_the_script_and_the_command_are_one(tmp_path):
 
 def test_unavailable_model_falls_back_and_says_so(tmp_path, capsys):
     out = tmp_path / "fallback.html"
-    rc = attention.main(["--model", "gpt2probe-tests/no-such-model", "--prompt", "The value of the function",
-                         "--out", str(out), "--device", "cpu", "--n-seqs", "1"])
+    rc = attention.main(["--prompt", "The value of the function", "--out", str(out), "--device", "cpu", "--n-seqs", "1"])
     assert rc == 0
     err = capsys.readouterr().err
-    assert "Cannot load 'gpt2probe-tests/no-such-model'" in err and "'tiny-english'" in err
+    assert "Cannot load 'gpt2'" in err and "'tiny-english'" in err
     html = out.read_text(encoding="utf-8")
     assert "small offline model" in html and "tiny-english" in html
     assert page_data(html)["n_layers"] == 4
@@ -99,7 +98,8 @@ def test_unavailable_model_falls_back_and_says_so(tmp_path, capsys):
     (["--model", str(TOY_DIR), "--prompt", "hello"], "--tokens"),
     (["--model", str(TOY_DIR), "--tokens", "1,x"], "comma-separated integers"),
     (["--model", str(TOY_DIR), "--tokens", "1,999"], "token ids must lie in"),
-    (["--model", str(TOY_DIR), "--top", "0"], "--top must be at least 1"),
+    (["--model", str(TOY_DIR), "--top", "0"], "--top"),
+    (["--model", "gpt2probe-tests/no-such-model", "--tokens", "1,2"], "no-such-model"),
     (["--model", str(TOY_DIR), "--max-mb", "0"], "--max-mb must be positive"),
     (["--model", str(TOY_DIR), "--tokens", "1,2", "--max-mb", "0.001"], "use a shorter input"),
 ])

@@ -13,7 +13,6 @@ shipped ``tiny-english`` model, in the terminal and in the page.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,37 +20,44 @@ import torch
 
 from .. import head_scores as H
 from .. import names as N
-from ..errors import GPT2ProbeError, PromptError
+from ..errors import PromptError
 from ..probe import GPT2Probe
 from ..report.attention_viewer import MAX_BYTES, AttentionData, write_attention_viewer
-from ..shipped import load_with_fallback
 from ..toy import repeated_random_tokens
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    fallback_note,
+    finite_float,
+    load_model,
+    positive_int,
+    run_command,
+)
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
 DEFAULT_OUT = "reports/attention.html"
 TOY_HALF_LEN = 8
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="gpt2probe attention",
         description="Every attention head's pattern on one input, with head scores, as one interactive HTML page.",
     )
-    parser.add_argument("--model", default="gpt2", help="hub id or save_pretrained directory (default: gpt2)")
+    add_common_arguments(parser, DEFAULT_OUT)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="text to run (models with GPT-2's vocabulary)")
-    source.add_argument("--prompt-file", type=Path, help="a text file to run as one prompt")
+    source.add_argument("--prompt-file", type=Path, help="a UTF-8 text file to run as one prompt")
     source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9 (for models with their own vocabulary)")
     parser.add_argument("--prepend-bos", action="store_true",
                         help="start the prompt with <|endoftext|> as TransformerLens does (default: off, as everywhere in gpt2probe)")
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"page path (default: {DEFAULT_OUT})")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the first available)")
-    parser.add_argument("--top", type=int, default=5, help="heads listed per score in the terminal (default: 5)")
+    parser.add_argument("--top", type=positive_int, default=5, help="heads listed per score in the terminal (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens for induction scores (default: 0)")
-    parser.add_argument("--n-seqs", type=int, default=8, help="repeated random sequences for induction scores (default: 8)")
-    parser.add_argument("--max-mb", type=float, default=MAX_BYTES / 1e6,
+    parser.add_argument("--n-seqs", type=positive_int, default=8,
+                        help="repeated random sequences for induction scores (default: 8)")
+    parser.add_argument("--max-mb", type=finite_float, default=MAX_BYTES / 1e6,
                         help=f"largest page in MB (default: {MAX_BYTES / 1e6:.0f}); small weights are dropped, announced, to fit")
-    parser.add_argument("--no-fallback", action="store_true", help="fail instead of using the shipped offline model")
     return parser
 
 
@@ -70,12 +76,12 @@ def parse_ids(text: str) -> list[int]:
     return ids
 
 
-def choose_input(probe: GPT2Probe, args: argparse.Namespace) -> tuple[torch.Tensor, list[str], str, list[str]]:
+def choose_input(
+    probe: GPT2Probe, args: argparse.Namespace, prompt_text: str | None = None
+) -> tuple[torch.Tensor, list[str], str, list[str]]:
     """(ids [pos], token strings, a description of the input, notes) from --tokens, --prompt(-file) or the default."""
     text_model = uses_gpt2_vocab(probe)
-    prompt = args.prompt
-    if args.prompt_file is not None:
-        prompt = args.prompt_file.read_text(encoding="utf-8")
+    prompt = prompt_text if prompt_text is not None else args.prompt
     if args.tokens is not None:
         ids = torch.tensor(parse_ids(args.tokens))
         notes: list[str] = []
@@ -111,8 +117,20 @@ def summary_table(scores: dict[str, torch.Tensor], top: int) -> str:
 
 
 def run(args: argparse.Namespace) -> Path:
-    probe, note = load_with_fallback(args.model, device=args.device, allow_fallback=not args.no_fallback)
-    ids, labels, described, input_notes = choose_input(probe, args)
+    if not args.max_mb > 0:
+        raise UsageError(f"--max-mb must be positive, got {args.max_mb:g}")
+    if args.tokens is not None:
+        parse_ids(args.tokens)  # a typo costs no loading
+    prompt_text = None
+    if args.prompt_file is not None:
+        try:
+            prompt_text = args.prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"--prompt-file {str(args.prompt_file)!r} cannot be read as UTF-8 text: {error}") from None
+    probe, fell_back = load_model(args)
+    note = fallback_note(probe, "Its heads are those of a model trained for minutes on Python's documentation: "
+                                "they say nothing about GPT-2's.") if fell_back else None
+    ids, labels, described, input_notes = choose_input(probe, args, prompt_text)
     _, cache = probe.run_with_cache(ids, names=H.PATTERN_NAMES, device="cpu", dtype=torch.float32)
     scores = {
         "previous_token": H.previous_token_scores(cache),
@@ -131,11 +149,14 @@ def run(args: argparse.Namespace) -> Path:
         f"induction score: mean attention from the second copy of {args.n_seqs} repeated random token blocks "
         "to the token after the earlier occurrence of the current token.",
     ]
-    path, threshold = write_attention_viewer(
-        args.out, data, title=f"Attention patterns: {probe.cfg.model_name}", model_name=probe.cfg.model_name,
-        prompt=described, notes=notes, max_bytes=int(args.max_mb * 1e6),
-        metadata={"tokens": len(labels), "prepend_bos": args.prepend_bos, "induction seed": args.seed},
-    )
+    try:
+        path, threshold = write_attention_viewer(
+            args.out, data, title=f"Attention patterns: {probe.cfg.model_name}", model_name=probe.cfg.model_name,
+            prompt=described, notes=notes, max_bytes=int(args.max_mb * 1e6),
+            metadata={"tokens": len(labels), "prepend_bos": args.prepend_bos, "induction seed": args.seed},
+        )
+    except ValueError as error:  # the page cannot fit the size budget
+        raise UsageError(str(error)) from None
     print(f"model {probe.cfg.model_name} ({probe.cfg.n_layers} layers x {probe.cfg.n_heads} heads), {len(labels)} tokens")
     print(summary_table(scores, args.top))
     if note:
@@ -148,18 +169,5 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for option, value in (("--top", args.top), ("--n-seqs", args.n_seqs)):
-        if value < 1:
-            print(f"error: {option} must be at least 1, got {value}", file=sys.stderr)
-            return 2
-    if not args.max_mb > 0:
-        print(f"error: --max-mb must be positive, got {args.max_mb}", file=sys.stderr)
-        return 2
-    try:
-        run(args)
-    except (GPT2ProbeError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    """``gpt2probe attention``: every mistake is one ``error:`` line and exit status 2."""
+    return run_command(build_parser(), run, argv)
