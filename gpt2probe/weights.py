@@ -101,6 +101,11 @@ class Weights:
     def b_out(self) -> Float[Tensor, "layer d_model"]:
         return torch.stack([b.mlp.c_proj.bias.detach() for b in self._blocks])
 
+    @property
+    def ln_final(self) -> torch.nn.LayerNorm:
+        """GPT-2's final layer norm (``ln_f``) module: its weight, bias and eps."""
+        return self._model.transformer.ln_f
+
     def W_O_layer(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
         """One layer's ``W_O`` without stacking the others (used on hot paths)."""
         weight = self._blocks[layer].attn.c_proj.weight.detach()

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .. import names as N
 from ..errors import PromptError
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe
+from ..tokens import Inputs
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from .. import names as N
 from ..errors import PromptError
-from ..probe import GPT2Probe, Inputs
-from ..tokens import Tokens
+from ..probe import GPT2Probe
+from ..tokens import Inputs, Tokens
 from .result import LensResult, PromptLens
 
 NEXT_TOKEN = "next"
