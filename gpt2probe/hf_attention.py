@@ -104,6 +104,8 @@ def _make_attention(name: str) -> Callable[..., tuple[Tensor, Tensor | None]]:
     ) -> tuple[Tensor, Tensor | None]:
         dispatch = _HOOKED.get(module)
         if dispatch is None:
+            if passthrough is eager_attention_forward and getattr(module, "reorder_and_upcast_attn", False):
+                return module._upcast_and_reordered_attn(query, key, value, attention_mask)  # as HF's eager does
             return passthrough(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         return _eager_with_hooks(module, dispatch, query, key, value, attention_mask, scaling, dropout)
 

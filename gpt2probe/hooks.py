@@ -77,7 +77,7 @@ class Site:
 
 
 class OutputSite(Site):
-    """A module's output (``hook_embed``, ``hook_mlp_out``, ``hook_resid_post``, ``mlp.hook_pre``)."""
+    """A module's output (``hook_embed``, ``hook_pos_embed``, ``hook_attn_out``, ``mlp.hook_pre``)."""
 
     def __init__(self, module: torch.nn.Module, name: str) -> None:
         super().__init__([name])
