@@ -44,3 +44,11 @@ class HookReturnError(GPT2ProbeError, ValueError, TypeError):
 
 class UnsupportedError(GPT2ProbeError, ValueError):
     """A model setting gpt2probe cannot serve correctly (an attention implementation, a dtype on this device)."""
+
+
+class ModelMismatchError(GPT2ProbeError, ValueError):
+    """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
+
+
+class InvalidArgumentError(GPT2ProbeError, ValueError):
+    """An argument outside what a function accepts; the message says what is valid."""
