@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {"logit-lens": "gpt2probe.experiments.logit_lens"}
+COMMANDS = {
+    "logit-lens": "gpt2probe.experiments.logit_lens",
+    "harvest": "gpt2probe.experiments.harvest",
+    "harvest-report": "gpt2probe.experiments.harvest:report_main",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from importlib import import_module
 
-    return import_module(COMMANDS[args[0]]).main(args[1:])
+    module, _, function = COMMANDS[args[0]].partition(":")
+    return getattr(import_module(module), function or "main")(args[1:])
 
 
 if __name__ == "__main__":
