@@ -5,7 +5,7 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
-from . import generation, head_scores, interventions, names
+from . import generation, harvest, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import (
@@ -18,6 +18,7 @@ from .errors import (
     UnsafeCheckpointError,
     WeightsUnavailableError,
 )
+from .harvest import Harvest
 from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, direct_logit_attribution, logit_lens
 from .loading import load
@@ -37,6 +38,7 @@ __all__ = [
     "ActivationCache",
     "GPT2Probe",
     "GPT2ProbeError",
+    "Harvest",
     "HookNameError",
     "HookPoint",
     "LayerIndexError",
@@ -48,6 +50,7 @@ __all__ = [
     "WeightsUnavailableError",
     "load",
     "generation",
+    "harvest",
     "head_scores",
     "interventions",
     "names",

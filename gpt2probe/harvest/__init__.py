@@ -12,6 +12,7 @@ Runs in one process or, under ``torchrun``, in one process per device; see ``doc
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -75,3 +76,13 @@ def harvest(
     return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=options,
                        directions=directions, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
                        model_source=model_source)
+
+
+class _CallableModule(sys.modules[__name__].__class__):
+    """``gpt2probe.harvest`` is this package and, called, :func:`harvest`: ``gpt2probe.harvest(probe, ...)``."""
+
+    def __call__(self, *args, **kwargs) -> Harvest:
+        return harvest(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
