@@ -9,6 +9,8 @@ COMMANDS = {
     "logit-lens": "gpt2probe.experiments.logit_lens",
     "harvest": "gpt2probe.experiments.harvest",
     "harvest-report": "gpt2probe.experiments.harvest:report_main",
+    "finetune": "gpt2probe.experiments.finetune",
+    "diff": "gpt2probe.experiments.diff",
 }
 
 
