@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,7 +227,7 @@ def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Optio
         progress_state = json.loads(meta["progress"])
         summaries = summaries_from_state(load_tensors(ckpt), fingerprint["hooks"], fingerprint["options"])
     else:
-        progress_state = {"block": 0, "window": 0, "windows": 0, "tokens": 0, "done": False}
+        progress_state = {"block": 0, "window": 0, "windows": 0, "tokens": 0, "seconds": 0.0, "done": False}
         summaries = _fresh_summaries(probe, corpus, plans, options)
     raw = RawWriter(out, rank, {p.name: p for p in plans if p.name in options.save_raw}) if options.save_raw else None
     if raw is not None:
@@ -318,6 +319,7 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
         return fn
 
     pairs = [(p.name, summarise(p)) for p in plans]
+    started, base_seconds = time.perf_counter(), state["seconds"]
     try:
         for block in blocks(corpus, options.block_chars):
             if block.index % world != rank or block.index < state["block"]:
@@ -331,7 +333,7 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
                 _forward(probe, packed.tokens[sl], pairs)
                 n_win, n_tok = sl.stop - sl.start, int(packed.valid[sl].sum())
                 state.update(block=block.index, window=sl.stop, windows=state["windows"] + n_win,
-                             tokens=state["tokens"] + n_tok)
+                             tokens=state["tokens"] + n_tok, seconds=base_seconds + time.perf_counter() - started)
                 if sl.stop == packed.n_windows:
                     state.update(block=block.index + 1, window=0)
                 since += n_win
@@ -370,7 +372,7 @@ def _checkpoint(path: Path, summaries, state: dict, raw) -> None:
 
 def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, rank, world, model_source):
     dist = _dist()
-    totals = {"tokens": state["tokens"], "windows": state["windows"]}
+    totals = {"tokens": state["tokens"], "windows": state["windows"], "seconds": state["seconds"]}
     if dist:
         gathered: list | None = [None] * world if rank == 0 else None
         dist.gather_object(({k: s.state() for k, s in summaries.items()}, totals), gathered, dst=0)
@@ -379,10 +381,12 @@ def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, r
     if rank == 0:
         merged = None
         tokens = windows = 0
+        seconds = []
         for groups, t in gathered:  # rank order: the same merge order every time
             parts = summaries_from_state(groups, fingerprint["hooks"], fingerprint["options"])
             merged = parts if merged is None else {k: merged[k].merge(parts[k]) for k in merged}
             tokens, windows = tokens + t["tokens"], windows + t["windows"]
+            seconds.append(round(t["seconds"], 3))
         groups = {k: s.state() for k, s in merged.items()}
         for plan in plans:
             if plan.directions is not None:
@@ -397,6 +401,10 @@ def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, r
             "options": fingerprint["options"],
             "totals": {"tokens": tokens, "windows": windows, "documents": sum(s["documents"] for s in sources)},
             "world_size": world,
+            # Time in the loop (forward passes and summaries; not loading, hashing or the first pass over the
+            # corpus), per rank, summed over resumed segments. Not part of the result: differs run to run.
+            "timing": {"loop_seconds_per_rank": seconds,
+                       "tokens_per_second": round(tokens / max(max(seconds), 1e-9), 1)},
             "fingerprint": fingerprint,
         }
         save_tensors(out / SUMMARIES, groups)
