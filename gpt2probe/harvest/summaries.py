@@ -113,7 +113,15 @@ class UnitSummary:
         idx = scaled.floor().clamp(-1, self.n_bins).long() + 1  # 0: below lo, n_bins + 1: at or above hi
         idx += torch.arange(n_units, device=idx.device) * (self.n_bins + 2)
         self.hist += torch.bincount(idx.reshape(-1), minlength=n_units * (self.n_bins + 2)).view(n_units, -1).cpu()
-        self.top = self.top.merge(batch_candidates(acts, tokens, doc, pos, valid, self.k, self.window))
+        # Only units whose batch maximum reaches their current k-th value can change their top-k
+        # (ties included: they may win on document and position); late in a corpus that is few.
+        need = (bmax.float().cpu() >= self.top.values[:, -1]).nonzero().squeeze(1)
+        if need.numel() == n_units:
+            self.top = self.top.merge(batch_candidates(acts, tokens, doc, pos, valid, self.k, self.window))
+        elif need.numel():
+            part = acts.index_select(2, need.to(acts.device))
+            cand = batch_candidates(part, tokens, doc, pos, valid, self.k, self.window)
+            self.top.update_rows(need, cand)
 
     def merge(self, other: UnitSummary) -> UnitSummary:
         """A new summary holding both (commutative up to float64 rounding of the mean and M2)."""

@@ -66,6 +66,14 @@ class TopK:
         return TopK(**out)
 
 
+    def update_rows(self, rows: Int[Tensor, "row"], candidates: TopK) -> None:
+        """Merge ``candidates`` (one row per entry of ``rows``) into those rows, in place."""
+        current = TopK(**{f: getattr(self, f)[rows] for f in FIELDS})
+        merged = current.merge(candidates)
+        for f in FIELDS:
+            getattr(self, f)[rows] = getattr(merged, f)
+
+
 def batch_candidates(
     acts: Float[Tensor, "batch pos unit"],
     tokens: Int[Tensor, "batch pos"],
@@ -91,17 +99,18 @@ def batch_candidates(
         rows = None
     n_tokens = flat.shape[0]
     kk = min(k, n_tokens)
-    top_vals, top_idx = torch.topk(flat, kk, dim=0)  # [kk, unit]
-    top_vals, top_idx = top_vals.T.contiguous().cpu(), top_idx.T.contiguous().cpu()
+    by_unit = flat.T.contiguous()  # [unit, token]: topk along the contiguous axis is several times faster
+    top_vals, top_idx = torch.topk(by_unit, kk, dim=1)
     row_of = rows.cpu() if rows is not None else None
     doc_flat, pos_flat = doc.reshape(-1), pos.reshape(-1)
     if row_of is not None:
         doc_flat, pos_flat = doc_flat[row_of], pos_flat[row_of]
-    threshold = top_vals[:, -1].to(flat.device)
-    n_ge = (flat >= threshold).sum(0).cpu()
+    threshold = top_vals[:, -1:]
+    n_ge = (by_unit >= threshold).sum(1).cpu()
+    top_vals, top_idx = top_vals.cpu(), top_idx.cpu()
     for unit in (n_ge > kk).nonzero().squeeze(1).tolist():  # ties at the boundary: exact slow path
-        column = flat[:, unit].cpu()
-        cand = (column >= threshold[unit].cpu()).nonzero().squeeze(1)
+        column = by_unit[unit].cpu()
+        cand = (column >= top_vals[unit, -1]).nonzero().squeeze(1)
         order = lexsort_desc(column[cand], doc_flat[cand], pos_flat[cand])[:kk]
         top_idx[unit] = cand[order]
         top_vals[unit] = column[cand[order]]
