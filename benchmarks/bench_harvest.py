@@ -15,6 +15,7 @@ Three measurements, all with one intra-op thread per process:
 
     python -m benchmarks.bench_harvest --out benchmarks/results/cpu-harvest.md
     python -m benchmarks.bench_harvest --quick          # small, to check it runs
+    python -m benchmarks.bench_harvest --model gpt2-small-random   # GPT-2 small's compute
 
 On a shared machine every figure is noise: re-measure on an idle one.
 """
@@ -172,7 +173,8 @@ def report(args, tp: dict, mem: dict, scale: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny-english")
+    p.add_argument("--model", default="tiny-english",
+                   help="tiny-english, gpt2-small-random (GPT-2 small's compute), a hub id or a directory")
     p.add_argument("--max-files", type=int, default=150, help="stdlib files whose docstrings join the corpus")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
@@ -180,6 +182,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny corpus, one repeat: checks that it runs")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.model == "gpt2-small-random":  # GPT-2 small's shapes and compute, seeded random weights
+        from benchmarks.common import GPT2_SMALL, model_dir
+
+        args.model = str(model_dir(GPT2_SMALL))
     if args.quick:  # docstrings of a few files only
         global TOPICS
         TOPICS, args.max_files, args.repeats = False, 12, 1
