@@ -1,5 +1,7 @@
-"""``python -m gpt2probe``: the same commands as the ``gpt2probe`` script (and what ``torchrun -m`` runs)."""
+"""``python -m gpt2probe COMMAND [options]``: the same as the ``gpt2probe`` command."""
+
+import sys
 
 from .cli import main
 
-raise SystemExit(main())
+sys.exit(main())

@@ -1,4 +1,4 @@
-"""``gpt2probe harvest`` and ``gpt2probe harvest-report``: corpus-scale summaries and their dashboard.
+"""``gpt2probe harvest``: corpus-scale summaries (the dashboard is ``gpt2probe harvest-report``).
 
 Runs the same under ``python -m gpt2probe harvest`` and under
 ``torchrun --nproc_per_node N -m gpt2probe harvest ...`` (one process per device; gloo on
@@ -13,21 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from ..errors import GPT2ProbeError
-
-
-class _Parser(argparse.ArgumentParser):
-    """Print one ``error:`` line and exit 2 (argparse's own adds a usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+from .common import Parser, UsageError, check_device, finite_float, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gpt2probe harvest",
+    p = Parser(prog="gpt2probe harvest",
                 description="Per-unit statistics and max-activating examples of GPT-2 hooks over a whole corpus.")
     p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
     p.add_argument("--corpus", required=True, nargs="+", help="text files or globs, .jsonl, .parquet, datasets dirs")
@@ -35,19 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output directory (new or empty, or the one to --resume)")
     p.add_argument("--field", help="JSONL field holding the text")
     p.add_argument("--column", help="Parquet / datasets column holding the text")
-    p.add_argument("--seq-len", type=int, help="tokens per packed window (default: model context, at most 128)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
-    p.add_argument("--top-k", type=int, default=20, help="max-activating examples kept per unit (default: 20)")
+    p.add_argument("--seq-len", type=positive_int, help="tokens per packed window (default: model context, at most 128)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)")
+    p.add_argument("--top-k", type=positive_int, default=20, help="max-activating examples kept per unit (default: 20)")
     p.add_argument("--window", type=int, default=8, help="context tokens kept either side of an example (default: 8)")
-    p.add_argument("--threshold", type=float, default=0.0, help="'active' means above this (default: 0)")
-    p.add_argument("--bins", type=int, default=64, help="histogram bins per unit (default: 64)")
+    p.add_argument("--threshold", type=finite_float, default=0.0, help="'active' means above this (default: 0)")
+    p.add_argument("--bins", type=positive_int, default=64, help="histogram bins per unit (default: 64)")
     p.add_argument("--directions", type=Path,
                    help="safetensors file {hook name: [n, d_model]}: summarise projections on these directions")
     p.add_argument("--save-raw", nargs="+", default=[], metavar="HOOK", help="also write these hooks' raw activations")
     p.add_argument("--seed", type=int, help="shuffle documents within each block with this seed (default: none)")
-    p.add_argument("--block-chars", type=int, help="characters per unit of work (default: 65536)")
-    p.add_argument("--max-documents", type=int, help="only the first N documents")
-    p.add_argument("--checkpoint-every", type=int, default=64, help="windows between checkpoints (default: 64)")
+    p.add_argument("--block-chars", type=positive_int, help="characters per unit of work (default: 65536)")
+    p.add_argument("--max-documents", type=positive_int, help="only the first N documents")
+    p.add_argument("--checkpoint-every", type=positive_int, default=64, help="windows between checkpoints (default: 64)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted harvest in --out")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda:LOCAL_RANK under torchrun, else the best)")
     p.add_argument("--dtype", help="float32 (default), float16, bfloat16")
@@ -56,14 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_model(name: str, device: str | None, dtype: str | None = None):
-    """A hub id, a directory, or the name of a model shipped with gpt2probe."""
+    """A hub id, a directory, or the name of a model shipped with gpt2probe (loaded exactly, never a fallback)."""
     from ..loading import load
     from ..shipped import NOTES, shipped_model
 
-    target = name
-    if name in NOTES and not Path(name).exists():
-        target = str(shipped_model(name))
-    return load(target, device=device, dtype=dtype)
+    target = str(shipped_model(name)) if name in NOTES and not Path(name).exists() else name
+    try:
+        return load(target, device=device, dtype=dtype)
+    except GPT2ProbeError:
+        raise
+    except (OSError, ValueError, KeyError) as error:  # transformers' own complaints about a broken checkpoint
+        raise UsageError(f"cannot load --model {name!r}: {type(error).__name__}: {error}") from None
 
 
 def _device(arg: str | None) -> str | None:
@@ -79,13 +74,16 @@ def _device(arg: str | None) -> str | None:
 def run(args: argparse.Namespace):
     from ..harvest import Corpus, harvest
 
+    check_device(args.device)
+    if args.window < 0:
+        raise UsageError(f"--window must be 0 or more, got {args.window}")
     corpus = Corpus(paths=args.corpus, field=args.field, column=args.column, max_documents=args.max_documents)
     directions = None
     if args.directions is not None:
         from safetensors.torch import load_file
 
         if not args.directions.is_file():
-            raise FileNotFoundError(f"no such directions file: {str(args.directions)!r}")
+            raise UsageError(f"--directions {str(args.directions)!r} is not a file")
         directions = load_file(str(args.directions))
     probe = load_model(args.model, _device(args.device), args.dtype)
     result = harvest(probe, corpus, hooks=args.hooks, out=args.out, top_k=args.top_k, window=args.window,
@@ -101,43 +99,13 @@ def run(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``gpt2probe harvest``; 0 on success, 2 with one ``error:`` line on a mistake."""
     try:
-        run(args)
-    except (GPT2ProbeError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        run(build_parser().parse_args(argv))
+    except GPT2ProbeError as error:
+        print("error: " + " ".join(str(error).split("\n")), file=sys.stderr)
         return 2
-    return 0
-
-
-def build_report_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gpt2probe harvest-report",
-                description="Write a self-contained offline HTML dashboard of a finished harvest.")
-    p.add_argument("dir", type=Path, help="the harvest's output directory")
-    p.add_argument("--out", type=Path, help="HTML file to write (default: DIR/dashboard.html)")
-    p.add_argument("--model", help="model for the logit effects (default: the one the harvest used)")
-    p.add_argument("--hooks", nargs="+", help="only these hooks (default: all)")
-    p.add_argument("--examples", type=int, default=8, help="max-activating examples shown per unit (default: 8)")
-    p.add_argument("--no-logits", action="store_true", help="skip the direct effect on the logits (no model needed)")
-    p.add_argument("--device", help="device for the logit effects")
-    return p
-
-
-def report_main(argv: Sequence[str] | None = None) -> int:
-    args = build_report_parser().parse_args(argv)
-    try:
-        from ..harvest import Harvest
-        from ..report.harvest_dashboard import write_dashboard
-
-        h = Harvest.load(args.dir)
-        probe = None
-        if not args.no_logits:
-            name = args.model or h.manifest["model"].get("source") or h.manifest["model"]["name"]
-            probe = load_model(name, args.device)
-        path = write_dashboard(h, args.out or args.dir / "dashboard.html", probe=probe, hooks=args.hooks,
-                               examples=args.examples)
-    except (GPT2ProbeError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"Dashboard written to {path}")
+    except KeyboardInterrupt:
+        print("error: interrupted (run again with --resume to continue from the last checkpoint)", file=sys.stderr)
+        return 130
     return 0
