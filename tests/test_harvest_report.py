@@ -34,7 +34,7 @@ def harvested(tiny, tmp_path_factory):
 
 def test_logit_effect_of_a_neuron_is_its_w_out_row_through_w_u(tiny, harvested):
     dirs = output_directions(harvested, "blocks.0.mlp.hook_post", tiny)
-    up_v, up_i, down_v, down_i = logit_effects(dirs[5:6], tiny, k=3)
+    up_v, up_i, _, down_i = logit_effects(dirs[5:6], tiny, k=3)
     reference = tiny.model.transformer.h[0].mlp.c_proj.weight[5].float() @ tiny.model.lm_head.weight.float().T
     assert up_i[0].tolist() == reference.topk(3).indices.tolist()
     assert down_i[0].tolist() == reference.topk(3, largest=False).indices.tolist()

@@ -131,7 +131,7 @@ def _kind_of(path: Path) -> str:
         raise CorpusError(f"{str(path)!r} is a directory but not a dataset saved with datasets' save_to_disk; "
                           f"to read its text files pass a glob such as '{path}/**/*.txt'")
     name = path.name.lower()
-    if name.endswith(".jsonl") or name.endswith(".ndjson"):
+    if name.endswith((".jsonl", ".ndjson")):
         return JSONL
     if name.endswith(".parquet"):
         return PARQUET

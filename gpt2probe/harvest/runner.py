@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..atomic import write_text_atomic
 from ..errors import GPT2ProbeError
-from .corpus import DEFAULT_BLOCK_CHARS, Corpus, Packed, block_sizes, blocks, pack
+from .corpus import DEFAULT_BLOCK_CHARS, Corpus, block_sizes, blocks, pack
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
 from .raw import RawWriter, discard_after, write_raw_manifest
 from .store import FORMAT, MANIFEST, SUMMARIES, Harvest, load_tensors, read_metadata, save_tensors, summaries_from_state

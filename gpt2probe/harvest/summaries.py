@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from .topk import FIELDS as TOPK_FIELDS
@@ -85,7 +85,7 @@ class UnitSummary:
     def update(self, acts: Float[Tensor, "batch pos unit"], tokens: Tensor, doc: Tensor, pos: Tensor,
                valid: Tensor) -> None:
         """Add one batch; positions at or after ``valid[b]`` are padding and ignored."""
-        n_batch, n_pos, n_units = acts.shape
+        _, n_pos, n_units = acts.shape
         keep = (torch.arange(n_pos) < valid[:, None]).reshape(-1)
         flat = acts.reshape(-1, n_units)
         if not bool(keep.all()):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +66,7 @@ def logit_effects(directions: torch.Tensor, probe, k: int = 8, chunk: int = 512)
 
 def _r(x: float | torch.Tensor, digits: int = 4) -> float | None:
     x = float(x)
-    return round(x, digits) if x == x and abs(x) != float("inf") else None
+    return round(x, digits) if math.isfinite(x) else None
 
 
 def _hook_data(harvest, hook: str, probe, decode, examples: int) -> dict:
