@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import gpt2probe
+from gpt2probe.generation import generate, next_token
 from gpt2probe.interventions import patching
 
 HOSTILE = "a <script>alert(1)</script> &amp; $x$ b"  # markup, an entity and MathJax in one prompt
@@ -56,8 +57,8 @@ def results(vocab_probe):
     return {
         "LensResult": lens,
         "PromptLens": lens[0],
-        "NextTokens": probe.next_token([HOSTILE, "x"], 4),
-        "Generation": probe.generate([HOSTILE, "x"], 3, greedy=True),
+        "NextTokens": next_token(probe, [HOSTILE, "x"], 4),
+        "Generation": generate(probe, [HOSTILE, "x"], 3, greedy=True),
         "Attribution": gpt2probe.direct_logit_attribution(probe, HOSTILE, " mat", baseline=" <"),
         "PatchingResult": patching.patch(probe, HOSTILE, "a <style>alert(2)</style> &amp; $y$ b", answer=" mat", wrong=" <"),
         "ActivationCache": cache,

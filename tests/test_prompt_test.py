@@ -57,7 +57,9 @@ def test_numbers_are_the_models(vocab_probe, prepend_bos):
 
 
 def test_rank_zero_is_the_top_prediction(vocab_probe):
-    top = vocab_probe.next_token(PROMPT, 1).tokens[0][0]
+    from gpt2probe.generation import next_token
+
+    top = next_token(vocab_probe, PROMPT, 1).tokens[0][0]
     result = vocab_probe.test_prompt(PROMPT, top, k=3, prepend_space_to_answer=False, print_details=False)
     assert result.answer_tokens == [top] and int(result.ranks[0]) == 0
 
