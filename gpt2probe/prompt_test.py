@@ -13,16 +13,12 @@ prediction), the same rule as the logit lens's ``target_rank``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from .errors import PromptError
-
-if TYPE_CHECKING:
-    from .probe import GPT2Probe
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -98,7 +94,7 @@ class PromptTest:
 
 @torch.no_grad()
 def prompt_test(
-    probe: GPT2Probe,
+    probe,  # a GPT2Probe (not imported here: the probe imports this module)
     prompt: str,
     answer: str,
     *,
