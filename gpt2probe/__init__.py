@@ -19,7 +19,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .hooks import HookPoint
-from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, direct_logit_attribution, logit_lens
+from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
 from .tokens import Tokens
@@ -32,6 +32,7 @@ __all__ = [
     "Attribution",
     "LensResult",
     "PromptLens",
+    "TunedLens",
     "direct_logit_attribution",
     "logit_lens",
     "ActivationCache",

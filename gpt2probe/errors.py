@@ -36,3 +36,11 @@ class UnsafeCheckpointError(GPT2ProbeError, ValueError):
 
 class ConcurrentUseError(GPT2ProbeError, RuntimeError):
     """A probe used from a second thread while another thread runs it or has hooks attached."""
+
+
+class LensMismatchError(GPT2ProbeError, ValueError):
+    """A tuned lens (or training checkpoint) used with a model, streams or settings it was not made for."""
+
+
+class CorpusError(GPT2ProbeError, ValueError):
+    """Training text that cannot give what was asked: empty, not a list of strings, or too short for the steps."""

@@ -25,6 +25,7 @@ from ..errors import PromptError
 from ..probe import GPT2Probe, Inputs
 from ..tokens import Tokens
 from .result import LensResult, PromptLens
+from .tuned import TunedLens
 
 NEXT_TOKEN = "next"
 """``targets=NEXT_TOKEN``: at each position, the token that actually comes next in the prompt."""
@@ -145,6 +146,7 @@ def logit_lens(
     batch_size: int = 8,
     max_chunk_bytes: int = 64 * 2**20,
     progress: Callable[[int], None] | None = None,
+    lens: TunedLens | None = None,
 ) -> LensResult:
     """Ask every layer what it would predict if the model stopped there.
 
@@ -159,6 +161,8 @@ def logit_lens(
             real token, or indices into each prompt's tokens (negative from the end).
         include_mid: add the stream between each block's attention and MLP.
         progress: called with the number of prompts finished after each batch.
+        lens: a :class:`~gpt2probe.TunedLens` to read every stream through its translator
+            first (the tuned lens); ``None`` reads the streams as they are (the logit lens).
 
     Returns:
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
@@ -171,11 +175,15 @@ def logit_lens(
     labels = stream_labels(probe.cfg.n_layers, include_mid)
     hook_names = stream_names(probe.cfg.n_layers, include_mid)
     ln_f, W_U = probe.model.transformer.ln_f, probe.W_U
+    if lens is not None:
+        lens.check_model(probe)
     items: list[PromptLens] = []
     for start in range(0, n_prompts, batch_size):
         batch = _slice(tokens, start, start + batch_size)
         _, cache = probe.run_with_cache(batch, names=hook_names, unembed=False)
         stack = torch.stack([cache[name] for name in hook_names])  # [stream, batch, pos, d_model]
+        if lens is not None:
+            stack = lens.translate(stack, hook_names)
         for row in range(batch.ids.shape[0]):
             index = start + row
             real = batch.real_positions(row)
@@ -188,7 +196,8 @@ def logit_lens(
         del cache, stack
         if progress is not None:
             progress(min(start + batch_size, n_prompts))
-    return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid)
+    metadata = {"lens": "logit lens"} if lens is None else {"lens": "tuned lens", "tuned_lens": repr(lens)}
+    return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid, metadata=metadata)
 
 
 def _slice(tokens: Tokens, start: int, stop: int) -> Tokens:
