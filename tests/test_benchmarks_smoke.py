@@ -70,6 +70,7 @@ def test_lens_reports_every_configuration_and_the_floor(tmp_path):
         assert rows[n, "gpt2probe.logit_lens(k=5)"]["vs forward + projection"].endswith("x")
         assert rows[n, "gpt2probe.logit_lens(k=5)"]["vs TL"].endswith("x")
     assert [int(row[0]) for row in targets[1:]] == LENGTHS
+    assert targets[0][-1].startswith("tuned lens vs logit lens") and all(row[-1][0].isdigit() for row in targets[1:])
     assert "top-1 ids agree" in report
 
 

@@ -212,3 +212,19 @@ def test_a_corpus_too_small_for_the_steps_is_an_error(vocab_probe):
         TunedLens.train(vocab_probe, TEXTS, steps=1, batch_size=2, seq_len=VOCAB.n_positions + 1)
     with pytest.raises(CorpusError, match="optimizer"):
         TunedLens.train(vocab_probe, TEXTS, steps=1, optimizer="lbfgs", **FAST)
+
+
+def test_shipped_lens_beats_the_logit_lens_on_held_out_documentation():
+    from gpt2probe.shipped import shipped_model
+
+    model_dir = shipped_model("tiny-english")
+    probe = gpt2probe.load(model_dir, device="cpu")
+    lens = TunedLens.load(model_dir / "tuned-lens", probe)
+    trained = json.loads((model_dir / "training.json").read_text())
+    assert lens.training["corpus"]["n_tokens"] == trained["train_tokens"]  # the model's own training split
+    held_out = [pydoc_data.topics.topics[name] for name in ("try", "yield")]
+    assert set(("try", "yield")) <= set(trained["val_topics"])
+    windows, _ = pack_windows(probe, held_out, 128)
+    plain = torch.stack([item.kl_to_final for item in logit_lens(probe, windows[:4], k=1)]).mean((0, 2))
+    tuned = torch.stack([item.kl_to_final for item in logit_lens(probe, windows[:4], k=1, lens=lens)]).mean((0, 2))
+    assert (tuned[:-1] < plain[:-1]).all(), (plain, tuned)

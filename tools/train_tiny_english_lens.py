@@ -64,7 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the optimizer's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 1e-2 for adam, as the shipped lens; 1.0 for sgd)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
@@ -72,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.lr is None:
+        args.lr = 1e-2 if args.optimizer == "adam" else 1.0
     torch.set_num_threads(args.threads)
     model_dir = shipped_model(MODEL)
     probe = gpt2probe.load(model_dir, device="cpu")
@@ -94,12 +97,14 @@ def main(argv=None) -> dict:
     tuned = held_out_kl(probe, lens, texts, args.seq_len)
     labels = ["embed"] + [f"L{layer}" for layer in range(probe.cfg.n_layers)]
     report = {"model": MODEL, "held_out_topics": held_out, "training_seconds": round(seconds, 1),
+              "training_cpu_seconds": lens.training["cpu_seconds"],
               "threads": args.threads, "settings": vars(args) | {"out": str(args.out)},
               "kl_to_final_nats": {label: {"logit_lens": round(a, 4), "tuned_lens": round(b, 4)}
                                    for label, a, b in zip(labels, logit, tuned)}}
     lens.save(args.out)
     (args.out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"trained in {seconds:.0f}s ({args.threads} threads); held-out KL(final || stream), nats:")
+    print(f"trained in {seconds:.0f}s wall, {lens.training['cpu_seconds']:.0f}s CPU ({args.threads} threads); "
+          "held-out KL(final || stream), nats:")
     for label, a, b in zip(labels, logit, tuned):
         print(f"  {label:6s} logit lens {a:7.4f}   tuned lens {b:7.4f}")
     return report

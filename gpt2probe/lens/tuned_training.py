@@ -160,7 +160,7 @@ def train_tuned_lens(
         module = DistributedDataParallel(translators, device_ids=[translators.weight.device] if on_gpu else None)
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
     local = batch_size // world
-    began, loss = time.perf_counter(), float("nan")
+    began, began_cpu, loss = time.perf_counter(), time.process_time(), float("nan")
     was_training = probe.model.training
     probe.model.eval()  # dropout off: the model is read, never changed
     try:
@@ -195,6 +195,7 @@ def train_tuned_lens(
         "world_size": world,
         "resumed_at_step": start,
         "wall_seconds": round(time.perf_counter() - began, 2),
+        "cpu_seconds": round(time.process_time() - began_cpu, 2),  # all threads of this process
     }
     return lens
 
