@@ -44,3 +44,11 @@ class LensMismatchError(GPT2ProbeError, ValueError):
 
 class CorpusError(GPT2ProbeError, ValueError):
     """Training text that cannot give what was asked: empty, not a list of strings, or too short for the steps."""
+
+
+class ModelMismatchError(GPT2ProbeError, ValueError):
+    """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
+
+
+class InvalidArgumentError(GPT2ProbeError, ValueError):
+    """An argument outside what a function accepts; the message says what is valid."""
