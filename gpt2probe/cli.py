@@ -15,6 +15,8 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "logit-lens": ("gpt2probe.experiments.logit_lens",
                    "what every layer would predict, read through the final norm and unembedding"),
+    "tuned-lens": ("gpt2probe.experiments.tuned_lens",
+                   "train a tuned lens (a learned translator per layer) for a model: tuned-lens train --help"),
     "attention": ("gpt2probe.experiments.attention",
                   "every attention head's pattern, with previous-token, induction and first-token scores"),
     "patching": ("gpt2probe.experiments.patching",

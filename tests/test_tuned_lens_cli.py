@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gpt2probe import TunedLens
+from gpt2probe.cli import main as cli_main
 from gpt2probe.experiments.tuned_lens import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def single_process_lens(probe) -> TunedLens:
 
 def test_train_command_writes_a_lens_equal_to_the_library_call(vocab_dir, vocab_probe, corpus, tmp_path, capsys):
     out = tmp_path / "lens"
-    assert main(argv_for(vocab_dir, corpus, out)) == 0
+    assert cli_main(["tuned-lens", *argv_for(vocab_dir, corpus, out)]) == 0  # through the command table
     assert "written to" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["tuned_lens.json", "tuned_lens.safetensors"]
     lens = TunedLens.load(out, vocab_probe)
@@ -55,11 +56,13 @@ def argv_for(model: Path, files: list[Path], out: Path, /, **changes: list[str])
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"steps": ["0"]}, "--steps must be positive"),
+    ({"steps": ["0"]}, "--steps: expected a whole number >= 1"),
     ({"corpus": ["missing.txt"]}, "is not a file"),
     ({"steps": ["500"]}, "at most"),
     ({"optimizer": ["lbfgs"]}, "invalid choice"),
-    ({"batch_size": ["x"]}, "invalid int value"),
+    ({"batch_size": ["x"]}, "--batch-size: expected a whole number >= 1"),
+    ({"lr": ["nan"]}, "--lr: expected a finite number"),
+    ({"device": ["cuda:7"]}, "--device"),
     ({"model": ["/nonexistent/model"]}, ""),
 ])
 def test_train_command_mistakes_give_one_error_line(vocab_dir, corpus, tmp_path, capsys, change, message):
@@ -86,3 +89,34 @@ def test_two_processes_under_torchrun_equal_one(vocab_dir, vocab_probe, corpus, 
     assert single.translators.weight.abs().max() > 1e-4  # it did train
     torch.testing.assert_close(ddp.translators.weight, single.translators.weight, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(ddp.translators.bias, single.translators.bias, atol=1e-6, rtol=1e-5)
+
+
+def test_logit_lens_command_reads_through_a_tuned_lens(vocab_dir, vocab_probe, tmp_path, capsys):
+    lens_dir = tmp_path / "lens"
+    lens = TunedLens.identity(vocab_probe)
+    with torch.no_grad():
+        lens.translators.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    lens.save(lens_dir)
+    out = tmp_path / "report.html"
+    assert cli_main(["logit-lens", "--model", str(vocab_dir), "--tuned", str(lens_dir), "--prompt", "Hello there",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Logit lens:" in printed and "Tuned lens:" in printed
+    page = out.read_text(encoding="utf-8")
+    assert "Tuned lens: top-1 prediction" in page and "logit lens and tuned lens" in page
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tuned", "nowhere"], "not a tuned lens directory"),
+    (["--tuned", "LENS", "--no-tuned"], "contradict"),
+    (["--tuned", "LENS", "--model", "tiny-english"], "n_layers"),  # a lens for another model
+])
+def test_logit_lens_command_tuned_mistakes(vocab_dir, vocab_probe, tmp_path, capsys, extra, message):
+    TunedLens.identity(vocab_probe).save(tmp_path / "lens")
+    extra = [str(tmp_path / "lens") if x == "LENS" else x for x in extra]
+    model = [] if "--model" in extra else ["--model", str(vocab_dir)]
+    out = tmp_path / "report.html"
+    assert cli_main(["logit-lens", *model, *extra, "--prompt", "Hi", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and message in err, err
+    assert not out.exists()

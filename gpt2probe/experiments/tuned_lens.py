@@ -18,45 +18,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import GPT2ProbeError
+from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int
 
 CHECKPOINT_DIR = "checkpoint"
 
 
-class UsageError(Exception):
-    """A mistake on the command line (printed as one ``error:`` line, exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage + error
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gpt2probe tuned-lens",
-                     description="Train a tuned lens (one affine translator per residual stream) for a GPT-2 model.")
-    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    parser = Parser(prog="gpt2probe tuned-lens",
+                    description="Train a tuned lens (one affine translator per residual stream) for a GPT-2 model.")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train a lens on text files and save it to --out",
                            description="Train a tuned lens on text files (each file one document) and save it.")
     train.add_argument("--model", required=True, help="hub id, save_pretrained directory or shipped model name")
     train.add_argument("--corpus", nargs="+", required=True, type=Path, metavar="FILE",
                        help="UTF-8 text files, one document each")
-    train.add_argument("--steps", type=int, required=True, help="optimiser steps (each uses --batch-size new windows)")
+    train.add_argument("--steps", type=positive_int, required=True, help="optimiser steps (each uses --batch-size new windows)")
     train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
-    train.add_argument("--batch-size", type=int, default=8, help="windows per step, across all processes (default 8)")
-    train.add_argument("--seq-len", type=int, help="tokens per window (default: the model's context length)")
+    train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
+    train.add_argument("--seq-len", type=positive_int, help="tokens per window (default: the model's context length)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default: adam")
-    train.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd)")
+    train.add_argument("--lr", type=finite_float, help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd)")
     train.add_argument("--seed", type=int, default=0, help="orders the windows (default 0)")
     train.add_argument("--include-mid", action="store_true", help="also translate the mid-block streams")
-    train.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
+    train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")
     train.add_argument("--device", help="cpu, cuda, mps (default: the best available; cuda:LOCAL_RANK under torchrun)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def _positive(name: str, value: int | float | None) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"{name} must be positive, got {value}")
 
 
 def read_corpus(files: Sequence[Path]) -> tuple[list[str], str]:
@@ -79,10 +66,12 @@ def train(args: argparse.Namespace) -> Path:
 
     from ..lens import TunedLens
     from ..lens.tuned import METADATA_FILE
-    from ..loading import load
 
-    for name in ("steps", "batch_size", "seq_len", "lr", "checkpoint_every"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    check_device(args.device)
+    if args.lr is not None and args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {str(args.out)!r} is a file; give a directory for the lens")
     if (args.out / METADATA_FILE).exists():
         raise UsageError(f"--out {str(args.out)!r} already holds a trained lens; choose another directory or delete it")
     texts, corpus = read_corpus(args.corpus)
@@ -98,7 +87,8 @@ def train(args: argparse.Namespace) -> Path:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
         rank = int(os.environ.get("RANK", "0"))
-        probe = _load_model(load, args.model, device)
+        args.device = device
+        probe, _ = load_model(args)
         bar = None
         if rank == 0 and not args.no_progress:
             from tqdm import tqdm
@@ -131,19 +121,18 @@ def train(args: argparse.Namespace) -> Path:
     return args.out
 
 
-def _load_model(load, model: str, device: str | None):
-    from ..shipped import NOTES, shipped_model
-
-    return load(shipped_model(model) if model in NOTES else model, device=device)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """``gpt2probe tuned-lens``: 0 on success, 2 with one ``error:`` line on a mistake (130 if interrupted)."""
     try:
         args = build_parser().parse_args(argv)
         train(args)
-    except (UsageError, GPT2ProbeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except GPT2ProbeError as error:
+        message = " ".join(str(error).split("\n"))
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; run the same command again to resume from {CHECKPOINT_DIR}/", file=sys.stderr)
+        return 130
     return 0
 
 

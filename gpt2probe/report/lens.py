@@ -12,6 +12,7 @@ equal category labels, and a prompt often repeats a token.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import plotly.graph_objects as go
 import torch
@@ -96,13 +97,14 @@ def _position_axis(item: PromptLens) -> dict:
                 ticktext=[display_token(token) for token in item.position_labels])
 
 
-def lens_heatmap(item: PromptLens, metric: str = "prob") -> go.Figure:
+def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Logit lens") -> go.Figure:
     """Streams (y, embeddings at the bottom) by analysed positions (x, the input tokens).
 
     Each cell shows the stream's top-1 prediction for the next token; its colour is that
     prediction's probability (``metric="prob"``), the entropy of the whole prediction
     (``"entropy"``) or its KL divergence to the final prediction (``"kl"``). Hovering a
     cell lists the top-k tokens, entropy, KL and the target, when there is one.
+    ``lens_name`` starts the title (``"Tuned lens"`` for a result read through a tuned lens).
     """
     if metric not in HEATMAP_METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
@@ -133,7 +135,7 @@ def lens_heatmap(item: PromptLens, metric: str = "prob") -> go.Figure:
     )
     fig = go.Figure(heatmap)
     fig.update_layout(
-        title=dict(text=f"Logit lens: top-1 next-token prediction per stream; colour = {what}"
+        title=dict(text=f"{escape_text(lens_name)}: top-1 next-token prediction per stream; colour = {what}"
                         f"<br><sup>prompt: {escape_text(item.prompt, PROMPT_CHARS)}</sup>"),
         xaxis=dict(title=dict(text="input token (the prediction is for the token after it)"), **_position_axis(item)),
         yaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
@@ -211,5 +213,37 @@ def kl_per_layer(item: PromptLens, position: int | None = None) -> go.Figure:
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
         height=420,
         width=max(640, 45 * item.n_streams + 200),
+    )
+    return fig
+
+
+def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
+    """Mean KL to the final prediction per stream, one line per lens (``{"logit lens": a, "tuned lens": b}``).
+
+    The lenses must have read the same streams at the same positions.
+    """
+    if not items:
+        raise ValueError("kl_per_layer_compare needs at least one lens result")
+    first_name, first = next(iter(items.items()))
+    for name, item in items.items():
+        if item.stream_labels != first.stream_labels or item.positions.tolist() != first.positions.tolist():
+            raise ValueError(f"{name!r} read other streams or positions than {first_name!r}: "
+                             f"{item.stream_labels} vs {first.stream_labels}")
+    streams = list(range(first.n_streams))
+    fig = go.Figure()
+    for name, item in items.items():
+        values = item.kl_to_final.float().nanmean(dim=1).tolist()
+        hover = [f"<b>{escape_text(name)}, {escape_text(item.stream_labels[s])}</b><br>"
+                 f"KL to final {_fmt_nats(values[s])} nats" for s in streams]
+        fig.add_trace(go.Scatter(x=streams, y=values, mode="lines+markers", name=escape_text(name),
+                                 hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+    fig.update_layout(
+        title=dict(text=f"KL divergence to the final prediction, by lens<br><sup>mean over "
+                        f"{int(first.positions.shape[0])} analysed positions; prompt: "
+                        f"{escape_text(first.prompt, PROMPT_CHARS)}</sup>"),
+        xaxis=dict(title=dict(text="residual stream"), **_stream_axis(first)),
+        yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
+        height=420,
+        width=max(640, 45 * first.n_streams + 200),
     )
     return fig
