@@ -144,8 +144,10 @@ def run(args: argparse.Namespace) -> Path:
     print(("Logit lens:\n" if tuned else "") + summary_table(result))
     if tuned is not None:
         print("\nTuned lens:\n" + summary_table(tuned))
-    for text in notes:
-        print(f"\nNote: {text}")
+    if note:
+        print(f"\nNote: {note}")
+    if tuned_note:
+        print(f"\n{tuned_note}")
     print(f"\nReport written to {path}")
     return path
 
