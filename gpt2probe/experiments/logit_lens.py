@@ -85,6 +85,9 @@ def choose_tuned_lens(args: argparse.Namespace, probe) -> tuple[TunedLens | None
     shipped = None if args.no_tuned else shipped_tuned_lens(probe.cfg.model_name)
     if shipped is None:
         return None, None
+    if args.include_mid:
+        return None, (f"The tuned lens shipped for {probe.cfg.model_name!r} has no mid-block translators: "
+                      "with --include-mid the logit lens is read alone.")
     note = (f"Also read through the tuned lens shipped for {probe.cfg.model_name!r} ({shipped}, trained on the "
             "model's own training text); --no-tuned reads the logit lens alone.")
     return TunedLens.load(shipped, probe), note
