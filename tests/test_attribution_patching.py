@@ -305,3 +305,29 @@ def test_non_tensor_metric_and_hooks_never_leak(small_probe):
                           if method == "ig" else None)
     assert count_torch_hooks(small_probe.model) == before
     assert all(p.grad is None for p in small_probe.model.parameters())
+
+
+# -- agreement between an estimate and exact patching ---------------------------------------------
+
+def test_agreement_statistics_by_hand(small_probe):
+    from gpt2probe.interventions.agreement import compare
+
+    clean, corrupted = pair()
+    exact = patch(small_probe, clean, corrupted, kind="head", metric=logit_diff)
+    estimate = attribution_patch(small_probe, clean, corrupted, kind="head", metric=logit_diff)
+    same = compare(exact, exact, k=4)
+    assert (same.pearson, same.spearman, same.top_k_overlap) == (pytest.approx(1.0), pytest.approx(1.0), 1.0)
+    agreement = compare(exact, estimate, k=4, worst=3)
+    a = (exact.raw() - exact.corrupted_metric).flatten().double()
+    b = (estimate.raw() - estimate.corrupted_metric).flatten().double()
+    pearson = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    rank = lambda x: torch.argsort(torch.argsort(x)).double()  # noqa: E731  (no ties in these values)
+    spearman = float(torch.corrcoef(torch.stack([rank(a), rank(b)]))[0, 1])
+    assert agreement.pearson == pytest.approx(pearson, abs=1e-6)
+    assert agreement.spearman == pytest.approx(spearman, abs=1e-6)
+    top = lambda x: set(x.abs().argsort(descending=True)[:4].tolist())  # noqa: E731
+    assert agreement.top_k_overlap == len(top(a) & top(b)) / 4
+    worst = (a - b).abs().argmax()
+    assert agreement.worst[0][0] == f"L{int(worst) // SMALL.n_head}H{int(worst) % SMALL.n_head}"
+    with pytest.raises(GPT2ProbeError, match="not on the same cells"):
+        compare(exact, attribution_patch(small_probe, clean, corrupted, kind="head_v", metric=logit_diff))
