@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InvalidArgumentError
+
 
 @dataclass(frozen=True, order=True)
 class Node:
@@ -53,8 +55,6 @@ class Node:
             layer, _, head = text[1:].partition("H")
             if layer.isdigit() and head.isdigit():
                 return cls("head", int(layer), int(head))
-        from ..errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"{text!r} is not a node: use 'embed', 'logits', 'L<layer>H<head>' or 'MLP<layer>'")
 
     @property
@@ -88,8 +88,6 @@ class Edge:
     @classmethod
     def parse(cls, text: str) -> Edge:
         """The inverse of ``str``: ``"L0H0 -> L1H0.k"``."""
-        from ..errors import InvalidArgumentError
-
         sender, arrow, receiver = text.partition("->")
         if not arrow:
             raise InvalidArgumentError(f"{text!r} is not an edge: write 'SENDER -> RECEIVER', e.g. 'L0H0 -> L1H0.k'")

@@ -38,8 +38,9 @@ def estimate_scatter(agreement: Agreement, *, method: str, units: str = "metric"
         go.Scatter(x=exact, y=estimate, mode="markers", marker={"color": colours, "size": 7}, name="cells",
                    text=hover, hovertemplate="%{text}<extra></extra>"),
     ])
-    title = (f"{escape_text(method)} vs exact patching ({len(exact)} cells): Pearson {_fmt(agreement.pearson)}, "
-             f"Spearman {_fmt(agreement.spearman)}, top-{agreement.k} overlap {agreement.top_k_overlap:.0%}")
+    title = (f"{escape_text(method)} vs exact patching ({len(exact)} cells)<br>Pearson {_fmt(agreement.pearson)}, "
+             f"Spearman {_fmt(agreement.spearman)}, top-{agreement.k} overlap {agreement.top_k_overlap:.0%} "
+             "(red: the cells that disagree most)")
     fig.update_layout(title=title, xaxis_title=f"exact effect ({escape_text(units)})",
                       yaxis_title=f"estimated effect ({escape_text(units)})", height=520, showlegend=False)
     return fig
@@ -55,14 +56,13 @@ def disagreement_table(agreement: Agreement, *, method: str) -> go.Figure:
         header={"values": ["cell", "exact effect", f"{escape_text(method)} effect", "estimate - exact"]},
         cells={"values": [labels, exact, estimate, difference], "align": "left"}))
     fig.update_layout(title=f"The {len(labels)} cells where {escape_text(method)} and exact patching disagree most",
-                      height=120 + 28 * len(labels))
+                      height=170 + 32 * len(labels))
     return fig
 
 
 def _y(node: Node, n_heads: int) -> float:
-    if node.kind == "head":
-        return float(node.head)
-    return (n_heads - 1) / 2
+    """Heads on their own rows; embed, MLPs and logits on a row of their own above them."""
+    return float(node.head) if node.kind == "head" else -1.0
 
 
 def circuit_graph(scores: EdgeScores, chosen: Circuit, faithfulness: FaithfulnessResult | None = None) -> go.Figure:
@@ -95,15 +95,15 @@ def circuit_graph(scores: EdgeScores, chosen: Circuit, faithfulness: Faithfulnes
         hovertemplate="%{text}<extra></extra>", showlegend=False))
     title = f"Circuit: {len(chosen)} of {len(scores)} edges ({escape_text(scores.method)} scores)"
     if faithfulness is not None:
-        title += (f"; faithfulness: recovers {faithfulness.recovered:.1%} of the clean - corrupted metric "
-                  f"({faithfulness.circuit_metric:.4g} between {faithfulness.corrupted_metric:.4g} and "
-                  f"{faithfulness.clean_metric:.4g})")
+        title += (f"<br>Faithfulness: recovers {faithfulness.recovered:.1%} of the clean - corrupted metric<br>"
+                  f"(circuit {faithfulness.circuit_metric:.4g}, corrupted {faithfulness.corrupted_metric:.4g}, "
+                  f"clean {faithfulness.clean_metric:.4g})")
     ticks = [0.0] + [v for l in range(n_layers) for v in (l + 1.0, l + 1.5)] + [n_layers + 1.0]
     names = ["embed"] + [t for l in range(n_layers) for t in (f"L{l} heads", f"MLP{l}")] + ["logits"]
     fig = go.Figure(traces)
     fig.update_layout(
-        title=title, height=200 + 40 * n_heads,
+        title=title, height=300 + 40 * n_heads, margin={"t": 120},
         xaxis={"tickvals": ticks, "ticktext": names, "range": [-0.5, n_layers + 1.5], "showgrid": False},
-        yaxis={"tickvals": list(range(n_heads)), "ticktext": [f"H{h}" for h in range(n_heads)], "showgrid": False,
-               "autorange": "reversed"})
+        yaxis={"tickvals": [-1, *range(n_heads)], "ticktext": ["embed / MLP / logits", *(f"H{h}" for h in range(n_heads))],
+               "showgrid": False, "autorange": "reversed"})
     return fig
