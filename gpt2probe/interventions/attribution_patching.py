@@ -251,8 +251,9 @@ def attribution_patch(
     """Estimate :func:`patch`'s result for the same arguments from gradients (see the module docstring).
 
     Args:
-        clean, corrupted, kind, metric, answer, wrong, direction, per_position, normalize,
-        prepend_bos: as for :func:`patch`. ``metric`` must be differentiable (return a tensor).
+        clean, corrupted: prompts or token ids, as for :func:`patch`.
+        kind, metric, answer, wrong, direction, per_position, normalize, prepend_bos: as for :func:`patch`.
+            ``metric`` must be differentiable (return a tensor).
         method: ``"atp"``, ``"atp*"`` or ``"ig"``.
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
         batch_size: stacked copies per forward pass for ``"atp*"``'s GradDrop and ``"ig"``.
