@@ -23,9 +23,9 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from gpt2probe.errors import GPT2ProbeError
-from gpt2probe.shipped import load_with_fallback
 from gpt2probe.interventions import PatchingResult, patch
 from gpt2probe.report import display_token, escape_text, write_html
+from gpt2probe.shipped import load_with_fallback
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"

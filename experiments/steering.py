@@ -23,11 +23,11 @@ import plotly.graph_objects as go
 import torch
 
 from gpt2probe.errors import GPT2ProbeError
-from gpt2probe.shipped import load_with_fallback
 from gpt2probe.generation import generate
 from gpt2probe.interventions import mean_difference_vector, steer
 from gpt2probe.interventions.steering import stream_at, stream_name
 from gpt2probe.report import display_token, escape_text, write_html
+from gpt2probe.shipped import load_with_fallback
 
 PROMPT = "I think you are"
 POSITIVE, NEGATIVE = ["Love"], ["Hate"]

@@ -9,6 +9,7 @@ COMMANDS = {"logit-lens": "gpt2probe.experiments.logit_lens"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``gpt2probe`` command: run a subcommand and return its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         print("usage: gpt2probe {" + ",".join(COMMANDS) + "} [options]   (gpt2probe COMMAND --help for options)")

@@ -238,8 +238,11 @@ class HookRegistry:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the model for this thread: hooks fire on every forward pass, whichever thread runs it,
-        so two threads capturing or intervening at once would read each other's activations."""
+        """Hold the model for this thread.
+
+        Hooks fire on every forward pass, whichever thread runs it, so two threads capturing or
+        intervening at once would read each other's activations.
+        """
         if not self._busy.acquire(blocking=False):
             raise ConcurrentUseError(
                 "this probe is running or has hooks attached in another thread; a probe is not thread-safe: "

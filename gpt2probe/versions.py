@@ -7,6 +7,7 @@ from importlib import metadata
 
 
 def versions() -> dict[str, str]:
+    """The versions of gpt2probe and the libraries it runs on, as recorded in saved files and reports."""
     from . import __version__
 
     out = {"python": platform.python_version(), "gpt2probe": __version__}

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from browser import chromium_available, open_page
 from gpt2probe.errors import WeightsUnavailableError
 from gpt2probe.shipped import shipped_model
+
+from browser import chromium_available, open_page
 
 REPO = Path(__file__).resolve().parents[1]
 
