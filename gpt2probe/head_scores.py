@@ -31,7 +31,8 @@ from torch import Tensor
 from . import names as N
 from .cache import ActivationCache
 from .errors import HookNameError
-from .probe import GPT2Probe, Inputs
+from .probe import GPT2Probe
+from .tokens import Inputs
 from .toy import repeated_random_tokens
 
 PATTERN_NAMES = "blocks.*.attn.hook_pattern"
