@@ -7,9 +7,9 @@ vocabulary that has learned English well beyond chance, small enough to ship.
 
 import json
 import math
+import pydoc_data.topics
 from pathlib import Path
 
-import pydoc_data.topics
 import pytest
 import torch
 from transformers import GPT2LMHeadModel, GPT2TokenizerFast

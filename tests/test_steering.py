@@ -9,6 +9,7 @@ from gpt2probe import names as N
 from gpt2probe.errors import LayerIndexError, PromptError
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import mean_difference_vector, steer, steering_hook
+
 from models import assert_close
 
 POSITIVE = ["I love this", "What a wonderful, happy day", "Great!"]
