@@ -25,8 +25,7 @@ from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, direct_logit_
 from .loading import load
 from .probe import GPT2Probe
 from .tokens import Tokens
-
-__version__ = "0.1.0"
+from .versions import __version__
 
 __all__ = [
     "ConcurrentUseError",
