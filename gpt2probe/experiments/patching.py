@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..interventions import PatchingResult, patch
 from ..report import patching_heatmap, write_html
-from .common import Parser, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+from .common import Parser, add_common_arguments, announce_model, check_single_token, load_model, positive_int, run_command
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
@@ -91,13 +91,9 @@ def run(args: argparse.Namespace) -> Path:
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")
     cfg = probe.cfg
-    notes = []
-    if fell_back:
-        notes.append(fallback_note(probe, "Patching results from such a small model mean little: it has not "
-                                          "learned the indirect-object circuit GPT-2 is known for."))
-    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, {cfg.n_heads} heads per layer)")
-    for note in notes:
-        print(f"NOTE: {note}")
+    notes = announce_model(probe, fell_back, "Patching results from such a small model mean little: it has not "
+                                             "learned the indirect-object circuit GPT-2 is known for.",
+                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
     results = {
         kind: patch(probe, args.clean, args.corrupted, kind=kind, answer=args.answer, wrong=args.wrong,
                     direction=args.direction, batch_size=args.batch_size)
