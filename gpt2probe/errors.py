@@ -56,3 +56,7 @@ class ModelMismatchError(GPT2ProbeError, ValueError):
 
 class InvalidArgumentError(GPT2ProbeError, ValueError):
     """An argument outside what a function accepts; the message says what is valid."""
+
+
+class MissingExtraError(GPT2ProbeError, ImportError):
+    """An optional dependency is not installed; the message says which extra brings it."""

@@ -18,16 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .errors import GPT2ProbeError
+from .errors import MissingExtraError
 
 if TYPE_CHECKING:
     from .probe import GPT2Probe
 
 INSTALL_HINT = "pip install 'gpt2probe[transformer-lens]'"
-
-
-class MissingExtraError(GPT2ProbeError, ImportError):
-    """An optional dependency is not installed; the message says which extra brings it."""
 
 
 def twin(model: nn.Module) -> nn.Module:
