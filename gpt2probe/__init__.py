@@ -5,7 +5,12 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
-from . import diffing, generation, head_scores, interventions, names
+from . import shape_checking as _shape_checking
+
+if _shape_checking.requested():  # must run before the submodules below are imported
+    _shape_checking.enable()
+
+from . import diffing, generation, harvest, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .diffing import ModelDiff, compare
@@ -19,13 +24,13 @@ from .errors import (
     UnsafeCheckpointError,
     WeightsUnavailableError,
 )
+from .harvest import Harvest
 from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
 from .tokens import Tokens
-
-__version__ = "0.1.0"
+from .versions import __version__
 
 __all__ = [
     "ConcurrentUseError",
@@ -42,6 +47,7 @@ __all__ = [
     "diffing",
     "GPT2Probe",
     "GPT2ProbeError",
+    "Harvest",
     "HookNameError",
     "HookPoint",
     "LayerIndexError",
@@ -53,6 +59,7 @@ __all__ = [
     "WeightsUnavailableError",
     "load",
     "generation",
+    "harvest",
     "head_scores",
     "interventions",
     "names",

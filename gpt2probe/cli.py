@@ -20,13 +20,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attention": ("gpt2probe.experiments.attention",
                   "every attention head's pattern, with previous-token, induction and first-token scores"),
     "patching": ("gpt2probe.experiments.patching",
-                 "activation patching of a clean/corrupted prompt pair, by layer, position and head"),
+                 "activation patching of a clean/corrupted prompt pair, by layer, position and head (exact or "
+                 "attribution patching)"),
+    "circuit": ("gpt2probe.experiments.circuit",
+                "edge attribution between components, and the top edges' circuit run exactly (faithfulness)"),
     "steering": ("gpt2probe.experiments.steering",
                  "continuations with and without a mean-difference steering vector"),
     "finetune": ("gpt2probe.experiments.finetune",
                  "fine-tune a checkpoint on a text file, writing a save_pretrained directory (for diff)"),
     "diff": ("gpt2probe.experiments.diff",
              "compare a base model and its fine-tune: which layers and components the fine-tune changed"),
+    "harvest": ("gpt2probe.experiments.harvest",
+                "per-unit statistics and max-activating examples over a whole corpus (torchrun for many devices)"),
+    "harvest-report": ("gpt2probe.experiments.harvest_report",
+                       "an offline HTML dashboard of a harvest: contexts, histograms, logit effects per unit"),
 }
 
 

@@ -7,6 +7,10 @@ class GPT2ProbeError(Exception):
     """Base class for every error gpt2probe raises on purpose."""
 
 
+class InvalidArgumentError(GPT2ProbeError, ValueError):
+    """An argument of the right type with a value that is not allowed (out of range, NaN, unknown option)."""
+
+
 class HookNameError(GPT2ProbeError, KeyError):
     """An unknown hook name; the message lists the nearest valid ones."""
 
@@ -46,9 +50,21 @@ class CorpusError(GPT2ProbeError, ValueError):
     """Training text that cannot give what was asked: empty, not a list of strings, or too short for the steps."""
 
 
+class HookReturnError(GPT2ProbeError, ValueError, TypeError):
+    """A hook function returned something that cannot replace the activation: not a tensor, or the wrong shape, dtype or device."""
+
+
+class UnsupportedError(GPT2ProbeError, ValueError):
+    """A model setting gpt2probe cannot serve correctly (an attention implementation, a dtype on this device)."""
+
+
 class ModelMismatchError(GPT2ProbeError, ValueError):
     """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
 
 
 class InvalidArgumentError(GPT2ProbeError, ValueError):
     """An argument outside what a function accepts; the message says what is valid."""
+
+
+class MissingExtraError(GPT2ProbeError, ImportError):
+    """An optional dependency is not installed; the message says which extra brings it."""

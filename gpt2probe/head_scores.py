@@ -31,7 +31,8 @@ from torch import Tensor
 from . import names as N
 from .cache import ActivationCache
 from .errors import HookNameError
-from .probe import GPT2Probe, Inputs
+from .probe import GPT2Probe
+from .tokens import Inputs
 from .toy import repeated_random_tokens
 
 PATTERN_NAMES = "blocks.*.attn.hook_pattern"
@@ -89,7 +90,7 @@ def _counted_queries(mask: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos
 
 def _reduce(
     values: Float[Tensor, "batch head n"], weights: Float[Tensor, "batch n"], *, per_prompt: bool
-) -> Float[Tensor, "head"] | Float[Tensor, "batch head"]:
+) -> Float[Tensor, " head"] | Float[Tensor, "batch head"]:
     """Weighted mean over queries: pooled over the batch, or one mean per prompt (NaN where nothing counts)."""
     values = values.double()
     if per_prompt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 
@@ -14,10 +15,8 @@ from . import names as N
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .hooks import HookFn, HookRegistry
-from .tokens import Tokens, from_tensor, position_ids, tokenize
+from .tokens import Inputs, Tokens, from_tensor, position_ids, tokenize
 from .weights import Weights
-
-Inputs = str | Sequence[str] | Tensor | Tokens
 
 
 def _weight(name: str) -> property:
@@ -35,9 +34,17 @@ class GPT2Probe:
         self.model = model
         self.tokenizer = tokenizer
         param = next(model.parameters())
-        self.cfg = ProbeConfig.from_hf(model.config, model_name=model_name, device=param.device, dtype=param.dtype)
+        self._cfg = ProbeConfig.from_hf(model.config, model_name=model_name, device=param.device, dtype=param.dtype)
         self.weights = Weights(model)
-        self.registry = HookRegistry(model)
+        self.registry = HookRegistry.for_model(model)  # shared with every other probe of this model
+
+    @property
+    def cfg(self) -> ProbeConfig:
+        """The model's sizes, and the device and dtype its parameters have now (after any ``model.to(...)``)."""
+        param = next(self.model.parameters())
+        if (param.device, param.dtype) != (self._cfg.device, self._cfg.dtype):
+            self._cfg = dataclasses.replace(self._cfg, device=param.device, dtype=param.dtype)
+        return self._cfg
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -168,19 +175,17 @@ class GPT2Probe:
             out = self._run(tokens, grad=grad, unembed=unembed)
         ordered = {name: store[name] for name in selected if name in store}
         return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
-                                    tokens=tokens.to("cpu"), probe=self)
+                                    tokens=tokens.to("cpu"), weights=self.weights)
 
-    def next_token(self, prompt: str | Sequence[str] | Tensor | Tokens, k: int = 10, **kwargs):
-        """The top-k next tokens at each prompt's last position (see :func:`gpt2probe.generation.next_token`)."""
-        from .generation import next_token
+    def to_transformer_lens(self):
+        """A TransformerLens ``TransformerBridge`` sharing this probe's weights (no copy).
 
-        return next_token(self, prompt, k, **kwargs)
+        Needs the ``transformer-lens`` extra. See :func:`gpt2probe.interop.to_transformer_lens`:
+        the bridge runs on a twin module tree over the same parameter tensors, so both keep working.
+        """
+        from .interop import to_transformer_lens
 
-    def generate(self, prompts: str | Sequence[str] | Tensor | Tokens, max_new_tokens: int, **kwargs):
-        """Sample or decode greedily with a KV cache (see :func:`gpt2probe.generation.generate`)."""
-        from .generation import generate
-
-        return generate(self, prompts, max_new_tokens, **kwargs)
+        return to_transformer_lens(self)
 
     @contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:

@@ -30,12 +30,12 @@ class Tokens:
         return position_ids(self.attention_mask)
 
     @property
-    def lengths(self) -> Int[Tensor, "batch"]:
+    def lengths(self) -> Int[Tensor, " batch"]:
         """Real tokens per prompt."""
         return self.attention_mask.sum(-1)
 
     @property
-    def last_positions(self) -> Int[Tensor, "batch"]:
+    def last_positions(self) -> Int[Tensor, " batch"]:
         """Index of each prompt's last real token (always ``pos - 1`` under left padding)."""
         return torch.full_like(self.lengths, self.ids.shape[1] - 1)
 
@@ -89,6 +89,7 @@ def tokenize(
 
 
 def pad_left(sequences: Sequence[Sequence[int]], *, pad_id: int, prompts: tuple[str, ...] | None = None) -> Tokens:
+    """Left-pad token id lists with ``pad_id`` into one batch, with its mask and position ids."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -114,3 +115,7 @@ def from_tensor(ids: Tensor, *, n_ctx: int, d_vocab: int) -> Tokens:
     if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:
         raise PromptError(f"token ids must lie in [0, {d_vocab}); got values from {int(ids.min())} to {int(ids.max())}")
     return Tokens(ids.long(), torch.ones_like(ids, dtype=torch.long))
+
+
+Inputs = str | Sequence[str] | Tensor | Tokens
+"""What every probe entry point accepts: a prompt, a list of prompts, token ids ``[pos]`` or ``[batch, pos]``, or :class:`Tokens`."""

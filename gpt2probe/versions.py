@@ -5,10 +5,11 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
+__version__ = "0.1.0"  # the package's version; gpt2probe.__version__ re-exports it
+
 
 def versions() -> dict[str, str]:
-    from . import __version__
-
+    """The versions of gpt2probe and the libraries it runs on, as recorded in saved files and reports."""
     out = {"python": platform.python_version(), "gpt2probe": __version__}
     for package in ("torch", "transformers"):
         try:

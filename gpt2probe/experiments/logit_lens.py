@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
 from ..lens.tuned import METADATA_FILE
-from ..report import attribution_bars, kl_per_layer, kl_per_layer_compare, lens_heatmap, target_trajectory, write_html
+from ..report import (attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap,
+                      target_trajectory, write_html)
 from ..report.escape import visible_whitespace
 from ..shipped import NOTES, shipped_model
 from .common import (Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int,
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> Path:
     if tuned_lens is not None:
         tuned = logit_lens(probe, prompts, k=args.k, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
     figures: dict[str, object] = {}
+    if len(result) > 1:
+        figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(result)
     for i, item in enumerate(result):
         tag = f" (prompt {i + 1})" if len(result) > 1 else ""
         target = visible_whitespace(item.target_tokens[-1])

@@ -44,7 +44,8 @@ from torch import Tensor
 from .. import names as N
 from ..errors import LayerIndexError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe
+from ..tokens import Inputs
 
 MODES = ("zero", "mean", "resample")
 

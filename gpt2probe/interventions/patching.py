@@ -46,8 +46,8 @@ from torch import Tensor
 from .. import names as N
 from ..errors import PromptError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe, Inputs
-from ..tokens import Tokens
+from ..probe import GPT2Probe
+from ..tokens import Inputs, Tokens
 
 Metric = Callable[[Tensor], "Tensor | float"]
 Token = str | int

@@ -22,7 +22,8 @@ from torch import Tensor
 from .. import names as N
 from ..errors import LayerIndexError, PromptError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe
+from ..tokens import Inputs
 
 STREAMS = {"resid_pre": N.resid_pre, "resid_mid": N.resid_mid, "resid_post": N.resid_post}
 Positions = int | Sequence[int] | None
