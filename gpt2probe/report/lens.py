@@ -345,13 +345,13 @@ def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
     for name, item in items.items():
         values = item.kl_to_final.float().nanmean(dim=1).tolist()
         hover = [f"<b>{escape_text(name)}, {escape_text(item.stream_labels[s])}</b><br>"
-                 f"KL to final {_fmt_nats(values[s])} nats" for s in streams]
+                 f"KL to final {values[s]:.3f} nats" for s in streams]
         fig.add_trace(go.Scatter(x=streams, y=values, mode="lines+markers", name=escape_text(name),
                                  hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
     fig.update_layout(
         title=dict(text=f"KL divergence to the final prediction, by lens<br><sup>mean over "
                         f"{int(first.positions.shape[0])} analysed positions; prompt: "
-                        f"{escape_text(first.prompt, PROMPT_CHARS)}</sup>"),
+                        f"{escape_text(first.prompt, 100)}</sup>"),
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(first)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
         height=420,
