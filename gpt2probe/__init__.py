@@ -9,12 +9,20 @@ from . import generation, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import (
+    CheckpointError,
     ConcurrentUseError,
+    FileFormatError,
+    FileWriteError,
     GPT2ProbeError,
     HookNameError,
+    InvalidArgumentError,
+    InvalidTypeError,
     LayerIndexError,
+    MissingFileError,
     NotGPT2Error,
+    PositionError,
     PromptError,
+    ShapeError,
     UnsafeCheckpointError,
     WeightsUnavailableError,
 )
@@ -51,4 +59,12 @@ __all__ = [
     "head_scores",
     "interventions",
     "names",
+    "CheckpointError",
+    "FileFormatError",
+    "FileWriteError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "MissingFileError",
+    "PositionError",
+    "ShapeError",
 ]

@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import names as N
-from .errors import HookNameError, LayerIndexError
+from .errors import FileFormatError, HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
 
@@ -111,7 +111,7 @@ class ActivationCache(Mapping[str, Tensor]):
         embeddings included the parts sum to ``accumulated_resid`` at that layer.
         """
         if mode not in ("all", "attn", "mlp"):
-            raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+            raise InvalidArgumentError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
         last = self._layer_bound(layer)
         parts, labels = [], []
         if incl_embeds:
@@ -125,7 +125,7 @@ class ActivationCache(Mapping[str, Tensor]):
                 parts.append(self[N.mlp_out(l)])
                 labels.append(f"{l}_mlp_out")
         if not parts:
-            raise ValueError(f"decompose_resid(layer={layer}, incl_embeds=False) has no components: nothing comes before block 0")
+            raise InvalidArgumentError(f"decompose_resid(layer={layer}, incl_embeds=False) has no components: nothing comes before block 0")
         stack = torch.stack(parts)
         return (stack, labels) if return_labels else stack
 
@@ -168,7 +168,7 @@ class ActivationCache(Mapping[str, Tensor]):
             return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)
         scale = self[N.LN_FINAL_SCALE].to(stack.device, stack.dtype)
         if scale.shape[:-1] != stack.shape[-3:-1]:
-            raise ValueError(
+            raise ShapeError(
                 f"the stack's batch and positions {tuple(stack.shape[-3:-1])} do not match the cached "
                 f"final scale's {tuple(scale.shape[:-1])}"
             )
@@ -176,7 +176,7 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _require_probe(self, what: str) -> GPT2Probe:
         if self._probe is None:
-            raise ValueError(f"{what} needs the model's weights: load the cache with ActivationCache.load(path, probe=probe)")
+            raise InvalidArgumentError(f"{what} needs the model's weights: load the cache with ActivationCache.load(path, probe=probe)")
         return self._probe
 
     # -- persistence ---------------------------------------------------------------
@@ -213,7 +213,7 @@ class ActivationCache(Mapping[str, Tensor]):
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata: dict[str, Any] = f.metadata() or {}
             if metadata.get("format") != "gpt2probe.ActivationCache":
-                raise ValueError(f"{str(path)!r} is not a cache written by ActivationCache.save")
+                raise FileFormatError(f"{str(path)!r} is not a cache written by ActivationCache.save")
             data = {key: f.get_tensor(key) for key in f.keys()}
         tokens = None
         if _TOKEN_KEYS[0] in data:

@@ -25,7 +25,7 @@ from transformers import GPT2LMHeadModel
 
 from . import names as N
 from .attention import PatternHookHandle
-from .errors import ConcurrentUseError
+from .errors import ConcurrentUseError, InvalidTypeError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ class HookRegistry:
             if result is not None:
                 if not isinstance(result, Tensor) or result.shape != tensor.shape:
                     got = tuple(result.shape) if isinstance(result, Tensor) else type(result).__name__
-                    raise ValueError(
+                    raise ShapeError(
                         f"the hook function on {name!r} returned {got}; it must return None or a tensor "
                         f"of the activation's shape {tuple(tensor.shape)}"
                     )
@@ -272,7 +272,7 @@ class HookRegistry:
         """Register ``fn`` on ``name``; returns a key for :meth:`remove`."""
         self.check(name)
         if not callable(fn):
-            raise TypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
+            raise InvalidTypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
         site = self._site_of[name]
         if id(site) not in self._handles:
             self._handles[id(site)] = site.install(self._dispatch)

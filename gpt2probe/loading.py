@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import torch
 from transformers import GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
+from .errors import InvalidArgumentError, NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
 from .probe import GPT2Probe
 from .tokenizer import gpt2_tokenizer, prepare_for_batches
 
@@ -87,7 +87,7 @@ def _pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 

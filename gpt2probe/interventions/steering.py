@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..errors import LayerIndexError, PromptError
+from ..errors import InvalidArgumentError, LayerIndexError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, Inputs
 
@@ -31,7 +31,7 @@ Positions = int | Sequence[int] | None
 def stream_name(probe: GPT2Probe, layer: int, stream: str) -> str:
     """The hook name of a residual stream, after checking the layer and stream."""
     if stream not in STREAMS:
-        raise ValueError(f"stream must be one of {', '.join(map(repr, STREAMS))}, got {stream!r}")
+        raise InvalidArgumentError(f"stream must be one of {', '.join(map(repr, STREAMS))}, got {stream!r}")
     if not isinstance(layer, int) or not 0 <= layer < probe.cfg.n_layers:
         raise LayerIndexError(f"layer {layer!r} is out of range: this model has layers 0..{probe.cfg.n_layers - 1}")
     return STREAMS[stream](layer)
@@ -47,12 +47,12 @@ def steering_hook(vector: Float[Tensor, " d_model"], alpha: float, positions: Po
     new token, so positions index that one-token activation there.
     """
     if vector.ndim != 1:
-        raise ValueError(f"a steering vector has shape [d_model], got {tuple(vector.shape)}")
+        raise ShapeError(f"a steering vector has shape [d_model], got {tuple(vector.shape)}")
     chosen = slice(None) if positions is None else [positions] if isinstance(positions, int) else list(positions)
 
     def hook(activation: Tensor, point: HookPoint) -> Tensor:
         if activation.shape[-1] != vector.shape[0]:
-            raise ValueError(f"the steering vector has {vector.shape[0]} entries but {point.name!r} has d_model={activation.shape[-1]}")
+            raise ShapeError(f"the steering vector has {vector.shape[0]} entries but {point.name!r} has d_model={activation.shape[-1]}")
         n_pos = activation.shape[1]
         if isinstance(chosen, list) and any(not -n_pos <= p < n_pos for p in chosen):
             raise PromptError(f"steering positions {chosen} fall outside a run of {n_pos} positions")
@@ -75,7 +75,7 @@ def steer(
     """Add ``alpha * vector`` to ``blocks.{layer}.hook_{stream}`` for the duration of a ``with`` block."""
     name = stream_name(probe, layer, stream)
     if vector.shape != (probe.cfg.d_model,):
-        raise ValueError(f"the steering vector has shape {tuple(vector.shape)}; this model needs [{probe.cfg.d_model}]")
+        raise ShapeError(f"the steering vector has shape {tuple(vector.shape)}; this model needs [{probe.cfg.d_model}]")
     with probe.hooks([(name, steering_hook(vector, alpha, positions))]):
         yield probe
 

@@ -21,7 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
-from ..errors import PromptError
+from ..errors import InvalidArgumentError, PromptError
 from ..probe import GPT2Probe, Inputs
 from ..tokens import Tokens
 from .result import LensResult, PromptLens
@@ -164,7 +164,7 @@ def logit_lens(
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
     """
     if k < 1 or k > probe.cfg.d_vocab:
-        raise ValueError(f"k must be between 1 and d_vocab={probe.cfg.d_vocab}, got {k}")
+        raise InvalidArgumentError(f"k must be between 1 and d_vocab={probe.cfg.d_vocab}, got {k}")
     tokens = probe.as_tokens(prompts, prepend_bos=prepend_bos)
     n_prompts = tokens.ids.shape[0]
     per_prompt_targets = _per_prompt_targets(probe, targets, n_prompts)
@@ -205,7 +205,7 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
     if positions == "last":
         return torch.tensor([n_tokens - 1])
     if isinstance(positions, str):
-        raise ValueError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
+        raise InvalidArgumentError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
     wanted = [positions] if isinstance(positions, int) else list(positions)
     out = []
     for p in wanted:
@@ -222,7 +222,7 @@ def _per_prompt_targets(probe: GPT2Probe, targets: Targets, n_prompts: int) -> l
         return [probe.to_single_token(targets)] * n_prompts
     targets = list(targets)
     if len(targets) != n_prompts:
-        raise ValueError(f"{len(targets)} targets for {n_prompts} prompts: give one target per prompt")
+        raise InvalidArgumentError(f"{len(targets)} targets for {n_prompts} prompts: give one target per prompt")
     return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t) for t in targets]
 
 

@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..errors import FileFormatError, ShapeError
 from ..versions import versions
 
 
@@ -48,20 +49,20 @@ class PromptLens:
     def __post_init__(self) -> None:
         n_stream, n_pos, k = self.top_ids.shape
         if len(self.stream_labels) != n_stream:
-            raise ValueError(f"{len(self.stream_labels)} stream labels for {n_stream} streams")
+            raise ShapeError(f"{len(self.stream_labels)} stream labels for {n_stream} streams")
         if self.positions.shape != (n_pos,):
-            raise ValueError(f"positions has shape {tuple(self.positions.shape)} but should have shape ({n_pos},)")
+            raise ShapeError(f"positions has shape {tuple(self.positions.shape)} but should have shape ({n_pos},)")
         if len(self.str_tokens) != self.token_ids.shape[0]:
-            raise ValueError(f"{len(self.str_tokens)} token strings for {self.token_ids.shape[0]} token ids")
+            raise ShapeError(f"{len(self.str_tokens)} token strings for {self.token_ids.shape[0]} token ids")
         for name in ("top_probs",):
             if getattr(self, name).shape != (n_stream, n_pos, k):
-                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have {(n_stream, n_pos, k)}")
+                raise ShapeError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have {(n_stream, n_pos, k)}")
         for name in ("entropy", "kl_to_final", "target_prob", "target_logprob", "target_rank"):
             value = getattr(self, name)
             if value is not None and value.shape != (n_stream, n_pos):
-                raise ValueError(f"{name} has shape {tuple(value.shape)} but should have shape {(n_stream, n_pos)}")
+                raise ShapeError(f"{name} has shape {tuple(value.shape)} but should have shape {(n_stream, n_pos)}")
         if len(self.top_tokens) != n_stream or any(len(row) != n_pos for row in self.top_tokens):
-            raise ValueError("top_tokens must be nested [stream][pos][k]")
+            raise ShapeError("top_tokens must be nested [stream][pos][k]")
 
     @property
     def n_streams(self) -> int:
@@ -135,7 +136,7 @@ class LensResult:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != "gpt2probe.LensResult":
-                raise ValueError(f"{str(path)!r} is not a result written by LensResult.save")
+                raise FileFormatError(f"{str(path)!r} is not a result written by LensResult.save")
             tensors = {key: f.get_tensor(key) for key in f.keys()}
         items = []
         for i, texts in enumerate(json.loads(metadata["items"])):

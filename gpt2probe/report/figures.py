@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..errors import InvalidArgumentError, PositionError
 from ..lens.attribution import Attribution
 from ..lens.result import PromptLens
 from .escape import display_token, escape_text
@@ -44,7 +45,7 @@ def _analysed_index(item: PromptLens, position: int) -> int:
     """``position`` indexes the analysed positions (like a list); return it as 0..n-1."""
     n = int(item.positions.shape[0])
     if not -n <= position < n:
-        raise IndexError(f"position {position} is out of range: the prompt has {n} analysed positions "
+        raise PositionError(f"position {position} is out of range: the prompt has {n} analysed positions "
                          f"(valid: {-n} to {n - 1})")
     return position % n
 
@@ -106,7 +107,7 @@ def lens_heatmap(item: PromptLens, metric: str = "prob") -> go.Figure:
     cell lists the top-k tokens, entropy, KL and the target, when there is one.
     """
     if metric not in HEATMAP_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
+        raise InvalidArgumentError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
     what, colorbar_title, colorscale = HEATMAP_METRICS[metric]
     if metric == "prob":
         z, zmin, zmax = item.top_probs[:, :, 0], 0.0, 1.0
@@ -151,12 +152,12 @@ def target_trajectory(item: PromptLens, position: int = -1) -> go.Figure:
     ``position`` indexes the analysed positions like a list (``-1``: the last analysed).
     """
     if item.target_prob is None or item.target_rank is None or item.target_ids is None:
-        raise ValueError("this PromptLens has no target statistics (target_prob / target_rank): "
+        raise InvalidArgumentError("this PromptLens has no target statistics (target_prob / target_rank): "
                          "compute the lens with targets, or use a position whose next token is known")
     p = _analysed_index(item, position)
     if not _has_target(item, p):
         with_target = [int(item.positions[i]) for i in range(item.positions.shape[0]) if _has_target(item, i)]
-        raise ValueError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
+        raise InvalidArgumentError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
                          f"prompt positions with a target: {with_target}")
     prob = item.target_prob[:, p].tolist()
     rank = (item.target_rank[:, p] + 1).tolist()  # stored 0-based; shown 1-based (1 = top prediction)

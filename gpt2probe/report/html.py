@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ..atomic import atomic_path
+from ..errors import InvalidTypeError
 from ..versions import versions
 
 # Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
@@ -86,7 +87,7 @@ def write_html(
     for heading, fig in sections:
         if not isinstance(fig, go.Figure):
             where = f"figure {heading!r}" if heading is not None else "a figure"
-            raise TypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure")
+            raise InvalidTypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure")
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
         out.write(
