@@ -7,12 +7,10 @@ never remote code, and every failure names what was found and what would work.
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError
@@ -206,16 +204,26 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick connection test, so that offline loading fails in seconds, not after retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+def hub_reachable() -> tuple[bool, str]:
+    """Whether the Hugging Face hub answers, asked the way ``huggingface_hub`` itself would.
+
+    One HEAD request through ``huggingface_hub``'s own HTTP session, so that its proxy
+    settings (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, read when the session is made),
+    its endpoint (``HF_ENDPOINT``), its certificates and its timeout (``HF_HUB_ETAG_TIMEOUT``)
+    apply; ``HF_HUB_OFFLINE`` answers no without a request. A raw socket to the endpoint would
+    say "unreachable" behind an HTTPS proxy through which the download works. Returns
+    ``(reachable, why not)``: any HTTP answer, even an error status, means reachable.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set"
     try:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT, follow_redirects=False)
+    except Exception as error:  # noqa: BLE001 - DNS, refused, proxy, TLS or timeout: all mean no answer
+        return False, f"no answer from {constants.ENDPOINT} ({type(error).__name__}: {error})"
+    return True, ""
 
 
 def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_implementation: str | None,
@@ -227,10 +235,11 @@ def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_impleme
         config = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
         local_only = True
     except (OSError, ValueError):
-        if not _hub_reachable():
+        reachable, why = hub_reachable()
+        if not reachable:
             raise WeightsUnavailableError(
                 f"the weights of {name!r} are not in the Hugging Face cache ({_hf_cache_dir()}) and the hub "
-                f"cannot be reached (offline). On a connected machine run `hf download {name}` (it fills the "
+                f"cannot be reached (offline: {why}). On a connected machine run `hf download {name}` (it fills the "
                 "cache under HF_HOME; copy that cache here or set HF_HOME to it), or pass any local directory "
                 "written by save_pretrained; or load a model shipped with gpt2probe that needs no download: "
                 + ", ".join(f"gpt2probe.load({m!r})" for m in SHIPPED)
