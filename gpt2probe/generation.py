@@ -19,6 +19,7 @@ on every token; a hook that indexes positions sees only the new one at each step
 
 from __future__ import annotations
 
+import inspect
 import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +43,17 @@ Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
 Seed = int | Sequence[int]
 Number = float | int
 _MAX_SEED = 2**63
+
+
+def kv_cache_argument(model: torch.nn.Module) -> str:
+    """The name under which ``model``'s forward takes (and its output returns) the KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes
+    in 5.40); older 5.x releases know only ``past_key_values``. Read the installed
+    signature rather than the version number, so a backport or a subclass is right too.
+    """
+    parameters = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 # -- sampling rule ---------------------------------------------------------------------
@@ -409,6 +421,7 @@ def generate(
     input_ids, attention_mask, position_ids = run.ids, run.attention_mask, run.position_ids
     next_position = position_ids[:, -1:] + 1
     past = DynamicCache(config=probe.model.config)
+    cache_argument = kv_cache_argument(probe.model)
     steps: list[Tensor] = []
     kept: list[Tensor] = []
     finished = torch.zeros(batch, dtype=torch.bool)
@@ -419,7 +432,7 @@ def generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past,
+                **{cache_argument: past},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -432,7 +445,7 @@ def generate(
                 finished = finished | torch.isin(new, eos)
             if step == max_new_tokens - 1 or bool(finished.all()):
                 break
-            past = out.past_key_values
+            past = getattr(out, cache_argument)
             input_ids = new[:, None].to(device)
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             position_ids, next_position = next_position, next_position + 1

@@ -35,7 +35,8 @@ for p, i in zip(top.values.tolist(), top.indices.tolist()):
 prediction = next_token(probe, prompt, k=5)
 print(prediction.table())
 print()
-print("top-1:", prediction.top1())
+token, p = prediction.top1()
+print(f"top-1: {token!r} with p = {p:.4f}")
 print("same ids as by hand:", torch.equal(prediction.ids[0], top.indices))
 
 # %%
