@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import names as N
-from .errors import FileFormatError, HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
+from .errors import HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
 
@@ -181,8 +181,15 @@ class ActivationCache(Mapping[str, Tensor]):
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | Path, **extra_metadata: str) -> None:
-        """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors."""
+        """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors.
+
+        ``extra_metadata`` adds string entries of your own; the keys gpt2probe reads back
+        (``format``, ``model_name``, ``n_layers``, ``prompts``, ``versions``) are refused.
+        """
         from safetensors.torch import save_file
+
+        from .atomic import atomic_path
+        from .savefile import merge_metadata
 
         tensors, seen = {}, set()
         for name, t in self._data.items():  # resid_post(l) is resid_pre(l+1): safetensors refuses shared storage
@@ -192,35 +199,87 @@ class ActivationCache(Mapping[str, Tensor]):
         if self.tokens is not None:
             tensors[_TOKEN_KEYS[0]] = self.tokens.ids.cpu().contiguous()
             tensors[_TOKEN_KEYS[1]] = self.tokens.attention_mask.cpu().contiguous()
-        metadata = {
-            "format": "gpt2probe.ActivationCache",
+        metadata = merge_metadata({
+            "format": _FORMAT,
             "model_name": self.model_name,
             "n_layers": str(self.n_layers),
             "prompts": json.dumps(list(self.tokens.prompts) if self.tokens and self.tokens.prompts else None),
             "versions": json.dumps(versions()),
-            **extra_metadata,
-        }
-        from .atomic import atomic_path
-
+        }, extra_metadata)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path, *, probe: GPT2Probe | None = None, device: str | torch.device = "cpu") -> ActivationCache:
-        """Read a cache written by :meth:`save`; pass ``probe`` for the methods that need weights."""
-        from safetensors import safe_open
+        """Read a cache written by :meth:`save`; pass ``probe`` for the methods that need weights.
 
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            metadata: dict[str, Any] = f.metadata() or {}
-            if metadata.get("format") != "gpt2probe.ActivationCache":
-                raise FileFormatError(f"{str(path)!r} is not a cache written by ActivationCache.save")
-            data = {key: f.get_tensor(key) for key in f.keys()}
-        tokens = None
-        if _TOKEN_KEYS[0] in data:
-            prompts = json.loads(metadata.get("prompts") or "null")
-            tokens = Tokens(data.pop(_TOKEN_KEYS[0]), data.pop(_TOKEN_KEYS[1]), tuple(prompts) if prompts else None)
-        order = {name: i for i, name in enumerate(N.all_names(int(metadata["n_layers"])))}
-        data = dict(sorted(data.items(), key=lambda item: order.get(item[0], len(order))))  # forward order
-        cache = cls(data, n_layers=int(metadata["n_layers"]), model_name=metadata["model_name"], tokens=tokens, probe=probe)
+        The metadata is checked against the tensors (hook names for the layer count, batch
+        and position sizes against the tokens, mask against ids, prompt count): a file that
+        disagrees with itself is a :class:`~gpt2probe.errors.FileFormatError`.
+        """
+        from . import savefile
+
+        where = str(path)
+        metadata, data = savefile.read(path, fmt=_FORMAT, what="cache", writer="ActivationCache.save", device=device)
+        n_layers = savefile.entry(metadata, "n_layers", where, int)
+        model_name = savefile.entry(metadata, "model_name", where, str, parse=False)
+        prompts = savefile.entry(metadata, "prompts", where, (list, type(None)))
+        savefile.require(n_layers >= 1, where, f"n_layers is {n_layers}")
+        tokens = _loaded_tokens(data, prompts, where)
+        _check_activations(data, n_layers, tokens, where)
+        order = {name: i for i, name in enumerate(N.all_names(n_layers))}
+        data = dict(sorted(data.items(), key=lambda item: order[item[0]]))  # forward order
+        cache = cls(data, n_layers=n_layers, model_name=model_name, tokens=tokens, probe=probe)
         cache.metadata = metadata
         return cache
+
+
+_FORMAT = "gpt2probe.ActivationCache"
+_ATTENTION = (".attn.hook_pattern", ".attn.hook_attn_scores")
+_RESIDUAL_WIDTH = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
+                   N.EMBED, N.POS_EMBED, N.LN_FINAL_NORMALIZED)
+
+
+def _loaded_tokens(data: dict[str, Tensor], prompts: list | None, where: str) -> Tokens | None:
+    """Pop the saved token ids and mask from ``data`` and check them against each other and the prompts."""
+    from .savefile import require
+
+    present = [key in data for key in _TOKEN_KEYS]
+    require(all(present) or not any(present), where, f"has only one of {list(_TOKEN_KEYS)}")
+    if not any(present):
+        require(prompts is None, where, f"names {len(prompts or [])} prompts but holds no token ids")
+        return None
+    ids, mask = data.pop(_TOKEN_KEYS[0]), data.pop(_TOKEN_KEYS[1])
+    for name, t in zip(_TOKEN_KEYS, (ids, mask)):
+        require(t.ndim == 2 and not t.is_floating_point() and not t.is_complex(), where,
+                f"{name} must be a 2-D integer tensor, got {t.dtype} of shape {tuple(t.shape)}")
+    require(ids.shape == mask.shape, where, f"token ids {tuple(ids.shape)} and attention mask {tuple(mask.shape)} differ in shape")
+    require(bool(((mask == 0) | (mask == 1)).all()), where, "the attention mask holds values other than 0 and 1")
+    require(ids.shape[1] == 0 or bool((mask.sum(-1) > 0).all()), where, "a prompt's attention mask is all zeros")
+    require(bool((ids >= 0).all()), where, "the token ids include negative values")
+    if prompts is not None:
+        require(all(isinstance(p, str) for p in prompts), where, "the prompts entry holds non-strings")
+        require(len(prompts) == ids.shape[0], where, f"names {len(prompts)} prompts but holds token ids for {ids.shape[0]}")
+    return Tokens(ids.long(), mask.long(), tuple(prompts) if prompts else None)
+
+
+def _check_activations(data: Mapping[str, Tensor], n_layers: int, tokens: Tokens | None, where: str) -> None:
+    """Every tensor is a hook of an ``n_layers`` model, floating point, with the tokens' batch and positions."""
+    from .savefile import require
+
+    valid = set(N.all_names(n_layers))
+    unknown = sorted(set(data) - valid)
+    require(not unknown, where, f"holds tensors that are not hooks of a {n_layers}-layer model: {unknown[:5]}")
+    batch, n_pos = tuple(tokens.ids.shape) if tokens is not None else (None, None)
+    for name, t in data.items():
+        require(t.is_floating_point(), where, f"{name!r} has dtype {t.dtype}; activations are floating point")
+        attention = name.endswith(_ATTENTION)
+        require(t.ndim == (4 if attention else t.ndim) and t.ndim >= 3, where,
+                f"{name!r} has shape {tuple(t.shape)}; expected [batch, {'head, query_pos, key_pos' if attention else 'pos, ...'}]")
+        batch = t.shape[0] if batch is None else batch
+        n_pos = (t.shape[2] if attention else t.shape[1]) if n_pos is None else n_pos
+        got = (t.shape[0], *(t.shape[2:4] if attention else t.shape[1:2]))
+        want = (batch, *((n_pos, n_pos) if attention else (n_pos,)))
+        require(got == want, where, f"{name!r} has shape {tuple(t.shape)}, which does not fit {batch} prompts of {n_pos} positions")
+    widths = {name: t.shape[-1] for name, t in data.items() if name.endswith(_RESIDUAL_WIDTH)}
+    require(len(set(widths.values())) <= 1, where, f"residual-stream tensors disagree on d_model: {widths}")
