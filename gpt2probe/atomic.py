@@ -4,7 +4,7 @@ The data goes to a temporary file beside the target, is flushed to disk (``fsync
 renamed over the target in one step. The result has the mode an ordinary ``open(path, "w")``
 would give: an existing file keeps its mode (a 0600 report stays private), a new one gets
 ``0666 & ~umask``. Temporary names are short whatever the target's name (``NAME_MAX`` is 255
-bytes) and recognisable: ``.gpt2probe-tmp.<hash of the target name>.<pid>.<random>``. SIGTERM
+bytes) and recognisable: ``.gpt2probe-tmp.<hash of the target name>.<pid>.<random>.tmp``. SIGTERM
 while writing (the CLI killed by a scheduler) removes the temporary file like Ctrl-C does; after
 a SIGKILL, the next write to the same target removes what the dead process left.
 """
@@ -126,7 +126,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise FileWriteError(f"cannot write {str(target)!r}: cannot create its folder ({error.strerror or error})") from None
     remove_stale_temps(target)
     mode = _final_mode(target)
-    tmp = target.parent / f"{_temp_stem(target)}{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = target.parent / f"{_temp_stem(target)}{os.getpid()}.{secrets.token_hex(4)}.tmp"
     with _sigterm_raises():
         try:
             try:

@@ -9,7 +9,6 @@ the previous report (or none) in place, never half a report.
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ import plotly.io as pio
 from ..atomic import atomic_path
 from ..errors import InvalidTypeError
 from ..versions import versions
+from .escape import escape_html
 
 # Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -42,7 +42,7 @@ section.figure { margin: 2rem 0; }
 
 
 def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return escape_html(value)
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -58,7 +58,7 @@ def _header(title: str, model_name: str, prompts: list[str], notes: list[str],
     rows = [
         ("Model", f"<code>{_esc(model_name)}</code>"),
         ("Prompt" if len(prompts) == 1 else f"Prompts ({len(prompts)})",
-         "".join(f'<pre class="prompt">{_esc(p)}</pre>' for p in prompts) or "<em>none</em>"),
+         "".join(f'<pre class="prompt">{escape_html(p, multiline=True)}</pre>' for p in prompts) or "<em>none</em>"),
         ("Created", f"<time>{_esc(created)}</time>"),
         ("Versions", ", ".join(f"{_esc(name)} {_esc(version)}" for name, version in tools.items())),
         *((_esc(key), _esc(value)) for key, value in metadata.items()),
