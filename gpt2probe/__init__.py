@@ -5,9 +5,10 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
-from . import generation, head_scores, interventions, names
+from . import diffing, generation, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig
+from .diffing import ModelDiff, compare
 from .errors import (
     CheckpointError,
     ConcurrentUseError,
@@ -43,6 +44,9 @@ __all__ = [
     "direct_logit_attribution",
     "logit_lens",
     "ActivationCache",
+    "ModelDiff",
+    "compare",
+    "diffing",
     "GPT2Probe",
     "GPT2ProbeError",
     "HookNameError",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {"logit-lens": "gpt2probe.experiments.logit_lens"}
+COMMANDS = {
+    "logit-lens": "gpt2probe.experiments.logit_lens",
+    "finetune": "gpt2probe.experiments.finetune",
+    "diff": "gpt2probe.experiments.diff",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,3 +78,11 @@ class FileWriteError(GPT2ProbeError, OSError):
 # -- running ---------------------------------------------------------------------------
 class ConcurrentUseError(GPT2ProbeError, RuntimeError):
     """A probe used from a second thread while another thread runs it or has hooks attached."""
+
+
+class ModelMismatchError(GPT2ProbeError, ValueError):
+    """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
+
+
+class InvalidArgumentError(GPT2ProbeError, ValueError):
+    """An argument outside what a function accepts; the message says what is valid."""

@@ -1,0 +1,75 @@
+"""How much each component's weights moved between a base and a fine-tuned checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ModelMismatchError
+from ..probe import GPT2Probe
+from .components import component_tensors
+
+ARCHITECTURE_FIELDS = ("n_layer", "n_embd", "n_head", "n_inner", "n_positions", "vocab_size",
+                       "activation_function", "layer_norm_epsilon")
+"""The config fields two checkpoints must share to be compared component by component."""
+
+
+def check_comparable(base: GPT2Probe, tuned: GPT2Probe) -> None:
+    """Raise :class:`~gpt2probe.errors.ModelMismatchError` unless the two probes share architecture and tokenizer."""
+    if not isinstance(base, GPT2Probe) or not isinstance(tuned, GPT2Probe):
+        raise ModelMismatchError(
+            f"compare takes two GPT2Probe objects (gpt2probe.load(...)), got {type(base).__name__} and "
+            f"{type(tuned).__name__}"
+        )
+    differing = [
+        f"{field} {getattr(base.model.config, field, None)!r} vs {getattr(tuned.model.config, field, None)!r}"
+        for field in ARCHITECTURE_FIELDS
+        if getattr(base.model.config, field, None) != getattr(tuned.model.config, field, None)
+    ]
+    if differing:
+        raise ModelMismatchError(
+            f"the two models differ in architecture ({'; '.join(differing)}): only checkpoints of the same "
+            "architecture (a model and its fine-tune) can be compared"
+        )
+    if _tokenizer_fingerprint(base.tokenizer) != _tokenizer_fingerprint(tuned.tokenizer):
+        raise ModelMismatchError(
+            "the two models use different tokenizers (their vocabularies differ): token-level comparisons "
+            "would pair unrelated tokens; load both with the same tokenizer"
+        )
+
+
+def _tokenizer_fingerprint(tokenizer) -> tuple:
+    """Size, special tokens and every 61st token string: tells two tokenizers apart without building
+    their 50k-entry vocabulary dicts (``get_vocab`` takes ~0.7 s each)."""
+    size = len(tokenizer)
+    return (size, tokenizer.bos_token_id, tokenizer.eos_token_id,
+            tuple(tokenizer.convert_ids_to_tokens(list(range(0, size, 61)) + [size - 1])))
+
+
+def weight_changes(base: GPT2Probe, tuned: GPT2Probe) -> dict[str, float]:
+    """``component -> ||W_tuned - W_base|| / ||W_base||`` (Frobenius norms over the component's tensors).
+
+    Components are listed in :mod:`gpt2probe.diffing.components`. The norms are taken in
+    float64 on the CPU, so an unchanged component gives exactly ``0.0``. A component whose
+    base weights are all zero gives ``inf`` if it changed (relative change is undefined there).
+    """
+    check_comparable(base, tuned)
+    return component_changes(base.model, tuned.model)
+
+
+@torch.no_grad()
+def component_changes(base: torch.nn.Module, tuned: torch.nn.Module) -> dict[str, float]:
+    """:func:`weight_changes` of two ``GPT2LMHeadModel`` objects already known to share an architecture."""
+    changes: dict[str, float] = {}
+    for (name, base_parts), (_, tuned_parts) in zip(component_tensors(base), component_tensors(tuned)):
+        diff_sq = base_sq = 0.0
+        for b, t in zip(base_parts, tuned_parts):
+            b64, t64 = b.to("cpu", torch.float64), t.to("cpu", torch.float64)
+            diff_sq += (t64 - b64).pow(2).sum().item()
+            base_sq += b64.pow(2).sum().item()
+        if diff_sq == 0.0:
+            changes[name] = 0.0
+        else:
+            changes[name] = math.sqrt(diff_sq / base_sq) if base_sq > 0 else math.inf
+    return changes

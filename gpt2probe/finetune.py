@@ -1,0 +1,223 @@
+"""Fine-tune a GPT-2 on your own text: a plain, seeded training loop (the gpt-2-simple workflow in transformers).
+
+The base probe is left untouched: :func:`finetune` trains a copy of its model and returns a
+new probe, ready for :func:`gpt2probe.compare`; :func:`save_finetune` writes it with
+``save_pretrained`` (loadable by transformers and :func:`gpt2probe.load`) plus a
+``finetune.json`` record of how it was made.
+
+Texts are tokenised, each followed by ``<|endoftext|>``, concatenated and cut into windows
+of ``seq_len`` tokens; batches are drawn from a seeded permutation of the windows, epoch
+after epoch, so a run is reproducible for a seed. ``train`` and ``freeze`` select which
+components learn, by component name (``embed``, ``pos_embed``, ``blocks.2``,
+``blocks.2.mlp``, ``blocks.*.attn``, ``blocks.1.ln1``, ``ln_final``): a frozen parameter
+is never handed to the optimiser, so it stays bit-for-bit equal to the base model's.
+The token embedding is tied to the unembedding, so ``embed`` trains (or freezes) both.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import math
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from .errors import InvalidArgumentError, PromptError
+from .probe import GPT2Probe
+
+_PARTS = {"ln_1": "ln1", "ln_2": "ln2", "attn": "attn", "mlp": "mlp"}
+
+
+def component_path(parameter: str) -> str:
+    """A HF parameter name in component terms: ``transformer.h.2.mlp.c_fc.weight`` -> ``blocks.2.mlp.c_fc.weight``."""
+    match = re.fullmatch(r"transformer\.h\.(\d+)\.(ln_1|ln_2|attn|mlp)\.(.+)", parameter)
+    if match:
+        layer, part, rest = match.groups()
+        return f"blocks.{layer}.{_PARTS[part]}.{rest}"
+    for prefix, name in (("transformer.wte.", "embed."), ("transformer.wpe.", "pos_embed."),
+                         ("transformer.ln_f.", "ln_final."), ("lm_head.", "unembed.")):
+        if parameter.startswith(prefix):
+            return name + parameter[len(prefix):]
+    return parameter
+
+
+def _matches(path: str, selector: str) -> bool:
+    return fnmatch.fnmatchcase(path, selector) or fnmatch.fnmatchcase(path, selector + ".*")
+
+
+def trainable_parameters(model: torch.nn.Module, train: Sequence[str] | None, freeze: Sequence[str] | None) -> list[str]:
+    """The HF names of the parameters that ``train``/``freeze`` leave trainable; unknown selectors are an error."""
+    paths = {name: component_path(name) for name, _ in model.named_parameters()}
+    for selector in [*(train or ()), *(freeze or ())]:
+        if not isinstance(selector, str) or not any(_matches(p, selector) for p in paths.values()):
+            raise InvalidArgumentError(
+                f"{selector!r} selects no parameter; select components such as 'embed', 'pos_embed', 'blocks.2', "
+                "'blocks.2.mlp', 'blocks.*.attn', 'blocks.0.ln1', 'ln_final'"
+            )
+    chosen = [n for n, p in paths.items() if not train or any(_matches(p, s) for s in train)]
+    chosen = [n for n in chosen if not any(_matches(paths[n], s) for s in freeze or ())]
+    if not chosen:
+        raise InvalidArgumentError("train/freeze leave no parameter to train")
+    return chosen
+
+
+def pack_windows(probe: GPT2Probe, texts: Sequence[str], seq_len: int) -> Int[Tensor, "window pos"]:
+    """Tokenise ``texts`` (each followed by ``<|endoftext|>``), concatenate, and cut into ``seq_len`` windows."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise PromptError("texts must be a list of strings (one per document)")
+    eos = probe.tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in texts:
+        ids += probe.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+    n_windows = len(ids) // seq_len
+    if n_windows == 0:
+        raise PromptError(f"the texts hold {len(ids)} tokens, fewer than one window of seq_len={seq_len}")
+    return torch.tensor(ids[: n_windows * seq_len]).view(n_windows, seq_len)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The fine-tuned probe and a record of the run."""
+
+    probe: GPT2Probe
+    losses: list[float]
+    trained: list[str]
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        last = f"{self.losses[-1]:.3f}" if self.losses else "n/a"
+        return (f"FinetuneResult({len(self.losses)} steps, loss {self.losses[0]:.3f} -> {last}, "
+                f"{len(self.trained)} parameter tensors trained)") if self.losses else "FinetuneResult(0 steps)"
+
+
+def _check_positive(name: str, value: object, kind: type = int) -> None:
+    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise InvalidArgumentError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+def finetune(
+    probe: GPT2Probe,
+    texts: Sequence[str],
+    *,
+    steps: int,
+    batch_size: int = 8,
+    seq_len: int | None = None,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    warmup: int | None = None,
+    seed: int = 0,
+    train: Sequence[str] | None = None,
+    freeze: Sequence[str] | None = None,
+    progress: bool | Callable[[int, float], None] = False,
+) -> FinetuneResult:
+    """Train a copy of ``probe``'s model on ``texts`` with AdamW; returns the fine-tuned probe.
+
+    Args:
+        steps: optimiser steps of ``batch_size`` windows of ``seq_len`` tokens (default: the
+            model's context, at most 128).
+        lr, weight_decay, warmup: AdamW, with a linear warm-up over ``warmup`` steps (default
+            10% of ``steps``) and a cosine decay to 10% of ``lr``.
+        train, freeze: component selectors (see the module docstring); by default all train.
+        progress: ``True`` for a progress bar, or a callable ``fn(step, loss)``.
+    """
+    _check_positive("steps", steps)
+    _check_positive("batch_size", batch_size)
+    _check_positive("lr", lr, float)
+    seq_len = min(128, probe.cfg.n_ctx) if seq_len is None else seq_len
+    _check_positive("seq_len", seq_len)
+    if seq_len > probe.cfg.n_ctx:
+        raise InvalidArgumentError(f"seq_len {seq_len} exceeds the model's context of {probe.cfg.n_ctx} tokens")
+    warmup = max(1, steps // 10) if warmup is None else warmup
+    windows = pack_windows(probe, texts, seq_len)
+
+    model = copy.deepcopy(probe.model)
+    names = trainable_parameters(model, train, freeze)
+    params = dict(model.named_parameters())
+    model.requires_grad_(False)
+    for name in names:
+        params[name].requires_grad_(True)
+    optimizer = torch.optim.AdamW([params[n] for n in names], lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
+
+    generator = torch.Generator().manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # dropout
+    order: list[int] = []
+    losses: list[float] = []
+    bar = _progress_bar(steps) if progress is True else None
+    started = time.perf_counter()
+    model.train()
+    try:
+        for step in range(steps):
+            while len(order) < batch_size:
+                order += torch.randperm(len(windows), generator=generator).tolist()
+            batch, order = windows[order[:batch_size]].to(probe.cfg.device), order[batch_size:]
+            logits = model(input_ids=batch, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            elif callable(progress):
+                progress(step + 1, losses[-1])
+    finally:
+        if bar is not None:
+            bar.close()
+        torch.random.set_rng_state(torch_state)
+        model.eval()
+        model.requires_grad_(False)
+    settings = {"base_model": probe.cfg.model_name, "steps": steps, "batch_size": batch_size, "seq_len": seq_len,
+                "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "seed": seed,
+                "train": list(train or []), "freeze": list(freeze or []), "n_windows": len(windows),
+                "n_documents": len(texts)}
+    tuned = GPT2Probe(model, probe.tokenizer, model_name=f"{probe.cfg.model_name} (fine-tuned)")
+    return FinetuneResult(tuned, losses, names, settings, time.perf_counter() - started)
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _progress_bar(steps: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc="gpt2probe finetune", unit="step")
+
+
+def save_finetune(result: FinetuneResult, out: str | Path) -> Path:
+    """Write the fine-tuned model (``save_pretrained``, safetensors), its tokenizer and ``finetune.json``."""
+    import torch as _torch
+    import transformers
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    result.probe.model.save_pretrained(out)
+    result.probe.tokenizer.save_pretrained(out)
+    record = {**result.settings, "trained": [component_path(n) for n in result.trained],
+              "losses": [round(x, 5) for x in result.losses], "seconds": round(result.seconds, 1),
+              "python": platform.python_version(), "torch": _torch.__version__,
+              "transformers": transformers.__version__}
+    (out / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return out
