@@ -20,6 +20,7 @@ from .errors import (
     InvalidTypeError,
     LayerIndexError,
     MissingFileError,
+    ModelMismatchError,
     NotGPT2Error,
     PositionError,
     PromptError,
@@ -69,6 +70,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "MissingFileError",
+    "ModelMismatchError",
     "PositionError",
     "ShapeError",
 ]

@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import names as N
+from . import validate
 from .errors import HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
@@ -73,9 +74,7 @@ class ActivationCache(Mapping[str, Tensor]):
     def _layer_bound(self, layer: int | None) -> int:
         if layer is None or layer == -1:
             return self.n_layers
-        if not 0 <= layer <= self.n_layers:
-            raise LayerIndexError(f"layer {layer} is out of range: valid layers are 0..{self.n_layers}")
-        return layer
+        return validate.layer_in(layer, self.n_layers, allow_end=True)
 
     def accumulated_resid(
         self, layer: int | None = None, *, incl_mid: bool = False, return_labels: bool = False
@@ -131,9 +130,7 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def head_results(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
         """Each head's output in the residual stream, ``z @ W_O`` per head (``b_O`` not included)."""
-        if not 0 <= layer < self.n_layers:
-            raise LayerIndexError(f"layer {layer} is out of range: valid layers are 0..{self.n_layers - 1}")
-        z = self[N.z(layer)]
+        z = self[N.z(validate.layer_in(layer, self.n_layers))]
         w_o = self._require_probe("head_results").weights.W_O_layer(layer).to(z.device, z.dtype)
         return einsum(z, w_o, "batch pos head d_head, head d_head d_model -> batch pos head d_model")
 

@@ -82,7 +82,3 @@ class ConcurrentUseError(GPT2ProbeError, RuntimeError):
 
 class ModelMismatchError(GPT2ProbeError, ValueError):
     """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
-
-
-class InvalidArgumentError(GPT2ProbeError, ValueError):
-    """An argument outside what a function accepts; the message says what is valid."""

@@ -29,6 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import names as N
+from . import validate
 from .cache import ActivationCache
 from .errors import HookNameError, InvalidArgumentError, ShapeError
 from .probe import GPT2Probe, Inputs
@@ -212,7 +213,11 @@ def induction_scores(
     Only the patterns are captured, on the CPU.
     """
     d_vocab, n_ctx = probe.cfg.d_vocab, probe.cfg.n_ctx
-    vocab = d_vocab if vocab is None else vocab
+    vocab = d_vocab if vocab is None else validate.integer("vocab", vocab)
+    validate.integer("n_seqs", n_seqs, minimum=1)
+    validate.integer("seed", seed, minimum=0)
+    if half_len is not None:
+        validate.integer("half_len", half_len)
     if not 2 <= vocab <= d_vocab:
         raise InvalidArgumentError(f"vocab must be in [2, {d_vocab}] (the model's vocabulary), got {vocab}")
     bos = probe.tokenizer.bos_token_id
@@ -258,7 +263,7 @@ def rank_heads(scores: Float[Tensor, "layer head"], top: int | None = 10) -> lis
     """The ``top`` heads as ``(layer, head, score)``, highest first (ties by layer, then head; NaN left out)."""
     if scores.ndim != 2:
         raise ShapeError(f"scores must be [layer, head], got shape {tuple(scores.shape)}")
-    if top is not None and top < 1:
+    if top is not None and validate.integer("top", top) < 1:
         raise InvalidArgumentError(f"top must be a positive number of heads (or None for all), got {top}")
     n_heads = scores.shape[1]
     rows = [(i // n_heads, i % n_heads, value) for i, value in enumerate(scores.flatten().tolist()) if not math.isnan(value)]

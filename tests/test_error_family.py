@@ -13,8 +13,9 @@ import gpt2probe
 from gpt2probe import errors
 
 PACKAGE = Path(gpt2probe.__file__).parent
+# Errors only: SystemExit and KeyboardInterrupt (BaseException, not Exception) are how a signal unwinds.
 BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
-                      if isinstance(value, type) and issubclass(value, BaseException)}
+                      if isinstance(value, type) and issubclass(value, Exception)}
 # Raised for subclasses to override, never for a user's input.
 ALLOWED = {("hooks.py", "NotImplementedError")}
 

@@ -42,6 +42,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, LayerIndexError, ShapeError
 from ..hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, Inputs
@@ -169,9 +170,7 @@ def reference_means(
 
 
 def _check_layer(probe: GPT2Probe, layer: int, what: str) -> None:
-    n_layers = probe.cfg.n_layers
-    if not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise LayerIndexError(f"{what} has layer {layer!r}; this model has layers 0..{n_layers - 1}")
+    validate.layer_in(layer, probe.cfg.n_layers, what=f"{what}: layer")
 
 
 def _targets(

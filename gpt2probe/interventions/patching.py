@@ -44,10 +44,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, Inputs
-from ..tokens import Tokens
+from ..tokens import Tokens, per_prompt
 
 Metric = Callable[[Tensor], "Tensor | float"]
 Token = str | int
@@ -126,9 +127,7 @@ def logit_diff_metric(answer: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"
 
 def token_ids(probe: GPT2Probe, tokens: Token | Sequence[Token], n_prompts: int, what: str) -> Tensor:
     """One token id per prompt from a token (string or id) or a list of them."""
-    items = [tokens] * n_prompts if isinstance(tokens, (str, int)) else list(tokens)
-    if len(items) != n_prompts:
-        raise InvalidArgumentError(f"{len(items)} {what} tokens for {n_prompts} prompts: give one, or one per prompt")
+    items = per_prompt(tokens, n_prompts, f"{what} tokens")
     return torch.tensor([probe.to_single_token(t) for t in items], dtype=torch.long)
 
 
@@ -258,8 +257,7 @@ def patch(
         raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
     if direction not in ("denoise", "noise"):
         raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    if batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+    validate.integer("batch_size", batch_size, minimum=1)
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)

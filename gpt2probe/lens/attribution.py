@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import PromptError, ShapeError
 from ..probe import GPT2Probe, Inputs
 
@@ -70,8 +71,8 @@ def direct_logit_attribution(
     if tokens.ids.shape[0] != 1:
         raise ShapeError(f"direct_logit_attribution takes one prompt, got {tokens.ids.shape[0]}")
     n_tokens = tokens.ids.shape[1]
-    if not -n_tokens <= position < n_tokens:
-        raise PromptError(f"position {position} is outside a prompt of {n_tokens} tokens")
+    if not -n_tokens <= validate.integer("position", position) < n_tokens:
+        raise PromptError(f"position {position} is outside a prompt of {n_tokens} tokens (valid: {-n_tokens}..{n_tokens - 1})")
     position %= n_tokens
     target_id = probe.to_single_token(target)
     baseline_id = probe.to_single_token(baseline) if baseline is not None else None

@@ -21,9 +21,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, PromptError
 from ..probe import GPT2Probe, Inputs
-from ..tokens import Tokens
+from ..tokens import Tokens, per_prompt
 from .result import LensResult, PromptLens
 
 NEXT_TOKEN = "next"
@@ -163,8 +164,11 @@ def logit_lens(
     Returns:
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
     """
-    if k < 1 or k > probe.cfg.d_vocab:
-        raise InvalidArgumentError(f"k must be between 1 and d_vocab={probe.cfg.d_vocab}, got {k}")
+    validate.integer("k", k, minimum=1, maximum=probe.cfg.d_vocab)
+    validate.integer("batch_size", batch_size, minimum=1)
+    validate.integer("max_chunk_bytes", max_chunk_bytes, minimum=1)
+    if positions is not None and positions != "last":
+        validate.index_list("positions", positions)
     tokens = probe.as_tokens(prompts, prepend_bos=prepend_bos)
     n_prompts = tokens.ids.shape[0]
     per_prompt_targets = _per_prompt_targets(probe, targets, n_prompts)
@@ -206,7 +210,7 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
         return torch.tensor([n_tokens - 1])
     if isinstance(positions, str):
         raise InvalidArgumentError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
-    wanted = [positions] if isinstance(positions, int) else list(positions)
+    wanted = validate.index_list("positions", positions)
     out = []
     for p in wanted:
         if not -n_tokens <= p < n_tokens:
@@ -216,14 +220,8 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
 
 
 def _per_prompt_targets(probe: GPT2Probe, targets: Targets, n_prompts: int) -> list[str | int | None]:
-    if targets is None or targets == NEXT_TOKEN:
-        return [targets] * n_prompts
-    if isinstance(targets, (str, int)):
-        return [probe.to_single_token(targets)] * n_prompts
-    targets = list(targets)
-    if len(targets) != n_prompts:
-        raise InvalidArgumentError(f"{len(targets)} targets for {n_prompts} prompts: give one target per prompt")
-    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t) for t in targets]
+    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t)
+            for t in per_prompt(targets, n_prompts, "targets")]
 
 
 def _target_ids(target: str | int | None, ids: Tensor, chosen: Tensor) -> Tensor | None:
