@@ -1,11 +1,7 @@
-"""The logit-lens experiment: ``python experiments/logit_lens.py --prompt "..." --out reports/logit_lens.html``.
+"""Runnable entry point of ``gpt2probe logit-lens``: ``python experiments/logit_lens.py [options]``.
 
-Reads every layer of GPT-2 through the final layer norm and the tied unembedding, prints the
-top-1 prediction per layer at the last position, and writes a self-contained HTML report.
-Same as ``gpt2probe logit-lens``; see ``--help``.
+The experiment lives in :mod:`gpt2probe.experiments.logit_lens`; see ``--help`` for its options.
 """
-
-from __future__ import annotations
 
 import sys
 

@@ -1,28 +1,86 @@
-"""The ``gpt2probe`` command: ``gpt2probe logit-lens [options]``."""
+"""The ``gpt2probe`` command: ``gpt2probe COMMAND [options]``, one command per experiment.
+
+To add a command, add one row to :data:`COMMANDS`: its name, the module whose
+``main(argv=None) -> int`` runs it, and a one-line description for ``gpt2probe --help``.
+Modules are imported only when their command runs, so ``--help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 
-COMMANDS = {
-    "logit-lens": "gpt2probe.experiments.logit_lens",
-    "finetune": "gpt2probe.experiments.finetune",
-    "diff": "gpt2probe.experiments.diff",
+# name -> (module with main(argv) -> int, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "logit-lens": ("gpt2probe.experiments.logit_lens",
+                   "what every layer would predict, read through the final norm and unembedding"),
+    "attention": ("gpt2probe.experiments.attention",
+                  "every attention head's pattern, with previous-token, induction and first-token scores"),
+    "patching": ("gpt2probe.experiments.patching",
+                 "activation patching of a clean/corrupted prompt pair, by layer, position and head"),
+    "steering": ("gpt2probe.experiments.steering",
+                 "continuations with and without a mean-difference steering vector"),
+    "finetune": ("gpt2probe.experiments.finetune",
+                 "fine-tune a checkpoint on a text file, writing a save_pretrained directory (for diff)"),
+    "diff": ("gpt2probe.experiments.diff",
+             "compare a base model and its fine-tune: which layers and components the fine-tune changed"),
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
-        print("usage: gpt2probe {" + ",".join(COMMANDS) + "} [options]   (gpt2probe COMMAND --help for options)")
-        if args and args[0] not in ("-h", "--help"):
-            print(f"error: unknown command {args[0]!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
-            return 2
-        return 0
-    from importlib import import_module
+def _version() -> str:
+    from . import __version__
 
-    return import_module(COMMANDS[args[0]]).main(args[1:])
+    return __version__
+
+
+def usage() -> str:
+    """The text of ``gpt2probe --help``: every command with its description."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: gpt2probe COMMAND [options]    (gpt2probe COMMAND --help for a command's options)",
+        "       python -m gpt2probe COMMAND [options]",
+        "",
+        "Look inside GPT-2: each command writes a self-contained HTML report (default: reports/).",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()),
+        "",
+        "options:",
+        "  -h, --help     show this message and exit",
+        "  --version      show gpt2probe's version and exit",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a command; 0 on success, 2 (with one ``error:`` line on stderr) on a mistake."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(usage(), file=sys.stderr)
+        print("error: no command given", file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] == "--version":
+        print(f"gpt2probe {_version()}")
+        return 0
+    if args[0] not in COMMANDS:
+        what = "option" if args[0].startswith("-") else "command"
+        print(f"error: unknown {what} {args[0]!r}; commands: {', '.join(COMMANDS)} (see gpt2probe --help)",
+              file=sys.stderr)
+        return 2
+    module_name = COMMANDS[args[0]][0]
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        print(f"error: the {args[0]!r} command is not available in this installation ({module_name} is missing)",
+              file=sys.stderr)
+        return 2
+    return module.main(args[1:])
 
 
 if __name__ == "__main__":

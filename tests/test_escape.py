@@ -52,3 +52,12 @@ def test_a_report_shows_a_bidi_prompt_literally(tmp_path):
     assert "m\\x00" in body and "k\\u2066" in body and "v\\u200b" in body and "t\\u202e" in body
     for char, _ in INVISIBLE[:-2]:
         assert char not in body
+
+
+def test_tables_show_invisible_characters():
+    from gpt2probe.report.table import Table
+
+    table = Table.of(["prompt\u202e", "text"], [["a\u2066b", "line\none\x00"]], caption="c\u200b", literal=[1])
+    out = table.to_html()
+    assert "prompt\\u202e" in out and "a\\u2066b" in out and "line\none\\x00" in out and "c\\u200b" in out
+    assert not {"\u202e", "\u2066", "\x00", "\u200b"} & set(out)

@@ -7,28 +7,13 @@ they render without errors and show tokens literally.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from browser import chromium_available, open_page
 from gpt2probe.errors import WeightsUnavailableError
+from gpt2probe.experiments import patching as activation_patching
+from gpt2probe.experiments import steering
 from gpt2probe.shipped import shipped_model
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """Import ``experiments/{name}.py`` by path (``experiments`` is not an installed package)."""
-    spec = importlib.util.spec_from_file_location(f"experiment_{name}", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-activation_patching = load_script("activation_patching")
-steering = load_script("steering")
 
 # A pair whose tokens Plotly would misread if labels were not escaped.
 HOSTILE_CLEAN = "When <b>Mary</b> &amp; John met, John gave it to"
@@ -68,9 +53,9 @@ def test_patching_default_pair_states_the_model(model_dir, tmp_path, capsys):
 
 
 def test_patching_falls_back_and_says_so(tmp_path, capsys):
-    """With GPT-2 unavailable (tests run offline) the shipped model is used, and terminal and report say so."""
+    """With GPT-2 unavailable (tests run offline) the default model falls back, and terminal and report say so."""
     out = tmp_path / "fallback.html"
-    assert activation_patching.main(["--model", "gpt2", "--out", str(out)]) == 0
+    assert activation_patching.main(["--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "Falling back" in captured.err
     assert "mean little" in captured.out
@@ -92,7 +77,7 @@ def test_steering_writes_a_report(model_dir, tmp_path, capsys):
                           "--alpha", "8", "--layer", "1", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "without steering:" in printed and "with steering:" in printed
+    assert "without steering" in printed and "| with steering" in printed
     text = out.read_text(encoding="utf-8")
     assert "Continuations with and without steering" in text and "Biggest probability changes" in text
 

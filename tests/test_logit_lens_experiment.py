@@ -53,9 +53,14 @@ def test_terminal_table_is_the_lens_at_the_last_position(offline_run):
     probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
     item = gpt2probe.logit_lens(probe, HOSTILE, positions="last")[0]
     table = done.stdout.split(f"Prompt: {HOSTILE!r}")[1].split("Prompt:")[0]
+    target = int(probe(HOSTILE)[0, -1].argmax())  # the command follows the final top-1 by default
+    with_target = gpt2probe.logit_lens(probe, HOSTILE, positions="last", targets=target)[0]
+    assert f"Target: {probe.tokenizer.decode([target])!r}" in table
     for s, label in enumerate(item.stream_labels):
         token, prob = item.top1(stream=s)
-        assert re.search(rf"^\s+{re.escape(label)}\s+{re.escape(repr(token))}\s+{prob:6.3f}\s*$", table, re.M), label
+        p_target, rank = float(with_target.target_prob[s, -1]), int(with_target.target_rank[s, -1]) + 1
+        row = rf"^\s+{re.escape(label)}\s+{re.escape(repr(token))}\s+{prob:6.3f}\s+{p_target:9.3g}\s+{rank}\s*$"
+        assert re.search(row, table, re.M), label
     final = probe(HOSTILE)[0, -1].softmax(-1)
     assert item.top1()[1] == pytest.approx(float(final.max()), abs=1e-5)
 
@@ -87,7 +92,7 @@ def test_console_command_and_explicit_target(tmp_path, capsys):
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "L0.mid" in printed and "Note:" not in printed  # an explicit local model: no fallback note
-    assert "Target &#x27; function&#x27; across layers" in out.read_text(encoding="utf-8")
+    assert "Target ␣function across layers" in out.read_text(encoding="utf-8")
 
 
 def test_bad_inputs_exit_with_a_clear_message(tmp_path, capsys):
@@ -97,6 +102,6 @@ def test_bad_inputs_exit_with_a_clear_message(tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
     assert main(["--model", str(shipped_model("tiny-english")), "--prompt", "a", "--target", " two words",
                  "--out", str(tmp_path / "z.html")]) == 2
-    assert "not one" in capsys.readouterr().err
+    assert "exactly one token" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.html"))
     assert cli_main(["no-such-command"]) == 2

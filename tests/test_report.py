@@ -414,6 +414,8 @@ def test_browser_header_shows_prompt_as_text(rendered, lens):
 def test_report_package_exports():
     import gpt2probe.report as report
 
-    assert set(report.__all__) == {"attribution_bars", "display_token", "escape_text", "kl_per_layer",
-                                   "lens_heatmap", "target_trajectory", "write_html"}
+    # the first release's names keep working; figures of patching and steering joined them
+    assert {"attribution_bars", "display_token", "escape_text", "kl_per_layer", "lens_heatmap",
+            "target_trajectory", "write_html"} <= set(report.__all__)
+    assert {"patching_heatmap", "continuations_table", "top_tokens_table", "change_bars", "Table"} <= set(report.__all__)
     assert all(callable(getattr(report, name)) for name in report.__all__)

@@ -8,8 +8,9 @@ facts as ground truth, so they are computed here, not assumed.
 """
 
 import copy
-import importlib.util
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from gpt2probe.toy import repeated_random_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "gpt2probe" / "assets" / "toy-induction"
-BUILDER = REPO / "experiments" / "build_toy_induction.py"
+BUILDER = REPO / "tools" / "build_toy_induction.py"
 CASES = [(8, 0), (13, 1), (20, 2), (31, 3)]  # (half_len, seed): the circuit must not depend on the period
 
 
@@ -61,14 +62,16 @@ def test_config_tied_and_small(model):
     assert "constructed by hand" in (MODEL_DIR / "README.md").read_text(encoding="utf-8")
 
 
-def test_checkpoint_matches_builder(model):
-    """The shipped weights are exactly what experiments/build_toy_induction.py constructs."""
-    spec = importlib.util.spec_from_file_location("build_toy_induction", BUILDER)
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    built = builder.build_model().state_dict()
+def test_checkpoint_matches_builder(model, tmp_path):
+    """The shipped weights are exactly what ``tools/build_toy_induction.py --out DIR`` writes."""
+    done = subprocess.run([sys.executable, str(BUILDER), "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    built = GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.float32).state_dict()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, built[name]), name
+    assert "constructed by hand" in (tmp_path / "README.md").read_text(encoding="utf-8")
+
 
 
 @pytest.mark.parametrize("half,seed", CASES)

@@ -4,30 +4,25 @@
 
 The report holds the weight-change heatmap (layer x component), KL per token on each
 prompt, the per-layer lens divergence, head-score deltas and the patching localisation.
+Both models are loaded exactly as named (hub id, directory or shipped name): no fallback.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import GPT2ProbeError
-from ..loading import load
 from ..report.diff import head_score_deltas, kl_per_token, lens_divergence, localisation_heatmap, weight_change_heatmap
 from ..report.html import write_html
+from .common import Parser, UsageError, load_model, read_prompts_file, run_command
 
 DEFAULT_OUT = "reports/diff.html"
 DEFAULT_PROMPTS = ("def read_config(path):\n    with open(path) as f:", "The value of the expression is")
 
 
-class UsageError(Exception):
-    """A mistake on the command line, reported as one ``error:`` line with exit status 2."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="gpt2probe diff",
         description="Compare a base GPT-2 with a fine-tune of it: weights, predictions, lens, heads, localisation.",
     )
@@ -38,69 +33,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-heads", action="store_true", help="skip head scores (three extra runs per model)")
     parser.add_argument("--no-patching", action="store_true", help="skip the cross-model patching sweep")
     parser.add_argument("--layers-only", action="store_true", help="patch layer outputs only, not each head")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report path (default: {DEFAULT_OUT})")
+    parser.set_defaults(model=None)  # the shared checks look at --model; this command has --base and --tuned
     return parser
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
-    """The prompts from ``--prompt`` and ``--prompts-file`` (split on ``\\n`` only), or the defaults."""
+    """The prompts from ``--prompt`` and ``--prompts-file``, or the defaults (one code, one prose)."""
     prompts = list(args.prompt or [])
-    if args.prompts_file is not None:
-        try:
-            text = args.prompts_file.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"--prompts-file {str(args.prompts_file)!r} does not exist") from None
-        except IsADirectoryError:
-            raise UsageError(f"--prompts-file {str(args.prompts_file)!r} is a directory") from None
-        except UnicodeDecodeError as error:
-            raise UsageError(f"--prompts-file {str(args.prompts_file)!r} is not UTF-8 text ({error.reason})") from None
-        from_file = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
-        if not from_file:
-            raise UsageError(f"--prompts-file {str(args.prompts_file)!r} holds no prompt")
-        prompts += from_file
     if any(not p.strip() for p in prompts):
         raise UsageError("--prompt must not be empty")
+    if args.prompts_file is not None:
+        prompts += read_prompts_file(args.prompts_file)
     return prompts or list(DEFAULT_PROMPTS)
 
 
-def check_out(out: Path) -> None:
-    """Refuse an ``--out`` that cannot be written, before any model is loaded."""
-    if out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a directory; give a file name such as {str(out / 'diff.html')!r}")
-    parent = out.parent if str(out.parent) else Path(".")
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise UsageError(f"--out {str(out)!r}: {str(existing)!r} is not a directory")
-    import os
-
-    if not os.access(existing, os.W_OK):
-        raise UsageError(f"--out {str(out)!r}: cannot write in {str(existing)!r}")
+def _load(name: str, option: str, device: str | None):
+    if not name.strip():
+        raise UsageError(f"{option} is empty; give a hub id, a directory or a shipped model name")
+    probe, _ = load_model(argparse.Namespace(model=name, device=device, no_fallback=True))
+    return probe
 
 
-def check_device(device: str | None) -> None:
-    import torch
-
-    if device is None:
-        return
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {device!r} is not a device; valid: cpu, cuda, cuda:N, mps") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: MPS is not available on this machine")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Path:
     from ..diffing import compare
 
     prompts = read_prompts(args)
-    check_out(args.out)
-    check_device(args.device)
-    base = load(args.base, device=args.device)
-    tuned = load(args.tuned, device=args.device)
+    base = _load(args.base, "--base", args.device)
+    tuned = _load(args.tuned, "--tuned", args.device)
     diff = compare(base, tuned, prompts, head_scores=not args.no_heads, patching=not args.no_patching,
                    patch_heads=not args.layers_only)
     print(diff)
@@ -118,13 +79,9 @@ def run(args: argparse.Namespace) -> int:
     path = write_html(args.out, figures, title="Base vs fine-tuned", model_name=f"{diff.base_name} → {diff.tuned_name}",
                       prompts=prompts, metadata={"mean KL (nats)": f"{diff.mean_kl:.4g}"})
     print(f"report: {path}")
-    return 0
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, GPT2ProbeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """``gpt2probe diff``: 0 on success, 2 with one ``error:`` line on a mistake."""
+    return run_command(build_parser(), run, argv)

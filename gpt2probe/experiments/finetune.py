@@ -16,45 +16,23 @@ from pathlib import Path
 
 from ..errors import GPT2ProbeError
 from ..finetune import finetune, save_finetune, trainable_parameters
-from ..loading import load
-from .diff import UsageError, check_device
+from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpt2probe finetune",
-                                     description="Fine-tune a GPT-2 on text files with a seeded AdamW loop.")
+def build_parser() -> Parser:
+    parser = Parser(prog="gpt2probe finetune", description="Fine-tune a GPT-2 on text files with a seeded AdamW loop.")
     parser.add_argument("--model", required=True, help="hub id, directory, or shipped name (tiny-english)")
     parser.add_argument("--text", required=True, nargs="+", type=Path, help="UTF-8 text files, one document each")
-    parser.add_argument("--steps", required=True, type=_positive_int, help="optimiser steps")
+    parser.add_argument("--steps", required=True, type=positive_int, help="optimiser steps")
     parser.add_argument("--out", required=True, type=Path, help="output directory (save_pretrained)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="windows per step (default 8)")
-    parser.add_argument("--seq-len", type=_positive_int, help="tokens per window (default: min(128, context))")
-    parser.add_argument("--lr", type=_positive_float, default=3e-4, help="peak learning rate (default 3e-4)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per step (default 8)")
+    parser.add_argument("--seq-len", type=positive_int, help="tokens per window (default: min(128, context))")
+    parser.add_argument("--lr", type=finite_float, default=3e-4, help="peak learning rate (default 3e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed for batches and dropout (default 0)")
     parser.add_argument("--train", nargs="+", metavar="COMPONENT",
                         help="train only these components (e.g. blocks.2, blocks.*.mlp, ln_final)")
     parser.add_argument("--freeze", nargs="+", metavar="COMPONENT", help="keep these components frozen (e.g. embed)")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     return parser
 
 
@@ -72,25 +50,34 @@ def _read_texts(paths: Sequence[Path]) -> list[str]:
     return texts
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Path:
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
     texts = _read_texts(args.text)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {str(args.out)!r} exists and is not an empty directory; choose a new one")
     check_device(args.device)
-    probe = load(args.model, device=args.device)
+    probe, _ = load_model(argparse.Namespace(model=args.model, device=args.device, no_fallback=True))
     trainable_parameters(probe.model, args.train, args.freeze)  # selectors checked before any work
     result = finetune(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                       seed=args.seed, train=args.train, freeze=args.freeze, progress=True)
     out = save_finetune(result, args.out)
     print(f"{result}; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.seconds:.0f} s")
     print(f"saved to {out}; compare with: gpt2probe diff --base {args.model} --tuned {out}")
-    return 0
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``gpt2probe finetune``: 0 on success, 2 with one ``error:`` line on a mistake.
+
+    Its ``--out`` is a directory to create, so the report-path checks of the other commands do not apply.
+    """
     try:
-        return run(args)
-    except (UsageError, GPT2ProbeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        run(build_parser().parse_args(argv))
+    except GPT2ProbeError as error:
+        print(f"error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,4 +1,18 @@
-"""Figures of lens and attribution results, and self-contained HTML reports.
+"""Figures of gpt2probe's results, and self-contained HTML reports.
+
+One module per kind of figure: :mod:`~gpt2probe.report.lens` (logit lens),
+:mod:`~gpt2probe.report.attribution` (direct logit attribution),
+:mod:`~gpt2probe.report.patching` (activation patching), :mod:`~gpt2probe.report.steering`
+(steering); :mod:`~gpt2probe.report.html` writes the page, :mod:`~gpt2probe.report.table`
+holds text tables, :mod:`~gpt2probe.report.escape` makes every string display literally.
+Figures only read result objects: they never call the model and never write files.
+
+Two rules hold for every figure (:mod:`~gpt2probe.report.style`):
+
+* **signed values: blue = positive, red = negative** (Plotly's ``RdBu`` centred on zero,
+  symmetric range, white = 0), for attributions, patching effects and probability changes;
+* **category axes** (tokens, streams, heads) are numeric positions with explicit tick
+  texts, never Plotly categories, which would merge a prompt's repeated tokens.
 
 >>> from gpt2probe import report
 >>> fig = report.lens_heatmap(result[0], metric="prob")
@@ -6,16 +20,25 @@
 ...                   prompts=result.prompts)
 """
 
+from .attribution import attribution_bars
 from .escape import display_token, escape_text
-from .figures import attribution_bars, kl_per_layer, lens_heatmap, target_trajectory
 from .html import write_html
+from .lens import kl_per_layer, lens_heatmap, target_trajectory
+from .patching import patching_heatmap
+from .steering import change_bars, continuations_table, top_tokens_table
+from .table import Table
 
 __all__ = [
+    "Table",
     "attribution_bars",
+    "change_bars",
+    "continuations_table",
     "display_token",
     "escape_text",
     "kl_per_layer",
     "lens_heatmap",
+    "patching_heatmap",
     "target_trajectory",
+    "top_tokens_table",
     "write_html",
 ]

@@ -22,6 +22,7 @@ from ..atomic import atomic_path
 from ..errors import InvalidTypeError
 from ..versions import versions
 from .escape import escape_html
+from .table import Table
 
 # Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -38,6 +39,12 @@ header dd { margin: 0; }
 pre.prompt { white-space: pre-wrap; margin: 0 0 .3rem; padding: .2rem .4rem; background: #f4f4f4; }
 .note { border-left: 4px solid #d9a400; background: #fff8e1; padding: .5rem 1rem; margin: 1rem 0; }
 section.figure { margin: 2rem 0; }
+nav.contents ol { columns: 2; margin: .3rem 0; }
+table.text-table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+table.text-table caption { text-align: left; font-weight: 600; padding: .3rem 0; }
+table.text-table th, table.text-table td { border: 1px solid #ccc; padding: .3rem .5rem; text-align: left;
+  vertical-align: top; overflow-wrap: anywhere; }
+table.text-table td.literal { white-space: pre-wrap; font-family: ui-monospace, monospace; }
 """
 
 
@@ -68,9 +75,17 @@ def _header(title: str, model_name: str, prompts: list[str], notes: list[str],
     return f"<header>\n<h1>{_esc(title)}</h1>\n<dl>\n{items}\n</dl>\n{notes_html}\n</header>\n"
 
 
+def _contents(sections: list[tuple[str | None, object]]) -> str:
+    headed = [(i, heading) for i, (heading, _) in enumerate(sections) if heading is not None]
+    if len(headed) <= 3:
+        return ""
+    items = "\n".join(f'<li><a href="#section-{i}">{_esc(heading)}</a></li>' for i, heading in headed)
+    return f'<nav class="contents" aria-label="Contents"><strong>Contents</strong>\n<ol>\n{items}\n</ol>\n</nav>\n'
+
+
 def write_html(
     path: str | os.PathLike,
-    figures: list[go.Figure] | dict[str, go.Figure],
+    figures: list[go.Figure | Table] | dict[str, go.Figure | Table],
     *,
     title: str,
     model_name: str,
@@ -80,14 +95,17 @@ def write_html(
 ) -> Path:
     """Write ``figures`` (a list, or a dict of section heading -> figure) to one HTML file.
 
+    A figure is a Plotly figure or a :class:`~gpt2probe.report.table.Table` of text.
     ``notes`` (a string or several) are shown under the header, e.g. a warning that the
-    model is a small offline one. Returns the path written.
+    model is a small offline one. With more than three headed sections the page opens
+    with a contents list. Returns the path written.
     """
     sections = list(figures.items()) if isinstance(figures, dict) else [(None, fig) for fig in figures]
     for heading, fig in sections:
-        if not isinstance(fig, go.Figure):
+        if not isinstance(fig, (go.Figure, Table)):
             where = f"figure {heading!r}" if heading is not None else "a figure"
-            raise InvalidTypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure")
+            raise InvalidTypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure "
+                                   "or a gpt2probe.report.Table")
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
         out.write(
@@ -96,14 +114,19 @@ def write_html(
             f"<title>{_esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         )
         out.write(_header(title, model_name, _as_list(prompts), _as_list(notes), metadata or {}))
+        out.write(_contents(sections))
         out.write("<main>\n")
+        plotly_included = False
         for i, (heading, fig) in enumerate(sections):
             out.write(f'<section class="figure" id="section-{i}">\n')
             if heading is not None:
                 out.write(f"<h2>{_esc(heading)}</h2>\n")
-            # plotly.js goes inline with the first figure only; the others reuse it.
-            out.write(pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), include_mathjax=False,
-                                  config=PLOTLY_CONFIG, div_id=f"figure-{i}"))
+            if isinstance(fig, Table):
+                out.write(fig.to_html())
+            else:  # plotly.js goes inline with the first figure only; the others reuse it.
+                out.write(pio.to_html(fig, full_html=False, include_plotlyjs=not plotly_included,
+                                      include_mathjax=False, config=PLOTLY_CONFIG, div_id=f"figure-{i}"))
+                plotly_included = True
             out.write("\n</section>\n")
         out.write("</main>\n</body>\n</html>\n")
     return target

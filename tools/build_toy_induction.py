@@ -37,7 +37,10 @@ BOS, whose value is exactly zero, and predicts uniformly.
 The weights are deterministic; ``--seed`` only seeds the random verification
 sequences.  Rebuild from the repository root with::
 
-    python experiments/build_toy_induction.py
+    python tools/build_toy_induction.py --out /tmp/toy-induction
+
+and compare with (or copy over) ``gpt2probe/assets/toy-induction``: ``--out`` is
+required, so the shipped model is never overwritten by accident.
 """
 
 from __future__ import annotations
@@ -52,9 +55,7 @@ import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from gpt2probe.toy import repeated_random_tokens  # noqa: E402
+from gpt2probe.toy import repeated_random_tokens
 
 VOCAB = 64  # token 0 is BOS; one block = one 64-dim code per token / position
 N_POS = 64
@@ -254,7 +255,7 @@ ablations zero the head's rows of `attn.c_proj.weight`.
 {command}
 ```
 
-Weights are deterministic (built by `experiments/build_toy_induction.py`,
+Weights are deterministic (built by `tools/build_toy_induction.py`,
 transformers {transformers.__version__}, torch {torch.__version__}); the seed only
 picks the verification sequences.  Load with
 `GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager")` to read
@@ -264,7 +265,8 @@ attention weights.
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO / "gpt2probe" / "assets" / "toy-induction")
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory to write (required; the shipped copy is gpt2probe/assets/toy-induction)")
     p.add_argument("--seed", type=int, default=0, help="seeds the verification sequences only")
     return p.parse_args(argv)
 
@@ -278,7 +280,7 @@ def main(argv=None) -> list[dict]:
     rows = verify(model, args.seed)
     for r in rows:
         print({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()})
-    command = "python experiments/build_toy_induction.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    command = "python tools/build_toy_induction.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     (args.out / "README.md").write_text(model_card(rows, command), encoding="utf-8")
     return rows
 

@@ -10,7 +10,10 @@ layer-by-layer structure to show without any network access.
 The run is seeded and CPU-only (2 threads).  Reproduce the shipped checkpoint
 from the repository root with::
 
-    python experiments/train_offline_model.py
+    python tools/train_offline_model.py --out /tmp/tiny-english
+
+(``--out`` is required, so the shipped ``gpt2probe/assets/tiny-english`` is never
+overwritten by accident).
 
 It writes ``model.safetensors`` (float16) and ``config.json``, a model card
 ``README.md`` and the metrics file ``training.json`` into ``--out``.  The
@@ -32,23 +35,12 @@ from pathlib import Path
 import pydoc_data.topics
 import torch
 import transformers
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO / "gpt2probe" / "data"
-EOT = "<|endoftext|>"
+from gpt2probe.tokenizer import gpt2_tokenizer
+
 EOT_ID = 50256
 VOCAB_SIZE = 50257
-
-
-def load_tokenizer(data_dir: Path = DATA_DIR) -> GPT2TokenizerFast:
-    """Build GPT-2's byte-level BPE tokenizer from the files in the package."""
-    vocab = json.loads((data_dir / "vocab.json").read_text(encoding="utf-8"))
-    lines = (data_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
-    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
-    return GPT2TokenizerFast(
-        vocab=vocab, merges=merges, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT
-    )
 
 
 def split_topics(tokenizer, seed: int, val_fraction: float):
@@ -132,7 +124,8 @@ def lr_lambda(warmup: int, steps: int, floor: float = 0.1):
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO / "gpt2probe" / "assets" / "tiny-english")
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory to write (required; the shipped copy is gpt2probe/assets/tiny-english)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-layer", type=int, default=4)
@@ -197,7 +190,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(args.seed)
 
-    tokenizer = load_tokenizer()
+    tokenizer = gpt2_tokenizer()
     assert len(tokenizer) == VOCAB_SIZE and tokenizer.eos_token_id == EOT_ID
     train_ids, val_ids, val_names = split_topics(tokenizer, args.seed, args.val_fraction)
     print(f"corpus: {len(train_ids):,} train / {len(val_ids):,} val tokens; val topics {val_names}")
@@ -261,7 +254,7 @@ def main(argv=None) -> dict:
     model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     (out / "training.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-    command = f"python experiments/train_offline_model.py {argv_text}".strip()
+    command = f"python tools/train_offline_model.py {argv_text}".strip()
     (out / "README.md").write_text(model_card(args, command, metrics), encoding="utf-8")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"saved to {out} ({size / 2**20:.2f} MiB) in {wall / 60:.1f} min")

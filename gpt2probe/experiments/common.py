@@ -1,0 +1,218 @@
+"""What every experiment command shares: options, argument checks, loading, and the ``main`` wrapper.
+
+A command is a module with ``build_parser()`` (a :class:`Parser`) and ``run(args)``;
+its ``main(argv=None) -> int`` is ``run_command(build_parser(), run, argv)``. The
+contract with the person typing:
+
+* every mistake ends with one ``error: ...`` line on stderr and exit status 2, no
+  traceback and no report written;
+* arguments are checked before the model is loaded (:func:`check_common`, the
+  command's own checks through :class:`UsageError`), so a typo costs no waiting;
+* an explicit ``--model`` is loaded exactly as named, or the command fails; only the
+  default (``gpt2``) falls back to the shipped offline model, and says so on stderr
+  and in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from ..errors import GPT2ProbeError
+
+if TYPE_CHECKING:
+    from ..probe import GPT2Probe
+
+DEFAULT_MODEL = "gpt2"
+
+
+class UsageError(GPT2ProbeError, ValueError):
+    """A command-line argument that cannot work (checked before anything heavy runs)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose mistakes raise :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# -- argument types -------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """``--model``, ``--device``, ``--out`` and ``--no-fallback``, the same for every command."""
+    parser.add_argument("--model", default=None,
+                        help=f"hub id, save_pretrained directory, or a shipped model by name (tiny-english, "
+                             f"toy-induction); default: {DEFAULT_MODEL}, or tiny-english when GPT-2's weights "
+                             "cannot be had (said in the terminal and the report)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"report path (default: {default_out})")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help=f"fail instead of falling back to the shipped offline model when {DEFAULT_MODEL}'s "
+                             "weights are unavailable")
+
+
+# -- checks made before anything is loaded ---------------------------------------------------
+
+def check_device(device: str | None) -> None:
+    """Refuse a device string torch does not know, or one this machine does not have."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device; valid: cpu, cuda, cuda:N, mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UsageError(f"--device {device!r}: MPS is not available on this machine (use --device cpu)")
+    elif parsed.type != "cpu":
+        raise UsageError(f"--device {device!r} is not supported; valid: cpu, cuda, cuda:N, mps")
+
+
+def check_out(path: Path) -> None:
+    """Refuse an output path that is a directory, lies under a file, or cannot be written."""
+    if str(path) == "" or path.name == "":
+        raise UsageError(f"--out {str(path)!r} names no file")
+    if path.is_dir():
+        raise UsageError(f"--out {str(path)!r} is a directory; give a file name such as {str(path / 'report.html')!r}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--out {str(path)!r} is not writable (permission denied)")
+    parent = path.parent
+    while not parent.exists():  # the report's folders are created; the first existing one must be writable
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(path)!r}: cannot write in {str(parent)!r} (permission denied)")
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """One prompt per line of a UTF-8 file; blank lines skipped.
+
+    Lines end at ``\\n`` only (a ``\\r`` before it is dropped): Unicode line separators
+    such as U+2028 are part of a prompt, as the person wrote it.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"--prompts-file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"--prompts-file {str(path)!r} is a directory, not a text file") from None
+    except OSError as error:
+        raise UsageError(f"--prompts-file {str(path)!r} cannot be read: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise UsageError(f"--prompts-file {str(path)!r} is not UTF-8 text (invalid byte at line {line}); "
+                         "save it as UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    prompts = [line.removesuffix("\r") for line in text.split("\n")]
+    prompts = [p for p in prompts if p.strip()]
+    if not prompts:
+        raise UsageError(f"--prompts-file {str(path)!r} has no prompts (every line is empty)")
+    return prompts
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """The checks every command makes on the shared options."""
+    check_device(args.device)
+    check_out(args.out)
+    if args.model is not None and args.model.strip() == "":
+        raise UsageError("--model is empty; give a hub id, a directory or a shipped model name")
+
+
+def check_single_token(probe: GPT2Probe, text: str, option: str) -> int:
+    """The id of ``text`` if it is exactly one token of the probe's tokenizer, else a :class:`UsageError`."""
+    ids = probe.tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        pieces = [probe.tokenizer.decode([i]) for i in ids]
+        raise UsageError(f"{option} {text!r} is {len(ids)} tokens {pieces!r}; it must be exactly one token "
+                         "(note GPT-2 tokens usually start with a space, e.g. ' Paris')")
+    return int(ids[0])
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+def fallback_note(probe: GPT2Probe, caveat: str) -> str:
+    """The note a report carries when the default model fell back to the shipped one."""
+    cfg = probe.cfg
+    return (f"GPT-2's weights ({DEFAULT_MODEL!r}) were not available, so this report uses gpt2probe's small "
+            f"offline model {cfg.model_name!r} ({cfg.n_layers} layers, d_model {cfg.d_model}). {caveat}")
+
+
+def load_model(args: argparse.Namespace) -> tuple[GPT2Probe, bool]:
+    """Load ``args.model`` exactly; only the default may fall back. Returns ``(probe, fell_back)``.
+
+    A shipped model is loaded by name (``--model tiny-english``). Any failure to load an
+    explicit model is a :class:`GPT2ProbeError` naming it.
+    """
+    from ..loading import load
+    from ..shipped import NOTES, load_with_fallback, shipped_model
+
+    if args.model is None:
+        probe, note = load_with_fallback(DEFAULT_MODEL, device=args.device, allow_fallback=not args.no_fallback)
+        return probe, note is not None
+    name = args.model
+    try:
+        if name in NOTES and not Path(name).exists():
+            return load(shipped_model(name), device=args.device), False
+        return load(name, device=args.device), False
+    except GPT2ProbeError:
+        raise
+    except (OSError, ValueError, KeyError) as error:  # transformers' own complaints about a broken checkpoint
+        raise UsageError(f"cannot load --model {name!r}: {type(error).__name__}: {error}") from None
+
+
+# -- main ------------------------------------------------------------------------------------
+
+def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
+                argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run, and turn every expected failure into one ``error:`` line and status 2."""
+    try:
+        args = parser.parse_args(argv)
+        check_common(args)
+        run(args)
+    except GPT2ProbeError as error:
+        message = " ".join(str(error).split("\n"))
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,136 @@
+"""Activation patching on a clean/corrupted prompt pair, as an HTML report of heatmaps: ``gpt2probe patching``.
+
+By default the indirect-object pair: "When Mary and John went to the store, John gave a
+drink to" (answer " Mary") against the same prompt with the second name swapped (answer
+" John"). Each clean activation is patched into the corrupted run in turn (``--direction
+noise`` does the reverse) and the logit difference ``answer - wrong`` at the last token is
+reported, normalised so that the clean run is 1 and the corrupted run 0: the residual
+stream by layer and position, each layer's attention and MLP output by position, and each
+attention head. When the clean and corrupted runs barely differ on the metric, the
+normalised values amplify noise: the terminal and the report say so, and the report gives
+the raw metric beside the normalised one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..interventions import PatchingResult, patch
+from ..report import patching_heatmap, write_html
+from .common import Parser, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+ANSWER, WRONG = " Mary", " John"
+DEFAULT_OUT = "reports/activation_patching.html"
+SMALL_GAP = 0.1  # warn when |clean - corrupted| is below this fraction of the metric's scale
+
+# kind -> (section heading, what one cell means)
+PANELS = {
+    "resid_pre": ("Residual stream (resid_pre) by layer and position", "residual stream entering the layer, at one position"),
+    "attn_out": ("Attention output by layer and position", "the layer's attention output, at one position"),
+    "mlp_out": ("MLP output by layer and position", "the layer's MLP output, at one position"),
+    "head": ("Attention heads (output z, every position)", "one head's output at every position"),
+}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="gpt2probe patching", description=__doc__.split("\n\n")[0],
+                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clean", default=CLEAN, help="the clean prompt")
+    parser.add_argument("--corrupted", default=CORRUPTED, help="the corrupted prompt (same number of tokens)")
+    parser.add_argument("--answer", default=ANSWER, help="the clean prompt's answer, one token (default: ' Mary')")
+    parser.add_argument("--wrong", default=WRONG, help="the corrupted prompt's answer, one token (default: ' John')")
+    parser.add_argument("--direction", choices=("denoise", "noise"), default="denoise",
+                        help="denoise: clean activations into the corrupted run (default); noise: the reverse")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="patched runs per forward pass (default: 16)")
+    add_common_arguments(parser, DEFAULT_OUT)
+    return parser
+
+
+def metric_scale(results: Sequence[PatchingResult]) -> float:
+    """The size of the metric's values: the largest |value| among the unpatched and every patched run."""
+    first = results[0]
+    raw = [float(r.raw().abs().max()) for r in results if r.values.numel()]
+    return max([abs(first.clean_metric), abs(first.corrupted_metric), *raw])
+
+
+def small_gap_warning(results: Sequence[PatchingResult]) -> str | None:
+    """A warning when ``|clean - corrupted|`` is small next to the metric's scale, else ``None``."""
+    first = results[0]
+    gap = abs(first.clean_metric - first.corrupted_metric)
+    scale = metric_scale(results)
+    if scale > 0 and gap >= SMALL_GAP * scale:
+        return None
+    return (f"The clean and corrupted runs barely differ on the metric: clean {first.clean_metric:+.4f}, "
+            f"corrupted {first.corrupted_metric:+.4f}, a gap of {gap:.4f} against values up to {scale:.4f} "
+            f"(less than {SMALL_GAP:.0%}). Normalised values divide by that gap, so they mostly show noise: "
+            "read the raw metric in each cell's hover, or choose a prompt pair the model tells apart.")
+
+
+def top_cells(result: PatchingResult, n: int = 5) -> list[str]:
+    """The ``n`` cells with the largest values, as text lines (raw metric beside normalised values)."""
+    values = result.values.float()
+    raw = result.raw().float().flatten()
+    flat = values.flatten()
+    order = flat.argsort(descending=True)[:n]
+    rows, cols = result.axis_labels
+    lines = []
+    for index in order.tolist():
+        i, j = divmod(index, len(cols))
+        where = f"{rows[i]} pos {j} {cols[j]!r}" if result.axis_names[1] == "pos" else f"{rows[i]}{cols[j]}"
+        extra = f"  (raw {float(raw[index]):+.4f})" if result.normalized else ""
+        lines.append(f"    {where:<36} {float(flat[index]):+.3f}{extra}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> Path:
+    probe, fell_back = load_model(args)
+    for option in ("answer", "wrong"):
+        check_single_token(probe, getattr(args, option), f"--{option}")
+    cfg = probe.cfg
+    notes = []
+    if fell_back:
+        notes.append(fallback_note(probe, "Patching results from such a small model mean little: it has not "
+                                          "learned the indirect-object circuit GPT-2 is known for."))
+    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, {cfg.n_heads} heads per layer)")
+    for note in notes:
+        print(f"NOTE: {note}")
+    results = {
+        kind: patch(probe, args.clean, args.corrupted, kind=kind, answer=args.answer, wrong=args.wrong,
+                    direction=args.direction, batch_size=args.batch_size)
+        for kind in PANELS
+    }
+    first = results["resid_pre"]
+    print(f"Clean:     {args.clean!r}\nCorrupted: {args.corrupted!r}")
+    print(f"logit({args.answer!r}) - logit({args.wrong!r}) at the last token: "
+          f"clean {first.clean_metric:+.4f}, corrupted {first.corrupted_metric:+.4f}")
+    warning = small_gap_warning(list(results.values()))
+    if warning:
+        print(f"WARNING: {warning}")
+        notes.append(f"Warning: {warning}")
+    print(f"Patching direction: {args.direction} (values normalised: clean = 1, corrupted = 0)")
+    for kind, result in results.items():
+        print(f"  top {PANELS[kind][0].lower()}:")
+        print("\n".join(top_cells(result)))
+    figures = {heading: patching_heatmap(results[kind], heading, meaning) for kind, (heading, meaning) in PANELS.items()}
+    path = write_html(
+        args.out, figures, title="Activation patching", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
+        notes=notes or None,
+        metadata={
+            "Answer / wrong": f"{args.answer!r} / {args.wrong!r}",
+            "Direction": args.direction,
+            "Clean logit difference": f"{first.clean_metric:+.4f}",
+            "Corrupted logit difference": f"{first.corrupted_metric:+.4f}",
+            "Metric scale (largest |value|)": f"{metric_scale(list(results.values())):.4f}",
+        },
+    )
+    print(f"Report written to {path}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``gpt2probe patching``: 0 on success, 2 with one ``error:`` line on a mistake."""
+    return run_command(build_parser(), run, argv)

@@ -1,0 +1,145 @@
+"""Steer GPT-2 with a mean-difference vector: continuations with and without it: ``gpt2probe steering``.
+
+The vector is the mean residual stream entering ``--layer`` at the last token of the
+``--positive`` prompts minus that of the ``--negative`` prompts. ``--alpha`` times it is
+added at every position while the prompt runs and while tokens are generated. Both runs
+use the same seed, so they differ only through the vector. The report shows the two
+continuations side by side, the top next tokens before and after, and the tokens whose
+probability changed most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..generation import generate
+from ..interventions import mean_difference_vector, steer
+from ..interventions.steering import stream_at, stream_name
+from ..report import change_bars, continuations_table, top_tokens_table, write_html
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    fallback_note,
+    finite_float,
+    load_model,
+    positive_int,
+    run_command,
+)
+
+PROMPT = "I think you are"
+POSITIVE, NEGATIVE = ["Love"], ["Hate"]
+DEFAULT_OUT = "reports/steering.html"
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="gpt2probe steering", description=__doc__.split("\n\n")[0],
+                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt", action="append", help=f"a prompt to continue (repeat for several; default: {PROMPT!r})")
+    parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE})")
+    parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE})")
+    parser.add_argument("--layer", type=int, help="the layer whose stream is steered (default: the middle one)")
+    parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre")
+    parser.add_argument("--alpha", type=finite_float, default=4.0, help="multiple of the vector added (default: 4)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=30, help="tokens generated per run (default: 30)")
+    parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature (default: 1)")
+    parser.add_argument("--top-k", type=positive_int, default=50, help="sample from the k most likely tokens (default: 50)")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both runs (default: 0)")
+    parser.add_argument("--k", type=positive_int, default=10, help="top next tokens listed (default: 10)")
+    add_common_arguments(parser, DEFAULT_OUT)
+    return parser
+
+
+def side_by_side(prompt: str, plain: str, steered: str, width: int | None = None) -> str:
+    """Two continuations in aligned, wrapped terminal columns under their prompt (``repr`` keeps whitespace visible)."""
+    total = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    column = max(24, (total - 5) // 2)
+    left = textwrap.wrap(repr(plain), column) or [""]
+    right = textwrap.wrap(repr(steered), column) or [""]
+    rows = max(len(left), len(right))
+    left += [""] * (rows - len(left))
+    right += [""] * (rows - len(right))
+    lines = [f"Prompt: {prompt!r}", f"  {'without steering':<{column}} | with steering", f"  {'-' * column}-+-{'-' * column}"]
+    lines += [f"  {a:<{column}} | {b}".rstrip() for a, b in zip(left, right)]
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def run(args: argparse.Namespace) -> Path:
+    if args.temperature <= 0 and not args.greedy:
+        raise UsageError(f"--temperature must be > 0 (got {args.temperature:g}); use --greedy for greedy decoding")
+    probe, fell_back = load_model(args)
+    cfg = probe.cfg
+    if args.layer is not None and not -cfg.n_layers <= args.layer < cfg.n_layers:
+        raise UsageError(f"--layer {args.layer} is outside the model: it has {cfg.n_layers} layers "
+                         f"(valid: 0 to {cfg.n_layers - 1}, or -1 to {-cfg.n_layers})")
+    notes = []
+    if fell_back:
+        notes.append(fallback_note(probe, "Steering a model this small means little: its continuations are "
+                                          "barely fluent with or without the vector."))
+    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, d_model {cfg.d_model})")
+    for note in notes:
+        print(f"NOTE: {note}")
+    prompts = args.prompt or [PROMPT]
+    positive, negative = args.positive or POSITIVE, args.negative or NEGATIVE
+    layer = cfg.n_layers // 2 if args.layer is None else args.layer % cfg.n_layers
+    name = stream_name(probe, layer, args.stream)
+
+    vector = mean_difference_vector(probe, positive, negative, layer, stream=args.stream)
+    typical = float(stream_at(probe, prompts, layer, args.stream).norm(dim=-1).mean())
+    print(f"Steering {name} with alpha = {args.alpha:g} x mean({positive}) - mean({negative}): "
+          f"|alpha v| = {args.alpha * float(vector.norm()):.2f} (mean |resid| at the prompts' last token: {typical:.2f})")
+
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, seed=args.seed)
+    plain = generate(probe, prompts, args.max_new_tokens, **sampling)
+    with steer(probe, layer, vector, args.alpha, stream=args.stream):
+        steered = generate(probe, prompts, args.max_new_tokens, **sampling)
+        p_after = probe(prompts[0])[0, -1].float().softmax(-1)
+    p_before = probe(prompts[0])[0, -1].float().softmax(-1)
+
+    def decode(ids: list[int]) -> list[str]:
+        return [probe.tokenizer.decode([i]) for i in ids]
+
+    k = min(args.k, cfg.d_vocab)
+    top_before, top_after = p_before.topk(k).indices.tolist(), p_after.topk(k).indices.tolist()
+    moved = (p_after - p_before).abs().topk(min(15, cfg.d_vocab)).indices.tolist()
+    for prompt, a, b in zip(prompts, plain.continuations, steered.continuations):
+        print("\n" + side_by_side(prompt, a, b))
+    print(f"\nTop next tokens after {prompts[0]!r}:")
+    width = max(len(repr(t)) for t in decode(top_before) + decode(top_after)) + 2
+    print(f"  {'rank':>4}  {'before':<{width}}{'p':>7}   {'after':<{width}}{'p':>7}")
+    for rank, (i, j) in enumerate(zip(top_before, top_after), 1):
+        print(f"  {rank:>4}  {decode([i])[0]!r:<{width}}{float(p_before[i]):7.4f}   "
+              f"{decode([j])[0]!r:<{width}}{float(p_after[j]):7.4f}")
+
+    figures = {
+        "Continuations with and without steering": continuations_table(prompts, plain.continuations, steered.continuations),
+        "Top next tokens before and after": top_tokens_table(
+            decode(top_before), p_before[top_before].tolist(), decode(top_after), p_after[top_after].tolist()),
+        "Biggest probability changes": change_bars(decode(moved), p_before[moved].tolist(), p_after[moved].tolist()),
+    }
+    path = write_html(
+        args.out, figures, title="Steering with a mean-difference vector", model_name=cfg.model_name, prompts=prompts,
+        notes=notes or None,
+        metadata={
+            "Hook": name,
+            "Vector": f"mean over {positive!r} - mean over {negative!r} (last token)",
+            "alpha": args.alpha,
+            "|alpha v|": f"{args.alpha * float(vector.norm()):.3f}",
+            "Decoding": "greedy" if args.greedy else f"sampled, temperature {args.temperature}, top-k {args.top_k}, seed {args.seed}",
+        },
+    )
+    print(f"\nReport written to {path}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``gpt2probe steering``: 0 on success, 2 with one ``error:`` line on a mistake."""
+    return run_command(build_parser(), run, argv)
