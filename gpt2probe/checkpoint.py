@@ -100,17 +100,23 @@ def check_tensors(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, t
     """Refuse any missing, unexpected or mis-shaped tensor, naming the keys."""
     renamed = _with_prefix(found)
     have = {renamed[k]: shape for k, shape in found.items()}
-    missing = [k for k in expected if k not in have and not (tied and k == TIED)]
-    unexpected = [k for k in have if k not in expected and not k.endswith(IGNORED_UNEXPECTED)]
-    mismatched = [f"{k} {have[k]} (config implies {expected[k]})" for k in expected
-                  if k in have and tuple(have[k]) != tuple(expected[k])]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} tensor(s) the config implies are missing: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} tensor(s) GPT-2 does not have: {_listed(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} tensor(s) have the wrong shape: {'; '.join(sorted(mismatched)[:_SHOWN])}")
+    _refuse_mismatch(
+        where,
+        missing=[k for k in expected if k not in have and not (tied and k == TIED)],
+        unexpected=[k for k in have if k not in expected and not k.endswith(IGNORED_UNEXPECTED)],
+        mismatched=[f"{k} {have[k]} (config implies {expected[k]})" for k in expected
+                    if k in have and tuple(have[k]) != tuple(expected[k])],
+    )
+
+
+def _refuse_mismatch(where: str, *, missing: list[str], unexpected: list[str], mismatched: list[str],
+                     errors: Iterable[object] = ()) -> None:
+    """One error naming every missing, unexpected and mis-shaped key, if there is any."""
+    problems = [f"{len(keys)} {what}: {_listed(keys)}" for keys, what in (
+        (missing, "tensor(s) the config implies are missing"),
+        (unexpected, "tensor(s) GPT-2 does not have"),
+        (mismatched, "tensor(s) have the wrong shape"),
+    ) if keys] + [str(e) for e in list(errors)[:_SHOWN]]
     if problems:
         raise CheckpointError(
             f"{where}: the weights do not match config.json ({'; '.join(problems)}). Loading would fill the "
@@ -126,18 +132,10 @@ def check_directory(directory: Path, config: GPT2Config) -> None:
 
 def check_loading_info(info: Mapping[str, Any], *, tied: bool, where: str) -> None:
     """The same rules applied to what ``from_pretrained(..., output_loading_info=True)`` reports (hub, pickle)."""
-    missing = [k for k in info.get("missing_keys", ()) if not (tied and k == TIED)]
-    unexpected = [k for k in info.get("unexpected_keys", ()) if not k.endswith(IGNORED_UNEXPECTED)]
-    mismatched = [str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())]
-    errors = list(info.get("error_msgs", ()))
-    problems = []
-    if missing:
-        problems.append(f"missing: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected: {_listed(unexpected)}")
-    if mismatched:
-        problems.append(f"wrong shape: {_listed(mismatched)}")
-    if errors:
-        problems.append("; ".join(map(str, errors[:_SHOWN])))
-    if problems:
-        raise CheckpointError(f"{where}: the weights do not match the config ({'; '.join(problems)})")
+    _refuse_mismatch(
+        where,
+        missing=[k for k in info.get("missing_keys", ()) if not (tied and k == TIED)],
+        unexpected=[k for k in info.get("unexpected_keys", ()) if not k.endswith(IGNORED_UNEXPECTED)],
+        mismatched=[str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())],
+        errors=info.get("error_msgs", ()),
+    )

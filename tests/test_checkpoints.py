@@ -192,5 +192,5 @@ def test_pickle_checkpoint_that_does_not_match_its_config(tmp_path):
 
     save_pickle_only(SMALL, tmp_path)
     _edit_config(tmp_path, n_layer=SMALL.n_layer + 1)
-    with pytest.raises(CheckpointError, match=r"missing: .*'transformer\.h\.3\."):
+    with pytest.raises(CheckpointError, match=r"are missing: .*.transformer\.h\.3\."):
         gpt2probe.load(tmp_path, device="cpu", allow_pickle=True)
