@@ -58,11 +58,20 @@ def test_lens_positions(small_probe):
     _refused(lambda: logit_lens(small_probe, IDS, positions=99), ValueError, "position 99 is outside")
 
 
-def test_lens_target_rank_is_never_computed_from_nan(small_probe):
-    """A model whose weights hold NaN cannot be steered into it; with finite inputs ranks are real."""
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_lens_target_rank_is_never_computed_from_nan(small_probe, bad):
+    """NaN logits compare false with everything: the rank would read 0, the top. Refused instead."""
+    def poison(activation, hook):
+        out = activation.clone()
+        out[:, 2, 4] = bad
+        return out
+
+    with small_probe.hooks({"blocks.1.hook_resid_pre": poison}):
+        _refused(lambda: logit_lens(small_probe, IDS[:1], targets="next"), ValueError,
+                 r"residual stream \d+ \(0 = embeddings\) at analysed position \d+ holds NaN or inf")
     result = logit_lens(small_probe, IDS[:1], targets="next")
-    ranks = result[0].target_rank[:, :-1]
-    assert bool((ranks >= 0).all()) and not any(math.isnan(float(p)) for p in result[0].target_prob[:, :-1].flatten())
+    assert bool((result[0].target_rank[:, :-1] >= 0).all())
+    assert not any(math.isnan(float(p)) for p in result[0].target_prob[:, :-1].flatten())
 
 
 def test_empty_batches(small_probe, vocab_probe):

@@ -88,6 +88,7 @@ def read_out(
     float32 sums small and the differences above accurate.
     """
     n_stream, n_pos, d_model = streams.shape
+    _require_finite(streams)
     d_vocab = W_U.shape[1]
     rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
     pos_per_chunk = max(1, rows_per_chunk // n_stream)
@@ -193,6 +194,17 @@ def logit_lens(
         if progress is not None:
             progress(min(start + batch_size, n_prompts))
     return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid)
+
+
+def _require_finite(streams: Tensor) -> None:
+    """NaN logits compare false with everything, so a target's rank would read 0 (the top): refuse them."""
+    bad = ~torch.isfinite(streams).all(-1)
+    if bool(bad.any()):
+        stream, pos = bad.nonzero()[0].tolist()
+        raise InvalidArgumentError(
+            f"the residual stream {stream} (0 = embeddings) at analysed position {pos} holds NaN or inf: "
+            "the lens cannot rank or score it; a hook or the model's weights produced non-finite values"
+        )
 
 
 def _slice(tokens: Tokens, start: int, stop: int) -> Tokens:
