@@ -5,12 +5,16 @@ On a GPT-2-small-sized model (random weights, fixed seed, batch 1, float32), at 
 - ``plain_sdpa`` / ``plain_eager``: ``model(ids)`` of the Hugging Face model, no hooks;
 - ``ours_none``: ``probe.run_with_cache(ids, names=[])`` (captures nothing; should cost a plain forward);
 - ``ours_resid``: the residual streams (``hook_resid_pre/mid/post`` of every block), sdpa attention;
-- ``ours_resid_pattern``: the same plus every ``attn.hook_pattern`` (patterns need the eager path);
+- ``ours_resid_one_pattern``: the same plus ONE layer's ``attn.hook_pattern`` (the middle block's):
+  only that layer runs the eager pattern math, every other layer keeps sdpa;
+- ``ours_resid_pattern``: the same plus every ``attn.hook_pattern`` (every layer computes its pattern);
 - ``tl_resid`` / ``tl_resid_pattern``: TransformerLens 4's ``TransformerBridge.run_with_cache`` with
   ``names_filter`` set to the same names, on the same weights (the bridge always runs eager attention).
 
-Targets (issue 2): ours <= 1.15x a plain forward of the same attention implementation, and less
-time and memory than TransformerLens for the same names.
+Targets (issue 9, at 1,024 tokens): names=[] and resid streams <= 1.02x a plain sdpa forward;
+resid + one layer's pattern <= 1.10x a plain sdpa forward; resid + every pattern <= 1.05x a plain
+eager forward (the pattern costs eager's materialised ``[head, pos, pos]`` weights, whatever the
+implementation). And less time and memory than TransformerLens for the same names.
 
 Run: ``python -m benchmarks.bench_capture [--lengths 16,128,1024] [--repeats 5] [--out FILE]``.
 """
@@ -54,8 +58,9 @@ from benchmarks.common import (  # noqa: E402
 )
 
 SCRIPT = "bench_capture"
-OVERHEAD_TARGET = 1.15  # ours / plain forward of the same attention implementation
-NOTHING_TOLERANCE = 1.05  # names=[] should cost a plain forward: "~1.00x"
+NOTHING_TOLERANCE = 1.02  # names=[] and resid streams vs plain sdpa: they should cost a plain forward
+ONE_PATTERN_TARGET = 1.10  # resid + one layer's pattern vs plain sdpa
+ALL_PATTERNS_TARGET = 1.05  # resid + every layer's pattern vs plain eager
 
 
 def resid_names(n_layers: int) -> list[str]:
@@ -85,10 +90,12 @@ def _plain(attn: str):
     return setup
 
 
-def _ours(with_patterns: bool | None):
+def _ours(patterns: str | None):
+    """``patterns``: ``None`` (capture nothing), ``"none"``, ``"one"`` (the middle layer's) or ``"all"``, with the resid streams."""
     def setup(ctx: Context, ids: torch.Tensor):
         probe, n = ctx.probe(), _n_layers(ctx)
-        names = [] if with_patterns is None else resid_names(n) + (pattern_names(n) if with_patterns else [])
+        extra = {"none": [], "one": pattern_names(n)[n // 2 : n // 2 + 1], "all": pattern_names(n)}
+        names = [] if patterns is None else resid_names(n) + extra[patterns]
         return lambda: probe.run_with_cache(ids, names=names)
 
     return setup
@@ -107,14 +114,16 @@ CASES = [
     Case("plain_sdpa", "plain HF forward, sdpa", _plain("sdpa")),
     Case("plain_eager", "plain HF forward, eager", _plain("eager")),
     Case("ours_none", "gpt2probe, names=[]", _ours(None)),
-    Case("ours_resid", "gpt2probe, resid streams (sdpa)", _ours(False)),
-    Case("ours_resid_pattern", "gpt2probe, resid + patterns (eager)", _ours(True)),
+    Case("ours_resid", "gpt2probe, resid streams (sdpa)", _ours("none")),
+    Case("ours_resid_one_pattern", "gpt2probe, resid + one layer's pattern", _ours("one")),
+    Case("ours_resid_pattern", "gpt2probe, resid + every pattern", _ours("all")),
     Case("tl_resid", "TransformerLens bridge, resid streams", _tl(False)),
     Case("tl_resid_pattern", "TransformerLens bridge, resid + patterns", _tl(True)),
 ]
 
 # Which plain forward each configuration is compared with, and which TransformerLens run.
-BASELINE = {"ours_none": "plain_sdpa", "ours_resid": "plain_sdpa", "ours_resid_pattern": "plain_eager",
+BASELINE = {"ours_none": "plain_sdpa", "ours_resid": "plain_sdpa", "ours_resid_one_pattern": "plain_sdpa",
+            "ours_resid_pattern": "plain_eager",
             "tl_resid": "plain_eager", "tl_resid_pattern": "plain_eager", "plain_eager": "plain_sdpa"}
 TL_OF = {"ours_resid": "tl_resid", "ours_resid_pattern": "tl_resid_pattern"}
 
@@ -199,14 +208,16 @@ def render(settings, cases, samples, memory, checks) -> str:
         summary.append([
             length,
             cell(ratio(length, "ours_none", "plain_sdpa"), NOTHING_TOLERANCE),
-            cell(ratio(length, "ours_resid", "plain_sdpa"), OVERHEAD_TARGET),
-            cell(ratio(length, "ours_resid_pattern", "plain_eager"), OVERHEAD_TARGET),
+            cell(ratio(length, "ours_resid", "plain_sdpa"), NOTHING_TOLERANCE),
+            cell(ratio(length, "ours_resid_one_pattern", "plain_sdpa"), ONE_PATTERN_TARGET),
+            cell(ratio(length, "ours_resid_pattern", "plain_eager"), ALL_PATTERNS_TARGET),
             cell(ratio(length, "ours_resid", "tl_resid"), 1.0) + " / " + cell(ratio(length, "ours_resid_pattern", "tl_resid_pattern"), 1.0),
             cell(mem_ratio(length, "ours_resid", "tl_resid"), 1.0) + " / " + cell(mem_ratio(length, "ours_resid_pattern", "tl_resid_pattern"), 1.0),
         ])
     targets = markdown_table(
-        ["tokens", f"names=[] vs plain sdpa (<= {NOTHING_TOLERANCE})", f"resid vs plain sdpa (<= {OVERHEAD_TARGET})",
-         f"resid+patterns vs plain eager (<= {OVERHEAD_TARGET})", "time vs TL, resid / +patterns (< 1)",
+        ["tokens", f"names=[] vs plain sdpa (<= {NOTHING_TOLERANCE})", f"resid vs plain sdpa (<= {NOTHING_TOLERANCE})",
+         f"resid+one pattern vs plain sdpa (<= {ONE_PATTERN_TARGET})",
+         f"resid+every pattern vs plain eager (<= {ALL_PATTERNS_TARGET})", "time vs TL, resid / +patterns (< 1)",
          "peak growth vs TL, resid / +patterns (< 1)"], summary)
 
     parts = [
@@ -216,7 +227,8 @@ def render(settings, cases, samples, memory, checks) -> str:
         timing_line(settings),
         memory_line(memory, settings),
         "- 'vs plain' compares with the plain forward named in brackets; the TransformerLens bridge always "
-        "runs eager attention; resid streams = `blocks.*.hook_resid_pre/mid/post` (3 per layer)",
+        "runs eager attention; resid streams = `blocks.*.hook_resid_pre/mid/post` (3 per layer); "
+        "one layer's pattern = the middle block's `attn.hook_pattern` (only that layer leaves sdpa)",
         *(f"- check: {line}" for line in checks),
         "",
         table,

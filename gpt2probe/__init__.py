@@ -5,7 +5,7 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
-from . import diffing, generation, head_scores, interventions, names
+from . import diffing, generation, harvest, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .diffing import ModelDiff, compare
@@ -16,6 +16,7 @@ from .errors import (
     FileWriteError,
     GPT2ProbeError,
     HookNameError,
+    HookReturnError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerIndexError,
@@ -26,15 +27,16 @@ from .errors import (
     PromptError,
     ShapeError,
     UnsafeCheckpointError,
+    UnsupportedError,
     WeightsUnavailableError,
 )
+from .harvest import Harvest
 from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
 from .tokens import Tokens
-
-__version__ = "0.1.0"
+from .versions import __version__
 
 __all__ = [
     "ConcurrentUseError",
@@ -50,6 +52,7 @@ __all__ = [
     "diffing",
     "GPT2Probe",
     "GPT2ProbeError",
+    "Harvest",
     "HookNameError",
     "HookPoint",
     "LayerIndexError",
@@ -61,6 +64,7 @@ __all__ = [
     "WeightsUnavailableError",
     "load",
     "generation",
+    "harvest",
     "head_scores",
     "interventions",
     "names",
@@ -71,6 +75,8 @@ __all__ = [
     "InvalidTypeError",
     "MissingFileError",
     "ModelMismatchError",
+    "UnsupportedError",
+    "HookReturnError",
     "PositionError",
     "ShapeError",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +24,18 @@ from . import validate
 from .errors import HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
-
-if TYPE_CHECKING:
-    from .probe import GPT2Probe
+from .weights import Weights
 
 _TOKEN_KEYS = ("__tokens__.ids", "__tokens__.attention_mask")
 
 
 class ActivationCache(Mapping[str, Tensor]):
-    """Captured activations by hook name; see :mod:`gpt2probe.names` for the names."""
+    """Captured activations by hook name; see :mod:`gpt2probe.names` for the names.
+
+    The methods that need the model's weights (per-head results, the final layer norm)
+    read them from ``weights`` (a :class:`~gpt2probe.weights.Weights`), never from a probe
+    or a model: the cache depends on the weights it was given and nothing else.
+    """
 
     def __init__(
         self,
@@ -41,13 +44,13 @@ class ActivationCache(Mapping[str, Tensor]):
         n_layers: int,
         model_name: str,
         tokens: Tokens | None = None,
-        probe: GPT2Probe | None = None,
+        weights: Weights | None = None,
     ) -> None:
         self._data = dict(activations)
         self.n_layers = n_layers
         self.model_name = model_name
         self.tokens = tokens
-        self._probe = probe
+        self._weights = weights
 
     # -- mapping -------------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
@@ -131,7 +134,7 @@ class ActivationCache(Mapping[str, Tensor]):
     def head_results(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
         """Each head's output in the residual stream, ``z @ W_O`` per head (``b_O`` not included)."""
         z = self[N.z(validate.layer_in(layer, self.n_layers))]
-        w_o = self._require_probe("head_results").weights.W_O_layer(layer).to(z.device, z.dtype)
+        w_o = self._require_weights("head_results").W_O_layer(layer).to(z.device, z.dtype)
         return einsum(z, w_o, "batch pos head d_head, head d_head d_model -> batch pos head d_model")
 
     def stack_head_results(
@@ -159,7 +162,7 @@ class ActivationCache(Mapping[str, Tensor]):
         ``ln_final.hook_scale``, multiply by the weight, no bias; the entries of a
         decomposition then sum to ``ln_f(final) - bias``.
         """
-        ln_f = self._require_probe("apply_final_ln").model.transformer.ln_f
+        ln_f = self._require_weights("apply_final_ln").ln_final
         weight, bias = ln_f.weight.to(stack.device, stack.dtype), ln_f.bias.to(stack.device, stack.dtype)
         if not frozen:
             return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)
@@ -171,10 +174,10 @@ class ActivationCache(Mapping[str, Tensor]):
             )
         return (stack - stack.mean(-1, keepdim=True)) / scale * weight
 
-    def _require_probe(self, what: str) -> GPT2Probe:
-        if self._probe is None:
+    def _require_weights(self, what: str) -> Weights:
+        if self._weights is None:
             raise InvalidArgumentError(f"{what} needs the model's weights: load the cache with ActivationCache.load(path, probe=probe)")
-        return self._probe
+        return self._weights
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | Path, **extra_metadata: str) -> None:
@@ -207,8 +210,16 @@ class ActivationCache(Mapping[str, Tensor]):
             save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
-    def load(cls, path: str | Path, *, probe: GPT2Probe | None = None, device: str | torch.device = "cpu") -> ActivationCache:
-        """Read a cache written by :meth:`save`; pass ``probe`` for the methods that need weights.
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        probe: Any = None,
+        weights: Weights | None = None,
+        device: str | torch.device = "cpu",
+    ) -> ActivationCache:
+        """Read a cache written by :meth:`save`; pass ``probe`` (a :class:`~gpt2probe.GPT2Probe`; only its
+        ``weights`` are kept) or ``weights`` for the methods that need weights.
 
         The metadata is checked against the tensors (hook names for the layer count, batch
         and position sizes against the tokens, mask against ids, prompt count): a file that
@@ -216,6 +227,8 @@ class ActivationCache(Mapping[str, Tensor]):
         """
         from . import savefile
 
+        if probe is not None:
+            weights = probe.weights
         where = str(path)
         metadata, data = savefile.read(path, fmt=_FORMAT, what="cache", writer="ActivationCache.save", device=device)
         n_layers = savefile.entry(metadata, "n_layers", where, int)
@@ -226,7 +239,7 @@ class ActivationCache(Mapping[str, Tensor]):
         _check_activations(data, n_layers, tokens, where)
         order = {name: i for i, name in enumerate(N.all_names(n_layers))}
         data = dict(sorted(data.items(), key=lambda item: order[item[0]]))  # forward order
-        cache = cls(data, n_layers=n_layers, model_name=model_name, tokens=tokens, probe=probe)
+        cache = cls(data, n_layers=n_layers, model_name=model_name, tokens=tokens, weights=weights)
         cache.metadata = metadata
         return cache
 

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "fine-tune a checkpoint on a text file, writing a save_pretrained directory (for diff)"),
     "diff": ("gpt2probe.experiments.diff",
              "compare a base model and its fine-tune: which layers and components the fine-tune changed"),
+    "harvest": ("gpt2probe.experiments.harvest",
+                "per-unit statistics and max-activating examples over a whole corpus (torchrun for many devices)"),
+    "harvest-report": ("gpt2probe.experiments.harvest_report",
+                       "an offline HTML dashboard of a harvest: contexts, histograms, logit effects per unit"),
 }
 
 

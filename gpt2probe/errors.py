@@ -80,5 +80,13 @@ class ConcurrentUseError(GPT2ProbeError, RuntimeError):
     """A probe used from a second thread while another thread runs it or has hooks attached."""
 
 
+class HookReturnError(GPT2ProbeError, ValueError, TypeError):
+    """A hook function returned something that cannot replace the activation: not a tensor, or the wrong shape, dtype or device."""
+
+
+class UnsupportedError(GPT2ProbeError, ValueError):
+    """A model setting gpt2probe cannot serve correctly (an attention implementation, a dtype on this device)."""
+
+
 class ModelMismatchError(GPT2ProbeError, ValueError):
     """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""

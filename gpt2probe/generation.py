@@ -36,8 +36,8 @@ from . import names as N
 from .cache import ActivationCache
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from .hooks import HookFn, HookPoint
-from .probe import GPT2Probe, Inputs
-from .tokens import Tokens
+from .probe import GPT2Probe
+from .tokens import Inputs, Tokens
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
 Seed = int | Sequence[int]
@@ -465,7 +465,7 @@ def generate(
         mask = torch.cat([tokens.attention_mask, torch.ones_like(new_ids[:, :-1])], dim=1)
         data = {name: _concat_steps(name, parts, fed.shape[1]) for name, parts in store.items() if parts}
         fed_tokens = Tokens(fed, mask, tokens.prompts)
-        captures = ActivationCache(data, n_layers=probe.cfg.n_layers, model_name=probe.cfg.model_name, tokens=fed_tokens, probe=probe)
+        captures = ActivationCache(data, n_layers=probe.cfg.n_layers, model_name=probe.cfg.model_name, tokens=fed_tokens, weights=probe.weights)
     return Generation(
         prompts=prompts,
         prompt_tokens=tokens,

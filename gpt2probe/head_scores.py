@@ -32,7 +32,8 @@ from . import names as N
 from . import validate
 from .cache import ActivationCache
 from .errors import HookNameError, InvalidArgumentError, ShapeError
-from .probe import GPT2Probe, Inputs
+from .probe import GPT2Probe
+from .tokens import Inputs
 from .toy import repeated_random_tokens
 
 PATTERN_NAMES = "blocks.*.attn.hook_pattern"

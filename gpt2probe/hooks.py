@@ -6,13 +6,17 @@ and ``hook_v``. A site installs its PyTorch hooks only while some hook function 
 registered for one of its names, so a probe with nothing registered adds no hooks at all.
 
 A hook function is called as ``fn(activation, hook)`` where ``hook`` is a :class:`HookPoint`;
-it may return a tensor of the same shape to replace the activation.
+it may return a tensor of the same shape, dtype and device to replace the activation.
+
+Every captured or replaced value is what the model actually consumes or produces at that
+point, after every edit upstream of it, whatever order the hooks were registered in.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,8 +28,8 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel
 
 from . import names as N
-from .attention import PatternHookHandle
-from .errors import ConcurrentUseError, InvalidTypeError, ShapeError
+from .errors import ConcurrentUseError, HookReturnError, InvalidTypeError
+from .hf_attention import AttentionSeam
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Site:
 
 
 class OutputSite(Site):
-    """A module's output (``hook_embed``, ``hook_mlp_out``, ``hook_resid_post``, ``mlp.hook_pre``)."""
+    """A module's output (``hook_embed``, ``hook_pos_embed``, ``hook_attn_out``, ``mlp.hook_pre``)."""
 
     def __init__(self, module: torch.nn.Module, name: str) -> None:
         super().__init__([name])
@@ -132,8 +136,10 @@ class LayerNormSite(Site):
     """A LayerNorm's ``hook_scale`` ``[batch, pos, 1]`` and ``hook_normalized``, as TransformerLens defines them.
 
     The scale is ``sqrt(var(x) + eps)`` and the normalized stream is ``(x - mean(x)) / scale``,
-    before the LayerNorm's weight and bias. The module's output is only replaced when a
-    hook function edits one of them.
+    before the LayerNorm's weight and bias. Both are computed in float32, as torch's own
+    LayerNorm kernel does for float16 and bfloat16 inputs (GPT-2's residual stream has entries
+    near 3,000 whose squares overflow float16), then given to hooks in the input's dtype.
+    The module's output is only replaced when a hook function edits one of them.
     """
 
     def __init__(self, module: torch.nn.LayerNorm, prefix: str) -> None:
@@ -143,66 +149,87 @@ class LayerNormSite(Site):
     def install(self, dispatch: Dispatch) -> list[Any]:
         def hook(module, args, output):
             x = args[0]
-            centered = x - x.mean(-1, keepdim=True)
-            scale = (centered.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
+            x32 = x.float()
+            centered = x32 - x32.mean(-1, keepdim=True)
+            scale32 = (centered.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
+            scale = scale32.to(x.dtype)
             new_scale = dispatch(self.names[0], scale)
-            normalized = centered / new_scale
+            normalized32 = centered / (scale32 if new_scale is scale else new_scale.float())
+            normalized = normalized32.to(x.dtype)
             new_normalized = dispatch(self.names[1], normalized)
             if new_scale is scale and new_normalized is normalized:
                 return None
-            return new_normalized * module.weight + module.bias
+            if new_normalized is not normalized:
+                normalized32 = new_normalized.float()
+            return (normalized32 * module.weight.float() + module.bias.float()).to(output.dtype)
 
         return [self.module.register_forward_hook(hook)]
 
 
-class AttnOutSite(Site):
-    """``hook_attn_out`` and ``hook_resid_mid`` of one block.
+class BlockTailSite(Site):
+    """``hook_resid_mid``, ``hook_mlp_out`` and ``hook_resid_post`` of one block.
 
-    The block adds the attention output to its input internally, so ``resid_mid`` is
-    computed here as ``attn_out + resid_pre`` (the block's own sum) and an edit to it is
-    applied by adjusting the attention output that the block adds.
+    Inside ``GPT2Block.forward`` the residual stream between attention and MLP never passes
+    a module boundary of its own: the block adds the attention output to its input, feeds
+    the sum to ``ln_2`` and adds the MLP output to the same sum. So ``resid_mid`` is read as
+    ``ln_2``'s input (what the model actually consumes, after every upstream edit, whatever
+    order hooks were registered in). A replacement of it is given to ``ln_2`` and the
+    block's output is recomputed as ``new_resid_mid + mlp_out``, the block's own sum with
+    the new stream. The three names share one site so that this correction always happens
+    before ``resid_post`` hooks see the block's output.
     """
 
     def __init__(self, block: torch.nn.Module, layer: int) -> None:
-        super().__init__([N.attn_out(layer), N.resid_mid(layer)])
+        super().__init__([N.resid_mid(layer), N.mlp_out(layer), N.resid_post(layer)])
         self.block = block
 
     def install(self, dispatch: Dispatch) -> list[Any]:
-        stash: dict[str, Tensor] = {}
+        mid_name, mlp_name, post_name = self.names
+        state: dict[str, Tensor | None] = {}
 
-        def remember_input(module, args, kwargs):
-            stash["resid_pre"] = _hidden_arg(args, kwargs)
+        def at_ln_2(module, args):
+            mid = args[0]
+            new = dispatch(mid_name, mid)
+            state["mid"] = None if new is mid else new
+            return None if new is mid else (new, *args[1:])
 
-        def hook(module, args, output):
-            attn = _first(output)
-            new_attn = dispatch(self.names[0], attn)
-            resid_pre = stash.pop("resid_pre")
-            mid = new_attn + resid_pre
-            new_mid = dispatch(self.names[1], mid)
-            if new_mid is not mid:
-                new_attn = new_mid - resid_pre
-            return None if new_attn is attn else _replace_first(output, new_attn)
+        def at_mlp(module, args, output):
+            new = dispatch(mlp_name, output)
+            state["mlp_out"] = new
+            return None if new is output else new
+
+        def at_block(module, args, output):
+            hidden = _first(output)
+            new_mid, mlp_out = state.pop("mid", None), state.pop("mlp_out", None)
+            post = hidden if new_mid is None else new_mid + mlp_out
+            new = dispatch(post_name, post)
+            return None if new is hidden else _replace_first(output, new)
 
         return [
-            self.block.register_forward_pre_hook(remember_input, with_kwargs=True),
-            self.block.attn.register_forward_hook(hook),
+            self.block.ln_2.register_forward_pre_hook(at_ln_2),
+            self.block.mlp.register_forward_hook(at_mlp),
+            self.block.register_forward_hook(at_block),
         ]
 
 
 class PatternSite(Site):
     """``hook_attn_scores`` and ``hook_pattern`` ``[batch, head, query_pos, key_pos]``, from a hooked eager attention."""
 
-    def __init__(self, model: GPT2LMHeadModel, layer: int) -> None:
+    def __init__(self, seam: AttentionSeam, layer: int) -> None:
         super().__init__([N.attn_scores(layer), N.pattern(layer)])
-        self.model, self.layer = model, layer
+        self.seam, self.layer = seam, layer
 
     def install(self, dispatch: Dispatch) -> list[Any]:
         by_kind = {"attn_scores": self.names[0], "pattern": self.names[1]}
-        return [PatternHookHandle(self.model, self.layer, lambda kind, t: dispatch(by_kind[kind], t))]
+        return [self.seam.hook(self.layer, lambda kind, t: dispatch(by_kind[kind], t))]
 
 
-def build_sites(model: GPT2LMHeadModel) -> list[Site]:
-    """Every site of a GPT-2 model, in forward order."""
+def build_sites(model: GPT2LMHeadModel, seam: AttentionSeam) -> list[Site]:
+    """Every site of a GPT-2 model, in forward order.
+
+    Each PyTorch hook slot (one module's pre-hooks or forward hooks) is used by at most one
+    site, so the order in which sites were installed never changes what a hook sees.
+    """
     transformer, n_heads = model.transformer, model.config.n_head
     sites: list[Site] = [OutputSite(transformer.wte, N.EMBED), OutputSite(transformer.wpe, N.POS_EMBED)]
     for layer, block in enumerate(transformer.h):
@@ -210,58 +237,136 @@ def build_sites(model: GPT2LMHeadModel) -> list[Site]:
             InputSite(block, N.resid_pre(layer)),
             LayerNormSite(block.ln_1, f"blocks.{layer}.ln1"),
             QKVSite(block.attn.c_attn, layer, n_heads),
-            PatternSite(model, layer),
+            PatternSite(seam, layer),
             InputSite(block.attn.c_proj, N.z(layer), n_heads=n_heads),
-            AttnOutSite(block, layer),
+            OutputSite(block.attn, N.attn_out(layer)),
             LayerNormSite(block.ln_2, f"blocks.{layer}.ln2"),
             OutputSite(block.mlp.c_fc, N.mlp_pre(layer)),
             InputSite(block.mlp.c_proj, N.mlp_post(layer)),
-            OutputSite(block.mlp, N.mlp_out(layer)),
-            OutputSite(block, N.resid_post(layer)),
+            BlockTailSite(block, layer),
         ]
     sites.append(LayerNormSite(transformer.ln_f, "ln_final"))
     return sites
 
 
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}, {value.dtype} on {value.device}"
+    return f"a {type(value).__name__}"
+
+
+def check_replacement(name: str, result: object, activation: Tensor) -> Tensor:
+    """``result`` if it can stand in for ``activation`` exactly; otherwise an error naming the hook, what it expected and what came.
+
+    Nothing is cast or moved: a float32 tensor returned for a float16 activation (or a CPU
+    tensor for a CUDA one) is refused rather than silently converted.
+    """
+    if (
+        not isinstance(result, Tensor)
+        or result.shape != activation.shape
+        or result.dtype != activation.dtype
+        or result.device != activation.device
+    ):
+        raise HookReturnError(
+            f"the hook function on {name!r} returned {_describe(result)}; it must return None or "
+            f"{_describe(activation)} (the activation's shape, dtype and device: use .to(activation) to convert)"
+        )
+    return result
+
+
+class ModelLock:
+    """Which thread may run the model now; shared by every probe of one model.
+
+    Unlike an ``RLock``, it may be released from another thread than the one that took it:
+    a ``with probe.hooks(...)`` block entered in one thread and exited in another (a
+    generator or an async task handed between threads) frees the model instead of leaving
+    it locked for ever. Nested holds by the owning thread are counted.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    @property
+    def owner(self) -> int | None:
+        """The ident of the thread holding the model, or ``None``."""
+        return self._owner
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._depth and self._owner != me:
+                raise ConcurrentUseError(
+                    "this model is running or has hooks attached in another thread (through this probe or another "
+                    "probe of the same model); a model is not thread-safe: use one model per thread, "
+                    "or guard calls with a lock"
+                )
+            self._owner, self._depth = me, self._depth + 1
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._depth == 0:
+                raise ConcurrentUseError("ModelLock released more often than acquired")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[torch.nn.Module, HookRegistry] = weakref.WeakKeyDictionary()
+_REGISTRIES_MUTEX = threading.Lock()
+
+
 class HookRegistry:
-    """The hook functions registered on one model, and the PyTorch hooks that serve them."""
+    """The hook functions registered on one model, and the PyTorch hooks that serve them.
+
+    There is one registry per model object, shared by every probe built on it
+    (:meth:`for_model`): its lock is the model's, so two probes of one model can neither
+    run at once nor switch off each other's hooks. The registry keeps the model's
+    submodules, never the model object itself, so a model that is no longer used is freed.
+    """
 
     def __init__(self, model: GPT2LMHeadModel) -> None:
-        self.model = model
-        self.sites = build_sites(model)
+        self.seam = AttentionSeam(model.config, [block.attn for block in model.transformer.h])
+        self.sites = build_sites(model, self.seam)
         self.valid_names = N.all_names(model.config.n_layer)
         self._site_of = {name: site for site in self.sites for name in site.names}
         self._fns: dict[str, list[tuple[int, HookFn]]] = {}
-        self._handles: dict[int, list[Any]] = {}  # id(site) -> installed handles
+        self._handles: dict[Site, list[Any]] = {}  # installed site -> its PyTorch handles
         self._ids = itertools.count()
-        self._busy = threading.RLock()
+        self.lock = ModelLock()
+
+    @classmethod
+    def for_model(cls, model: GPT2LMHeadModel) -> HookRegistry:
+        """The registry of ``model``, created on first use and shared by all its probes."""
+        with _REGISTRIES_MUTEX:
+            registry = _REGISTRIES.get(model)
+            if registry is None:
+                registry = _REGISTRIES[model] = cls(model)
+            return registry
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the model for this thread: hooks fire on every forward pass, whichever thread runs it,
         so two threads capturing or intervening at once would read each other's activations."""
-        if not self._busy.acquire(blocking=False):
-            raise ConcurrentUseError(
-                "this probe is running or has hooks attached in another thread; a probe is not thread-safe: "
-                "use one probe (with its own model) per thread, or guard calls with a lock"
-            )
+        self.lock.acquire()
         try:
             yield
         finally:
-            self._busy.release()
+            self.lock.release()
 
     def _dispatch(self, name: str, tensor: Tensor) -> Tensor:
+        owner = self.lock.owner
+        if owner is not None and owner != threading.get_ident():
+            raise ConcurrentUseError(
+                f"the model ran in one thread while another thread holds its hooks (at {name!r}); "
+                "a model is not thread-safe: use one model per thread, or guard calls with a lock"
+            )
         point = HookPoint(name)
         for _, fn in list(self._fns.get(name, ())):
             result = fn(tensor, point)
             if result is not None:
-                if not isinstance(result, Tensor) or result.shape != tensor.shape:
-                    got = tuple(result.shape) if isinstance(result, Tensor) else type(result).__name__
-                    raise ShapeError(
-                        f"the hook function on {name!r} returned {got}; it must return None or a tensor "
-                        f"of the activation's shape {tuple(tensor.shape)}"
-                    )
-                tensor = result
+                tensor = check_replacement(name, result, tensor)
         return tensor
 
     def check(self, name: str) -> None:
@@ -274,8 +379,8 @@ class HookRegistry:
         if not callable(fn):
             raise InvalidTypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
         site = self._site_of[name]
-        if id(site) not in self._handles:
-            self._handles[id(site)] = site.install(self._dispatch)
+        if site not in self._handles:
+            self._handles[site] = site.install(self._dispatch)
         key = (name, next(self._ids))
         self._fns.setdefault(name, []).append((key[1], fn))
         return key
@@ -289,7 +394,7 @@ class HookRegistry:
             self._fns.pop(name, None)
         site = self._site_of[name]
         if not any(n in self._fns for n in site.names):
-            for handle in self._handles.pop(id(site), ()):
+            for handle in self._handles.pop(site, ()):
                 handle.remove()
 
     @contextmanager
@@ -297,6 +402,7 @@ class HookRegistry:
         """Register every pair on entry and remove them on exit, exceptions included.
 
         All names are checked before anything is registered, so an unknown name leaks nothing.
+        The model is held for this thread until exit (which may happen in another thread).
         """
         pairs = list(pairs)
         for name, _ in pairs:

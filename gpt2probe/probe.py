@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 
@@ -14,10 +15,8 @@ from . import names as N
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .hooks import HookFn, HookRegistry
-from .tokens import Tokens, check_text, check_tokens, from_tensor, position_ids, tokenize
+from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, position_ids, tokenize
 from .weights import Weights
-
-Inputs = str | Sequence[str] | Tensor | Tokens
 
 
 def _weight(name: str) -> property:
@@ -35,9 +34,17 @@ class GPT2Probe:
         self.model = model
         self.tokenizer = tokenizer
         param = next(model.parameters())
-        self.cfg = ProbeConfig.from_hf(model.config, model_name=model_name, device=param.device, dtype=param.dtype)
+        self._cfg = ProbeConfig.from_hf(model.config, model_name=model_name, device=param.device, dtype=param.dtype)
         self.weights = Weights(model)
-        self.registry = HookRegistry(model)
+        self.registry = HookRegistry.for_model(model)  # shared with every other probe of this model
+
+    @property
+    def cfg(self) -> ProbeConfig:
+        """The model's sizes, and the device and dtype its parameters have now (after any ``model.to(...)``)."""
+        param = next(self.model.parameters())
+        if (param.device, param.dtype) != (self._cfg.device, self._cfg.dtype):
+            self._cfg = dataclasses.replace(self._cfg, device=param.device, dtype=param.dtype)
+        return self._cfg
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -170,19 +177,7 @@ class GPT2Probe:
             out = self._run(tokens, grad=grad, unembed=unembed)
         ordered = {name: store[name] for name in selected if name in store}
         return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
-                                    tokens=tokens.to("cpu"), probe=self)
-
-    def next_token(self, prompt: str | Sequence[str] | Tensor | Tokens, k: int = 10, **kwargs):
-        """The top-k next tokens at each prompt's last position (see :func:`gpt2probe.generation.next_token`)."""
-        from .generation import next_token
-
-        return next_token(self, prompt, k, **kwargs)
-
-    def generate(self, prompts: str | Sequence[str] | Tensor | Tokens, max_new_tokens: int, **kwargs):
-        """Sample or decode greedily with a KV cache (see :func:`gpt2probe.generation.generate`)."""
-        from .generation import generate
-
-        return generate(self, prompts, max_new_tokens, **kwargs)
+                                    tokens=tokens.to("cpu"), weights=self.weights)
 
     @contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:

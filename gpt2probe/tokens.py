@@ -162,3 +162,7 @@ def from_tensor(ids: Tensor, *, n_ctx: int, d_vocab: int) -> Tokens:
     if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:
         raise PromptError(f"token ids must lie in [0, {d_vocab}); got values from {int(ids.min())} to {int(ids.max())}")
     return Tokens(ids.long(), torch.ones_like(ids, dtype=torch.long))
+
+
+Inputs = str | Sequence[str] | Tensor | Tokens
+"""What every probe entry point accepts: a prompt, a list of prompts, token ids ``[pos]`` or ``[batch, pos]``, or :class:`Tokens`."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
+__version__ = "0.1.0"  # the package's version; gpt2probe.__version__ re-exports it
+
 
 def versions() -> dict[str, str]:
-    from . import __version__
-
     out = {"python": platform.python_version(), "gpt2probe": __version__}
     for package in ("torch", "transformers"):
         try:

@@ -4,9 +4,16 @@ HF's ``Conv1D`` stores ``[in, out]`` matrices and packs Q, K and V into one ``c_
 these properties split and rearrange them so that, e.g., ``W_Q[l, h]`` maps the residual
 stream (``d_model``) to head ``h``'s queries (``d_head``). The tensors share memory with the
 model: treat them as read-only (``.clone()`` before editing).
+
+The stacked matrices (``W_Q``, ``b_O``, ``W_in``...) are built once and reused until a
+parameter they come from changes: each is keyed on its parameters' storage pointer,
+in-place version counter, dtype and device, so ``model.to(...)``, ``load_state_dict`` or an
+in-place edit of a weight rebuilds it on the next access.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from einops import rearrange
@@ -22,16 +29,41 @@ class Weights:
         self._model = model
         self._blocks = model.transformer.h
         self._n_heads = model.config.n_head
+        self._stacked: dict[str, tuple[tuple, Tensor]] = {}
+
+    def _cached(self, name: str, params: list[Tensor], build: Callable[[], Tensor]) -> Tensor:
+        """``build()``, reused while none of ``params`` has been moved, replaced or edited in place."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        hit = self._stacked.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = build()
+        self._stacked[name] = (key, value)
+        return value
+
+    def _stack(self, name: str, get: Callable[[torch.nn.Module], Tensor]) -> Tensor:
+        params = [get(b) for b in self._blocks]
+        return self._cached(name, params, lambda: torch.stack([p.detach() for p in params]))
 
     def _qkv(self, index: int) -> Float[Tensor, "layer head d_model d_head"]:
         d_model = self._model.config.n_embd
-        mats = [b.attn.c_attn.weight.detach()[:, index * d_model : (index + 1) * d_model] for b in self._blocks]
-        return rearrange(torch.stack(mats), "layer m (head dh) -> layer head m dh", head=self._n_heads)
+        params = [b.attn.c_attn.weight for b in self._blocks]
+
+        def build() -> Tensor:
+            mats = [p.detach()[:, index * d_model : (index + 1) * d_model] for p in params]
+            return rearrange(torch.stack(mats), "layer m (head dh) -> layer head m dh", head=self._n_heads)
+
+        return self._cached(f"qkv{index}", params, build)
 
     def _qkv_bias(self, index: int) -> Float[Tensor, "layer head d_head"]:
         d_model = self._model.config.n_embd
-        vecs = [b.attn.c_attn.bias.detach()[index * d_model : (index + 1) * d_model] for b in self._blocks]
-        return rearrange(torch.stack(vecs), "layer (head dh) -> layer head dh", head=self._n_heads)
+        params = [b.attn.c_attn.bias for b in self._blocks]
+
+        def build() -> Tensor:
+            vecs = [p.detach()[index * d_model : (index + 1) * d_model] for p in params]
+            return rearrange(torch.stack(vecs), "layer (head dh) -> layer head dh", head=self._n_heads)
+
+        return self._cached(f"qkv_bias{index}", params, build)
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
@@ -78,28 +110,33 @@ class Weights:
 
     @property
     def W_O(self) -> Float[Tensor, "layer head d_head d_model"]:
-        mats = torch.stack([b.attn.c_proj.weight.detach() for b in self._blocks])
+        mats = self._stack("c_proj", lambda b: b.attn.c_proj.weight)
         return rearrange(mats, "layer (head dh) m -> layer head dh m", head=self._n_heads)
 
     @property
     def b_O(self) -> Float[Tensor, "layer d_model"]:
-        return torch.stack([b.attn.c_proj.bias.detach() for b in self._blocks])
+        return self._stack("b_O", lambda b: b.attn.c_proj.bias)
 
     @property
     def W_in(self) -> Float[Tensor, "layer d_model d_mlp"]:
-        return torch.stack([b.mlp.c_fc.weight.detach() for b in self._blocks])
+        return self._stack("W_in", lambda b: b.mlp.c_fc.weight)
 
     @property
     def b_in(self) -> Float[Tensor, "layer d_mlp"]:
-        return torch.stack([b.mlp.c_fc.bias.detach() for b in self._blocks])
+        return self._stack("b_in", lambda b: b.mlp.c_fc.bias)
 
     @property
     def W_out(self) -> Float[Tensor, "layer d_mlp d_model"]:
-        return torch.stack([b.mlp.c_proj.weight.detach() for b in self._blocks])
+        return self._stack("W_out", lambda b: b.mlp.c_proj.weight)
 
     @property
     def b_out(self) -> Float[Tensor, "layer d_model"]:
-        return torch.stack([b.mlp.c_proj.bias.detach() for b in self._blocks])
+        return self._stack("b_out", lambda b: b.mlp.c_proj.bias)
+
+    @property
+    def ln_final(self) -> torch.nn.LayerNorm:
+        """GPT-2's final layer norm (``ln_f``) module: its weight, bias and eps."""
+        return self._model.transformer.ln_f
 
     def W_O_layer(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
         """One layer's ``W_O`` without stacking the others (used on hot paths)."""

@@ -400,3 +400,26 @@ def test_gelu_new_is_what_mlp_post_holds(probe):
     """Sanity check of the MLP hooks' semantics: post = gelu_new(pre)."""
     _, cache = probe.run_with_cache(IDS, names=[N.mlp_pre(0), N.mlp_post(0)])
     assert_close(cache[N.mlp_post(0)], F.gelu(cache[N.mlp_pre(0)], approximate="tanh"), 1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, expected_words",
+    [
+        (lambda x: x.double(), ["torch.float64", "torch.float32"]),
+        (lambda x: x.to("meta"), ["meta", "cpu"]),
+        (lambda x: x[..., :-1], ["shape"]),
+        (lambda x: x.tolist(), ["list"]),
+    ],
+)
+@pytest.mark.parametrize("name", ["hook_embed", "blocks.0.hook_resid_mid", "blocks.1.attn.hook_q",
+                                  "blocks.0.attn.hook_pattern", "ln_final.hook_scale", "blocks.2.hook_resid_post"])
+def test_a_replacement_of_the_wrong_dtype_device_or_shape_is_refused_by_name(small_probe, name, bad, expected_words):
+    from gpt2probe.errors import GPT2ProbeError, HookReturnError
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with pytest.raises(HookReturnError) as caught:
+        small_probe.run_with_hooks(ids, {name: lambda x, hook: bad(x)})
+    assert isinstance(caught.value, (GPT2ProbeError, ValueError, TypeError))
+    message = str(caught.value)
+    assert name in message and all(word in message for word in expected_words), message
+    assert count_torch_hooks(small_probe.model) == 0

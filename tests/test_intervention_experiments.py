@@ -60,6 +60,29 @@ def test_patching_falls_back_and_says_so(tmp_path, capsys):
     assert "Falling back" in captured.err
     assert "mean little" in captured.out
     assert "mean little" in out.read_text(encoding="utf-8")
+    # The offline model barely tells the default pair apart: the normalised maps would show noise, and both say so.
+    assert "WARNING: The clean and corrupted runs barely differ" in captured.out
+    text = out.read_text(encoding="utf-8")
+    assert "barely differ on the metric" in text and "raw metric: clean" in text
+
+
+def _result(values, clean, corrupted):
+    import torch
+    from gpt2probe.interventions import PatchingResult
+
+    values = torch.tensor(values)
+    return PatchingResult(kind="resid_pre", direction="denoise", values=values, axis_names=("layer", "pos"),
+                          axis_labels=(("L0", "L1"), ("a", "b")), clean_metric=clean, corrupted_metric=corrupted,
+                          normalized=True)
+
+
+def test_small_gap_warning_only_when_the_gap_is_small_next_to_the_metric():
+    clear = _result([[1.0, 0.0], [0.5, 0.2]], clean=3.0, corrupted=-2.0)
+    assert activation_patching.small_gap_warning([clear]) is None
+    # raw values are corrupted + v * gap: a gap of 0.0008 against metric values near 0.05
+    noisy = _result([[1.0, -30.0], [12.0, 0.0]], clean=0.0497, corrupted=0.0505)
+    warning = activation_patching.small_gap_warning([noisy])
+    assert warning is not None and "+0.0497" in warning and "+0.0505" in warning
 
 
 def test_patching_refuses_prompts_of_different_lengths(model_dir, tmp_path, capsys):
@@ -80,6 +103,17 @@ def test_steering_writes_a_report(model_dir, tmp_path, capsys):
     assert "without steering" in printed and "| with steering" in printed
     text = out.read_text(encoding="utf-8")
     assert "Continuations with and without steering" in text and "Biggest probability changes" in text
+    # the continuations are an HTML table holding each whole text, escaped, never cut
+    import html
+    import re
+
+    table = re.search(r'<table class="text-table">.*?</table>', text, re.S).group(0)
+    cells = [html.unescape(c) for c in re.findall(r'<td class="literal">(.*?)</td>', table, re.S)]
+    assert cells[0] == "I think you are" and len(cells) == 3 and all(len(c) > 0 for c in cells[1:])
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if "without steering" in line and "| with steering" in line)
+    bar = lines[header].index("|")
+    assert all(line[bar] == "|" for line in lines[header + 2 : header + 3])  # aligned columns
 
 
 needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")

@@ -78,9 +78,12 @@ def test_report_renders_in_a_real_browser(offline_run):
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests)
     assert pwned is None and HOSTILE in text
-    heatmap = figures[0]
-    # the browser shows the escaped token strings as literal text
-    assert heatmap["xticks"] == [html.unescape(display_token(t)) for t in probe.to_str_tokens(HOSTILE)]
+    heatmap = figures[1]  # after the aggregate of the two prompts
+    # the browser shows the escaped token strings as literal text, input tokens below and next tokens on top
+    tokens = [html.unescape(display_token(t)) for t in probe.to_str_tokens(HOSTILE)]
+    shown = len(heatmap["xticks"]) // 2  # a long prompt opens on its last positions (a range slider pans)
+    assert 10 <= shown <= len(tokens)
+    assert heatmap["xticks"] == tokens[-shown:] + (tokens[1:] + ["?"])[-shown:]
     assert "script" in heatmap["xticks"] and "␣&" in heatmap["xticks"] and "amp" in heatmap["xticks"]
     assert heatmap["cells"]  # the heatmap drew its cells
 
@@ -105,3 +108,14 @@ def test_bad_inputs_exit_with_a_clear_message(tmp_path, capsys):
     assert "exactly one token" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.html"))
     assert cli_main(["no-such-command"]) == 2
+
+
+def test_several_prompts_get_contents_aggregate_and_attribution_each(offline_run):
+    _, out = offline_run
+    text = out.read_text(encoding="utf-8")
+    headings = re.findall(r"<h2>(.*?)</h2>", text)
+    assert headings[0] == "All 2 prompts: KL to the final prediction and target rank per layer"
+    assert sum(h.startswith("Direct logit attribution of") for h in headings) == 2
+    assert [h for h in headings if h.endswith("(prompt 2)")]
+    contents = re.search(r'<nav class="contents".*?</nav>', text, re.S).group(0)
+    assert contents.count("<li>") == len(headings)

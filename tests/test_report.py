@@ -166,7 +166,7 @@ def test_escape_text_keeps_spaces_and_cuts_before_escaping():
 @pytest.mark.parametrize("metric", ["prob", "entropy", "kl"])
 def test_lens_heatmap_values_and_axes(lens, metric):
     fig = lens_heatmap(lens, metric=metric)
-    (heatmap,) = fig.data
+    heatmap, marks = fig.data  # the heatmap, and the outlines of cells whose top-1 is the next token
     assert isinstance(heatmap, go.Heatmap)
     expected = {"prob": lens.top_probs[:, :, 0], "entropy": lens.entropy, "kl": lens.kl_to_final}[metric]
     torch.testing.assert_close(torch.tensor(heatmap.z, dtype=torch.float32), expected)
@@ -383,7 +383,9 @@ def test_browser_no_errors_and_no_network(rendered):
 @needs_chromium
 def test_browser_heatmap_shows_tokens_literally(rendered, lens):
     heatmap = rendered["figures"]["figure-0"]
-    assert heatmap["xticks"] == [shown(VOCAB[i]) for i in PROMPT_IDS]
+    n = len(PROMPT_IDS)  # the input tokens below, the actual next tokens on the top axis
+    assert heatmap["xticks"][:n] == [shown(VOCAB[i]) for i in PROMPT_IDS]
+    assert heatmap["xticks"][n:] == [shown(VOCAB[i]) for i in PROMPT_IDS[1:]] + ["?"]
     assert heatmap["yticks"] == STREAMS
     expected_cells = [shown(VOCAB[int(i)]) for i in lens.top_ids[:, :, 0].flatten()]
     assert sorted(heatmap["cells"]) == sorted(expected_cells)

@@ -76,3 +76,33 @@ def test_weights_map_the_captured_activations(probe, spec):
 def test_w_o_layer_equals_the_stacked_w_o(probe, spec):
     for layer in range(spec.n_layer):
         assert torch.equal(probe.weights.W_O_layer(layer), probe.W_O[layer])
+
+
+def _fresh_probe():
+    import gpt2probe
+    from models import SMALL, build_gpt2
+
+    return gpt2probe.load(build_gpt2(SMALL), device="cpu")
+
+
+def test_stacked_weights_are_reused_until_a_parameter_changes():
+    probe = _fresh_probe()
+    assert probe.W_Q is probe.W_Q and probe.b_O is probe.b_O and probe.W_in is probe.W_in  # not re-stacked
+    before = probe.W_in.clone()
+    with torch.no_grad():
+        probe.model.transformer.h[1].mlp.c_fc.weight.mul_(2)  # an in-place edit
+    assert torch.equal(probe.W_in[1], 2 * before[1]) and torch.equal(probe.W_in[0], before[0])
+    with torch.no_grad():
+        probe.model.transformer.h[0].attn.c_attn.bias.add_(1)
+    assert torch.equal(probe.b_K[0], probe.model.transformer.h[0].attn.c_attn.bias.detach()[60:120].reshape(5, 12))
+    probe.model.to(torch.float64)  # new storage
+    assert probe.W_O.dtype == torch.float64 and probe.b_out.dtype == torch.float64
+
+
+def test_cfg_follows_the_model_after_to():
+    probe = _fresh_probe()
+    assert probe.cfg.dtype == torch.float32 and probe.cfg.device.type == "cpu"
+    probe.model.to(torch.float64)
+    assert probe.cfg.dtype == torch.float64
+    probe.model.to("meta")
+    assert probe.cfg.device.type == "meta"

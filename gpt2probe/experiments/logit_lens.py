@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..lens import LensResult, direct_logit_attribution, logit_lens
-from ..report import attribution_bars, kl_per_layer, lens_heatmap, target_trajectory, write_html
+from ..report import attribution_bars, kl_per_layer, lens_aggregate, lens_heatmap, target_trajectory, write_html
 from ..report.escape import visible_whitespace
 from ..shipped import NOTES
 from .common import Parser, add_common_arguments, check_single_token, load_model, positive_int, read_prompts_file, run_command
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> Path:
     if progress:
         progress.close()
     figures: dict[str, object] = {}
+    if len(result) > 1:
+        figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(result)
     for i, item in enumerate(result):
         tag = f" (prompt {i + 1})" if len(result) > 1 else ""
         target = visible_whitespace(item.target_tokens[-1])

@@ -45,7 +45,8 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, LayerIndexError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe
+from ..tokens import Inputs
 
 MODES = ("zero", "mean", "resample")
 

@@ -47,8 +47,8 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe, Inputs
-from ..tokens import Tokens, per_prompt
+from ..probe import GPT2Probe
+from ..tokens import Inputs, Tokens, per_prompt
 
 Metric = Callable[[Tensor], "Tensor | float"]
 Token = str | int

@@ -23,7 +23,8 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe
+from ..tokens import Inputs
 
 STREAMS = {"resid_pre": N.resid_pre, "resid_mid": N.resid_mid, "resid_post": N.resid_post}
 Positions = int | Sequence[int] | None

@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange, repeat
+from einops import einsum, repeat
 from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
 from .. import validate
 from ..errors import PromptError, ShapeError
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe
+from ..tokens import Inputs
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,22 @@ def direct_logit_attribution(
     wanted = [N.EMBED, N.POS_EMBED, N.LN_FINAL_SCALE] + [N.z(l) for l in range(n_layers)] + [N.mlp_out(l) for l in range(n_layers)]
     logits, cache = probe.run_with_cache(tokens, names=wanted)
 
-    W_U = probe.W_U
+    # Everything below runs in float32 whatever the model's dtype: in float16 the centred
+    # residual parts (entries near 3,000 in GPT-2 small) and their products with W_U lose
+    # the digits that make the parts add up to the logit.
+    W_U = probe.W_U.float()
     direction = W_U[:, target_id] - (W_U[:, baseline_id] if baseline_id is not None else 0)
 
     def project(stack: Float[Tensor, "component 1 pos d_model"]) -> Float[Tensor, " component"]:
-        frozen = cache.apply_final_ln(stack, frozen=True)[:, 0, position]
-        return frozen.float() @ direction.float()
+        frozen = cache.apply_final_ln(stack.float(), frozen=True)[:, 0, position]
+        return frozen @ direction
 
-    heads = torch.stack([project(rearrange(cache.head_results(l), "1 pos head d -> head 1 pos d")) for l in range(n_layers)])
-    b_O = probe.b_O  # [layer, d_model]: each attention layer's output bias, outside every head
+    def head_results(layer: int) -> Float[Tensor, "head 1 pos d_model"]:
+        z, w_o = cache[N.z(layer)].float(), probe.weights.W_O_layer(layer).float()
+        return einsum(z, w_o, "one pos head d_head, head d_head d_model -> head one pos d_model")
+
+    heads = torch.stack([project(head_results(l)) for l in range(n_layers)])
+    b_O = probe.b_O.float()  # [layer, d_model]: each attention layer's output bias, outside every head
     attn_bias = project(repeat(b_O, "layer d -> layer 1 pos d", pos=n_tokens))
     embeds = project(torch.stack([cache[N.EMBED], cache[N.POS_EMBED]]))
     mlps = project(torch.stack([cache[N.mlp_out(l)] for l in range(n_layers)]))

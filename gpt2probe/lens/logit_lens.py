@@ -23,8 +23,8 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, PromptError
-from ..probe import GPT2Probe, Inputs
-from ..tokens import Tokens, per_prompt
+from ..probe import GPT2Probe
+from ..tokens import Inputs, Tokens, per_prompt
 from .result import LensResult, PromptLens
 
 NEXT_TOKEN = "next"
@@ -97,13 +97,15 @@ def read_out(
     exp_buffer = torch.empty_like(logits_buffer)
     product_buffer = torch.empty_like(logits_buffer)
     W_U = W_U.float()
+    ln_weight, ln_bias = ln_f.weight.float(), ln_f.bias.float()
     parts: list[LensStats] = []
     for start in range(0, n_pos, pos_per_chunk):
         block = streams[:, start : start + pos_per_chunk]
         shape = (n_stream, block.shape[1], d_vocab)
         logits = logits_buffer[: shape[0] * shape[1] * d_vocab].view(shape)
         e = exp_buffer[: logits.numel()].view(shape)
-        normalized = F.layer_norm(block, (d_model,), ln_f.weight, ln_f.bias, ln_f.eps).float()
+        # in float32 whatever the model's dtype (a float16 stream's statistics overflow otherwise)
+        normalized = F.layer_norm(block.float(), (d_model,), ln_weight, ln_bias, ln_f.eps)
         torch.matmul(normalized, W_U, out=logits)
         top_logits, top_ids = logits.topk(k, dim=-1)
         target_logprob = target_rank = None

@@ -23,7 +23,7 @@ Two rules hold for every figure (:mod:`~gpt2probe.report.style`):
 from .attribution import attribution_bars
 from .escape import display_token, escape_text
 from .html import write_html
-from .lens import kl_per_layer, lens_heatmap, target_trajectory
+from .lens import kl_per_layer, lens_aggregate, lens_heatmap, target_trajectory
 from .patching import patching_heatmap
 from .steering import change_bars, continuations_table, top_tokens_table
 from .table import Table
@@ -36,6 +36,7 @@ __all__ = [
     "display_token",
     "escape_text",
     "kl_per_layer",
+    "lens_aggregate",
     "lens_heatmap",
     "patching_heatmap",
     "target_trajectory",

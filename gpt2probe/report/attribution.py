@@ -7,10 +7,17 @@ from plotly.subplots import make_subplots
 
 from ..lens.attribution import Attribution
 from .escape import display_token, escape_text
-from .style import SIGNED_COLORSCALE, SIGNED_RULE, category_axis, colorbar, signed_colour, signed_range
-
-PROMPT_CHARS = 100  # longest prompt shown in a figure title
-
+from .style import (
+    SIGNED_COLORSCALE,
+    SIGNED_RULE,
+    TOP_MARGIN,
+    category_axis,
+    colorbar,
+    prompt_chars,
+    signed_colour,
+    signed_range,
+    title_layout,
+)
 
 def attribution_bars(attr: Attribution) -> go.Figure:
     """Direct logit attribution: one bar per component (top) and a layer x head heatmap (bottom).
@@ -46,15 +53,15 @@ def attribution_bars(attr: Attribution) -> go.Figure:
     fig.update_xaxes(title=dict(text="head"), tickmode="array", tickvals=list(range(n_heads)), row=2, col=1)
     fig.update_yaxes(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)), row=2, col=1)
     parts = sum(values)
+    width = max(620, 40 * max(len(values), n_heads) + 220)
     fig.update_layout(
-        title=dict(text=f"Direct logit attribution of {escape_text(attr.metric_label)} at position {attr.position} "
-                        f"({display_token(attr.position_token)})"
-                        f"<br><sup>total {attr.total:.4f} = components {parts:.4f} + ln_f bias {attr.bias_term:.4f}; "
-                        f"{SIGNED_RULE}; "
-                        f"prompt: {escape_text(attr.prompt, PROMPT_CHARS)}</sup>"),
+        title=title_layout(f"Direct logit attribution of {escape_text(attr.metric_label)} at position {attr.position} "
+                           f"({display_token(attr.position_token)})"
+                           f"<br><sup>total {attr.total:.4f} = components {parts:.4f} + ln_f bias {attr.bias_term:.4f}; "
+                           f"{SIGNED_RULE}<br>prompt: {escape_text(attr.prompt, prompt_chars(width))}</sup>"),
         showlegend=False,
-        height=max(620, 420 + 24 * n_layers),
-        width=max(620, 40 * max(len(values), n_heads) + 220),
-        margin=dict(t=110),
+        height=max(660, 460 + 24 * n_layers),
+        width=width,
+        margin=dict(t=TOP_MARGIN + 20),
     )
     return fig

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from ..interventions.patching import PatchingResult
 from .escape import display_token, escape_text
-from .style import SIGNED_COLORSCALE, SIGNED_RULE, category_axis, colorbar, signed_range
+from .style import SIGNED_COLORSCALE, SIGNED_RULE, TOP_MARGIN, category_axis, colorbar, signed_range, title_layout
 
 
 def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.Figure:
@@ -49,12 +49,12 @@ def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.F
     direction = ("clean activation patched into the corrupted run" if result.direction == "denoise"
                  else "corrupted activation patched into the clean run")
     fig.update_layout(
-        title=dict(text=f"{escape_text(heading)}<br><sup>each cell: {escape_text(meaning)}; {direction}; {unit}; "
-                        f"{SIGNED_RULE}<br>{raw_scale}</sup>"),
+        title=title_layout(f"{escape_text(heading)}<br><sup>each cell: {escape_text(meaning)}; {direction}<br>"
+                           f"{unit}; {SIGNED_RULE}<br>{raw_scale}</sup>"),
         xaxis=dict(title=dict(text="position (clean/corrupted token)" if is_pos else "head"), **category_axis(col_text)),
         yaxis=dict(title=dict(text="layer"), autorange="reversed", **category_axis([escape_text(r) for r in rows])),
         height=max(340, 28 * len(rows) + 220),
         width=max(760, (60 if is_pos else 44) * len(cols) + 260),
-        margin=dict(t=130),
+        margin=dict(t=TOP_MARGIN + 40),
     )
     return fig

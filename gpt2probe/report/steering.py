@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from .escape import display_token, visible_whitespace
-from .style import SIGNED_RULE, category_axis, signed_colour
+from .style import SIGNED_RULE, TOP_MARGIN, category_axis, signed_colour, title_layout
 from .table import Table
 
 
@@ -42,9 +42,9 @@ def change_bars(tokens: Sequence[str], before: Sequence[float], after: Sequence[
         hovertemplate="%{hovertext}<extra></extra>",
     ))
     fig.update_layout(
-        title=dict(text=f"Biggest changes in next-token probability (first prompt)<br><sup>{SIGNED_RULE}</sup>"),
+        title=title_layout(f"Biggest changes in next-token probability (first prompt)<br><sup>{SIGNED_RULE}</sup>"),
         xaxis=dict(title=dict(text="p(with steering) - p(without)")),
         yaxis=dict(autorange="reversed", **category_axis(labels)),
-        height=160 + 24 * len(tokens), width=760, margin=dict(l=140),
+        height=TOP_MARGIN + 100 + 24 * len(tokens), width=760, margin=dict(l=140, t=TOP_MARGIN),
     )
     return fig

@@ -57,3 +57,16 @@ def fmt_prob(p: float) -> str:
 def fmt_nats(x: float) -> str:
     """An entropy or KL in nats, three decimals."""
     return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+TOP_MARGIN = 120  # px above the plot: the title starts below Plotly's toolbar (the mode bar)
+
+
+def title_layout(text: str) -> dict:
+    """A figure title that starts below the toolbar, so the two never overlap (pair with ``margin.t >= TOP_MARGIN``)."""
+    return dict(text=text, x=0, xref="paper", xanchor="left", y=1, yref="container", yanchor="top", pad=dict(t=34))
+
+
+def prompt_chars(width: int) -> int:
+    """How many characters of a prompt fit on one subtitle line of a figure ``width`` px wide."""
+    return max(40, (width - 160) // 7)

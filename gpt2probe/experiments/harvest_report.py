@@ -1,0 +1,54 @@
+"""``gpt2probe harvest-report DIR --out FILE``: the offline HTML dashboard of a finished harvest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import GPT2ProbeError
+from .common import Parser, UsageError, check_device, check_out, positive_int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="gpt2probe harvest-report",
+               description="Write a self-contained offline HTML dashboard of a finished harvest.")
+    p.add_argument("dir", type=Path, help="the harvest's output directory")
+    p.add_argument("--out", type=Path, help="HTML file to write (default: DIR/dashboard.html)")
+    p.add_argument("--model", help="model for the logit effects (default: the one the harvest used)")
+    p.add_argument("--hooks", nargs="+", help="only these hooks (default: all)")
+    p.add_argument("--examples", type=positive_int, default=8, help="max-activating examples per unit (default: 8)")
+    p.add_argument("--no-logits", action="store_true", help="skip the direct effect on the logits (no model needed)")
+    p.add_argument("--device", help="device for the logit effects")
+    return p
+
+
+def run(args: argparse.Namespace) -> Path:
+    from ..harvest import Harvest
+    from ..report.harvest_dashboard import write_dashboard
+    from .harvest import load_model
+
+    check_device(args.device)
+    out = args.out or args.dir / "dashboard.html"
+    check_out(out)
+    try:
+        h = Harvest.load(args.dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    probe = None
+    if not args.no_logits:
+        probe = load_model(args.model or h.manifest["model"].get("source") or h.manifest["model"]["name"], args.device)
+    path = write_dashboard(h, out, probe=probe, hooks=args.hooks, examples=args.examples)
+    print(f"Dashboard written to {path}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``gpt2probe harvest-report``; 0 on success, 2 with one ``error:`` line on a mistake."""
+    try:
+        run(build_parser().parse_args(argv))
+    except GPT2ProbeError as error:
+        print("error: " + " ".join(str(error).split("\n")), file=sys.stderr)
+        return 2
+    return 0

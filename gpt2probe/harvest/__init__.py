@@ -1,0 +1,88 @@
+"""Corpus-scale harvesting: per-unit statistics and max-activating examples over a whole corpus.
+
+>>> import gpt2probe
+>>> probe = gpt2probe.load("tiny-english")
+>>> h = gpt2probe.harvest(probe, "docs/*.txt", hooks="blocks.*.mlp.hook_post", out="runs/docs")
+>>> h.top_values("blocks.0.mlp.hook_post").shape      # [units, k], descending
+>>> h.top_examples("blocks.0.mlp.hook_post", 5)[0]    # value, document, position, context
+
+Runs in one process or, under ``torchrun``, in one process per device; see ``docs/harvesting.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from .corpus import Corpus
+from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
+from .runner import Options, run_harvest
+from .store import Example, Harvest, Histogram
+
+__all__ = ["Corpus", "CorpusError", "Example", "Harvest", "HarvestConfigError", "Histogram", "OutputDirError",
+           "ResumeMismatchError", "harvest"]
+
+
+def harvest(
+    probe,
+    corpus: Corpus | str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    hooks: str | Sequence[str],
+    out: str | os.PathLike,
+    top_k: int = 20,
+    window: int = 8,
+    seq_len: int | None = None,
+    batch_size: int = 8,
+    threshold: float = 0.0,
+    n_bins: int = 64,
+    directions: dict[str, Tensor] | None = None,
+    save_raw: Sequence[str] = (),
+    seed: int | None = None,
+    block_chars: int | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 64,
+    progress: bool = True,
+    model_source: str | None = None,
+) -> Harvest:
+    """Run ``probe`` over ``corpus`` and keep running summaries of every unit of ``hooks`` in ``out``.
+
+    Args:
+        corpus: a :class:`Corpus`, or paths/globs of text, ``.jsonl`` (needs ``Corpus(field=...)``),
+            ``.parquet`` or ``datasets`` directories (need ``Corpus(column=...)``).
+        hooks: names or globs (``"blocks.*.mlp.hook_post"``); checked before any work.
+        top_k, window: max-activating examples kept per unit, with ``window`` tokens either side.
+        seq_len: tokens per packed window (default: the model's context, at most 128).
+        threshold: a unit is "active" above it (``stats()["frequency"]``).
+        n_bins: histogram bins between each unit's edges (fixed from the corpus's first windows).
+        directions: ``{hook: [n, d_model]}``: summarise projections on these instead of the dimensions.
+        save_raw: hooks whose raw activations are also written as Parquet shards.
+        seed: shuffles documents within each block (``None``: corpus order).
+        resume: continue an interrupted run in ``out`` (same model, corpus, hooks and options).
+        checkpoint_every: windows between checkpoints (per process).
+
+    Returns:
+        The :class:`Harvest` (on every process that can read ``out``).
+    """
+    if not isinstance(corpus, Corpus):
+        corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
+    options = Options(
+        top_k=top_k, window=window, seq_len=seq_len or min(probe.cfg.n_ctx, 128), batch_size=batch_size,
+        threshold=float(threshold), n_bins=n_bins, block_chars=block_chars or Options.block_chars, seed=seed,
+        save_raw=tuple(save_raw),
+    )
+    return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=options,
+                       directions=directions, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                       model_source=model_source)
+
+
+class _CallableModule(sys.modules[__name__].__class__):
+    """``gpt2probe.harvest`` is this package and, called, :func:`harvest`: ``gpt2probe.harvest(probe, ...)``."""
+
+    def __call__(self, *args, **kwargs) -> Harvest:
+        return harvest(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

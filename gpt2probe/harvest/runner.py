@@ -1,0 +1,416 @@
+"""The harvesting loop: stream blocks, run the model with summary hooks, checkpoint, merge ranks.
+
+One process, or one per device under ``torchrun`` (``torch.distributed`` with gloo on CPU,
+nccl on CUDA): block ``b`` of the corpus goes to rank ``b % world_size``, every rank keeps
+its own summaries and checkpoint, and at the end rank 0 gathers and merges them in rank
+order and writes the result. Each rank checkpoints at batch boundaries, so a resumed run
+replays exactly the batches an uninterrupted run would have run after that point, onto
+exactly the saved state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..atomic import write_text_atomic
+from ..errors import GPT2ProbeError
+from .corpus import DEFAULT_BLOCK_CHARS, Corpus, block_sizes, blocks, pack
+from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
+from .raw import RawWriter, discard_after, write_raw_manifest
+from .store import FORMAT, MANIFEST, SUMMARIES, Harvest, load_tensors, read_metadata, save_tensors, summaries_from_state
+from .summaries import AttentionSummary, NonFiniteActivationError, UnitSummary
+from .units import HookPlan, plan_hooks
+
+CHECKPOINT_DIR = "checkpoint"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes the result (and so must match on ``resume``)."""
+
+    top_k: int = 20
+    window: int = 8
+    seq_len: int = 128
+    batch_size: int = 8
+    threshold: float = 0.0
+    n_bins: int = 64
+    block_chars: int = DEFAULT_BLOCK_CHARS
+    seed: int | None = None
+    calibration_windows: int = 8
+    save_raw: tuple[str, ...] = ()
+
+    def check(self, n_ctx: int) -> None:
+        for name in ("top_k", "seq_len", "batch_size", "n_bins", "block_chars", "calibration_windows"):
+            if getattr(self, name) < 1:
+                raise HarvestConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.window < 0:
+            raise HarvestConfigError(f"window must be 0 or more, got {self.window}")
+        if self.seq_len > n_ctx:
+            raise HarvestConfigError(f"seq_len {self.seq_len} is longer than the model's context ({n_ctx} tokens)")
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the process group that ``torchrun`` describes in the environment; returns whether we created it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
+        return False
+    import torch.distributed as dist
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (tied tensors once), for matching a resumed run's model."""
+    h = hashlib.sha256()
+    seen = set()
+    for name, t in sorted(model.state_dict().items()):
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Stop(Exception):
+    """Raised by the last hook: nothing after it is needed."""
+
+
+def _stop(tensor, hook):
+    raise _Stop
+
+
+def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathLike, *, options: Options,
+                directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_every: int = 64,
+                progress: bool = True, model_source: str | None = None, stop_after_windows: int | None = None
+                ) -> Harvest | None:
+    """Harvest ``hooks`` over ``corpus`` into ``out``; see :func:`gpt2probe.harvest`.
+
+    ``stop_after_windows`` (for tests) makes each rank return after checkpointing that many windows,
+    as if killed there.
+    """
+    out = Path(out)
+    cfg = probe.cfg
+    options.check(cfg.n_ctx)
+    if checkpoint_every < 1:
+        raise HarvestConfigError(f"checkpoint_every must be at least 1 window, got {checkpoint_every}")
+    plans = plan_hooks(list(hooks) if not isinstance(hooks, str) else [hooks], probe.hook_names,
+                       d_model=cfg.d_model, d_mlp=cfg.d_mlp, n_heads=cfg.n_heads, directions=directions)
+    names = [p.name for p in plans]
+    for name in options.save_raw:
+        if name not in names:
+            raise HarvestConfigError(f"save_raw names {name!r}, which is not harvested; harvested: {', '.join(names)}")
+        if name.endswith("hook_pattern"):
+            raise HarvestConfigError(f"save_raw cannot store {name!r} (a [pos, pos] pattern per position)")
+    owned_dist = init_distributed(cfg.device)
+    try:
+        return _run(probe, corpus, plans, out, options, resume, checkpoint_every, progress, model_source,
+                    stop_after_windows)
+    finally:
+        if owned_dist:
+            _dist().destroy_process_group()
+
+
+def _fingerprint(probe, corpus: Corpus, plans: list[HookPlan], options: Options, world: int) -> dict:
+    return {
+        "model": {"name": probe.cfg.model_name, "sha256": weights_digest(probe.model)},
+        "corpus": {"sources": corpus.describe(), "max_documents": corpus.max_documents,
+                   "max_doc_chars": corpus.max_doc_chars},
+        "hooks": [{"name": p.name, "kind": p.kind, "n_units": p.n_units,
+                   "directions": None if p.directions is None else hashlib.sha256(
+                       p.directions.numpy().tobytes()).hexdigest()} for p in plans],
+        "options": {**asdict(options), "save_raw": list(options.save_raw)},
+        "world_size": world,
+    }
+
+
+def _check_out_dir(out: Path, fingerprint: dict, resume: bool) -> str:
+    """'fresh', 'resume' or 'done'; raises before anything is written when the directory does not fit."""
+    run_file = out / CHECKPOINT_DIR / RUN_FILE
+    finished = (out / MANIFEST).is_file()
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"the output {str(out)!r} is a file, not a directory")
+    if not resume:
+        if finished:
+            raise OutputDirError(f"{str(out)!r} already holds a finished harvest; choose another --out, or pass "
+                                 "--resume to return it")
+        if run_file.is_file():
+            raise OutputDirError(f"{str(out)!r} holds an unfinished harvest; pass --resume to continue it, or choose "
+                                 "another --out")
+        if out.is_dir() and any(out.iterdir()):
+            raise OutputDirError(f"{str(out)!r} is not empty; harvest into a new or empty directory")
+        return "fresh"
+    if finished:
+        saved = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["fingerprint"]
+        _compare(saved, fingerprint, out)
+        return "done"
+    if run_file.is_file():
+        _compare(json.loads(run_file.read_text(encoding="utf-8")), fingerprint, out)
+        return "resume"
+    if out.is_dir() and any(out.iterdir()):
+        raise OutputDirError(f"{str(out)!r} holds no harvest to resume (no {CHECKPOINT_DIR}/{RUN_FILE}) and is not "
+                             "empty; choose another --out")
+    return "fresh"
+
+
+def _compare(saved: dict, now: dict, out: Path) -> None:
+    diffs = []
+    for key in ("model", "corpus", "hooks", "options", "world_size"):
+        if saved.get(key) != now.get(key):
+            if isinstance(now.get(key), dict) and isinstance(saved.get(key), dict):
+                sub = [k for k in now[key] if saved[key].get(k) != now[key].get(k)]
+                diffs.append(f"{key} ({', '.join(sub)})")
+            else:
+                diffs.append(key)
+    if diffs:
+        raise ResumeMismatchError(
+            f"cannot resume the harvest in {str(out)!r}: it was started with a different {'; '.join(diffs)}. "
+            "Resume with exactly the same model, corpus, hooks, options and number of processes, "
+            "or harvest into another directory")
+
+
+def _rank_world() -> tuple[int, int]:
+    dist = _dist()
+    return (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+
+
+def _barrier() -> None:
+    dist = _dist()
+    if dist:
+        dist.barrier()
+
+
+def _ckpt_path(out: Path, rank: int, world: int) -> Path:
+    return out / CHECKPOINT_DIR / f"rank-{rank:05d}-of-{world:05d}.safetensors"
+
+
+def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Options, resume: bool,
+         checkpoint_every: int, progress: bool, model_source: str | None, stop_after_windows: int | None):
+    rank, world = _rank_world()
+    fingerprint = _fingerprint(probe, corpus, plans, options, world)
+    state = _check_out_dir(out, fingerprint, resume)
+    if state == "done":
+        return Harvest.load(out)
+    sizes = block_sizes(corpus, options.block_chars)  # reads everything once: bad records fail here
+    if not sizes:
+        raise CorpusError("the corpus holds no text (every document is empty)")
+    _barrier()  # every rank has checked before anything is written
+    ckpt = _ckpt_path(out, rank, world)
+    if rank == 0 and state == "fresh":
+        write_text_atomic(out / CHECKPOINT_DIR / RUN_FILE, json.dumps(fingerprint, indent=1, sort_keys=True))
+    _barrier()
+
+    if state == "resume" and ckpt.is_file():
+        meta = read_metadata(ckpt)
+        progress_state = json.loads(meta["progress"])
+        summaries = summaries_from_state(load_tensors(ckpt), fingerprint["hooks"], fingerprint["options"])
+    else:
+        progress_state = {"block": 0, "window": 0, "windows": 0, "tokens": 0, "seconds": 0.0, "done": False}
+        summaries = _fresh_summaries(probe, corpus, plans, options)
+    raw = RawWriter(out, rank, {p.name: p for p in plans if p.name in options.save_raw}) if options.save_raw else None
+    if raw is not None:
+        discard_after(out, rank, (progress_state["block"], progress_state["window"]))
+
+    if not progress_state["done"]:
+        _loop(probe, corpus, plans, summaries, options, progress_state, out, ckpt, raw, rank, world,
+              checkpoint_every, progress and rank == 0, sizes, stop_after_windows)
+        if stop_after_windows is not None and not progress_state["done"]:
+            return None
+    return _finish(probe, corpus, plans, summaries, options, progress_state, out, fingerprint, rank, world,
+                   model_source)
+
+
+def _fresh_summaries(probe, corpus, plans, options) -> dict[str, UnitSummary | AttentionSummary]:
+    """Empty summaries, with histogram ranges calibrated on the corpus's first windows (identical on every rank)."""
+    first = pack(next(blocks(corpus, options.block_chars)), probe.tokenizer, seq_len=options.seq_len,
+                 eos=_eos(probe), seed=options.seed)
+    n = min(options.calibration_windows, first.n_windows)
+    lows: dict[str, Tensor] = {}
+    highs: dict[str, Tensor] = {}
+    unit_plans = [p for p in plans if p.kind != "attention"]
+
+    def observe(plan: HookPlan):
+        def fn(activation, hook):
+            values = plan.unit_values(activation)
+            v = first.valid[:n]
+            keep = (torch.arange(values.shape[1]) < v[:, None]).to(values.device)
+            flat = values[keep]
+            lows[plan.name], highs[plan.name] = flat.amin(0).cpu(), flat.amax(0).cpu()
+        return fn
+
+    if unit_plans:
+        _forward(probe, first.tokens[:n], [(p.name, observe(p)) for p in unit_plans])
+    out: dict[str, UnitSummary | AttentionSummary] = {}
+    for plan in plans:
+        if plan.kind == "attention":
+            out[plan.name] = AttentionSummary(plan.n_units)
+            continue
+        lo, hi = lows[plan.name].double(), highs[plan.name].double()
+        span = (hi - lo).clamp_min(1e-3)
+        lo, hi = (lo - 0.25 * span).float(), (hi + 0.5 * span).float()  # room for the rest of the corpus
+        out[plan.name] = UnitSummary(lo=lo, hi=hi, n_bins=options.n_bins, threshold=options.threshold,
+                                     window=options.window, k=options.top_k)
+    return out
+
+
+def _eos(probe) -> int:
+    eos = probe.tokenizer.eos_token_id
+    if eos is None:
+        raise HarvestConfigError("the tokenizer has no end-of-text token to separate documents")
+    return int(eos)
+
+
+def _forward(probe, tokens: Tensor, pairs: list) -> None:
+    """Run the transformer body (no unembedding) with ``pairs`` attached, stopping after the last hooked name."""
+    order = {n: i for i, n in enumerate(probe.hook_names)}
+    last = max((name for name, _ in pairs), key=order.__getitem__)
+    with probe.registry.using([*pairs, (last, _stop)]), torch.no_grad():
+        try:
+            probe.model.transformer(input_ids=tokens.to(probe.cfg.device), use_cache=False)
+        except _Stop:
+            pass
+
+
+def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank, world, checkpoint_every,
+          show_progress, sizes, stop_after_windows) -> None:
+    bar = _progress_bar(sizes, rank, world) if show_progress else None
+    done_chars = sum(size for b, size in enumerate(sizes) if b % world == rank and b < state["block"])
+    since = 0
+    batch_meta: dict = {}
+
+    def summarise(plan: HookPlan):
+        summary = summaries[plan.name]
+
+        def fn(activation, hook):
+            valid = batch_meta["valid"]
+            if plan.kind == "attention":
+                summary.update(activation, valid)
+                return
+            values = plan.unit_values(activation)
+            try:
+                summary.update(values, batch_meta["tokens"], batch_meta["doc"], batch_meta["pos"], valid)
+            except NonFiniteActivationError:
+                raise GPT2ProbeError(f"{plan.name}: a NaN or infinite activation in block {batch_meta['block']}; "
+                                     "the model's weights or dtype are broken") from None
+            if raw is not None and plan.name in raw.plans:
+                raw.add(plan.name, activation, batch_meta)
+        return fn
+
+    pairs = [(p.name, summarise(p)) for p in plans]
+    started, base_seconds = time.perf_counter(), state["seconds"]
+    try:
+        for block in blocks(corpus, options.block_chars):
+            if block.index % world != rank or block.index < state["block"]:
+                continue
+            packed = pack(block, probe.tokenizer, seq_len=options.seq_len, eos=_eos(probe), seed=options.seed)
+            start = state["window"] if block.index == state["block"] else 0
+            for w in range(start, packed.n_windows, options.batch_size):
+                sl = slice(w, min(w + options.batch_size, packed.n_windows))
+                batch_meta.update(block=block.index, window=w, tokens=packed.tokens[sl], doc=packed.doc[sl],
+                                  pos=packed.pos[sl], valid=packed.valid[sl])
+                _forward(probe, packed.tokens[sl], pairs)
+                n_win, n_tok = sl.stop - sl.start, int(packed.valid[sl].sum())
+                state.update(block=block.index, window=sl.stop, windows=state["windows"] + n_win,
+                             tokens=state["tokens"] + n_tok, seconds=base_seconds + time.perf_counter() - started)
+                if sl.stop == packed.n_windows:
+                    state.update(block=block.index + 1, window=0)
+                since += n_win
+                if bar is not None:
+                    bar.update(n_tok)
+                if since >= checkpoint_every:
+                    _checkpoint(ckpt, summaries, state, raw)
+                    since = 0
+                    if stop_after_windows is not None and state["windows"] >= stop_after_windows:
+                        return
+            done_chars += block.chars
+            if bar is not None and done_chars:
+                bar.total = max(bar.n, int(bar.n / done_chars * bar.rank_chars))
+                bar.refresh()
+        state["done"] = True
+        _checkpoint(ckpt, summaries, state, raw)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(sizes: list[int], rank: int, world: int):
+    from tqdm import tqdm
+
+    bar = tqdm(unit="tok", unit_scale=True, file=sys.stderr, desc="harvest", dynamic_ncols=True)
+    bar.rank_chars = sum(size for b, size in enumerate(sizes) if b % world == rank)
+    bar.total = max(1, bar.rank_chars // 4)  # ~4 characters a token until the first block says better
+    return bar
+
+
+def _checkpoint(path: Path, summaries, state: dict, raw) -> None:
+    if raw is not None:
+        raw.flush()  # shards first: a shard never records windows beyond its checkpoint
+    save_tensors(path, {name: s.state() for name, s in summaries.items()}, metadata={"progress": json.dumps(state)})
+
+
+def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, rank, world, model_source):
+    dist = _dist()
+    totals = {"tokens": state["tokens"], "windows": state["windows"], "seconds": state["seconds"]}
+    if dist:
+        gathered: list | None = [None] * world if rank == 0 else None
+        dist.gather_object(({k: s.state() for k, s in summaries.items()}, totals), gathered, dst=0)
+    else:
+        gathered = [({k: s.state() for k, s in summaries.items()}, totals)]
+    if rank == 0:
+        merged = None
+        tokens = windows = 0
+        seconds = []
+        for groups, t in gathered:  # rank order: the same merge order every time
+            parts = summaries_from_state(groups, fingerprint["hooks"], fingerprint["options"])
+            merged = parts if merged is None else {k: merged[k].merge(parts[k]) for k in merged}
+            tokens, windows = tokens + t["tokens"], windows + t["windows"]
+            seconds.append(round(t["seconds"], 3))
+        groups = {k: s.state() for k, s in merged.items()}
+        for plan in plans:
+            if plan.directions is not None:
+                groups[plan.name]["directions"] = plan.directions
+        sources = corpus.source_counts()
+        manifest = {
+            "format": FORMAT,
+            "model": {"name": probe.cfg.model_name, "source": model_source, "n_layers": probe.cfg.n_layers,
+                      "d_model": probe.cfg.d_model, "n_heads": probe.cfg.n_heads, "d_mlp": probe.cfg.d_mlp},
+            "corpus": {"sources": sources},
+            "hooks": fingerprint["hooks"],
+            "options": fingerprint["options"],
+            "totals": {"tokens": tokens, "windows": windows, "documents": sum(s["documents"] for s in sources)},
+            "world_size": world,
+            # Time in the loop (forward passes and summaries; not loading, hashing or the first pass over the
+            # corpus), per rank, summed over resumed segments. Not part of the result: differs run to run.
+            "timing": {"loop_seconds_per_rank": seconds,
+                       "tokens_per_second": round(tokens / max(max(seconds), 1e-9), 1)},
+            "fingerprint": fingerprint,
+        }
+        save_tensors(out / SUMMARIES, groups)
+        if options.save_raw:
+            write_raw_manifest(out, plans, options)
+        write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    _barrier()
+    return Harvest.load(out) if (out / MANIFEST).is_file() else None

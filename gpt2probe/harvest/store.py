@@ -1,0 +1,206 @@
+"""A finished harvest on disk, and the object that reads it back.
+
+An output directory holds ``harvest.json`` (the manifest: model, corpus, hooks, options,
+totals) and ``summaries.safetensors`` (every tensor, named ``"{hook}::{field}"``; no pickle).
+While a run is in progress it also holds ``checkpoint/`` (one state file per rank, written
+atomically) and, with ``save_raw``, ``raw/`` (Parquet shards and their ``manifest.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ..atomic import atomic_path, write_text_atomic
+from ..errors import FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
+from .summaries import AttentionSummary, UnitSummary
+
+FORMAT = "gpt2probe-harvest/1"
+MANIFEST = "harvest.json"
+SUMMARIES = "summaries.safetensors"
+SEP = "::"
+
+
+def save_tensors(path: Path, groups: dict[str, dict[str, Tensor]], metadata: dict[str, str] | None = None) -> None:
+    """Write ``{hook: {field: tensor}}`` as one safetensors file, atomically."""
+    flat = {f"{hook}{SEP}{name}": t.detach().cpu().contiguous().clone()
+            for hook, fields in groups.items() for name, t in fields.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: Path) -> dict[str, dict[str, Tensor]]:
+    groups: dict[str, dict[str, Tensor]] = {}
+    for key, tensor in load_file(str(path)).items():
+        hook, name = key.split(SEP, 1)
+        groups.setdefault(hook, {})[name] = tensor
+    return groups
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def summaries_from_state(groups: dict[str, dict[str, Tensor]], hooks: list[dict], options: dict
+                         ) -> dict[str, UnitSummary | AttentionSummary]:
+    out: dict[str, UnitSummary | AttentionSummary] = {}
+    for hook in hooks:
+        state = {k: v for k, v in groups[hook["name"]].items() if k != "directions"}
+        if hook["kind"] == "attention":
+            out[hook["name"]] = AttentionSummary.from_state(state)
+        else:
+            out[hook["name"]] = UnitSummary.from_state(state, n_bins=options["n_bins"], threshold=options["threshold"],
+                                                       window=options["window"], k=options["top_k"])
+    return out
+
+
+@dataclass(frozen=True)
+class Example:
+    """One max-activating position of a unit."""
+
+    value: float
+    doc: int  #: document id (see ``Harvest.document_source``)
+    pos: int  #: position of the token in its document
+    tokens: list[int]  #: the context, ``window`` tokens either side (cut at the window's edges)
+    acts: list[float]  #: the unit's activation at each context token
+    center: int  #: index of the example's own token in ``tokens``
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """``counts[0]`` is below ``edges[0]``, ``counts[-1]`` at or above ``edges[-1]``, the rest between edges."""
+
+    counts: Int[Tensor, "bin"]
+    edges: Float[Tensor, "edge"]
+
+
+class Harvest:
+    """Read-only view of a finished harvest. Build with :meth:`load` (or get one from :func:`gpt2probe.harvest`)."""
+
+    def __init__(self, directory: Path, manifest: dict, groups: dict[str, dict[str, Tensor]]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._groups = groups
+        self._hooks = {h["name"]: h for h in manifest["hooks"]}
+        self._summaries = summaries_from_state(groups, manifest["hooks"], manifest["options"])
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Harvest:
+        directory = Path(directory)
+        path = directory / MANIFEST
+        if not path.is_file():
+            hint = " (a run is in progress or was interrupted: resume it)" if (directory / "checkpoint").is_dir() else ""
+            raise MissingFileError(f"{str(directory)!r} holds no finished harvest (no {MANIFEST}){hint}")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT:
+            raise FileFormatError(f"{str(path)!r} has format {manifest.get('format')!r}; this gpt2probe reads {FORMAT!r}")
+        return cls(directory, manifest, load_tensors(directory / SUMMARIES))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        save_tensors(directory / SUMMARIES, self._groups)
+        write_text_atomic(directory / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True))
+        return directory
+
+    def __repr__(self) -> str:
+        t = self.manifest["totals"]
+        return (f"Harvest({self.manifest['model']['name']!r}, hooks={len(self._hooks)}, tokens={t['tokens']}, "
+                f"documents={t['documents']})")
+
+    # -- lookup ----------------------------------------------------------------------------
+    @property
+    def hooks(self) -> list[str]:
+        return list(self._hooks)
+
+    def kind(self, hook: str) -> str:
+        return self._hook(hook)["kind"]
+
+    def n_units(self, hook: str) -> int:
+        return self._hook(hook)["n_units"]
+
+    def _hook(self, hook: str) -> dict:
+        if hook not in self._hooks:
+            raise HookNameError(f"{hook!r} was not harvested; harvested hooks: {', '.join(self._hooks)}")
+        return self._hooks[hook]
+
+    def _units(self, hook: str) -> UnitSummary:
+        summary = self._summaries[self._hook(hook)["name"]]
+        if isinstance(summary, AttentionSummary):
+            raise InvalidTypeError(f"{hook!r} is an attention pattern: read it with .attention({hook!r})")
+        return summary
+
+    def _unit(self, hook: str, unit: int) -> int:
+        n = self.n_units(hook)
+        if not isinstance(unit, int) or not 0 <= unit < n:
+            raise LayerIndexError(f"unit {unit!r} is outside {hook!r}'s units [0, {n})")
+        return unit
+
+    # -- results ---------------------------------------------------------------------------
+    def top_values(self, hook: str) -> Float[Tensor, "unit k"]:
+        """The k largest activations of every unit, descending (``-inf`` in slots never filled)."""
+        return self._units(hook).top.values.clone()
+
+    def top_examples(self, hook: str, unit: int) -> list[Example]:
+        """The unit's max-activating examples, best first, with their contexts."""
+        top = self._units(hook).top
+        unit = self._unit(hook, unit)
+        window = self.manifest["options"]["window"]
+        out = []
+        for j in range(top.k):
+            if int(top.doc[unit, j]) < 0:
+                break
+            tokens, acts = top.ctx_tokens[unit, j], top.ctx_acts[unit, j]
+            inside = tokens >= 0
+            first = int(inside.nonzero()[0])
+            out.append(Example(value=float(top.values[unit, j]), doc=int(top.doc[unit, j]), pos=int(top.pos[unit, j]),
+                               tokens=tokens[inside].tolist(), acts=acts[inside].tolist(), center=window - first))
+        return out
+
+    def stats(self, hook: str) -> dict[str, Tensor]:
+        """Per-unit tensors: ``count``, ``mean``, ``var`` (population), ``std``, ``min``, ``max``,
+        ``frequency`` (fraction above the threshold) and ``active`` (how many above)."""
+        s = self._units(hook)
+        count = s.count.expand(s.n_units).clone()
+        n = count.clamp_min(1).double()
+        var = s.m2 / n
+        return {"count": count, "mean": s.mean.clone(), "var": var, "std": var.sqrt(), "min": s.min.clone(),
+                "max": s.max.clone(), "active": s.active.clone(), "frequency": s.active.double() / n}
+
+    def histogram(self, hook: str, unit: int) -> Histogram:
+        s = self._units(hook)
+        unit = self._unit(hook, unit)
+        return Histogram(counts=s.hist[unit].clone(), edges=s.edges()[unit])
+
+    def attention(self, hook: str) -> dict[str, Tensor]:
+        """For a ``hook_pattern``: per head, mean attention to the first token and to the previous token."""
+        summary = self._summaries[self._hook(hook)["name"]]
+        if not isinstance(summary, AttentionSummary):
+            raise InvalidTypeError(f"{hook!r} is not an attention pattern; read it with .stats({hook!r})")
+        return {"first": summary.first_sum / summary.first_count.clamp_min(1),
+                "prev": summary.prev_sum / summary.prev_count.clamp_min(1)}
+
+    def directions(self, hook: str) -> Tensor | None:
+        """The directions a ``direction`` hook was projected on (``[unit, d_model]``), else ``None``."""
+        return self._groups[self._hook(hook)["name"]].get("directions")
+
+    def unit_label(self, hook: str, unit: int) -> str:
+        from .units import HookPlan
+
+        h = self._hook(hook)
+        return HookPlan(h["name"], h["kind"], h["n_units"]).unit_label(unit)
+
+    def document_source(self, doc: int) -> tuple[str, int]:
+        """Which source a document id came from, and its index inside that source."""
+        for source in self.manifest["corpus"]["sources"]:
+            if source["first_doc"] <= doc < source["first_doc"] + source["documents"]:
+                return source["path"], doc - source["first_doc"]
+        raise LayerIndexError(f"document {doc} is outside this harvest's {self.manifest['totals']['documents']} documents")

@@ -1,0 +1,44 @@
+"""Shared pieces of the harvest tests: a small corpus of Python's documentation and comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def topic_texts(n: int = 10, max_chars: int = 1500) -> list[str]:
+    """The first ``n`` documentation topics (sorted by name), cut to ``max_chars`` to keep tests fast."""
+    import pydoc_data.topics as topics
+
+    return [text[:max_chars] for _, text in sorted(topics.topics.items())[:n]]
+
+
+def write_text_corpus(directory: Path, texts: list[str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(texts):
+        (directory / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+    return directory
+
+
+def assert_same_harvest(a, b, *, exact: bool, atol: float = 1e-5) -> None:
+    """Top-k values, documents, positions and contexts equal; counts equal; means/vars within ``atol`` (or bitwise)."""
+    assert a.hooks == b.hooks
+    for hook in a.hooks:
+        if a.kind(hook) == "attention":
+            for key, value in a.attention(hook).items():
+                torch.testing.assert_close(value, b.attention(hook)[key], atol=0 if exact else atol, rtol=0)
+            continue
+        ta, tb = a._units(hook).top, b._units(hook).top
+        for field in ("values", "doc", "pos", "ctx_tokens"):
+            assert torch.equal(getattr(ta, field), getattr(tb, field)), (hook, field)
+        assert torch.equal(ta.ctx_acts.nan_to_num(-7.0), tb.ctx_acts.nan_to_num(-7.0)), hook
+        sa, sb = a.stats(hook), b.stats(hook)
+        for key in ("count", "active", "min", "max"):
+            assert torch.equal(sa[key], sb[key]), (hook, key)
+        for key in ("mean", "var"):
+            if exact:
+                assert torch.equal(sa[key], sb[key]), (hook, key)
+            else:
+                torch.testing.assert_close(sa[key], sb[key], atol=atol, rtol=0)
+        assert torch.equal(a._units(hook).hist, b._units(hook).hist), hook

@@ -1,0 +1,269 @@
+"""Corpus harvesting on the shipped tiny-english model, checked against activations captured directly."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from harvest_helpers import assert_same_harvest, topic_texts, write_text_corpus
+
+import gpt2probe
+from gpt2probe.errors import HookNameError
+from gpt2probe.harvest import Corpus, CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError, harvest
+from gpt2probe.harvest.corpus import blocks, pack
+from gpt2probe.harvest.summaries import UnitSummary
+from gpt2probe.harvest.topk import TopK, batch_candidates
+
+SEQ = 32
+HOOKS = ["blocks.0.mlp.hook_post", "blocks.1.attn.hook_z", "blocks.2.hook_resid_post", "blocks.0.attn.hook_pattern"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from gpt2probe.shipped import shipped_model
+
+    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return topic_texts(8, 1200)
+
+
+@pytest.fixture(scope="module")
+def directions(tiny):
+    gen = torch.Generator().manual_seed(5)
+    return {"blocks.2.hook_resid_post": torch.randn(3, tiny.cfg.d_model, generator=gen)}
+
+
+def _run(tiny, texts, out, **kwargs):
+    kwargs = {"hooks": HOOKS, "seq_len": SEQ, "top_k": 5, "window": 3, "batch_size": 3, "progress": False,
+              "block_chars": 2500, **kwargs}
+    return harvest(tiny, Corpus(texts=texts), out=out, **kwargs)
+
+
+def _reference_windows(tiny, texts):
+    """Independent packing: every document's tokens then <|endoftext|>, in order, cut into SEQ-token windows."""
+    ids, doc, pos = [], [], []
+    for d, text in enumerate(texts):
+        t = tiny.tokenizer(text, add_special_tokens=False)["input_ids"] + [tiny.tokenizer.eos_token_id]
+        ids += t
+        doc += [d] * len(t)
+        pos += list(range(len(t)))
+    return torch.tensor(ids), torch.tensor(doc), torch.tensor(pos)
+
+
+def test_summaries_match_direct_capture(tiny, texts, directions, tmp_path):
+    # One block (huge block_chars) so that the reference packing is the plain concatenation.
+    h = _run(tiny, texts, tmp_path / "h", block_chars=10**9, directions=directions)
+    ids, doc, pos = _reference_windows(tiny, texts)
+    n = ids.shape[0]
+    n_win = -(-n // SEQ)
+    padded = torch.cat([ids, torch.full((n_win * SEQ - n,), tiny.tokenizer.eos_token_id)]).view(n_win, SEQ)
+    _, cache = tiny.run_with_cache(padded, names=HOOKS)
+    valid = (torch.arange(n_win * SEQ) < n).view(n_win, SEQ)
+    units = {
+        "blocks.0.mlp.hook_post": cache["blocks.0.mlp.hook_post"],
+        "blocks.1.attn.hook_z": cache["blocks.1.attn.hook_z"].norm(dim=-1),
+        "blocks.2.hook_resid_post": cache["blocks.2.hook_resid_post"] @ directions["blocks.2.hook_resid_post"].T,
+    }
+    assert h.manifest["totals"]["tokens"] == n
+    for hook, acts in units.items():
+        x = acts[valid].double()  # [token, unit], in corpus order
+        s = h.stats(hook)
+        assert torch.equal(s["count"], torch.full((x.shape[1],), n))
+        torch.testing.assert_close(s["mean"], x.mean(0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(s["var"], x.var(0, unbiased=False), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(s["min"].double(), x.min(0).values, atol=1e-6, rtol=0)
+        torch.testing.assert_close(s["max"].double(), x.max(0).values, atol=1e-6, rtol=0)
+        assert torch.equal(s["active"], (x > 0).sum(0))
+        # Top-k: the reference orders every token by (value desc, doc asc, pos asc).
+        top = h.top_values(hook)
+        for unit in range(0, x.shape[1], 7):  # a spread of units: the reference sort is slow in Python
+            order = sorted(range(n), key=lambda i: (-float(x[i, unit]), int(doc[i]), int(pos[i])))[:5]
+            torch.testing.assert_close(top[unit].double(), x[order, unit], atol=1e-6, rtol=0)
+            examples = h.top_examples(hook, unit)
+            assert [(e.doc, e.pos) for e in examples] == [(int(doc[i]), int(pos[i])) for i in order]
+            best = examples[0]
+            i = order[0]
+            w, p = divmod(i, SEQ)
+            lo, hi = max(0, p - 3), min(SEQ, p + 4, n - w * SEQ)
+            assert best.tokens == padded[w, lo:hi].tolist()
+            torch.testing.assert_close(torch.tensor(best.acts), acts[w, lo:hi, unit].float(), atol=1e-6, rtol=0)
+            assert best.tokens[best.center] == int(ids[i])
+        # Histogram: counts of each unit's values in the stored bins.
+        for unit in (0, x.shape[1] - 1):
+            hist = h.histogram(hook, unit)
+            edges = hist.edges
+            assert int(hist.counts.sum()) == n
+            inner = ((x[:, unit] >= edges[0]) & (x[:, unit] < edges[-1])).sum()
+            assert int(hist.counts[1:-1].sum()) == int(inner)
+    pattern = cache["blocks.0.attn.hook_pattern"].double()  # [window, head, q, k]
+    keep = valid.double()
+    first = (pattern[..., 0] * keep[:, None]).sum((0, 2)) / keep.sum()
+    prev_w = keep[:, 1:]
+    prev = (pattern.diagonal(offset=-1, dim1=-2, dim2=-1) * prev_w[:, None]).sum((0, 2)) / prev_w.sum()
+    torch.testing.assert_close(h.attention("blocks.0.attn.hook_pattern")["first"], first, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h.attention("blocks.0.attn.hook_pattern")["prev"], prev, atol=1e-6, rtol=0)
+
+
+def test_packing_joins_documents_with_eos_and_pads_the_last_window(tiny, texts):
+    block = next(blocks(Corpus(texts=texts), 10**9))
+    packed = pack(block, tiny.tokenizer, seq_len=SEQ, eos=tiny.tokenizer.eos_token_id)
+    ids, doc, pos = _reference_windows(tiny, texts)
+    n = ids.shape[0]
+    flat_valid = (torch.arange(packed.n_windows * SEQ) < n)
+    assert torch.equal(packed.tokens.reshape(-1)[flat_valid], ids)
+    assert torch.equal(packed.doc.reshape(-1)[flat_valid], doc)
+    assert torch.equal(packed.pos.reshape(-1)[flat_valid], pos)
+    assert int(packed.valid.sum()) == n
+    shuffled = pack(block, tiny.tokenizer, seq_len=SEQ, eos=tiny.tokenizer.eos_token_id, seed=3)
+    again = pack(block, tiny.tokenizer, seq_len=SEQ, eos=tiny.tokenizer.eos_token_id, seed=3)
+    assert torch.equal(shuffled.tokens, again.tokens)
+    assert not torch.equal(shuffled.doc, packed.doc)
+
+
+def test_topk_and_summaries_merge_in_any_order():
+    gen = torch.Generator().manual_seed(0)
+    # Integer values: many ties, so the exact tie-breaking path runs.
+    acts = torch.randint(0, 4, (6, 7, 5), generator=gen).float()
+    tokens = torch.randint(0, 50, (6, 7), generator=gen)
+    # Document order opposite to the order in the batch (as with a shuffle): torch.topk's own tie order is wrong here.
+    doc = (41 - torch.arange(6 * 7)).view(6, 7) // 9
+    pos = (41 - torch.arange(6 * 7)).view(6, 7) % 9
+    valid = torch.tensor([7, 7, 7, 7, 7, 4])
+    lo, hi = torch.zeros(5), torch.full((5,), 3.0)
+
+    def summary(rows):
+        s = UnitSummary(lo=lo, hi=hi, n_bins=6, threshold=1.0, window=2, k=4)
+        for r in rows:
+            r = [r] if isinstance(r, int) else r
+            s.update(acts[r], tokens[r], doc[r], pos[r], valid[r])
+        return s
+
+    whole = summary([[0, 1, 2, 3, 4, 5]])
+    parts = [summary([0, 3]), summary([5, 1]), summary([2, 4])]
+    a = parts[0].merge(parts[1]).merge(parts[2])
+    b = parts[2].merge(parts[0].merge(parts[1]))
+    for s in (a, b):
+        assert torch.equal(s.top.values, whole.top.values) and torch.equal(s.top.doc, whole.top.doc)
+        assert torch.equal(s.top.pos, whole.top.pos) and torch.equal(s.top.ctx_tokens, whole.top.ctx_tokens)
+        assert torch.equal(s.hist, whole.hist) and torch.equal(s.active, whole.active)
+        torch.testing.assert_close(s.mean, whole.mean, atol=1e-12, rtol=0)
+        torch.testing.assert_close(s.m2, whole.m2, atol=0, rtol=1e-6)  # batch deviations are float32
+    keep = (torch.arange(7) < valid[:, None])
+    x, d, p = acts[keep], doc[keep], pos[keep]
+    for unit in range(5):
+        ref = sorted(range(x.shape[0]), key=lambda i: (-float(x[i, unit]), int(d[i]), int(p[i])))[:4]
+        assert whole.top.doc[unit].tolist() == d[ref].tolist()
+        assert whole.top.pos[unit].tolist() == p[ref].tolist()
+    cand = batch_candidates(acts, tokens, doc, pos, valid, 50, 1)  # more slots than tokens: empty slots last
+    assert isinstance(cand, TopK) and int((cand.doc >= 0).sum(1).max()) == int(valid.sum())
+
+
+def test_interrupted_and_resumed_run_is_identical(tiny, texts, tmp_path):
+    from gpt2probe.harvest.runner import Options, run_harvest
+
+    whole = _run(tiny, texts, tmp_path / "whole", save_raw=["blocks.0.mlp.hook_post"])
+    corpus = Corpus(texts=texts)
+    options = Options(top_k=5, window=3, seq_len=SEQ, batch_size=3, block_chars=2500,
+                      save_raw=("blocks.0.mlp.hook_post",))
+    out = tmp_path / "cut"
+    stopped = run_harvest(tiny, corpus, HOOKS, out, options=options, checkpoint_every=3, progress=False,
+                          stop_after_windows=9)
+    assert stopped is None and (out / "checkpoint").is_dir() and not (out / "harvest.json").exists()
+    with pytest.raises(OutputDirError, match="--resume"):
+        _run(tiny, texts, out, save_raw=["blocks.0.mlp.hook_post"])
+    resumed = _run(tiny, texts, out, save_raw=["blocks.0.mlp.hook_post"], resume=True)
+    assert_same_harvest(whole, resumed, exact=True)
+    assert not (out / "checkpoint").exists()
+    # Raw shards: every valid token exactly once, equal to the uninterrupted run's rows.
+    datasets = pytest.importorskip("datasets")
+    rows = {}
+    for root in (tmp_path / "whole", out):
+        manifest = json.loads((root / "raw" / "manifest.json").read_text())
+        files = [str(root / "raw" / f) for f in manifest["hooks"]["blocks.0.mlp.hook_post"]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = datasets.Dataset.from_parquet(files, cache_dir=str(tmp_path / "hf-cache"))
+        rows[root.name] = ds.with_format("torch")[:]
+    a, b = rows["whole"], rows["cut"]
+    assert len(a["doc"]) == len(b["doc"]) == whole.manifest["totals"]["tokens"]
+    assert torch.equal(a["doc"], b["doc"]) and torch.equal(a["pos"], b["pos"])
+    assert torch.equal(a["activation"], b["activation"])
+    assert a["activation"].shape[1] == tiny.cfg.d_mlp
+    # The raw values are the activations: their mean is the summary's mean.
+    torch.testing.assert_close(a["activation"].double().mean(0), whole.stats("blocks.0.mlp.hook_post")["mean"],
+                               atol=1e-6, rtol=0)
+
+
+def test_resume_of_a_finished_run_returns_it_and_a_changed_one_is_refused(tiny, texts, tmp_path):
+    out = tmp_path / "h"
+    first = _run(tiny, texts, out, hooks=["blocks.0.mlp.hook_post"])
+    again = _run(tiny, texts, out, hooks=["blocks.0.mlp.hook_post"], resume=True)
+    assert_same_harvest(first, again, exact=True)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(ResumeMismatchError, match="hooks"):
+        _run(tiny, texts, out, hooks=["blocks.1.mlp.hook_post"], resume=True)
+    with pytest.raises(ResumeMismatchError, match="corpus"):
+        _run(tiny, texts[:-1], out, hooks=["blocks.0.mlp.hook_post"], resume=True)
+    with pytest.raises(ResumeMismatchError, match="options"):
+        _run(tiny, texts, out, hooks=["blocks.0.mlp.hook_post"], top_k=6, resume=True)
+    with pytest.raises(OutputDirError, match="finished"):
+        _run(tiny, texts, out, hooks=["blocks.0.mlp.hook_post"])
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_bad_input_fails_before_any_work(tiny, texts, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(CorpusError, match="no such file"):
+        harvest(tiny, tmp_path / "missing.txt", hooks="blocks.0.mlp.hook_post", out=out)
+    with pytest.raises(CorpusError, match="matches no file"):
+        harvest(tiny, str(tmp_path / "*.txt"), hooks="blocks.0.mlp.hook_post", out=out)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(CorpusError, match="no text"):
+        harvest(tiny, tmp_path / "empty.txt", hooks="blocks.0.mlp.hook_post", out=out, progress=False)
+    (tmp_path / "a.jsonl").write_text('{"text": "hello"}\n{"body": "x"}\n')
+    with pytest.raises(CorpusError, match="line 2: no field 'text'"):
+        harvest(tiny, Corpus(["a.jsonl"] and [tmp_path / "a.jsonl"], field="text"), hooks="blocks.0.mlp.hook_post",
+                out=out, progress=False)
+    with pytest.raises(CorpusError, match="say which field"):
+        Corpus([tmp_path / "a.jsonl"])
+    with pytest.raises(HookNameError, match="blocks.0.mlp.hook_post"):
+        harvest(tiny, Corpus(texts=texts), hooks="blocks.0.mlp.hook_pots", out=out)
+    with pytest.raises(HarvestConfigError, match="context"):
+        harvest(tiny, Corpus(texts=texts), hooks="blocks.0.mlp.hook_post", out=out, seq_len=10_000)
+    with pytest.raises(HarvestConfigError, match="pattern"):
+        harvest(tiny, Corpus(texts=texts), hooks="blocks.0.attn.hook_attn_scores", out=out)
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="not empty"):
+        harvest(tiny, Corpus(texts=texts), hooks="blocks.0.mlp.hook_post", out=out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_every_corpus_format_reads_the_same_documents(texts, tmp_path):
+    pytest.importorskip("pyarrow")
+    datasets = pytest.importorskip("datasets")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_text_corpus(tmp_path / "txt", texts)
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
+    pq.write_table(pa.table({"body": texts}), tmp_path / "c.parquet")
+    datasets.Dataset.from_dict({"body": texts}).save_to_disk(str(tmp_path / "ds"))
+    expected = list(enumerate(texts))
+    assert list(Corpus([str(tmp_path / "txt" / "*.txt")]).documents()) == expected
+    assert list(Corpus([tmp_path / "c.jsonl"], field="text").documents()) == expected
+    assert list(Corpus([tmp_path / "c.parquet"], column="body").documents()) == expected
+    assert list(Corpus([tmp_path / "ds"], column="body").documents()) == expected
+    with pytest.raises(CorpusError, match="no column 'text'"):
+        Corpus([tmp_path / "c.parquet"], column="text")
+    # A long text file is cut at line ends into several documents, never losing a character.
+    long = "".join(f"line {i}\n" for i in range(400))
+    (tmp_path / "long.txt").write_text(long)
+    pieces = [t for _, t in Corpus([tmp_path / "long.txt"], max_doc_chars=500).documents()]
+    assert "".join(pieces) == long and all(len(p) <= 500 for p in pieces) and len(pieces) > 1

@@ -1,0 +1,107 @@
+"""The harvest dashboard and command line: the page in a real browser, logit effects, CLI errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from browser import chromium_available, open_page
+
+import gpt2probe
+from gpt2probe.cli import main
+from gpt2probe.harvest import Corpus, harvest
+from gpt2probe.report.escape import visible_whitespace
+from gpt2probe.report.harvest_dashboard import logit_effects, output_directions, write_dashboard
+
+HOSTILE = "<script>window.__pwned = 1</script> x &amp; y $x$ " * 3
+HOOKS = ["blocks.0.mlp.hook_post", "blocks.3.hook_resid_post", "blocks.0.attn.hook_pattern"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from gpt2probe.shipped import shipped_model
+
+    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def harvested(tiny, tmp_path_factory):
+    from harvest_helpers import topic_texts
+
+    texts = [HOSTILE, *topic_texts(4, 800)]
+    return harvest(tiny, Corpus(texts=texts), hooks=HOOKS, out=tmp_path_factory.mktemp("h") / "h", seq_len=32,
+                   top_k=4, window=3, progress=False)
+
+
+def test_logit_effect_of_a_neuron_is_its_w_out_row_through_w_u(tiny, harvested):
+    dirs = output_directions(harvested, "blocks.0.mlp.hook_post", tiny)
+    up_v, up_i, _, down_i = logit_effects(dirs[5:6], tiny, k=3)
+    reference = tiny.model.transformer.h[0].mlp.c_proj.weight[5].float() @ tiny.model.lm_head.weight.float().T
+    assert up_i[0].tolist() == reference.topk(3).indices.tolist()
+    assert down_i[0].tolist() == reference.topk(3, largest=False).indices.tolist()
+    torch.testing.assert_close(up_v[0], reference.topk(3).values, atol=1e-5, rtol=1e-5)
+    assert output_directions(harvested, "blocks.0.attn.hook_pattern", tiny) is None
+
+
+needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
+
+
+@needs_chromium
+def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, harvested, tmp_path):
+    path = write_dashboard(harvested, tmp_path / "dash.html", probe=tiny, examples=3)
+    order = harvested.hooks  # forward order: the layer-0 pattern comes first
+    ready = "document.readyState === 'complete' && document.querySelectorAll('#hook option').length > 0"
+    with open_page(path, offline=True, wait_for=ready) as page:
+        page.evaluate(f"document.getElementById('hook').value = '{order.index(HOOKS[0])}';"
+                      "document.getElementById('hook').dispatchEvent(new Event('change'))")
+        n_items = page.evaluate("document.querySelectorAll('#units li').length")
+        hooks = page.evaluate("[...document.querySelectorAll('#hook option')].map(o => o.textContent)")
+        # Find the unit whose best example sits in the hostile document and show it.
+        hostile_unit = next(u for u in range(harvested.n_units(HOOKS[0]))
+                            if harvested.top_examples(HOOKS[0], u)[0].doc == 0)
+        page.evaluate(f"document.getElementById('search').value = '{hostile_unit}';"
+                      "document.getElementById('search').dispatchEvent(new Event('input'))")
+        text = page.evaluate("document.getElementById('unit').textContent")
+        first_context = page.evaluate("[...document.querySelector('.ctx').querySelectorAll('span:not(.meta)')]"
+                                      ".map(s => s.textContent).join('')")
+        spans = page.evaluate("document.querySelectorAll('.ctx span').length")
+        page.evaluate(f"document.getElementById('hook').value = '{order.index(HOOKS[2])}';"
+                      "document.getElementById('hook').dispatchEvent(new Event('change'))")
+        heads = page.evaluate("document.querySelectorAll('#unit tr').length")
+        pwned = page.evaluate("window.__pwned === undefined ? null : window.__pwned")
+        errors, requests = list(page.errors), list(page.requests)
+    assert errors == [] and pwned is None
+    assert all(url.startswith(("file:", "data:")) for url in requests)
+    assert hooks == order and sorted(order) == sorted(HOOKS) and n_items == tiny.cfg.d_mlp
+    best = harvested.top_examples(HOOKS[0], hostile_unit)[0]
+    expected = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
+    assert first_context == expected and any(c in expected for c in "<&$")  # shown literally, not interpreted
+    assert spans > 3 and "Promoted tokens" in text
+    assert heads == tiny.cfg.n_heads + 1
+
+
+def test_cli_mistakes_print_one_error_line_and_exit_2(tmp_path, capsys):
+    cases = [
+        ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "nope.txt"), "--hooks",
+         "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o")],
+        ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "*.txt"), "--hooks",
+         "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o"), "--top-k", "many"],
+        ["harvest", "--model", "tiny-english", "--hooks", "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o")],
+        ["harvest-report", str(tmp_path / "missing")],
+    ]
+    (tmp_path / "a.txt").write_text("Some text for the model to read.")
+    cases.append(["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "a.txt"), "--hooks",
+                  "blocks.0.mlp.hook_psot", "--out", str(tmp_path / "o"), "--no-progress"])
+    for argv in cases:
+        assert _exit_status(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.strip().splitlines()
+               if not line.startswith("Loading weights")]  # transformers' own bar while loading the model
+        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+    assert not (tmp_path / "o").exists()
+
+
+def _exit_status(argv: list[str]) -> int:
+    """``main``'s status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
