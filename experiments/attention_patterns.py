@@ -25,8 +25,8 @@ import gpt2probe  # noqa: E402
 from gpt2probe import head_scores as H  # noqa: E402
 from gpt2probe.attention_figures import pattern_figure, score_grid_figure  # noqa: E402
 from gpt2probe.errors import PromptError  # noqa: E402
-from gpt2probe.shipped import load_with_fallback  # noqa: E402
 from gpt2probe.report import write_html  # noqa: E402
+from gpt2probe.shipped import load_with_fallback  # noqa: E402
 from gpt2probe.toy import repeated_random_tokens  # noqa: E402
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."

@@ -90,3 +90,7 @@ class UnsupportedError(GPT2ProbeError, ValueError):
 
 class ModelMismatchError(GPT2ProbeError, ValueError):
     """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
+
+
+class MissingExtraError(GPT2ProbeError, ImportError):
+    """An optional dependency is not installed; the message says which extra brings it."""

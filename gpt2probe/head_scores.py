@@ -91,7 +91,7 @@ def _counted_queries(mask: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos
 
 def _reduce(
     values: Float[Tensor, "batch head n"], weights: Float[Tensor, "batch n"], *, per_prompt: bool
-) -> Float[Tensor, "head"] | Float[Tensor, "batch head"]:
+) -> Float[Tensor, " head"] | Float[Tensor, "batch head"]:
     """Weighted mean over queries: pooled over the batch, or one mean per prompt (NaN where nothing counts)."""
     values = values.double()
     if per_prompt:

@@ -347,8 +347,11 @@ class HookRegistry:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the model for this thread: hooks fire on every forward pass, whichever thread runs it,
-        so two threads capturing or intervening at once would read each other's activations."""
+        """Hold the model for this thread.
+
+        Hooks fire on every forward pass, whichever thread runs it, so two threads capturing or
+        intervening at once would read each other's activations.
+        """
         self.lock.acquire()
         try:
             yield

@@ -109,6 +109,7 @@ def _check_model_object(model: torch.nn.Module) -> GPT2LMHeadModel:
 
 
 def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local directory rather than a hub id."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 

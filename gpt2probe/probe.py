@@ -179,6 +179,16 @@ class GPT2Probe:
         return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
                                     tokens=tokens.to("cpu"), weights=self.weights)
 
+    def to_transformer_lens(self):
+        """A TransformerLens ``TransformerBridge`` sharing this probe's weights (no copy).
+
+        Needs the ``transformer-lens`` extra. See :func:`gpt2probe.interop.to_transformer_lens`:
+        the bridge runs on a twin module tree over the same parameter tensors, so both keep working.
+        """
+        from .interop import to_transformer_lens
+
+        return to_transformer_lens(self)
+
     @contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:
         """Attach hook functions for the duration of a ``with`` block.

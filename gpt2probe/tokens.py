@@ -30,12 +30,12 @@ class Tokens:
         return position_ids(self.attention_mask)
 
     @property
-    def lengths(self) -> Int[Tensor, "batch"]:
+    def lengths(self) -> Int[Tensor, " batch"]:
         """Real tokens per prompt."""
         return self.attention_mask.sum(-1)
 
     @property
-    def last_positions(self) -> Int[Tensor, "batch"]:
+    def last_positions(self) -> Int[Tensor, " batch"]:
         """Index of each prompt's last real token (always ``pos - 1`` under left padding)."""
         return torch.full_like(self.lengths, self.ids.shape[1] - 1)
 
@@ -137,6 +137,7 @@ def per_prompt(value: object, n_prompts: int, what: str) -> list:
 
 
 def pad_left(sequences: Sequence[Sequence[int]], *, pad_id: int, prompts: tuple[str, ...] | None = None) -> Tokens:
+    """Left-pad token id lists with ``pad_id`` into one batch, with its mask and position ids."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from models import SMALL, VOCAB, assert_close, build_gpt2, random_ids, save_gpt2, save_pickle_only
 
 import gpt2probe
 from gpt2probe import (
@@ -20,6 +19,8 @@ from gpt2probe import (
     WeightsUnavailableError,
 )
 from gpt2probe import names as N
+
+from models import SMALL, VOCAB, assert_close, build_gpt2, random_ids, save_gpt2, save_pickle_only
 
 IDS = random_ids(SMALL, 1, 6, seed=0)
 

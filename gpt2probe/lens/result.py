@@ -8,7 +8,6 @@ shapes on construction and save to / load from safetensors.
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,8 @@ class PromptLens:
     Positions index the prompt's own tokens (0 = its first real token); ``positions`` lists
     the ones analysed. Probabilities are in [0, 1]; entropy and KL are in nats; KL is
     ``KL(final || stream)``. ``target_rank`` is 0-based: the number of tokens with a
-    strictly higher logit (0 = the top prediction). Entries without a target (e.g. the next token after the last position) hold ``nan`` / ``-1``.
+    strictly higher logit (0 = the top prediction). Entries without a target (e.g. the next token
+    after the last position) hold ``nan`` / ``-1``.
     """
 
     prompt: str
