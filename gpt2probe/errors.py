@@ -7,10 +7,6 @@ class GPT2ProbeError(Exception):
     """Base class for every error gpt2probe raises on purpose."""
 
 
-class InvalidArgumentError(GPT2ProbeError, ValueError):
-    """An argument of the right type with a value that is not allowed (out of range, NaN, unknown option)."""
-
-
 class HookNameError(GPT2ProbeError, KeyError):
     """An unknown hook name; the message lists the nearest valid ones."""
 
