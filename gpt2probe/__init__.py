@@ -5,6 +5,11 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
+from . import shape_checking as _shape_checking
+
+if _shape_checking.requested():  # must run before the submodules below are imported
+    _shape_checking.enable()
+
 from . import diffing, generation, harvest, head_scores, interventions, names
 from .cache import ActivationCache
 from .config import ProbeConfig

@@ -7,6 +7,10 @@ class GPT2ProbeError(Exception):
     """Base class for every error gpt2probe raises on purpose."""
 
 
+class InvalidArgumentError(GPT2ProbeError, ValueError):
+    """An argument of the right type with a value that is not allowed (out of range, NaN, unknown option)."""
+
+
 class HookNameError(GPT2ProbeError, KeyError):
     """An unknown hook name; the message lists the nearest valid ones."""
 
@@ -52,3 +56,7 @@ class ModelMismatchError(GPT2ProbeError, ValueError):
 
 class InvalidArgumentError(GPT2ProbeError, ValueError):
     """An argument outside what a function accepts; the message says what is valid."""
+
+
+class MissingExtraError(GPT2ProbeError, ImportError):
+    """An optional dependency is not installed; the message says which extra brings it."""

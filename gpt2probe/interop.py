@@ -18,13 +18,9 @@ from typing import Any
 
 from torch import nn
 
-from .errors import GPT2ProbeError
+from .errors import MissingExtraError
 
 INSTALL_HINT = "pip install 'gpt2probe[transformer-lens]'"
-
-
-class MissingExtraError(GPT2ProbeError, ImportError):
-    """An optional dependency is not installed; the message says which extra brings it."""
 
 
 def twin(model: nn.Module) -> nn.Module:
