@@ -15,13 +15,25 @@ from .cache import ActivationCache
 from .config import ProbeConfig
 from .diffing import ModelDiff, compare
 from .errors import (
+    CheckpointError,
     ConcurrentUseError,
+    FileFormatError,
+    FileWriteError,
     GPT2ProbeError,
     HookNameError,
+    HookReturnError,
+    InvalidArgumentError,
+    InvalidTypeError,
     LayerIndexError,
+    MissingExtraError,
+    MissingFileError,
+    ModelMismatchError,
     NotGPT2Error,
+    PositionError,
     PromptError,
+    ShapeError,
     UnsafeCheckpointError,
+    UnsupportedError,
     WeightsUnavailableError,
 )
 from .harvest import Harvest
@@ -63,4 +75,16 @@ __all__ = [
     "head_scores",
     "interventions",
     "names",
+    "CheckpointError",
+    "FileFormatError",
+    "FileWriteError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "MissingFileError",
+    "ModelMismatchError",
+    "MissingExtraError",
+    "UnsupportedError",
+    "HookReturnError",
+    "PositionError",
+    "ShapeError",
 ]

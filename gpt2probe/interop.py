@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from .errors import MissingExtraError
-
-if TYPE_CHECKING:
-    from .probe import GPT2Probe
 
 INSTALL_HINT = "pip install 'gpt2probe[transformer-lens]'"
 
@@ -30,11 +27,11 @@ def twin(model: nn.Module) -> nn.Module:
     """A new module tree over the same parameters and buffers, with its own config and no hooks."""
     config = getattr(model, "config", None)
     config_copy = copy.deepcopy(config) if config is not None else None
-    made: dict[int, nn.Module] = {}
+    made: dict[nn.Module, nn.Module] = {}  # keyed by the module object (identity), never id()
 
     def clone(module: nn.Module) -> nn.Module:
-        if id(module) in made:  # a module used twice stays one module
-            return made[id(module)]
+        if module in made:  # a module used twice stays one module
+            return made[module]
         new = module.__class__.__new__(module.__class__)
         state = dict(module.__dict__)
         for key, value in state.items():
@@ -46,14 +43,14 @@ def twin(model: nn.Module) -> nn.Module:
         state["_buffers"] = dict(module._buffers)
         state["_non_persistent_buffers_set"] = set(module._non_persistent_buffers_set)
         new.__dict__ = state
-        made[id(module)] = new
+        made[module] = new
         new._modules = {name: None if child is None else clone(child) for name, child in module._modules.items()}
         return new
 
     return clone(model)
 
 
-def to_transformer_lens(probe: GPT2Probe) -> Any:
+def to_transformer_lens(probe: Any) -> Any:  # a GPT2Probe (not imported: probe.py imports this module)
     """A TransformerLens ``TransformerBridge`` over the probe's weights (see the module docstring).
 
     The bridge runs with eager attention (TransformerLens needs the pattern) on the probe's

@@ -141,7 +141,8 @@ def test_display_token(token, expected):
 
 
 _VISIBLE_SYMBOLS = "␣↵␍⇥∅\\"
-_plain_text = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters=_VISIBLE_SYMBOLS))
+_plain_text = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"),
+                                    blacklist_characters=_VISIBLE_SYMBOLS))
 
 
 @given(_plain_text)

@@ -49,7 +49,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ShapeError
 from ..probe import GPT2Probe, Inputs
 from ..tokens import Tokens
 from .gradients import Edit, copy_rows, grad_run
@@ -86,7 +86,7 @@ class AttributionResult(PatchingResult):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.graddrop is not None and self.graddrop.shape != self.values.shape:
-            raise ValueError(f"graddrop has shape {tuple(self.graddrop.shape)}, values {tuple(self.values.shape)}")
+            raise ShapeError(f"graddrop has shape {tuple(self.graddrop.shape)}, values {tuple(self.values.shape)}")
 
 
 @dataclass(frozen=True)

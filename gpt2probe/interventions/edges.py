@@ -40,7 +40,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ShapeError
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
 from .gradients import Edit, copy_rows, grad_run
@@ -66,7 +66,7 @@ class EdgeScores:
 
     def __post_init__(self) -> None:
         if self.scores.shape != (len(self.edges),):
-            raise ValueError(f"{len(self.edges)} edges but scores of shape {tuple(self.scores.shape)}")
+            raise ShapeError(f"{len(self.edges)} edges but scores of shape {tuple(self.scores.shape)}")
 
     def __len__(self) -> int:
         return len(self.edges)

@@ -21,9 +21,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
-from ..errors import PromptError
+from .. import validate
+from ..errors import InvalidArgumentError, PromptError
 from ..probe import GPT2Probe
-from ..tokens import Inputs, Tokens
+from ..tokens import Inputs, Tokens, per_prompt
 from .result import LensResult, PromptLens
 from .tuned import TunedLens
 
@@ -88,6 +89,7 @@ def read_out(
     float32 sums small and the differences above accurate.
     """
     n_stream, n_pos, d_model = streams.shape
+    _require_finite(streams)
     d_vocab = W_U.shape[1]
     rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
     pos_per_chunk = max(1, rows_per_chunk // n_stream)
@@ -169,8 +171,11 @@ def logit_lens(
     Returns:
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
     """
-    if k < 1 or k > probe.cfg.d_vocab:
-        raise ValueError(f"k must be between 1 and d_vocab={probe.cfg.d_vocab}, got {k}")
+    validate.integer("k", k, minimum=1, maximum=probe.cfg.d_vocab)
+    validate.integer("batch_size", batch_size, minimum=1)
+    validate.integer("max_chunk_bytes", max_chunk_bytes, minimum=1)
+    if positions is not None and positions != "last":
+        validate.index_list("positions", positions)
     tokens = probe.as_tokens(prompts, prepend_bos=prepend_bos)
     n_prompts = tokens.ids.shape[0]
     per_prompt_targets = _per_prompt_targets(probe, targets, n_prompts)
@@ -202,6 +207,17 @@ def logit_lens(
     return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid, metadata=metadata)
 
 
+def _require_finite(streams: Tensor) -> None:
+    """NaN logits compare false with everything, so a target's rank would read 0 (the top): refuse them."""
+    bad = ~torch.isfinite(streams).all(-1)
+    if bool(bad.any()):
+        stream, pos = bad.nonzero()[0].tolist()
+        raise InvalidArgumentError(
+            f"the residual stream {stream} (0 = embeddings) at analysed position {pos} holds NaN or inf: "
+            "the lens cannot rank or score it; a hook or the model's weights produced non-finite values"
+        )
+
+
 def _slice(tokens: Tokens, start: int, stop: int) -> Tokens:
     """Rows ``start:stop`` of a batch, with the left padding they no longer need removed."""
     mask = tokens.attention_mask[start:stop]
@@ -216,8 +232,8 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
     if positions == "last":
         return torch.tensor([n_tokens - 1])
     if isinstance(positions, str):
-        raise ValueError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
-    wanted = [positions] if isinstance(positions, int) else list(positions)
+        raise InvalidArgumentError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
+    wanted = validate.index_list("positions", positions)
     out = []
     for p in wanted:
         if not -n_tokens <= p < n_tokens:
@@ -227,14 +243,8 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
 
 
 def _per_prompt_targets(probe: GPT2Probe, targets: Targets, n_prompts: int) -> list[str | int | None]:
-    if targets is None or targets == NEXT_TOKEN:
-        return [targets] * n_prompts
-    if isinstance(targets, (str, int)):
-        return [probe.to_single_token(targets)] * n_prompts
-    targets = list(targets)
-    if len(targets) != n_prompts:
-        raise ValueError(f"{len(targets)} targets for {n_prompts} prompts: give one target per prompt")
-    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t) for t in targets]
+    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t)
+            for t in per_prompt(targets, n_prompts, "targets")]
 
 
 def _target_ids(target: str | int | None, ids: Tensor, chosen: Tensor) -> Tensor | None:

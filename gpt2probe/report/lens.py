@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
 from .escape import display_token, escape_text
 from .style import TOP_MARGIN, category_axis, colorbar, fmt_nats, fmt_prob, prompt_chars, title_layout
@@ -36,7 +37,7 @@ def _analysed_index(item: PromptLens, position: int) -> int:
     """``position`` indexes the analysed positions (like a list); return it as 0..n-1."""
     n = int(item.positions.shape[0])
     if not -n <= position < n:
-        raise IndexError(f"position {position} is out of range: the prompt has {n} analysed positions "
+        raise PositionError(f"position {position} is out of range: the prompt has {n} analysed positions "
                          f"(valid: {-n} to {n - 1})")
     return position % n
 
@@ -132,10 +133,10 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
     ``lens_name`` starts the title (``"Tuned lens"`` for a result read through a tuned lens).
     """
     if metric not in HEATMAP_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
+        raise InvalidArgumentError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
     available = {name: values for name in HEATMAP_METRICS if (values := _metric_values(item, name)) is not None}
     if metric not in available:
-        raise ValueError(f"metric {metric!r} needs target statistics: compute the lens with targets")
+        raise InvalidArgumentError(f"metric {metric!r} needs target statistics: compute the lens with targets")
     n_streams, n_pos = item.top_probs.shape[:2]
     streams, analysed = range(n_streams), range(n_pos)
     positions = [int(p) for p in item.positions]
@@ -208,12 +209,12 @@ def target_trajectory(item: PromptLens, position: int = -1) -> go.Figure:
     ``position`` indexes the analysed positions like a list (``-1``: the last analysed).
     """
     if item.target_prob is None or item.target_rank is None or item.target_ids is None:
-        raise ValueError("this PromptLens has no target statistics (target_prob / target_rank): "
+        raise InvalidArgumentError("this PromptLens has no target statistics (target_prob / target_rank): "
                          "compute the lens with targets, or use a position whose next token is known")
     p = _analysed_index(item, position)
     if not _has_target(item, p):
         with_target = [int(item.positions[i]) for i in range(item.positions.shape[0]) if _has_target(item, i)]
-        raise ValueError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
+        raise InvalidArgumentError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
                          f"prompt positions with a target: {with_target}")
     prob = item.target_prob[:, p].tolist()
     rank = (item.target_rank[:, p] + 1).tolist()  # stored 0-based; shown 1-based (1 = top prediction)
@@ -286,10 +287,10 @@ def lens_aggregate(result: LensResult) -> go.Figure:
     """
     items = list(result)
     if not items:
-        raise ValueError("the LensResult holds no prompts")
+        raise InvalidArgumentError("the LensResult holds no prompts")
     labels = items[0].stream_labels
     if any(item.stream_labels != labels for item in items):
-        raise ValueError("the prompts were read at different streams; an aggregate needs the same streams")
+        raise InvalidArgumentError("the prompts were read at different streams; an aggregate needs the same streams")
     streams = list(range(len(labels)))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=["KL to the final prediction (nats), mean over positions",
