@@ -31,9 +31,9 @@ if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    MiB,
     Case,
     Context,
+    MiB,
     apply_threads,
     check,
     child_main,
@@ -42,15 +42,15 @@ from benchmarks.common import (  # noqa: E402
     fmt_mib,
     fmt_ms,
     fmt_ratio,
+    fmt_total,
     markdown_table,
+    measure_memory,
     median,
-    paired_ratio,
+    memory_line,
     model_dir,
+    paired_ratio,
     parse_settings,
     parser,
-    measure_memory,
-    memory_line,
-    fmt_total,
     select_cases,
     time_interleaved,
     timing_line,
@@ -212,7 +212,9 @@ def render(settings, cases, samples, memory, checks) -> str:
             cell(ratio(length, "ours_resid_one_pattern", "plain_sdpa"), ONE_PATTERN_TARGET),
             cell(ratio(length, "ours_resid_pattern", "plain_eager"), ALL_PATTERNS_TARGET),
             cell(ratio(length, "ours_resid", "tl_resid"), 1.0) + " / " + cell(ratio(length, "ours_resid_pattern", "tl_resid_pattern"), 1.0),
-            cell(mem_ratio(length, "ours_resid", "tl_resid"), 1.0) + " / " + cell(mem_ratio(length, "ours_resid_pattern", "tl_resid_pattern"), 1.0),
+            cell(mem_ratio(length, "ours_resid", "tl_resid"), 1.0)
+            + " / "
+            + cell(mem_ratio(length, "ours_resid_pattern", "tl_resid_pattern"), 1.0),
         ])
     targets = markdown_table(
         ["tokens", f"names=[] vs plain sdpa (<= {NOTHING_TOLERANCE})", f"resid vs plain sdpa (<= {NOTHING_TOLERANCE})",

@@ -5,23 +5,40 @@
 >>> logits, cache = probe.run_with_cache("The Eiffel Tower is in", names="blocks.*.hook_resid_post")
 """
 
+from . import shape_checking as _shape_checking
+
+if _shape_checking.requested():  # must run before the submodules below are imported
+    _shape_checking.enable()
+
 from . import diffing, generation, harvest, head_scores, interventions, names, shipped
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .diffing import ModelDiff, compare
 from .errors import (
+    CheckpointError,
     ConcurrentUseError,
+    FileFormatError,
+    FileWriteError,
     GPT2ProbeError,
     HookNameError,
+    HookReturnError,
+    InvalidArgumentError,
+    InvalidTypeError,
     LayerIndexError,
+    MissingExtraError,
+    MissingFileError,
+    ModelMismatchError,
     NotGPT2Error,
+    PositionError,
     PromptError,
+    ShapeError,
     UnsafeCheckpointError,
+    UnsupportedError,
     WeightsUnavailableError,
 )
 from .harvest import Harvest
 from .hooks import HookPoint
-from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, direct_logit_attribution, logit_lens
+from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
 from .tokens import Tokens
@@ -33,6 +50,7 @@ __all__ = [
     "Attribution",
     "LensResult",
     "PromptLens",
+    "TunedLens",
     "direct_logit_attribution",
     "logit_lens",
     "ActivationCache",
@@ -58,4 +76,16 @@ __all__ = [
     "interventions",
     "names",
     "shipped",
+    "CheckpointError",
+    "FileFormatError",
+    "FileWriteError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "MissingFileError",
+    "ModelMismatchError",
+    "MissingExtraError",
+    "UnsupportedError",
+    "HookReturnError",
+    "PositionError",
+    "ShapeError",
 ]

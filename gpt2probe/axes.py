@@ -17,34 +17,8 @@ axis           meaning
 ``k``          the top-k predictions kept per stream and position
 =============  =====================================================================
 
-The aliases below are plain :mod:`jaxtyping` annotations; the test suite checks them at
-run time with beartype, so they cannot drift from what the code returns.
+Annotations are written inline on each function (``Float[Tensor, "batch pos d_model"]``);
+the test suite checks them at run time with beartype, and users can too
+(:mod:`gpt2probe.shape_checking`: ``GPT2PROBE_CHECK_SHAPES=1``). Single-axis shapes are
+written with a leading space (``" batch"``) so jaxtyping reads them as names.
 """
-
-from __future__ import annotations
-
-from jaxtyping import Float, Int
-from torch import Tensor
-
-Residual = Float[Tensor, "batch pos d_model"]
-ResidualStack = Float[Tensor, "component batch pos d_model"]
-TokenIds = Int[Tensor, "batch pos"]
-Mask = Int[Tensor, "batch pos"]
-Logits = Float[Tensor, "batch pos d_vocab"]
-Pattern = Float[Tensor, "batch head query_pos key_pos"]
-HeadActivation = Float[Tensor, "batch pos head d_head"]
-HeadResult = Float[Tensor, "batch pos head d_model"]
-
-__all__ = [
-    "Float",
-    "HeadActivation",
-    "HeadResult",
-    "Int",
-    "Logits",
-    "Mask",
-    "Pattern",
-    "Residual",
-    "ResidualStack",
-    "Tensor",
-    "TokenIds",
-]

@@ -20,7 +20,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import names as N
-from .errors import HookNameError, LayerIndexError
+from . import validate
+from .errors import HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
 from .weights import Weights
@@ -98,9 +99,7 @@ class ActivationCache(Mapping[str, Tensor]):
     def _layer_bound(self, layer: int | None) -> int:
         if layer is None or layer == -1:
             return self.n_layers
-        if not 0 <= layer <= self.n_layers:
-            raise LayerIndexError(f"layer {layer} is out of range: valid layers are 0..{self.n_layers}")
-        return layer
+        return validate.layer_in(layer, self.n_layers, allow_end=True)
 
     def accumulated_resid(
         self, layer: int | None = None, *, incl_mid: bool = False, return_labels: bool = False
@@ -136,7 +135,7 @@ class ActivationCache(Mapping[str, Tensor]):
         embeddings included the parts sum to ``accumulated_resid`` at that layer.
         """
         if mode not in ("all", "attn", "mlp"):
-            raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+            raise InvalidArgumentError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
         last = self._layer_bound(layer)
         parts, labels = [], []
         if incl_embeds:
@@ -150,15 +149,13 @@ class ActivationCache(Mapping[str, Tensor]):
                 parts.append(self[N.mlp_out(l)])
                 labels.append(f"{l}_mlp_out")
         if not parts:
-            raise ValueError(f"decompose_resid(layer={layer}, incl_embeds=False) has no components: nothing comes before block 0")
+            raise InvalidArgumentError(f"decompose_resid(layer={layer}, incl_embeds=False) has no components: nothing comes before block 0")
         stack = torch.stack(parts)
         return (stack, labels) if return_labels else stack
 
     def head_results(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
         """Each head's output in the residual stream, ``z @ W_O`` per head (``b_O`` not included)."""
-        if not 0 <= layer < self.n_layers:
-            raise LayerIndexError(f"layer {layer} is out of range: valid layers are 0..{self.n_layers - 1}")
-        z = self[N.z(layer)]
+        z = self[N.z(validate.layer_in(layer, self.n_layers))]
         w_o = self._require_weights("head_results").W_O_layer(layer).to(z.device, z.dtype)
         return einsum(z, w_o, "batch pos head d_head, head d_head d_model -> batch pos head d_model")
 
@@ -193,7 +190,7 @@ class ActivationCache(Mapping[str, Tensor]):
             return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)
         scale = self[N.LN_FINAL_SCALE].to(stack.device, stack.dtype)
         if scale.shape[:-1] != stack.shape[-3:-1]:
-            raise ValueError(
+            raise ShapeError(
                 f"the stack's batch and positions {tuple(stack.shape[-3:-1])} do not match the cached "
                 f"final scale's {tuple(scale.shape[:-1])}"
             )
@@ -201,13 +198,20 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _require_weights(self, what: str) -> Weights:
         if self._weights is None:
-            raise ValueError(f"{what} needs the model's weights: load the cache with ActivationCache.load(path, probe=probe)")
+            raise InvalidArgumentError(f"{what} needs the model's weights: load the cache with ActivationCache.load(path, probe=probe)")
         return self._weights
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | Path, **extra_metadata: str) -> None:
-        """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors."""
+        """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors.
+
+        ``extra_metadata`` adds string entries of your own; the keys gpt2probe reads back
+        (``format``, ``model_name``, ``n_layers``, ``prompts``, ``versions``) are refused.
+        """
         from safetensors.torch import save_file
+
+        from .atomic import atomic_path
+        from .savefile import merge_metadata
 
         tensors, seen = {}, set()
         for name, t in self._data.items():  # resid_post(l) is resid_pre(l+1): safetensors refuses shared storage
@@ -217,16 +221,13 @@ class ActivationCache(Mapping[str, Tensor]):
         if self.tokens is not None:
             tensors[_TOKEN_KEYS[0]] = self.tokens.ids.cpu().contiguous()
             tensors[_TOKEN_KEYS[1]] = self.tokens.attention_mask.cpu().contiguous()
-        metadata = {
-            "format": "gpt2probe.ActivationCache",
+        metadata = merge_metadata({
+            "format": _FORMAT,
             "model_name": self.model_name,
             "n_layers": str(self.n_layers),
             "prompts": json.dumps(list(self.tokens.prompts) if self.tokens and self.tokens.prompts else None),
             "versions": json.dumps(versions()),
-            **extra_metadata,
-        }
-        from .atomic import atomic_path
-
+        }, extra_metadata)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
 
@@ -240,22 +241,77 @@ class ActivationCache(Mapping[str, Tensor]):
         device: str | torch.device = "cpu",
     ) -> ActivationCache:
         """Read a cache written by :meth:`save`; pass ``probe`` (a :class:`~gpt2probe.GPT2Probe`; only its
-        ``weights`` are kept) or ``weights`` for the methods that need weights."""
+        ``weights`` are kept) or ``weights`` for the methods that need weights.
+
+        The metadata is checked against the tensors (hook names for the layer count, batch
+        and position sizes against the tokens, mask against ids, prompt count): a file that
+        disagrees with itself is a :class:`~gpt2probe.errors.FileFormatError`.
+        """
+        from . import savefile
+
         if probe is not None:
             weights = probe.weights
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            metadata: dict[str, Any] = f.metadata() or {}
-            if metadata.get("format") != "gpt2probe.ActivationCache":
-                raise ValueError(f"{str(path)!r} is not a cache written by ActivationCache.save")
-            data = {key: f.get_tensor(key) for key in f.keys()}
-        tokens = None
-        if _TOKEN_KEYS[0] in data:
-            prompts = json.loads(metadata.get("prompts") or "null")
-            tokens = Tokens(data.pop(_TOKEN_KEYS[0]), data.pop(_TOKEN_KEYS[1]), tuple(prompts) if prompts else None)
-        order = {name: i for i, name in enumerate(N.all_names(int(metadata["n_layers"])))}
-        data = dict(sorted(data.items(), key=lambda item: order.get(item[0], len(order))))  # forward order
-        cache = cls(data, n_layers=int(metadata["n_layers"]), model_name=metadata["model_name"], tokens=tokens, weights=weights)
+        where = str(path)
+        metadata, data = savefile.read(path, fmt=_FORMAT, what="cache", writer="ActivationCache.save", device=device)
+        n_layers = savefile.entry(metadata, "n_layers", where, int)
+        model_name = savefile.entry(metadata, "model_name", where, str, parse=False)
+        prompts = savefile.entry(metadata, "prompts", where, (list, type(None)))
+        savefile.require(n_layers >= 1, where, f"n_layers is {n_layers}")
+        tokens = _loaded_tokens(data, prompts, where)
+        _check_activations(data, n_layers, tokens, where)
+        order = {name: i for i, name in enumerate(N.all_names(n_layers))}
+        data = dict(sorted(data.items(), key=lambda item: order[item[0]]))  # forward order
+        cache = cls(data, n_layers=n_layers, model_name=model_name, tokens=tokens, weights=weights)
         cache.metadata = metadata
         return cache
+
+
+_FORMAT = "gpt2probe.ActivationCache"
+_ATTENTION = (".attn.hook_pattern", ".attn.hook_attn_scores")
+_RESIDUAL_WIDTH = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
+                   N.EMBED, N.POS_EMBED, N.LN_FINAL_NORMALIZED)
+
+
+def _loaded_tokens(data: dict[str, Tensor], prompts: list | None, where: str) -> Tokens | None:
+    """Pop the saved token ids and mask from ``data`` and check them against each other and the prompts."""
+    from .savefile import require
+
+    present = [key in data for key in _TOKEN_KEYS]
+    require(all(present) or not any(present), where, f"has only one of {list(_TOKEN_KEYS)}")
+    if not any(present):
+        require(prompts is None, where, f"names {len(prompts or [])} prompts but holds no token ids")
+        return None
+    ids, mask = data.pop(_TOKEN_KEYS[0]), data.pop(_TOKEN_KEYS[1])
+    for name, t in zip(_TOKEN_KEYS, (ids, mask)):
+        require(t.ndim == 2 and not t.is_floating_point() and not t.is_complex(), where,
+                f"{name} must be a 2-D integer tensor, got {t.dtype} of shape {tuple(t.shape)}")
+    require(ids.shape == mask.shape, where, f"token ids {tuple(ids.shape)} and attention mask {tuple(mask.shape)} differ in shape")
+    require(bool(((mask == 0) | (mask == 1)).all()), where, "the attention mask holds values other than 0 and 1")
+    require(ids.shape[1] == 0 or bool((mask.sum(-1) > 0).all()), where, "a prompt's attention mask is all zeros")
+    require(bool((ids >= 0).all()), where, "the token ids include negative values")
+    if prompts is not None:
+        require(all(isinstance(p, str) for p in prompts), where, "the prompts entry holds non-strings")
+        require(len(prompts) == ids.shape[0], where, f"names {len(prompts)} prompts but holds token ids for {ids.shape[0]}")
+    return Tokens(ids.long(), mask.long(), tuple(prompts) if prompts else None)
+
+
+def _check_activations(data: Mapping[str, Tensor], n_layers: int, tokens: Tokens | None, where: str) -> None:
+    """Every tensor is a hook of an ``n_layers`` model, floating point, with the tokens' batch and positions."""
+    from .savefile import require
+
+    valid = set(N.all_names(n_layers))
+    unknown = sorted(set(data) - valid)
+    require(not unknown, where, f"holds tensors that are not hooks of a {n_layers}-layer model: {unknown[:5]}")
+    batch, n_pos = tuple(tokens.ids.shape) if tokens is not None else (None, None)
+    for name, t in data.items():
+        require(t.is_floating_point(), where, f"{name!r} has dtype {t.dtype}; activations are floating point")
+        attention = name.endswith(_ATTENTION)
+        require(t.ndim == (4 if attention else t.ndim) and t.ndim >= 3, where,
+                f"{name!r} has shape {tuple(t.shape)}; expected [batch, {'head, query_pos, key_pos' if attention else 'pos, ...'}]")
+        batch = t.shape[0] if batch is None else batch
+        n_pos = (t.shape[2] if attention else t.shape[1]) if n_pos is None else n_pos
+        got = (t.shape[0], *(t.shape[2:4] if attention else t.shape[1:2]))
+        want = (batch, *((n_pos, n_pos) if attention else (n_pos,)))
+        require(got == want, where, f"{name!r} has shape {tuple(t.shape)}, which does not fit {batch} prompts of {n_pos} positions")
+    widths = {name: t.shape[-1] for name, t in data.items() if name.endswith(_RESIDUAL_WIDTH)}
+    require(len(set(widths.values())) <= 1, where, f"residual-stream tensors disagree on d_model: {widths}")

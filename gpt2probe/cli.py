@@ -15,10 +15,15 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "logit-lens": ("gpt2probe.experiments.logit_lens",
                    "what every layer would predict, read through the final norm and unembedding"),
+    "tuned-lens": ("gpt2probe.experiments.tuned_lens",
+                   "train a tuned lens (a learned translator per layer) for a model: tuned-lens train --help"),
     "attention": ("gpt2probe.experiments.attention",
                   "every attention head's pattern, with previous-token, induction and first-token scores"),
     "patching": ("gpt2probe.experiments.patching",
-                 "activation patching of a clean/corrupted prompt pair, by layer, position and head"),
+                 "activation patching of a clean/corrupted prompt pair, by layer, position and head (exact or "
+                 "attribution patching)"),
+    "circuit": ("gpt2probe.experiments.circuit",
+                "edge attribution between components, and the top edges' circuit run exactly (faithfulness)"),
     "steering": ("gpt2probe.experiments.steering",
                  "continuations with and without a mean-difference steering vector"),
     "finetune": ("gpt2probe.experiments.finetune",

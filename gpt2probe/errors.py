@@ -1,10 +1,33 @@
-"""Exceptions that say what was wrong and what would have been valid."""
+"""Exceptions that say what was wrong and what would have been valid.
+
+Every error gpt2probe raises on purpose is a :class:`GPT2ProbeError`, and each subclass
+also derives from the built-in exception a Python user would expect (``ValueError``,
+``TypeError``, ``IndexError``, ``KeyError``, ``FileNotFoundError``, ``OSError``), so
+``except GPT2ProbeError`` catches everything of ours and ``except ValueError`` keeps working.
+"""
 
 from __future__ import annotations
 
 
 class GPT2ProbeError(Exception):
     """Base class for every error gpt2probe raises on purpose."""
+
+
+# -- arguments -------------------------------------------------------------------------
+class InvalidArgumentError(GPT2ProbeError, ValueError):
+    """An argument of the right type with a value that is not allowed (out of range, NaN, unknown option)."""
+
+
+class InvalidTypeError(GPT2ProbeError, TypeError):
+    """An argument of the wrong type (a float where an integer is needed, a bool for ``k``...)."""
+
+
+class ShapeError(GPT2ProbeError, ValueError):
+    """A tensor (or nested list) whose shape does not fit what it is combined with."""
+
+
+class PositionError(GPT2ProbeError, IndexError):
+    """A token position outside the prompt."""
 
 
 class HookNameError(GPT2ProbeError, KeyError):
@@ -19,11 +42,16 @@ class LayerIndexError(GPT2ProbeError, IndexError):
 
 
 class PromptError(GPT2ProbeError, ValueError):
-    """A prompt the model cannot run: empty, too long, or token ids outside the vocabulary."""
+    """A prompt the model cannot run: empty, too long, not valid text, or token ids outside the vocabulary."""
 
 
+# -- models and checkpoints ------------------------------------------------------------
 class NotGPT2Error(GPT2ProbeError, ValueError):
     """A checkpoint or model object that is not a GPT-2 language model."""
+
+
+class CheckpointError(GPT2ProbeError, ValueError):
+    """A checkpoint whose files are damaged or whose tensors do not match its own config."""
 
 
 class WeightsUnavailableError(GPT2ProbeError, OSError):
@@ -34,8 +62,30 @@ class UnsafeCheckpointError(GPT2ProbeError, ValueError):
     """A pickle checkpoint that was not explicitly allowed."""
 
 
+# -- files -----------------------------------------------------------------------------
+class MissingFileError(GPT2ProbeError, FileNotFoundError):
+    """A file gpt2probe was asked to read that does not exist."""
+
+
+class FileFormatError(GPT2ProbeError, ValueError):
+    """A saved cache or result file that is not what it claims to be (metadata and tensors disagree)."""
+
+
+class FileWriteError(GPT2ProbeError, OSError):
+    """A file that could not be written; the message names the destination, not a temporary file."""
+
+
+# -- running ---------------------------------------------------------------------------
 class ConcurrentUseError(GPT2ProbeError, RuntimeError):
     """A probe used from a second thread while another thread runs it or has hooks attached."""
+
+
+class LensMismatchError(GPT2ProbeError, ValueError):
+    """A tuned lens (or training checkpoint) used with a model, streams or settings it was not made for."""
+
+
+class CorpusError(GPT2ProbeError, ValueError):
+    """Training text that cannot give what was asked: empty, not a list of strings, or too short for the steps."""
 
 
 class HookReturnError(GPT2ProbeError, ValueError, TypeError):
@@ -50,5 +100,5 @@ class ModelMismatchError(GPT2ProbeError, ValueError):
     """Two models that a comparison needs to share (architecture, tokenizer, weights) do not."""
 
 
-class InvalidArgumentError(GPT2ProbeError, ValueError):
-    """An argument outside what a function accepts; the message says what is valid."""
+class MissingExtraError(GPT2ProbeError, ImportError):
+    """An optional dependency is not installed; the message says which extra brings it."""

@@ -34,7 +34,7 @@ from transformers import DynamicCache
 
 from . import names as N
 from .cache import ActivationCache
-from .errors import PromptError
+from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from .hooks import HookFn, HookPoint
 from .probe import GPT2Probe
 from .tokens import Inputs, Tokens
@@ -64,17 +64,17 @@ def _is_number(value: object, kinds: tuple[type, ...] = (int, float)) -> bool:
 def check_sampling(temperature: Number, top_k: int | None, top_p: Number | None) -> None:
     """Raise ``TypeError`` / ``ValueError`` naming the bad setting and what is valid."""
     if not _is_number(temperature):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+        raise InvalidTypeError(f"temperature must be a number, got {type(temperature).__name__}")
     if top_k is not None and not _is_number(top_k, (int,)):
-        raise TypeError(f"top_k must be None or an integer, got {type(top_k).__name__}")
+        raise InvalidTypeError(f"top_k must be None or an integer, got {type(top_k).__name__}")
     if top_p is not None and not _is_number(top_p):
-        raise TypeError(f"top_p must be None or a number, got {type(top_p).__name__}")
+        raise InvalidTypeError(f"top_p must be None or a number, got {type(top_p).__name__}")
     if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+        raise InvalidArgumentError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+        raise InvalidArgumentError(f"top_k must be None or an integer >= 1, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+        raise InvalidArgumentError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
 def filter_logits(
@@ -151,7 +151,7 @@ def sample_tokens(
     if generator is None or isinstance(generator, torch.Generator):
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
     if len(generator) != probs.shape[0]:
-        raise ValueError(f"{len(generator)} generators for {probs.shape[0]} rows: give one per row, or one for all")
+        raise ShapeError(f"{len(generator)} generators for {probs.shape[0]} rows: give one per row, or one for all")
     return torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generator)])
 
 
@@ -173,7 +173,7 @@ class NextTokens:
     def __post_init__(self) -> None:
         batch, k = self.ids.shape
         if len(self.prompts) != batch or len(self.tokens) != batch or any(len(row) != k for row in self.tokens):
-            raise ValueError(f"prompts and tokens must be nested [batch={batch}][k={k}]")
+            raise ShapeError(f"prompts and tokens must be nested [batch={batch}][k={k}]")
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -235,9 +235,9 @@ def next_token(probe: GPT2Probe, prompt: Inputs, k: int = 10, *, prepend_bos: bo
     A batch is left-padded, so each row's prediction is read at its own last real token.
     """
     if not _is_number(k, (int,)):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+        raise InvalidTypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k <= probe.cfg.d_vocab:
-        raise ValueError(f"k must be an integer in [1, {probe.cfg.d_vocab}] (the vocabulary size), got {k!r}")
+        raise InvalidArgumentError(f"k must be an integer in [1, {probe.cfg.d_vocab}] (the vocabulary size), got {k!r}")
     tokens = probe.as_tokens(prompt, prepend_bos=prepend_bos)
     last = probe.forward(tokens)[:, -1].float()
     top = last.topk(k, dim=-1)
@@ -302,7 +302,7 @@ class Generation:
         ``[batch, new, ...]`` (``[batch, head, new, key_pos]`` for attention scores and patterns).
         """
         if self.captures is None:
-            raise ValueError("nothing was captured: pass capture=... to generate")
+            raise InvalidArgumentError("nothing was captured: pass capture=... to generate")
         tensor = self.captures[name]
         dim = 2 if _is_attention(name) else 1
         return tensor.narrow(dim, tensor.shape[dim] - self.n_new, self.n_new)
@@ -346,10 +346,10 @@ def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
     else:
         seeds = tuple(seed)
         if len(seeds) != batch:
-            raise ValueError(f"seed is a list of {len(seeds)} seeds but there are {batch} prompts: give one per prompt, or one int")
+            raise InvalidArgumentError(f"seed is a list of {len(seeds)} seeds but there are {batch} prompts: give one per prompt, or one int")
     for s in seeds:
         if not _is_number(s, (int,)) or not 0 <= s < _MAX_SEED:
-            raise ValueError(f"seeds must be integers in [0, 2**63), got {s!r}")
+            raise InvalidArgumentError(f"seeds must be integers in [0, 2**63), got {s!r}")
     return seeds
 
 
@@ -364,7 +364,7 @@ def _eos_ids(probe: GPT2Probe, eos_token_id: int | Sequence[int] | None) -> Tens
         ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         bad = [i for i in ids if not 0 <= i < d_vocab]
         if bad:
-            raise ValueError(f"eos_token_id {bad} is outside the vocabulary [0, {d_vocab})")
+            raise InvalidArgumentError(f"eos_token_id {bad} is outside the vocabulary [0, {d_vocab})")
         return torch.tensor(ids, dtype=torch.long)
     gen_config = getattr(probe.model, "generation_config", None)
     candidates = (getattr(gen_config, "eos_token_id", None), probe.model.config.eos_token_id, probe.tokenizer.eos_token_id)
@@ -375,9 +375,9 @@ def _eos_ids(probe: GPT2Probe, eos_token_id: int | Sequence[int] | None) -> Tens
 
 def _check_generate(probe: GPT2Probe, tokens: Tokens, max_new_tokens: int) -> None:
     if not _is_number(max_new_tokens, (int,)):
-        raise TypeError(f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__}")
+        raise InvalidTypeError(f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__}")
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        raise InvalidArgumentError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     n_prompt, n_ctx = tokens.ids.shape[1], probe.cfg.n_ctx
     if n_prompt + max_new_tokens > n_ctx:
         longest = "the prompt has" if tokens.ids.shape[0] == 1 else "the longest prompt has"

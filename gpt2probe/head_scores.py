@@ -29,8 +29,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import names as N
+from . import validate
 from .cache import ActivationCache
-from .errors import HookNameError
+from .errors import HookNameError, InvalidArgumentError, ShapeError
 from .probe import GPT2Probe
 from .tokens import Inputs
 from .toy import repeated_random_tokens
@@ -64,20 +65,20 @@ def _patterns(cache: ActivationCache) -> list[Tensor]:
     patterns = [cache[N.pattern(layer)] for layer in range(cache.n_layers)]
     shape = patterns[0].shape
     if len(shape) != 4 or shape[2] != shape[3]:
-        raise ValueError(f"an attention pattern must be [batch, head, query_pos, key_pos] with query_pos == key_pos, got {tuple(shape)}")
+        raise ShapeError(f"an attention pattern must be [batch, head, query_pos, key_pos] with query_pos == key_pos, got {tuple(shape)}")
     return patterns
 
 
 def _attention_mask(cache: ActivationCache, patterns: list[Tensor]) -> Int[Tensor, "batch pos"]:
     """The cache's attention mask (1 = real token), checked to be left padding that fits the patterns."""
     if cache.tokens is None:
-        raise ValueError("the cache carries no tokens, so its padding is unknown: use a cache from probe.run_with_cache")
+        raise InvalidArgumentError("the cache carries no tokens, so its padding is unknown: use a cache from probe.run_with_cache")
     mask = cache.tokens.attention_mask.long()
     batch, _, n_pos, _ = patterns[0].shape
     if tuple(mask.shape) != (batch, n_pos):
-        raise ValueError(f"the cache's attention mask has shape {tuple(mask.shape)} but its patterns need ({batch}, {n_pos})")
+        raise ShapeError(f"the cache's attention mask has shape {tuple(mask.shape)} but its patterns need ({batch}, {n_pos})")
     if mask.shape[1] > 1 and bool((mask.diff(dim=-1) < 0).any()):
-        raise ValueError("the attention mask is not left padding (a real token before a pad): scores assume left-padded batches")
+        raise InvalidArgumentError("the attention mask is not left padding (a real token before a pad): scores assume left-padded batches")
     return mask.to(patterns[0].device)
 
 
@@ -90,7 +91,7 @@ def _counted_queries(mask: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos
 
 def _reduce(
     values: Float[Tensor, "batch head n"], weights: Float[Tensor, "batch n"], *, per_prompt: bool
-) -> Float[Tensor, "head"] | Float[Tensor, "batch head"]:
+) -> Float[Tensor, " head"] | Float[Tensor, "batch head"]:
     """Weighted mean over queries: pooled over the batch, or one mean per prompt (NaN where nothing counts)."""
     values = values.double()
     if per_prompt:
@@ -113,7 +114,7 @@ def _score(
     for pattern in patterns:
         values, weights = read(pattern, mask)
         if not per_prompt and float(weights.sum()) == 0:
-            raise ValueError(f"{what}: no query counts (every prompt has a single real token); use longer prompts")
+            raise InvalidArgumentError(f"{what}: no query counts (every prompt has a single real token); use longer prompts")
         per_layer.append(_reduce(values, weights, per_prompt=per_prompt))
     stacked = torch.stack(per_layer, dim=-2)  # [layer, head] or [batch, layer, head]
     return stacked.float().cpu()
@@ -178,11 +179,11 @@ def induction_scores_from_cache(
     patterns = _patterns(cache)
     n_pos = patterns[0].shape[-1]
     if not (1 <= half_len and 2 * half_len <= n_pos):
-        raise ValueError(f"half_len must be in [1, {n_pos // 2}] for sequences of {n_pos} tokens, got {half_len}")
+        raise InvalidArgumentError(f"half_len must be in [1, {n_pos // 2}] for sequences of {n_pos} tokens, got {half_len}")
     if cache.tokens is not None:
         ids, mask = cache.tokens.ids, cache.tokens.attention_mask
         if not bool(mask[:, -2 * half_len :].all()) or not torch.equal(ids[:, -half_len:], ids[:, -2 * half_len : -half_len]):
-            raise ValueError(f"the cached tokens do not end in a block of {half_len} tokens repeated twice")
+            raise InvalidArgumentError(f"the cached tokens do not end in a block of {half_len} tokens repeated twice")
     offset = half_len - 1
 
     def read(pattern: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -213,16 +214,20 @@ def induction_scores(
     Only the patterns are captured, on the CPU.
     """
     d_vocab, n_ctx = probe.cfg.d_vocab, probe.cfg.n_ctx
-    vocab = d_vocab if vocab is None else vocab
+    vocab = d_vocab if vocab is None else validate.integer("vocab", vocab)
+    validate.integer("n_seqs", n_seqs, minimum=1)
+    validate.integer("seed", seed, minimum=0)
+    if half_len is not None:
+        validate.integer("half_len", half_len)
     if not 2 <= vocab <= d_vocab:
-        raise ValueError(f"vocab must be in [2, {d_vocab}] (the model's vocabulary), got {vocab}")
+        raise InvalidArgumentError(f"vocab must be in [2, {d_vocab}] (the model's vocabulary), got {vocab}")
     bos = probe.tokenizer.bos_token_id
     bos = bos if bos is not None and bos < d_vocab else 0
     pool = vocab - (1 if bos < vocab else 0)
     longest = min((n_ctx - 1) // 2, pool)
     half_len = min(DEFAULT_MAX_HALF_LEN, longest) if half_len is None else half_len
     if not 1 <= half_len <= longest:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"half_len must be in [1, {longest}]: 2 * half_len + 1 tokens must fit n_ctx={n_ctx} and "
             f"{pool} distinct tokens are available; got {half_len}"
         )
@@ -258,9 +263,9 @@ def all_head_scores(
 def rank_heads(scores: Float[Tensor, "layer head"], top: int | None = 10) -> list[tuple[int, int, float]]:
     """The ``top`` heads as ``(layer, head, score)``, highest first (ties by layer, then head; NaN left out)."""
     if scores.ndim != 2:
-        raise ValueError(f"scores must be [layer, head], got shape {tuple(scores.shape)}")
-    if top is not None and top < 1:
-        raise ValueError(f"top must be a positive number of heads (or None for all), got {top}")
+        raise ShapeError(f"scores must be [layer, head], got shape {tuple(scores.shape)}")
+    if top is not None and validate.integer("top", top) < 1:
+        raise InvalidArgumentError(f"top must be a positive number of heads (or None for all), got {top}")
     n_heads = scores.shape[1]
     rows = [(i // n_heads, i % n_heads, value) for i, value in enumerate(scores.flatten().tolist()) if not math.isnan(value)]
     rows.sort(key=lambda row: (-row[2], row[0], row[1]))

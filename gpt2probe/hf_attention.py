@@ -32,7 +32,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask,
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
 
-from .errors import UnsupportedError
+from .errors import ConcurrentUseError, UnsupportedError
 
 PatternDispatch = Callable[[str, Tensor], Tensor]
 
@@ -143,7 +143,7 @@ class AttentionSeam:
     def hook(self, layer: int, dispatch: PatternDispatch) -> PatternHandle:
         """Route ``layer``'s attention through the hooked eager math until the handle is removed."""
         if layer in self._hooked_layers:
-            raise RuntimeError(f"layer {layer}'s attention pattern is already hooked on this model")
+            raise ConcurrentUseError(f"layer {layer}'s attention pattern is already hooked on this model")
         if not self._hooked_layers:
             current = self._config._attn_implementation
             if current not in _OURS_FOR:

@@ -28,7 +28,7 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel
 
 from . import names as N
-from .errors import ConcurrentUseError, HookReturnError
+from .errors import ConcurrentUseError, HookReturnError, InvalidTypeError
 from .hf_attention import AttentionSeam
 
 
@@ -307,7 +307,7 @@ class ModelLock:
     def release(self) -> None:
         with self._mutex:
             if self._depth == 0:
-                raise RuntimeError("ModelLock released more often than acquired")
+                raise ConcurrentUseError("ModelLock released more often than acquired")
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
@@ -347,8 +347,11 @@ class HookRegistry:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the model for this thread: hooks fire on every forward pass, whichever thread runs it,
-        so two threads capturing or intervening at once would read each other's activations."""
+        """Hold the model for this thread.
+
+        Hooks fire on every forward pass, whichever thread runs it, so two threads capturing or
+        intervening at once would read each other's activations.
+        """
         self.lock.acquire()
         try:
             yield
@@ -377,7 +380,7 @@ class HookRegistry:
         """Register ``fn`` on ``name``; returns a key for :meth:`remove`."""
         self.check(name)
         if not callable(fn):
-            raise TypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
+            raise InvalidTypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
         site = self._site_of[name]
         if site not in self._handles:
             self._handles[site] = site.install(self._dispatch)

@@ -6,18 +6,21 @@ never remote code, and every failure names what was found and what would work.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
-from transformers import GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
+from safetensors import SafetensorError
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
+from .checkpoint import check_directory, check_loading_info, read_json_object
+from .errors import CheckpointError, InvalidArgumentError, NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
 from .probe import GPT2Probe
+from .shipped import NOTES as SHIPPED
+from .shipped import shipped_model
 from .tokenizer import gpt2_tokenizer, prepare_for_batches
 
 HUB_GPT2_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
@@ -41,8 +44,10 @@ def load(
 
     Args:
         model: a hub id (``"gpt2"``, ``"gpt2-medium"``, ``"openai-community/gpt2-xl"``,
-            ``"distilgpt2"``...), a local directory written by ``save_pretrained``, or an
-            already-built ``GPT2LMHeadModel``.
+            ``"distilgpt2"``...), a model shipped with gpt2probe (``"tiny-english"``,
+            ``"toy-induction"``: no download), a local directory written by ``save_pretrained``,
+            or an already-built ``GPT2LMHeadModel``. A checkpoint whose tensors do not match
+            its config.json is refused (:class:`~gpt2probe.errors.CheckpointError`).
         tokenizer: overrides the tokenizer; by default a directory's own tokenizer files,
             else GPT-2's real tokenizer shipped with gpt2probe.
         device: explicit, or the first of cuda, mps, cpu.
@@ -87,7 +92,7 @@ def _pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 
@@ -104,12 +109,15 @@ def _check_model_object(model: torch.nn.Module) -> GPT2LMHeadModel:
 
 
 def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local directory rather than a hub id."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
 def _load_from_name(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_implementation: str | None,
                     revision: str | None) -> tuple[GPT2LMHeadModel, str, Path | None]:
     path = Path(name).expanduser()
+    if not path.exists() and name in SHIPPED:
+        path = shipped_model(name)
     if path.exists():
         return _load_directory(path, allow_pickle=allow_pickle, dtype=dtype, attn_implementation=attn_implementation)
     if looks_like_path(name):
@@ -119,8 +127,9 @@ def _load_from_name(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_i
 
 
 def _read_model_type(config_path: Path) -> tuple[str | None, list[str]]:
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    return config.get("model_type"), list(config.get("architectures") or [])
+    config = read_json_object(config_path)
+    architectures = config.get("architectures") or []
+    return config.get("model_type"), [str(a) for a in architectures] if isinstance(architectures, list) else [str(architectures)]
 
 
 def _require_gpt2(model_type: str | None, architectures: list[str], where: str) -> None:
@@ -155,24 +164,67 @@ def _load_directory(path: Path, *, allow_pickle: bool, dtype: torch.dtype,
         raise WeightsUnavailableError(
             f"{str(path)!r} has a config.json but no weights (expected model.safetensors)"
         )
-    model = GPT2LMHeadModel.from_pretrained(
-        path, dtype=dtype, use_safetensors=has_safe, trust_remote_code=False,
-        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
-    )
+    config = _read_config(path)
+    if has_safe:
+        check_directory(path, config)  # before loading: HF would fill gaps with random values
+    with quiet_transformers():
+        try:
+            model, info = GPT2LMHeadModel.from_pretrained(
+                path, config=config, dtype=dtype, use_safetensors=has_safe, trust_remote_code=False,
+                output_loading_info=True,
+                **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+            )
+        except (OSError, RuntimeError, ValueError, SafetensorError) as error:  # damaged or unreadable files
+            raise CheckpointError(f"cannot load the weights in {str(path)!r}: {error}") from None
+    check_loading_info(info, tied=bool(config.tie_word_embeddings), where=repr(str(path)))
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
     return model, path.name, path if has_tokenizer else None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick connection test, so that offline loading fails in seconds, not after retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+def _read_config(path: Path) -> GPT2Config:
+    """``config.json`` as a GPT2Config, or an error naming the file."""
     try:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        return GPT2Config.from_dict(read_json_object(path / "config.json"))
+    except (TypeError, ValueError, KeyError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{str(path / 'config.json')!r} is not a valid GPT-2 config: {error}") from None
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar for one load, then restore the user's setting."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def hub_reachable() -> tuple[bool, str]:
+    """Whether the Hugging Face hub answers, asked the way ``huggingface_hub`` itself would.
+
+    One HEAD request through ``huggingface_hub``'s own HTTP session, so that its proxy
+    settings (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, read when the session is made),
+    its endpoint (``HF_ENDPOINT``), its certificates and its timeout (``HF_HUB_ETAG_TIMEOUT``)
+    apply; ``HF_HUB_OFFLINE`` answers no without a request. A raw socket to the endpoint would
+    say "unreachable" behind an HTTPS proxy through which the download works. Returns
+    ``(reachable, why not)``: any HTTP answer, even an error status, means reachable.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set"
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT, follow_redirects=False)
+    except Exception as error:  # noqa: BLE001 - DNS, refused, proxy, TLS or timeout: all mean no answer
+        return False, f"no answer from {constants.ENDPOINT} ({type(error).__name__}: {error})"
+    return True, ""
 
 
 def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_implementation: str | None,
@@ -184,12 +236,14 @@ def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_impleme
         config = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
         local_only = True
     except (OSError, ValueError):
-        if not _hub_reachable():
+        reachable, why = hub_reachable()
+        if not reachable:
             raise WeightsUnavailableError(
-                f"the weights of {name!r} are not in the Hugging Face cache and the hub cannot be reached "
-                "(offline). On a connected machine run `huggingface-cli download "
-                f"{name}` (or `GPT2LMHeadModel.from_pretrained({name!r}).save_pretrained(DIR)`) and pass "
-                "the cache or DIR; or pass any local directory written by save_pretrained"
+                f"the weights of {name!r} are not in the Hugging Face cache ({_hf_cache_dir()}) and the hub "
+                f"cannot be reached (offline: {why}). On a connected machine run `hf download {name}` (it fills the "
+                "cache under HF_HOME; copy that cache here or set HF_HOME to it), or pass any local directory "
+                "written by save_pretrained; or load a model shipped with gpt2probe that needs no download: "
+                + ", ".join(f"gpt2probe.load({m!r})" for m in SHIPPED)
             ) from None
         try:
             config = AutoConfig.from_pretrained(name, **kwargs)
@@ -198,13 +252,26 @@ def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_impleme
         local_only = False
     _require_gpt2(config.model_type, list(config.architectures or []), where=repr(name))
     try:
-        return GPT2LMHeadModel.from_pretrained(
-            name, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
-            **kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {}),
-        )
+        with quiet_transformers():
+            model, info = GPT2LMHeadModel.from_pretrained(
+                name, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
+                output_loading_info=True,
+                **kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+            )
     except OSError as error:
         hint = "" if allow_pickle else " (only safetensors are accepted; pass allow_pickle=True to allow pickle)"
         raise WeightsUnavailableError(f"cannot load the weights of {name!r}: {error}{hint}") from None
+    except RuntimeError as error:  # mis-shaped tensors
+        raise CheckpointError(f"cannot load the weights of {name!r}: {error}") from None
+    check_loading_info(info, tied=bool(config.tie_word_embeddings), where=repr(name))
+    return model
+
+
+def _hf_cache_dir() -> str:
+    """Where huggingface_hub looks for cached models (HF_HUB_CACHE, else HF_HOME/hub)."""
+    from huggingface_hub import constants
+
+    return f"HF_HOME={constants.HF_HOME}"
 
 
 def _check_tied(model: PreTrainedModel, name: str) -> None:

@@ -36,10 +36,12 @@ def resid_post(layer: int) -> str:
 
 
 def attn_out(layer: int) -> str:
+    """The attention sublayer's output, ``[batch, pos, d_model]``."""
     return f"blocks.{layer}.hook_attn_out"
 
 
 def mlp_out(layer: int) -> str:
+    """The MLP sublayer's output, ``[batch, pos, d_model]``."""
     return f"blocks.{layer}.hook_mlp_out"
 
 
@@ -49,38 +51,47 @@ def ln_scale(layer: int, which: int) -> str:
 
 
 def ln_normalized(layer: int, which: int) -> str:
+    """``ln1``/``ln2``'s normalized input, before its weight and bias, ``[batch, pos, d_model]``."""
     return f"blocks.{layer}.ln{which}.hook_normalized"
 
 
 def q(layer: int) -> str:
+    """Queries, ``[batch, pos, head, d_head]``."""
     return f"blocks.{layer}.attn.hook_q"
 
 
 def k(layer: int) -> str:
+    """Keys, ``[batch, pos, head, d_head]``."""
     return f"blocks.{layer}.attn.hook_k"
 
 
 def v(layer: int) -> str:
+    """Values, ``[batch, pos, head, d_head]``."""
     return f"blocks.{layer}.attn.hook_v"
 
 
 def z(layer: int) -> str:
+    """Each head's pattern-weighted values, ``[batch, pos, head, d_head]``."""
     return f"blocks.{layer}.attn.hook_z"
 
 
 def attn_scores(layer: int) -> str:
+    """Scaled, masked attention scores before the softmax, ``[batch, head, query_pos, key_pos]``."""
     return f"blocks.{layer}.attn.hook_attn_scores"
 
 
 def pattern(layer: int) -> str:
+    """The attention pattern (softmax of the scores), ``[batch, head, query_pos, key_pos]``."""
     return f"blocks.{layer}.attn.hook_pattern"
 
 
 def mlp_pre(layer: int) -> str:
+    """The MLP's pre-activations, ``[batch, pos, d_mlp]``."""
     return f"blocks.{layer}.mlp.hook_pre"
 
 
 def mlp_post(layer: int) -> str:
+    """The MLP's activations after GELU, ``[batch, pos, d_mlp]``."""
     return f"blocks.{layer}.mlp.hook_post"
 
 
@@ -130,6 +141,7 @@ def nearest(name: str, valid: Sequence[str], n: int = 3) -> list[str]:
 
 
 def unknown_name_error(name: str, valid: Sequence[str]) -> HookNameError:
+    """The error for an unknown hook name: what is wrong with it and the closest valid names."""
     n_layers = sum(1 for n in valid if n.endswith("hook_resid_pre"))
     layer = layer_of(name)
     where = f" (this model has blocks 0..{n_layers - 1})" if layer is not None and layer >= n_layers else ""

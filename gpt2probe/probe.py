@@ -16,7 +16,7 @@ from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import HookNameError
 from .hooks import HookFn, HookRegistry
-from .tokens import Inputs, Tokens, from_tensor, position_ids, tokenize
+from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, position_ids, tokenize
 from .weights import Weights
 
 
@@ -81,7 +81,7 @@ class GPT2Probe:
     def to_str_tokens(self, text: str | Tensor | Sequence[int], *, prepend_bos: bool = False) -> list[str]:
         """The token strings of one prompt (``""`` gives ``[]``), or of given ids."""
         if isinstance(text, str):
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(check_text(text, "the text"), add_special_tokens=False)["input_ids"]
             if prepend_bos:
                 ids = [self.tokenizer.bos_token_id, *ids]
         else:
@@ -98,11 +98,13 @@ class GPT2Probe:
         """The id of a string that is exactly one token (e.g. ``" Paris"``), or an id checked against the vocabulary."""
         from .errors import PromptError
 
+        if isinstance(token, bool) or not isinstance(token, (int, str)):
+            raise PromptError(f"a token is a string or an integer id, got {type(token).__name__} {token!r}")
         if isinstance(token, int):
             if not 0 <= token < self.cfg.d_vocab:
                 raise PromptError(f"token id {token} is outside the vocabulary [0, {self.cfg.d_vocab})")
             return token
-        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(check_text(token, "the token"), add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise PromptError(f"{token!r} is {len(ids)} tokens ({self.to_str_tokens(token)}), not one")
         return ids[0]
@@ -115,7 +117,7 @@ class GPT2Probe:
     def as_tokens(self, inputs: Inputs, *, prepend_bos: bool = False) -> Tokens:
         """Accept a prompt, a list of prompts, token ids, or :class:`Tokens`."""
         if isinstance(inputs, Tokens):
-            return inputs
+            return check_tokens(inputs, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
         if isinstance(inputs, Tensor):
             return from_tensor(inputs, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
         return self.to_tokens(inputs, prepend_bos=prepend_bos)
@@ -193,6 +195,16 @@ class GPT2Probe:
         from .prompt_test import prompt_test
 
         return prompt_test(self, prompt, answer, k=k, prepend_bos=prepend_bos, **kwargs)
+
+    def to_transformer_lens(self):
+        """A TransformerLens ``TransformerBridge`` sharing this probe's weights (no copy).
+
+        Needs the ``transformer-lens`` extra. See :func:`gpt2probe.interop.to_transformer_lens`:
+        the bridge runs on a twin module tree over the same parameter tensors, so both keep working.
+        """
+        from .interop import to_transformer_lens
+
+        return to_transformer_lens(self)
 
     @contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[GPT2Probe]:

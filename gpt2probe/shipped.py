@@ -47,8 +47,11 @@ def shipped_model(name: str) -> Path:
 def load_with_fallback(
     model: str, *, device: str | None = None, allow_fallback: bool = True
 ) -> tuple[GPT2Probe, str | None]:
-    """Load ``model``; if it is a hub id (not a path) whose weights cannot be had, say why on stderr and load
-    the shipped offline model instead. Returns the probe and, after a fallback, a note for reports."""
+    """Load ``model``, or the shipped offline model when a hub id's weights cannot be had.
+
+    If ``model`` is a hub id (not a path) whose weights cannot be had, say why on stderr and load
+    the shipped offline model instead. Returns the probe and, after a fallback, a note for reports.
+    """
     from .loading import load, looks_like_path
 
     try:

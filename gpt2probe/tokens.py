@@ -14,7 +14,7 @@ from jaxtyping import Int
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from .errors import PromptError
+from .errors import InvalidArgumentError, PromptError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,12 @@ class Tokens:
         return position_ids(self.attention_mask)
 
     @property
-    def lengths(self) -> Int[Tensor, "batch"]:
+    def lengths(self) -> Int[Tensor, " batch"]:
         """Real tokens per prompt."""
         return self.attention_mask.sum(-1)
 
     @property
-    def last_positions(self) -> Int[Tensor, "batch"]:
+    def last_positions(self) -> Int[Tensor, " batch"]:
         """Index of each prompt's last real token (always ``pos - 1`` under left padding)."""
         return torch.full_like(self.lengths, self.ids.shape[1] - 1)
 
@@ -69,6 +69,7 @@ def tokenize(
     for i, text in enumerate(batch):
         if not isinstance(text, str):
             raise PromptError(f"prompt {i} is {type(text).__name__}, not a string")
+        check_text(text, "the prompt" if len(batch) == 1 else f"prompt {i}")
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in batch]
     if prepend_bos:
         encoded = [[tokenizer.bos_token_id, *ids] for ids in encoded]
@@ -88,7 +89,55 @@ def tokenize(
     return pad_left(encoded, pad_id=tokenizer.pad_token_id, prompts=tuple(batch))
 
 
+def check_text(text: str, where: str) -> str:
+    """Refuse text that is not Unicode (lone surrogates such as ``"\\ud800"``) before the tokenizer sees it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise PromptError(
+            f"{where} contains a lone surrogate {text[error.start]!r} at character {error.start}, which is not "
+            "valid text (decoded with errors='surrogateescape', or half of a UTF-16 pair?)"
+        ) from None
+    return text
+
+
+def check_tokens(tokens: Tokens, *, n_ctx: int, d_vocab: int) -> Tokens:
+    """Check a :class:`Tokens` built by hand: matching shapes, a 0/1 left-padding mask, no empty row, ids in range."""
+    ids, mask = tokens.ids, tokens.attention_mask
+    if ids.ndim != 2 or mask.shape != ids.shape:
+        raise ShapeError(f"Tokens needs ids and attention_mask of one shape [batch, pos]; got {tuple(ids.shape)} "
+                         f"and {tuple(mask.shape)}")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise PromptError(f"the batch is empty (shape {tuple(ids.shape)}): there is nothing to run")
+    if ids.is_floating_point() or mask.is_floating_point():
+        raise PromptError(f"token ids and attention mask must be integer tensors, got {ids.dtype} and {mask.dtype}")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise PromptError("the attention mask must hold only 0 (pad) and 1 (real token)")
+    empty = (mask.sum(-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise PromptError(f"prompt(s) {empty} have an all-zero attention mask: no real token to run")
+    if mask.shape[1] > 1 and bool((mask.diff(dim=-1) < 0).any()):
+        raise PromptError("the attention mask is not left padding (a pad after a real token)")
+    if ids.shape[1] > n_ctx:
+        raise PromptError(f"{ids.shape[1]} positions exceed the model's context of n_ctx={n_ctx}")
+    real = ids[mask.bool()]
+    if int(real.min()) < 0 or int(real.max()) >= d_vocab:
+        raise PromptError(f"token ids must lie in [0, {d_vocab}); got values from {int(real.min())} to {int(real.max())}")
+    if tokens.prompts is not None and len(tokens.prompts) != ids.shape[0]:
+        raise ShapeError(f"Tokens has {len(tokens.prompts)} prompts for {ids.shape[0]} rows of ids")
+    return tokens
+
+
+def per_prompt(value: object, n_prompts: int, what: str) -> list:
+    """One value for every prompt (a string, an int or None), or a list with exactly one per prompt."""
+    items = [value] * n_prompts if value is None or isinstance(value, (str, int)) else list(value)
+    if len(items) != n_prompts:
+        raise InvalidArgumentError(f"{len(items)} {what} for {n_prompts} prompts: give one, or one per prompt")
+    return items
+
+
 def pad_left(sequences: Sequence[Sequence[int]], *, pad_id: int, prompts: tuple[str, ...] | None = None) -> Tokens:
+    """Left-pad token id lists with ``pad_id`` into one batch, with its mask and position ids."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -107,8 +156,8 @@ def from_tensor(ids: Tensor, *, n_ctx: int, d_vocab: int) -> Tokens:
         ids = ids[None]
     if ids.ndim != 2:
         raise PromptError(f"token ids must have shape [pos] or [batch, pos], got {tuple(ids.shape)}")
-    if ids.shape[1] == 0:
-        raise PromptError("the token ids are empty: there is nothing to run")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise PromptError(f"the token ids are empty (shape {tuple(ids.shape)}): there is nothing to run")
     if ids.shape[1] > n_ctx:
         raise PromptError(f"{ids.shape[1]} tokens exceed the model's context of n_ctx={n_ctx}")
     if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InvalidArgumentError
+
 
 def repeated_random_tokens(
     n_seqs: int, half_len: int, vocab_size: int, seed: int, bos: int | None = 0
@@ -26,7 +28,7 @@ def repeated_random_tokens(
     """
     pool = torch.tensor([t for t in range(vocab_size) if t != bos], dtype=torch.long)
     if n_seqs < 1 or not 1 <= half_len <= len(pool):
-        raise ValueError(f"need n_seqs >= 1 and 1 <= half_len <= {len(pool)}, got {n_seqs}, {half_len}")
+        raise InvalidArgumentError(f"need n_seqs >= 1 and 1 <= half_len <= {len(pool)}, got {n_seqs}, {half_len}")
     gen = torch.Generator().manual_seed(seed)
     half = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:half_len]] for _ in range(n_seqs)])
     parts = [half, half] if bos is None else [torch.full((n_seqs, 1), bos, dtype=torch.long), half, half]

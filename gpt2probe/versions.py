@@ -9,6 +9,7 @@ __version__ = "0.1.0"  # the package's version; gpt2probe.__version__ re-exports
 
 
 def versions() -> dict[str, str]:
+    """The versions of gpt2probe and the libraries it runs on, as recorded in saved files and reports."""
     out = {"python": platform.python_version(), "gpt2probe": __version__}
     for package in ("torch", "transformers"):
         try:

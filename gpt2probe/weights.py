@@ -79,7 +79,7 @@ class Weights:
         return self._model.lm_head.weight.detach().T
 
     @property
-    def b_U(self) -> Float[Tensor, "d_vocab"]:
+    def b_U(self) -> Float[Tensor, " d_vocab"]:
         """Zero: GPT-2's ``lm_head`` has no bias."""
         bias = self._model.lm_head.bias
         return bias.detach() if bias is not None else torch.zeros_like(self.W_U[0])

@@ -13,6 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -21,12 +22,50 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 
 import gpt2probe  # noqa: E402
+
 from models import SMALL, VOCAB, Spec, save_gpt2  # noqa: E402
+from reference import transformer_lens_bridge  # noqa: E402
 
 # The models are tiny: one thread is fastest, and intra-op threads spin badly on a busy machine.
 torch.set_num_threads(1)
 
 SPECS: dict[str, Spec] = {"small": SMALL, "vocab": VOCAB}
+
+# -- deprecations reached through gpt2probe are errors ---------------------------------
+# pyproject's filterwarnings turns warnings *attributed to* gpt2probe's modules into errors,
+# but a library's deprecation warning names the library's own frame (transformers' kwarg
+# deprecations point into transformers.utils), so a module filter cannot see that our call
+# caused it. This wrapper looks at the whole stack when the warning is raised instead.
+DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+_original_warn = warnings.warn
+
+
+def gpt2probe_caller(frame) -> str | None:
+    """``module:line`` of the innermost gpt2probe frame on the stack from ``frame`` out, if any."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module == "gpt2probe" or module.startswith("gpt2probe."):
+            return f"{module}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _warn(message, category=None, stacklevel=1, source=None, **kwargs):
+    if category is None:
+        category = type(message) if isinstance(message, Warning) else UserWarning
+    if issubclass(category, DEPRECATIONS):
+        caller = gpt2probe_caller(sys._getframe(1))
+        if caller is not None:
+            raise category(f"{message} (reached from {caller}: gpt2probe must not use deprecated APIs)")
+    return _original_warn(message, category, stacklevel + 1, source, **kwargs)
+
+
+def pytest_configure(config):
+    warnings.warn = _warn
+
+
+def pytest_unconfigure(config):
+    warnings.warn = _original_warn
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +105,14 @@ def vocab_probe_eager(vocab_dir):
 
 @pytest.fixture(scope="session")
 def small_bridge(small_dir):
-    from transformer_lens.model_bridge import TransformerBridge
+    TransformerBridge = transformer_lens_bridge()
 
     return TransformerBridge.boot_transformers(str(small_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def vocab_bridge(vocab_dir):
-    from transformer_lens.model_bridge import TransformerBridge
+    TransformerBridge = transformer_lens_bridge()
 
     return TransformerBridge.boot_transformers(str(vocab_dir), device="cpu")
 

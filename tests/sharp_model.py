@@ -13,7 +13,8 @@ def save_sharp_model(path: Path, seed: int = 11) -> Path:
 
     Random init gives near-uniform read-outs that barely change across layers; the
     embedding is sharpened and every block writes strongly, so top-k, ranks, KL and
-    attributions differ from layer to layer and comparisons cannot pass vacuously.
+    attributions differ from layer to layer and comparisons cannot pass vacuously. Every
+    LayerNorm weight and bias and every bias (``b_O``, ``ln_f``'s...) is non-trivial.
     """
     torch.manual_seed(seed)
     config = GPT2Config(n_layer=3, n_embd=54, n_head=3, n_positions=47, vocab_size=50257)
@@ -23,5 +24,13 @@ def save_sharp_model(path: Path, seed: int = 11) -> Path:
         for block in model.transformer.h:
             block.attn.c_proj.weight.mul_(30)
             block.mlp.c_proj.weight.mul_(30)
+        # HF's init leaves LayerNorms the identity and every bias 0, which hides a dropped ln_f
+        # bias or b_O (see scripts/check_mutations.py): perturb them all, visibly.
+        noise = torch.Generator().manual_seed(seed + 1000)
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.copy_(0.5 * torch.randn(param.shape, generator=noise))
+            elif ".ln_" in name or name.startswith("transformer.ln_f"):
+                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=noise))
     model.save_pretrained(path)
     return path

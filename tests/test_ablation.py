@@ -20,6 +20,7 @@ from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import ablate, ablation_hooks
 from gpt2probe.interventions.ablation import draw_sources
 from gpt2probe.toy import repeated_random_tokens
+
 from models import assert_close
 
 HALF = 13

@@ -11,6 +11,7 @@ import gpt2probe
 from gpt2probe import direct_logit_attribution
 from gpt2probe.errors import PromptError
 
+from reference import transformer_lens_bridge
 from sharp_model import save_sharp_model
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -42,7 +43,7 @@ def test_parts_sum_to_the_models_logit(probe, baseline):
 
 @torch.no_grad()
 def test_heads_and_mlps_match_transformer_lens(probe, model_dir):
-    from transformer_lens.model_bridge import TransformerBridge
+    TransformerBridge = transformer_lens_bridge()
 
     bridge = TransformerBridge.boot_transformers(str(model_dir), device="cpu")
     ids = probe.to_tokens(PROMPT).ids

@@ -12,6 +12,8 @@ import pytest
 
 from benchmarks import bench_capture, bench_logit_lens
 
+from reference import transformer_lens_bridge
+
 LENGTHS = [5, 9]
 
 
@@ -45,6 +47,7 @@ def quick(*extra: str) -> list[str]:
 
 
 def test_capture_reports_every_configuration_at_every_length(tmp_path):
+    transformer_lens_bridge()  # the benchmarks compare with TransformerLens
     out = tmp_path / "capture.md"
     report = bench_capture.main(quick("--no-memory", "--out", str(out)))
     assert out.read_text(encoding="utf-8") == report + "\n"
@@ -61,6 +64,7 @@ def test_capture_reports_every_configuration_at_every_length(tmp_path):
 
 
 def test_lens_reports_every_configuration_and_the_floor(tmp_path):
+    transformer_lens_bridge()  # the benchmarks compare with TransformerLens
     report = bench_logit_lens.main(quick("--no-memory"))
     results, targets = tables(report)
     rows = rows_by_key(results)
@@ -70,6 +74,7 @@ def test_lens_reports_every_configuration_and_the_floor(tmp_path):
         assert rows[n, "gpt2probe.logit_lens(k=5)"]["vs forward + projection"].endswith("x")
         assert rows[n, "gpt2probe.logit_lens(k=5)"]["vs TL"].endswith("x")
     assert [int(row[0]) for row in targets[1:]] == LENGTHS
+    assert targets[0][-1].startswith("tuned lens vs logit lens") and all(row[-1][0].isdigit() for row in targets[1:])
     assert "top-1 ids agree" in report
 
 

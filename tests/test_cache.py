@@ -7,10 +7,11 @@ from collections.abc import Mapping
 
 import pytest
 import torch
-from models import SMALL, assert_close, random_ids
 
 from gpt2probe import ActivationCache, HookNameError
 from gpt2probe import names as N
+
+from models import SMALL, assert_close, random_ids
 
 TOL = 1e-4
 BATCH, POS = 2, 10

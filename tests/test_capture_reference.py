@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from models import SMALL, assert_close, random_ids
 from transformers import GPT2LMHeadModel
 
 from gpt2probe import names as N
 
+from models import SMALL, assert_close, random_ids
+
 TOL = 1e-4
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf_reference(directory: Path, attn: str) -> GPT2LMHeadModel:
     """A plain Hugging Face model from the same directory, loaded independently of gpt2probe."""
     return GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32, attn_implementation=attn).eval()

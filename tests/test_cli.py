@@ -17,7 +17,7 @@ import torch
 
 import gpt2probe
 from gpt2probe.cli import COMMANDS, main
-from gpt2probe.experiments import common, logit_lens
+from gpt2probe.experiments import common
 
 
 def run(capsys, argv):

@@ -11,13 +11,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from models import SMALL, VOCAB, build_gpt2, random_ids
 
 import gpt2probe
 from gpt2probe import names as N
-from gpt2probe.diffing import component_names, compare, weight_changes
+from gpt2probe.diffing import compare, component_names, weight_changes
 from gpt2probe.diffing.components import component_tensors
 from gpt2probe.errors import GPT2ProbeError, ModelMismatchError
+
+from models import SMALL, VOCAB, build_gpt2, random_ids
 
 
 def _probe(model) -> gpt2probe.GPT2Probe:

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from models import SMALL, VOCAB, assert_close, build_gpt2, random_ids, save_gpt2, save_pickle_only
 
 import gpt2probe
 from gpt2probe import (
@@ -20,6 +19,8 @@ from gpt2probe import (
     WeightsUnavailableError,
 )
 from gpt2probe import names as N
+
+from models import SMALL, VOCAB, assert_close, build_gpt2, random_ids, save_gpt2, save_pickle_only
 
 IDS = random_ids(SMALL, 1, 6, seed=0)
 
@@ -195,7 +196,9 @@ def test_missing_hub_weights_offline_fail_fast(tmp_path, monkeypatch):
     assert time.monotonic() - start < 10, "offline loading must fail fast, not retry"
     message = str(info.value)
     assert "'gpt2'" in message and "offline" in message
-    assert "huggingface-cli download gpt2" in message and "save_pretrained" in message
+    assert "`hf download gpt2`" in message and "huggingface-cli" not in message and "save_pretrained" in message
+    assert f"HF_HOME={home}" in message
+    assert "gpt2probe.load('tiny-english')" in message and "gpt2probe.load('toy-induction')" in message
     assert isinstance(info.value, OSError)
 
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import GPT2_VOCAB, Spec, assert_close, save_gpt2
 
 import gpt2probe
 from gpt2probe import names as N
@@ -23,6 +22,8 @@ from gpt2probe.generation import filter_logits, generate, next_token, sample_tok
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.tokens import Tokens, pad_left
 from gpt2probe.toy import repeated_random_tokens
+
+from models import GPT2_VOCAB, Spec, assert_close, save_gpt2
 
 TOY_DIR = Path(__file__).resolve().parents[1] / "gpt2probe" / "assets" / "toy-induction"
 TEXT = Spec(n_layer=2, n_embd=42, n_head=3, n_positions=64, vocab_size=GPT2_VOCAB, seed=5)

@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import einsum
-from models import SMALL, assert_close, max_diff, random_ids
 
 import gpt2probe
 from gpt2probe import HookNameError
 from gpt2probe import names as N
 from gpt2probe.hooks import count_torch_hooks
+
+from models import SMALL, assert_close, max_diff, random_ids
 
 POS = 9
 IDS = random_ids(SMALL, 2, POS, seed=101)

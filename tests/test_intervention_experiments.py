@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from browser import chromium_available, open_page
 from gpt2probe.errors import WeightsUnavailableError
 from gpt2probe.experiments import patching as activation_patching
 from gpt2probe.experiments import steering
 from gpt2probe.shipped import shipped_model
+
+from browser import chromium_available, open_page
 
 # A pair whose tokens Plotly would misread if labels were not escaped.
 HOSTILE_CLEAN = "When <b>Mary</b> &amp; John met, John gave it to"

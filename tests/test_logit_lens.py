@@ -14,6 +14,7 @@ import gpt2probe
 from gpt2probe import NEXT_TOKEN, LensResult, logit_lens
 from gpt2probe.errors import PromptError
 
+from reference import transformer_lens_bridge
 from sharp_model import save_sharp_model
 
 PROMPTS = ["The cat sat on the mat because it was", "Hello there gpt-2!", "One"]
@@ -31,7 +32,7 @@ def probe(lens_model_dir):
 
 @pytest.fixture(scope="module")
 def bridge(lens_model_dir):
-    from transformer_lens.model_bridge import TransformerBridge
+    TransformerBridge = transformer_lens_bridge()
 
     return TransformerBridge.boot_transformers(str(lens_model_dir), device="cpu")
 

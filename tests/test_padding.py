@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models import SMALL, assert_close
 
 from gpt2probe import names as N
 from gpt2probe.tokens import pad_left
+
+from models import SMALL, assert_close
 
 PROMPTS = [
     "The cat",

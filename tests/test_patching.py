@@ -18,6 +18,7 @@ from gpt2probe.errors import PromptError
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import ablate, patch, patch_hook
 from gpt2probe.toy import repeated_random_tokens
+
 from models import assert_close
 
 HALF = 11

@@ -20,7 +20,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from plotly.offline import get_plotlyjs
 
-from browser import chromium_available, open_page
 from gpt2probe.lens.attribution import Attribution
 from gpt2probe.lens.result import PromptLens
 from gpt2probe.report import (
@@ -33,6 +32,8 @@ from gpt2probe.report import (
     write_html,
 )
 from gpt2probe.versions import versions
+
+from browser import chromium_available, open_page
 
 # Tokens Plotly or the page could misread: markup, an entity, TeX, a template, whitespace.
 VOCAB = ["The", " <script>", " &amp;", "<b>x</b>", " the", "\n", "$x$", "%{z}", " Paris", "&", ";", " is"]
@@ -140,7 +141,8 @@ def test_display_token(token, expected):
 
 
 _VISIBLE_SYMBOLS = "␣↵␍⇥∅\\"
-_plain_text = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters=_VISIBLE_SYMBOLS))
+_plain_text = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"),
+                                    blacklist_characters=_VISIBLE_SYMBOLS))
 
 
 @given(_plain_text)

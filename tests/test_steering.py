@@ -9,6 +9,7 @@ from gpt2probe import names as N
 from gpt2probe.errors import LayerIndexError, PromptError
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import mean_difference_vector, steer, steering_hook
+
 from models import assert_close
 
 POSITIVE = ["I love this", "What a wonderful, happy day", "Great!"]
@@ -46,14 +47,35 @@ def test_steering_selected_positions_only(vocab_probe):
             probe(prompt)
 
 
-def test_steering_changes_the_output_and_leaves_earlier_layers_alone(vocab_probe):
-    probe, v = vocab_probe, vector(vocab_probe, 2)
+@pytest.mark.parametrize("positions", [None, [0, -1]])
+def test_steering_effect_downstream_equals_a_hand_written_hook(vocab_probe, positions):
+    """The logits under ``steer`` equal those of a plain PyTorch pre-hook adding alpha * v to block 1's input.
+
+    This checks what steering does to everything after the edit (block 1, 2, ln_f, the unembedding),
+    not the value the hook wrote; earlier streams stay exactly as they were.
+    """
+    probe, v, alpha = vocab_probe, vector(vocab_probe, 2), 3.0
     prompt = "The cat sat on the mat"
     plain_logits, plain = probe.run_with_cache(prompt, names=[N.resid_pre(0)])
-    with steer(probe, 1, v, 3.0):
+
+    def add_vector(module, args, kwargs):
+        hidden = (args[0] if args else kwargs["hidden_states"]).clone()
+        index = slice(None) if positions is None else positions
+        hidden[:, index] += alpha * v
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+    handle = probe.model.transformer.h[1].register_forward_pre_hook(add_vector, with_kwargs=True)
+    try:
+        ids = probe.to_tokens(prompt).ids
+        with torch.no_grad():
+            expected = probe.model(ids).logits
+    finally:
+        handle.remove()
+    with steer(probe, 1, v, alpha, positions=positions):
         logits, steered = probe.run_with_cache(prompt, names=[N.resid_pre(0)])
-    assert torch.equal(steered[N.resid_pre(0)], plain[N.resid_pre(0)])
+    assert_close(logits, expected, 1e-4, "steered logits")
     assert not torch.allclose(logits, plain_logits, atol=1e-3)
+    assert torch.equal(steered[N.resid_pre(0)], plain[N.resid_pre(0)])
 
 
 def hand_vector(probe, a, b, layer, position):

@@ -9,11 +9,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import SMALL
 
 import gpt2probe
 from gpt2probe.tokenizer import ENDOFTEXT, gpt2_tokenizer
 from gpt2probe.tokens import pad_left
+
+from models import SMALL
 
 PACKAGE_DATA = Path(gpt2probe.__file__).parent / "data"
 EOT = 50256

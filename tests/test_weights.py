@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from einops import einsum
-from models import assert_close, random_ids
 
 from gpt2probe import names as N
+
+from models import assert_close, random_ids
 
 NAMES = ["W_E", "W_pos", "W_U", "b_U", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O",
          "W_in", "b_in", "W_out", "b_out"]

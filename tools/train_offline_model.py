@@ -27,12 +27,12 @@ import argparse
 import json
 import math
 import platform
+import pydoc_data.topics
 import random
 import sys
 import time
 from pathlib import Path
 
-import pydoc_data.topics
 import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel

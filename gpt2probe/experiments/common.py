@@ -176,6 +176,15 @@ def fallback_note(probe: GPT2Probe, caveat: str) -> str:
             f"offline model {cfg.model_name!r} ({cfg.n_layers} layers, d_model {cfg.d_model}). {caveat}")
 
 
+def announce_model(probe: GPT2Probe, fell_back: bool, caveat: str, shape: str) -> list[str]:
+    """Print which model runs (``shape`` describes its size) and, after a fallback, the note; returns the report notes."""
+    notes = [fallback_note(probe, caveat)] if fell_back else []
+    print(f"Model: {probe.cfg.model_name} ({shape})")
+    for note in notes:
+        print(f"NOTE: {note}")
+    return notes
+
+
 def load_model(args: argparse.Namespace) -> tuple[GPT2Probe, bool]:
     """Load ``args.model`` exactly; only the default may fall back. Returns ``(probe, fell_back)``.
 

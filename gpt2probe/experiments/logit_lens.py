@@ -3,7 +3,10 @@
 Prints each prompt's top-1 prediction per layer at the last position (and the target's
 probability and rank), and writes a self-contained HTML report: the lens heatmap with a
 metric switch, the target across layers, KL to the final prediction, direct logit
-attribution for every prompt, and with several prompts an aggregate across them. Only
+attribution for every prompt, and with several prompts an aggregate across them. With
+``--tuned DIR`` (a lens from ``gpt2probe tuned-lens train``) the prompts are also read
+through the tuned lens, and the report shows both lenses' heatmaps and KL per layer; the
+shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned``. Only
 the default model falls back to the small model shipped with gpt2probe when GPT-2's
 weights cannot be had, and says so in the terminal and in the report.
 """
@@ -15,11 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..lens import LensResult, direct_logit_attribution, logit_lens
-from ..report import attribution_bars, kl_per_layer, lens_aggregate, lens_heatmap, target_trajectory, write_html
+from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
+from ..lens.tuned import METADATA_FILE
+from ..report import (attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap,
+                      target_trajectory, write_html)
 from ..report.escape import visible_whitespace
-from ..shipped import NOTES
-from .common import Parser, add_common_arguments, check_single_token, load_model, positive_int, read_prompts_file, run_command
+from ..shipped import NOTES, shipped_model
+from .common import (Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int,
+                     read_prompts_file, run_command)
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 OFFLINE_DEFAULT_PROMPT = "If the object is not a string, the function will return"
@@ -35,6 +41,11 @@ def build_parser() -> Parser:
                                          "(default: each prompt's final top-1)")
     parser.add_argument("--k", type=positive_int, default=5, help="top predictions kept per cell (default: 5)")
     parser.add_argument("--include-mid", action="store_true", help="also read the stream between attention and MLP")
+    parser.add_argument("--tuned", type=Path, metavar="DIR",
+                        help="also read through the tuned lens saved in DIR (gpt2probe tuned-lens train); "
+                             "the report shows both lenses side by side")
+    parser.add_argument("--no-tuned", action="store_true",
+                        help="on the shipped tiny-english, do not read through its shipped tuned lens")
     add_common_arguments(parser, DEFAULT_OUT)
     return parser
 
@@ -60,9 +71,41 @@ def summary_table(result: LensResult) -> str:
     return "\n\n".join(blocks)
 
 
+def shipped_tuned_lens(model_name: str) -> Path | None:
+    """The tuned lens shipped with a shipped model (tiny-english), if there is one."""
+    if model_name not in NOTES:
+        return None
+    path = shipped_model(model_name) / "tuned-lens"
+    return path if (path / METADATA_FILE).is_file() else None
+
+
+def choose_tuned_lens(args: argparse.Namespace, probe) -> tuple[TunedLens | None, str | None]:
+    """The tuned lens to read through (``--tuned``, or the shipped one), and a note saying which."""
+    if args.tuned is not None:
+        return TunedLens.load(args.tuned, probe), None
+    shipped = None if args.no_tuned else shipped_tuned_lens(probe.cfg.model_name)
+    if shipped is None:
+        return None, None
+    if args.include_mid:
+        return None, (f"The tuned lens shipped for {probe.cfg.model_name!r} has no mid-block translators: "
+                      "with --include-mid the logit lens is read alone.")
+    note = (f"Also read through the tuned lens shipped for {probe.cfg.model_name!r} ({shipped}, trained on the "
+            "model's own training text); --no-tuned reads the logit lens alone.")
+    return TunedLens.load(shipped, probe), note
+
+
 def run(args: argparse.Namespace) -> Path:
     from_file = read_prompts_file(args.prompts_file) if args.prompts_file is not None else []
+    if args.tuned is not None and not (args.tuned / METADATA_FILE).is_file():
+        raise UsageError(f"--tuned {str(args.tuned)!r} is not a tuned lens directory (no {METADATA_FILE}); "
+                         "make one with gpt2probe tuned-lens train")
+    if args.tuned is not None and args.no_tuned:
+        raise UsageError("--tuned and --no-tuned contradict each other; give one")
     probe, fell_back = load_model(args)
+    tuned_lens, tuned_note = choose_tuned_lens(args, probe)
+    if tuned_lens is not None and args.include_mid and not tuned_lens.include_mid:
+        raise UsageError("--include-mid: the tuned lens has no translators for the mid-block streams "
+                         "(train one with gpt2probe tuned-lens train --include-mid)")
     target_id = check_single_token(probe, args.target, "--target") if args.target is not None else None
     prompts = list(args.prompt or []) + from_file
     if not prompts:
@@ -77,6 +120,9 @@ def run(args: argparse.Namespace) -> Path:
                         progress=progress.update_to if progress else None)
     if progress:
         progress.close()
+    tuned = None
+    if tuned_lens is not None:
+        tuned = logit_lens(probe, prompts, k=args.k, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
     figures: dict[str, object] = {}
     if len(result) > 1:
         figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(result)
@@ -84,16 +130,30 @@ def run(args: argparse.Namespace) -> Path:
         tag = f" (prompt {i + 1})" if len(result) > 1 else ""
         target = visible_whitespace(item.target_tokens[-1])
         figures[f"Top-1 prediction by layer and position{tag}"] = lens_heatmap(item, "prob")
-        figures[f"KL divergence to the final prediction{tag}"] = kl_per_layer(item)
+        if tuned is not None:
+            figures[f"Tuned lens: top-1 prediction by layer and position{tag}"] = lens_heatmap(
+                tuned[i], "prob", lens_name="Tuned lens")
+            figures[f"KL divergence to the final prediction, logit lens and tuned lens{tag}"] = kl_per_layer_compare(
+                {"logit lens": item, "tuned lens": tuned[i]})
+        else:
+            figures[f"KL divergence to the final prediction{tag}"] = kl_per_layer(item)
         figures[f"Target {target} across layers{tag}"] = target_trajectory(item)
         attr = direct_logit_attribution(probe, prompts[i], int(item.target_ids[-1]))
         figures[f"Direct logit attribution of {target}{tag}"] = attribution_bars(attr)
     note = NOTES[probe.cfg.model_name] if fell_back else None
-    path = write_html(args.out, figures, title="Logit lens", model_name=probe.cfg.model_name, prompts=prompts,
-                      notes=[note] if note else None, metadata={"k": args.k, "include_mid": args.include_mid})
-    print(summary_table(result))
+    notes = [text for text in (note, tuned_note) if text]
+    metadata = {"k": args.k, "include_mid": args.include_mid}
+    if tuned_lens is not None:
+        metadata["tuned lens"] = str(args.tuned or shipped_tuned_lens(probe.cfg.model_name))
+    path = write_html(args.out, figures, title="Logit lens" + (" and tuned lens" if tuned else ""),
+                      model_name=probe.cfg.model_name, prompts=prompts, notes=notes or None, metadata=metadata)
+    print(("Logit lens:\n" if tuned else "") + summary_table(result))
+    if tuned is not None:
+        print("\nTuned lens:\n" + summary_table(tuned))
     if note:
         print(f"\nNote: {note}")
+    if tuned_note:
+        print(f"\n{tuned_note}")
     print(f"\nReport written to {path}")
     return path
 

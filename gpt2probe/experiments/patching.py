@@ -9,6 +9,11 @@ stream by layer and position, each layer's attention and MLP output by position,
 attention head. When the clean and corrupted runs barely differ on the metric, the
 normalised values amplify noise: the terminal and the report say so, and the report gives
 the raw metric beside the normalised one.
+
+``--method atp|atp*|ig`` estimates every cell from gradients instead (attribution
+patching, a few passes instead of one per cell); ``--compare-exact`` also runs exact
+patching and shows the estimate against it: a scatter plot of the same cells with their
+Pearson and Spearman correlations and top-10 overlap, and the cells that disagree most.
 """
 
 from __future__ import annotations
@@ -17,14 +22,20 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..interventions import PatchingResult, patch
+import plotly.graph_objects as go
+
+from ..interventions import PatchingResult, attribution_patch, patch
+from ..interventions.agreement import compare
 from ..report import patching_heatmap, write_html
-from .common import Parser, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+from ..report.attribution_patching import disagreement_table, estimate_scatter
+from .common import (Parser, UsageError, add_common_arguments, announce_model, check_single_token, load_model,
+                     positive_int, run_command)
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 ANSWER, WRONG = " Mary", " John"
 DEFAULT_OUT = "reports/activation_patching.html"
+METHODS = ("exact", "atp", "atp*", "ig")
 SMALL_GAP = 0.1  # warn when |clean - corrupted| is below this fraction of the metric's scale
 
 # kind -> (section heading, what one cell means)
@@ -46,6 +57,13 @@ def build_parser() -> Parser:
     parser.add_argument("--direction", choices=("denoise", "noise"), default="denoise",
                         help="denoise: clean activations into the corrupted run (default); noise: the reverse")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="patched runs per forward pass (default: 16)")
+    parser.add_argument("--method", choices=METHODS, default="exact",
+                        help="exact: one patched run per cell (default); atp: attribution patching, a gradient "
+                             "estimate of every cell; atp*: atp with the attention softmax recomputed exactly for "
+                             "queries/keys, plus GradDrop; ig: integrated gradients")
+    parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
+    parser.add_argument("--compare-exact", action="store_true",
+                        help="also run exact patching and show the estimate against it, cell by cell")
     add_common_arguments(parser, DEFAULT_OUT)
     return parser
 
@@ -86,23 +104,43 @@ def top_cells(result: PatchingResult, n: int = 5) -> list[str]:
     return lines
 
 
+def check_method(args: argparse.Namespace) -> None:
+    """``--steps`` needs ``--method ig``; ``--compare-exact`` needs an estimating method."""
+    if args.steps is not None and args.method != "ig":
+        raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
+    if args.compare_exact and args.method == "exact":
+        raise UsageError("--compare-exact compares an estimate with exact patching: "
+                         "add --method atp, atp* or ig")
+
+
+def estimate_figures(exact: PatchingResult, estimate: PatchingResult, heading: str, method: str) -> dict[str, go.Figure]:
+    """The estimate against exact patching on the same cells: a scatter plot and the cells that disagree most."""
+    agreement = compare(exact, estimate, k=10)
+    print(f"  {heading.lower()}: {method} vs exact: Pearson {agreement.pearson:.3f}, Spearman {agreement.spearman:.3f}, "
+          f"top-{agreement.k} overlap {agreement.top_k_overlap:.0%}")
+    return {f"{heading}: {method} against exact patching": estimate_scatter(agreement, method=method),
+            f"{heading}: where {method} and exact patching disagree most": disagreement_table(agreement, method=method)}
+
+
 def run(args: argparse.Namespace) -> Path:
+    check_method(args)
     probe, fell_back = load_model(args)
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")
     cfg = probe.cfg
-    notes = []
-    if fell_back:
-        notes.append(fallback_note(probe, "Patching results from such a small model mean little: it has not "
-                                          "learned the indirect-object circuit GPT-2 is known for."))
-    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, {cfg.n_heads} heads per layer)")
-    for note in notes:
-        print(f"NOTE: {note}")
-    results = {
-        kind: patch(probe, args.clean, args.corrupted, kind=kind, answer=args.answer, wrong=args.wrong,
-                    direction=args.direction, batch_size=args.batch_size)
+    notes = announce_model(probe, fell_back, "Patching results from such a small model mean little: it has not "
+                                             "learned the indirect-object circuit GPT-2 is known for.",
+                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
+    common = dict(answer=args.answer, wrong=args.wrong, direction=args.direction, batch_size=args.batch_size)
+    exact = {kind: patch(probe, args.clean, args.corrupted, kind=kind, **common)
+             for kind in PANELS} if args.method == "exact" or args.compare_exact else {}
+    results = exact if args.method == "exact" else {
+        kind: attribution_patch(probe, args.clean, args.corrupted, kind=kind, method=args.method, steps=args.steps,
+                                **common)
         for kind in PANELS
     }
+    label = "exact patching" if args.method == "exact" else args.method + (f" ({args.steps or 16} steps)"
+                                                                           if args.method == "ig" else "")
     first = results["resid_pre"]
     print(f"Clean:     {args.clean!r}\nCorrupted: {args.corrupted!r}")
     print(f"logit({args.answer!r}) - logit({args.wrong!r}) at the last token: "
@@ -111,17 +149,28 @@ def run(args: argparse.Namespace) -> Path:
     if warning:
         print(f"WARNING: {warning}")
         notes.append(f"Warning: {warning}")
-    print(f"Patching direction: {args.direction} (values normalised: clean = 1, corrupted = 0)")
+    print(f"Patching direction: {args.direction} (values normalised: clean = 1, corrupted = 0); method: {label}")
     for kind, result in results.items():
         print(f"  top {PANELS[kind][0].lower()}:")
         print("\n".join(top_cells(result)))
-    figures = {heading: patching_heatmap(results[kind], heading, meaning) for kind, (heading, meaning) in PANELS.items()}
+    figures: dict[str, go.Figure] = {}
+    for kind, (heading, meaning) in PANELS.items():
+        if args.method == "exact":
+            figures[heading] = patching_heatmap(results[kind], heading, meaning)
+            continue
+        estimated = f"{heading}, estimated by {label}"
+        figures[estimated] = patching_heatmap(results[kind], estimated, meaning)
+        if args.compare_exact:
+            exact_heading = f"{heading}, exact patching"
+            figures[exact_heading] = patching_heatmap(exact[kind], exact_heading, meaning)
+            figures.update(estimate_figures(exact[kind], results[kind], heading, args.method))
     path = write_html(
         args.out, figures, title="Activation patching", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
         notes=notes or None,
         metadata={
             "Answer / wrong": f"{args.answer!r} / {args.wrong!r}",
             "Direction": args.direction,
+            "Method": label + (", compared with exact patching" if args.compare_exact else ""),
             "Clean logit difference": f"{first.clean_metric:+.4f}",
             "Corrupted logit difference": f"{first.corrupted_metric:+.4f}",
             "Metric scale (largest |value|)": f"{metric_scale(list(results.values())):.4f}",

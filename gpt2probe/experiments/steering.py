@@ -26,7 +26,7 @@ from .common import (
     Parser,
     UsageError,
     add_common_arguments,
-    fallback_note,
+    announce_model,
     finite_float,
     load_model,
     positive_int,
@@ -80,13 +80,9 @@ def run(args: argparse.Namespace) -> Path:
     if args.layer is not None and not -cfg.n_layers <= args.layer < cfg.n_layers:
         raise UsageError(f"--layer {args.layer} is outside the model: it has {cfg.n_layers} layers "
                          f"(valid: 0 to {cfg.n_layers - 1}, or -1 to {-cfg.n_layers})")
-    notes = []
-    if fell_back:
-        notes.append(fallback_note(probe, "Steering a model this small means little: its continuations are "
-                                          "barely fluent with or without the vector."))
-    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, d_model {cfg.d_model})")
-    for note in notes:
-        print(f"NOTE: {note}")
+    notes = announce_model(probe, fell_back, "Steering a model this small means little: its continuations are "
+                                             "barely fluent with or without the vector.",
+                           f"{cfg.n_layers} layers, d_model {cfg.d_model}")
     prompts = args.prompt or [PROMPT]
     positive, negative = args.positive or POSITIVE, args.negative or NEGATIVE
     layer = cfg.n_layers // 2 if args.layer is None else args.layer % cfg.n_layers

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..atomic import atomic_path, write_text_atomic
-from ..errors import HookNameError, LayerIndexError
+from ..errors import FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
 from .summaries import AttentionSummary, UnitSummary
 
 FORMAT = "gpt2probe-harvest/1"
@@ -99,10 +99,10 @@ class Harvest:
         path = directory / MANIFEST
         if not path.is_file():
             hint = " (a run is in progress or was interrupted: resume it)" if (directory / "checkpoint").is_dir() else ""
-            raise FileNotFoundError(f"{str(directory)!r} holds no finished harvest (no {MANIFEST}){hint}")
+            raise MissingFileError(f"{str(directory)!r} holds no finished harvest (no {MANIFEST}){hint}")
         manifest = json.loads(path.read_text(encoding="utf-8"))
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{str(path)!r} has format {manifest.get('format')!r}; this gpt2probe reads {FORMAT!r}")
+            raise FileFormatError(f"{str(path)!r} has format {manifest.get('format')!r}; this gpt2probe reads {FORMAT!r}")
         return cls(directory, manifest, load_tensors(directory / SUMMARIES))
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -135,7 +135,7 @@ class Harvest:
     def _units(self, hook: str) -> UnitSummary:
         summary = self._summaries[self._hook(hook)["name"]]
         if isinstance(summary, AttentionSummary):
-            raise TypeError(f"{hook!r} is an attention pattern: read it with .attention({hook!r})")
+            raise InvalidTypeError(f"{hook!r} is an attention pattern: read it with .attention({hook!r})")
         return summary
 
     def _unit(self, hook: str, unit: int) -> int:
@@ -184,7 +184,7 @@ class Harvest:
         """For a ``hook_pattern``: per head, mean attention to the first token and to the previous token."""
         summary = self._summaries[self._hook(hook)["name"]]
         if not isinstance(summary, AttentionSummary):
-            raise TypeError(f"{hook!r} is not an attention pattern; read it with .stats({hook!r})")
+            raise InvalidTypeError(f"{hook!r} is not an attention pattern; read it with .stats({hook!r})")
         return {"first": summary.first_sum / summary.first_count.clamp_min(1),
                 "prev": summary.prev_sum / summary.prev_count.clamp_min(1)}
 

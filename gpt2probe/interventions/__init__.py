@@ -5,14 +5,29 @@ combine with each other and with captures, and are removed when their ``with`` b
 """
 
 from .ablation import ablate, ablation_hooks, mean_ablation_hook, resample_ablation_hook, zero_ablation_hook
+from .attribution_patching import AttributionResult, attribution_patch
+from .circuit import Circuit, FaithfulnessResult, circuit, circuit_of_nodes, faithfulness
+from .edges import EdgeScores, edge_attribution_patch
+from .graph import Edge, Node
 from .patching import KINDS, PatchingResult, logit_diff_metric, patch, patch_hook
 from .steering import mean_difference_vector, steer, steering_hook
 
 __all__ = [
     "KINDS",
+    "AttributionResult",
+    "Circuit",
+    "Edge",
+    "EdgeScores",
+    "FaithfulnessResult",
+    "Node",
     "PatchingResult",
     "ablate",
     "ablation_hooks",
+    "attribution_patch",
+    "circuit",
+    "circuit_of_nodes",
+    "edge_attribution_patch",
+    "faithfulness",
     "logit_diff_metric",
     "mean_ablation_hook",
     "mean_difference_vector",

@@ -42,7 +42,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
-from ..errors import LayerIndexError
+from .. import validate
+from ..errors import InvalidArgumentError, LayerIndexError, ShapeError
 from ..hooks import HookFn, HookPoint
 from ..probe import GPT2Probe
 from ..tokens import Inputs
@@ -79,7 +80,7 @@ def mean_ablation_hook(mean: Float[Tensor, "..."], index: Index = None) -> HookF
 
     def hook(activation: Tensor, point: HookPoint) -> Tensor:
         if mean.shape != activation.shape[2:]:
-            raise ValueError(
+            raise ShapeError(
                 f"the mean for {point.name!r} has shape {tuple(mean.shape)} but the activation without "
                 f"batch and pos has shape {tuple(activation.shape[2:])}"
             )
@@ -98,7 +99,7 @@ def draw_sources(n_batch: int, n_reference: int, generator: torch.Generator) -> 
     is patched with itself.
     """
     if n_reference < 1:
-        raise ValueError("resample ablation needs at least one reference example")
+        raise InvalidArgumentError("resample ablation needs at least one reference example")
     if n_reference == 1:
         return torch.zeros(n_batch, dtype=torch.long)
     offsets = torch.randint(1, n_reference, (n_batch,), generator=generator)
@@ -119,14 +120,14 @@ def resample_ablation_hook(
 
     def hook(activation: Tensor, point: HookPoint) -> Tensor:
         if reference.shape[1:] != activation.shape[1:]:
-            raise ValueError(
+            raise ShapeError(
                 f"resample ablation of {point.name!r}: the reference activations have shape "
                 f"{tuple(reference.shape[1:])} after the batch axis but the run's have {tuple(activation.shape[1:])}; "
                 "positions are matched index by index, so the reference must have as many positions as the run"
             )
         rows = sources(activation.shape[0]) if callable(sources) else sources
         if rows.shape != (activation.shape[0],):
-            raise ValueError(f"{tuple(rows.shape)} source rows for a batch of {activation.shape[0]}")
+            raise ShapeError(f"{tuple(rows.shape)} source rows for a batch of {activation.shape[0]}")
         out = activation.clone()
         out[:, :, chosen] = reference[rows.to(reference.device)].to(out)[:, :, chosen]
         return out
@@ -170,9 +171,7 @@ def reference_means(
 
 
 def _check_layer(probe: GPT2Probe, layer: int, what: str) -> None:
-    n_layers = probe.cfg.n_layers
-    if not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise LayerIndexError(f"{what} has layer {layer!r}; this model has layers 0..{n_layers - 1}")
+    validate.layer_in(layer, probe.cfg.n_layers, what=f"{what}: layer")
 
 
 def _targets(
@@ -213,14 +212,14 @@ def ablation_hooks(
     ablation, and keep only the activations they need.
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+        raise InvalidArgumentError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
     targets = _targets(probe, heads, mlps, neurons)
     if not targets:
         return []
     if mode == "zero":
         return [(name, zero_ablation_hook(index)) for name, index in targets.items()]
     if reference is None:
-        raise ValueError(f"mode={mode!r} needs reference=... (prompts or token ids to take activations from)")
+        raise InvalidArgumentError(f"mode={mode!r} needs reference=... (prompts or token ids to take activations from)")
     if mode == "mean":
         means = reference_means(probe, reference, list(targets))
         return [(name, mean_ablation_hook(means[name], index)) for name, index in targets.items()]

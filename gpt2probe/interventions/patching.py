@@ -44,10 +44,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
-from ..errors import PromptError
+from .. import validate
+from ..errors import InvalidArgumentError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
 from ..probe import GPT2Probe
-from ..tokens import Inputs, Tokens
+from ..tokens import Inputs, Tokens, per_prompt
 
 Metric = Callable[[Tensor], "Tensor | float"]
 Token = str | int
@@ -99,7 +100,7 @@ class PatchingResult:
     def __post_init__(self) -> None:
         shape = tuple(len(labels) for labels in self.axis_labels)
         if len(self.axis_names) != len(self.axis_labels) or tuple(self.values.shape) != shape:
-            raise ValueError(
+            raise ShapeError(
                 f"values has shape {tuple(self.values.shape)} but the axes {self.axis_names} have {shape} labels"
             )
 
@@ -159,9 +160,7 @@ def logit_diff_metric(answer: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"
 
 def token_ids(probe: GPT2Probe, tokens: Token | Sequence[Token], n_prompts: int, what: str) -> Tensor:
     """One token id per prompt from a token (string or id) or a list of them."""
-    items = [tokens] * n_prompts if isinstance(tokens, (str, int)) else list(tokens)
-    if len(items) != n_prompts:
-        raise ValueError(f"{len(items)} {what} tokens for {n_prompts} prompts: give one, or one per prompt")
+    items = per_prompt(tokens, n_prompts, f"{what} tokens")
     return torch.tensor([probe.to_single_token(t) for t in items], dtype=torch.long)
 
 
@@ -191,7 +190,7 @@ def patch_hook(source: Tensor, index: tuple = ()) -> HookFn:
 
     def hook(activation: Tensor, point: HookPoint) -> Tensor:
         if source.shape != activation.shape:
-            raise ValueError(f"patching {point.name!r}: the source has shape {tuple(source.shape)}, the run {tuple(activation.shape)}")
+            raise ShapeError(f"patching {point.name!r}: the source has shape {tuple(source.shape)}, the run {tuple(activation.shape)}")
         out = activation.clone()
         out[(slice(None), *index)] = source[(slice(None), *index)].to(out)
         return out
@@ -241,7 +240,7 @@ def _stacked_hooks(units: Sequence[_Unit], source: dict[str, Tensor], n_batch: i
 def _scalar(value: Tensor | float) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"the metric must return one number, got a tensor of shape {tuple(value.shape)}")
+            raise ShapeError(f"the metric must return one number, got a tensor of shape {tuple(value.shape)}")
         return float(value.detach().float().item())
     return float(value)
 
@@ -288,18 +287,17 @@ def patch(
         batch_size: patched runs per forward pass (memory grows with it).
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+        raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
     if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    validate.integer("batch_size", batch_size, minimum=1)
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)
     n_batch, n_pos = clean_t.ids.shape
     if metric is None:
         if answer is None or wrong is None:
-            raise ValueError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
+            raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
         metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
 
     spec = KINDS[kind]
@@ -310,7 +308,7 @@ def patch(
     source_metric, base_metric = _scalar(metric(source_logits)), _scalar(metric(probe(base)))
     clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric)
     if normalize and clean_metric == corrupted_metric:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the clean and corrupted runs give the same metric value ({clean_metric}), so it cannot be "
             "normalised; choose prompts that differ on the metric or pass normalize=False"
         )

@@ -20,7 +20,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..errors import LayerIndexError, PromptError
+from .. import validate
+from ..errors import InvalidArgumentError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
 from ..probe import GPT2Probe
 from ..tokens import Inputs
@@ -32,10 +33,8 @@ Positions = int | Sequence[int] | None
 def stream_name(probe: GPT2Probe, layer: int, stream: str) -> str:
     """The hook name of a residual stream, after checking the layer and stream."""
     if stream not in STREAMS:
-        raise ValueError(f"stream must be one of {', '.join(map(repr, STREAMS))}, got {stream!r}")
-    if not isinstance(layer, int) or not 0 <= layer < probe.cfg.n_layers:
-        raise LayerIndexError(f"layer {layer!r} is out of range: this model has layers 0..{probe.cfg.n_layers - 1}")
-    return STREAMS[stream](layer)
+        raise InvalidArgumentError(f"stream must be one of {', '.join(map(repr, STREAMS))}, got {stream!r}")
+    return STREAMS[stream](validate.layer_in(layer, probe.cfg.n_layers))
 
 
 def steering_hook(vector: Float[Tensor, " d_model"], alpha: float, positions: Positions = None) -> HookFn:
@@ -47,13 +46,15 @@ def steering_hook(vector: Float[Tensor, " d_model"], alpha: float, positions: Po
     During :func:`gpt2probe.generation.generate` each step after the prompt holds only the
     new token, so positions index that one-token activation there.
     """
+    validate.finite_tensor("the steering vector", vector)
+    alpha = validate.finite_number("the steering scale alpha", alpha)
     if vector.ndim != 1:
-        raise ValueError(f"a steering vector has shape [d_model], got {tuple(vector.shape)}")
-    chosen = slice(None) if positions is None else [positions] if isinstance(positions, int) else list(positions)
+        raise ShapeError(f"a steering vector has shape [d_model], got {tuple(vector.shape)}")
+    chosen = slice(None) if positions is None else validate.index_list("steering positions", positions)
 
     def hook(activation: Tensor, point: HookPoint) -> Tensor:
         if activation.shape[-1] != vector.shape[0]:
-            raise ValueError(f"the steering vector has {vector.shape[0]} entries but {point.name!r} has d_model={activation.shape[-1]}")
+            raise ShapeError(f"the steering vector has {vector.shape[0]} entries but {point.name!r} has d_model={activation.shape[-1]}")
         n_pos = activation.shape[1]
         if isinstance(chosen, list) and any(not -n_pos <= p < n_pos for p in chosen):
             raise PromptError(f"steering positions {chosen} fall outside a run of {n_pos} positions")
@@ -75,8 +76,9 @@ def steer(
 ) -> Iterator[GPT2Probe]:
     """Add ``alpha * vector`` to ``blocks.{layer}.hook_{stream}`` for the duration of a ``with`` block."""
     name = stream_name(probe, layer, stream)
+    validate.finite_tensor("the steering vector", vector)
     if vector.shape != (probe.cfg.d_model,):
-        raise ValueError(f"the steering vector has shape {tuple(vector.shape)}; this model needs [{probe.cfg.d_model}]")
+        raise ShapeError(f"the steering vector has shape {tuple(vector.shape)}; this model needs [{probe.cfg.d_model}]")
     with probe.hooks([(name, steering_hook(vector, alpha, positions))]):
         yield probe
 

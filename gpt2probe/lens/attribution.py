@@ -17,7 +17,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..errors import PromptError
+from .. import validate
+from ..errors import PromptError, ShapeError
 from ..probe import GPT2Probe
 from ..tokens import Inputs
 
@@ -70,9 +71,9 @@ class Attribution:
 
     def __post_init__(self) -> None:
         if self.values.shape != (len(self.labels),):
-            raise ValueError(f"values has shape {tuple(self.values.shape)} but there are {len(self.labels)} labels")
+            raise ShapeError(f"values has shape {tuple(self.values.shape)} but there are {len(self.labels)} labels")
         if self.attn_bias.shape != self.head_values.shape[:1]:
-            raise ValueError(
+            raise ShapeError(
                 f"attn_bias has shape {tuple(self.attn_bias.shape)} but head_values has {self.head_values.shape[0]} layers"
             )
 
@@ -94,10 +95,10 @@ def direct_logit_attribution(
     """
     tokens = probe.as_tokens(prompt, prepend_bos=prepend_bos)
     if tokens.ids.shape[0] != 1:
-        raise ValueError(f"direct_logit_attribution takes one prompt, got {tokens.ids.shape[0]}")
+        raise ShapeError(f"direct_logit_attribution takes one prompt, got {tokens.ids.shape[0]}")
     n_tokens = tokens.ids.shape[1]
-    if not -n_tokens <= position < n_tokens:
-        raise PromptError(f"position {position} is outside a prompt of {n_tokens} tokens")
+    if not -n_tokens <= validate.integer("position", position) < n_tokens:
+        raise PromptError(f"position {position} is outside a prompt of {n_tokens} tokens (valid: {-n_tokens}..{n_tokens - 1})")
     position %= n_tokens
     target_id = probe.to_single_token(target)
     baseline_id = probe.to_single_token(baseline) if baseline is not None else None

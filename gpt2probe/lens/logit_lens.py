@@ -21,10 +21,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
-from ..errors import PromptError
+from .. import validate
+from ..errors import InvalidArgumentError, PromptError
 from ..probe import GPT2Probe
-from ..tokens import Inputs, Tokens
+from ..tokens import Inputs, Tokens, per_prompt
 from .result import LensResult, PromptLens
+from .tuned import TunedLens
 
 NEXT_TOKEN = "next"
 """``targets=NEXT_TOKEN``: at each position, the token that actually comes next in the prompt."""
@@ -87,6 +89,7 @@ def read_out(
     float32 sums small and the differences above accurate.
     """
     n_stream, n_pos, d_model = streams.shape
+    _require_finite(streams)
     d_vocab = W_U.shape[1]
     rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
     pos_per_chunk = max(1, rows_per_chunk // n_stream)
@@ -147,6 +150,7 @@ def logit_lens(
     batch_size: int = 8,
     max_chunk_bytes: int = 64 * 2**20,
     progress: Callable[[int], None] | None = None,
+    lens: TunedLens | None = None,
 ) -> LensResult:
     """Ask every layer what it would predict if the model stopped there.
 
@@ -161,23 +165,32 @@ def logit_lens(
             real token, or indices into each prompt's tokens (negative from the end).
         include_mid: add the stream between each block's attention and MLP.
         progress: called with the number of prompts finished after each batch.
+        lens: a :class:`~gpt2probe.TunedLens` to read every stream through its translator
+            first (the tuned lens); ``None`` reads the streams as they are (the logit lens).
 
     Returns:
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
     """
-    if k < 1 or k > probe.cfg.d_vocab:
-        raise ValueError(f"k must be between 1 and d_vocab={probe.cfg.d_vocab}, got {k}")
+    validate.integer("k", k, minimum=1, maximum=probe.cfg.d_vocab)
+    validate.integer("batch_size", batch_size, minimum=1)
+    validate.integer("max_chunk_bytes", max_chunk_bytes, minimum=1)
+    if positions is not None and positions != "last":
+        validate.index_list("positions", positions)
     tokens = probe.as_tokens(prompts, prepend_bos=prepend_bos)
     n_prompts = tokens.ids.shape[0]
     per_prompt_targets = _per_prompt_targets(probe, targets, n_prompts)
     labels = stream_labels(probe.cfg.n_layers, include_mid)
     hook_names = stream_names(probe.cfg.n_layers, include_mid)
     ln_f, W_U = probe.model.transformer.ln_f, probe.W_U
+    if lens is not None:
+        lens.check_model(probe)
     items: list[PromptLens] = []
     for start in range(0, n_prompts, batch_size):
         batch = _slice(tokens, start, start + batch_size)
         _, cache = probe.run_with_cache(batch, names=hook_names, unembed=False)
         stack = torch.stack([cache[name] for name in hook_names])  # [stream, batch, pos, d_model]
+        if lens is not None:
+            stack = lens.translate(stack, hook_names)
         for row in range(batch.ids.shape[0]):
             index = start + row
             real = batch.real_positions(row)
@@ -190,7 +203,19 @@ def logit_lens(
         del cache, stack
         if progress is not None:
             progress(min(start + batch_size, n_prompts))
-    return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid)
+    metadata = {"lens": "logit lens"} if lens is None else {"lens": "tuned lens", "tuned_lens": repr(lens)}
+    return LensResult(model_name=probe.cfg.model_name, items=items, k=k, include_mid=include_mid, metadata=metadata)
+
+
+def _require_finite(streams: Tensor) -> None:
+    """NaN logits compare false with everything, so a target's rank would read 0 (the top): refuse them."""
+    bad = ~torch.isfinite(streams).all(-1)
+    if bool(bad.any()):
+        stream, pos = bad.nonzero()[0].tolist()
+        raise InvalidArgumentError(
+            f"the residual stream {stream} (0 = embeddings) at analysed position {pos} holds NaN or inf: "
+            "the lens cannot rank or score it; a hook or the model's weights produced non-finite values"
+        )
 
 
 def _slice(tokens: Tokens, start: int, stop: int) -> Tokens:
@@ -207,8 +232,8 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
     if positions == "last":
         return torch.tensor([n_tokens - 1])
     if isinstance(positions, str):
-        raise ValueError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
-    wanted = [positions] if isinstance(positions, int) else list(positions)
+        raise InvalidArgumentError(f"positions must be None, 'last', an int or a list of ints, got {positions!r}")
+    wanted = validate.index_list("positions", positions)
     out = []
     for p in wanted:
         if not -n_tokens <= p < n_tokens:
@@ -218,14 +243,8 @@ def _choose_positions(positions: Positions, n_tokens: int) -> Tensor:
 
 
 def _per_prompt_targets(probe: GPT2Probe, targets: Targets, n_prompts: int) -> list[str | int | None]:
-    if targets is None or targets == NEXT_TOKEN:
-        return [targets] * n_prompts
-    if isinstance(targets, (str, int)):
-        return [probe.to_single_token(targets)] * n_prompts
-    targets = list(targets)
-    if len(targets) != n_prompts:
-        raise ValueError(f"{len(targets)} targets for {n_prompts} prompts: give one target per prompt")
-    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t) for t in targets]
+    return [t if t is None or t == NEXT_TOKEN else probe.to_single_token(t)
+            for t in per_prompt(targets, n_prompts, "targets")]
 
 
 def _target_ids(target: str | int | None, ids: Tensor, chosen: Tensor) -> Tensor | None:

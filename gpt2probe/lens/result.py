@@ -8,7 +8,6 @@ shapes on construction and save to / load from safetensors.
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..errors import FileFormatError, ShapeError
 from ..versions import versions
 
 
@@ -26,7 +26,8 @@ class PromptLens:
     Positions index the prompt's own tokens (0 = its first real token); ``positions`` lists
     the ones analysed. Probabilities are in [0, 1]; entropy and KL are in nats; KL is
     ``KL(final || stream)``. ``target_rank`` is 0-based: the number of tokens with a
-    strictly higher logit (0 = the top prediction). Entries without a target (e.g. the next token after the last position) hold ``nan`` / ``-1``.
+    strictly higher logit (0 = the top prediction). Entries without a target (e.g. the next token
+    after the last position) hold ``nan`` / ``-1``.
     """
 
     prompt: str
@@ -48,20 +49,20 @@ class PromptLens:
     def __post_init__(self) -> None:
         n_stream, n_pos, k = self.top_ids.shape
         if len(self.stream_labels) != n_stream:
-            raise ValueError(f"{len(self.stream_labels)} stream labels for {n_stream} streams")
+            raise ShapeError(f"{len(self.stream_labels)} stream labels for {n_stream} streams")
         if self.positions.shape != (n_pos,):
-            raise ValueError(f"positions has shape {tuple(self.positions.shape)} but should have shape ({n_pos},)")
+            raise ShapeError(f"positions has shape {tuple(self.positions.shape)} but should have shape ({n_pos},)")
         if len(self.str_tokens) != self.token_ids.shape[0]:
-            raise ValueError(f"{len(self.str_tokens)} token strings for {self.token_ids.shape[0]} token ids")
+            raise ShapeError(f"{len(self.str_tokens)} token strings for {self.token_ids.shape[0]} token ids")
         for name in ("top_probs",):
             if getattr(self, name).shape != (n_stream, n_pos, k):
-                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have {(n_stream, n_pos, k)}")
+                raise ShapeError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have {(n_stream, n_pos, k)}")
         for name in ("entropy", "kl_to_final", "target_prob", "target_logprob", "target_rank"):
             value = getattr(self, name)
             if value is not None and value.shape != (n_stream, n_pos):
-                raise ValueError(f"{name} has shape {tuple(value.shape)} but should have shape {(n_stream, n_pos)}")
+                raise ShapeError(f"{name} has shape {tuple(value.shape)} but should have shape {(n_stream, n_pos)}")
         if len(self.top_tokens) != n_stream or any(len(row) != n_pos for row in self.top_tokens):
-            raise ValueError("top_tokens must be nested [stream][pos][k]")
+            raise ShapeError("top_tokens must be nested [stream][pos][k]")
 
     @property
     def n_streams(self) -> int:
@@ -173,7 +174,7 @@ class LensResult:
                     tensors[f"{i}.{name}"] = value.detach().cpu().contiguous()
             texts.append({name: getattr(item, name) for name in self._LISTS})
         metadata = {
-            "format": "gpt2probe.LensResult",
+            "format": _FORMAT,
             "model_name": self.model_name,
             "k": str(self.k),
             "include_mid": json.dumps(self.include_mid),
@@ -185,18 +186,64 @@ class LensResult:
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
-        from safetensors import safe_open
+        """Read a result written by :meth:`save`, checking its metadata against its tensors.
 
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != "gpt2probe.LensResult":
-                raise ValueError(f"{str(path)!r} is not a result written by LensResult.save")
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        A file that disagrees with itself (prompt count, tensors per prompt, k, dtypes,
+        shapes, positions outside the prompt) is a :class:`~gpt2probe.errors.FileFormatError`.
+        """
+        from .. import savefile
+
+        where = str(path)
+        metadata, tensors = savefile.read(path, fmt=_FORMAT, what="result", writer="LensResult.save")
+        model_name = savefile.entry(metadata, "model_name", where, str, parse=False)
+        k = savefile.entry(metadata, "k", where, int)
+        include_mid = savefile.entry(metadata, "include_mid", where, bool)
+        texts = savefile.entry(metadata, "items", where, list)
+        extra = savefile.entry(metadata, "extra", where, dict)
+        savefile.require(k >= 1, where, f"k is {k}")
+        expected = {f"{i}.{name}" for i in range(len(texts)) for name in cls._TENSORS}
+        stray = sorted(set(tensors) - expected)
+        savefile.require(not stray, where, f"holds tensors that belong to no prompt of the {len(texts)} listed: {stray[:5]}")
         items = []
-        for i, texts in enumerate(json.loads(metadata["items"])):
+        for i, text in enumerate(texts):
+            savefile.require(isinstance(text, dict) and set(text) == set(cls._LISTS), where,
+                             f"prompt {i}'s entry must have the keys {list(cls._LISTS)}")
             values = {name: tensors.get(f"{i}.{name}") for name in cls._TENSORS}
-            items.append(PromptLens(**texts, **values))
-        return cls(model_name=metadata["model_name"], items=items, k=int(metadata["k"]),
-                   include_mid=json.loads(metadata["include_mid"]), metadata=json.loads(metadata["extra"]))
+            _check_item(values, k, i, where)
+            try:
+                items.append(PromptLens(**text, **values))
+            except (ShapeError, TypeError, ValueError, IndexError) as error:
+                raise FileFormatError(f"{where!r}: prompt {i} does not hold together: {error}") from None
+        return cls(model_name=model_name, items=items, k=k, include_mid=include_mid, metadata=extra)
 
 
+_FORMAT = "gpt2probe.LensResult"
+_REQUIRED = ("token_ids", "positions", "top_ids", "top_probs", "entropy", "kl_to_final")
+_TARGET = ("target_ids", "target_prob", "target_logprob", "target_rank")
+_INTEGER = ("token_ids", "positions", "top_ids", "target_ids", "target_rank")
+
+
+def _check_item(values: dict[str, Tensor | None], k: int, i: int, where: str) -> None:
+    """The tensors of prompt ``i`` in a saved result: present, of the right kind, consistent with ``k``."""
+    from ..savefile import require
+
+    missing = [name for name in _REQUIRED if values[name] is None]
+    require(not missing, where, f"prompt {i} lacks the tensors {missing}")
+    targets = [values[name] is not None for name in _TARGET]
+    require(all(targets) or not any(targets), where, f"prompt {i} has only some of the target tensors {list(_TARGET)}")
+    for name, value in values.items():
+        if value is None:
+            continue
+        integer = name in _INTEGER
+        require(value.is_floating_point() != integer and not value.is_complex(), where,
+                f"prompt {i}'s {name} has dtype {value.dtype}; expected {'an integer' if integer else 'a floating-point'} dtype")
+    top_ids, token_ids, positions = values["top_ids"], values["token_ids"], values["positions"]
+    require(top_ids.ndim == 3 and top_ids.shape[-1] == k, where,
+            f"prompt {i}'s top_ids has shape {tuple(top_ids.shape)}, expected [stream, pos, k={k}]")
+    require(token_ids.ndim == 1 and positions.ndim == 1, where, f"prompt {i}'s token_ids and positions must be 1-D")
+    n_tokens = token_ids.shape[0]
+    require(bool(((positions >= 0) & (positions < n_tokens)).all()), where,
+            f"prompt {i}'s positions lie outside its {n_tokens} tokens")
+    if values["target_ids"] is not None:
+        require(tuple(values["target_ids"].shape) == tuple(positions.shape), where,
+                f"prompt {i}'s target_ids has shape {tuple(values['target_ids'].shape)}, positions {tuple(positions.shape)}")

@@ -25,7 +25,7 @@ from .attention_viewer import AttentionData, encode_attention, write_attention_v
 from .attribution import attribution_bars
 from .escape import display_token, escape_text
 from .html import write_html
-from .lens import kl_per_layer, lens_aggregate, lens_heatmap, target_trajectory
+from .lens import kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory
 from .patching import patching_heatmap
 from .steering import change_bars, continuations_table, top_tokens_table
 from .table import Table
@@ -43,6 +43,7 @@ __all__ = [
     "display_token",
     "escape_text",
     "kl_per_layer",
+    "kl_per_layer_compare",
     "lens_aggregate",
     "lens_heatmap",
     "patching_heatmap",

@@ -15,6 +15,7 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from ..errors import InvalidArgumentError, ShapeError
 from ..head_scores import SCORE_LABELS, head_label
 from .escape import display_token, escape_text
 
@@ -59,13 +60,13 @@ def pattern_figure(
     :mod:`gpt2probe.head_scores`) are shown in the title of the selected head.
     """
     if not patterns:
-        raise ValueError("no layers to draw: pass at least one layer's pattern")
+        raise InvalidArgumentError("no layers to draw: pass at least one layer's pattern")
     labels = position_labels(tokens)
     heads = [(layer, head) for layer in sorted(patterns) for head in range(patterns[layer].shape[0])]
     for layer in patterns:
         shape = tuple(patterns[layer].shape)
         if len(shape) != 3 or shape[1:] != (len(labels), len(labels)):
-            raise ValueError(
+            raise ShapeError(
                 f"layer {layer}'s pattern has shape {shape}, expected [head, {len(labels)}, {len(labels)}] "
                 f"for {len(labels)} tokens"
             )
@@ -117,12 +118,12 @@ def score_grid_figure(
 ) -> go.Figure:
     """One layers x heads grid per score (rows: layers from 0 at the top; columns: heads), on a shared 0-1 scale."""
     if not scores:
-        raise ValueError("no scores to draw: pass e.g. gpt2probe.head_scores.all_head_scores(probe, prompts)")
+        raise InvalidArgumentError("no scores to draw: pass e.g. gpt2probe.head_scores.all_head_scores(probe, prompts)")
     keys = list(scores)
     n_layers, n_heads = scores[keys[0]].shape
     for key in keys:
         if tuple(scores[key].shape) != (n_layers, n_heads):
-            raise ValueError(f"score {key!r} has shape {tuple(scores[key].shape)}, expected ({n_layers}, {n_heads})")
+            raise ShapeError(f"score {key!r} has shape {tuple(scores[key].shape)}, expected ({n_layers}, {n_heads})")
     n_cols = min(2, len(keys))
     n_rows = -(-len(keys) // n_cols)
     names = [escape_text(SCORE_LABELS.get(key, key)) for key in keys]

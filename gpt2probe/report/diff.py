@@ -13,6 +13,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..errors import InvalidArgumentError
 from ..diffing import ModelDiff
 from ..diffing.components import EMBED, LN_FINAL, POS_EMBED, head_component, layer_component
 from ..diffing.localise import SITES
@@ -142,7 +143,7 @@ def localisation_heatmap(diff: ModelDiff) -> go.Figure:
     """Fraction of KL(base || tuned) restored by patching each base unit into the tuned run."""
     loc = diff.localisation
     if loc is None:
-        raise ValueError("this ModelDiff has no localisation: compare(..., patching=True) computes it")
+        raise InvalidArgumentError("this ModelDiff has no localisation: compare(..., patching=True) computes it")
     panels = [("per layer output", loc.layers, [s.replace("_", " ") for s in SITES])]
     if loc.heads is not None:
         panels.append(("per head (hook_z)", loc.heads, [f"head {h}" for h in range(loc.heads.shape[1])]))

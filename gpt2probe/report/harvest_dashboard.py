@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
+from ..errors import InvalidArgumentError
 from ..names import layer_of
 from .escape import display_token, escape_text
 from .html import CONTENT_SECURITY_POLICY
@@ -112,7 +113,7 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
     for hook in chosen:
         harvest.kind(hook)  # an unknown hook raises HookNameError naming the harvested ones
     if examples < 1:
-        raise ValueError(f"examples must be at least 1, got {examples}")
+        raise InvalidArgumentError(f"examples must be at least 1, got {examples}")
     if probe is None:
         from ..tokenizer import gpt2_tokenizer
 

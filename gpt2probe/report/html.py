@@ -9,7 +9,6 @@ the previous report (or none) in place, never half a report.
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -20,7 +19,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ..atomic import atomic_path
+from ..errors import InvalidTypeError
 from ..versions import versions
+from .escape import escape_html
 from .table import Table
 
 # Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
@@ -48,7 +49,7 @@ table.text-table td.literal { white-space: pre-wrap; font-family: ui-monospace, 
 
 
 def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return escape_html(value)
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -64,7 +65,7 @@ def _header(title: str, model_name: str, prompts: list[str], notes: list[str],
     rows = [
         ("Model", f"<code>{_esc(model_name)}</code>"),
         ("Prompt" if len(prompts) == 1 else f"Prompts ({len(prompts)})",
-         "".join(f'<pre class="prompt">{_esc(p)}</pre>' for p in prompts) or "<em>none</em>"),
+         "".join(f'<pre class="prompt">{escape_html(p, multiline=True)}</pre>' for p in prompts) or "<em>none</em>"),
         ("Created", f"<time>{_esc(created)}</time>"),
         ("Versions", ", ".join(f"{_esc(name)} {_esc(version)}" for name, version in tools.items())),
         *((_esc(key), _esc(value)) for key, value in metadata.items()),
@@ -103,8 +104,8 @@ def write_html(
     for heading, fig in sections:
         if not isinstance(fig, (go.Figure, Table)):
             where = f"figure {heading!r}" if heading is not None else "a figure"
-            raise TypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure "
-                            "or a gpt2probe.report.Table")
+            raise InvalidTypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure "
+                                   "or a gpt2probe.report.Table")
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
         out.write(

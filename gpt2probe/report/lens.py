@@ -12,11 +12,13 @@ equal category labels, and a prompt often repeats a token.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
 from .escape import display_token, escape_text
 from .style import TOP_MARGIN, category_axis, colorbar, fmt_nats, fmt_prob, prompt_chars, title_layout
@@ -35,7 +37,7 @@ def _analysed_index(item: PromptLens, position: int) -> int:
     """``position`` indexes the analysed positions (like a list); return it as 0..n-1."""
     n = int(item.positions.shape[0])
     if not -n <= position < n:
-        raise IndexError(f"position {position} is out of range: the prompt has {n} analysed positions "
+        raise PositionError(f"position {position} is out of range: the prompt has {n} analysed positions "
                          f"(valid: {-n} to {n - 1})")
     return position % n
 
@@ -117,7 +119,7 @@ def _rank_ticks(zmax: float) -> tuple[list[float], list[str]]:
     return [float(d) for d in decades], [f"{10 ** d:,}" for d in decades]
 
 
-def lens_heatmap(item: PromptLens, metric: str = "prob") -> go.Figure:
+def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Logit lens") -> go.Figure:
     """Streams (y, embeddings at the bottom) by analysed positions (x, the input tokens).
 
     Each cell shows the stream's top-1 prediction for the next token. The colour is, as
@@ -128,12 +130,13 @@ def lens_heatmap(item: PromptLens, metric: str = "prob") -> go.Figure:
     shows the token that actually comes next, and cells whose top-1 is that token are
     outlined. Long prompts open on their last positions with a range slider under the
     figure (drag to pan). Hovering a cell lists the top-k tokens, entropy, KL and the target.
+    ``lens_name`` starts the title (``"Tuned lens"`` for a result read through a tuned lens).
     """
     if metric not in HEATMAP_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
+        raise InvalidArgumentError(f"unknown metric {metric!r}; valid: {', '.join(map(repr, HEATMAP_METRICS))}")
     available = {name: values for name in HEATMAP_METRICS if (values := _metric_values(item, name)) is not None}
     if metric not in available:
-        raise ValueError(f"metric {metric!r} needs target statistics: compute the lens with targets")
+        raise InvalidArgumentError(f"metric {metric!r} needs target statistics: compute the lens with targets")
     n_streams, n_pos = item.top_probs.shape[:2]
     streams, analysed = range(n_streams), range(n_pos)
     positions = [int(p) for p in item.positions]
@@ -182,7 +185,7 @@ def lens_heatmap(item: PromptLens, metric: str = "prob") -> go.Figure:
         x_axis["rangeslider"] = dict(visible=True, thickness=0.08)
     width = min(MAX_WIDTH, max(560, CELL_WIDTH * n_pos + 300))
     fig.update_layout(
-        title=title_layout(f"Logit lens: the top-1 next-token prediction of every stream"
+        title=title_layout(f"{escape_text(lens_name)}: the top-1 next-token prediction of every stream"
                            f"<br><sup>colour: pick a metric above the figure; outlined: top-1 = the token that "
                            f"actually comes next (top axis)<br>prompt: {escape_text(item.prompt, prompt_chars(width))}</sup>"),
         xaxis=x_axis,
@@ -206,12 +209,12 @@ def target_trajectory(item: PromptLens, position: int = -1) -> go.Figure:
     ``position`` indexes the analysed positions like a list (``-1``: the last analysed).
     """
     if item.target_prob is None or item.target_rank is None or item.target_ids is None:
-        raise ValueError("this PromptLens has no target statistics (target_prob / target_rank): "
+        raise InvalidArgumentError("this PromptLens has no target statistics (target_prob / target_rank): "
                          "compute the lens with targets, or use a position whose next token is known")
     p = _analysed_index(item, position)
     if not _has_target(item, p):
         with_target = [int(item.positions[i]) for i in range(item.positions.shape[0]) if _has_target(item, i)]
-        raise ValueError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
+        raise InvalidArgumentError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
                          f"prompt positions with a target: {with_target}")
     prob = item.target_prob[:, p].tolist()
     rank = (item.target_rank[:, p] + 1).tolist()  # stored 0-based; shown 1-based (1 = top prediction)
@@ -284,10 +287,10 @@ def lens_aggregate(result: LensResult) -> go.Figure:
     """
     items = list(result)
     if not items:
-        raise ValueError("the LensResult holds no prompts")
+        raise InvalidArgumentError("the LensResult holds no prompts")
     labels = items[0].stream_labels
     if any(item.stream_labels != labels for item in items):
-        raise ValueError("the prompts were read at different streams; an aggregate needs the same streams")
+        raise InvalidArgumentError("the prompts were read at different streams; an aggregate needs the same streams")
     streams = list(range(len(labels)))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=["KL to the final prediction (nats), mean over positions",
@@ -322,5 +325,37 @@ def lens_aggregate(result: LensResult) -> go.Figure:
         title=title_layout(f"All {len(items)} prompts: how fast each layer approaches the final prediction"
                            "<br><sup>thin lines: one prompt each (hover for which); thick: the mean</sup>"),
         showlegend=False, height=620, width=max(640, 45 * len(labels) + 200), margin=dict(t=TOP_MARGIN),
+    )
+    return fig
+
+
+def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
+    """Mean KL to the final prediction per stream, one line per lens (``{"logit lens": a, "tuned lens": b}``).
+
+    The lenses must have read the same streams at the same positions.
+    """
+    if not items:
+        raise ValueError("kl_per_layer_compare needs at least one lens result")
+    first_name, first = next(iter(items.items()))
+    for name, item in items.items():
+        if item.stream_labels != first.stream_labels or item.positions.tolist() != first.positions.tolist():
+            raise ValueError(f"{name!r} read other streams or positions than {first_name!r}: "
+                             f"{item.stream_labels} vs {first.stream_labels}")
+    streams = list(range(first.n_streams))
+    fig = go.Figure()
+    for name, item in items.items():
+        values = item.kl_to_final.float().nanmean(dim=1).tolist()
+        hover = [f"<b>{escape_text(name)}, {escape_text(item.stream_labels[s])}</b><br>"
+                 f"KL to final {values[s]:.3f} nats" for s in streams]
+        fig.add_trace(go.Scatter(x=streams, y=values, mode="lines+markers", name=escape_text(name),
+                                 hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+    fig.update_layout(
+        title=dict(text=f"KL divergence to the final prediction, by lens<br><sup>mean over "
+                        f"{int(first.positions.shape[0])} analysed positions; prompt: "
+                        f"{escape_text(first.prompt, 100)}</sup>"),
+        xaxis=dict(title=dict(text="residual stream"), **_stream_axis(first)),
+        yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
+        height=420,
+        width=max(640, 45 * first.n_streams + 200),
     )
     return fig

@@ -6,9 +6,11 @@ continuation of 30 tokens disappeared past its second line). Text belongs in HTM
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..errors import ShapeError
+from .escape import escape_html
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Table:
     def __post_init__(self) -> None:
         for i, row in enumerate(self.rows):
             if len(row) != len(self.columns):
-                raise ValueError(f"row {i} has {len(row)} cells but the table has {len(self.columns)} columns")
+                raise ShapeError(f"row {i} has {len(row)} cells but the table has {len(self.columns)} columns")
 
     @classmethod
     def of(cls, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "",
@@ -35,9 +37,9 @@ class Table:
         """The table as an HTML fragment (styles come with the report page)."""
         def cell(tag: str, text: str, i: int) -> str:
             cls = ' class="literal"' if i in self.literal else ""
-            return f"<{tag}{cls}>{html.escape(text, quote=True)}</{tag}>"
+            return f"<{tag}{cls}>{escape_html(text, multiline=i in self.literal)}</{tag}>"
 
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        head = "".join(f"<th>{escape_html(c)}</th>" for c in self.columns)
         body = "\n".join("<tr>" + "".join(cell("td", c, i) for i, c in enumerate(row)) + "</tr>" for row in self.rows)
-        caption = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        caption = f"<caption>{escape_html(self.caption)}</caption>" if self.caption else ""
         return f'<table class="text-table">{caption}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'

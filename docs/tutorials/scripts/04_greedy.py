@@ -8,7 +8,7 @@ gets stuck in a loop; this tutorial shows both, and how to look at the loop.
 import torch
 
 import gpt2probe
-from gpt2probe.generation import generate, next_token
+from gpt2probe.generation import generate
 from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)

@@ -75,12 +75,13 @@ print("top induction heads:", [(head_scores.head_label(layer, head), round(v, 3)
 # ## The trap: `output_attentions` under sdpa
 #
 # Hugging Face's default attention kernel (`sdpa`, and flash attention likewise) never
-# materialises the pattern. With transformers 5, asking for it anyway returns an empty
-# tuple, with no warning:
+# materialises the pattern. With transformers 5, asking for it anyway returns no pattern
+# at all (an empty tuple in recent releases, one `None` per layer in 5.0), with no warning:
 print("attention implementation:", probe.model.config._attn_implementation)
 with torch.no_grad():
     out = probe.model(ids, output_attentions=True)
-print("output_attentions under sdpa:", out.attentions)
+patterns = [a for a in out.attentions if a is not None]
+print("patterns returned under sdpa:", len(patterns))
 
 # %%
 # gpt2probe does not rely on `output_attentions`. While a hook needs `hook_pattern` or

@@ -1,0 +1,141 @@
+"""Check a GPT-2 checkpoint's files against its own config before any weight is loaded.
+
+Hugging Face fills a tensor the checkpoint lacks (or has in another shape) with random
+values and only prints a report: a ``config.json`` that says 3 layers over 2 layers of
+weights would give a model whose last block is noise. Here every tensor the config implies
+must be in the files with its shape, and nothing else may be, except what GPT-2 checkpoints
+legitimately carry or leave out (see :data:`IGNORED_UNEXPECTED`, :data:`TIED`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from .errors import CheckpointError, WeightsUnavailableError
+
+# Older GPT-2 checkpoints (OpenAI's on the hub among them) store the causal-mask buffers.
+IGNORED_UNEXPECTED = (".attn.bias", ".attn.masked_bias")
+# lm_head.weight is wte.weight unless the config unties them; save_pretrained leaves it out.
+TIED = "lm_head.weight"
+_PREFIX = "transformer."
+_SHOWN = 8
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or an error naming the file and what is wrong with it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise WeightsUnavailableError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def file_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
+    """Every tensor's name, shape and file in a directory's safetensors (single file or sharded index)."""
+    from safetensors import SafetensorError, safe_open
+
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{str(index)!r} has no 'weight_map' object")
+        files = sorted({directory / str(name) for name in weight_map.values()})
+    else:
+        files = [directory / "model.safetensors"]
+    shapes: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"the checkpoint names {file.name!r} but {str(file)!r} does not exist")
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = (tuple(f.get_slice(key).get_shape()), file)
+        except SafetensorError as error:
+            raise CheckpointError(f"{str(file)!r} is not a complete safetensors file (truncated or damaged?): {error}") from None
+        except OSError as error:
+            raise WeightsUnavailableError(f"cannot read {str(file)!r}: {error.strerror or error}") from None
+    return shapes
+
+
+def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
+    """The state dict ``GPT2LMHeadModel(config)`` has, built on the meta device (no memory, no init)."""
+    try:
+        with torch.device("meta"):
+            model = GPT2LMHeadModel(config)
+    except (ValueError, TypeError, AttributeError) as error:  # e.g. n_embd not a multiple of n_head
+        raise CheckpointError(f"config.json describes no buildable GPT-2: {error}") from None
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _with_prefix(keys: Iterable[str]) -> dict[str, str]:
+    """Map file keys to model keys: OpenAI's checkpoints name ``h.0...`` what the model calls ``transformer.h.0...``."""
+    keys = list(keys)
+    if any(k.startswith(_PREFIX) for k in keys):
+        return {k: k for k in keys}
+    return {k: k if k.startswith("lm_head.") else _PREFIX + k for k in keys}
+
+
+def _listed(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(map(repr, keys[:_SHOWN]))
+    return shown + (f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
+
+
+def check_tensors(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], *,
+                  tied: bool, where: str) -> None:
+    """Refuse any missing, unexpected or mis-shaped tensor, naming the keys."""
+    renamed = _with_prefix(found)
+    have = {renamed[k]: shape for k, shape in found.items()}
+    _refuse_mismatch(
+        where,
+        missing=[k for k in expected if k not in have and not (tied and k == TIED)],
+        unexpected=[k for k in have if k not in expected and not k.endswith(IGNORED_UNEXPECTED)],
+        mismatched=[f"{k} {have[k]} (config implies {expected[k]})" for k in expected
+                    if k in have and tuple(have[k]) != tuple(expected[k])],
+    )
+
+
+def _refuse_mismatch(where: str, *, missing: list[str], unexpected: list[str], mismatched: list[str],
+                     errors: Iterable[object] = ()) -> None:
+    """One error naming every missing, unexpected and mis-shaped key, if there is any."""
+    problems = [f"{len(keys)} {what}: {_listed(keys)}" for keys, what in (
+        (missing, "tensor(s) the config implies are missing"),
+        (unexpected, "tensor(s) GPT-2 does not have"),
+        (mismatched, "tensor(s) have the wrong shape"),
+    ) if keys] + [str(e) for e in list(errors)[:_SHOWN]]
+    if problems:
+        raise CheckpointError(
+            f"{where}: the weights do not match config.json ({'; '.join(problems)}). Loading would fill the "
+            "gaps with random values; fix the config or the weights"
+        )
+
+
+def check_directory(directory: Path, config: GPT2Config) -> None:
+    """Check a ``save_pretrained`` directory's safetensors against ``config`` without loading them."""
+    found = {key: shape for key, (shape, _) in file_shapes(directory).items()}
+    check_tensors(found, expected_shapes(config), tied=bool(config.tie_word_embeddings), where=repr(str(directory)))
+
+
+def check_loading_info(info: Mapping[str, Any], *, tied: bool, where: str) -> None:
+    """The same rules applied to what ``from_pretrained(..., output_loading_info=True)`` reports (hub, pickle)."""
+    _refuse_mismatch(
+        where,
+        missing=[k for k in info.get("missing_keys", ()) if not (tied and k == TIED)],
+        unexpected=[k for k in info.get("unexpected_keys", ()) if not k.endswith(IGNORED_UNEXPECTED)],
+        mismatched=[str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())],
+        errors=info.get("error_msgs", ()),
+    )

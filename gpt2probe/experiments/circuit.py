@@ -1,0 +1,107 @@
+"""Edge attribution and an exactly measured circuit on a clean/corrupted prompt pair: ``gpt2probe circuit``.
+
+By default the indirect-object pair: "When Mary and John went to the store, John gave a
+drink to" (answer " Mary") against the same prompt with the second name swapped (answer
+" John"). Every edge between components (token embedding, each head, each MLP -> each
+later head's query/key/value input, each later MLP, the logits) is scored from gradients
+(``--method``); the ``--top`` edges form the circuit, which is then run exactly with every
+other edge carrying its corrupted value. The report draws the circuit (layers left to
+right, edge width by score) with the fraction of the clean - corrupted logit difference it
+recovers, and lists the top edges.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from ..interventions import circuit, edge_attribution_patch, faithfulness
+from ..report import write_html
+from ..report.attribution_patching import circuit_graph
+from ..report.escape import escape_text
+from .common import Parser, UsageError, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
+
+DEFAULT_OUT = "reports/circuit.html"
+METHODS = ("atp", "atp*", "ig")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="gpt2probe circuit", description=__doc__.split("\n\n")[0],
+                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clean", default=CLEAN, help="the clean prompt")
+    parser.add_argument("--corrupted", default=CORRUPTED, help="the corrupted prompt (same number of tokens)")
+    parser.add_argument("--answer", default=ANSWER, help="the clean prompt's answer, one token (default: ' Mary')")
+    parser.add_argument("--wrong", default=WRONG, help="the corrupted prompt's answer, one token (default: ' John')")
+    parser.add_argument("--method", choices=METHODS, default="atp*",
+                        help="edge scores: atp (gradients), atp* (exact attention softmax for query/key edges), "
+                             "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
+    parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
+    parser.add_argument("--top", type=positive_int, default=20, help="edges kept in the circuit (default: 20)")
+    add_common_arguments(parser, DEFAULT_OUT)
+    return parser
+
+
+def edge_table(scored, n: int) -> go.Figure:
+    top = scored.top(n)
+    gap = scored.clean_metric - scored.corrupted_metric
+    fig = go.Figure(go.Table(
+        header={"values": ["rank", "edge", "score", "score / (clean - corrupted)"]},
+        cells={"values": [list(range(1, len(top) + 1)), [escape_text(str(e)) for e, _ in top],
+                          [f"{s:+.4f}" for _, s in top], [f"{s / gap:+.3f}" if gap else "n/a" for _, s in top]],
+               "align": "left"}))
+    fig.update_layout(title=f"The {len(top)} highest-ranked of {len(scored)} edges ({escape_text(scored.method)})",
+                      height=170 + 32 * len(top))
+    return fig
+
+
+def run(args: argparse.Namespace) -> Path:
+    if args.steps is not None and args.method != "ig":
+        raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
+    probe, fell_back = load_model(args)
+    for option in ("answer", "wrong"):
+        check_single_token(probe, getattr(args, option), f"--{option}")
+    cfg = probe.cfg
+    notes = []
+    if fell_back:
+        notes.append(fallback_note(probe, "A circuit found in such a small model means little: it has not "
+                                          "learned the indirect-object circuit GPT-2 is known for."))
+    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, {cfg.n_heads} heads per layer)")
+    for note in notes:
+        print(f"NOTE: {note}")
+    common = dict(answer=args.answer, wrong=args.wrong)
+    scored = edge_attribution_patch(probe, args.clean, args.corrupted, method=args.method, steps=args.steps, **common)
+    top = min(args.top, len(scored))
+    chosen = circuit(scored, top=top)
+    result = faithfulness(probe, chosen, args.clean, args.corrupted, **common)
+    print(f"Clean:     {args.clean!r}\nCorrupted: {args.corrupted!r}")
+    print(f"logit({args.answer!r}) - logit({args.wrong!r}) at the last token: "
+          f"clean {result.clean_metric:+.4f}, corrupted {result.corrupted_metric:+.4f}")
+    print(f"Top edges ({args.method}):")
+    for edge, score in scored.top(min(10, top)):
+        print(f"    {str(edge):<24} {score:+.4f}")
+    print(f"Circuit of the top {top} of {len(scored)} edges recovers {result.recovered:.1%} of the metric "
+          f"({result.circuit_metric:+.4f})")
+    figures = {"Circuit": circuit_graph(scored, chosen, result), "Top edges": edge_table(scored, top)}
+    path = write_html(
+        args.out, figures, title="Circuit", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
+        notes=notes or None,
+        metadata={
+            "Answer / wrong": f"{args.answer!r} / {args.wrong!r}",
+            "Edge scores": args.method + (f" ({scored.steps} steps)" if scored.steps else ""),
+            "Circuit": f"top {top} of {len(scored)} edges",
+            "Faithfulness (fraction of clean - corrupted recovered)": f"{result.recovered:.4f}",
+            "Clean / corrupted / circuit logit difference":
+                f"{result.clean_metric:+.4f} / {result.corrupted_metric:+.4f} / {result.circuit_metric:+.4f}",
+        },
+    )
+    print(f"Report written to {path}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``gpt2probe circuit``: 0 on success, 2 with one ``error:`` line on a mistake."""
+    return run_command(build_parser(), run, argv)

@@ -1,0 +1,140 @@
+"""``gpt2probe tuned-lens train``: train a tuned lens for a model on text files and save it.
+
+Each ``--corpus`` file is one document. Training checkpoints to ``OUT/checkpoint`` as it
+goes, so the same command run again after an interruption continues where it stopped;
+on success the lens is saved into ``OUT`` and the checkpoint removed. Under
+``torchrun --nproc_per_node N`` the batch is split across the N processes (gloo on CPU,
+NCCL on CUDA); only rank 0 writes and shows progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import GPT2ProbeError
+from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="gpt2probe tuned-lens",
+                    description="Train a tuned lens (one affine translator per residual stream) for a GPT-2 model.")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
+    train = sub.add_parser("train", help="train a lens on text files and save it to --out",
+                           description="Train a tuned lens on text files (each file one document) and save it.")
+    train.add_argument("--model", required=True, help="hub id, save_pretrained directory or shipped model name")
+    train.add_argument("--corpus", nargs="+", required=True, type=Path, metavar="FILE",
+                       help="UTF-8 text files, one document each")
+    train.add_argument("--steps", type=positive_int, required=True, help="optimiser steps (each uses --batch-size new windows)")
+    train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
+    train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
+    train.add_argument("--seq-len", type=positive_int, help="tokens per window (default: the model's context length)")
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default: adam")
+    train.add_argument("--lr", type=finite_float, help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd)")
+    train.add_argument("--seed", type=int, default=0, help="orders the windows (default 0)")
+    train.add_argument("--include-mid", action="store_true", help="also translate the mid-block streams")
+    train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")
+    train.add_argument("--device", help="cpu, cuda, mps (default: the best available; cuda:LOCAL_RANK under torchrun)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def read_corpus(files: Sequence[Path]) -> tuple[list[str], str]:
+    """The documents and a description (names, sizes, SHA-256) for the lens's metadata."""
+    texts, parts = [], []
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"--corpus {str(path)!r} is not a file")
+        data = path.read_bytes()
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise UsageError(f"--corpus {str(path)!r} is not UTF-8 text ({error})") from None
+        parts.append(f"{path.name} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]})")
+    return texts, f"{len(files)} files: " + ", ".join(parts)
+
+
+def train(args: argparse.Namespace) -> Path:
+    import torch
+
+    from ..lens import TunedLens
+    from ..lens.tuned import METADATA_FILE
+
+    check_device(args.device)
+    if args.lr is not None and args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {str(args.out)!r} is a file; give a directory for the lens")
+    if (args.out / METADATA_FILE).exists():
+        raise UsageError(f"--out {str(args.out)!r} already holds a trained lens; choose another directory or delete it")
+    texts, corpus = read_corpus(args.corpus)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device
+    if world > 1:
+        import torch.distributed as dist
+
+        cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if cuda:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        args.device = device
+        probe, _ = load_model(args)
+        bar = None
+        if rank == 0 and not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=args.steps, unit="step", file=sys.stderr, desc="tuned lens")
+
+        def progress(step: int, loss: float) -> None:
+            if bar is not None:
+                bar.update(step - bar.n)
+                bar.set_postfix(kl=f"{loss:.4f}")
+
+        checkpoints = args.out / CHECKPOINT_DIR
+        lens = TunedLens.train(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                               optimizer=args.optimizer, lr=args.lr, seed=args.seed, include_mid=args.include_mid,
+                               checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, corpus=corpus,
+                               progress=progress)
+        if bar is not None:
+            bar.close()
+        if rank == 0:
+            lens.save(args.out)
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            print(f"Tuned lens for {probe.cfg.model_name!r} ({len(lens.stream_names)} translators, "
+                  f"{args.steps} steps, final mean KL {lens.training['final_loss_mean_per_stream']:.4f} nats) "
+                  f"written to {args.out}")
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return args.out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``gpt2probe tuned-lens``: 0 on success, 2 with one ``error:`` line on a mistake (130 if interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+        train(args)
+    except GPT2ProbeError as error:
+        message = " ".join(str(error).split("\n"))
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; run the same command again to resume from {CHECKPOINT_DIR}/", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Attribution patching: estimate every cell of :func:`~gpt2probe.interventions.patch` from gradients.
+
+Exact activation patching needs one forward pass per cell. Attribution patching
+(Nanda 2023) estimates all cells from one forward and one backward pass: with ``a`` the
+activation of a cell on the *base* run (corrupted for ``direction="denoise"``, clean for
+``"noise"``) and ``a'`` the same activation on the *source* run,
+
+    estimate(cell) = base_metric + sum over the cell's entries of (a' - a) * d metric / d a
+
+where the gradient is taken on the base run (the total derivative: every later path
+included). The result is a :class:`AttributionResult` on exactly the axes :func:`patch`
+returns for the same arguments, normalised the same way, so the two compare cell by cell.
+
+Methods:
+
+``"atp"``
+    the first-order estimate above.
+``"atp*"`` (Kramár et al. 2024)
+    *QK fix*: for ``head_q`` and ``head_k`` the attention scores are bilinear in the
+    queries and keys, so the patched pattern of the head is computed exactly
+    (``softmax`` of the base scores plus the exact score change) and only the rest of
+    the model is linearised: ``(pattern' - pattern) . d metric / d pattern``. This
+    removes the false negatives of a saturated softmax. Other kinds have no softmax
+    between the patched activation and the linearised part; their values equal ``"atp"``.
+    *GradDrop*: ``graddrop`` holds, per cell, the mean over layers ``l`` of
+    ``|estimate - base_metric|`` with the gradient through layer ``l``'s reads of the
+    residual stream stopped (layer ``l``'s attention and MLP see the residual through a
+    stop-gradient). A cell whose direct and indirect effects cancel in the signed
+    estimate keeps a large GradDrop magnitude; rank by it to avoid those false negatives.
+``"ig"`` (integrated gradients, as in EAP-IG, Hanna et al. 2024)
+    the gradient is averaged over ``steps`` points on the straight path from the base
+    activations to the source activations, ``a + alpha (a' - a)`` with midpoints
+    ``alpha = (k + 1/2) / steps``. The path moves one *layer's* hook at a time (every
+    position and head of that layer together, the rest of the model recomputed
+    downstream); EAP-IG interpolates the input embeddings instead. By the fundamental
+    theorem of calculus the sum of a layer's cells converges to the exact effect of
+    patching that whole layer, for any model, as ``steps`` grows; a single cell converges
+    to its exact patching effect when it does not interact with the other cells of its
+    layer. Cost: ``n_layers * steps`` forward and backward passes, batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .. import names as N
+from ..errors import InvalidArgumentError, ShapeError
+from ..probe import GPT2Probe, Inputs
+from ..tokens import Tokens
+from .gradients import Edit, copy_rows, grad_run
+from .patching import (
+    KINDS,
+    KindSpec,
+    Metric,
+    PatchingResult,
+    Token,
+    _position_labels,
+    _scalar,
+    check_aligned,
+    logit_diff_metric,
+    token_ids,
+)
+
+METHODS = ("atp", "atp*", "ig")
+DEFAULT_IG_STEPS = 16
+
+
+@dataclass(frozen=True)
+class AttributionResult(PatchingResult):
+    """A :class:`PatchingResult` estimated by ``method`` (with ``steps`` for ``"ig"``).
+
+    ``graddrop`` (``"atp*"`` only) has the shape of ``values``: the GradDrop magnitude of
+    each cell, in the units of ``values`` without the offset (normalised by
+    ``|clean - corrupted|`` when ``normalized``).
+    """
+
+    method: str = "atp"
+    steps: int | None = None
+    graddrop: Float[Tensor, "..."] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.graddrop is not None and self.graddrop.shape != self.values.shape:
+            raise ShapeError(f"graddrop has shape {tuple(self.graddrop.shape)}, values {tuple(self.values.shape)}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Validated prompts and metric shared by exact and estimated patching."""
+
+    clean: Tokens
+    corrupted: Tokens
+    metric: Metric
+    base: Tokens
+    source: Tokens
+
+
+def prepare(probe: GPT2Probe, clean: Inputs, corrupted: Inputs, *, metric: Metric | None, answer, wrong,
+            direction: str, prepend_bos: bool) -> Prepared:
+    """Tokenise and align the two prompts and build the default metric, as :func:`patch` does."""
+    if direction not in ("denoise", "noise"):
+        raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
+    corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
+    check_aligned(clean_t, corrupted_t)
+    if metric is None:
+        if answer is None or wrong is None:
+            raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
+        n_batch = clean_t.ids.shape[0]
+        metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
+    base, source = (corrupted_t, clean_t) if direction == "denoise" else (clean_t, corrupted_t)
+    return Prepared(clean_t, corrupted_t, metric, base, source)
+
+
+def reduce_cells(product: Tensor, spec: KindSpec, per_position: bool) -> Tensor:
+    """Sum an elementwise ``delta * grad`` of one layer's hook over each cell (batch included).
+
+    Cells follow :func:`patch`: one position (``[pos]``) or everything (``[]``) for residual,
+    attention and MLP kinds; one head at every position (``[head]``) for head kinds.
+    """
+    product = product.double()
+    if spec.axis == "head":
+        return product.sum(dim=[d for d in range(product.ndim) if d != spec.head_axis])
+    if per_position:
+        return product.sum(dim=[d for d in range(product.ndim) if d != 1])
+    return product.sum()
+
+
+def _qk_fixed(probe: GPT2Probe, kind: str, layer: int, acts: dict[str, Tensor], grads: dict[str, Tensor],
+              source: dict[str, Tensor], rows: slice) -> Tensor:
+    """AtP*'s estimate for one layer's ``head_q``/``head_k`` cells: the exact patched pattern, linear after it."""
+    q, k = acts[N.q(layer)][rows], acts[N.k(layer)][rows]
+    scores, pattern = acts[N.attn_scores(layer)][rows], acts[N.pattern(layer)][rows]
+    scaling = probe.model.transformer.h[layer].attn.scaling
+    if kind == "head_q":
+        delta = torch.einsum("bqhd,bkhd->bhqk", (source[N.q(layer)] - q).float(), k.float())
+    else:
+        delta = torch.einsum("bqhd,bkhd->bhqk", q.float(), (source[N.k(layer)] - k).float())
+    patched = torch.softmax(scores.float() + scaling * delta, dim=-1)
+    return ((patched.double() - pattern.double()) * grads[N.pattern(layer)][rows].double()).sum(dim=(0, 2, 3))
+
+
+def _estimator(probe: GPT2Probe, kind: str, spec: KindSpec, per_position: bool, method: str,
+               source: dict[str, Tensor]) -> tuple[list[str], list[str], Callable[..., list[Tensor]]]:
+    """Hooks whose gradients are needed, hooks only read, and ``fn(acts, grads, rows) -> per-layer cells``."""
+    n_layers = probe.cfg.n_layers
+    if method == "atp*" and kind in ("head_q", "head_k"):
+        grads = [N.pattern(l) for l in range(n_layers)]
+        keep = [name for l in range(n_layers) for name in (N.q(l), N.k(l), N.attn_scores(l))]
+
+        def qk(acts, grad, rows):
+            return [_qk_fixed(probe, kind, l, acts, grad, source, rows) for l in range(n_layers)]
+
+        return grads, keep, qk
+    hooks = [spec.hook(l) for l in range(n_layers)]
+
+    def linear(acts, grad, rows):
+        return [reduce_cells((source[h] - acts[h][rows]) * grad[h][rows], spec, per_position) for h in hooks]
+
+    return hooks, [], linear
+
+
+def _stop_gradient_rows(rows: slice) -> Edit:
+    """A hook edit that passes the activation on unchanged but stops its gradient on ``rows``."""
+
+    def edit(activation: Tensor, point) -> Tensor:
+        out = activation.clone()
+        out[rows] = activation[rows].detach()
+        return out
+
+    return edit
+
+
+def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batch_size: int) -> list[Tensor]:
+    """AtP*'s GradDrop: mean over layers ``l`` of ``|estimate|`` with layer ``l``'s residual reads stop-gradiented."""
+    n_layers, n_batch = probe.cfg.n_layers, prep.base.ids.shape[0]
+    total: list[Tensor] | None = None
+    for start in range(0, n_layers, batch_size):
+        dropped = list(range(start, min(start + batch_size, n_layers)))
+        edits: dict[str, Edit] = {}
+        for c, layer in enumerate(dropped):
+            for which in (1, 2):
+                edits[N.ln_normalized(layer, which)] = _stop_gradient_rows(copy_rows(c, n_batch))
+        run = grad_run(probe, prep.base, grad_names, prep.metric, copies=len(dropped), edits=edits, keep=keep)
+        for c in range(len(dropped)):
+            cells = [e.abs() for e in estimate(run.acts, run.grads, copy_rows(c, n_batch))]
+            total = cells if total is None else [t + e for t, e in zip(total, cells)]
+    return [t / n_layers for t in total]
+
+
+def _integrated(probe: GPT2Probe, prep: Prepared, spec: KindSpec, per_position: bool, source: dict[str, Tensor],
+                base: dict[str, Tensor], steps: int, batch_size: int) -> list[Tensor]:
+    """Integrated gradients along each layer's straight path from base to source activations."""
+    n_layers, n_batch = probe.cfg.n_layers, prep.base.ids.shape[0]
+    hooks = [spec.hook(l) for l in range(n_layers)]
+    runs = [(l, (k + 0.5) / steps) for l in range(n_layers) for k in range(steps)]
+    grad_sum: dict[int, Tensor] = {}
+    for start in range(0, len(runs), batch_size):
+        chunk = runs[start : start + batch_size]
+        by_layer: dict[int, list[tuple[int, float]]] = {}
+        for c, (layer, alpha) in enumerate(chunk):
+            by_layer.setdefault(layer, []).append((c, alpha))
+
+        def interpolate(items: list[tuple[int, float]], src: Tensor) -> Edit:
+            def edit(activation: Tensor, point) -> Tensor:
+                out = activation.clone()
+                for c, alpha in items:
+                    rows = copy_rows(c, n_batch)
+                    out[rows] = activation[rows] + alpha * (src.to(activation) - activation[rows])
+                return out
+
+            return edit
+
+        edits = {hooks[l]: interpolate(items, source[hooks[l]]) for l, items in by_layer.items()}
+        names = [hooks[l] for l in by_layer]
+        run = grad_run(probe, prep.base, names, prep.metric, copies=len(chunk), edits=edits)
+        for layer, items in by_layer.items():
+            grad = run.grads[hooks[layer]]
+            for c, alpha in items:
+                g = grad[copy_rows(c, n_batch)].double()
+                grad_sum[layer] = g if layer not in grad_sum else grad_sum[layer] + g
+    out = []
+    for layer in range(n_layers):
+        delta = source[hooks[layer]].double() - base[hooks[layer]].double()
+        out.append(reduce_cells(delta * grad_sum[layer] / steps, spec, per_position))
+    return out
+
+
+def attribution_patch(
+    probe: GPT2Probe,
+    clean: Inputs,
+    corrupted: Inputs,
+    *,
+    kind: str = "resid_pre",
+    metric: Metric | None = None,
+    answer: Token | Sequence[Token] | None = None,
+    wrong: Token | Sequence[Token] | None = None,
+    direction: str = "denoise",
+    per_position: bool = True,
+    normalize: bool = True,
+    method: str = "atp",
+    steps: int | None = None,
+    batch_size: int = 16,
+    prepend_bos: bool = False,
+) -> AttributionResult:
+    """Estimate :func:`patch`'s result for the same arguments from gradients (see the module docstring).
+
+    Args:
+        clean, corrupted: prompts or token ids, as for :func:`patch`.
+        kind, metric, answer, wrong, direction, per_position, normalize, prepend_bos: as for :func:`patch`.
+            ``metric`` must be differentiable (return a tensor).
+        method: ``"atp"``, ``"atp*"`` or ``"ig"``.
+        steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
+        batch_size: stacked copies per forward pass for ``"atp*"``'s GradDrop and ``"ig"``.
+    """
+    if kind not in KINDS:
+        raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    if method not in METHODS:
+        raise InvalidArgumentError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if steps is not None and method != "ig":
+        raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
+    if method == "ig":
+        steps = DEFAULT_IG_STEPS if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InvalidArgumentError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    prep = prepare(probe, clean, corrupted, metric=metric, answer=answer, wrong=wrong, direction=direction,
+                   prepend_bos=prepend_bos)
+    spec, n_layers = KINDS[kind], probe.cfg.n_layers
+
+    source_names = [spec.hook(l) for l in range(n_layers)]
+    if method == "atp*" and kind in ("head_q", "head_k"):
+        source_names = [N.q(l) if kind == "head_q" else N.k(l) for l in range(n_layers)]
+    with torch.no_grad():
+        source_logits, cache = probe.run_with_cache(prep.source, names=source_names)
+        source_metric = _scalar(prep.metric(source_logits))
+    source = dict(cache)
+
+    graddrop = None
+    if method == "ig":
+        with torch.no_grad():
+            base_logits, base_cache = probe.run_with_cache(prep.base, names=source_names)
+            base_metric = _scalar(prep.metric(base_logits))
+        cells = _integrated(probe, prep, spec, per_position, source, dict(base_cache), steps, batch_size)
+    else:
+        grad_names, keep, estimate = _estimator(probe, kind, spec, per_position, method, source)
+        run = grad_run(probe, prep.base, grad_names, prep.metric, keep=keep)
+        base_metric = run.metrics[0]
+        cells = estimate(run.acts, run.grads, slice(None))
+        if method == "atp*":
+            graddrop = torch.stack(_graddrop(probe, prep, grad_names, keep, estimate, batch_size)).float().cpu()
+
+    estimates = torch.stack(cells).float().cpu()
+    clean_metric, corrupted_metric = (
+        (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric))
+    if normalize and clean_metric == corrupted_metric:
+        raise InvalidArgumentError(
+            f"the clean and corrupted runs give the same metric value ({clean_metric}), so it cannot be "
+            "normalised; choose prompts that differ on the metric or pass normalize=False")
+    values = base_metric + estimates
+    if normalize:
+        gap = clean_metric - corrupted_metric
+        values = (values - corrupted_metric) / gap
+        if graddrop is not None:
+            graddrop = graddrop / abs(gap)
+
+    layers = tuple(f"L{l}" for l in range(n_layers))
+    if spec.axis == "head":
+        axes, labels = ("layer", "head"), (layers, tuple(f"H{h}" for h in range(probe.cfg.n_heads)))
+    elif per_position:
+        axes, labels = ("layer", "pos"), (layers, _position_labels(probe, prep.clean, prep.corrupted))
+    else:
+        axes, labels = ("layer",), (layers,)
+    return AttributionResult(kind=kind, direction=direction, values=values, axis_names=axes, axis_labels=labels,
+                             clean_metric=clean_metric, corrupted_metric=corrupted_metric, normalized=normalize,
+                             method=method, steps=steps if method == "ig" else None, graddrop=graddrop)

@@ -1,0 +1,95 @@
+"""Forward passes that keep the gradient of a metric at chosen hook points.
+
+Attribution patching needs ``d metric / d activation`` at many hook points from one
+backward pass. Each hooked activation is replaced by ``activation + zero`` where ``zero``
+is a scalar leaf that requires grad: the model consumes that tensor, so its gradient is the
+*total* derivative (every later path included), and the graph exists even when the
+model's parameters are frozen. ``edit`` hooks may change what the model consumes first
+(interpolated activations for integrated gradients, a stop-gradient for GradDrop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidArgumentError
+from ..hooks import HookPoint
+from ..probe import GPT2Probe
+from ..tokens import Tokens
+
+Edit = Callable[[Tensor, HookPoint], Tensor]
+
+
+@dataclass(frozen=True)
+class GradRun:
+    """One forward and backward pass: per-copy metrics, the activations and their gradients."""
+
+    metrics: list[float]
+    acts: dict[str, Tensor]
+    grads: dict[str, Tensor]
+
+
+def grad_run(
+    probe: GPT2Probe,
+    tokens: Tokens,
+    names: Sequence[str],
+    metric: Callable[[Tensor], Tensor],
+    *,
+    copies: int = 1,
+    edits: dict[str, Edit] | None = None,
+    keep: Sequence[str] = (),
+) -> GradRun:
+    """Run ``copies`` stacked copies of ``tokens``; gradients of the summed per-copy metric at ``names``.
+
+    Copies are independent rows of one batch, so the gradient at copy ``c``'s rows is the
+    gradient of copy ``c``'s own metric. ``keep`` names activations captured (detached) without
+    gradients. Returns detached activations (after ``edits``) and gradients on ``names``.
+    """
+    n_batch = tokens.ids.shape[0]
+    stacked = tokens if copies == 1 else Tokens(tokens.ids.repeat(copies, 1), tokens.attention_mask.repeat(copies, 1))
+    edits = edits or {}
+    live: dict[str, Tensor] = {}
+    kept: dict[str, Tensor] = {}
+    zeros = {name: torch.zeros((), device=probe.cfg.device, dtype=probe.cfg.dtype, requires_grad=True) for name in names}
+
+    def make(name: str):
+        def hook(activation: Tensor, point: HookPoint) -> Tensor | None:
+            out = edits[name](activation, point) if name in edits else activation
+            if name in zeros:
+                out = out + zeros[name]
+                live[name] = out
+            if name in keep:
+                kept[name] = out.detach()
+            return None if out is activation else out
+
+        return hook
+
+    hooked = list(dict.fromkeys([*names, *edits, *keep]))
+    with torch.enable_grad():
+        logits = probe.run_with_hooks(stacked, [(name, make(name)) for name in hooked], grad=True)
+        values = [metric(logits[c * n_batch : (c + 1) * n_batch]) for c in range(copies)]
+        for value in values:
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise InvalidArgumentError(f"attribution needs a metric that returns a one-element tensor (to differentiate), got {got}")
+        total = torch.stack([v.reshape(()) for v in values]).sum()
+        missing = [name for name in names if name not in live]
+        if missing:
+            raise RuntimeError(f"hooks {missing} never ran during the forward pass")
+        grads = torch.autograd.grad(total, [live[name] for name in names], allow_unused=True)
+    acts = {name: live[name].detach() for name in names}
+    acts.update(kept)
+    return GradRun(
+        metrics=[float(v.detach().float()) for v in values],
+        acts=acts,
+        grads={name: torch.zeros_like(acts[name]) if g is None else g.detach() for name, g in zip(names, grads)},
+    )
+
+
+def copy_rows(copy: int, n_batch: int) -> slice:
+    """The batch rows of stacked copy ``copy``."""
+    return slice(copy * n_batch, (copy + 1) * n_batch)

@@ -1,0 +1,211 @@
+"""The tuned lens (Belrose et al. 2023): a learned affine translator per residual stream.
+
+The logit lens reads stream ``h`` as ``ln_f(h) @ W_U``, as if ``h`` were the last layer's
+output. Early streams are not in that basis, so the read-out is biased there. The tuned
+lens first maps each stream with its own translator ``h -> h + A h + b`` and then reads it
+out the same way; translators are trained (:mod:`gpt2probe.lens.tuned_training`) so that
+the translated stream predicts what the model finally predicts.
+
+``A`` and ``b`` start at zero: an untrained lens (:meth:`TunedLens.identity`) *is* the logit
+lens, bit for bit. The last stream (the model's output) has no translator.
+
+Saved as two files in a directory: ``tuned_lens.safetensors`` (``weight [stream, d_model,
+d_model]``, ``bias [stream, d_model]``) and ``tuned_lens.json`` (which streams, the model's
+sizes and a fingerprint of its weights, how the lens was trained, versions). Loading onto
+a model with other weights is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .. import names as N
+from ..atomic import atomic_path, write_text_atomic
+from ..errors import LensMismatchError
+from ..versions import versions
+
+if TYPE_CHECKING:
+    from ..probe import GPT2Probe
+
+FORMAT = "gpt2probe.TunedLens/1"
+WEIGHTS_FILE = "tuned_lens.safetensors"
+METADATA_FILE = "tuned_lens.json"
+
+
+def translated_streams(n_layers: int, include_mid: bool) -> list[str]:
+    """Hook names of the streams a tuned lens translates: every lens stream but the last (the model's output)."""
+    out = [N.resid_pre(0)]
+    for layer in range(n_layers):
+        out += [N.resid_mid(layer)] if include_mid else []
+        out += [N.resid_post(layer)] if layer < n_layers - 1 else []
+    return out
+
+
+def model_fingerprint(probe: GPT2Probe) -> str:
+    """SHA-256 of the model's sizes and parameters rounded to float16 (so float16 and float32
+    copies of the same checkpoint agree; different weights give a different fingerprint)."""
+    digest = hashlib.sha256()
+    c = probe.cfg
+    digest.update(json.dumps([c.n_layers, c.d_model, c.n_heads, c.d_mlp, c.d_vocab, c.n_ctx]).encode())
+    with torch.no_grad():
+        for name, param in probe.model.named_parameters():
+            digest.update(name.encode())
+            digest.update(param.detach().to(device="cpu", dtype=torch.float16).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_description(probe: GPT2Probe) -> dict[str, Any]:
+    """What a saved lens records about its model (sizes, name and fingerprint)."""
+    c = probe.cfg
+    return {"model_name": c.model_name, "n_layers": c.n_layers, "d_model": c.d_model, "d_vocab": c.d_vocab,
+            "n_ctx": c.n_ctx, "fingerprint": model_fingerprint(probe)}
+
+
+class Translators(torch.nn.Module):
+    """The trainable part: one ``h -> h + h @ weight[i].T + bias[i]`` per translated stream."""
+
+    def __init__(self, n_streams: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(n_streams, d_model, d_model))
+        self.bias = torch.nn.Parameter(torch.zeros(n_streams, d_model))
+
+    def forward(self, h: Float[Tensor, "... d_model"], index: int) -> Float[Tensor, "... d_model"]:
+        weight, bias = self.weight[index], self.bias[index]
+        return h + (h.to(weight.dtype) @ weight.T + bias).to(h.dtype)
+
+
+class TunedLens:
+    """Translators for one model's residual streams, applied by :func:`gpt2probe.logit_lens` (``lens=``).
+
+    Build one with :meth:`identity` (untrained: exactly the logit lens), :meth:`train` or
+    :meth:`load`. ``stream_names`` are the hook names translated, in forward order.
+    """
+
+    def __init__(self, stream_names: Sequence[str], d_model: int, *, model: dict[str, Any],
+                 training: dict[str, Any] | None = None) -> None:
+        self.stream_names = list(stream_names)
+        self.translators = Translators(len(self.stream_names), d_model)
+        self.translators.requires_grad_(False)
+        self.model = dict(model)
+        self.training = dict(training or {})
+
+    def __repr__(self) -> str:
+        steps = self.training.get("steps")
+        how = f"trained {steps} steps" if steps else "untrained (identity)"
+        return f"TunedLens({self.model.get('model_name')!r}, {len(self.stream_names)} translators, {how})"
+
+    @property
+    def include_mid(self) -> bool:
+        return any(name.endswith("hook_resid_mid") for name in self.stream_names)
+
+    @classmethod
+    def identity(cls, probe: GPT2Probe, *, include_mid: bool = False) -> TunedLens:
+        """An untrained lens (zero translators): reading through it gives the logit lens exactly."""
+        return cls(translated_streams(probe.cfg.n_layers, include_mid), probe.cfg.d_model,
+                   model=model_description(probe)).to(probe.cfg.device)
+
+    @classmethod
+    def train(cls, probe: GPT2Probe, texts: Sequence[str], **kwargs) -> TunedLens:
+        """Train translators for ``probe`` on ``texts``; see :func:`gpt2probe.lens.tuned_training.train_tuned_lens`."""
+        from .tuned_training import train_tuned_lens
+
+        return train_tuned_lens(probe, texts, **kwargs)
+
+    # -- applying ------------------------------------------------------------------
+    def check_model(self, probe: GPT2Probe) -> None:
+        """Refuse a model whose sizes differ from the lens's model (cheap; :meth:`load` also checks the weights)."""
+        c = probe.cfg
+        for key, value in (("n_layers", c.n_layers), ("d_model", c.d_model), ("d_vocab", c.d_vocab)):
+            if self.model.get(key) != value:
+                raise LensMismatchError(
+                    f"this tuned lens was trained for {self.model.get('model_name')!r} with {key}={self.model.get(key)}, "
+                    f"but the model {c.model_name!r} has {key}={value}: train a lens for this model")
+
+    @torch.no_grad()
+    def translate(self, stack: Float[Tensor, "stream batch pos d_model"], names: Sequence[str]
+                  ) -> Float[Tensor, "stream batch pos d_model"]:
+        """Translate every stream of ``stack`` (hook ``names``, the last being the model's output, left as is)."""
+        if len(names) != stack.shape[0]:
+            raise ValueError(f"{len(names)} stream names for a stack of {stack.shape[0]} streams")
+        if self.translators.weight.device != stack.device:
+            raise LensMismatchError(f"the tuned lens is on {self.translators.weight.device} but the streams are on "
+                                    f"{stack.device}: call lens.to({str(stack.device)!r})")
+        index = {name: i for i, name in enumerate(self.stream_names)}
+        out = []
+        for s, name in enumerate(names[:-1]):
+            if name not in index:
+                raise LensMismatchError(
+                    f"this tuned lens has no translator for {name!r}; it translates {', '.join(self.stream_names)}"
+                    + (" (train it with include_mid=True to read the mid-block streams)" if "resid_mid" in name else ""))
+            out.append(self.translators(stack[s], index[name]))
+        return torch.stack([*out, stack[-1]])
+
+    def to(self, device: str | torch.device) -> TunedLens:
+        """Move the translators (in place) to ``device``; returns the lens."""
+        self.translators.to(device)
+        return self
+
+    # -- persistence ---------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {"format": FORMAT, "stream_names": self.stream_names, "model": self.model,
+                "training": self.training, "versions": versions()}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``tuned_lens.safetensors`` and ``tuned_lens.json`` into ``directory`` (atomically, each)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        tensors = {"weight": self.translators.weight.detach().cpu().contiguous(),
+                   "bias": self.translators.bias.detach().cpu().contiguous()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        write_text_atomic(directory / METADATA_FILE, json.dumps(self.metadata(), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, probe: GPT2Probe, *, allow_different_weights: bool = False) -> TunedLens:
+        """Read a lens written by :meth:`save` for ``probe``'s model.
+
+        Refused (:class:`~gpt2probe.errors.LensMismatchError`) when the model's sizes differ,
+        or its weights' fingerprint differs unless ``allow_different_weights=True`` (e.g. a
+        lens trained on a base model, read on a fine-tuned copy: at your own risk).
+        """
+        from safetensors import safe_open
+
+        directory = Path(directory)
+        meta_path, weights_path = directory / METADATA_FILE, directory / WEIGHTS_FILE
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise LensMismatchError(f"{str(directory)!r} is not a tuned lens directory: it needs {METADATA_FILE} "
+                                    f"and {WEIGHTS_FILE} (written by TunedLens.save or `gpt2probe tuned-lens train`)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise LensMismatchError(f"{str(meta_path)!r} has format {meta.get('format')!r}; expected {FORMAT!r}")
+        lens = cls(meta["stream_names"], meta["model"]["d_model"], model=meta["model"], training=meta["training"])
+        lens.check_model(probe)
+        if not allow_different_weights:
+            mine = model_fingerprint(probe)
+            if mine != meta["model"]["fingerprint"]:
+                raise LensMismatchError(
+                    f"the tuned lens in {str(directory)!r} was trained on {meta['model']['model_name']!r} "
+                    f"(weights fingerprint {meta['model']['fingerprint'][:12]}), but this model "
+                    f"{probe.cfg.model_name!r} has other weights (fingerprint {mine[:12]}); "
+                    "pass allow_different_weights=True to read it anyway")
+        with safe_open(str(weights_path), framework="pt", device="cpu") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        expected = {"weight": tuple(lens.translators.weight.shape), "bias": tuple(lens.translators.bias.shape)}
+        got = {key: tuple(value.shape) for key, value in tensors.items()}
+        if got != expected:
+            raise LensMismatchError(f"{str(weights_path)!r} holds tensors {got}; expected {expected}")
+        with torch.no_grad():
+            lens.translators.weight.copy_(tensors["weight"])
+            lens.translators.bias.copy_(tensors["bias"])
+        return lens.to(probe.cfg.device)
+

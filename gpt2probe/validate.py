@@ -1,0 +1,78 @@
+"""Checks for the arguments of public functions, so that a bad value fails at the entry with our error.
+
+Without them a NaN steering vector generates ``'!!!!'``, ``k=True`` reads as 1, ``positions=[]``
+builds an empty lens, and a lone surrogate in a prompt surfaces as a tokenizers panic.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import InvalidArgumentError, InvalidTypeError, LayerIndexError
+
+
+def integer(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int, refusing bools, floats and anything outside ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            valid = f"between {minimum} and {maximum}"
+        else:
+            valid = f">= {minimum}" if minimum is not None else f"<= {maximum}"
+        raise InvalidArgumentError(f"{name} must be {valid}, got {value}")
+    return value
+
+
+def finite_number(name: str, value: object) -> float:
+    """A real, finite number (not a bool, not NaN or infinite)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(float(value)):
+        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def finite_tensor(name: str, value: object) -> Tensor:
+    """A floating-point tensor whose entries are all finite."""
+    if not isinstance(value, Tensor):
+        raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise InvalidTypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    bad = ~torch.isfinite(value)
+    if bool(bad.any()):
+        where = bad.nonzero()[0].tolist()
+        raise InvalidArgumentError(
+            f"{name} has {int(bad.sum())} non-finite entries (NaN or inf), the first at index {where}: "
+            f"{value[tuple(where)].item()}"
+        )
+    return value
+
+
+def index_list(name: str, value: object) -> list[int]:
+    """One index or a non-empty list of integer indices (no bools), as a list."""
+    items = [value] if isinstance(value, (int, numbers.Integral)) and not isinstance(value, bool) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, (Sequence, Tensor)):
+        raise InvalidTypeError(f"{name} must be an integer or a list of integers, got {type(value).__name__}")
+    items = items.tolist() if isinstance(items, Tensor) else list(items)
+    if not items:
+        raise InvalidArgumentError(f"{name} is empty: give at least one index (or None for all)")
+    return [integer(f"{name}[{i}]", item) for i, item in enumerate(items)]
+
+
+def layer_in(layer: object, n_layers: int, *, allow_end: bool = False, what: str = "layer") -> int:
+    """A layer index in ``0..n_layers-1`` (``0..n_layers`` with ``allow_end``, for "after the last block")."""
+    last = n_layers if allow_end else n_layers - 1
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise LayerIndexError(f"{what} must be an integer in 0..{last}, got {type(layer).__name__} {layer!r}")
+    if not 0 <= int(layer) <= last:
+        raise LayerIndexError(f"{what} {layer} is out of range: this model has layers 0..{last}")
+    return int(layer)

@@ -1,0 +1,69 @@
+"""``gpt2probe patching --method ... --compare-exact`` and ``gpt2probe circuit`` end to end, mistakes included."""
+
+from __future__ import annotations
+
+import pytest
+
+from browser import chromium_available, open_page
+from gpt2probe.cli import main
+from gpt2probe.experiments import circuit as circuit_command
+from gpt2probe.experiments import patching as patching_command
+from test_cli import assert_one_error, run
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    def refuse(args):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(patching_command, "load_model", refuse)
+    monkeypatch.setattr(circuit_command, "load_model", refuse)
+
+
+@pytest.mark.parametrize("argv,contains", [
+    (["patching", "--method", "atp", "--steps", "4"], "--steps is only used with --method ig"),
+    (["patching", "--compare-exact"], "--compare-exact compares an estimate"),
+    (["patching", "--method", "eap"], "--method"),
+    (["patching", "--method", "ig", "--steps", "0"], "--steps"),
+    (["circuit", "--top", "0"], "--top"),
+    (["circuit", "--method", "exact"], "--method"),
+    (["circuit", "--method", "atp*", "--steps", "8"], "--steps is only used with --method ig"),
+])
+def test_mistakes_are_one_error_line(argv, contains, tmp_path, capsys, no_loading):
+    out = tmp_path / "r.html"
+    code, _, err = run(capsys, [*argv, "--out", str(out)])
+    assert_one_error(code, err, out, contains=(contains,))
+
+
+def test_patching_estimate_against_exact(vocab_dir, tmp_path, capsys):
+    out = tmp_path / "patching.html"
+    code, printed, err = run(capsys, ["patching", "--model", str(vocab_dir), "--method", "atp*", "--compare-exact",
+                                      "--out", str(out)])
+    assert code == 0, err
+    assert "atp* vs exact: Pearson" in printed
+    text = out.read_text(encoding="utf-8")
+    for heading in patching_command.PANELS.values():
+        assert f"{heading[0]}: atp* against exact patching" in text
+        assert f"{heading[0]}, exact patching" in text
+    if chromium_available():
+        with open_page(out, offline=True) as page:
+            assert page.errors == []
+            assert "Spearman" in page.text()
+
+
+def test_circuit_report(vocab_dir, tmp_path, capsys):
+    out = tmp_path / "circuit.html"
+    code, printed, err = run(capsys, ["circuit", "--model", str(vocab_dir), "--top", "6", "--out", str(out)])
+    assert code == 0, err
+    assert "Circuit of the top 6 of" in printed and "recovers" in printed
+    text = out.read_text(encoding="utf-8")
+    assert "Faithfulness" in text and "Top edges" in text
+    if chromium_available():
+        with open_page(out, offline=True) as page:
+            assert page.errors == []
+            assert "recovers" in page.text()
+
+
+def test_circuit_command_is_listed(capsys):
+    assert main(["--help"]) == 0
+    assert "circuit" in capsys.readouterr().out
