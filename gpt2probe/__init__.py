@@ -45,6 +45,7 @@ from .tokens import Tokens
 from .versions import __version__
 
 __all__ = [
+    "__version__",
     "ConcurrentUseError",
     "NEXT_TOKEN",
     "Attribution",

@@ -240,8 +240,10 @@ class ActivationCache(Mapping[str, Tensor]):
         weights: Weights | None = None,
         device: str | torch.device = "cpu",
     ) -> ActivationCache:
-        """Read a cache written by :meth:`save`; pass ``probe`` (a :class:`~gpt2probe.GPT2Probe`; only its
-        ``weights`` are kept) or ``weights`` for the methods that need weights.
+        """Read a cache written by :meth:`save`.
+
+        Pass ``probe`` (a :class:`~gpt2probe.GPT2Probe`; only its ``weights`` are kept) or
+        ``weights`` for the methods that need weights.
 
         The metadata is checked against the tensors (hook names for the layer count, batch
         and position sizes against the tokens, mask against ids, prompt count): a file that

@@ -346,7 +346,9 @@ def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
     else:
         seeds = tuple(seed)
         if len(seeds) != batch:
-            raise InvalidArgumentError(f"seed is a list of {len(seeds)} seeds but there are {batch} prompts: give one per prompt, or one int")
+            raise InvalidArgumentError(
+                f"seed is a list of {len(seeds)} seeds but there are {batch} prompts: give one per prompt, or one int"
+            )
     for s in seeds:
         if not _is_number(s, (int,)) or not 0 <= s < _MAX_SEED:
             raise InvalidArgumentError(f"seeds must be integers in [0, 2**63), got {s!r}")
@@ -504,7 +506,8 @@ def generate(
         mask = torch.cat([tokens.attention_mask, torch.ones_like(new_ids[:, :-1])], dim=1)
         data = {name: _concat_steps(name, parts, fed.shape[1]) for name, parts in store.items() if parts}
         fed_tokens = Tokens(fed, mask, tokens.prompts)
-        captures = ActivationCache(data, n_layers=probe.cfg.n_layers, model_name=probe.cfg.model_name, tokens=fed_tokens, weights=probe.weights)
+        captures = ActivationCache(data, n_layers=probe.cfg.n_layers, model_name=probe.cfg.model_name, tokens=fed_tokens,
+                                   weights=probe.weights)
     return Generation(
         prompts=prompts,
         prompt_tokens=tokens,

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import gpt2probe
+from gpt2probe import cli, report
 from gpt2probe import head_scores as H
 from gpt2probe import names as N
-from gpt2probe import cli, report
 from gpt2probe.experiments import attention
 from gpt2probe.report.attention_figures import pattern_figure, position_labels, score_grid_figure
 

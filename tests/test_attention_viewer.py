@@ -102,9 +102,9 @@ def test_shapes_are_checked():
 # -- GPT-2 small's shape: 144 heads at 1,024 tokens -----------------------------------------------
 @pytest.fixture(scope="module")
 def wide_page(tmp_path_factory):
-    from models import WIDE, random_ids, save_gpt2
-
     from gpt2probe import cli
+
+    from models import WIDE, random_ids, save_gpt2
 
     model_dir = save_gpt2(WIDE, tmp_path_factory.mktemp("wide"))
     ids = random_ids(WIDE, 1, 1024, seed=3)[0]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from test_cli import assert_one_error, run
 
-from browser import chromium_available, open_page
 from gpt2probe.cli import main
 from gpt2probe.experiments import circuit as circuit_command
 from gpt2probe.experiments import patching as patching_command
-from test_cli import assert_one_error, run
+
+from browser import chromium_available, open_page
 
 
 @pytest.fixture

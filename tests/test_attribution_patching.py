@@ -18,6 +18,7 @@ from gpt2probe.errors import GPT2ProbeError
 from gpt2probe.hooks import count_torch_hooks
 from gpt2probe.interventions import attribution_patch, patch
 from gpt2probe.toy import repeated_random_tokens
+
 from models import SMALL, assert_close, random_ids
 
 ANSWER, WRONG = 3, 4

@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-from models import SMALL, VOCAB, random_ids
 
-import gpt2probe
 from gpt2probe import GPT2ProbeError, Tokens, direct_logit_attribution, head_scores, logit_lens
 from gpt2probe.generation import next_token
 from gpt2probe.interventions.patching import patch
 from gpt2probe.interventions.steering import steer, steering_hook
+
+from models import SMALL, random_ids
 
 IDS = random_ids(SMALL, 2, 5, seed=9)
 
@@ -144,11 +144,11 @@ def test_validate_helpers():
     from gpt2probe import validate
 
     for bad in (2.0, "3", None, True, [1]):
-        _refused(lambda: validate.integer("k", bad), TypeError, "k must be an integer")
+        _refused(lambda bad=bad: validate.integer("k", bad), TypeError, "k must be an integer")
     assert validate.integer("k", torch.tensor(3).item()) == 3
     _refused(lambda: validate.integer("k", 0, minimum=1, maximum=5), ValueError, "between 1 and 5, got 0")
     for bad in ("1", None, True):
-        _refused(lambda: validate.finite_number("alpha", bad), TypeError, "alpha must be a number")
+        _refused(lambda bad=bad: validate.finite_number("alpha", bad), TypeError, "alpha must be a number")
     _refused(lambda: validate.finite_number("alpha", float("nan")), ValueError, "finite")
     _refused(lambda: validate.finite_tensor("v", torch.ones(3, dtype=torch.long)), TypeError, "floating-point")
     _refused(lambda: validate.index_list("positions", "0"), TypeError, "list of integers")

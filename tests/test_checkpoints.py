@@ -11,11 +11,12 @@ import shutil
 
 import pytest
 import torch
-from models import SMALL, assert_close, random_ids, save_gpt2
 from safetensors.torch import load_file, save_file
 
 import gpt2probe
 from gpt2probe import CheckpointError, GPT2ProbeError, WeightsUnavailableError
+
+from models import SMALL, assert_close, random_ids, save_gpt2
 
 IDS = random_ids(SMALL, 1, 5, seed=3)
 

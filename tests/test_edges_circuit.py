@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_attribution_patching import logit_diff, pair, toy_pair
 
 from gpt2probe.errors import GPT2ProbeError
 from gpt2probe.hooks import count_torch_hooks
@@ -11,8 +12,8 @@ from gpt2probe.interventions import attribution_patch, patch
 from gpt2probe.interventions.circuit import Circuit, circuit, circuit_of_nodes, faithfulness
 from gpt2probe.interventions.edges import edge_attribution_patch
 from gpt2probe.interventions.graph import EMBED, LOGITS, Edge, Node, all_edges
+
 from models import SMALL, assert_close
-from test_attribution_patching import logit_diff, pair, toy_pair
 
 
 def by_edge(scores):

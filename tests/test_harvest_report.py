@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from browser import chromium_available, open_page
 
 import gpt2probe
 from gpt2probe.cli import main
 from gpt2probe.harvest import Corpus, harvest
 from gpt2probe.report.escape import visible_whitespace
 from gpt2probe.report.harvest_dashboard import logit_effects, output_directions, write_dashboard
+
+from browser import chromium_available, open_page
 
 HOSTILE = "<script>window.__pwned = 1</script> x &amp; y $x$ " * 3
 HOOKS = ["blocks.0.mlp.hook_post", "blocks.3.hook_resid_post", "blocks.0.attn.hook_pattern"]

@@ -7,6 +7,7 @@ import torch
 
 from gpt2probe import names as N
 from gpt2probe.hooks import count_torch_hooks
+
 from models import SMALL, random_ids
 
 

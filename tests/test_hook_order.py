@@ -17,6 +17,7 @@ from einops import rearrange
 
 from gpt2probe import names as N
 from gpt2probe.hooks import count_torch_hooks
+
 from models import SMALL, random_ids
 
 LAYER = 1  # a middle block of the 3-block SMALL model: its input and output both pass through other blocks

@@ -69,6 +69,7 @@ def test_patching_falls_back_and_says_so(tmp_path, capsys):
 
 def _result(values, clean, corrupted):
     import torch
+
     from gpt2probe.interventions import PatchingResult
 
     values = torch.tensor(values)

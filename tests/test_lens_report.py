@@ -7,15 +7,14 @@ computation; the page itself is opened in headless Chromium when it is installed
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from browser import chromium_available, open_page
 from gpt2probe.lens import LensResult, PromptLens
 from gpt2probe.report import display_token, lens_aggregate, lens_heatmap, write_html
 from gpt2probe.report.lens import MAX_WIDTH
+
+from browser import chromium_available, open_page
 
 needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
 

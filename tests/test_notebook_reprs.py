@@ -80,7 +80,7 @@ def test_repr_fits_in_a_few_lines(results, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_html_is_a_table_with_everything_escaped(results, name):
     page = results[name]._repr_html_()
-    visible = check_html(page)
+    check_html(page)
     assert "<script" not in page and "<style>alert" not in page and "<b>" not in page
     assert "$x$" not in page  # MathJax in a notebook would typeset it
     assert len(page) < 60_000
@@ -89,7 +89,7 @@ def test_html_is_a_table_with_everything_escaped(results, name):
 def test_lens_tables_show_the_numbers(results):
     lens = results["PromptLens"]
     visible = check_html(lens._repr_html_())
-    for s, label in enumerate(lens.stream_labels):
+    for label in lens.stream_labels:
         assert label in visible
     token, prob = lens.top1()
     assert f"{prob:.4g}" in visible

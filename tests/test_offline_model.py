@@ -7,8 +7,8 @@ vocabulary that has learned English well beyond chance, small enough to ship.
 
 import json
 import math
-import random
 import pydoc_data.topics
+import random
 from pathlib import Path
 
 import pytest

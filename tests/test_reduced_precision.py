@@ -17,6 +17,7 @@ from gpt2probe import names as N
 from gpt2probe.generation import generate
 from gpt2probe.interventions import patch
 from gpt2probe.lens import direct_logit_attribution, logit_lens
+
 from models import SMALL, build_gpt2, random_ids
 
 DTYPES = [torch.float16, torch.bfloat16]

@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
-from models import SMALL, random_ids
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 import gpt2probe
 from gpt2probe import ActivationCache, FileFormatError, InvalidArgumentError, LensResult, MissingFileError
 from gpt2probe import names as N
+
+from models import SMALL, random_ids
 
 IDS = random_ids(SMALL, 2, 5, seed=4)
 

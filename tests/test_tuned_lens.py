@@ -4,8 +4,8 @@ save/load, refusing other models, and training (frozen model, determinism, resum
 from __future__ import annotations
 
 import json
-
 import pydoc_data.topics
+
 import pytest
 import torch
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+import pydoc_data.topics
 import subprocess
 import sys
 from pathlib import Path
 
-import pydoc_data.topics
 import pytest
 import torch
 

@@ -81,6 +81,7 @@ def test_w_o_layer_equals_the_stacked_w_o(probe, spec):
 
 def _fresh_probe():
     import gpt2probe
+
     from models import SMALL, build_gpt2
 
     return gpt2probe.load(build_gpt2(SMALL), device="cpu")

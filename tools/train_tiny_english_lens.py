@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pydoc_data.topics  # noqa: E402
+
 import torch  # noqa: E402
 
 import gpt2probe  # noqa: E402

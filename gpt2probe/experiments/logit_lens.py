@@ -20,12 +20,10 @@ from pathlib import Path
 
 from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
 from ..lens.tuned import METADATA_FILE
-from ..report import (attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap,
-                      target_trajectory, write_html)
+from ..report import attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory, write_html
 from ..report.escape import visible_whitespace
 from ..shipped import NOTES, shipped_model
-from .common import (Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int,
-                     read_prompts_file, run_command)
+from .common import Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int, read_prompts_file, run_command
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 OFFLINE_DEFAULT_PROMPT = "If the object is not a string, the function will return"

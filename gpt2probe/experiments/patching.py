@@ -28,8 +28,7 @@ from ..interventions import PatchingResult, attribution_patch, patch
 from ..interventions.agreement import compare
 from ..report import patching_heatmap, write_html
 from ..report.attribution_patching import disagreement_table, estimate_scatter
-from .common import (Parser, UsageError, add_common_arguments, announce_model, check_single_token, load_model,
-                     positive_int, run_command)
+from .common import Parser, UsageError, add_common_arguments, announce_model, check_single_token, load_model, positive_int, run_command
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"

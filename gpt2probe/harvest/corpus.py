@@ -267,6 +267,8 @@ def _read_jsonl(path: Path, key: str) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Block:
+    """A run of documents that is tokenised and packed on its own (so windows do not depend on the rank count)."""
+
     index: int
     docs: list[tuple[int, str]]
 
@@ -304,8 +306,11 @@ def block_sizes(corpus: Corpus, block_chars: int = DEFAULT_BLOCK_CHARS) -> list[
 
 @dataclass(frozen=True)
 class Packed:
-    """One block's windows: ``tokens``, ``doc`` (document id) and ``pos`` (position in the document) are
-    ``[window, seq_len]``; ``valid[w]`` is the number of real tokens of window ``w`` (the rest is padding)."""
+    """One block's windows.
+
+    ``tokens``, ``doc`` (document id) and ``pos`` (position in the document) are
+    ``[window, seq_len]``; ``valid[w]`` is the number of real tokens of window ``w`` (the rest is padding).
+    """
 
     block: int
     tokens: torch.Tensor
@@ -319,8 +324,10 @@ class Packed:
 
 
 def pack(block: Block, tokenizer, *, seq_len: int, eos: int, seed: int | None = None) -> Packed:
-    """Tokenise a block's documents and pack them, ``<|endoftext|>`` after each (it belongs to the document
-    before it, at position ``len(document)``)."""
+    """Tokenise a block's documents and pack them, ``<|endoftext|>`` after each.
+
+    The separator belongs to the document before it, at position ``len(document)``.
+    """
     docs = list(block.docs)
     if seed is not None:
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + block.index)

@@ -23,6 +23,7 @@ from ..atomic import atomic_path
 
 
 def topics() -> Iterator[dict]:
+    """Python's documentation topics (``pydoc_data.topics``) as JSONL records."""
     import pydoc_data.topics as pydoc_topics
 
     for name, text in sorted(pydoc_topics.topics.items()):

@@ -36,6 +36,7 @@ def save_tensors(path: Path, groups: dict[str, dict[str, Tensor]], metadata: dic
 
 
 def load_tensors(path: Path) -> dict[str, dict[str, Tensor]]:
+    """A safetensors file's tensors grouped by hook (the part of each key before ``::``)."""
     groups: dict[str, dict[str, Tensor]] = {}
     for key, tensor in load_file(str(path)).items():
         hook, name = key.split(SEP, 1)
@@ -44,6 +45,7 @@ def load_tensors(path: Path) -> dict[str, dict[str, Tensor]]:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file's header."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -52,6 +54,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def summaries_from_state(groups: dict[str, dict[str, Tensor]], hooks: list[dict], options: dict
                          ) -> dict[str, UnitSummary | AttentionSummary]:
+    """Rebuild each hook's summary objects from their saved tensors and options."""
     out: dict[str, UnitSummary | AttentionSummary] = {}
     for hook in hooks:
         state = {k: v for k, v in groups[hook["name"]].items() if k != "directions"}
@@ -80,7 +83,7 @@ class Histogram:
     """``counts[0]`` is below ``edges[0]``, ``counts[-1]`` at or above ``edges[-1]``, the rest between edges."""
 
     counts: Int[Tensor, "bin"]
-    edges: Float[Tensor, "edge"]
+    edges: Float[Tensor, " edge"]
 
 
 class Harvest:
@@ -166,8 +169,11 @@ class Harvest:
         return out
 
     def stats(self, hook: str) -> dict[str, Tensor]:
-        """Per-unit tensors: ``count``, ``mean``, ``var`` (population), ``std``, ``min``, ``max``,
-        ``frequency`` (fraction above the threshold) and ``active`` (how many above)."""
+        """Per-unit tensors of one hook's statistics.
+
+        Keys: ``count``, ``mean``, ``var`` (population), ``std``, ``min``, ``max``,
+        ``frequency`` (fraction above the threshold) and ``active`` (how many above).
+        """
         s = self._units(hook)
         count = s.count.expand(s.n_units).clone()
         n = count.clamp_min(1).double()

@@ -46,8 +46,8 @@ class UnitSummary:
     histograms from different ranks add up bin by bin); ``threshold`` defines "active".
     """
 
-    lo: Float[Tensor, "unit"]
-    hi: Float[Tensor, "unit"]
+    lo: Float[Tensor, " unit"]
+    hi: Float[Tensor, " unit"]
     n_bins: int
     threshold: float
     window: int

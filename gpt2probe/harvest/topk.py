@@ -66,7 +66,7 @@ class TopK:
         return TopK(**out)
 
 
-    def update_rows(self, rows: Int[Tensor, "row"], candidates: TopK) -> None:
+    def update_rows(self, rows: Int[Tensor, " row"], candidates: TopK) -> None:
         """Merge ``candidates`` (one row per entry of ``rows``) into those rows, in place."""
         current = TopK(**{f: getattr(self, f)[rows] for f in FIELDS})
         merged = current.merge(candidates)
@@ -79,7 +79,7 @@ def batch_candidates(
     tokens: Int[Tensor, "batch pos"],
     doc: Int[Tensor, "batch pos"],
     pos: Int[Tensor, "batch pos"],
-    valid: Int[Tensor, "batch"],
+    valid: Int[Tensor, " batch"],
     k: int,
     window: int,
 ) -> TopK:

@@ -12,7 +12,6 @@ included). The result is a :class:`AttributionResult` on exactly the axes :func:
 returns for the same arguments, normalised the same way, so the two compare cell by cell.
 
 Methods:
-
 ``"atp"``
     the first-order estimate above.
 ``"atp*"`` (Kramár et al. 2024)
@@ -221,7 +220,7 @@ def _integrated(probe: GPT2Probe, prep: Prepared, spec: KindSpec, per_position: 
         run = grad_run(probe, prep.base, names, prep.metric, copies=len(chunk), edits=edits)
         for layer, items in by_layer.items():
             grad = run.grads[hooks[layer]]
-            for c, alpha in items:
+            for c, _alpha in items:
                 g = grad[copy_rows(c, n_batch)].double()
                 grad_sum[layer] = g if layer not in grad_sum else grad_sum[layer] + g
     out = []

@@ -12,7 +12,6 @@ gradient at a receiver's input is the gradient at its own read only (one head's 
 keys or values, one MLP, or the unembedding), pulled back through its LayerNorm.
 
 Methods:
-
 ``"atp"``
     the estimate above.
 ``"atp*"``

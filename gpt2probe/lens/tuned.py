@@ -50,8 +50,10 @@ def translated_streams(n_layers: int, include_mid: bool) -> list[str]:
 
 
 def model_fingerprint(probe: GPT2Probe) -> str:
-    """SHA-256 of the model's sizes and parameters rounded to float16 (so float16 and float32
-    copies of the same checkpoint agree; different weights give a different fingerprint)."""
+    """SHA-256 of the model's sizes and parameters rounded to float16.
+
+    Float16 and float32 copies of the same checkpoint agree; different weights give a different fingerprint.
+    """
     digest = hashlib.sha256()
     c = probe.cfg
     digest.update(json.dumps([c.n_layers, c.d_model, c.n_heads, c.d_mlp, c.d_vocab, c.n_ctx]).encode())

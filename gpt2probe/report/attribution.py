@@ -19,6 +19,7 @@ from .style import (
     title_layout,
 )
 
+
 def attribution_bars(attr: Attribution) -> go.Figure:
     """Direct logit attribution: one bar per component (top) and a layer x head heatmap (bottom).
 

@@ -13,10 +13,10 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..errors import InvalidArgumentError
 from ..diffing import ModelDiff
 from ..diffing.components import EMBED, LN_FINAL, POS_EMBED, head_component, layer_component
 from ..diffing.localise import SITES
+from ..errors import InvalidArgumentError
 from .escape import display_token, escape_text
 
 SEQUENTIAL = "Viridis"
