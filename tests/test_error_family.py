@@ -17,7 +17,7 @@ PACKAGE = Path(gpt2probe.__file__).parent
 BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
                       if isinstance(value, type) and issubclass(value, Exception)}
 # Raised for subclasses to override, never for a user's input.
-ALLOWED = {("hooks.py", "NotImplementedError"), ("gradients.py", "RuntimeError")}  # gradients: to convert (internal invariant)
+ALLOWED = {("hooks.py", "NotImplementedError")}
 
 
 def _builtin_raises(path: Path) -> list[str]:

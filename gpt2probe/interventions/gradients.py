@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, UnsupportedError
 from ..hooks import HookPoint
 from ..probe import GPT2Probe
 from ..tokens import Tokens
@@ -79,7 +79,10 @@ def grad_run(
         total = torch.stack([v.reshape(()) for v in values]).sum()
         missing = [name for name in names if name not in live]
         if missing:
-            raise RuntimeError(f"hooks {missing} never ran during the forward pass")
+            raise UnsupportedError(
+                f"hooks {missing} never ran during the forward pass, so their gradients cannot be read; "
+                "attribution needs every hooked site on the path from the input to the metric"
+            )
         grads = torch.autograd.grad(total, [live[name] for name in names], allow_unused=True)
     acts = {name: live[name].detach() for name in names}
     acts.update(kept)
