@@ -17,6 +17,7 @@ from .diffing import ModelDiff, compare
 from .errors import (
     CheckpointError,
     ConcurrentUseError,
+    CorpusError,
     FileFormatError,
     FileWriteError,
     GPT2ProbeError,
@@ -25,6 +26,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidTypeError,
     LayerIndexError,
+    LensMismatchError,
     MissingExtraError,
     MissingFileError,
     ModelMismatchError,
@@ -89,4 +91,6 @@ __all__ = [
     "HookReturnError",
     "PositionError",
     "ShapeError",
+    "CorpusError",
+    "LensMismatchError",
 ]

@@ -7,6 +7,7 @@ never remote code, and every failure names what was found and what would work.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from .checkpoint import check_directory, check_loading_info, read_json_object
 from .errors import CheckpointError, InvalidArgumentError, NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
 from .probe import GPT2Probe
 from .shipped import NOTES as SHIPPED
-from .shipped import shipped_model
+from .shipped import OFFLINE_MODEL, shipped_model
 from .tokenizer import gpt2_tokenizer, prepare_for_batches
 
 HUB_GPT2_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
@@ -282,3 +283,21 @@ def _check_tied(model: PreTrainedModel, name: str) -> None:
             f"{name}: lm_head is not tied to wte, so W_U is lm_head's weight, not W_E.T",
             stacklevel=3,
         )
+
+
+def load_with_fallback(
+    model: str, *, device: str | None = None, allow_fallback: bool = True
+) -> tuple[GPT2Probe, str | None]:
+    """Load ``model``, or the shipped offline model when a hub id's weights cannot be had.
+
+    If ``model`` is a hub id (not a path) whose weights cannot be had, say why on stderr and load
+    the shipped offline model instead. Returns the probe and, after a fallback, a note for reports.
+    """
+    try:
+        return load(model, device=device), None
+    except WeightsUnavailableError as error:
+        if not allow_fallback or looks_like_path(model) or Path(model).expanduser().exists():
+            raise
+        print(f"Cannot load {model!r}: {error}", file=sys.stderr)
+        print(f"Falling back to gpt2probe's shipped offline model {OFFLINE_MODEL!r}.", file=sys.stderr)
+        return load(shipped_model(OFFLINE_MODEL), device=device), SHIPPED[OFFLINE_MODEL]

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .errors import PromptError
+from .errors import PromptError, ShapeError
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -47,10 +47,10 @@ class PromptTest:
     def __post_init__(self) -> None:
         n, k = self.top_ids.shape
         if len(self.answer_tokens) != n or any(len(row) != k for row in self.top_tokens):
-            raise ValueError(f"answer_tokens and top_tokens must be nested [answer={n}][k={k}]")
+            raise ShapeError(f"answer_tokens and top_tokens must be nested [answer={n}][k={k}]")
         for name in ("answer_ids", "ranks", "logits", "probs"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have shape ({n},)")
+                raise ShapeError(f"{name} has shape {tuple(getattr(self, name).shape)} but should have shape ({n},)")
 
     @property
     def k(self) -> int:

@@ -8,15 +8,10 @@ known previous-token head and induction head (vocabulary of 64 ids, no text toke
 
 from __future__ import annotations
 
-import sys
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import WeightsUnavailableError
-
-if TYPE_CHECKING:
-    from .probe import GPT2Probe
 
 OFFLINE_MODEL = "tiny-english"
 
@@ -42,23 +37,3 @@ def shipped_model(name: str) -> Path:
     if not (path / "config.json").is_file():
         raise WeightsUnavailableError(f"the shipped model {name!r} is missing from {path} (a broken install?)")
     return path
-
-
-def load_with_fallback(
-    model: str, *, device: str | None = None, allow_fallback: bool = True
-) -> tuple[GPT2Probe, str | None]:
-    """Load ``model``, or the shipped offline model when a hub id's weights cannot be had.
-
-    If ``model`` is a hub id (not a path) whose weights cannot be had, say why on stderr and load
-    the shipped offline model instead. Returns the probe and, after a fallback, a note for reports.
-    """
-    from .loading import load, looks_like_path
-
-    try:
-        return load(model, device=device), None
-    except WeightsUnavailableError as error:
-        if not allow_fallback or looks_like_path(model) or Path(model).expanduser().exists():
-            raise
-        print(f"Cannot load {model!r}: {error}", file=sys.stderr)
-        print(f"Falling back to gpt2probe's shipped offline model {OFFLINE_MODEL!r}.", file=sys.stderr)
-        return load(shipped_model(OFFLINE_MODEL), device=device), NOTES[OFFLINE_MODEL]

@@ -191,8 +191,8 @@ def load_model(args: argparse.Namespace) -> tuple[GPT2Probe, bool]:
     A shipped model is loaded by name (``--model tiny-english``). Any failure to load an
     explicit model is a :class:`GPT2ProbeError` naming it.
     """
-    from ..loading import load
-    from ..shipped import NOTES, load_with_fallback, shipped_model
+    from ..loading import load, load_with_fallback
+    from ..shipped import NOTES, shipped_model
 
     if args.model is None:
         probe, note = load_with_fallback(DEFAULT_MODEL, device=args.device, allow_fallback=not args.no_fallback)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .. import names as N
 from ..atomic import atomic_path, write_text_atomic
-from ..errors import LensMismatchError
+from ..errors import LensMismatchError, ShapeError
 from ..versions import versions
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ class TunedLens:
         """Train translators for ``probe`` on ``texts``; see :func:`gpt2probe.lens.tuned_training.train_tuned_lens`."""
         from .tuned_training import train_tuned_lens
 
-        return train_tuned_lens(probe, texts, **kwargs)
+        start = cls.identity(probe, include_mid=kwargs.get("include_mid", False))
+        return train_tuned_lens(probe, texts, start=start, **kwargs)
 
     # -- applying ------------------------------------------------------------------
     def check_model(self, probe: GPT2Probe) -> None:
@@ -136,7 +137,7 @@ class TunedLens:
                   ) -> Float[Tensor, "stream batch pos d_model"]:
         """Translate every stream of ``stack`` (hook ``names``, the last being the model's output, left as is)."""
         if len(names) != stack.shape[0]:
-            raise ValueError(f"{len(names)} stream names for a stack of {stack.shape[0]} streams")
+            raise ShapeError(f"{len(names)} stream names for a stack of {stack.shape[0]} streams")
         if self.translators.weight.device != stack.device:
             raise LensMismatchError(f"the tuned lens is on {self.translators.weight.device} but the streams are on "
                                     f"{stack.device}: call lens.to({str(stack.device)!r})")

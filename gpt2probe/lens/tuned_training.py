@@ -39,7 +39,6 @@ from torch import Tensor
 from .. import names as N
 from ..atomic import atomic_path
 from ..errors import CorpusError, LensMismatchError
-from .tuned import TunedLens
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
@@ -103,7 +102,8 @@ def train_tuned_lens(
     checkpoint_every: int = 25,
     corpus: str | None = None,
     max_chunk_bytes: int = 64 * 2**20,
-) -> TunedLens:
+    start: Any,
+) -> Any:
     """Train a tuned lens for ``probe``'s (frozen) model on ``texts``.
 
     Args:
@@ -121,6 +121,9 @@ def train_tuned_lens(
             steps and at the end (one file, written atomically), and resume from what is there:
             an interrupted run continued gives the same lens as an uninterrupted one.
         corpus: a description of the texts, recorded in the lens's metadata.
+        start: the untrained lens to train, ``TunedLens.identity(probe, include_mid=...)``
+            (:meth:`TunedLens.train <gpt2probe.lens.tuned.TunedLens.train>` passes it; this
+            module does not import the lens class, so the two modules form no import cycle).
 
     Raises:
         CorpusError: the texts give fewer than ``steps * batch_size`` windows.
@@ -138,7 +141,7 @@ def train_tuned_lens(
             f"each of {len(texts)} documents), but {steps} steps of {batch_size} windows need {needed}: give more text, "
             f"or at most {len(windows) // batch_size} steps at this batch size (windows are never reused)")
     warmup_steps = max(1, round(warmup * steps)) if warmup > 0 else 0
-    lens = TunedLens.identity(probe, include_mid=include_mid)
+    lens = start
     corpus_digest = hashlib.sha256(windows.numpy().tobytes()).hexdigest()
     run = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "optimizer": optimizer,
            "weight_decay": weight_decay, "warmup_steps": warmup_steps, "seed": seed, "include_mid": include_mid,
@@ -225,7 +228,7 @@ def _check_settings(probe: GPT2Probe, steps: int, batch_size: int, seq_len: int,
         bad(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
 
 
-def _accumulate(probe: GPT2Probe, lens: TunedLens, module: torch.nn.Module, batch: Int[Tensor, "batch pos"],
+def _accumulate(probe: GPT2Probe, lens: Any, module: torch.nn.Module, batch: Int[Tensor, "batch pos"],
                 ddp: bool, max_chunk_bytes: int) -> float:
     """Forward ``batch`` (frozen model), then backpropagate the KL of every stream, block of rows by block.
 

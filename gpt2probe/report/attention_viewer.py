@@ -43,6 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..errors import InvalidArgumentError, ShapeError
 from .escape import EMPTY_TOKEN, visible_whitespace
 from .html import CONTENT_SECURITY_POLICY, STYLE, _header
 
@@ -96,9 +97,9 @@ class AttentionData:
         """Quantise one layer's heads (one prompt) and keep them."""
         n = self.n_tokens
         if tuple(pattern.shape) != (self.n_heads, n, n):
-            raise ValueError(f"a layer's pattern must be [head={self.n_heads}, {n}, {n}], got {tuple(pattern.shape)}")
+            raise ShapeError(f"a layer's pattern must be [head={self.n_heads}, {n}, {n}], got {tuple(pattern.shape)}")
         if len(self.heads) >= self.n_layers * self.n_heads:
-            raise ValueError(f"already {self.n_layers} layers of heads")
+            raise InvalidArgumentError(f"already {self.n_layers} layers of heads")
         for h in range(self.n_heads):
             self.heads.append(quantise(pattern[h]).tobytes())
             self.thumbs.append(thumbnail(pattern[h]).tobytes())
@@ -106,7 +107,7 @@ class AttentionData:
     def set_scores(self, scores: Mapping[str, Float[Tensor, "layer head"]]) -> None:
         for key, grid in scores.items():
             if tuple(grid.shape) != (self.n_layers, self.n_heads):
-                raise ValueError(f"score {key!r} has shape {tuple(grid.shape)}, expected ({self.n_layers}, {self.n_heads})")
+                raise ShapeError(f"score {key!r} has shape {tuple(grid.shape)}, expected ({self.n_layers}, {self.n_heads})")
             self.scores[key] = [[round(float(v), 4) for v in row] for row in grid]
 
 
@@ -167,7 +168,7 @@ def write_attention_viewer(
 ) -> tuple[Path, int]:
     """Write the viewer page; returns ``(path, threshold)`` (0 unless the budget forced small weights to 0)."""
     if len(data.heads) != data.n_layers * data.n_heads:
-        raise ValueError(f"{len(data.heads)} heads encoded, expected {data.n_layers} x {data.n_heads}")
+        raise ShapeError(f"{len(data.heads)} heads encoded, expected {data.n_layers} x {data.n_heads}")
     for threshold, level in ENCODINGS:
         body = _payload(data, _compress(data, threshold, level), threshold)
         notes_now = list(notes)
@@ -178,7 +179,7 @@ def write_attention_viewer(
         if len(page.encode("utf-8")) <= max_bytes:
             break
     else:
-        raise ValueError(f"the attention viewer would be {len(page.encode('utf-8')) / 1e6:.1f} MB even with weights "
+        raise InvalidArgumentError(f"the attention viewer would be {len(page.encode('utf-8')) / 1e6:.1f} MB even with weights "
                          f"below {ENCODINGS[-1][0]}/255 dropped: use a shorter input")
     data.threshold = threshold
     target = Path(path)

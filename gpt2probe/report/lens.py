@@ -335,11 +335,11 @@ def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
     The lenses must have read the same streams at the same positions.
     """
     if not items:
-        raise ValueError("kl_per_layer_compare needs at least one lens result")
+        raise InvalidArgumentError("kl_per_layer_compare needs at least one lens result")
     first_name, first = next(iter(items.items()))
     for name, item in items.items():
         if item.stream_labels != first.stream_labels or item.positions.tolist() != first.positions.tolist():
-            raise ValueError(f"{name!r} read other streams or positions than {first_name!r}: "
+            raise InvalidArgumentError(f"{name!r} read other streams or positions than {first_name!r}: "
                              f"{item.stream_labels} vs {first.stream_labels}")
     streams = list(range(first.n_streams))
     fig = go.Figure()
