@@ -7,7 +7,9 @@ and the patching sweep (one tuned run per patched unit: ``2 * n_layers`` for lay
 ``n_layers * n_heads`` more for heads). Configurations, timed interleaved in one process:
 
 - ``plain``: one plain Hugging Face forward of one model (sdpa), the unit;
-- ``core``: ``compare(..., head_scores=False, patching=False)``;
+- ``forwards``: ``compare(..., head_scores=False, patching=False, lens=False)``: the two runs alone;
+- ``core``: ``compare(..., head_scores=False, patching=False)``, with the lens view (one projection
+  onto the vocabulary per stream and model, about two logit lenses);
 - ``heads``: core + head scores;
 - ``layers``: core + patching of each layer's attention and MLP output;
 - ``full``: everything, heads patched one by one.
@@ -78,6 +80,8 @@ def _plain(ctx: Context, ids: torch.Tensor):
 
 CASES = [
     Case("plain", "plain HF forward of one model (sdpa)", _plain),
+    Case("forwards", "compare without the lens view: KL, residual change", _compare(head_scores=False, patching=False,
+                                                                                     lens=False)),
     Case("core", "compare: KL, residual change, lens view", _compare(head_scores=False, patching=False)),
     Case("heads", "core + head scores", _compare(head_scores=True, patching=False)),
     Case("layers", "core + patching each layer's attn/MLP output", _compare(head_scores=False, patch_heads=False)),

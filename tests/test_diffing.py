@@ -222,3 +222,14 @@ def test_diff_refuses_an_out_that_is_a_directory(vocab_dir, tmp_path, capsys):
 
     assert main(["diff", "--base", str(vocab_dir), "--tuned", str(vocab_dir), "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_without_the_lens_view_the_rest_is_unchanged(base, mlp1_changed, ids):
+    full = compare(base, mlp1_changed, ids, head_scores=False, patching=False)
+    light = compare(base, mlp1_changed, ids, head_scores=False, patching=False, lens=False)
+    assert light.lens_kl is None and light.lens_agreement is None and light.first_departure is None
+    assert torch.equal(light.resid_change, full.resid_change)
+    assert all(torch.equal(a, b) for a, b in zip(light.kl, full.kl))
+    assert "skipped" in repr(light)
+    # The last stream's lens is the models' own logits: its KL is the mean next-token KL.
+    assert full.lens_kl[-1].item() == pytest.approx(full.mean_kl, rel=1e-6)

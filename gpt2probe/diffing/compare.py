@@ -60,10 +60,11 @@ class ModelDiff:
     stream_labels: list[str]
     resid_change: Float[Tensor, " stream"]
     """``||x_tuned - x_base|| / ||x_base||`` per stream, averaged over real positions and prompts."""
-    lens_kl: Float[Tensor, " stream"]
-    """KL(base lens || tuned lens) per stream, each model read through its own ``ln_f`` and ``W_U``."""
-    lens_agreement: Float[Tensor, " stream"]
-    """Fraction of real positions where the two lenses' top-1 tokens agree, per stream."""
+    lens_kl: Float[Tensor, " stream"] | None = None
+    """KL(base lens || tuned lens) per stream, each model read through its own ``ln_f`` and ``W_U``
+    (``None`` when ``compare(..., lens=False)``)."""
+    lens_agreement: Float[Tensor, " stream"] | None = None
+    """Fraction of real positions where the two lenses' top-1 tokens agree, per stream (``None`` without the lens)."""
     head_scores_base: dict[str, Float[Tensor, "layer head"]] = field(default_factory=dict)
     head_scores_tuned: dict[str, Float[Tensor, "layer head"]] = field(default_factory=dict)
     localisation: Localisation | None = None
@@ -77,6 +78,8 @@ class ModelDiff:
     @property
     def first_departure(self) -> int | None:
         """The first stream at which the lenses' top-1 predictions disagree anywhere (``None``: never)."""
+        if self.lens_agreement is None:
+            return None
         below = (self.lens_agreement < 1.0).nonzero()
         return int(below[0]) if below.numel() else None
 
@@ -91,7 +94,10 @@ class ModelDiff:
 
     def __repr__(self) -> str:
         changed = self.changed_components()
-        departure = "never" if self.first_departure is None else self.stream_labels[self.first_departure]
+        if self.lens_agreement is None:
+            departure = "(lens view skipped)"
+        else:
+            departure = "never" if self.first_departure is None else self.stream_labels[self.first_departure]
         return (
             f"ModelDiff({self.base_name!r} -> {self.tuned_name!r}: {len(changed)} of {len(self.weight_changes)} "
             f"components changed, mean KL {self.mean_kl:.4g} nats over {len(self.kl)} prompt(s), "
@@ -107,6 +113,7 @@ def compare(
     head_scores: bool = True,
     patching: bool = True,
     patch_heads: bool = True,
+    lens: bool = True,
     top_disagreements: int = DEFAULT_TOP_DISAGREEMENTS,
     prepend_bos: bool = False,
 ) -> ModelDiff:
@@ -118,6 +125,9 @@ def compare(
         head_scores: also score every head (previous-token, first-token, induction) in both.
         patching: also localise the change by patching base activations into the tuned run
             (each layer's attention and MLP output, and each head when ``patch_heads``).
+        lens: also read every stream of both models through their logit lenses (KL and top-1
+            agreement per stream): one projection onto the vocabulary per stream and model,
+            about the cost of two logit lenses; ``False`` leaves the two forward passes alone.
         top_disagreements: how many positions to list in :attr:`ModelDiff.disagreements`.
     """
     check_comparable(base, tuned)
@@ -140,7 +150,12 @@ def compare(
         x_base, x_tuned = base_cache[name], tuned_cache[name]
         norms = (x_tuned - x_base).norm(dim=-1) / x_base.norm(dim=-1).clamp_min(torch.finfo(torch.float32).tiny)
         resid_change.append(norms[real].mean())
-        lens_base, lens_tuned = _lens_logits(base, x_base), _lens_logits(tuned, x_tuned)
+        if not lens:
+            continue
+        if name == streams[-1]:  # the last stream through ln_f and W_U is the models' own logits
+            lens_base, lens_tuned = base_logits.float().cpu(), tuned_logits.float().cpu()
+        else:
+            lens_base, lens_tuned = _lens_logits(base, x_base), _lens_logits(tuned, x_tuned)
         lens_kl.append(_kl(lens_base, lens_tuned)[real].mean())
         agreement.append((lens_base.argmax(-1) == lens_tuned.argmax(-1))[real].float().mean())
 
@@ -158,8 +173,8 @@ def compare(
         disagreements=disagreements,
         stream_labels=stream_labels(n_layers, include_mid=False),
         resid_change=torch.stack(resid_change),
-        lens_kl=torch.stack(lens_kl),
-        lens_agreement=torch.stack(agreement),
+        lens_kl=torch.stack(lens_kl) if lens else None,
+        lens_agreement=torch.stack(agreement) if lens else None,
         head_scores_base=scores_base,
         head_scores_tuned=scores_tuned,
         localisation=localisation,

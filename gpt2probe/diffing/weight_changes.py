@@ -65,13 +65,11 @@ def component_changes(base: torch.nn.Module, tuned: torch.nn.Module) -> dict[str
     """:func:`weight_changes` of two ``GPT2LMHeadModel`` objects already known to share an architecture."""
     changes: dict[str, float] = {}
     for (name, base_parts), (_, tuned_parts) in zip(component_tensors(base), component_tensors(tuned)):
-        diff_sq = base_sq = 0.0
-        for b, t in zip(base_parts, tuned_parts):
-            b64, t64 = b.to("cpu", torch.float64), t.to("cpu", torch.float64)
-            diff_sq += (t64 - b64).pow(2).sum().item()
-            base_sq += b64.pow(2).sum().item()
-        if diff_sq == 0.0:
+        pairs = [(b, t.to(b.device)) for b, t in zip(base_parts, tuned_parts)]
+        if all(torch.equal(b, t) for b, t in pairs):  # bit-for-bit equal: exactly 0, and no float64 pass
             changes[name] = 0.0
-        else:
-            changes[name] = math.sqrt(diff_sq / base_sq) if base_sq > 0 else math.inf
+            continue
+        diff_sq = sum(float(torch.linalg.vector_norm(t.double() - b.double()) ** 2) for b, t in pairs)
+        base_sq = sum(float(torch.linalg.vector_norm(b, dtype=torch.float64) ** 2) for b, _ in pairs)
+        changes[name] = math.sqrt(diff_sq / base_sq) if base_sq > 0 else math.inf
     return changes

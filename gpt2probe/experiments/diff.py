@@ -32,6 +32,7 @@ def build_parser() -> Parser:
     parser.add_argument("--prompts-file", type=Path, help="a UTF-8 text file with one prompt per line")
     parser.add_argument("--no-heads", action="store_true", help="skip head scores (three extra runs per model)")
     parser.add_argument("--no-patching", action="store_true", help="skip the cross-model patching sweep")
+    parser.add_argument("--no-lens", action="store_true", help="skip the per-layer logit-lens comparison")
     parser.add_argument("--layers-only", action="store_true", help="patch layer outputs only, not each head")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report path (default: {DEFAULT_OUT})")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> Path:
     base = _load(args.base, "--base", args.device)
     tuned = _load(args.tuned, "--tuned", args.device)
     diff = compare(base, tuned, prompts, head_scores=not args.no_heads, patching=not args.no_patching,
-                   patch_heads=not args.layers_only)
+                   patch_heads=not args.layers_only, lens=not args.no_lens)
     print(diff)
     print(f"changed components: {', '.join(diff.changed_components()) or 'none'}")
     for item in diff.disagreements[:5]:

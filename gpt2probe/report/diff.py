@@ -97,21 +97,26 @@ def kl_per_token(diff: ModelDiff, prompt: int = 0) -> go.Figure:
 
 
 def lens_divergence(diff: ModelDiff) -> go.Figure:
-    """Per stream: residual change, KL between the two models' logit lenses, and top-1 agreement."""
+    """Per stream: residual change, and (when computed) KL between the two logit lenses and their top-1 agreement."""
     x = list(range(len(diff.stream_labels)))
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09,
-                        subplot_titles=["‖Δresid‖/‖resid‖", "lens KL(base ‖ tuned), nats", "lens top-1 agreement"])
-    for col, (values, colour) in enumerate(((diff.resid_change, "#4d4d4d"), (diff.lens_kl, "#2166ac"),
-                                            (diff.lens_agreement, "#1b7837")), start=1):
+    panels = [("‖Δresid‖/‖resid‖", diff.resid_change, "#4d4d4d")]
+    if diff.lens_kl is not None:
+        panels += [("lens KL(base ‖ tuned), nats", diff.lens_kl, "#2166ac"),
+                   ("lens top-1 agreement", diff.lens_agreement, "#1b7837")]
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.09, subplot_titles=[p[0] for p in panels])
+    for col, (_, values, colour) in enumerate(panels, start=1):
         fig.add_trace(go.Scatter(x=x, y=values.tolist(), mode="lines+markers", line=dict(color=colour),
                                  hovertemplate="%{y:.4g}<extra></extra>"), row=1, col=col)
         fig.update_xaxes(tickmode="array", tickvals=x, ticktext=diff.stream_labels, row=1, col=col)
-    fig.update_yaxes(range=[0, 1.05], row=1, col=3)
-    departure = diff.first_departure
-    where = "the lenses agree at every stream" if departure is None else \
-        f"first top-1 departure at {diff.stream_labels[departure]}"
+    if diff.lens_kl is not None:
+        fig.update_yaxes(range=[0, 1.05], row=1, col=3)
+        departure = diff.first_departure
+        where = "the lenses agree at every stream" if departure is None else \
+            f"first top-1 departure at {diff.stream_labels[departure]}"
+    else:
+        where = "lens view skipped (compare(..., lens=False))"
     fig.update_layout(title=dict(text=f"Where in depth the models part<br><sup>{where}</sup>"), showlegend=False,
-                      height=400, width=1200, margin=dict(t=100))
+                      height=400, width=400 * len(panels), margin=dict(t=100))
     return fig
 
 
