@@ -19,9 +19,12 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
+from browser import chromium_available, open_page
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -270,6 +273,15 @@ def test_site_builds_strictly(tmp_path):
     assert 'id="gpt2probe.GPT2Probe.run_with_cache"' in api, "mkdocstrings rendered no API reference"
     _check_figures(site)
     _check_links_resolve_on_disk(site)
+    if chromium_available():  # opened from disk, offline, in a real browser
+        for page in ("index.html", "tutorials/09_attention.html", "tutorials/14_attention_from_scratch.html"):
+            has_figure = page.startswith("tutorials/")
+            with open_page(site / page, offline=True, **({} if has_figure else {"wait_for": None})) as opened:
+                assert not opened.errors, (page, opened.errors)
+                outside = [url for url in opened.requests if not url.startswith(("file:", "data:"))]
+                assert not outside, (page, outside)
+                drawn = opened.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
+                assert (drawn > 0) == has_figure, (page, drawn)
 
 
 def _check_figures(site: Path) -> None:
@@ -288,11 +300,29 @@ def _check_figures(site: Path) -> None:
         assert "cdn.plot.ly" not in page.read_text(encoding="utf-8"), f"{page.name} loads plotly.js from a CDN"
 
 
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def _links(html: str) -> list[str]:
+    """The href and src attributes of a page's tags, without their #fragment or ?query."""
+    parser = _LinkParser()
+    parser.feed(html)
+    return [target for link in parser.links if (target := re.split(r"[#?]", link)[0])]
+
+
 def _check_links_resolve_on_disk(site: Path) -> None:
     """Opened from disk (file://), every relative link and source of every page must be a file of the site."""
     broken = []
     for page in site.rglob("*.html"):
-        for target in re.findall(r'(?:href|src)="([^"#?]+)', page.read_text(encoding="utf-8")):
+        if page.name == "404.html":
+            continue  # served by a web server for a missing URL: its links are absolute by design
+        for target in _links(page.read_text(encoding="utf-8")):
             if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("//"):
                 continue  # external (the site's own pages link nowhere else but the project's home)
             if not (page.parent / target).resolve().is_file():

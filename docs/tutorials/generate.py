@@ -75,6 +75,7 @@ for path, cells in jobs:
                 raise TypeError(f"{path}, line {first_line}: the cell ends with {shows!r}, which is a "
                                 f"{type(figure).__name__}; a cell that ends with a bare name must show a plotly Figure")
             height = figure.layout.height or draw["height"]
+            figure = go.Figure(figure).update_layout(width=None, autosize=True)  # the page's column sets the width
             figures.append(pio.to_html(figure, full_html=False, include_plotlyjs=False, include_mathjax=False,
                                        config=PLOTLY_CONFIG, div_id=key, default_height=f"{height}px"))
     results.append({"outputs": outputs, "figures": figures})

@@ -57,6 +57,13 @@ def _plotly_js() -> Path:
     return path
 
 
+def on_config(config):
+    """Keep the site offline: drop the polyfill Material's offline plugin would load from a CDN."""
+    polyfills = config.extra.get("polyfills") or []
+    config.extra["polyfills"] = [url for url in polyfills if not str(url).startswith(("https://", "http://", "//"))]
+    return config
+
+
 def on_pre_build(config) -> None:
     """Run every tutorial script once and keep the figures they show."""
     tutorials = [generate.parse(path) for path in generate.scripts()]

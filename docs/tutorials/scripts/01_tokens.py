@@ -94,7 +94,7 @@ from gpt2probe.report.style import category_axis  # noqa: E402
 cells = [[display_token(probe.to_string([i])) for i in row.tolist()] for row in batch.ids]
 figure = go.Figure(go.Heatmap(
     z=batch.attention_mask.tolist(), text=cells, texttemplate="%{text}", showscale=False,
-    colorscale=[[0, "#dddddd"], [1, "#9ecae1"]], zmin=0, zmax=1, xgap=2, ygap=2,
+    colorscale=[[0, "#dddddd"], [1, "#9ecae1"]], zmin=0, zmax=1, xgap=2, ygap=2, textfont=dict(size=13),
     hovertemplate="prompt %{y}, position %{x}: %{text}<br>attention mask %{z}<extra></extra>",
 ))
 figure.update_xaxes(title_text="position")

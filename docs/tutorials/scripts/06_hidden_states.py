@@ -105,8 +105,8 @@ except gpt2probe.HookNameError as error:
 #
 # The norm of the residual stream entering each block (and the final one), at every
 # position of the prompt: the `accumulated_resid` stack from above. Each block adds to
-# the stream, so the norm grows from bottom to top; the first position, which attention
-# can only spend on itself, grows most.
+# the stream, so at every position the norm grows from the embeddings (bottom) to the
+# final stream (top); the first token's stream ends up the largest.
 import plotly.graph_objects as go  # noqa: E402
 
 from gpt2probe.report import display_token  # noqa: E402

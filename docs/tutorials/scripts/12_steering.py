@@ -108,8 +108,8 @@ for alpha in (0.0, 4.0):
 #
 # The log ratio `log p(' exception') / p(' list')` on the neutral prompt as the strength
 # `alpha` grows, for the mean-difference direction and for three random directions of
-# the same norm. The mean-difference line rises steadily with `alpha`; the random ones
-# do not follow it.
+# the same norm. The mean-difference line climbs all the way from `alpha = -4` to `+4`;
+# the random lines stay near the unsteered value and drift down on both sides.
 import plotly.graph_objects as go  # noqa: E402
 
 alphas = [-4.0, -2.0, 0.0, 2.0, 4.0]

@@ -124,9 +124,9 @@ for label, (ours, captured) in checks.items():
     print(f"{label:<26} {torch.allclose(ours, captured, rtol=1e-4, atol=1e-5)}  (rtol 1e-4, atol 1e-5)")
 
 # %%
-# The pattern's last row: how much the last token, `' list'`, reads from each earlier
-# token, printed to two decimals. The causal mask gives the later tokens (none, for the
-# last row) exactly 0, and the row sums to 1.
+# The pattern's last row, to two decimals: how much the last token, `' list'`, reads
+# from each token of the prompt, itself included. The row sums to 1, and no row puts any
+# weight above the diagonal, on a later token: that is the causal mask.
 str_tokens = probe.to_str_tokens(prompt)
 row = pattern[0, -1]
 print(" ".join(f"{token!r}:{w:.2f}" for token, w in zip(str_tokens, row.tolist())))
