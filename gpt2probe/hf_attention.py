@@ -17,6 +17,11 @@ process-wide tables are transformers' own registries of implementation functions
 layers are hooked is looked up from the attention module itself through a
 ``WeakKeyDictionary`` keyed by the module object, so two models never see each other's
 hooks and nothing keeps a model alive.
+
+transformers releases differ here: recent ones store each layer's score scaling on the
+attention module and pass it to every implementation; 5.0 passes none, so its eager
+attention applies the config's scaling flags itself while its ``sdpa`` uses the kernel's
+default ``1/sqrt(d_head)``. :func:`attention_scaling` gives the factor either way.
 """
 
 from __future__ import annotations
@@ -46,6 +51,23 @@ _OURS_FOR = {"sdpa": _SDPA, "eager": _EAGER}
 _HOOKED: weakref.WeakKeyDictionary[torch.nn.Module, PatternDispatch] = weakref.WeakKeyDictionary()
 
 
+def attention_scaling(module: torch.nn.Module) -> float:
+    """The factor that multiplies one layer's ``q . k`` before the mask and the softmax.
+
+    Recent transformers releases store it on the attention module (``scaling``); transformers
+    5.0 has no such attribute and its eager attention computes the same factor from the
+    config's flags: ``1/sqrt(d_head)`` when ``scale_attn_weights``, and a further
+    ``1/(layer + 1)`` when ``scale_attn_by_inverse_layer_idx``.
+    """
+    scaling = getattr(module, "scaling", None)
+    if scaling is not None:
+        return float(scaling)
+    factor = module.head_dim**-0.5 if module.scale_attn_weights else 1.0
+    if module.scale_attn_by_inverse_layer_idx:
+        factor /= float(module.layer_idx + 1)
+    return factor
+
+
 def _additive_mask(attention_mask: Tensor | None, q_len: int, kv_len: int, like: Tensor) -> Tensor:
     """The mask as eager attention adds it: 0 where a key is visible, the dtype's minimum elsewhere.
 
@@ -71,12 +93,10 @@ def _eager_with_hooks(
     key: Tensor,
     value: Tensor,
     attention_mask: Tensor | None,
-    scaling: float | None,
+    scaling: float,
     dropout: float,
 ) -> tuple[Tensor, Tensor]:
     """``softmax(q k^T * scaling + mask) v``, exactly as HF's eager GPT-2 attention, with the two hooks."""
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
     upcast = getattr(module, "reorder_and_upcast_attn", False)
     q, k = (query.float(), key.float()) if upcast else (query, key)
     scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
@@ -107,6 +127,16 @@ def _make_attention(name: str) -> Callable[..., tuple[Tensor, Tensor | None]]:
             if passthrough is eager_attention_forward and getattr(module, "reorder_and_upcast_attn", False):
                 return module._upcast_and_reordered_attn(query, key, value, attention_mask)  # as HF's eager does
             return passthrough(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        if scaling is None:  # transformers 5.0 passes none (see the module docstring)
+            scaling = attention_scaling(module)
+            if passthrough is sdpa_attention_forward and scaling != query.size(-1) ** -0.5:
+                raise UnsupportedError(
+                    f"this model's config scales attention scores by {scaling:g} (scale_attn_weights="
+                    f"{module.scale_attn_weights}, scale_attn_by_inverse_layer_idx={module.scale_attn_by_inverse_layer_idx}), "
+                    f"but this transformers release's 'sdpa' attention ignores those flags and uses {query.size(-1) ** -0.5:g}, "
+                    "so a hooked pattern cannot match what the model computes: load the model with "
+                    "attn_implementation='eager', or use a transformers release whose GPT-2 attention passes its scaling"
+                )
         return _eager_with_hooks(module, dispatch, query, key, value, attention_mask, scaling, dropout)
 
     attention.__name__ = attention.__qualname__ = f"{name}_attention"

@@ -2,9 +2,12 @@
 
 Every tutorial script runs (offline, on the CPU, in one subprocess) and must print exactly
 the output recorded in its generated page; each page's prose and code must be the
-script's; the code on the front page and in "Getting started" must run; and the site
-must build with ``mkdocs build --strict``. After editing a script, regenerate its page
-with ``python docs/tutorials/generate.py NN``.
+script's, and each tutorial shows a figure; the Python blocks of every other page run;
+every code block of the README and the docs is either run by a test or marked as not run,
+with the reason shown to the reader; and the site must build with ``mkdocs build --strict``,
+with every tutorial's figures drawn, plotly.js served from the site and every link
+resolving on disk. After editing a script, regenerate its page with
+``python docs/tutorials/generate.py NN``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
+from browser import chromium_available, open_page
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -35,7 +41,27 @@ def _load_generator():
 
 generate = _load_generator()
 SCRIPTS = generate.scripts()
-CODE_PAGES = ["index.md", "getting-started.md"]
+GENERATED = {f"tutorials/{path.stem}.md" for path in SCRIPTS}  # their code is the scripts', run as scripts
+# A fenced block: its info string (language, then options such as title="...") and body.
+_FENCE = re.compile(r"^(?P<fence>`{3,})(?P<info>[^`\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S)
+# How a page says a Python block is not run (a title the reader sees above the block).
+NOT_RUN = re.compile(r'^python title="Not run by the tests: [^"]{10,}"$')
+# Blocks that are not Python: shell commands, and text (outputs, tables of numbers).
+NOT_PYTHON = {"bash", "text"}
+
+
+def python_blocks(page: str) -> str:
+    """The ```python blocks of a Markdown page (not those marked as not run), joined into one program."""
+    return "\n\n".join(m["body"] for m in _FENCE.finditer(page) if m["info"].strip() == "python")
+
+
+def _doc_pages() -> list[str]:
+    return sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+
+
+# Every page with Python blocks, but the generated tutorials (their scripts run instead).
+CODE_PAGES = [name for name in _doc_pages()
+              if name not in GENERATED and python_blocks((DOCS / name).read_text(encoding="utf-8")).strip()]
 
 # Runs in one subprocess (one import of torch for all): each tutorial as a reader would run
 # it (``runpy``, as ``__main__``), then the code blocks of each page; reports stdout or the error.
@@ -82,11 +108,6 @@ def same_text_up_to_float_digits(recorded: str, printed: str) -> bool:
     if _NUMBER.sub("#", recorded) != _NUMBER.sub("#", printed):
         return False
     return all(_same_number(a, b) for a, b in zip(_NUMBER.findall(recorded), _NUMBER.findall(printed)))
-
-
-def python_blocks(page: str) -> str:
-    """The ```python blocks of a Markdown page, joined into one program."""
-    return "\n\n".join(m.group(1) for m in re.finditer(r"^```python\n(.*?)^```$", page, re.M | re.S))
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +186,59 @@ def test_every_tutorial_is_indexed_and_in_the_navigation():
     assert not stray, f"pages without a script: {stray}"
 
 
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_every_tutorial_shows_a_figure(script: Path):
+    tutorial = generate.parse(script)
+    assert any(cell.shows for cell in tutorial.cells), (
+        f"{script.name} shows no figure: end a cell with a bare name bound to a plotly Figure (`figure`)"
+    )
+    page = tutorial.page.read_text(encoding="utf-8")
+    for key in filter(None, tutorial.figure_keys()):
+        assert generate.FIGURE_PLACEHOLDER.format(key=key) in page, f"run python docs/tutorials/generate.py {script.stem[:2]}"
+
+
+def test_the_code_pages_include_the_front_page_and_getting_started():
+    assert {"index.md", "getting-started.md", "tuned-lens.md", "attribution-patching.md"} <= set(CODE_PAGES), CODE_PAGES
+
+
 @pytest.mark.parametrize("page", CODE_PAGES)
 def test_code_on_the_page_runs(page: str, runs):
-    assert python_blocks((DOCS / page).read_text(encoding="utf-8")).strip(), f"{page} has no python blocks"
     _check_ran(runs, page)
+
+
+def test_every_code_block_is_run_or_marked_as_not_run():
+    """A ```python block runs (here, or as a tutorial script, or in test_readme.py) unless its
+    title tells the reader it is not run and why; other blocks must say they are shell or text."""
+    unmarked = []
+    for name in ["README.md", *(f"docs/{page}" for page in _doc_pages())]:
+        text = (REPO / name).read_text(encoding="utf-8")
+        for block in _FENCE.finditer(text):
+            info = block["info"].strip()
+            line = text[: block.start()].count("\n") + 1
+            if info == "python" or NOT_RUN.match(info) or info.split(" ")[0] in NOT_PYTHON:
+                continue
+            unmarked.append(f"{name}:{line}: ```{info}")
+    assert not unmarked, (
+        "code blocks that are neither run nor marked; use ```python (run by tests/test_docs.py or "
+        "tests/test_readme.py), ```python title=\"Not run by the tests: <why>\", ```bash or ```text:\n"
+        + "\n".join(unmarked)
+    )
+
+
+def _install_block(text: str) -> str:
+    blocks = [m["body"] for m in _FENCE.finditer(text[text.index("## Install"):]) if m["info"].strip() == "bash"]
+    return blocks[0]
+
+
+def test_the_docs_install_the_way_the_readme_does():
+    readme = _install_block((REPO / "README.md").read_text(encoding="utf-8"))
+    docs = _install_block((DOCS / "index.md").read_text(encoding="utf-8"))
+    assert docs == readme, "docs/index.md's install commands differ from the README's"
+    torch_first = readme.index("pip install torch==")
+    assert torch_first < readme.index("pip install -e"), "torch (CPU build) must be installed before gpt2probe"
+    setup = (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    pinned = re.search(r"pip install (torch==[\d.]+)", readme)[1]
+    assert f'TORCH_REQUIREMENT:-{pinned}' in setup, "the README pins another torch than scripts/setup.sh installs"
 
 
 def _missing_doc_tools() -> list[str]:
@@ -196,8 +266,65 @@ def test_site_builds_strictly(tmp_path):
     )
     problems = [line for line in done.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     assert done.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(problems or [done.stderr[-4000:]])
-    for page in ("index.html", "concepts/index.html", "gpt2-traps/index.html", "api/probe/index.html",
-                 "tutorials/08_logit_lens/index.html"):
-        assert (tmp_path / "site" / page).is_file(), page
-    api = (tmp_path / "site" / "api" / "probe" / "index.html").read_text(encoding="utf-8")
+    site = tmp_path / "site"
+    for page in ("index.html", "concepts.html", "gpt2-traps.html", "api/probe.html", "tutorials/08_logit_lens.html"):
+        assert (site / page).is_file(), page
+    api = (site / "api" / "probe.html").read_text(encoding="utf-8")
     assert 'id="gpt2probe.GPT2Probe.run_with_cache"' in api, "mkdocstrings rendered no API reference"
+    _check_figures(site)
+    _check_links_resolve_on_disk(site)
+    if chromium_available():  # opened from disk, offline, in a real browser
+        for page in ("index.html", "tutorials/09_attention.html", "tutorials/14_attention_from_scratch.html"):
+            has_figure = page.startswith("tutorials/")
+            with open_page(site / page, offline=True, **({} if has_figure else {"wait_for": None})) as opened:
+                assert not opened.errors, (page, opened.errors)
+                outside = [url for url in opened.requests if not url.startswith(("file:", "data:"))]
+                assert not outside, (page, outside)
+                drawn = opened.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
+                assert (drawn > 0) == has_figure, (page, drawn)
+
+
+def _check_figures(site: Path) -> None:
+    """Each tutorial page holds its figures, drawn with the site's own plotly.js."""
+    assert (site / "assets" / "javascripts" / "plotly.min.js").stat().st_size > 1_000_000, "plotly.js is not in the site"
+    for script in SCRIPTS:
+        tutorial = generate.parse(script)
+        html = (site / "tutorials" / f"{tutorial.name}.html").read_text(encoding="utf-8")
+        keys = [key for key in tutorial.figure_keys() if key]
+        assert "The figure is drawn here when the site is built" not in html, f"{tutorial.name}: a placeholder is left"
+        assert html.count(f'<figure class="{generate.FIGURE_CLASS}">') == len(keys), tutorial.name
+        for key in keys:
+            assert re.search(rf'<div id="{re.escape(key)}"', html) and "Plotly.newPlot" in html, (tutorial.name, key)
+        assert html.count('<script src="../assets/javascripts/plotly.min.js"></script>') == 1, tutorial.name
+    for page in site.rglob("*.html"):
+        assert "cdn.plot.ly" not in page.read_text(encoding="utf-8"), f"{page.name} loads plotly.js from a CDN"
+
+
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def _links(html: str) -> list[str]:
+    """The href and src attributes of a page's tags, without their #fragment or ?query."""
+    parser = _LinkParser()
+    parser.feed(html)
+    return [target for link in parser.links if (target := re.split(r"[#?]", link)[0])]
+
+
+def _check_links_resolve_on_disk(site: Path) -> None:
+    """Opened from disk (file://), every relative link and source of every page must be a file of the site."""
+    broken = []
+    for page in site.rglob("*.html"):
+        if page.name == "404.html":
+            continue  # served by a web server for a missing URL: its links are absolute by design
+        for target in _links(page.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("//"):
+                continue  # external (the site's own pages link nowhere else but the project's home)
+            if not (page.parent / target).resolve().is_file():
+                broken.append(f"{page.relative_to(site)} -> {target}")
+    assert not broken, "links that do not resolve to a file on disk:\n" + "\n".join(broken[:20])

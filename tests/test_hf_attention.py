@@ -8,7 +8,7 @@ import torch
 from gpt2probe import names as N
 from gpt2probe.hooks import count_torch_hooks
 
-from models import SMALL, random_ids
+from models import SMALL, random_ids, save_gpt2
 
 
 def weights_returned(probe, ids, hooks) -> list[bool]:
@@ -63,3 +63,40 @@ def test_a_model_with_another_attention_implementation_is_refused_clearly(small_
     with pytest.raises(UnsupportedError, match="flex_attention"):
         probe.run_with_cache(torch.tensor([[1, 2, 3]]), names=[N.pattern(0)])
     assert count_torch_hooks(probe.model) == 0
+
+
+@pytest.mark.parametrize("flags,factor", [
+    ({"scale_attn_by_inverse_layer_idx": True}, lambda layer, d_head: d_head**-0.5 / (layer + 1)),  # Mistral's GPT-2s
+    ({"scale_attn_weights": False}, lambda layer, d_head: 1.0),
+])
+def test_configs_that_scale_scores_otherwise_keep_the_models_patterns(tmp_path, flags, factor):
+    """Hooked patterns equal Hugging Face's own eager weights, and those are softmax(q . k * attention_scaling + mask)."""
+    import gpt2probe
+    from gpt2probe.errors import UnsupportedError
+    from gpt2probe.hf_attention import attention_scaling
+
+    directory = save_gpt2(SMALL, tmp_path / "model", **flags)
+    ids = random_ids(SMALL, 2, 6, seed=3)
+    eager = gpt2probe.load(directory, device="cpu", attn_implementation="eager")
+    with torch.no_grad():
+        hf = eager.model(ids, output_attentions=True)
+    names = [name for l in range(SMALL.n_layer) for name in (N.q(l), N.k(l), N.pattern(l))]
+    logits, cache = eager.run_with_cache(ids, names=names)
+    torch.testing.assert_close(logits, hf.logits, rtol=1e-5, atol=1e-5)  # hooking changes nothing
+    d_head = SMALL.n_embd // SMALL.n_head
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    for l in range(SMALL.n_layer):
+        scaling = attention_scaling(eager.model.transformer.h[l].attn)
+        assert scaling == pytest.approx(factor(l, d_head), rel=1e-12)
+        torch.testing.assert_close(cache[N.pattern(l)], hf.attentions[l], rtol=1e-5, atol=1e-6)
+        scores = torch.einsum("bqhd,bkhd->bhqk", cache[N.q(l)], cache[N.k(l)]) * scaling
+        by_hand = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        torch.testing.assert_close(by_hand, hf.attentions[l], rtol=1e-5, atol=1e-6)
+    sdpa = gpt2probe.load(directory, device="cpu")
+    if hasattr(sdpa.model.transformer.h[0].attn, "scaling"):  # transformers passes the scaling to sdpa too
+        _, hooked = sdpa.run_with_cache(ids, names=[N.pattern(1)])
+        torch.testing.assert_close(hooked[N.pattern(1)], hf.attentions[1], rtol=1e-5, atol=1e-6)
+    else:  # transformers 5.0: its sdpa ignores the flags, so no hooked pattern can match the model
+        with pytest.raises(UnsupportedError, match="attn_implementation='eager'"):
+            sdpa.run_with_cache(ids, names=[N.pattern(1)])
+        assert count_torch_hooks(sdpa.model) == 0

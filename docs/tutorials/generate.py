@@ -8,6 +8,12 @@ This script runs every tutorial in its own subprocess (CPU only, offline, one th
 fixed hash seed), captures each cell's printed output, and writes ``NN_name.md``:
 prose, the cell's code, and its exact output in a fenced block.
 
+A cell whose last line is a bare name (``figure``) shows that Plotly figure, as a notebook
+would; a plain run of the script ignores the line. The page gets a placeholder there, and
+the site build (``mkdocs_hook.py``) runs the scripts again and draws each figure in its
+place, with plotly.js served from the site itself: the figures are always the code's
+current output, and the site needs no network.
+
     python docs/tutorials/generate.py            # regenerate every page
     python docs/tutorials/generate.py 08 09      # only tutorials whose names start so
     python docs/tutorials/generate.py --check    # exit 1 if a page is out of date
@@ -35,19 +41,45 @@ CELL_MARK = re.compile(r"^# %%.*$")
 OUTPUT_INFO = 'text title="Output"'
 TIMEOUT_S = 600
 
-# Runs in the subprocess: execute the cells of one script in one namespace, as a plain
-# run would, and report each cell's stdout as JSON on the real stdout.
+FIGURE_CLASS = "tutorial-figure"
+# The placeholder a page holds where a figure goes; the site build replaces it (and a
+# reader of the raw Markdown sees the sentence).
+FIGURE_PLACEHOLDER = (
+    '<div class="' + FIGURE_CLASS + '" data-figure="{key}">The figure is drawn here when the site is built '
+    "(<code>mkdocs build</code>).</div>"
+)
+FIGURE_HEIGHT_PX = 450  # Plotly's default, for figures that set no height
+
+# Runs in the subprocess: execute the cells of each script in its own namespace, as a
+# plain run would, and report each cell's stdout, and each figure a cell shows as an HTML
+# fragment (a div and the script that draws it; plotly.js itself is not included), as
+# JSON on the real stdout.
 _CELL_RUNNER = r"""
 import contextlib, io, json, sys
-path, cells = json.loads(sys.stdin.read())
-namespace = {"__name__": "__main__", "__file__": path}
-outputs = []
-for first_line, code in cells:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        exec(compile("\n" * (first_line - 1) + code, path, "exec"), namespace)
-    outputs.append(buffer.getvalue())
-sys.__stdout__.write(json.dumps(outputs))
+jobs, draw = json.loads(sys.stdin.read())
+results = []
+for path, cells in jobs:
+    namespace = {"__name__": "__main__", "__file__": path}
+    outputs, figures = [], []
+    for first_line, code, shows, key in cells:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            exec(compile("\n" * (first_line - 1) + code, path, "exec"), namespace)
+        outputs.append(buffer.getvalue())
+        if shows and draw:
+            import plotly.graph_objects as go
+            import plotly.io as pio
+            from gpt2probe.report.html import PLOTLY_CONFIG
+            figure = namespace[shows]
+            if not isinstance(figure, go.Figure):
+                raise TypeError(f"{path}, line {first_line}: the cell ends with {shows!r}, which is a "
+                                f"{type(figure).__name__}; a cell that ends with a bare name must show a plotly Figure")
+            height = figure.layout.height or draw["height"]
+            figure = go.Figure(figure).update_layout(width=None, autosize=True)  # the page's column sets the width
+            figures.append(pio.to_html(figure, full_html=False, include_plotlyjs=False, include_mathjax=False,
+                                       config=PLOTLY_CONFIG, div_id=key, default_height=f"{height}px"))
+    results.append({"outputs": outputs, "figures": figures})
+sys.__stdout__.write(json.dumps(results))
 """
 
 
@@ -58,6 +90,7 @@ class Cell:
     prose: str
     code: str
     first_line: int  # 1-based line of ``code`` in the script, for tracebacks
+    shows: str | None = None  # the bare name the cell ends with: the figure it shows
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,15 @@ class Tutorial:
     @property
     def page(self) -> Path:
         return HERE / f"{self.name}.md"
+
+    def figure_keys(self) -> list[str | None]:
+        """Per cell, the key of the figure it shows (``NN_name-figure-1``, ...) or None."""
+        keys, count = [], 0
+        for cell in self.cells:
+            if cell.shows:
+                count += 1
+            keys.append(f"{self.name}-figure-{count}" if cell.shows else None)
+        return keys
 
 
 def scripts() -> list[Path]:
@@ -111,8 +153,17 @@ def parse(path: Path) -> Tutorial:
         code = "\n".join(code_lines[lead:]).rstrip()
         prose = "\n".join(prose_lines).strip()
         if prose or code:
-            cells.append(Cell(prose=prose, code=code, first_line=start + i + lead + 1))
+            cells.append(Cell(prose=prose, code=code, first_line=start + i + lead + 1, shows=shown_name(code)))
     return Tutorial(path=path, title=title.strip(), intro=intro.strip(), cells=cells)
+
+
+def shown_name(code: str) -> str | None:
+    """The bare name a cell's code ends with (the figure the cell shows), or None."""
+    body = ast.parse(code).body if code else []
+    last = body[-1] if body else None
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name):
+        return last.value.id
+    return None
 
 
 def subprocess_env() -> dict[str, str]:
@@ -133,21 +184,39 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run(tutorial: Tutorial, python: str = sys.executable) -> list[str]:
-    """Each cell's printed output, from one subprocess running the whole script."""
-    cells = [(cell.first_line, cell.code) for cell in tutorial.cells]
+def _run_cells(tutorials: list[Tutorial], *, draw: bool, python: str = sys.executable) -> list[dict]:
+    """Run the tutorials' cells in one subprocess; per tutorial its outputs (and figures)."""
+    jobs = [
+        (str(t.path), [(c.first_line, c.code, c.shows, key) for c, key in zip(t.cells, t.figure_keys())])
+        for t in tutorials
+    ]
     done = subprocess.run(
         [python, "-c", _CELL_RUNNER],
-        input=json.dumps([str(tutorial.path), cells]),
+        input=json.dumps([jobs, {"height": FIGURE_HEIGHT_PX} if draw else None]),
         capture_output=True, text=True, encoding="utf-8", env=subprocess_env(), cwd=REPO, timeout=TIMEOUT_S,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{tutorial.path.name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    outputs = json.loads(done.stdout)
+        names = ", ".join(t.path.name for t in tutorials)
+        raise RuntimeError(f"{names}: failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout)
+
+
+def run(tutorial: Tutorial, python: str = sys.executable) -> list[str]:
+    """Each cell's printed output, from one subprocess running the whole script."""
+    outputs = _run_cells([tutorial], draw=False, python=python)[0]["outputs"]
     for cell, output in zip(tutorial.cells, outputs):
         if output and not output.endswith("\n"):
             raise ValueError(f"{tutorial.path.name}: the cell at line {cell.first_line} prints no final newline")
     return outputs
+
+
+def figures(tutorials: list[Tutorial], python: str = sys.executable) -> dict[str, str]:
+    """Every figure the tutorials show, by key, as an HTML fragment; one subprocess runs them all."""
+    drawn = {}
+    for tutorial, result in zip(tutorials, _run_cells(tutorials, draw=True, python=python)):
+        keys = [key for key in tutorial.figure_keys() if key]
+        drawn.update(zip(keys, result["figures"], strict=True))
+    return drawn
 
 
 def fence(text: str, info: str) -> str:
@@ -173,13 +242,15 @@ def render(tutorial: Tutorial, outputs: list[str]) -> str:
         f"The whole script is [`{script}`]({script}); every output below was printed by running it "
         "(CPU, float32, fixed seeds)."
     )
-    for cell, output in zip(tutorial.cells, outputs):
+    for cell, output, key in zip(tutorial.cells, outputs, tutorial.figure_keys()):
         if cell.prose:
             parts.append(cell.prose)
         if cell.code:
             parts.append(fence(cell.code, "python"))
         if output:
             parts.append(fence(output, OUTPUT_INFO))
+        if key:
+            parts.append(FIGURE_PLACEHOLDER.format(key=key))
     return "\n\n".join(parts) + "\n"
 
 
@@ -201,11 +272,12 @@ def index_page(tutorials: list[Tutorial]) -> str:
     return (
         "<!-- Generated by docs/tutorials/generate.py. -->\n"
         "# Tutorials\n\n"
-        "Each tutorial is a runnable script in `docs/tutorials/scripts/`; its page shows the code and the "
-        "output it printed when the page was generated. The first ones use the small offline model "
-        "`tiny-english` (GPT-2's tokenizer and architecture, 4 layers, trained for minutes on Python's "
-        "documentation); the attention and intervention tutorials use the hand-built `toy-induction` model, "
-        "whose circuit is known. Neither needs a download.\n\n"
+        "Each tutorial is a runnable script in `docs/tutorials/scripts/`; its page shows the code, the "
+        "output it printed when the page was generated, and its figure, drawn by running the script when "
+        "the site is built. Most use the small offline model `tiny-english` (GPT-2's tokenizer and "
+        "architecture, 4 layers, trained for minutes on Python's documentation); the attention-pattern and "
+        "intervention tutorials use the hand-built `toy-induction` model, whose circuit is known. Neither "
+        "needs a download.\n\n"
         f"{rows}\n\n"
         "Regenerate the pages after editing a script:\n\n"
         "```bash\npython docs/tutorials/generate.py          # all\n"

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from .. import names as N
 from ..errors import InvalidArgumentError, ShapeError
+from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
 from .gradients import Edit, copy_rows, grad_run
@@ -116,7 +117,7 @@ class _Weights:
         blocks = probe.model.transformer.h
         self.ln1 = [(b.ln_1.weight.detach().double(), b.ln_1.bias.detach().double(), b.ln_1.eps) for b in blocks]
         self.ln2 = [(b.ln_2.weight.detach().double(), b.ln_2.eps) for b in blocks]
-        self.scaling = [b.attn.scaling for b in blocks]
+        self.scaling = [attention_scaling(b.attn) for b in blocks]
 
 
 def _grad_names(n_layers: int) -> list[str]:

@@ -9,14 +9,14 @@ including the two things that surprise people most: leading spaces, and padding.
 import torch
 
 import gpt2probe
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
 
 # %%
 # `gpt2probe.load` accepts a hub id such as `"gpt2"`, a directory written by
-# `save_pretrained`, or a model object. The shipped model needs no download.
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+# `save_pretrained`, a model object, or the name of a model shipped with gpt2probe
+# (`"tiny-english"`, `"toy-induction"`), which needs no download.
+probe = gpt2probe.load("tiny-english", device="cpu")
 print(probe)
 print("vocabulary size:", probe.cfg.d_vocab)
 
@@ -78,3 +78,27 @@ print("prompt 0 occupies positions", batch.real_positions(0))
 # the pads: the first real token of every prompt is position 0, as if it ran alone.
 # `Tokens.position_ids` computes them from the mask (pads get 0; the mask hides them).
 print(batch.position_ids)
+
+# %%
+# ## The figure: a left-padded batch
+#
+# The batch above, drawn: one row per prompt, one column per position, each cell
+# labelled with its token (a space shows as `␣`). Blue cells are real tokens (attention
+# mask 1); grey cells are the `<|endoftext|>` pads (mask 0) that the short prompt gets on
+# its left, so that both prompts end in the last column.
+import plotly.graph_objects as go  # noqa: E402
+
+from gpt2probe.report import display_token  # noqa: E402
+from gpt2probe.report.style import category_axis  # noqa: E402
+
+cells = [[display_token(probe.to_string([i])) for i in row.tolist()] for row in batch.ids]
+figure = go.Figure(go.Heatmap(
+    z=batch.attention_mask.tolist(), text=cells, texttemplate="%{text}", showscale=False,
+    colorscale=[[0, "#dddddd"], [1, "#9ecae1"]], zmin=0, zmax=1, xgap=2, ygap=2, textfont=dict(size=13),
+    hovertemplate="prompt %{y}, position %{x}: %{text}<br>attention mask %{z}<extra></extra>",
+))
+figure.update_xaxes(title_text="position")
+figure.update_yaxes(category_axis(["prompt 0", "prompt 1"]), autorange="reversed")
+figure.update_layout(title="A left-padded batch: tokens, and the attention mask (grey = pad)", height=260,
+                     template="plotly_white")
+figure

@@ -9,10 +9,9 @@ a left-padded batch needs position ids.
 import torch
 
 import gpt2probe
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 
 # %%
 # ## Logits: `[batch, pos, d_vocab]`
@@ -68,3 +67,23 @@ alone = probe(prompts[0])[0]
 wrong = no_positions[0, batch.real_positions(0)]
 print(f"without position ids: max |batch - alone| = {(wrong - alone).abs().max().item():.2f}")
 print("position ids used by the probe:", batch.position_ids[0].tolist())
+
+# %%
+# ## The figure: one row of logits
+#
+# The last position's logits (the scores for the token after `"The function returns a
+# list of"`), for the 10 highest-scoring tokens. They are raw scores, not
+# probabilities: the next tutorial turns them into probabilities with a softmax.
+import plotly.graph_objects as go  # noqa: E402
+
+from gpt2probe.report import display_token  # noqa: E402
+from gpt2probe.report.style import category_axis  # noqa: E402
+
+top = logits[0, -1].topk(10)
+labels = [display_token(probe.to_string([i])) for i in top.indices.tolist()]
+figure = go.Figure(go.Bar(x=list(range(10)), y=top.values.tolist(), text=labels,
+                          hovertemplate="%{text}: logit %{y:.2f}<extra></extra>", textposition="none"))
+figure.update_xaxes(category_axis(labels), title_text="token")
+figure.update_layout(title="The 10 largest logits at the last position", yaxis_title="logit", height=360,
+                     template="plotly_white")
+figure

@@ -9,10 +9,9 @@ import torch
 
 import gpt2probe
 from gpt2probe.generation import next_token
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 
 # %%
 # ## By hand
@@ -67,3 +66,22 @@ actual = logprobs[:-1].gather(-1, ids[0, 1:, None])[:, 0]
 for token, lp in zip(probe.to_str_tokens(text)[1:], actual.tolist()):
     print(f"{token!r:<12} log p = {lp:7.3f}")
 print(f"mean loss: {-actual.mean().item():.3f} nats per token")
+
+# %%
+# ## The figure: the text, scored
+#
+# Each bar is the log-probability the model gave to one token of the text, given the
+# tokens before it (the numbers printed above). Bars near 0 are tokens the model
+# expected; long bars are surprises.
+import plotly.graph_objects as go  # noqa: E402
+
+from gpt2probe.report import display_token  # noqa: E402
+from gpt2probe.report.style import category_axis  # noqa: E402
+
+scored = probe.to_str_tokens(text)[1:]
+figure = go.Figure(go.Bar(x=list(range(len(scored))), y=actual.tolist(),
+                          hovertemplate="token %{x}: log p %{y:.3f}<extra></extra>"))
+figure.update_xaxes(category_axis([display_token(t) for t in scored]), title_text="token (predicted from the ones before)")
+figure.update_layout(title="Log-probability of each actual next token", yaxis_title="log p (nats)", height=380,
+                     template="plotly_white")
+figure

@@ -9,10 +9,9 @@ import torch
 
 import gpt2probe
 from gpt2probe.generation import generate
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 
 # %%
 # ## The loop, by hand
@@ -77,3 +76,20 @@ chosen = probs[n_prompt - 1 : -1].gather(-1, sequence[n_prompt:, None])[:, 0]
 for step in (0, 1, 2, 5, 10, 20, 30, 40, 50, 59):
     token = probe.to_string([new[step]])
     print(f"step {step:>2}: chose {token!r:<6} with p = {chosen[step].item():.3f}")
+
+# %%
+# ## The figure: how sure each greedy step was
+#
+# The probability the model gave to each token greedy decoding chose, step by step (hover
+# for the token). The early steps are uncertain; once the continuation has fallen into
+# its cycle, every repetition is more probable than the last.
+import plotly.graph_objects as go  # noqa: E402
+
+from gpt2probe.report import display_token  # noqa: E402
+
+chosen_tokens = [display_token(probe.to_string([i])) for i in new]
+figure = go.Figure(go.Scatter(x=list(range(len(new))), y=chosen.tolist(), mode="lines+markers", text=chosen_tokens,
+                              hovertemplate="step %{x}: %{text} with p = %{y:.3f}<extra></extra>"))
+figure.update_layout(title="Probability of the token greedy decoding chose, per step", xaxis_title="step",
+                     yaxis_title="p(chosen token)", yaxis_range=[0, 1], height=360, template="plotly_white")
+figure

@@ -11,10 +11,9 @@ import torch
 
 import gpt2probe
 from gpt2probe.generation import generate, sampling_probs
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 prompt = "The function returns"
 logits = probe(prompt)[0, -1]
 
@@ -75,3 +74,26 @@ for label, settings in [
 ]:
     out = generate(probe, prompt, max_new_tokens=12, seed=0, **settings)
     print(f"{label:<16} {out.continuations[0]!r}")
+
+# %%
+# ## The figure: one distribution, three temperatures
+#
+# The probabilities of the 10 most likely next tokens after `"The function returns"` at
+# temperature 0.5, 1 and 2. Low temperature piles the probability onto the top token;
+# high temperature spreads it over many.
+import plotly.graph_objects as go  # noqa: E402
+
+from gpt2probe.report import display_token  # noqa: E402
+from gpt2probe.report.style import category_axis  # noqa: E402
+
+top_ids = logits.topk(10).indices
+labels = [display_token(probe.to_string([i])) for i in top_ids.tolist()]
+figure = go.Figure([
+    go.Bar(name=f"temperature {t}", x=list(range(10)), y=sampling_probs(logits, temperature=t)[top_ids].tolist(),
+           hovertemplate=f"temperature {t}: p = %{{y:.3f}}<extra></extra>")
+    for t in (0.5, 1.0, 2.0)
+])
+figure.update_xaxes(category_axis(labels), title_text="token")
+figure.update_layout(title="The top 10 tokens' probabilities at three temperatures", barmode="group",
+                     yaxis_title="probability", height=380, template="plotly_white")
+figure

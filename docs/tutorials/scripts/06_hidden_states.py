@@ -11,10 +11,9 @@ import torch
 
 import gpt2probe
 from gpt2probe import names
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 prompt = "The function returns a list of"
 
 # %%
@@ -100,3 +99,23 @@ try:
     probe.run_with_cache(prompt, names=["blocks.0.hook_resid_psot"])
 except gpt2probe.HookNameError as error:
     print("HookNameError:", error)
+
+# %%
+# ## The figure: the stream's norm, layer by layer
+#
+# The norm of the residual stream entering each block (and the final one), at every
+# position of the prompt: the `accumulated_resid` stack from above. Each block adds to
+# the stream, so at every position the norm grows from the embeddings (bottom) to the
+# final stream (top); the first token's stream ends up the largest.
+import plotly.graph_objects as go  # noqa: E402
+
+from gpt2probe.report import display_token  # noqa: E402
+from gpt2probe.report.style import category_axis, colorbar  # noqa: E402
+
+norms = stack[:, 0].norm(dim=-1)  # [stream, pos]
+figure = go.Figure(go.Heatmap(z=norms.tolist(), colorscale="Viridis", colorbar=colorbar("norm"),
+                              hovertemplate="stream %{y}, position %{x}: norm %{z:.2f}<extra></extra>"))
+figure.update_xaxes(category_axis([display_token(t) for t in probe.to_str_tokens(prompt)]), title_text="token")
+figure.update_yaxes(category_axis(labels), title_text="stream")
+figure.update_layout(title="Norm of the residual stream entering each block", height=360, template="plotly_white")
+figure

@@ -10,10 +10,9 @@ import torch
 
 import gpt2probe
 from gpt2probe import names
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 cfg = probe.cfg
 
 # %%
@@ -84,3 +83,22 @@ print(f"logit of ' strings': {logits[0, -1, token].item():.4f}; dot with its emb
 # edited weights, clone them or edit a copy of the model.
 print("shares memory with the model:", probe.W_E.data_ptr() == model.transformer.wte.weight.data_ptr())
 print("requires grad:", probe.W_E.requires_grad)
+
+# %%
+# ## The figure: where the parameters are
+#
+# The parameter count of each kind of tensor, summed over the layers (the tied
+# unembedding counted once, with the token embedding). In this small model the token
+# embedding, `d_vocab * d_model`, dwarfs everything else; in GPT-2 small it is still
+# about a third of the 124 M.
+import plotly.graph_objects as go  # noqa: E402
+
+groups = {"token embedding": 0, "position embedding": 0, "attention": 0, "MLP": 0, "layer norms": 0}
+for name, p in model.named_parameters():
+    kind = ("token embedding" if "wte" in name else "position embedding" if "wpe" in name
+            else "attention" if ".attn." in name else "MLP" if ".mlp." in name else "layer norms")
+    groups[kind] += p.numel()
+figure = go.Figure(go.Bar(x=list(groups), y=list(groups.values()), hovertemplate="%{x}: %{y:,} parameters<extra></extra>"))
+figure.update_layout(title=f"{total:,} parameters, by kind", yaxis_title="parameters", yaxis_type="log", height=360,
+                     template="plotly_white")
+figure

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 
 import gpt2probe
 from gpt2probe import names
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 prompt = "The function returns a list of the"
 
 # %%
@@ -96,3 +95,18 @@ with tempfile.TemporaryDirectory() as tmp:
     lens.save(Path(tmp) / "lens.safetensors")
     loaded = gpt2probe.LensResult.load(Path(tmp) / "lens.safetensors")
 print("loaded:", loaded.prompts, torch.equal(loaded[1].top_ids, lens[1].top_ids))
+
+# %%
+# ## The figure
+#
+# `gpt2probe.report.lens_heatmap` draws a lens result: one row per stream (the embeddings
+# at the bottom, the model's output at the top), one column per input token. Each cell
+# shows that stream's top-1 prediction for the next token, coloured by its probability;
+# the top axis shows the token that actually comes next, and outlined cells are those
+# whose top-1 is that token. The buttons switch the colour to the entropy, the KL to the
+# final prediction, or the actual next token's probability or rank; hovering a cell
+# lists its top-k.
+from gpt2probe import report  # noqa: E402
+
+figure = report.lens_heatmap(gpt2probe.logit_lens(probe, prompt, k=3, targets="next")[0], metric="prob")
+figure

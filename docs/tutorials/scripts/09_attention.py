@@ -12,11 +12,10 @@ import torch
 
 import gpt2probe
 from gpt2probe import head_scores, names
-from gpt2probe.shipped import shipped_model
 from gpt2probe.toy import repeated_random_tokens
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("toy-induction"), device="cpu")
+probe = gpt2probe.load("toy-induction", device="cpu")
 print(probe)
 
 # %%
@@ -88,7 +87,7 @@ print("patterns returned under sdpa:", len(patterns))
 # `hook_attn_scores`, it switches the model to a hooked copy of Hugging Face's eager
 # attention (same mask, same arithmetic), and switches back afterwards. The patterns
 # match a model loaded with eager attention:
-eager = gpt2probe.load(shipped_model("toy-induction"), device="cpu", attn_implementation="eager")
+eager = gpt2probe.load("toy-induction", device="cpu", attn_implementation="eager")
 with torch.no_grad():
     reference = eager.model(ids, output_attentions=True).attentions
 for layer in range(probe.cfg.n_layers):
@@ -102,10 +101,15 @@ print("implementation after the capture:", probe.model.config._attn_implementati
 # `gpt2probe.report.attention_figures.pattern_figure` draws every head's pattern as an
 # interactive heatmap with a head selector, and `score_grid_figure` the scores as
 # `[layer, head]` grids; `gpt2probe.report.write_html` writes them into one
-# self-contained page.
+# self-contained page. Below, the pattern figure of this input: rows are queries,
+# columns keys, the colour the attention weight, and the dropdown switches heads:
+# `L0H0` is a diagonal one step below the main one (the previous token); `L1H0`, in the
+# second copy, a diagonal one step after the first copy's matching token; the other
+# heads spread their weight evenly over the earlier tokens.
 from gpt2probe.report.attention_figures import pattern_figure  # noqa: E402
 
 tokens = [str(i) for i in ids[0].tolist()]
 patterns = {layer: cache[names.pattern(layer)][0] for layer in range(probe.cfg.n_layers)}
 figure = pattern_figure(patterns, tokens, scores=scores)
 print(type(figure).__name__, "with", len(figure.data), "heatmaps")
+figure

@@ -12,10 +12,9 @@ import torch
 import gpt2probe
 from gpt2probe import names
 from gpt2probe.interventions import patch
-from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("toy-induction"), device="cpu")
+probe = gpt2probe.load("toy-induction", device="cpu")
 
 # %%
 # ## Clean and corrupted inputs
@@ -88,3 +87,18 @@ print(f"by hand: {value:.2f}; from patch(): {result.values[1, 5].item():.2f}")
 noised = patch(probe, clean, corrupted, kind="head", answer=ANSWER, wrong=WRONG, direction="noise")
 for layer, row in zip(noised.axis_labels[0], noised.values.tolist()):
     print(f"{layer:<3}", " ".join(f"H{h} {v:5.2f}" for h, v in enumerate(row)))
+
+# %%
+# ## The figure
+#
+# `gpt2probe.report.patching_heatmap` draws the residual-stream patching result from
+# above: one row per layer, one column per position, each cell the normalised metric
+# after patching that one stream (1 = the clean answer fully restored, 0 = no effect;
+# blue positive, red negative). The two restoring cells are position 5 entering layers 0
+# and 1, where the inputs differ; the figure's subtitle gives the raw clean and corrupted
+# metrics the normalisation is based on.
+from gpt2probe import report  # noqa: E402
+
+figure = report.patching_heatmap(result, "Patching the residual stream, clean into corrupted",
+                                 "the stream entering one layer at one position")
+figure

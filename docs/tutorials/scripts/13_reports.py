@@ -14,10 +14,10 @@ import torch
 
 import gpt2probe
 from gpt2probe import report
-from gpt2probe.shipped import NOTES, shipped_model
+from gpt2probe.shipped import NOTES
 
 torch.manual_seed(0)
-probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+probe = gpt2probe.load("tiny-english", device="cpu")
 
 # %%
 # ## Tokens that look like markup
@@ -58,3 +58,11 @@ with tempfile.TemporaryDirectory() as tmp:
 print("self-contained (no <script src=...>):", "<script src=" not in page)
 print("network requests forbidden:", "default-src 'none'" in page)
 print("the raw prompt's <b> never reaches the page unescaped:", "<b>bold</b>" not in page)
+
+# %%
+# ## The figure
+#
+# The lens heatmap written into that report, drawn here. Its tick labels show the
+# prompt's tokens literally: `&amp;`, `<b>` and `</b>` appear as typed, not as `&` or
+# as bold text, and the spaces before words show as `␣`.
+figure
