@@ -163,6 +163,28 @@ def test_topk_and_summaries_merge_in_any_order():
     assert isinstance(cand, TopK) and int((cand.doc >= 0).sum(1).max()) == int(valid.sum())
 
 
+def test_threshold_filtered_topk_equals_merging_every_batch_in_full():
+    """The update looks only at values that reach a unit's k-th value; the result must be the full merge's."""
+    gen = torch.Generator().manual_seed(3)
+    n_batches, n_batch, n_pos, n_units, k, window = 9, 3, 11, 6, 5, 2
+    acts = (torch.randn(n_batches, n_batch, n_pos, n_units, generator=gen) * 4).round() / 4  # ties
+    acts[..., 0] = 0.0  # a dead unit: every value ties
+    tokens = torch.randint(0, 99, (n_batches, n_batch, n_pos), generator=gen)
+    ids = torch.randperm(n_batches * n_batch * n_pos, generator=gen).view(n_batches, n_batch, n_pos)
+    doc, pos = ids // 7, ids % 7  # documents in shuffled order
+    valid = torch.full((n_batches, n_batch), n_pos)
+    valid[2, 0], valid[5, 2], valid[7, 1] = 4, 9, 0  # padding mid-batch, at the end, a whole empty window
+    summary = UnitSummary(lo=torch.full((n_units,), -2.0), hi=torch.full((n_units,), 2.0), n_bins=5, threshold=0.0,
+                          window=window, k=k)
+    reference = TopK.empty(n_units, k, window)
+    for i in range(n_batches):
+        summary.update(acts[i], tokens[i], doc[i], pos[i], valid[i])
+        reference = reference.merge(batch_candidates(acts[i], tokens[i], doc[i], pos[i], valid[i], k, window))
+        for field in ("values", "doc", "pos", "ctx_tokens"):
+            assert torch.equal(getattr(summary.top, field), getattr(reference, field)), (i, field)
+        assert torch.equal(summary.top.ctx_acts.nan_to_num(-7.0), reference.ctx_acts.nan_to_num(-7.0)), i
+
+
 def test_interrupted_and_resumed_run_is_identical(tiny, texts, tmp_path):
     from gpt2probe.harvest.runner import Options, run_harvest
 

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="shuffle documents within each block with this seed (default: none)")
     p.add_argument("--block-chars", type=positive_int, help="characters per unit of work (default: 65536)")
     p.add_argument("--max-documents", type=positive_int, help="only the first N documents")
-    p.add_argument("--checkpoint-every", type=positive_int, default=64, help="windows between checkpoints (default: 64)")
+    p.add_argument("--checkpoint-every", type=positive_int,
+                   help="windows between checkpoints (default: after the first batch past 60 s since the last)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted harvest in --out")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda:LOCAL_RANK under torchrun, else the best)")
     p.add_argument("--dtype", help="float32 (default), float16, bfloat16")

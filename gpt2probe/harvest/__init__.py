@@ -43,7 +43,7 @@ def harvest(
     seed: int | None = None,
     block_chars: int | None = None,
     resume: bool = False,
-    checkpoint_every: int = 64,
+    checkpoint_every: int | None = None,
     progress: bool = True,
     model_source: str | None = None,
 ) -> Harvest:
@@ -61,7 +61,7 @@ def harvest(
         save_raw: hooks whose raw activations are also written as Parquet shards.
         seed: shuffles documents within each block (``None``: corpus order).
         resume: continue an interrupted run in ``out`` (same model, corpus, hooks and options).
-        checkpoint_every: windows between checkpoints (per process).
+        checkpoint_every: windows between checkpoints (per process); ``None``: one a minute or so.
 
     Returns:
         The :class:`Harvest` (on every process that can read ``out``).

@@ -333,13 +333,17 @@ def pack(block: Block, tokenizer, *, seq_len: int, eos: int, seed: int | None = 
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + block.index)
         docs = [docs[i] for i in torch.randperm(len(docs), generator=gen).tolist()]
     encoded = tokenizer.backend_tokenizer.encode_batch([t for _, t in docs], add_special_tokens=False)
-    ids, doc_ids, positions = [], [], []
-    for (doc_id, _), enc in zip(docs, encoded):
-        n = len(enc.ids) + 1
-        ids.append(torch.tensor([*enc.ids, eos], dtype=torch.int64))
-        doc_ids.append(torch.full((n,), doc_id, dtype=torch.int64))
-        positions.append(torch.arange(n, dtype=torch.int64))
-    flat_ids, flat_doc, flat_pos = torch.cat(ids), torch.cat(doc_ids), torch.cat(positions)
+    ids: list[int] = []
+    lengths = []
+    for enc in encoded:
+        ids += enc.ids
+        ids.append(eos)
+        lengths.append(len(enc.ids) + 1)
+    flat_ids = torch.tensor(ids, dtype=torch.int64)
+    lengths_t = torch.tensor(lengths, dtype=torch.int64)
+    flat_doc = torch.tensor([doc_id for doc_id, _ in docs], dtype=torch.int64).repeat_interleave(lengths_t)
+    starts = torch.cumsum(lengths_t, 0) - lengths_t  # each document's first index in the stream
+    flat_pos = torch.arange(flat_ids.shape[0], dtype=torch.int64) - starts.repeat_interleave(lengths_t)
     total = flat_ids.shape[0]
     n_windows = -(-total // seq_len)
     pad = n_windows * seq_len - total

@@ -16,7 +16,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,11 @@ from .units import HookPlan, plan_hooks
 
 CHECKPOINT_DIR = "checkpoint"
 RUN_FILE = "run.json"
+# Without --checkpoint-every, a rank checkpoints after the first batch that ends this long after
+# its previous checkpoint. Writing every summary (tens of MB for GPT-2 small) after a fixed
+# number of windows would cost more than the harvest on a fast device; what a crash loses is
+# bounded by time instead. Checkpoint timing never changes the result.
+CHECKPOINT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def _stop(tensor, hook):
 
 
 def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathLike, *, options: Options,
-                directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_every: int = 64,
+                directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_every: int | None = None,
                 progress: bool = True, model_source: str | None = None, stop_after_windows: int | None = None
                 ) -> Harvest | None:
     """Harvest ``hooks`` over ``corpus`` into ``out``; see :func:`gpt2probe.harvest`.
@@ -114,7 +120,7 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
     out = Path(out)
     cfg = probe.cfg
     options.check(cfg.n_ctx)
-    if checkpoint_every < 1:
+    if checkpoint_every is not None and checkpoint_every < 1:
         raise HarvestConfigError(f"checkpoint_every must be at least 1 window, got {checkpoint_every}")
     plans = plan_hooks(list(hooks) if not isinstance(hooks, str) else [hooks], probe.hook_names,
                        d_model=cfg.d_model, d_mlp=cfg.d_mlp, n_heads=cfg.n_heads, directions=directions)
@@ -207,7 +213,7 @@ def _ckpt_path(out: Path, rank: int, world: int) -> Path:
 
 
 def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Options, resume: bool,
-         checkpoint_every: int, progress: bool, model_source: str | None, stop_after_windows: int | None):
+         checkpoint_every: int | None, progress: bool, model_source: str | None, stop_after_windows: int | None):
     rank, world = _rank_world()
     fingerprint = _fingerprint(probe, corpus, plans, options, world)
     state = _check_out_dir(out, fingerprint, resume)
@@ -282,15 +288,31 @@ def _eos(probe) -> int:
     return int(eos)
 
 
-def _forward(probe, tokens: Tensor, pairs: list) -> None:
-    """Run the transformer body (no unembedding) with ``pairs`` attached, stopping after the last hooked name."""
+@contextmanager
+def _hooked(probe, pairs: list) -> Iterator[Callable[[Tensor], None]]:
+    """A function running the transformer body (no unembedding) with ``pairs`` attached.
+
+    Hooks are attached once for the whole loop, not per batch; each pass stops after the last
+    hooked name (nothing after it is needed).
+    """
     order = {n: i for i, n in enumerate(probe.hook_names)}
     last = max((name for name, _ in pairs), key=order.__getitem__)
-    with probe.registry.using([*pairs, (last, _stop)]), torch.no_grad():
+    body, device = probe.model.transformer, probe.cfg.device
+
+    def run(tokens: Tensor) -> None:
         try:
-            probe.model.transformer(input_ids=tokens.to(probe.cfg.device), use_cache=False)
+            body(input_ids=tokens.to(device), use_cache=False)
         except _Stop:
             pass
+
+    with probe.registry.using([*pairs, (last, _stop)]), torch.no_grad():
+        yield run
+
+
+def _forward(probe, tokens: Tensor, pairs: list) -> None:
+    """One hooked pass of the body over ``tokens``."""
+    with _hooked(probe, pairs) as run:
+        run(tokens)
 
 
 def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank, world, checkpoint_every,
@@ -320,34 +342,39 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
 
     pairs = [(p.name, summarise(p)) for p in plans]
     started, base_seconds = time.perf_counter(), state["seconds"]
+    last_checkpoint = started
+    eos = _eos(probe)
     try:
-        for block in blocks(corpus, options.block_chars):
-            if block.index % world != rank or block.index < state["block"]:
-                continue
-            packed = pack(block, probe.tokenizer, seq_len=options.seq_len, eos=_eos(probe), seed=options.seed)
-            start = state["window"] if block.index == state["block"] else 0
-            for w in range(start, packed.n_windows, options.batch_size):
-                sl = slice(w, min(w + options.batch_size, packed.n_windows))
-                batch_meta.update(block=block.index, window=w, tokens=packed.tokens[sl], doc=packed.doc[sl],
-                                  pos=packed.pos[sl], valid=packed.valid[sl])
-                _forward(probe, packed.tokens[sl], pairs)
-                n_win, n_tok = sl.stop - sl.start, int(packed.valid[sl].sum())
-                state.update(block=block.index, window=sl.stop, windows=state["windows"] + n_win,
-                             tokens=state["tokens"] + n_tok, seconds=base_seconds + time.perf_counter() - started)
-                if sl.stop == packed.n_windows:
-                    state.update(block=block.index + 1, window=0)
-                since += n_win
-                if bar is not None:
-                    bar.update(n_tok)
-                if since >= checkpoint_every:
-                    _checkpoint(ckpt, summaries, state, raw)
-                    since = 0
-                    if stop_after_windows is not None and state["windows"] >= stop_after_windows:
-                        return
-            done_chars += block.chars
-            if bar is not None and done_chars:
-                bar.total = max(bar.n, int(bar.n / done_chars * bar.rank_chars))
-                bar.refresh()
+        with _hooked(probe, pairs) as forward:
+            for block in blocks(corpus, options.block_chars):
+                if block.index % world != rank or block.index < state["block"]:
+                    continue
+                packed = pack(block, probe.tokenizer, seq_len=options.seq_len, eos=eos, seed=options.seed)
+                start = state["window"] if block.index == state["block"] else 0
+                for w in range(start, packed.n_windows, options.batch_size):
+                    sl = slice(w, min(w + options.batch_size, packed.n_windows))
+                    batch_meta.update(block=block.index, window=w, tokens=packed.tokens[sl], doc=packed.doc[sl],
+                                      pos=packed.pos[sl], valid=packed.valid[sl])
+                    forward(packed.tokens[sl])
+                    n_win, n_tok = sl.stop - sl.start, int(packed.valid[sl].sum())
+                    now = time.perf_counter()
+                    state.update(block=block.index, window=sl.stop, windows=state["windows"] + n_win,
+                                 tokens=state["tokens"] + n_tok, seconds=base_seconds + now - started)
+                    if sl.stop == packed.n_windows:
+                        state.update(block=block.index + 1, window=0)
+                    since += n_win
+                    if bar is not None:
+                        bar.update(n_tok)
+                    due = since >= checkpoint_every if checkpoint_every else now - last_checkpoint >= CHECKPOINT_SECONDS
+                    if due:
+                        _checkpoint(ckpt, summaries, state, raw)
+                        since, last_checkpoint = 0, time.perf_counter()
+                        if stop_after_windows is not None and state["windows"] >= stop_after_windows:
+                            return
+                done_chars += block.chars
+                if bar is not None and done_chars:
+                    bar.total = max(bar.n, int(bar.n / done_chars * bar.rank_chars))
+                    bar.refresh()
         state["done"] = True
         _checkpoint(ckpt, summaries, state, raw)
     finally:

@@ -21,11 +21,57 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .topk import FIELDS as TOPK_FIELDS
-from .topk import TopK, batch_candidates
+from .topk import TopK, batch_candidates, contexts, merge_sparse
 
 
 class NonFiniteActivationError(ValueError):
     """Raised by :meth:`UnitSummary.update` for a NaN or infinite activation."""
+
+
+def valid_rows(acts: Float[Tensor, "batch pos unit"], valid: Tensor) -> tuple[Float[Tensor, "token unit"], Tensor | None]:
+    """The ``[token, unit]`` rows of the real (not padding) positions, and their flat ``b * pos + p`` indices.
+
+    In a harvest only a block's last window is short, and it is the batch's last, so the real
+    positions are a prefix of the flattened batch: then the rows are a view (no copy) and the
+    index is ``None`` (row ``i`` is position ``i``).
+    """
+    n_batch, n_pos, n_units = acts.shape
+    flat = acts.reshape(n_batch * n_pos, n_units)
+    valid = valid.cpu()
+    if n_batch == 0 or bool((valid[:-1] == n_pos).all()):
+        return flat[: (n_batch - 1) * n_pos + int(valid[-1].clamp(0, n_pos))] if n_batch else flat, None
+    keep = (torch.arange(n_pos) < valid[:, None]).reshape(-1)
+    rows = keep.nonzero().squeeze(1)
+    return flat.index_select(0, rows.to(flat.device)), rows
+
+
+def _batch_moments(flat: Float[Tensor, "token unit"], scratch: Tensor) -> tuple[Tensor, Tensor]:
+    """Each unit's batch mean (float64 sum) and sum of squared deviations M2 (float32 sum, corrected in float64).
+
+    The mean is summed in float64, so that merged means agree to float64 rounding in any
+    order. M2 sums squared deviations from the float32-rounded mean ``c`` in float32 (a float64
+    sum first converts every value, several times the cost of the sum; torch's cascade
+    summation keeps the relative error near a few float32 roundings), then removes the
+    rounding of ``c`` exactly: ``M2 = S2 - n (mean - c)**2``.
+    """
+    n = flat.shape[0]
+    mean = flat.sum(0, dtype=torch.float64) / n
+    centre = mean.to(flat.dtype)
+    dev = torch.sub(flat, centre, out=scratch)
+    s2 = dev.mul_(dev).sum(0).double()
+    shift = mean - centre.double()
+    return mean, (s2 - n * shift * shift).clamp_min(0)
+
+
+def _count_above(flat: Float[Tensor, "token unit"], threshold: float, scratch: Tensor) -> Tensor:
+    """How many values of each unit exceed ``threshold`` (int64 on the CPU).
+
+    Summing a bool tensor converts it to int64 first; 0.0/1.0 floats summed in float32 are
+    exact below 2**24 rows and several times faster.
+    """
+    if flat.shape[0] >= 2**24:
+        return (flat > threshold).sum(0).cpu()
+    return torch.gt(flat, threshold, out=scratch).sum(0).to(torch.int64).cpu()
 
 
 def chan_merge(n_a: Tensor, mean_a: Tensor, m2_a: Tensor, n_b: Tensor, mean_b: Tensor, m2_b: Tensor):
@@ -85,43 +131,79 @@ class UnitSummary:
     def update(self, acts: Float[Tensor, "batch pos unit"], tokens: Tensor, doc: Tensor, pos: Tensor,
                valid: Tensor) -> None:
         """Add one batch; positions at or after ``valid[b]`` are padding and ignored."""
-        _, n_pos, n_units = acts.shape
-        keep = (torch.arange(n_pos) < valid[:, None]).reshape(-1)
-        flat = acts.reshape(-1, n_units)
-        if not bool(keep.all()):
-            flat = flat[keep.to(flat.device)]
+        n_batch, n_pos, n_units = acts.shape
+        flat, rows = valid_rows(acts, valid)
         n = flat.shape[0]
         if n == 0:
             return
-        bmax, bmin = flat.amax(0), flat.amin(0)
-        if not (torch.isfinite(bmax).all() and torch.isfinite(bmin).all()):
+        # Two reductions: torch.aminmax over the outer axis is many times slower than amin + amax.
+        bmin, bmax = flat.amin(0), flat.amax(0)
+        if not bool(torch.isfinite(bmin).all() & torch.isfinite(bmax).all()):
             raise NonFiniteActivationError("an activation is NaN or infinite")
-        # Batch mean in float64; squared deviations around the float32-rounded mean, corrected exactly.
-        mean_b = flat.sum(0, dtype=torch.float64) / n
-        centre = mean_b.to(flat.dtype)
-        dev = flat - centre
-        ss = (dev * dev).sum(0, dtype=torch.float64)
-        shift = mean_b - centre.double()
-        m2_b = (ss - n * shift * shift).clamp_min(0)
+        scratch = torch.empty_like(flat)  # one [token, unit] buffer for every pass below: no other temporaries
+        mean_b, m2_b = _batch_moments(flat, scratch)
         n_b = torch.tensor(n, dtype=torch.int64)
         self.count, self.mean, self.m2 = chan_merge(self.count, self.mean, self.m2, n_b, mean_b.cpu(), m2_b.cpu())
-        self.min = torch.minimum(self.min, bmin.float().cpu())
-        self.max = torch.maximum(self.max, bmax.float().cpu())
-        self.active += (flat > self.threshold).sum(0).cpu()
+        bmin, bmax = bmin.float().cpu(), bmax.float().cpu()
+        self.min = torch.minimum(self.min, bmin)
+        self.max = torch.maximum(self.max, bmax)
+        self.active += _count_above(flat, self.threshold, scratch)
+        self._histogram(flat, scratch)
+        self._update_top(flat, rows, bmax, acts, tokens, doc, pos, valid)
+
+    def _histogram(self, flat: Tensor, scratch: Tensor) -> None:
+        """Bin ``(x - lo) / (hi - lo) * n_bins``, floored and clamped to [-1, n_bins], shifted by 1 (in place)."""
         lo, hi = self.lo.to(flat.device), self.hi.to(flat.device)
-        scaled = (flat.float() - lo) / (hi - lo) * self.n_bins
-        idx = scaled.floor().clamp(-1, self.n_bins).long() + 1  # 0: below lo, n_bins + 1: at or above hi
-        idx += torch.arange(n_units, device=idx.device) * (self.n_bins + 2)
-        self.hist += torch.bincount(idx.reshape(-1), minlength=n_units * (self.n_bins + 2)).view(n_units, -1).cpu()
-        # Only units whose batch maximum reaches their current k-th value can change their top-k
-        # (ties included: they may win on document and position); late in a corpus that is few.
-        need = (bmax.float().cpu() >= self.top.values[:, -1]).nonzero().squeeze(1)
-        if need.numel() == n_units:
-            self.top = self.top.merge(batch_candidates(acts, tokens, doc, pos, valid, self.k, self.window))
-        elif need.numel():
-            part = acts.index_select(2, need.to(acts.device))
+        scaled = torch.sub(flat, lo, out=scratch).div_(hi - lo).mul_(self.n_bins).floor_().clamp_(-1, self.n_bins)
+        # Every value is now a small integer, so adding each unit's offset in the flat [unit, bin]
+        # table (and 1: bin 0 is below lo) is exact in float32; then one cast to int32 (half the
+        # memory traffic of int64) and one bincount.
+        width = self.n_bins + 2
+        n_units = flat.shape[1]
+        if n_units * width < 2**24:
+            idx = scaled.add_(torch.arange(n_units, device=flat.device, dtype=flat.dtype) * width + 1).to(torch.int32)
+        else:  # offsets too large for float32 integers
+            idx = scaled.to(torch.int64) + (torch.arange(n_units, device=flat.device) * width + 1)
+        self.hist += torch.bincount(idx.view(-1), minlength=n_units * width).view(n_units, width).cpu()
+
+    def _update_top(self, flat, rows, bmax, acts, tokens, doc, pos, valid) -> None:
+        """Merge the batch into the top-k, looking only at values that can enter it.
+
+        A unit's top-k can only change where the batch reaches its current k-th value (ties
+        included: they may win on document and position); late in a corpus that is a handful
+        of values. Units whose top-k is not yet full take every value (the dense path).
+        """
+        n_units = flat.shape[1]
+        kth = self.top.values[:, -1].clone()  # the dense path below rewrites rows in place
+        need = bmax >= kth
+        if not bool(need.any()):
+            return
+        full = need & torch.isfinite(kth)
+        dense = (need & ~full).nonzero().squeeze(1)
+        if dense.numel():
+            part = acts if dense.numel() == n_units else acts.index_select(2, dense.to(acts.device))
             cand = batch_candidates(part, tokens, doc, pos, valid, self.k, self.window)
-            self.top.update_rows(need, cand)
+            if dense.numel() == n_units:
+                self.top = self.top.merge(cand)
+            else:
+                self.top.update_rows(dense, cand)
+        sparse = full.nonzero().squeeze(1)
+        if not sparse.numel():
+            return
+        if sparse.numel() == n_units:
+            mask = flat >= kth.to(flat.device)
+            token, unit = mask.nonzero(as_tuple=True)
+        else:
+            dev = flat.device
+            mask = flat.index_select(1, sparse.to(dev)) >= kth[sparse].to(dev)
+            token, j = mask.nonzero(as_tuple=True)
+            unit = sparse.to(dev)[j]
+        values = flat.reshape(-1).take(token * n_units + unit).float().cpu()
+        token, unit = token.cpu(), unit.cpu()
+        row = token if rows is None else rows.cpu()[token]  # flat [batch * pos] index of each candidate
+        d, p = doc.reshape(-1)[row], pos.reshape(-1)[row]
+        merge_sparse(self.top, unit, values, d, p,
+                     lambda i: contexts(acts, tokens, valid, row[i], unit[i], self.window))
 
     def merge(self, other: UnitSummary) -> UnitSummary:
         """A new summary holding both (commutative up to float64 rounding of the mean and M2)."""

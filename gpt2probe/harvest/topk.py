@@ -74,6 +74,55 @@ class TopK:
             getattr(self, f)[rows] = getattr(merged, f)
 
 
+def merge_sparse(top: TopK, unit: Int[Tensor, " cand"], values: Float[Tensor, " cand"], doc: Int[Tensor, " cand"],
+                 pos: Int[Tensor, " cand"], context) -> None:
+    """Merge a flat list of candidate examples into full rows of ``top``, in place; the result is :meth:`TopK.merge`'s.
+
+    A batch's candidates are few (only values at or above a unit's current k-th value can
+    enter its top-k), so rather than re-sorting whole rows this inserts them: each row is
+    already in the fixed order, so a candidate's new slot is the number of the row's entries
+    ahead of it plus the number of the row's other candidates ahead of it, and an old entry
+    moves down by the number of candidates ahead of it; whatever lands at slot k or beyond
+    drops out. Every touched row must be full (no empty slot), and no candidate may repeat a
+    (document, position) already in its row. ``context(i)`` gives ``(ctx_tokens, ctx_acts)``
+    of the candidates at indices ``i``; it is called once, for those that enter a top-k.
+    """
+    k, n_ctx = top.k, top.ctx_tokens.shape[-1]
+    order = torch.argsort(pos, stable=True)  # candidates in (unit, value desc, doc, pos) order
+    order = order.gather(0, torch.argsort(doc.gather(0, order), stable=True))
+    order = order.gather(0, torch.argsort(values.gather(0, order), descending=True, stable=True))
+    order = order.gather(0, torch.argsort(unit.gather(0, order), stable=True))
+    unit, values, doc, pos = unit[order], values[order], doc[order], pos[order]
+    rows, seg, counts = torch.unique_consecutive(unit, return_inverse=True, return_counts=True)
+    n_rows = rows.numel()
+    starts = torch.cumsum(counts, 0) - counts
+    ahead_cands = torch.arange(unit.numel()) - starts[seg]  # the row's candidates ahead of each candidate
+    old_v, old_d, old_p = top.values[rows], top.doc[rows], top.pos[rows]  # [row, k]
+    ov, od, op = old_v[seg], old_d[seg], old_p[seg]  # [cand, k]: each candidate's row
+    v, d, p = values[:, None], doc[:, None], pos[:, None]
+    ahead = (ov > v) | ((ov == v) & ((od < d) | ((od == d) & (op < p))))
+    ahead_old = ahead.sum(1)  # the row's entries ahead of each candidate (a prefix of the row)
+    new_slot = ahead_old + ahead_cands
+    # Old entry i moves down by the number of candidates ahead of it: those with ahead_old <= i.
+    enter = torch.zeros(n_rows, k + 1, dtype=torch.int64)
+    enter.view(-1).index_add_(0, seg * (k + 1) + ahead_old, torch.ones_like(ahead_old))
+    old_slot = torch.arange(k) + enter[:, :k].cumsum(1)  # [row, k]
+    keep_old = (old_slot < k).view(-1)
+    dest_old = (torch.arange(n_rows)[:, None] * k + old_slot).view(-1)[keep_old]
+    src_old = torch.arange(n_rows * k)[keep_old]
+    keep_new = new_slot < k
+    dest_new = (seg * k + new_slot)[keep_new]
+    winners = order[keep_new]  # indices into the caller's candidate list
+    ctx_tokens, ctx_acts = context(winners)
+    for name, old, new in (("values", old_v, values), ("doc", old_d, doc), ("pos", old_p, pos),
+                           ("ctx_tokens", top.ctx_tokens[rows], ctx_tokens), ("ctx_acts", top.ctx_acts[rows], ctx_acts)):
+        flat_old = old.reshape(n_rows * k, -1)
+        out = torch.empty_like(flat_old)
+        out.index_copy_(0, dest_old, flat_old.index_select(0, src_old))
+        out.index_copy_(0, dest_new, (new[keep_new] if name in ("values", "doc", "pos") else new).reshape(-1, flat_old.shape[1]))
+        getattr(top, name)[rows] = out.view(old.shape)
+
+
 def batch_candidates(
     acts: Float[Tensor, "batch pos unit"],
     tokens: Int[Tensor, "batch pos"],
@@ -117,24 +166,41 @@ def batch_candidates(
     sel_doc, sel_pos = doc_flat[top_idx], pos_flat[top_idx]
     order = lexsort_desc(top_vals, sel_doc, sel_pos)
     top_idx = top_idx.gather(1, order)
-    # Back to (batch, position) in the unfiltered window, then gather the contexts.
+    # Back to the row in the unfiltered [batch * pos] layout, then gather the contexts.
     full_idx = row_of[top_idx] if row_of is not None else top_idx
-    b, p = full_idx // n_pos, full_idx % n_pos
-    offsets = torch.arange(-window, window + 1)
-    ctx_p = p.unsqueeze(-1) + offsets  # [unit, kk, ctx]
-    inside = (ctx_p >= 0) & (ctx_p < valid.cpu()[b].unsqueeze(-1))
-    ctx_p = ctx_p.clamp(0, n_pos - 1)
-    ctx_b = b.unsqueeze(-1).expand_as(ctx_p)
-    units = torch.arange(n_units).view(-1, 1, 1).expand_as(ctx_p)
-    ctx_acts = acts[ctx_b.to(acts.device), ctx_p.to(acts.device), units.to(acts.device)].float().cpu()
-    ctx_tokens = tokens.cpu()[ctx_b, ctx_p].to(torch.int32)
+    ctx_tokens, ctx_acts = contexts(acts, tokens, valid, full_idx, torch.arange(n_units)[:, None], window)
     cand = TopK(
         values=top_vals.gather(1, order).float(),
         doc=doc.reshape(-1)[full_idx], pos=pos.reshape(-1)[full_idx],
-        ctx_tokens=torch.where(inside, ctx_tokens, -1),
-        ctx_acts=torch.where(inside, ctx_acts, torch.nan),
+        ctx_tokens=ctx_tokens, ctx_acts=ctx_acts,
     )
     return _pad(cand, k, window) if kk < k else cand  # fewer tokens than slots: empty slots last
+
+
+def contexts(
+    acts: Float[Tensor, "batch pos unit"],
+    tokens: Int[Tensor, "batch pos"],
+    valid: Int[Tensor, " batch"],
+    row: Int[Tensor, "..."],
+    unit: Int[Tensor, "..."],
+    window: int,
+) -> tuple[Int[Tensor, "... ctx"], Float[Tensor, "... ctx"]]:
+    """The tokens and ``unit``'s activations within ``window`` of each flat position ``row`` (``b * pos + p``).
+
+    ``row`` and ``unit`` broadcast together. Context positions outside the example's window (before
+    its start, or at or after ``valid[b]``) get token ``-1`` and activation ``nan``. One flat
+    ``take`` per tensor: far cheaper than three-way advanced indexing.
+    """
+    n_batch, n_pos, n_units = acts.shape
+    row, unit = torch.broadcast_tensors(row.cpu(), unit.cpu())
+    b, p = row // n_pos, row % n_pos
+    ctx_p = p.unsqueeze(-1) + torch.arange(-window, window + 1)  # [..., ctx]
+    inside = (ctx_p >= 0) & (ctx_p < valid.cpu()[b].unsqueeze(-1))
+    at = b.unsqueeze(-1) * n_pos + ctx_p.clamp(0, n_pos - 1)
+    flat_acts = acts.reshape(-1)
+    ctx_acts = flat_acts.take((at * n_units + unit.unsqueeze(-1)).to(flat_acts.device)).float().cpu()
+    ctx_tokens = tokens.cpu().reshape(-1).take(at).to(torch.int32)
+    return torch.where(inside, ctx_tokens, -1), torch.where(inside, ctx_acts, torch.nan)
 
 
 def _pad(cand: TopK, k: int, window: int) -> TopK:
