@@ -87,7 +87,7 @@ def merge_sparse(top: TopK, unit: Int[Tensor, " cand"], values: Float[Tensor, " 
     (document, position) already in its row. ``context(i)`` gives ``(ctx_tokens, ctx_acts)``
     of the candidates at indices ``i``; it is called once, for those that enter a top-k.
     """
-    k, n_ctx = top.k, top.ctx_tokens.shape[-1]
+    k = top.k
     order = torch.argsort(pos, stable=True)  # candidates in (unit, value desc, doc, pos) order
     order = order.gather(0, torch.argsort(doc.gather(0, order), stable=True))
     order = order.gather(0, torch.argsort(values.gather(0, order), descending=True, stable=True))
