@@ -167,7 +167,8 @@ def report(args, tp: dict, mem: dict, scale: dict) -> str:
         f"blocks of {args.block_chars} characters. {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
         "",
-        "**Measured on a shared, busy machine: re-measure on an idle one before quoting.**",
+        f"Command: `python -m benchmarks.bench_harvest {' '.join(sys.argv[1:])}`. Every figure moves with the machine's"
+        " other load (the load average above includes this benchmark's own process): compare rows within one run.",
         "",
         "| run | median s | tokens/s | vs plain LM forward | vs plain body forward |",
         "|---|---:|---:|---:|---:|",

@@ -13,4 +13,3 @@ def test_bench_attribution_reports_the_speedup(tmp_path, monkeypatch, capsys):
     report = out.read_text(encoding="utf-8")
     assert "| exact_resid |" in report and "| atp_resid |" in report
     assert "exact_resid / atp_resid:" in report
-    assert "re-measure" in report
