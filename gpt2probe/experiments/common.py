@@ -211,17 +211,25 @@ def load_model(args: argparse.Namespace) -> tuple[GPT2Probe, bool]:
 # -- main ------------------------------------------------------------------------------------
 
 def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
-                argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run, and turn every expected failure into one ``error:`` line and status 2."""
+                argv: Sequence[str] | None = None, *,
+                check: Callable[[argparse.Namespace], None] | None = check_common,
+                interrupted: str = "interrupted") -> int:
+    """Parse ``argv``, run, and turn every expected failure into one ``error:`` line and status 2.
+
+    ``check`` makes the shared option checks first (``None`` for commands whose options differ,
+    e.g. an output directory rather than a report file); ``interrupted`` is what Ctrl-C prints
+    (status 130), e.g. how to resume.
+    """
     try:
         args = parser.parse_args(argv)
-        check_common(args)
+        if check is not None:
+            check(args)
         run(args)
     except GPT2ProbeError as error:
         message = " ".join(str(error).split("\n"))
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(f"error: {interrupted}", file=sys.stderr)
         return 130
     return 0

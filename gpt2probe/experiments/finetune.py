@@ -10,13 +10,11 @@ Writes a ``save_pretrained`` directory (loadable by transformers and ``gpt2probe
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import GPT2ProbeError
 from ..finetune import finetune, save_finetune, trainable_parameters
-from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int
+from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int, run_command
 
 
 def build_parser() -> Parser:
@@ -72,12 +70,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Its ``--out`` is a directory to create, so the report-path checks of the other commands do not apply.
     """
-    try:
-        run(build_parser().parse_args(argv))
-    except GPT2ProbeError as error:
-        print(f"error: {' '.join(str(error).splitlines())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(build_parser(), run, argv, check=None)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import GPT2ProbeError
-from .common import Parser, UsageError, check_device, finite_float, positive_int
+from .common import Parser, UsageError, check_device, finite_float, positive_int, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,12 +100,5 @@ def run(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gpt2probe harvest``; 0 on success, 2 with one ``error:`` line on a mistake."""
-    try:
-        run(build_parser().parse_args(argv))
-    except GPT2ProbeError as error:
-        print("error: " + " ".join(str(error).split("\n")), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (run again with --resume to continue from the last checkpoint)", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(build_parser(), run, argv, check=None,
+                       interrupted="interrupted (run again with --resume to continue from the last checkpoint)")

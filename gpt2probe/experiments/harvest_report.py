@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import GPT2ProbeError
-from .common import Parser, UsageError, check_device, check_out, positive_int
+from .common import Parser, UsageError, check_device, check_out, positive_int, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +44,4 @@ def run(args: argparse.Namespace) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gpt2probe harvest-report``; 0 on success, 2 with one ``error:`` line on a mistake."""
-    try:
-        run(build_parser().parse_args(argv))
-    except GPT2ProbeError as error:
-        print("error: " + " ".join(str(error).split("\n")), file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), run, argv, check=None)

@@ -17,8 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import GPT2ProbeError
-from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int
+from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int, run_command
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -123,17 +122,8 @@ def train(args: argparse.Namespace) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``gpt2probe tuned-lens``: 0 on success, 2 with one ``error:`` line on a mistake (130 if interrupted)."""
-    try:
-        args = build_parser().parse_args(argv)
-        train(args)
-    except GPT2ProbeError as error:
-        message = " ".join(str(error).split("\n"))
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"error: interrupted; run the same command again to resume from {CHECKPOINT_DIR}/", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(build_parser(), train, argv, check=None,
+                       interrupted=f"interrupted; run the same command again to resume from {CHECKPOINT_DIR}/")
 
 
 if __name__ == "__main__":
