@@ -13,7 +13,7 @@ Three measurements, all with one intra-op thread per process:
    process (``VmHWM`` of the whole process). Target: 10x the text, < 1.1x the peak.
 3. Scaling: ``torchrun --nproc_per_node 2`` (gloo, 1 thread each) vs one process, tokens/s
    from the harvest's loop timing (and the whole command's wall time). Target on 2 idle
-   cores: >= 1.6x. Blocks of work alternate between ranks, so the corpus must hold many
+   cores: >= 1.6x. Blocks of work are shared out by size, so the corpus must hold many
    blocks (the default corpus, ~240k tokens in blocks of 16k characters, makes ~58; the
    ``--quick`` corpus used to be a single block, leaving rank 1 idle).
 
@@ -184,7 +184,7 @@ def report(args, tp: dict, mem: dict, scale: dict) -> str:
             lines.append(f"| {repeat}x | {m['tokens']:,} | {m['peak_mib']:.0f} |")
         lines += ["", f"Peak memory 10x / 1x: **{ratio:.3f}** (target < 1.1)."]
     one, two = scale[1]["tokens_per_second"], scale[2]["tokens_per_second"]
-    lines += ["", f"Blocks of work: {tp['blocks']} (block b goes to rank b % processes).", "",
+    lines += ["", f"Blocks of work: {tp['blocks']} (largest first, each to the rank with the least text so far).", "",
               "| processes x threads | tokens/s (loop) | loop s per rank | wall s (whole command) |",
               "|---|---:|---:|---:|"]
     for n, label in ((1, "1 x 1"), (2, "2 x 1 (torchrun, gloo)")):

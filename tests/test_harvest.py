@@ -12,7 +12,7 @@ from harvest_helpers import assert_same_harvest, topic_texts, write_text_corpus
 import gpt2probe
 from gpt2probe.errors import HookNameError
 from gpt2probe.harvest import Corpus, CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError, harvest
-from gpt2probe.harvest.corpus import blocks, pack
+from gpt2probe.harvest.corpus import assign_blocks, blocks, pack
 from gpt2probe.harvest.summaries import UnitSummary
 from gpt2probe.harvest.topk import TopK, batch_candidates
 
@@ -123,6 +123,23 @@ def test_packing_joins_documents_with_eos_and_pads_the_last_window(tiny, texts):
     again = pack(block, tiny.tokenizer, seq_len=SEQ, eos=tiny.tokenizer.eos_token_id, seed=3)
     assert torch.equal(shuffled.tokens, again.tokens)
     assert not torch.equal(shuffled.doc, packed.doc)
+
+
+def test_blocks_are_shared_between_ranks_by_their_size():
+    # Python's documentation in blocks of 16k characters (a few long documents make long blocks):
+    # dealt out in turn, rank 1 got 113k tokens and rank 0 79k.
+    sizes = [16850, 16507, 17608, 63590, 16412, 20509, 17159, 27995, 24969, 17508, 17301, 74049, 24736, 20496,
+             38568, 38961, 16654, 16831, 16548, 17016, 16901, 20639, 16505, 21382, 16400, 16470, 16456, 1529]
+    for world in (1, 2, 3, 8):
+        owner = assign_blocks(sizes, world)
+        assert owner == assign_blocks(sizes, world)  # every rank computes the same answer
+        load = [sum(s for s, r in zip(sizes, owner) if r == rank) for rank in range(world)]
+        assert sorted(set(owner)) == list(range(world)) and sum(load) == sum(sizes)
+        assert max(load) - min(load) <= max(sizes)  # within one block of each other
+    assert max(load) - min(load) <= 17_000  # 8 ranks: within the smallest full block
+    load2 = [sum(s for s, r in zip(sizes, assign_blocks(sizes, 2)) if r == rank) for rank in (0, 1)]
+    assert abs(load2[0] - load2[1]) < 0.05 * sum(sizes)
+    assert assign_blocks([], 3) == [] and assign_blocks([1, 1, 1, 1], 3) == [0, 1, 2, 0]
 
 
 def test_topk_and_summaries_merge_in_any_order():

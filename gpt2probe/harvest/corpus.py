@@ -14,8 +14,9 @@ number). Consecutive documents are grouped into *blocks* of about ``block_chars`
 characters; a block is the unit of work: it is tokenised and packed on its own (documents
 joined by ``<|endoftext|>``, cut into windows of ``seq_len`` tokens, the last window padded
 with ``<|endoftext|>`` and marked shorter), so the windows are the same whichever process
-packs them, and block ``b`` goes to rank ``b % world_size``. With a ``seed`` the documents
-inside each block are shuffled by a generator seeded from ``(seed, b)``.
+packs them, and :func:`assign_blocks` gives each block to one rank, balancing their
+characters. With a ``seed`` the documents inside each block are shuffled by a generator
+seeded from ``(seed, b)``.
 
 Nothing holds more than one block of text and tokens at a time.
 """
@@ -23,6 +24,7 @@ Nothing holds more than one block of text and tokens at a time.
 from __future__ import annotations
 
 import glob
+import heapq
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -302,6 +304,26 @@ def block_sizes(corpus: Corpus, block_chars: int = DEFAULT_BLOCK_CHARS) -> list[
     if size:
         sizes.append(size)
     return sizes
+
+
+def assign_blocks(sizes: Sequence[int], world: int) -> list[int]:
+    """The rank of every block: the largest blocks first, each to the rank with the fewest characters so far.
+
+    Blocks differ in size (one long document makes a long block), so dealing them out in turn
+    can leave one rank with far more text than another (a third more on Python's
+    documentation with 2 ranks) while the other waits. Longest-first greedy assignment keeps
+    every rank within one block of the mean. Deterministic: ties go to the lower block and
+    the lower rank, so every rank computes the same assignment from the same sizes.
+    """
+    if world < 1:
+        raise ValueError(f"world size must be at least 1, got {world}")
+    heap = [(0, r) for r in range(world)]  # (characters so far, rank): already a heap
+    owner = [0] * len(sizes)
+    for b in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        load, r = heapq.heappop(heap)
+        owner[b] = r
+        heapq.heappush(heap, (load + sizes[b], r))
+    return owner
 
 
 @dataclass(frozen=True)

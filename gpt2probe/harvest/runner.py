@@ -1,7 +1,8 @@
 """The harvesting loop: stream blocks, run the model with summary hooks, checkpoint, merge ranks.
 
 One process, or one per device under ``torchrun`` (``torch.distributed`` with gloo on CPU,
-nccl on CUDA): block ``b`` of the corpus goes to rank ``b % world_size``, every rank keeps
+nccl on CUDA): every block of the corpus goes to one rank (:func:`~.corpus.assign_blocks`, balanced by
+characters), every rank keeps
 its own summaries and checkpoint, and at the end rank 0 gathers and merges them in rank
 order and writes the result. Each rank checkpoints at batch boundaries, so a resumed run
 replays exactly the batches an uninterrupted run would have run after that point, onto
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from ..atomic import write_text_atomic
 from ..errors import GPT2ProbeError
-from .corpus import DEFAULT_BLOCK_CHARS, Corpus, block_sizes, blocks, pack
+from .corpus import DEFAULT_BLOCK_CHARS, Corpus, assign_blocks, block_sizes, blocks, pack
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
 from .raw import RawWriter, discard_after, write_raw_manifest
 from .store import FORMAT, MANIFEST, SUMMARIES, Harvest, load_tensors, read_metadata, save_tensors, summaries_from_state
@@ -317,8 +318,9 @@ def _forward(probe, tokens: Tensor, pairs: list) -> None:
 
 def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank, world, checkpoint_every,
           show_progress, sizes, stop_after_windows) -> None:
-    bar = _progress_bar(sizes, rank, world) if show_progress else None
-    done_chars = sum(size for b, size in enumerate(sizes) if b % world == rank and b < state["block"])
+    mine = [owner == rank for owner in assign_blocks(sizes, world)]
+    bar = _progress_bar(sizes, mine) if show_progress else None
+    done_chars = sum(size for b, size in enumerate(sizes) if mine[b] and b < state["block"])
     since = 0
     batch_meta: dict = {}
 
@@ -347,7 +349,7 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
     try:
         with _hooked(probe, pairs) as forward:
             for block in blocks(corpus, options.block_chars):
-                if block.index % world != rank or block.index < state["block"]:
+                if not mine[block.index] or block.index < state["block"]:
                     continue
                 packed = pack(block, probe.tokenizer, seq_len=options.seq_len, eos=eos, seed=options.seed)
                 start = state["window"] if block.index == state["block"] else 0
@@ -382,11 +384,11 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
             bar.close()
 
 
-def _progress_bar(sizes: list[int], rank: int, world: int):
+def _progress_bar(sizes: list[int], mine: list[bool]):
     from tqdm import tqdm
 
     bar = tqdm(unit="tok", unit_scale=True, file=sys.stderr, desc="harvest", dynamic_ncols=True)
-    bar.rank_chars = sum(size for b, size in enumerate(sizes) if b % world == rank)
+    bar.rank_chars = sum(size for b, size in enumerate(sizes) if mine[b])
     bar.total = max(1, bar.rank_chars // 4)  # ~4 characters a token until the first block says better
     return bar
 
