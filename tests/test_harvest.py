@@ -168,8 +168,10 @@ def test_topk_and_summaries_merge_in_any_order():
         assert torch.equal(s.top.values, whole.top.values) and torch.equal(s.top.doc, whole.top.doc)
         assert torch.equal(s.top.pos, whole.top.pos) and torch.equal(s.top.ctx_tokens, whole.top.ctx_tokens)
         assert torch.equal(s.hist, whole.hist) and torch.equal(s.active, whole.active)
-        torch.testing.assert_close(s.mean, whole.mean, atol=1e-12, rtol=0)
-        torch.testing.assert_close(s.m2, whole.m2, atol=0, rtol=1e-6)  # batch deviations are float32
+        # Different batches: each batch's sums of deviations are float32 (the same batches in any order: float64).
+        torch.testing.assert_close(s.mean, whole.mean, atol=1e-7, rtol=0)
+        torch.testing.assert_close(s.m2, whole.m2, atol=0, rtol=1e-6)
+        torch.testing.assert_close(s.mean, acts[torch.arange(7) < valid[:, None]].double().mean(0), atol=1e-7, rtol=0)
     keep = (torch.arange(7) < valid[:, None])
     x, d, p = acts[keep], doc[keep], pos[keep]
     for unit in range(5):
@@ -180,8 +182,76 @@ def test_topk_and_summaries_merge_in_any_order():
     assert isinstance(cand, TopK) and int((cand.doc >= 0).sum(1).max()) == int(valid.sum())
 
 
-def test_threshold_filtered_topk_equals_merging_every_batch_in_full():
-    """The update looks only at values that reach a unit's k-th value; the result must be the full merge's."""
+def _random_batches(n_batches=4, n_batch=3, n_pos=10, n_units=70, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    acts = torch.randn(n_batches, n_batch, n_pos, n_units, generator=gen) * torch.linspace(0.1, 5, n_units) + 0.5
+    tokens = torch.randint(0, 99, (n_batches, n_batch, n_pos), generator=gen)
+    ids = torch.arange(n_batches * n_batch * n_pos).view(n_batches, n_batch, n_pos)
+    valid = torch.full((n_batches, n_batch), n_pos)
+    valid[1, 1] = 3
+    return acts, tokens, ids // 13, ids % 13, valid
+
+
+def _summary(n_units):
+    return UnitSummary(lo=torch.full((n_units,), -4.0), hi=torch.full((n_units,), 6.0), n_bins=9, threshold=0.5,
+                       window=2, k=4)
+
+
+def test_summaries_are_the_same_whatever_slice_of_units_is_summarised_at_once(monkeypatch):
+    """On the CPU the units are summarised a cache-sized slice at a time; slices must not change any figure."""
+    from gpt2probe.harvest import summaries
+
+    acts, tokens, doc, pos, valid = _random_batches()
+    results = {}
+    for elements in (1 << 30, 16 * 30, 23 * 30):  # one slice; slices of 16 units; of 23 (the last one short)
+        monkeypatch.setattr(summaries, "CHUNK_ELEMENTS", elements)
+        s = _summary(acts.shape[-1])
+        for i in range(acts.shape[0]):
+            s.update(acts[i], tokens[i], doc[i], pos[i], valid[i])
+        results[elements] = s.state()
+    keep = (torch.arange(acts.shape[2]) < valid[..., None]).reshape(-1)
+    x = acts.reshape(-1, acts.shape[-1])[keep].double()
+    edges = _summary(acts.shape[-1]).edges()
+    for state in results.values():
+        assert torch.equal(state["hist"], results[1 << 30]["hist"])
+        assert torch.equal(state["top_doc"], results[1 << 30]["top_doc"])
+        assert torch.equal(state["active"], (x > 0.5).sum(0))
+        assert torch.equal(state["min"].double(), x.min(0).values) and torch.equal(state["max"].double(), x.max(0).values)
+        torch.testing.assert_close(state["mean"], x.mean(0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(state["m2"] / x.shape[0], x.var(0, unbiased=False), atol=0, rtol=1e-5)
+        inner = torch.stack([((x[:, u] >= edges[u, b]) & (x[:, u] < edges[u, b + 1])).sum() for u in range(x.shape[1])
+                             for b in range(9)]).view(x.shape[1], 9)
+        assert torch.equal(state["hist"][:, 1:-1], inner)
+        assert torch.equal(state["hist"][:, 0], (x < edges[:, 0]).sum(0))
+        assert torch.equal(state["hist"][:, -1], (x >= edges[:, -1]).sum(0))
+
+
+def test_a_nan_or_infinite_activation_is_refused_and_leaves_the_summary_as_it_was(monkeypatch):
+    from gpt2probe.harvest import summaries
+    from gpt2probe.harvest.summaries import NonFiniteActivationError
+
+    monkeypatch.setattr(summaries, "CHUNK_ELEMENTS", 16 * 30)  # several slices: the bad value is in a later one
+    acts, tokens, doc, pos, valid = _random_batches()
+    s = _summary(acts.shape[-1])
+    s.update(acts[0], tokens[0], doc[0], pos[0], valid[0])
+    before = {k: v.clone() for k, v in s.state().items()}
+    for bad in (torch.nan, torch.inf, -torch.inf):
+        broken = acts[1].clone()
+        broken[2, 4, 50] = bad
+        with pytest.raises(NonFiniteActivationError):
+            s.update(broken, tokens[1], doc[1], pos[1], valid[1])
+        after = s.state()
+        for k, v in before.items():
+            assert torch.equal(after[k].nan_to_num(-7.0), v.nan_to_num(-7.0)), k
+
+
+@pytest.mark.parametrize("read_every_batch", [True, False], ids=["read-every-batch", "candidates-held-to-the-end"])
+def test_threshold_filtered_topk_equals_merging_every_batch_in_full(read_every_batch):
+    """The update looks only at values that reach a unit's k-th value; the result must be the full merge's.
+
+    Candidates wait until the top-k is read (or until there are many): held to the end, every
+    batch after the first filters with the first batch's k-th values.
+    """
     gen = torch.Generator().manual_seed(3)
     n_batches, n_batch, n_pos, n_units, k, window = 9, 3, 11, 6, 5, 2
     acts = (torch.randn(n_batches, n_batch, n_pos, n_units, generator=gen) * 4).round() / 4  # ties
@@ -197,6 +267,8 @@ def test_threshold_filtered_topk_equals_merging_every_batch_in_full():
     for i in range(n_batches):
         summary.update(acts[i], tokens[i], doc[i], pos[i], valid[i])
         reference = reference.merge(batch_candidates(acts[i], tokens[i], doc[i], pos[i], valid[i], k, window))
+        if not read_every_batch and i < n_batches - 1:
+            continue
         for field in ("values", "doc", "pos", "ctx_tokens"):
             assert torch.equal(getattr(summary.top, field), getattr(reference, field)), (i, field)
         assert torch.equal(summary.top.ctx_acts.nan_to_num(-7.0), reference.ctx_acts.nan_to_num(-7.0)), i
