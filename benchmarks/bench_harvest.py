@@ -28,6 +28,7 @@ On a shared machine every figure is noise: re-measure on an idle one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -97,18 +98,45 @@ def throughput(args, corpus: list[str], work: Path) -> dict:
             run(input_ids=b, use_cache=False)
 
     runs = {"plain LM forward": [], "plain body forward": [], "harvest end to end": [], "harvest loop": []}
+    update_seconds: list[float] = []
     for r in range(args.repeats):
+        update_seconds.clear()
         for name in ("plain LM forward", "plain body forward"):
             start = time.perf_counter()
             plain(body=name == "plain body forward")
             runs[name].append(time.perf_counter() - start)
         start = time.perf_counter()
-        h = gpt2probe.harvest(probe, c, hooks=HOOKS, out=work / f"tp-{r}", seq_len=args.seq_len,
-                              batch_size=args.batch_size, block_chars=args.block_chars, progress=False)
+        with _timed_updates(update_seconds):
+            h = gpt2probe.harvest(probe, c, hooks=HOOKS, out=work / f"tp-{r}", seq_len=args.seq_len,
+                                  batch_size=args.batch_size, block_chars=args.block_chars, progress=False)
         runs["harvest end to end"].append(time.perf_counter() - start)
         runs["harvest loop"].append(max(h.manifest["timing"]["loop_seconds_per_rank"]))
         assert h.manifest["totals"]["tokens"] == tokens
-    return {"tokens": tokens, "blocks": n_blocks, "seconds": {k: statistics.median(v) for k, v in runs.items()}}
+    n_hooks = len(h.manifest["hooks"])
+    per_batch = [sum(update_seconds[i:i + n_hooks]) for i in range(0, len(update_seconds), n_hooks)]
+    return {"tokens": tokens, "blocks": n_blocks, "seconds": {k: statistics.median(v) for k, v in runs.items()},
+            "summary_seconds_per_batch": per_batch, "loop_seconds": runs["harvest loop"][-1]}
+
+
+@contextlib.contextmanager
+def _timed_updates(out: list[float]):
+    """Record the wall time of every ``UnitSummary.update`` (one per hook and batch, in order)."""
+    from gpt2probe.harvest.summaries import UnitSummary
+
+    original = UnitSummary.update
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            out.append(time.perf_counter() - start)
+
+    UnitSummary.update = timed
+    try:
+        yield
+    finally:
+        UnitSummary.update = original
 
 
 CHILD = """
@@ -177,6 +205,17 @@ def report(args, tp: dict, mem: dict, scale: dict) -> str:
         tps = tp["tokens"] / sec
         lines.append(f"| {name} | {sec:.2f} | {tps:,.0f} | {s['plain LM forward'] / sec:.2f}x | "
                      f"{s['plain body forward'] / sec:.2f}x |")
+    per_batch = tp["summary_seconds_per_batch"]
+    if len(per_batch) >= 20:
+        first, last = statistics.mean(per_batch[:10]), statistics.mean(per_batch[-10:])
+        # The loop with every batch's summaries at the cost of the last 10 (the top-k filled as far as this corpus goes).
+        steady = tp["loop_seconds"] - sum(per_batch) + last * len(per_batch)
+        lines += ["", f"Summaries (every hook) per batch of {args.batch_size} windows, last harvest: first 10 batches "
+                  f"{first * 1e3:.1f} ms, last 10 {last * 1e3:.1f} ms, all {len(per_batch)} "
+                  f"{sum(per_batch) / len(per_batch) * 1e3:.1f} ms (early batches insert many top-k candidates: a batch "
+                  "brings about k x its tokens / tokens so far per unit). Projected loop with every batch at the last "
+                  f"10's cost: **{s['plain body forward'] / steady:.2f}x** the plain body forward (a projection from "
+                  "measured per-batch costs, not an end-to-end measurement)."]
     if mem is not None:
         ratio = mem[10]["peak_mib"] / mem[1]["peak_mib"]
         lines += ["", "| corpus | tokens | peak RSS (MiB) |", "|---|---:|---:|"]

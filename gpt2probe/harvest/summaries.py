@@ -56,11 +56,14 @@ CHUNK_ELEMENTS = 1 << 18
 FLUSH_PER_UNIT = 4
 
 
+# On an accelerator the slices only bound the scratch buffers (64 MB of float32 at most).
+DEVICE_CHUNK_ELEMENTS = 1 << 24
+
+
 def chunk_units(n_tokens: int, n_units: int, device: torch.device) -> int:
-    """How many units to summarise at once: every unit on an accelerator, a cache-sized slice on the CPU."""
-    if device.type != "cpu":
-        return max(n_units, 1)
-    return max(16, min(n_units, CHUNK_ELEMENTS // max(n_tokens, 1)))
+    """How many units to summarise at once: a cache-sized slice on the CPU, a memory-bounded one on an accelerator."""
+    budget = CHUNK_ELEMENTS if device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
+    return max(1, min(n_units, max(16, budget // max(n_tokens, 1))))
 
 
 def _moments(x: Float[Tensor, "token unit"], scratch: Tensor) -> tuple[Tensor, Tensor]:
