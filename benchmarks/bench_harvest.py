@@ -189,8 +189,8 @@ def report(args, tp: dict, mem: dict, scale: dict) -> str:
     lines = [
         "# Harvest benchmark",
         "",
-        f"Model `{args.model}`, all `{HOOKS}`, seq_len {args.seq_len}, batch {args.batch_size}, 1 thread per process, "
-        f"corpus: {'documentation topics + ' if TOPICS else ''}docstrings of the first {args.max_files} stdlib files "
+        f"Model `{args.label}`, all `{HOOKS}`, seq_len {args.seq_len}, batch {args.batch_size}, 1 thread per process, "
+        f"corpus: {'documentation topics + ' if TOPICS else ''}docstrings of the first {args.max_files} stdlib files"
         f"{f', first {args.max_documents} documents' if args.max_documents else ''} ({tp['tokens']:,} tokens), "
         f"blocks of {args.block_chars} characters. {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
@@ -255,6 +255,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny corpus, one repeat: checks that it runs")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    args.label = args.model
     if args.model == "gpt2-small-random":  # GPT-2 small's shapes and compute, seeded random weights
         from benchmarks.common import GPT2_SMALL, model_dir
 
