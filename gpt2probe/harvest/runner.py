@@ -1,12 +1,11 @@
 """The harvesting loop: stream blocks, run the model with summary hooks, checkpoint, merge ranks.
 
 One process, or one per device under ``torchrun`` (``torch.distributed`` with gloo on CPU,
-nccl on CUDA): every block of the corpus goes to one rank (:func:`~.corpus.assign_blocks`, balanced by
-characters), every rank keeps
-its own summaries and checkpoint, and at the end rank 0 gathers and merges them in rank
-order and writes the result. Each rank checkpoints at batch boundaries, so a resumed run
-replays exactly the batches an uninterrupted run would have run after that point, onto
-exactly the saved state.
+nccl on CUDA): every block of the corpus goes to one rank (:func:`~.corpus.assign_blocks`,
+balanced by characters), every rank keeps its own summaries and checkpoint, and at the end
+rank 0 gathers and merges them in rank order and writes the result. Each rank checkpoints at
+batch boundaries, so a resumed run replays exactly the batches an uninterrupted run would
+have run after that point, onto exactly the saved state.
 """
 
 from __future__ import annotations
