@@ -187,7 +187,7 @@ def scaling(args, corpus: list[str], work: Path) -> dict:
 def report(args, tp: dict, mem: dict, scale: dict) -> str:
     s = tp["seconds"]
     lines = [
-        "# Harvest benchmark",
+        f"# Harvest benchmark: {args.label}",
         "",
         f"Model `{args.label}`, all `{HOOKS}`, seq_len {args.seq_len}, batch {args.batch_size}, 1 thread per process, "
         f"corpus: {'documentation topics + ' if TOPICS else ''}docstrings of the first {args.max_files} stdlib files"
