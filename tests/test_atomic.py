@@ -89,7 +89,10 @@ def test_the_data_is_fsynced_before_the_rename(tmp_path, monkeypatch):
 
 # Imports gpt2probe.atomic without the package's __init__ (torch, transformers): seconds saved per run.
 WRITER = textwrap.dedent("""
-    import sys, time, types
+    import signal, sys, time, types
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: restore what an interactive Ctrl-C meets, whatever launched the tests.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     package = types.ModuleType("gpt2probe")
     package.__path__ = [sys.argv[2]]
     sys.modules["gpt2probe"] = package
