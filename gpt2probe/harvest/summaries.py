@@ -192,8 +192,8 @@ class UnitSummary:
             w = c1 - c0
             x, scr = flat[:, c0:c1], scratch[:, :w]
             # Two reductions: torch.aminmax over the outer axis is many times slower than amin + amax.
-            lo_c, hi_c = torch.amin(x, 0, out=bmin[c0:c1]), torch.amax(x, 0, out=bmax[c0:c1])
-            if not bool(torch.isfinite(lo_c + hi_c).all()):  # NaN or inf anywhere reaches the min or max
+            min_c, max_c = torch.amin(x, 0, out=bmin[c0:c1]), torch.amax(x, 0, out=bmax[c0:c1])
+            if not bool(torch.isfinite(min_c + max_c).all()):  # NaN or inf anywhere reaches the min or max
                 raise NonFiniteActivationError("an activation is NaN or infinite")
             mean_b[c0:c1], m2_b[c0:c1] = _moments(x, scr)
             active[c0:c1] = _count_above(x, self.threshold, scr)
