@@ -168,6 +168,10 @@ def save_checkpoint(path: Path, step: int, model, optimizer, gen, history, recen
     tmp.replace(path)
 
 
+def head_name(layer_head) -> str:
+    return f"L{layer_head[0]}H{layer_head[1]}"
+
+
 def model_card(args, command: str, metrics: dict) -> str:
     """The README.md written next to the checkpoint."""
     signs = metrics["circuit"]
@@ -213,8 +217,8 @@ for GPT-2: do not draw conclusions about GPT-2 from it.
 - In-context copying, on {COPY_SEQS} sequences of `<|endoftext|>` + {COPY_HALF_LEN} random tokens from
   the {COPY_POOL:,} commonest in the documentation + the same {COPY_HALF_LEN} again: loss
   {signs['copy_loss_first']:.2f} nats on the first half, {signs['copy_loss_repeated']:.2f} on the repeat.
-  Best previous-token score {signs['best_previous_token']:.2f} (L{signs['best_previous_token_head'][0]}H{signs['best_previous_token_head'][1]}),
-  best induction score {signs['best_induction']:.2f} (L{signs['best_induction_head'][0]}H{signs['best_induction_head'][1]}).
+  Best previous-token score {signs['best_previous_token']:.2f} ({head_name(signs['best_previous_token_head'])}),
+  best induction score {signs['best_induction']:.2f} ({head_name(signs['best_induction_head'])}).
   The circuit's history over training is in `training.json`.
 
 Reproduce (from the repository root; a stopped run continues from its checkpoint):
