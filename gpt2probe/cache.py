@@ -86,7 +86,7 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _repr_html_(self) -> str:
         """Every captured name with its shape and dtype, in forward order."""
-        from .report.tables import table
+        from .display.tables import table
 
         rows = [[name, str(list(t.shape)), str(t.dtype).removeprefix("torch."), str(t.device)] for name, t in self._data.items()]
         prompts = list(self.tokens.prompts) if self.tokens is not None and self.tokens.prompts else []

@@ -10,7 +10,7 @@ it): for an MLP neuron the row of ``W_out`` it writes, for a residual dimension 
 vector, for a user direction the direction itself. Heads summarised by ``hook_z`` norms have
 no single direction and show none.
 
-Every token string goes through :func:`gpt2probe.report.escape.display_token` once, here;
+Every token string goes through :func:`gpt2probe.display.escape.display_token` once, here;
 the page inserts only those escaped strings and numbers. The data rides in
 ``<script type="application/json">`` blocks (``<`` written as ``\\u003c``, so no string can
 close the block). No request leaves the page (the same Content-Security-Policy as the other
@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError
 from ..names import layer_of
-from .escape import display_token, escape_text
 from .html import CONTENT_SECURITY_POLICY
 
 RESIDUAL_WIDTH = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post",
