@@ -166,3 +166,11 @@ def test_no_table_keyed_by_id():
 
 def _is_id(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "id"
+
+
+def test_the_package_ships_its_types():
+    """PEP 561: ``py.typed`` tells users' type checkers to read gpt2probe's annotations; it must be package data."""
+    assert (PACKAGE / "py.typed").is_file()
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    package_data = pyproject.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    assert '"py.typed"' in package_data, package_data

@@ -101,7 +101,7 @@ def _header(title: str, model_name: str, prompts: list[str], notes: list[str],
     return f"<header>\n<h1>{_esc(title)}</h1>\n<dl>\n{items}\n</dl>\n{notes_html}\n</header>\n"
 
 
-def _contents(sections: list[tuple[str | None, object]]) -> str:
+def _contents(sections: Sequence[tuple[str | None, object]]) -> str:
     headed = [(i, heading) for i, (heading, _) in enumerate(sections) if heading is not None]
     if len(headed) <= 3:
         return ""
@@ -111,7 +111,7 @@ def _contents(sections: list[tuple[str | None, object]]) -> str:
 
 def write_html(
     path: str | os.PathLike,
-    figures: list[go.Figure | Table] | dict[str, go.Figure | Table],
+    figures: Sequence[go.Figure | Table] | Mapping[str, go.Figure | Table],
     *,
     title: str,
     model_name: str,
@@ -126,7 +126,8 @@ def write_html(
     model is a small offline one. With more than three headed sections the page opens
     with a contents list. Returns the path written.
     """
-    sections = list(figures.items()) if isinstance(figures, dict) else [(None, fig) for fig in figures]
+    sections: list[tuple[str | None, go.Figure | Table]] = (
+        list(figures.items()) if isinstance(figures, Mapping) else [(None, fig) for fig in figures])
     for heading, fig in sections:
         if not isinstance(fig, (go.Figure, Table)):
             where = f"figure {heading!r}" if heading is not None else "a figure"
