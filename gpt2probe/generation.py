@@ -335,7 +335,7 @@ class Generation:
 
 
 def _is_attention(name: str) -> bool:
-    return name.endswith(("attn.hook_attn_scores", "attn.hook_pattern"))
+    return N.is_attention_map(name)
 
 
 def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:

@@ -31,11 +31,9 @@ import torch
 from ..atomic import atomic_path
 from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError
-from ..names import layer_of
+from ..names import is_residual_stream, layer_of
 from .html import CONTENT_SECURITY_POLICY
 
-RESIDUAL_WIDTH = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post",
-                  "hook_attn_out", "hook_mlp_out")
 LOGIT_NOTE = ("Direct effect on the logits: the unit's output direction times W_U, without the final LayerNorm "
               "(for an MLP neuron, its row of W_out).")
 
@@ -47,7 +45,7 @@ def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
         return probe.W_out[layer_of(hook)].float()
     if kind == "direction":
         return harvest.directions(hook).float()
-    if kind == "dim" and hook.endswith(RESIDUAL_WIDTH):
+    if kind == "dim" and is_residual_stream(hook):
         return torch.eye(probe.cfg.d_model)
     return None
 
