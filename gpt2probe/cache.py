@@ -86,7 +86,7 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _repr_html_(self) -> str:
         """Every captured name with its shape and dtype, in forward order."""
-        from .report.tables import table
+        from .display.tables import table
 
         rows = [[name, str(list(t.shape)), str(t.dtype).removeprefix("torch."), str(t.device)] for name, t in self._data.items()]
         prompts = list(self.tokens.prompts) if self.tokens is not None and self.tokens.prompts else []
@@ -269,9 +269,6 @@ class ActivationCache(Mapping[str, Tensor]):
 
 
 _FORMAT = "gpt2probe.ActivationCache"
-_ATTENTION = (".attn.hook_pattern", ".attn.hook_attn_scores")
-_RESIDUAL_WIDTH = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-                   N.EMBED, N.POS_EMBED, N.LN_FINAL_NORMALIZED)
 
 
 def _loaded_tokens(data: dict[str, Tensor], prompts: list | None, where: str) -> Tokens | None:
@@ -307,7 +304,7 @@ def _check_activations(data: Mapping[str, Tensor], n_layers: int, tokens: Tokens
     batch, n_pos = tuple(tokens.ids.shape) if tokens is not None else (None, None)
     for name, t in data.items():
         require(t.is_floating_point(), where, f"{name!r} has dtype {t.dtype}; activations are floating point")
-        attention = name.endswith(_ATTENTION)
+        attention = N.is_attention_map(name)
         require(t.ndim == (4 if attention else t.ndim) and t.ndim >= 3, where,
                 f"{name!r} has shape {tuple(t.shape)}; expected [batch, {'head, query_pos, key_pos' if attention else 'pos, ...'}]")
         batch = t.shape[0] if batch is None else batch
@@ -315,5 +312,5 @@ def _check_activations(data: Mapping[str, Tensor], n_layers: int, tokens: Tokens
         got = (t.shape[0], *(t.shape[2:4] if attention else t.shape[1:2]))
         want = (batch, *((n_pos, n_pos) if attention else (n_pos,)))
         require(got == want, where, f"{name!r} has shape {tuple(t.shape)}, which does not fit {batch} prompts of {n_pos} positions")
-    widths = {name: t.shape[-1] for name, t in data.items() if name.endswith(_RESIDUAL_WIDTH)}
+    widths = {name: t.shape[-1] for name, t in data.items() if N.is_residual_width(name)}
     require(len(set(widths.values())) <= 1, where, f"residual-stream tensors disagree on d_model: {widths}")

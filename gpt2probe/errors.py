@@ -85,7 +85,13 @@ class LensMismatchError(GPT2ProbeError, ValueError):
 
 
 class CorpusError(GPT2ProbeError, ValueError):
-    """Training text that cannot give what was asked: empty, not a list of strings, or too short for the steps."""
+    """Text to train on or harvest that cannot give what was asked.
+
+    A corpus that cannot be read (missing files, a glob matching nothing, a missing field, not
+    UTF-8), holds no text, is not a list of strings, or is too short for the steps asked. One class
+    for the harvest and for training (tuned lens, fine-tuning): ``except gpt2probe.CorpusError``
+    catches both.
+    """
 
 
 class HookReturnError(GPT2ProbeError, ValueError, TypeError):
@@ -102,3 +108,25 @@ class ModelMismatchError(GPT2ProbeError, ValueError):
 
 class MissingExtraError(GPT2ProbeError, ImportError):
     """An optional dependency is not installed; the message says which extra brings it."""
+
+
+class NonFiniteActivationError(GPT2ProbeError, ValueError):
+    """A NaN or infinite activation where a summary needs finite numbers (a harvest's running statistics)."""
+
+
+# -- harvesting ------------------------------------------------------------------------
+class HarvestConfigError(GPT2ProbeError, ValueError):
+    """Harvest options that cannot work together (a bad top-k, window, sequence length, direction...)."""
+
+
+class ResumeMismatchError(GPT2ProbeError, ValueError):
+    """``resume`` against an output directory made with another model, corpus, hook set or options."""
+
+
+class OutputDirError(GPT2ProbeError, FileExistsError):
+    """An output directory that already holds a harvest (and ``resume`` was not asked for)."""
+
+
+# -- the command line ------------------------------------------------------------------
+class UsageError(GPT2ProbeError, ValueError):
+    """A command-line argument that cannot work (checked before anything heavy runs)."""

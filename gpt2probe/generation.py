@@ -202,7 +202,7 @@ class NextTokens:
         return "\n\n".join(self.table(i) for i in range(len(self)))
 
     def __repr__(self) -> str:
-        from .report.tables import short
+        from .display.tables import short
 
         rows = [f"  {short(p, 40)} -> " + ", ".join(f"{t!r} {float(q):.3g}" for t, q in zip(self.tokens[i][:3], self.probs[i][:3]))
                 for i, p in enumerate(self.prompts[:4])]
@@ -211,7 +211,7 @@ class NextTokens:
 
     def _repr_html_(self) -> str:
         """One column per prompt (up to 8), one row per rank: token and probability."""
-        from .report.tables import Tok, table
+        from .display.tables import Tok, table
 
         shown = range(min(len(self), 8))
         headers = ["rank"] + [h for i in shown for h in (f"[{i}] token", "prob")]
@@ -314,7 +314,7 @@ class Generation:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        from .report.tables import short
+        from .display.tables import short
 
         mode = "greedy" if self.seeds is None else "sampled"
         captured = f", {len(self.captures)} captures" if self.captures is not None else ""
@@ -326,7 +326,7 @@ class Generation:
 
     def _repr_html_(self) -> str:
         """One row per prompt: the prompt, its continuation, new tokens kept, whether it stopped at EOS."""
-        from .report.tables import table
+        from .display.tables import table
 
         rows = [[i, p, c, int(self.new_mask[i].sum()), bool(self.finished[i])]
                 for i, (p, c) in enumerate(zip(self.prompts, self.continuations))]
@@ -335,7 +335,7 @@ class Generation:
 
 
 def _is_attention(name: str) -> bool:
-    return name.endswith(("attn.hook_attn_scores", "attn.hook_pattern"))
+    return N.is_attention_map(name)
 
 
 def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:

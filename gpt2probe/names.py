@@ -269,3 +269,45 @@ def from_key(key: ShortKey, n_layers: int) -> str:
         return act_name(*key, n_layers=n_layers)
     _check_short(key)
     return act_name(key, n_layers=n_layers)
+
+
+# -- hook kinds: what a hook holds, and so its shape ---------------------------------------
+# One table for every module that treats hooks by kind (the cache's file checks, generation's
+# captures, the harvest's units and dashboard). Suffixes, so that they match at every layer.
+
+RESIDUAL_STREAM = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post",
+                   "hook_attn_out", "hook_mlp_out")
+"""``[batch pos d_model]`` vectors in the residual stream: what the embeddings and each block write or read."""
+NORMALIZED = "hook_normalized"
+"""A LayerNorm's normalised input (``ln1``, ``ln2``, ``ln_final``): ``[batch pos d_model]``, not in the stream."""
+ATTENTION_MAP = ("attn.hook_attn_scores", "attn.hook_pattern")
+"""``[batch head query_pos key_pos]``: one entry per pair of positions."""
+PER_HEAD = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")
+"""``[batch pos head d_head]``: one vector per head."""
+MLP = ("mlp.hook_pre", "mlp.hook_post")
+"""``[batch pos d_mlp]``: one value per neuron."""
+
+
+def is_residual_stream(name: str) -> bool:
+    """A hook in the residual stream (``hook_resid_*``, ``hook_*_out``, the embeddings): a unit is a stream direction."""
+    return name.endswith(RESIDUAL_STREAM)
+
+
+def is_residual_width(name: str) -> bool:
+    """A hook whose last axis is ``d_model`` without being per head: the residual stream and LayerNorm outputs."""
+    return is_residual_stream(name) or name.endswith(NORMALIZED)
+
+
+def is_attention_map(name: str) -> bool:
+    """Attention scores or pattern: ``[batch head query_pos key_pos]`` (positions on axes 2 and 3)."""
+    return name.endswith(ATTENTION_MAP)
+
+
+def is_per_head(name: str) -> bool:
+    """q, k, v or z: ``[batch pos head d_head]``."""
+    return name.endswith(PER_HEAD)
+
+
+def is_mlp(name: str) -> bool:
+    """An MLP neuron activation, before or after the nonlinearity: ``[batch pos d_mlp]``."""
+    return name.endswith(MLP)

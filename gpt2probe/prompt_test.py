@@ -73,12 +73,12 @@ class PromptTest:
 
     def __repr__(self) -> str:
         ranks = ", ".join(f"{t!r} rank {int(r)} p={float(p):.3g}" for t, r, p in zip(self.answer_tokens, self.ranks, self.probs))
-        from .report.tables import short
+        from .display.tables import short
 
         return f"PromptTest({self.model_name!r}, {short(self.prompt, 40)} -> {ranks})"
 
     def _repr_html_(self) -> str:
-        from .report.tables import Tok, table
+        from .display.tables import Tok, table
 
         rows = []
         for i, token in enumerate(self.answer_tokens):

@@ -10,7 +10,8 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-from transformers import GPT2TokenizerFast, PreTrainedTokenizerBase
+# transformers 5 makes GPT2TokenizerFast a lazy alias of GPT2Tokenizer at import time, which pyright cannot see.
+from transformers import GPT2TokenizerFast, PreTrainedTokenizerBase  # pyright: ignore[reportAttributeAccessIssue]
 
 ENDOFTEXT = "<|endoftext|>"
 

@@ -10,13 +10,14 @@ second copy has exactly one earlier occurrence and a unique induction target.
 from __future__ import annotations
 
 import torch
+from jaxtyping import Int
 
 from .errors import InvalidArgumentError
 
 
 def repeated_random_tokens(
     n_seqs: int, half_len: int, vocab_size: int, seed: int, bos: int | None = 0
-) -> torch.LongTensor:
+) -> Int[torch.Tensor, "batch pos"]:
     """Return ``n_seqs`` sequences ``[bos, t_1 .. t_L, t_1 .. t_L]`` with ``L = half_len``.
 
     Each row's ``t_1 .. t_L`` are distinct tokens drawn uniformly without

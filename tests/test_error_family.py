@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib
 import inspect
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,62 @@ def test_every_error_is_ours_and_a_builtin_and_exported(cls):
     assert any(base.__module__ == "builtins" and base is not Exception for base in cls.__mro__[1:])
     assert getattr(gpt2probe, cls.__name__) is cls and cls.__name__ in gpt2probe.__all__
     assert cls.__doc__
+
+
+# Private control flow, raised and caught inside one function, never seen by a caller. (Issue 23's model
+# seam replaces the harvest's with a probe-level "stop after this hook".)
+PRIVATE_SIGNALS = {"gpt2probe.harvest.runner._Stop"}
+
+
+def _package_modules() -> list[str]:
+    """Every module of the package (``__main__`` left out: importing it runs the command line)."""
+    return sorted(m.name for m in pkgutil.walk_packages(gpt2probe.__path__, "gpt2probe.")
+                  if not m.name.endswith(".__main__"))
+
+
+def _exception_classes() -> list[type[BaseException]]:
+    """Every exception class defined (not merely imported) at the top level of a package module."""
+    found = []
+    for name in _package_modules():
+        module = importlib.import_module(name)
+        found += [cls for cls in vars(module).values()
+                  if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == name
+                  and f"{name}.{cls.__qualname__}" not in PRIVATE_SIGNALS]
+    return found
+
+
+def test_the_walk_sees_every_module_and_the_errors():
+    names = _package_modules()
+    assert {"gpt2probe.errors", "gpt2probe.harvest.summaries", "gpt2probe.experiments.common"} <= set(names)
+    assert {cls.__name__ for cls in _exception_classes()} >= {"CorpusError", "NonFiniteActivationError", "UsageError"}
+
+
+@pytest.mark.parametrize("cls", _exception_classes(), ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+def test_every_exception_class_of_the_package_is_in_the_family_and_exported(cls):
+    """Anywhere in the package: ``except gpt2probe.GPT2ProbeError`` catches it and ``gpt2probe.<Name>`` is it."""
+    assert issubclass(cls, errors.GPT2ProbeError)
+    assert getattr(gpt2probe, cls.__name__, None) is cls and cls.__name__ in gpt2probe.__all__
+
+
+def test_no_exception_class_is_hidden_inside_a_function():
+    """The walk above sees top-level classes only; a class named like an error inside a function would escape it."""
+    nested = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        nested += [f"{path}:{node.lineno}: {node.name}" for node in ast.walk(tree)
+                   if isinstance(node, ast.ClassDef) and id(node) not in top
+                   and any(ast.unparse(base).endswith(("Error", "Exception")) for base in node.bases)]
+    assert not nested, "define exception classes at module level (in gpt2probe/errors.py):\n" + "\n".join(nested)
+
+
+def test_one_class_per_meaning():
+    """The harvest's errors are the package's: ``except gpt2probe.CorpusError`` catches a bad harvest corpus."""
+    assert gpt2probe.CorpusError is gpt2probe.harvest.CorpusError is errors.CorpusError
+    for name in ("HarvestConfigError", "ResumeMismatchError", "OutputDirError"):
+        assert getattr(gpt2probe.harvest, name) is getattr(gpt2probe, name) is getattr(errors, name)
+    from gpt2probe.experiments.common import UsageError
+    from gpt2probe.harvest.summaries import NonFiniteActivationError
+    assert UsageError is gpt2probe.UsageError and NonFiniteActivationError is gpt2probe.NonFiniteActivationError
+    names = [cls.__name__ for cls in _exception_classes()]
+    assert len(names) == len(set(names)), f"two classes share a name: {sorted(names)}"

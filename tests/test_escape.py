@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpt2probe.report.escape import display_token, escape_html, escape_text
+from gpt2probe.display.escape import display_token, escape_html, escape_text
 
 # (character, its visible escape)
 INVISIBLE = [
@@ -55,7 +55,7 @@ def test_a_report_shows_a_bidi_prompt_literally(tmp_path):
 
 
 def test_tables_show_invisible_characters():
-    from gpt2probe.report.table import Table
+    from gpt2probe.report import Table
 
     table = Table.of(["prompt\u202e", "text"], [["a\u2066b", "line\none\x00"]], caption="c\u200b", literal=[1])
     out = table.to_html()

@@ -7,8 +7,8 @@ import torch
 
 import gpt2probe
 from gpt2probe.cli import main
+from gpt2probe.display.escape import visible_whitespace
 from gpt2probe.harvest import Corpus, harvest
-from gpt2probe.report.escape import visible_whitespace
 from gpt2probe.report.harvest_dashboard import logit_effects, output_directions, write_dashboard
 
 from browser import chromium_available, open_page

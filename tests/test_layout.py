@@ -2,7 +2,9 @@
 
 The import graph counts every import statement anywhere in a module (function bodies and
 ``if TYPE_CHECKING:`` blocks included): a cycle hidden behind a lazy or type-only import is
-still two modules that cannot be understood, tested or moved apart.
+still two modules that cannot be understood, tested or moved apart. The graph is checked twice:
+module by module, and with each sub-package as one node (importing any module of a
+sub-package runs its ``__init__`` and everything that re-exports).
 """
 
 from __future__ import annotations
@@ -68,6 +70,33 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def unit_of(name: str, subpackages: set[str]) -> str:
+    """The sub-package directly under the top package that holds module ``name``, else ``name`` itself."""
+    top = ".".join(name.split(".")[:2])
+    return top if top in subpackages else name
+
+
+def unit_graph(graph: dict[str, set[str]], subpackages: set[str]) -> dict[str, set[str]]:
+    """The import graph with each sub-package (``gpt2probe.report``, ``gpt2probe.lens``...) as one node.
+
+    Importing any module of a sub-package first runs its ``__init__``, which imports what it
+    re-exports: ``lens.result`` importing ``report.tables`` ran ``report/__init__``, which
+    imports ``report.lens``, which imports ``lens.result``. No two modules formed a cycle, yet
+    ``report`` and ``lens`` could not be loaded, understood or moved apart. At this level that
+    is the cycle ``report -> lens -> report``.
+    """
+    units: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        unit = unit_of(name, subpackages)
+        units.setdefault(unit, set()).update(unit_of(t, subpackages) for t in targets)
+    return {unit: targets - {unit} for unit, targets in units.items()}
+
+
+def subpackages(package: Path = PACKAGE) -> set[str]:
+    """The packages directly under the top one (``gpt2probe.lens``, ``gpt2probe.report``...)."""
+    return {module_name(p, package) for p in package.glob("*/__init__.py")}
+
+
 def test_the_graph_sees_real_imports():
     graph = import_graph()
     assert "gpt2probe.hooks" in graph["gpt2probe.probe"]
@@ -78,6 +107,34 @@ def test_the_graph_sees_real_imports():
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_unit_graph_sees_a_cycle_through_a_subpackage_init():
+    """Two modules that never import each other, in two sub-packages that do: a cycle at the package level."""
+    graph = {"p": set(), "p.report": {"p.report.figs"}, "p.report.figs": {"p.lens.result"},
+             "p.report.tables": set(), "p.lens": {"p.lens.result"}, "p.lens.result": {"p.report.tables"}}
+    assert find_cycle(graph) is None
+    assert find_cycle(unit_graph(graph, {"p.report", "p.lens"})) == ["p.lens", "p.report", "p.lens"]
+    assert "gpt2probe.report" in subpackages() and "gpt2probe.display" in subpackages()
+
+
+def test_no_import_cycle_between_subpackages():
+    """Every sub-package (and every top-level module) as one node: still no cycle."""
+    cycle = find_cycle(unit_graph(import_graph(), subpackages()))
+    assert cycle is None, "import cycle between sub-packages: " + " -> ".join(cycle)
+
+
+def test_display_is_a_leaf():
+    """Notebook tables and escaping import nothing of the package, so a result's ``_repr_html_`` loads no figures."""
+    graph = import_graph()
+    display = {name for name in graph if name == "gpt2probe.display" or name.startswith("gpt2probe.display.")}
+    outside = {f"{name} -> {target}" for name in display for target in graph[name] - display}
+    assert not outside, f"gpt2probe.display imports other package modules: {sorted(outside)}"
+    for name in display:
+        tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and not node.level}
+        assert not {m for m in imported if m.split(".")[0] in ("plotly", "gpt2probe")}, (name, imported)
 
 
 def _keyed_by_id(node: ast.AST) -> bool:
@@ -109,3 +166,11 @@ def test_no_table_keyed_by_id():
 
 def _is_id(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "id"
+
+
+def test_the_package_ships_its_types():
+    """PEP 561: ``py.typed`` tells users' type checkers to read gpt2probe's annotations; it must be package data."""
+    assert (PACKAGE / "py.typed").is_file()
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    package_data = pyproject.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    assert '"py.typed"' in package_data, package_data

@@ -128,3 +128,36 @@ def test_long_inputs_stay_short(vocab_probe):
     ids = torch.randint(0, 1000, (1, 20))
     lens = gpt2probe.logit_lens(vocab_probe, ids)
     assert len(repr(lens).splitlines()) == 1 and len(repr(lens[0]).splitlines()) == 1
+
+
+SHOW_WITHOUT_PLOTLY = """
+import sys
+import gpt2probe
+from gpt2probe.generation import generate, next_token
+from gpt2probe.interventions import patching
+
+probe = gpt2probe.load(sys.argv[1], device="cpu")
+lens = gpt2probe.logit_lens(probe, ["a <b> c", "The cat sat on the"], targets=" mat")
+shown = [
+    lens, lens[0], probe.run_with_cache("a <b> c", names=["hook_embed"])[1],
+    next_token(probe, ["a <b> c"], 3), generate(probe, ["a"], 2, greedy=True),
+    gpt2probe.direct_logit_attribution(probe, "a <b> c", " mat", baseline=" <"),
+    patching.patch(probe, "a <b> c", "a <i> c", answer=" mat", wrong=" <"),
+    probe.test_prompt("a <b> c", " d", print_details=False),
+]
+pages = [result._repr_html_() for result in shown]
+assert all("<table" in page for page in pages)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "plotly" or m.startswith("gpt2probe.report"))
+print("LOADED", loaded)
+"""
+
+
+def test_showing_results_loads_no_plotly_and_no_report(vocab_dir):
+    """A notebook showing a LensResult (or any result) imports neither Plotly nor the report's figure modules."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SHOW_WITHOUT_PLOTLY, str(vocab_dir)], capture_output=True, text=True,
+                          timeout=300)  # offline: conftest set HF_HUB_OFFLINE in the environment it inherits
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LOADED []" in done.stdout, done.stdout

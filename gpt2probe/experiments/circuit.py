@@ -18,10 +18,10 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from ..display.escape import escape_text
 from ..interventions import circuit, edge_attribution_patch, faithfulness
 from ..report import write_html
 from ..report.attribution_patching import circuit_graph
-from ..report.escape import escape_text
 from .common import Parser, UsageError, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
 from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
 

@@ -22,16 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from ..errors import GPT2ProbeError
+from ..errors import GPT2ProbeError, UsageError
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
 
 DEFAULT_MODEL = "gpt2"
-
-
-class UsageError(GPT2ProbeError, ValueError):
-    """A command-line argument that cannot work (checked before anything heavy runs)."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -18,10 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..display.escape import visible_whitespace
 from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
 from ..lens.tuned import METADATA_FILE
 from ..report import attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory, write_html
-from ..report.escape import visible_whitespace
 from ..shipped import NOTES, shipped_model
 from .common import Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int, read_prompts_file, run_command
 

@@ -21,12 +21,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..errors import NonFiniteActivationError
 from .topk import FIELDS as TOPK_FIELDS
 from .topk import TopK, batch_candidates, contexts, merge_sparse
-
-
-class NonFiniteActivationError(ValueError):
-    """Raised by :meth:`UnitSummary.update` for a NaN or infinite activation."""
 
 
 def valid_rows(acts: Float[Tensor, "batch pos unit"], valid: Tensor) -> tuple[Float[Tensor, "token unit"], Tensor | None]:

@@ -25,9 +25,6 @@ from .. import names as N
 from ..errors import HookNameError
 from .errors import HarvestConfigError
 
-MLP_SUFFIXES = ("mlp.hook_pre", "mlp.hook_post")
-HEAD_SUFFIXES = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")
-
 
 @dataclass(frozen=True)
 class HookPlan:
@@ -72,9 +69,9 @@ def plan_hooks(hooks: list[str], valid: list[str], *, d_model: int, d_mlp: int, 
                                      "-inf); harvest the pattern instead: " + repr(name.replace("attn_scores", "pattern")))
         if name.endswith("hook_pattern"):
             plans.append(HookPlan(name, "attention", n_heads))
-        elif name.endswith(HEAD_SUFFIXES):
+        elif N.is_per_head(name):
             plans.append(HookPlan(name, "head_norm", n_heads))
-        elif name.endswith(MLP_SUFFIXES):
+        elif N.is_mlp(name):
             plans.append(HookPlan(name, "neuron", d_mlp))
         elif name.endswith("hook_scale"):
             plans.append(HookPlan(name, "dim", 1))

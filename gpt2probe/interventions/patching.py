@@ -124,7 +124,7 @@ class PatchingResult:
 
     def _repr_html_(self) -> str:
         """The cells with the largest values, in normalised and raw units, and the two unpatched runs."""
-        from ..report.tables import Tok, table
+        from ..display.tables import Tok, table
 
         raw = self.raw().flatten()
         order = self.values.flatten().argsort(descending=True)[:10].tolist()

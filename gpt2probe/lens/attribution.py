@@ -56,7 +56,7 @@ class Attribution:
 
     def _repr_html_(self) -> str:
         """The components by absolute contribution, and the heads with the largest contributions."""
-        from ..report.tables import table
+        from ..display.tables import table
 
         rows = [[label, value] for label, value in self.largest(len(self.labels))]
         n_heads = self.head_values.shape[1]

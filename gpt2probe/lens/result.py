@@ -78,7 +78,7 @@ class PromptLens:
         return self.top_tokens[stream][position][0], float(self.top_probs[stream, position, 0])
 
     def __repr__(self) -> str:
-        from ..report.tables import short
+        from ..display.tables import short
 
         token, prob = self.top1()
         return (f"PromptLens({short(self.prompt, 50)}, {len(self.str_tokens)} tokens, {self.n_streams} streams x "
@@ -86,7 +86,7 @@ class PromptLens:
 
     def _repr_html_(self, position: int = -1) -> str:
         """Per stream at the last analysed position: top-1 and its probability, entropy, KL to final, the target."""
-        from ..report.tables import Tok, table
+        from ..display.tables import Tok, table
 
         pos = int(self.positions[position])
         headers = ["stream", "top-1", "p(top-1)", "entropy", "KL to final"]
@@ -134,14 +134,14 @@ class LensResult:
         return [item.prompt for item in self.items]
 
     def __repr__(self) -> str:
-        from ..report.tables import short
+        from ..display.tables import short
 
         shown = ", ".join(short(p, 30) for p in self.prompts[:3]) + (", ..." if len(self) > 3 else "")
         return f"LensResult({self.model_name!r}, {len(self)} prompts [{shown}], k={self.k}, include_mid={self.include_mid})"
 
     def _repr_html_(self) -> str:
         """One row per prompt: tokens, the final top-1 at its last analysed position, the target there."""
-        from ..report.tables import Tok, table
+        from ..display.tables import Tok, table
 
         rows = []
         for i, item in enumerate(self.items):

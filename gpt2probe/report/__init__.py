@@ -3,8 +3,9 @@
 One module per kind of figure: :mod:`~gpt2probe.report.lens` (logit lens),
 :mod:`~gpt2probe.report.attribution` (direct logit attribution),
 :mod:`~gpt2probe.report.patching` (activation patching), :mod:`~gpt2probe.report.steering`
-(steering); :mod:`~gpt2probe.report.html` writes the page, :mod:`~gpt2probe.report.table`
-holds text tables, :mod:`~gpt2probe.report.escape` makes every string display literally.
+(steering); :mod:`~gpt2probe.report.html` writes the page and its text tables
+(:class:`Table`). Every string is made to display literally by :mod:`gpt2probe.display.escape`,
+the leaf below the core that result objects also use for their notebook tables.
 Figures only read result objects: they never call the model and never write files.
 
 Two rules hold for every figure (:mod:`~gpt2probe.report.style`):
@@ -20,15 +21,14 @@ Two rules hold for every figure (:mod:`~gpt2probe.report.style`):
 ...                   prompts=result.prompts)
 """
 
+from ..display.escape import display_token, escape_text
 from .attention_figures import pattern_figure, score_grid_figure
 from .attention_viewer import AttentionData, encode_attention, write_attention_viewer
 from .attribution import attribution_bars
-from .escape import display_token, escape_text
-from .html import write_html
+from .html import Table, write_html
 from .lens import kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory
 from .patching import patching_heatmap
 from .steering import change_bars, continuations_table, top_tokens_table
-from .table import Table
 
 __all__ = [
     "AttentionData",

@@ -15,9 +15,9 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, ShapeError
 from ..head_scores import SCORE_LABELS, head_label
-from .escape import display_token, escape_text
 
 PATTERN_COLORSCALE = "Blues"
 SCORE_COLORSCALE = "Viridis"

@@ -43,8 +43,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..display.escape import EMPTY_TOKEN, visible_whitespace
 from ..errors import InvalidArgumentError, ShapeError
-from .escape import EMPTY_TOKEN, visible_whitespace
 from .html import CONTENT_SECURITY_POLICY, STYLE, _header
 
 MAX_BYTES = 40 * 10**6

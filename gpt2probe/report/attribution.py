@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..display.escape import display_token, escape_text
 from ..lens.attribution import Attribution
-from .escape import display_token, escape_text
 from .style import (
     SIGNED_COLORSCALE,
     SIGNED_RULE,

@@ -10,11 +10,11 @@ import math
 
 import plotly.graph_objects as go
 
+from ..display.escape import escape_text
 from ..interventions.agreement import Agreement
 from ..interventions.circuit import Circuit, FaithfulnessResult
 from ..interventions.edges import EdgeScores
 from ..interventions.graph import Node
-from .escape import escape_text
 
 POSITIVE, NEGATIVE = "#c0392b", "#2c6fbb"
 

@@ -16,8 +16,8 @@ from plotly.subplots import make_subplots
 from ..diffing import ModelDiff
 from ..diffing.components import EMBED, LN_FINAL, POS_EMBED, head_component, layer_component
 from ..diffing.localise import SITES
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError
-from .escape import display_token, escape_text
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"  # positive = blue, as in the attribution figures

@@ -10,7 +10,7 @@ it): for an MLP neuron the row of ``W_out`` it writes, for a residual dimension 
 vector, for a user direction the direction itself. Heads summarised by ``hook_z`` norms have
 no single direction and show none.
 
-Every token string goes through :func:`gpt2probe.report.escape.display_token` once, here;
+Every token string goes through :func:`gpt2probe.display.escape.display_token` once, here;
 the page inserts only those escaped strings and numbers. The data rides in
 ``<script type="application/json">`` blocks (``<`` written as ``\\u003c``, so no string can
 close the block). No request leaves the page (the same Content-Security-Policy as the other
@@ -29,13 +29,11 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError
-from ..names import layer_of
-from .escape import display_token, escape_text
+from ..names import is_residual_stream, layer_of
 from .html import CONTENT_SECURITY_POLICY
 
-RESIDUAL_WIDTH = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post",
-                  "hook_attn_out", "hook_mlp_out")
 LOGIT_NOTE = ("Direct effect on the logits: the unit's output direction times W_U, without the final LayerNorm "
               "(for an MLP neuron, its row of W_out).")
 
@@ -47,7 +45,7 @@ def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
         return probe.W_out[layer_of(hook)].float()
     if kind == "direction":
         return harvest.directions(hook).float()
-    if kind == "dim" and hook.endswith(RESIDUAL_WIDTH):
+    if kind == "dim" and is_residual_stream(hook):
         return torch.eye(probe.cfg.d_model)
     return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,10 +20,10 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ..atomic import atomic_path
-from ..errors import InvalidTypeError
+from ..display.escape import escape_html
+from ..display.tables import text_table
+from ..errors import InvalidTypeError, ShapeError
 from ..versions import versions
-from .escape import escape_html
-from .table import Table
 
 # Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -46,6 +47,31 @@ table.text-table th, table.text-table td { border: 1px solid #ccc; padding: .3re
   vertical-align: top; overflow-wrap: anywhere; }
 table.text-table td.literal { white-space: pre-wrap; font-family: ui-monospace, monospace; }
 """
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report's table of plain-text cells, wrapped and never cut. ``literal`` columns keep whitespace and line breaks."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+    literal: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for i, row in enumerate(self.rows):
+            if len(row) != len(self.columns):
+                raise ShapeError(f"row {i} has {len(row)} cells but the table has {len(self.columns)} columns")
+
+    @classmethod
+    def of(cls, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "",
+           literal: Sequence[int] = ()) -> Table:
+        """Build from any sequences; cells are converted with ``str``."""
+        return cls(tuple(columns), tuple(tuple(str(c) for c in row) for row in rows), caption, tuple(literal))
+
+    def to_html(self) -> str:
+        """The table as an HTML fragment (styles come with the report page)."""
+        return text_table(self.columns, self.rows, caption=self.caption, literal=self.literal)
 
 
 def _esc(value: object) -> str:
@@ -75,7 +101,7 @@ def _header(title: str, model_name: str, prompts: list[str], notes: list[str],
     return f"<header>\n<h1>{_esc(title)}</h1>\n<dl>\n{items}\n</dl>\n{notes_html}\n</header>\n"
 
 
-def _contents(sections: list[tuple[str | None, object]]) -> str:
+def _contents(sections: Sequence[tuple[str | None, object]]) -> str:
     headed = [(i, heading) for i, (heading, _) in enumerate(sections) if heading is not None]
     if len(headed) <= 3:
         return ""
@@ -85,7 +111,7 @@ def _contents(sections: list[tuple[str | None, object]]) -> str:
 
 def write_html(
     path: str | os.PathLike,
-    figures: list[go.Figure | Table] | dict[str, go.Figure | Table],
+    figures: Sequence[go.Figure | Table] | Mapping[str, go.Figure | Table],
     *,
     title: str,
     model_name: str,
@@ -95,12 +121,13 @@ def write_html(
 ) -> Path:
     """Write ``figures`` (a list, or a dict of section heading -> figure) to one HTML file.
 
-    A figure is a Plotly figure or a :class:`~gpt2probe.report.table.Table` of text.
+    A figure is a Plotly figure or a :class:`~gpt2probe.report.Table` of text.
     ``notes`` (a string or several) are shown under the header, e.g. a warning that the
     model is a small offline one. With more than three headed sections the page opens
     with a contents list. Returns the path written.
     """
-    sections = list(figures.items()) if isinstance(figures, dict) else [(None, fig) for fig in figures]
+    sections: list[tuple[str | None, go.Figure | Table]] = (
+        list(figures.items()) if isinstance(figures, Mapping) else [(None, fig) for fig in figures])
     for heading, fig in sections:
         if not isinstance(fig, (go.Figure, Table)):
             where = f"figure {heading!r}" if heading is not None else "a figure"

@@ -2,8 +2,8 @@
 
 Figures only read result objects: they never call the model and never write files
 (:mod:`gpt2probe.report.html` writes reports). Every string a figure shows passes
-through :func:`~gpt2probe.report.escape.display_token` or
-:func:`~gpt2probe.report.escape.escape_text`, so tokens display literally.
+through :func:`~gpt2probe.display.escape.display_token` or
+:func:`~gpt2probe.display.escape.escape_text`, so tokens display literally.
 
 Axes use numeric positions with explicit tick texts, never categories: Plotly merges
 equal category labels, and a prompt often repeats a token.
@@ -18,9 +18,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
-from .escape import display_token, escape_text
 from .style import TOP_MARGIN, category_axis, colorbar, fmt_nats, fmt_prob, prompt_chars, title_layout
 
 # metric -> (what the colour shows, colour bar title, colour scale)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from ..display.escape import display_token, escape_text
 from ..interventions.patching import PatchingResult
-from .escape import display_token, escape_text
 from .style import SIGNED_COLORSCALE, SIGNED_RULE, TOP_MARGIN, category_axis, colorbar, signed_range, title_layout
 
 

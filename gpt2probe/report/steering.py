@@ -1,6 +1,6 @@
 """Figures and tables of a steering run: the continuations, the top next tokens, the biggest changes.
 
-Continuations and token lists are HTML tables (:class:`~gpt2probe.report.table.Table`),
+Continuations and token lists are HTML tables (:class:`~gpt2probe.report.Table`),
 wrapped and never cut; the probability changes are a bar chart coloured by
 :mod:`gpt2probe.report.style`'s rule (blue = rose with steering, red = fell).
 """
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from .escape import display_token, visible_whitespace
+from ..display.escape import display_token, visible_whitespace
+from .html import Table
 from .style import SIGNED_RULE, TOP_MARGIN, category_axis, signed_colour, title_layout
-from .table import Table
 
 
 def continuations_table(prompts: Sequence[str], plain: Sequence[str], steered: Sequence[str]) -> Table:

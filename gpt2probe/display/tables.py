@@ -1,10 +1,18 @@
-"""Compact HTML tables for notebooks (``_repr_html_``) and one-line summaries for ``repr``.
+"""HTML tables: compact ones for notebooks (``_repr_html_``), wrapped text tables for reports, and ``repr`` summaries.
 
 A result object shows itself in Jupyter as a small table (names, shapes, top predictions),
 never as pages of tensors. Every string that comes from a result is escaped here, once:
 cells are plain values (escaped as text) or :class:`Tok` (a token string, whitespace made
-visible by :func:`~gpt2probe.report.escape.display_token`), so a token such as
+visible by :func:`~gpt2probe.display.escape.display_token`), so a token such as
 ``"<script>"`` or ``" &amp;"`` shows as itself and the notebook page interprets nothing.
+
+:func:`text_table` renders a report's tables of text (:class:`gpt2probe.report.Table`):
+Plotly's own tables give every row a fixed height and cut what does not fit (a steered
+continuation of 30 tokens disappeared past its second line), so text belongs in HTML,
+wrapped and never cut.
+
+This module imports nothing of gpt2probe but :mod:`.escape` (and not Plotly), so a result
+can show itself without loading the report's figure modules.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .escape import display_token, escape_text
+from .escape import display_token, escape_html, escape_text
 
 MAX_ROWS = 40  # rows shown before "... n more" (the table scrolls past a few hundred pixels)
 
@@ -81,3 +89,19 @@ def table(
         f"<caption>{escape_text(caption)}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table>{foot}</div>"
     )
+
+
+def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str = "",
+               literal: Sequence[int] = ()) -> str:
+    """A report's table of plain-text cells as an HTML fragment (styles come with the report page).
+
+    Every cell is escaped once; ``literal`` columns keep whitespace and line breaks as written.
+    """
+    def cell(tag: str, text: str, i: int) -> str:
+        cls = ' class="literal"' if i in literal else ""
+        return f"<{tag}{cls}>{escape_html(text, multiline=i in literal)}</{tag}>"
+
+    head = "".join(f"<th>{escape_html(c)}</th>" for c in columns)
+    body = "\n".join("<tr>" + "".join(cell("td", c, i) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    caption_html = f"<caption>{escape_html(caption)}</caption>" if caption else ""
+    return f'<table class="text-table">{caption_html}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
