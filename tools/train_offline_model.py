@@ -67,7 +67,26 @@ def build_model(n_layer: int, n_embd: int, n_head: int, n_positions: int) -> GPT
     ), "GPT2Config ignored a size argument"
     model = GPT2LMHeadModel(config)
     assert model.lm_head.weight is model.transformer.wte.weight, "embeddings are not tied"
+    with torch.no_grad():
+        model.transformer.wpe.weight.copy_(sinusoidal_positions(n_positions, n_embd))
     return model
+
+
+def sinusoidal_positions(n_positions: int, n_embd: int, scale: float = 0.02) -> torch.Tensor:
+    """The original Transformer's sinusoids, entries in [-scale, scale]: the learned positions' starting point.
+
+    GPT-2 learns its position embeddings from a random start; the learned ones end up close to
+    sinusoids of several frequencies. Starting there gives attention an offset it can read from
+    the first step (a previous-token head needs one), instead of waiting for it to be learned:
+    runs from a random start showed no previous-token head after 700 steps. The entries are
+    scaled like the token embeddings' (``initializer_range`` 0.02), and they are trained as usual.
+    """
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))
+    table = torch.zeros(n_positions, n_embd)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return scale * table
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -136,7 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True,
                    help="directory to write (required; the shipped copy is gpt2probe/assets/tiny-english)")
-    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--d-model", type=int, default=128, help="n_embd")
@@ -191,7 +210,9 @@ for GPT-2: do not draw conclusions about GPT-2 from it.
 
 - Architecture: GPT-2, n_layer={args.n_layer}, n_embd={args.d_model}, n_head={args.n_head},
   n_positions={args.n_ctx}, vocab_size={VOCAB_SIZE} (GPT-2's full BPE vocabulary), tied
-  input/output embeddings. Weights stored in float16 (`model.safetensors`).
+  input/output embeddings. Weights stored in float16 (`model.safetensors`). Initialised as
+  transformers does, except the position embeddings, which start as sinusoids of entries
+  within ±0.02 and are trained like every other weight (see `sinusoidal_positions`).
 - Tokenizer: GPT-2's, built from `gpt2probe/data/vocab.json` and `merges.txt`
   (not duplicated here). `<|endoftext|>` (id {EOT_ID}) separates documents.
 - Training text, all from CPython {metrics['python']} (`tools/offline_corpus.py`), sampled per window
