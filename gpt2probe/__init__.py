@@ -43,6 +43,7 @@ from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
+from .sae import SAE, SAEConfig, Transcoder
 from .tokens import Tokens
 from .versions import __version__
 
@@ -61,6 +62,9 @@ __all__ = [
     "compare",
     "diffing",
     "GPT2Probe",
+    "SAE",
+    "SAEConfig",
+    "Transcoder",
     "GPT2ProbeError",
     "Harvest",
     "HookNameError",
