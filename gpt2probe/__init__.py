@@ -33,6 +33,7 @@ from .errors import (
     NotGPT2Error,
     PositionError,
     PromptError,
+    SAEMismatchError,
     ShapeError,
     UnsafeCheckpointError,
     UnsupportedError,
@@ -97,4 +98,5 @@ __all__ = [
     "ShapeError",
     "CorpusError",
     "LensMismatchError",
+    "SAEMismatchError",
 ]

@@ -102,3 +102,7 @@ class ModelMismatchError(GPT2ProbeError, ValueError):
 
 class MissingExtraError(GPT2ProbeError, ImportError):
     """An optional dependency is not installed; the message says which extra brings it."""
+
+
+class SAEMismatchError(GPT2ProbeError, ValueError):
+    """An SAE or transcoder used with a model whose hooks or widths it was not made for."""

@@ -20,14 +20,17 @@ to move one of them (``sae.to(x.dtype)``), so no precision changes behind the us
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, InvalidTypeError, ShapeError
-from . import activations
+from . import activations, files, pretrained
 from .config import SAEConfig
 
 # The stages of one pass that splicing exposes as ``"<hook>.<stage>"`` names (SAELens's names).
@@ -37,6 +40,7 @@ INPUT, ACTS_PRE, ACTS_POST, RECONS, ERROR = (
 STAGES = (INPUT, ACTS_PRE, ACTS_POST, RECONS, ERROR)
 
 Tap = Callable[[str, Tensor], Tensor]
+C = TypeVar("C", bound="SparseCoder")
 
 
 def _no_tap(stage: str, tensor: Tensor) -> Tensor:
@@ -84,7 +88,7 @@ class SparseCoder(nn.Module):
 
     @staticmethod
     def _check_kind(cfg: SAEConfig) -> None:
-        raise NotImplementedError
+        """Refuse a config this class does not serve (an SAE config for a Transcoder, and back)."""
 
     # -- config, device and dtype ---------------------------------------------------------
     @property
@@ -144,6 +148,13 @@ class SparseCoder(nn.Module):
     def _skip(self, x: Float[Tensor, "*batch d_in"]) -> Tensor | float:
         return 0.0 if self.W_skip is None else x @ self.W_skip
 
+    def _centered(self, x: Float[Tensor, "*batch d_in"]) -> tuple[Tensor, Tensor | float]:
+        """``x`` without each token's mean over its last axis when ``cfg.center_input``, and that mean."""
+        if not self._cfg.center_input:
+            return x, 0.0
+        mean = x.mean(-1, keepdim=True)
+        return x - mean, mean
+
     def encode(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
         """Feature activations (after the nonlinearity) of activations ``x``.
 
@@ -157,12 +168,12 @@ class SparseCoder(nn.Module):
             >>> acts = sae.encode(cache["blocks.2.hook_resid_post"])  # doctest: +SKIP
         """
         self._check_input(x, self._cfg.d_in, "the input")
-        return self._encode(x, _no_tap)
+        return self._encode(self._centered(x)[0], _no_tap)
 
     def encode_pre(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
         """The pre-activations ``x_in @ W_enc + b_enc`` before the nonlinearity (SAELens's ``hidden_pre``)."""
         self._check_input(x, self._cfg.d_in, "the input")
-        return self._pre(x, _no_tap)
+        return self._pre(self._centered(x)[0], _no_tap)
 
     def decode(self, acts: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_out"]:
         """``acts @ W_dec + b_dec``: what the features write (without a transcoder's skip term).
@@ -174,20 +185,75 @@ class SparseCoder(nn.Module):
         return self._decode(acts, _no_tap)
 
     def forward(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
-        """The reconstruction (SAE) or prediction (transcoder, skip term included) of ``x``."""
+        """The reconstruction (SAE) or prediction (transcoder, skip term included) of ``x``.
+
+        With ``cfg.center_input`` the mean removed before encoding is added back.
+        """
         self._check_input(x, self._cfg.d_in, "the input")
-        return self._decode(self._encode(x, _no_tap), _no_tap) + self._skip(x)
+        x, mean = self._centered(x)
+        return self._decode(self._encode(x, _no_tap), _no_tap) + self._skip(x) + mean
 
     def run_stages(self, x: Float[Tensor, "*batch d_in"], tap: Tap) -> Float[Tensor, "*batch d_out"]:
         """``forward`` with ``tap(stage, tensor)`` called at each stage, which may replace the tensor.
 
         The stages are ``hook_sae_input``, ``hook_sae_acts_pre``, ``hook_sae_acts_post``
         and ``hook_sae_recons`` (SAELens's hook names); splicing builds on this. The skip
-        term (transcoders) is added after ``hook_sae_recons``, as in SAELens.
+        term (transcoders) is added after ``hook_sae_recons``, as in SAELens. With
+        ``cfg.center_input``, ``hook_sae_input`` sees the centered input (what the encoder
+        reads) and the mean is added back after ``hook_sae_recons``.
         """
         self._check_input(x, self._cfg.d_in, "the input")
+        x, mean = self._centered(x)
         x = tap(INPUT, x)
-        return self._decode(self._encode(x, tap), tap) + self._skip(x)
+        return self._decode(self._encode(x, tap), tap) + self._skip(x) + mean
+
+    # -- files ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls: type[C], path: str | os.PathLike, *, device: str | torch.device | None = None,
+             dtype: str | torch.dtype | None = None) -> C:
+        """Read an SAELens 6 folder (``cfg.json`` + ``sae_weights.safetensors``) or a Dunefsky et al. transcoder file.
+
+        Args:
+            path: the folder (or, for a transcoder, the ``.pt`` file; see
+                :mod:`gpt2probe.sae.dunefsky_format`).
+            device: where to put it (CPU by default, whatever the file says).
+            dtype: convert to this dtype (the file's ``dtype`` by default).
+
+        Raises:
+            MissingFileError: no such folder or file.
+            FileFormatError: a file that is damaged, lacks a setting or tensor, or uses an
+                option gpt2probe does not run (named in the message).
+
+        Example:
+            >>> sae = gpt2probe.SAE.load("saes/blocks.2.hook_resid_post")  # doctest: +SKIP
+        """
+        return files.load_coder(cls, path, device=device, dtype=dtype)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an SAELens 6 folder that SAELens's ``SAE.load_from_disk`` (and :meth:`load`) reads to the same numbers.
+
+        Batch top-k is written as SAELens writes it for inference, a JumpReLU SAE with its
+        thresholds (gpt2probe reads it back as batch top-k). Returns the folder.
+        """
+        return files.save_coder(self, path)
+
+    @classmethod
+    def from_pretrained(cls: type[C], release: str, sae_id: str, *, directory: str | os.PathLike | None = None,
+                        device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> C:
+        """One SAE of an SAELens release, e.g. ``SAE.from_pretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre")``.
+
+        Downloaded through ``huggingface_hub`` on a connected machine, read from its cache
+        offline (see :mod:`gpt2probe.sae.pretrained` for the rules). ``directory`` is a
+        local copy of the release's repository, used instead of the hub; ``release`` may
+        also be such a directory, or a hub repository id.
+
+        Raises:
+            WeightsUnavailableError: not cached and the hub cannot be reached (the message
+                says how to get the files).
+        """
+        folder, centered = pretrained.locate(release, sae_id, directory)
+        cfg, tensors, _ = files.read_any(folder)
+        return files.build(cls, pretrained.with_release_settings(cfg, centered), tensors, device=device, dtype=dtype)
 
     # -- display --------------------------------------------------------------------------
     def _summary(self) -> list[tuple[str, object]]:
@@ -202,6 +268,8 @@ class SparseCoder(nn.Module):
         if c.is_transcoder:
             rows += [("d_out", c.d_out), ("skip", c.skip)]
         rows += [("dtype", str(c.dtype).removeprefix("torch.")), ("device", str(c.device))]
+        if c.center_input:
+            rows.append(("center_input", True))
         if c.model_name:
             rows.append(("model", c.model_name))
         return rows

@@ -17,7 +17,7 @@ import torch
 
 from .. import names as N
 from ..config import ProbeConfig
-from ..errors import HookNameError, InvalidArgumentError, InvalidTypeError
+from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in")
@@ -71,6 +71,12 @@ class SAEConfig:
         rescale_acts_by_decoder_norm: top-k only: rank pre-activations scaled by each
             decoder row's norm, and divide them back out before decoding (SAELens's option).
         skip: a transcoder with a skip connection ``W_skip [d_in, d_out]``.
+        center_input: the SAE was trained on TransformerLens's model with
+            ``center_writing_weights=True`` (SAELens's ``gpt2-small-res-jb`` and others),
+            whose residual stream is Hugging Face's minus each token's mean over
+            ``d_model``: subtract that mean before encoding and add it back to the
+            reconstruction. Every reader of a ``d_model``-wide stream starts with a
+            LayerNorm, which removes the mean, so the model downstream is unchanged by it.
         dtype, device: the parameters' dtype and device.
         model_name: the model the SAE was trained on, if known.
         metadata: anything else a file carried (SAELens's ``metadata``), kept for saving back.
@@ -87,6 +93,7 @@ class SAEConfig:
     normalize_activations: str = "none"
     rescale_acts_by_decoder_norm: bool = False
     skip: bool = False
+    center_input: bool = False
     dtype: torch.dtype = torch.float32
     device: torch.device = torch.device("cpu")
     model_name: str | None = None
@@ -111,7 +118,7 @@ class SAEConfig:
             )
         if self.apply_b_dec_to_input is None:
             object.__setattr__(self, "apply_b_dec_to_input", not self.is_transcoder)
-        for flag in ("apply_b_dec_to_input", "rescale_acts_by_decoder_norm", "skip"):
+        for flag in ("apply_b_dec_to_input", "rescale_acts_by_decoder_norm", "skip", "center_input"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidTypeError(f"SAEConfig.{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.rescale_acts_by_decoder_norm and self.architecture != "topk":
@@ -126,6 +133,8 @@ class SAEConfig:
                                            f"d_in ({self.d_in}); a map between two hooks is a Transcoder")
             if self.skip:
                 raise InvalidArgumentError("skip=True (W_skip) is a transcoder's option; this config has no hook_name_out")
+        elif self.center_input:
+            raise InvalidArgumentError("center_input is an SAE option (a transcoder reads LayerNorm's already-centered output)")
         elif self.apply_b_dec_to_input:
             raise InvalidArgumentError("apply_b_dec_to_input must be False for a transcoder: its b_dec is in the "
                                        "output space (as SAELens requires too)")
@@ -194,9 +203,9 @@ def check_fits(cfg: SAEConfig, probe_cfg: ProbeConfig) -> None:
     """Refuse an SAE whose hooks or widths do not fit the probe's model.
 
     Raises:
-        HookNameError: a hook the model lacks (too few layers), or one whose activation is
-            not a ``[batch, pos, width]`` stream (per-head ``hook_z``, attention patterns, scales).
-        InvalidArgumentError: ``d_in`` or ``d_out`` differ from the hook's width.
+        SAEMismatchError: a hook the model lacks (too few layers), one whose activation is
+            not a ``[batch, pos, width]`` stream (per-head ``hook_z``, attention patterns,
+            scales), or ``d_in``/``d_out`` that differ from the hook's width.
     """
     valid = N.all_names(probe_cfg.n_layers)
     name = probe_cfg.model_name
@@ -204,13 +213,13 @@ def check_fits(cfg: SAEConfig, probe_cfg: ProbeConfig) -> None:
         if hook is None:
             continue
         if hook not in valid:
-            raise HookNameError(f"the SAE reads or writes {hook!r}, which {name} ({probe_cfg.n_layers} layers) does not have")
+            raise SAEMismatchError(f"the SAE reads or writes {hook!r}, which {name} ({probe_cfg.n_layers} layers) does not have")
         if stream_width(hook, probe_cfg) is None:
-            raise HookNameError(f"the SAE's hook {hook!r} is not a [batch, pos, width] stream; gpt2probe splices SAEs "
+            raise SAEMismatchError(f"the SAE's hook {hook!r} is not a [batch, pos, width] stream; gpt2probe splices SAEs "
                                 "on the residual stream, attention and MLP outputs, LayerNorm outputs and MLP neurons")
     for what, width, hook in (("d_in", cfg.d_in, cfg.hook_name), ("d_out", cfg.d_out, cfg.write_hook)):
         expected = stream_width(hook, probe_cfg)
         if width != expected:
-            raise InvalidArgumentError(
+            raise SAEMismatchError(
                 f"the SAE's {what} is {width}, but {hook!r} of {name} has width {expected}: this SAE was made for another model"
             )
