@@ -2,7 +2,12 @@
 
 - :mod:`.config`: :class:`SAEConfig`, the settings, checked once.
 - :mod:`.activations`: the nonlinearities (ReLU, top-k, JumpReLU).
-- :mod:`.coder`: :class:`SAE` and :class:`Transcoder`, the modules.
+- :mod:`.coder`: :class:`SAE` and :class:`Transcoder`, the modules (encode, decode, load, save).
+- :mod:`.saelens_format`, :mod:`.dunefsky_format`, :mod:`.files`: the file formats read and written.
+- :mod:`.pretrained`: SAELens's releases through ``huggingface_hub``, with ``gpt2probe.load``'s offline rules.
+- :mod:`.splice`: SAEs in the forward pass (``probe.saes(...)``, ``probe.run_with_saes``).
+- :mod:`.feature_patching`: exact and attribution patching over features (imported on its own:
+  ``from gpt2probe.sae.feature_patching import feature_patch, feature_attribution``).
 """
 
 from .coder import SAE, SparseCoder, Transcoder
