@@ -15,6 +15,12 @@ stage this is ``x + 0``: the model computes exactly what it computed without the
 
 Everything goes through :class:`~gpt2probe.hooks.HookRegistry` by hook name: nothing here
 touches the model's modules, and every hook is removed on exit, exceptions included.
+
+Order: hook functions on one name run in the order they were attached. Functions attached
+on ``<hook>`` inside ``with probe.saes(...)`` run after the splice, so they see (and may
+edit) the reconstruction; a transcoder reads its input when the splice's function on
+``hook_name`` runs, so an edit of that name attached inside the block comes too late for
+it: attach such edits before splicing (an outer ``with probe.hooks(...)``).
 """
 
 from __future__ import annotations
