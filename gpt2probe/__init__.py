@@ -37,6 +37,7 @@ from .errors import (
     PositionError,
     PromptError,
     ResumeMismatchError,
+    SAEMismatchError,
     ShapeError,
     UnsafeCheckpointError,
     UnsupportedError,
@@ -48,6 +49,7 @@ from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
+from .sae import SAE, SAEConfig, Transcoder
 from .tokens import Tokens
 from .versions import __version__
 
@@ -66,6 +68,9 @@ __all__ = [
     "compare",
     "diffing",
     "GPT2Probe",
+    "SAE",
+    "SAEConfig",
+    "Transcoder",
     "GPT2ProbeError",
     "Harvest",
     "HookNameError",
@@ -103,4 +108,5 @@ __all__ = [
     "OutputDirError",
     "ResumeMismatchError",
     "UsageError",
+    "SAEMismatchError",
 ]

@@ -130,3 +130,7 @@ class OutputDirError(GPT2ProbeError, FileExistsError):
 # -- the command line ------------------------------------------------------------------
 class UsageError(GPT2ProbeError, ValueError):
     """A command-line argument that cannot work (checked before anything heavy runs)."""
+
+
+class SAEMismatchError(GPT2ProbeError, ValueError):
+    """An SAE or transcoder used with a model whose hooks or widths it was not made for."""

@@ -28,7 +28,7 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel
 
 from . import names as N
-from .errors import ConcurrentUseError, HookReturnError, InvalidTypeError
+from .errors import ConcurrentUseError, HookNameError, HookReturnError, InvalidTypeError
 from .hf_attention import AttentionSeam
 
 
@@ -334,6 +334,7 @@ class HookRegistry:
         self._fns: dict[str, list[tuple[int, HookFn]]] = {}
         self._handles: dict[Site, list[Any]] = {}  # installed site -> its PyTorch handles
         self._ids = itertools.count()
+        self._extra: dict[str, str] = {}  # name served by a hook function (a spliced SAE's stages) -> its base name
         self.lock = ModelLock()
 
     @classmethod
@@ -373,16 +374,57 @@ class HookRegistry:
         return tensor
 
     def check(self, name: str) -> None:
-        if name not in self._site_of:
-            raise N.unknown_name_error(name, self.valid_names)
+        if name not in self._site_of and name not in self._extra:
+            raise N.unknown_name_error(name, self.current_names)
+
+    @property
+    def current_names(self) -> list[str]:
+        """Every name that can be hooked now: the model's, and after each base name the extra names it serves."""
+        if not self._extra:
+            return list(self.valid_names)
+        out: list[str] = []
+        for name in self.valid_names:
+            out.append(name)
+            out += [extra for extra, base in self._extra.items() if base == name]
+        return out
+
+    @contextmanager
+    def extra_names(self, names: Iterable[tuple[str, str]]) -> Iterator[None]:
+        """Make ``(name, base)`` pairs hookable while the block runs; a function on ``base`` serves them.
+
+        A spliced SAE's stages (``"<hook>.hook_sae_acts_post"``...) are such names: the hook
+        function the splice puts on ``<hook>`` calls :meth:`dispatch` for each, so hooks,
+        captures and interventions reach features with the machinery every other name uses.
+        Names already served are refused (two SAEs on one hook would be ambiguous).
+        """
+        pairs = list(names)
+        for name, base in pairs:
+            self.check(base)
+            if name in self._site_of or name in self._extra:
+                raise HookNameError(f"{name!r} is already a hook name (is an SAE spliced there already?)")
+        for name, base in pairs:
+            self._extra[name] = base
+        try:
+            yield
+        finally:
+            for name, _ in pairs:
+                self._extra.pop(name, None)
+
+    def hooked(self, name: str) -> bool:
+        """Whether any hook function is registered on ``name`` now."""
+        return name in self._fns
+
+    def dispatch(self, name: str, tensor: Tensor) -> Tensor:
+        """Run the hook functions registered on ``name`` (an extra name) on ``tensor``; returns the possibly replaced tensor."""
+        return self._dispatch(name, tensor)
 
     def add(self, name: str, fn: HookFn) -> tuple[str, int]:
         """Register ``fn`` on ``name``; returns a key for :meth:`remove`."""
         self.check(name)
         if not callable(fn):
             raise InvalidTypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
-        site = self._site_of[name]
-        if site not in self._handles:
+        site = self._site_of.get(name)  # None for an extra name: the function on its base name dispatches it
+        if site is not None and site not in self._handles:
             self._handles[site] = site.install(self._dispatch)
         key = (name, next(self._ids))
         self._fns.setdefault(name, []).append((key[1], fn))
@@ -395,8 +437,8 @@ class HookRegistry:
             self._fns[name] = remaining
         else:
             self._fns.pop(name, None)
-        site = self._site_of[name]
-        if not any(n in self._fns for n in site.names):
+        site = self._site_of.get(name)
+        if site is not None and not any(n in self._fns for n in site.names):
             for handle in self._handles.pop(site, ()):
                 handle.remove()
 
@@ -422,7 +464,7 @@ class HookRegistry:
 
     @property
     def active_names(self) -> list[str]:
-        return [n for n in self.valid_names if n in self._fns]
+        return [n for n in self.current_names if n in self._fns]
 
 
 def count_torch_hooks(model: torch.nn.Module) -> int:

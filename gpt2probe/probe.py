@@ -70,8 +70,8 @@ class GPT2Probe:
 
     @property
     def hook_names(self) -> list[str]:
-        """Every valid hook name, in the order the forward pass reaches them."""
-        return list(self.registry.valid_names)
+        """Every valid hook name, in the order the forward pass reaches them (spliced SAEs' stages included)."""
+        return list(self.registry.current_names)
 
     # -- tokens --------------------------------------------------------------------
     def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False) -> Tokens:
@@ -174,7 +174,7 @@ class GPT2Probe:
                 raise HookNameError("run_with_cache got both names= and names_filter=: they are the same option, give one")
             names = names_filter
         tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
-        selected = N.resolve(names, self.registry.valid_names)
+        selected = N.resolve(names, self.registry.current_names)
         store: dict[str, Tensor] = {}
 
         def capture(tensor: Tensor, hook) -> None:
@@ -231,3 +231,46 @@ class GPT2Probe:
         tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
         with self.hooks(fwd_hooks):
             return self._run(tokens, grad=grad)
+
+    # -- sparse autoencoders ---------------------------------------------------------
+    @contextmanager
+    def saes(self, saes: Sequence, *, use_error_term: bool = False) -> Iterator[GPT2Probe]:
+        """Splice SAEs and transcoders into every forward pass of the ``with`` block.
+
+        Inside, each SAE's stages are hook names (``"<hook>.hook_sae_acts_post"``...), so
+        :meth:`hooks`, :meth:`run_with_cache`, ablation and steering reach its features.
+        ``use_error_term=True`` adds back what the SAE misses, so the model's output is
+        exactly what it was unless a hook edits a stage. Everything is removed on exit,
+        exceptions included. See :mod:`gpt2probe.sae.splice`.
+
+        Raises:
+            SAEMismatchError: an SAE whose hook, width, dtype or device does not fit the model.
+
+        Example:
+            >>> with probe.saes([sae]):  # doctest: +SKIP
+            ...     logits = probe.run_with_hooks(prompt, {f"{sae.cfg.hook_name}.hook_sae_acts_post": ablate})
+        """
+        from .sae.splice import spliced
+
+        with spliced(self.registry, self.cfg, saes, use_error_term=use_error_term):
+            yield self
+
+    def run_with_saes(
+        self, inputs: Inputs, saes: Sequence = (), *, use_error_term: bool = False, prepend_bos: bool = False,
+        grad: bool = False,
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """The logits with ``saes`` spliced in (SAELens's ``HookedSAETransformer.run_with_saes``)."""
+        tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
+        with self.saes(saes, use_error_term=use_error_term):
+            return self._run(tokens, grad=grad)
+
+    def run_with_cache_with_saes(
+        self, inputs: Inputs, saes: Sequence = (), names: N.NameSelection = None, *, use_error_term: bool = False,
+        **cache_options,
+    ) -> tuple[Tensor, ActivationCache]:
+        """:meth:`run_with_cache` with ``saes`` spliced in; the cache can hold their stages (``"<hook>.hook_sae_acts_post"``...).
+
+        ``names`` selects from the model's names and the SAEs' stage names (``None``: all of them).
+        """
+        with self.saes(saes, use_error_term=use_error_term):
+            return self.run_with_cache(inputs, names, **cache_options)

@@ -10,6 +10,12 @@
 #                                     are tested), plus the test tools; no TransformerLens
 #                                     (4.3 needs transformers>=5.9), so the reference
 #                                     comparisons skip there
+#   scripts/setup.sh --saelens        .venv-saelens: SAELens 6 (sae-lens==6.54.12), the
+#                                     reference that tests/test_sae_saelens.py compares
+#                                     gpt2probe's SAE files and numbers with. SAELens needs
+#                                     TransformerLens < 4, which cannot be installed beside
+#                                     .venv's TransformerLens 4, hence its own environment;
+#                                     gpt2probe itself is not installed there
 #
 # torch is installed first, and only if the environment has none: on this project's
 # machines `torch==2.13.0` is the CPU wheel on local disk, while a bare `torch` requirement
@@ -22,12 +28,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '==> %s\n' "$*" >&2; }
 export PIP_PROGRESS_BAR=off PIP_DISABLE_PIP_VERSION_CHECK=1
 
-BROWSER=0 MIN=0
+BROWSER=0 MIN=0 SAELENS=0
 for arg in "$@"; do
     case "$arg" in
         --browser) BROWSER=1 ;;
         --min-versions) MIN=1 ;;
-        *) echo "usage: scripts/setup.sh [--browser] [--min-versions]" >&2; exit 2 ;;
+        --saelens) SAELENS=1 ;;
+        *) echo "usage: scripts/setup.sh [--browser] [--min-versions] [--saelens]" >&2; exit 2 ;;
     esac
 done
 
@@ -69,6 +76,26 @@ if [ "$MIN" = 1 ]; then
 fi
 
 TORCH_REQUIREMENT="${TORCH_REQUIREMENT:-torch==2.13.0}"
+SAELENS_REQUIREMENT="sae-lens==6.54.12"
+
+if [ "$SAELENS" = 1 ]; then
+    VENV=.venv-saelens
+    if [ ! -x "$VENV/bin/python" ]; then
+        step "Creating $VENV ($("$PYTHON" --version 2>&1)) for the SAELens reference"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    if [ ! -f "$VENV/.saelens-installed" ] || [ "$(cat "$VENV/.saelens-installed")" != "$SAELENS_REQUIREMENT" ]; then
+        if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+            step "Installing $TORCH_REQUIREMENT first (CPU build)"
+            "$VENV/bin/python" -m pip install -q "$TORCH_REQUIREMENT"
+        fi
+        step "Installing $SAELENS_REQUIREMENT (pip resolves its TransformerLens < 4 and transformers)"
+        "$VENV/bin/python" -m pip install -q "$SAELENS_REQUIREMENT"
+        echo "$SAELENS_REQUIREMENT" > "$VENV/.saelens-installed"
+    fi
+    step "Ready: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(", ".join(f"{d} {m.version(d)}" for d in ("sae-lens", "torch", "transformer-lens", "transformers", "safetensors")))')"
+    exit 0
+fi
 if [ ! -x .venv/bin/python ]; then
     step "Creating the virtual environment .venv ($("$PYTHON" --version 2>&1))"
     "$PYTHON" -m venv .venv

@@ -8,11 +8,15 @@ from .ablation import ablate, ablation_hooks, mean_ablation_hook, resample_ablat
 from .attribution_patching import AttributionResult, attribution_patch
 from .circuit import Circuit, FaithfulnessResult, circuit, circuit_of_nodes, faithfulness
 from .edges import EdgeScores, edge_attribution_patch
+from .feature_patching import FeatureEffects, feature_attribution, feature_patch
 from .graph import Edge, Node
 from .patching import KINDS, PatchingResult, logit_diff_metric, patch, patch_hook
 from .steering import mean_difference_vector, steer, steering_hook
 
 __all__ = [
+    "FeatureEffects",
+    "feature_attribution",
+    "feature_patch",
     "KINDS",
     "AttributionResult",
     "Circuit",

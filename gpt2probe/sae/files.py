@@ -1,0 +1,75 @@
+"""Load and save SAEs and transcoders: pick the file format, build the module, fill its parameters.
+
+Formats read: SAELens 6's folders (:mod:`.saelens_format`) and Dunefsky et al.'s GPT-2
+transcoder files (:mod:`.dunefsky_format`). Written: SAELens 6's folders, which SAELens's
+``SAE.load_from_disk`` reads back to the same numbers.
+
+The functions take the class to build (``SAE`` or ``Transcoder``) as an argument, so this
+module needs nothing from :mod:`.coder` and the classes' ``load``/``save`` call into it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from ..errors import InvalidArgumentError, MissingFileError
+from .config import SAEConfig
+from .dunefsky_format import read_dunefsky
+from .saelens_format import CFG_FILE, WEIGHTS_FILE, config_from_saelens, read_sae_cfg_json, read_weights, write_folder
+
+T = TypeVar("T")
+_DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPE_NAMES:
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPE_NAMES)}")
+    return _DTYPE_NAMES[dtype]
+
+
+def read_any(path: str | os.PathLike) -> tuple[SAEConfig, dict[str, torch.Tensor], str]:
+    """Config, tensors (gpt2probe's layout, CPU) and a description of the format, for a folder or file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if (path / CFG_FILE).is_file():
+            cfg = config_from_saelens(read_sae_cfg_json(path / CFG_FILE), path / CFG_FILE)
+            return cfg, read_weights(path / WEIGHTS_FILE, cfg), "SAELens"
+        raise MissingFileError(f"{str(path)!r} has no {CFG_FILE}: expected an SAELens folder ({CFG_FILE} and "
+                               f"{WEIGHTS_FILE}) or a Dunefsky et al. transcoder file (.pt)")
+    if path.is_file() and path.suffix in (".pt", ".safetensors"):
+        cfg, tensors = read_dunefsky(path)
+        return cfg, tensors, "Dunefsky et al."
+    if path.is_file():
+        raise MissingFileError(f"{str(path)!r} is a file; give an SAELens folder ({CFG_FILE} and {WEIGHTS_FILE}) or a "
+                               "Dunefsky et al. transcoder .pt file")
+    raise MissingFileError(f"no such file or folder: {str(path)!r}")
+
+
+def build(cls: type[T], cfg: SAEConfig, tensors: dict[str, torch.Tensor], *,
+          device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> T:
+    """``cls(cfg)`` with its parameters set to ``tensors``, on ``device`` (CPU by default) in ``dtype`` (the file's by default)."""
+    target_dtype = _dtype(dtype) or cfg.dtype
+    cfg = cfg.replace(device=torch.device(device) if device is not None else torch.device("cpu"), dtype=target_dtype)
+    coder: Any = cls(cfg)
+    with torch.no_grad():
+        for name, param in coder.named_parameters():
+            param.copy_(tensors[name].to(dtype=target_dtype))
+    return coder
+
+
+def load_coder(cls: type[T], path: str | os.PathLike, *, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None) -> T:
+    """Read ``path`` (any supported format) into a ``cls``."""
+    cfg, tensors, _ = read_any(path)
+    return build(cls, cfg, tensors, device=device, dtype=dtype)
+
+
+def save_coder(coder: Any, path: str | os.PathLike) -> Path:
+    """Write ``coder`` as an SAELens 6 folder (``cfg.json`` and ``sae_weights.safetensors``)."""
+    return write_folder(path, coder.cfg, dict(coder.named_parameters()))

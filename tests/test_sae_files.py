@@ -1,0 +1,271 @@
+"""SAE files without SAELens: round trips, damaged files named, Dunefsky et al.'s transcoders, releases offline."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gpt2probe
+from gpt2probe import SAE, SAEConfig, Transcoder
+from gpt2probe.sae.saelens_format import CFG_FILE, WEIGHTS_FILE
+
+from models import assert_close
+
+D_IN, D_SAE = 6, 10
+
+
+def randomized(coder, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in coder.named_parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * (0.3 if name.startswith(("b_", "thr")) else 1.0))
+    return coder
+
+
+KINDS = {
+    "standard": (SAE, {"hook_name": "blocks.0.hook_resid_post"}),
+    "topk": (SAE, {"hook_name": "blocks.0.hook_resid_post", "architecture": "topk", "k": 3}),
+    "jumprelu": (SAE, {"hook_name": "blocks.0.hook_resid_post", "architecture": "jumprelu"}),
+    "batchtopk": (SAE, {"hook_name": "blocks.0.hook_resid_post", "architecture": "batchtopk", "k": 2.5}),
+    "centered": (SAE, {"hook_name": "blocks.0.hook_resid_pre", "center_input": True, "model_name": "gpt2"}),
+    "skip_transcoder": (Transcoder, {"hook_name": "blocks.2.ln2.hook_normalized", "hook_name_out": "blocks.2.hook_mlp_out",
+                                     "skip": True}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_save_then_load_gives_the_same_module(tmp_path, kind):
+    cls, settings = KINDS[kind]
+    coder = randomized(cls(SAEConfig(d_in=D_IN, d_sae=D_SAE, **settings)))
+    coder.save(tmp_path / kind)
+    assert sorted(p.name for p in (tmp_path / kind).iterdir()) == [CFG_FILE, WEIGHTS_FILE]
+    back = cls.load(tmp_path / kind)
+    assert back.cfg == coder.cfg
+    for (name, a), (name_b, b) in zip(coder.named_parameters(), back.named_parameters()):
+        assert name == name_b and torch.equal(a, b), name
+    x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(back(x), coder(x))
+
+
+def test_load_converts_device_and_dtype_only_when_asked(tmp_path):
+    SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.0.hook_resid_post")).save(tmp_path / "s")
+    assert SAE.load(tmp_path / "s").dtype == torch.float32
+    assert SAE.load(tmp_path / "s", dtype="float64").W_dec.dtype == torch.float64
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="dtype"):
+        SAE.load(tmp_path / "s", dtype="double-ish")
+
+
+def test_an_sae_folder_is_not_a_transcoder(tmp_path):
+    SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.0.hook_resid_post")).save(tmp_path / "s")
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="SAE"):
+        Transcoder.load(tmp_path / "s")
+
+
+def _folder(tmp_path: Path, cfg: dict, tensors: dict | None = None) -> Path:
+    folder = tmp_path / "sae"
+    folder.mkdir(exist_ok=True)
+    (folder / CFG_FILE).write_text(json.dumps(cfg), encoding="utf-8")
+    tensors = tensors if tensors is not None else {"W_enc": torch.zeros(D_IN, D_SAE), "b_enc": torch.zeros(D_SAE),
+                                                   "W_dec": torch.zeros(D_SAE, D_IN), "b_dec": torch.zeros(D_IN)}
+    save_file(tensors, folder / WEIGHTS_FILE)
+    return folder
+
+
+GOOD = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "apply_b_dec_to_input": True, "normalize_activations": "none",
+        "architecture": "standard", "metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.1.hook_resid_pre"}}
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"d_sae": None}, "'d_sae'"),
+        ({"d_in": "6"}, "'d_in' must be int"),
+        ({"apply_b_dec_to_input": 1}, "'apply_b_dec_to_input' must be bool"),
+        ({"architecture": "gated"}, "'gated' is not supported.*standard, topk"),
+        ({"normalize_activations": "layer_norm"}, "layer_norm"),
+        ({"reshape_activations": "hook_z"}, "hook_z"),
+        ({"metadata": {"sae_lens_version": "6.54.12"}}, "names no hook"),
+        ({"dtype": "int8"}, "dtype 'int8'"),
+        ({"architecture": "topk"}, "integer 'k'"),
+    ],
+)
+def test_bad_cfg_json_is_named_with_what_is_wrong(tmp_path, change, match):
+    cfg = {**GOOD, **change}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    folder = _folder(tmp_path, cfg)
+    with pytest.raises(gpt2probe.FileFormatError, match=match) as info:
+        SAE.load(folder)
+    assert str(folder / CFG_FILE) in str(info.value)
+
+
+def test_damaged_files_are_named(tmp_path):
+    folder = _folder(tmp_path, GOOD)
+    (folder / CFG_FILE).write_text('{"d_in": 6,', encoding="utf-8")
+    with pytest.raises(gpt2probe.FileFormatError, match="not valid JSON") as info:
+        SAE.load(folder)
+    assert str(folder / CFG_FILE) in str(info.value)
+    (folder / CFG_FILE).write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(gpt2probe.FileFormatError, match="JSON object"):
+        SAE.load(folder)
+    (folder / CFG_FILE).write_text(json.dumps(GOOD), encoding="utf-8")
+    (folder / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(gpt2probe.FileFormatError, match="safetensors"):
+        SAE.load(folder)
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(gpt2probe.MissingFileError, match=WEIGHTS_FILE):
+        SAE.load(folder)
+    with pytest.raises(gpt2probe.MissingFileError, match="no such"):
+        SAE.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(gpt2probe.MissingFileError, match=CFG_FILE):
+        SAE.load(tmp_path / "empty")
+
+
+def test_tensors_must_match_the_config(tmp_path):
+    good = {"W_enc": torch.zeros(D_IN, D_SAE), "b_enc": torch.zeros(D_SAE), "W_dec": torch.zeros(D_SAE, D_IN),
+            "b_dec": torch.zeros(D_IN)}
+    with pytest.raises(gpt2probe.FileFormatError, match=r"missing \['threshold'\]"):
+        SAE.load(_folder(tmp_path, {**GOOD, "architecture": "jumprelu"}, good))
+    with pytest.raises(gpt2probe.FileFormatError, match=r"unexpected \['scaling_factor'\]"):
+        SAE.load(_folder(tmp_path, GOOD, {**good, "scaling_factor": torch.ones(D_SAE)}))
+    with pytest.raises(gpt2probe.FileFormatError, match=r"W_dec has shape \[6, 10\]"):
+        SAE.load(_folder(tmp_path, GOOD, {**good, "W_dec": torch.zeros(D_IN, D_SAE)}))
+
+
+def test_pre_6_config_layout_loads(tmp_path):
+    """SAELens before 6.0 (and gpt2-small-res-jb's files) kept hook_point at the top level."""
+    old = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "torch.float32", "hook_point": "blocks.3.hook_resid_pre",
+           "hook_point_layer": 3, "model_name": "gpt2-small", "apply_b_dec_to_input": True}
+    sae = SAE.load(_folder(tmp_path, old))
+    assert (sae.cfg.hook_name, sae.cfg.model_name, sae.cfg.architecture) == ("blocks.3.hook_resid_pre", "gpt2-small", "standard")
+
+
+def test_centered_sae_removes_and_restores_each_tokens_mean():
+    """Known answer: an identity SAE on a centered stream gives back x exactly (ReLU of a non-negative centered x)."""
+    sae = SAE(SAEConfig(d_in=4, d_sae=4, hook_name="blocks.0.hook_resid_pre", center_input=True, apply_b_dec_to_input=False))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(4))
+        sae.W_dec.copy_(torch.eye(4))
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0]])  # mean 3: centered [-2, -1, 0, 3]
+    assert sae.encode(x).tolist() == [[0.0, 0.0, 0.0, 3.0]]
+    assert sae(x).tolist() == [[3.0, 3.0, 3.0, 6.0]]
+
+
+# -- Dunefsky et al.'s transcoders ------------------------------------------------------------
+THEIR_CONFIG = """
+from dataclasses import dataclass
+import torch
+@dataclass
+class LanguageModelSAERunnerConfig:
+    model_name: str = "gpt2-small"
+    hook_point: str = "blocks.4.ln2.hook_normalized"
+    out_hook_point: str = "blocks.4.hook_mlp_out"
+    hook_point_layer: int = 4
+    d_in: int = 6
+    d_sae: int = 10
+    is_transcoder: bool = True
+    dtype: torch.dtype = torch.float32
+"""
+
+
+@pytest.fixture(scope="module")
+def dunefsky_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A file laid out as theirs (their config class pickled inside), and its tensors.
+
+    Their ``sae_training`` package exists only while the file is written; it is then removed
+    from ``sys.path`` and ``sys.modules``, so loading must not need (or import) it.
+    """
+    root = tmp_path_factory.mktemp("dunefsky")
+    package = root / "pkg" / "sae_training"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "config.py").write_text(textwrap.dedent(THEIR_CONFIG), encoding="utf-8")
+    gen = torch.Generator().manual_seed(0)
+    state = {"W_enc": torch.randn(6, 10, generator=gen), "b_enc": torch.randn(10, generator=gen) * 0.3,
+             "W_dec": torch.randn(10, 6, generator=gen), "b_dec": torch.randn(6, generator=gen) * 0.3,
+             "b_dec_out": torch.randn(6, generator=gen) * 0.3}
+    path = root / "final_sparse_autoencoder_gpt2-small_blocks.4.ln2.hook_normalized_10.pt"
+    sys.path.insert(0, str(root / "pkg"))
+    try:
+        from sae_training.config import LanguageModelSAERunnerConfig
+
+        torch.save({"cfg": LanguageModelSAERunnerConfig(), "state_dict": dict(state)}, path)
+    finally:
+        sys.path.remove(str(root / "pkg"))
+        for name in [m for m in sys.modules if m == "sae_training" or m.startswith("sae_training.")]:
+            del sys.modules[name]
+    return path, state
+
+
+def test_dunefsky_transcoder_computes_their_forward_pass(dunefsky_file):
+    path, state = dunefsky_file
+    tc = Transcoder.load(path)
+    assert "sae_training" not in sys.modules  # their code was not needed, nor imported
+    assert (tc.cfg.hook_name, tc.cfg.hook_name_out, tc.cfg.layer) == ("blocks.4.ln2.hook_normalized", "blocks.4.hook_mlp_out", 4)
+    x = torch.randn(3, 5, D_IN, generator=torch.Generator().manual_seed(4))
+    raw = {k: v.double() for k, v in state.items()}
+    acts = torch.relu((x.double() - raw["b_dec"]) @ raw["W_enc"] + raw["b_enc"])  # their forward pass
+    out = acts @ raw["W_dec"] + raw["b_dec_out"]
+    assert (acts > 0).any() and (acts == 0).any()
+    assert_close(tc.encode(x), acts.float(), 1e-5, "their feature activations")
+    assert_close(tc(x), out.float(), 1e-5, "their output")
+
+
+def test_dunefsky_safetensors_with_explicit_hooks(tmp_path, dunefsky_file):
+    tensors = {k: v.contiguous() for k, v in dunefsky_file[1].items()}
+    path = tmp_path / "layer4.safetensors"
+    save_file(tensors, path)
+    from gpt2probe.sae.dunefsky_format import read_dunefsky
+
+    with pytest.raises(gpt2probe.FileFormatError, match="hook_name"):
+        read_dunefsky(path)
+    cfg, got = read_dunefsky(path, hook_name="blocks.4.ln2.hook_normalized")
+    assert cfg.hook_name_out == "blocks.4.hook_mlp_out" and torch.equal(got["W_dec"], tensors["W_dec"])
+
+
+def test_a_damaged_pt_file_is_named(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(gpt2probe.FileFormatError, match="broken.pt"):
+        Transcoder.load(path)
+
+
+# -- releases ---------------------------------------------------------------------------------
+def test_from_pretrained_offline_says_how_to_get_the_files():
+    # conftest switches the hub off, and no test machine has this release cached
+    with pytest.raises(gpt2probe.WeightsUnavailableError, match="hf download jbloom/GPT2-Small-SAEs-Reformatted"):
+        SAE.from_pretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="blocks.11.hook_resid_post"):
+        SAE.from_pretrained("gpt2-small-res-jb", "blocks.12.hook_resid_pre")
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="unknown release"):
+        SAE.from_pretrained("no-such-release", "x")
+
+
+def test_from_pretrained_reads_a_local_copy_laid_out_as_the_hub(tmp_path):
+    repo = tmp_path / "GPT2-Small-SAEs-Reformatted"
+    sae = randomized(SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.2.hook_resid_pre")))
+    sae.save(repo / "blocks.2.hook_resid_pre")
+    as_dir = SAE.from_pretrained(str(repo), "blocks.2.hook_resid_pre")
+    assert torch.equal(as_dir.W_dec, sae.W_dec) and not as_dir.cfg.center_input
+    # a copy of a known release gets the release's settings: gpt2-small-res-jb was trained on a centered stream
+    known = SAE.from_pretrained("gpt2-small-res-jb", "blocks.2.hook_resid_pre", directory=repo)
+    assert known.cfg.center_input
+    with pytest.raises(gpt2probe.WeightsUnavailableError, match="blocks.2.hook_resid_pre"):
+        SAE.from_pretrained(str(repo), "blocks.3.hook_resid_pre")
+
+
+def test_weights_file_keys_as_saelens_writes_them(tmp_path):
+    tc = randomized(Transcoder(SAEConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_IN, hook_name="blocks.0.ln2.hook_normalized",
+                                         hook_name_out="blocks.0.hook_mlp_out", skip=True)))
+    tc.save(tmp_path / "tc")
+    stored = load_file(tmp_path / "tc" / WEIGHTS_FILE)
+    assert sorted(stored) == ["W_dec", "W_enc", "W_skip", "b_dec", "b_enc"]
+    assert torch.equal(stored["W_skip"], tc.W_skip.detach().T)  # SAELens keeps W_skip as [d_out, d_in]
+    cfg = json.loads((tmp_path / "tc" / CFG_FILE).read_text(encoding="utf-8"))
+    assert cfg["architecture"] == "skip_transcoder" and cfg["metadata"]["hook_name_out"] == "blocks.0.hook_mlp_out"
