@@ -9,7 +9,6 @@ legitimately carry or leave out (see :data:`IGNORED_UNEXPECTED`, :data:`TIED`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .errors import CheckpointError, WeightsUnavailableError
+from .jsonfile import read_object
 
 # Older GPT-2 checkpoints (OpenAI's on the hub among them) store the causal-mask buffers.
 IGNORED_UNEXPECTED = (".attn.bias", ".attn.masked_bias")
@@ -28,20 +28,9 @@ _SHOWN = 8
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``, or an error naming the file and what is wrong with it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise CheckpointError(f"{str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise WeightsUnavailableError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{str(path)!r} must hold a JSON object, got {type(value).__name__}")
-    return value
+    """The JSON object in ``path`` (through :mod:`gpt2probe.jsonfile`), or an error naming the file."""
+    return read_object(path, fix="Fix or replace the checkpoint's file (save_pretrained writes it).",
+                       error=CheckpointError, unreadable=WeightsUnavailableError).value
 
 
 def file_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:

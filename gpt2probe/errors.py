@@ -71,6 +71,13 @@ class FileFormatError(GPT2ProbeError, ValueError):
     """A saved cache or result file that is not what it claims to be (metadata and tensors disagree)."""
 
 
+class DamagedFileError(FileFormatError):
+    """A file gpt2probe wrote that cannot be read back: truncated, not UTF-8, not JSON, entries missing or mistyped.
+
+    The message names the file and what to do (re-run the command, or delete the directory).
+    """
+
+
 class FileWriteError(GPT2ProbeError, OSError):
     """A file that could not be written; the message names the destination, not a temporary file."""
 

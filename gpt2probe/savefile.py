@@ -8,7 +8,6 @@ gpt2probe reads back.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import FileFormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
+from .errors import DamagedFileError, FileFormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
+from .jsonfile import check_kind, parse_value
 
 
 def merge_metadata(reserved: Mapping[str, str], extra: Mapping[str, Any]) -> dict[str, str]:
@@ -58,24 +58,12 @@ def read(path: str | os.PathLike, *, fmt: str, what: str, writer: str, device: s
 
 def entry(metadata: Mapping[str, str], key: str, where: str, kind: type | tuple[type, ...], *, parse: bool = True) -> Any:
     """Metadata entry ``key``, parsed as JSON (unless ``parse=False``) and of type ``kind``."""
+    fix = "Save it again from its source, or delete the file."
     if key not in metadata:
-        raise FileFormatError(f"{where!r} lacks the metadata entry {key!r}")
+        raise DamagedFileError(f"{where!r} lacks the metadata entry {key!r}. {fix}")
     raw = metadata[key]
-    if parse:
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise FileFormatError(f"{where!r}: metadata entry {key!r} is not valid JSON ({error})") from None
-    else:
-        value = raw
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise FileFormatError(f"{where!r}: metadata entry {key!r} should be {_kind_name(kind)}, got {value!r:.80}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+    value = parse_value(raw, where=where, fix=fix, path=f"metadata entry {key!r}") if parse else raw
+    return check_kind(value, kind, where=where, fix=fix, path=f"metadata entry {key!r}")
 
 
 def require(condition: bool, where: str, message: str) -> None:

@@ -1,0 +1,212 @@
+"""Every file gpt2probe reads back, damaged: truncated, not UTF-8, not JSON, edited (issues 19 and 24).
+
+Each case must end in a :class:`~gpt2probe.errors.GPT2ProbeError` that names the file and
+says what to do, never a ``json.JSONDecodeError``, ``KeyError`` or ``SafetensorError`` from
+deep inside, and never a silently wrong load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpt2probe import TunedLens
+from gpt2probe.errors import DamagedFileError, GPT2ProbeError, LensMismatchError, MissingFileError, ShapeError
+from gpt2probe.jsonfile import parse_object, read_object
+
+FIX = "Re-run it."
+
+
+# -- the one reader ---------------------------------------------------------------------
+@pytest.mark.parametrize("content, words", [
+    (b'{"a": 1', "not valid JSON \\(truncated\\?\\)"),
+    (b"", "not valid JSON \\(truncated\\?\\)"),
+    (b'{"a": "\xff\xfe"}', "not UTF-8"),
+    (b"[1, 2]", "should be object, got \\[1, 2\\]"),
+    (b'"text"', "should be object"),
+    (b"[" * 100_000, "JSON"),  # too deep for the parser (RecursionError) or not JSON
+])
+def test_the_reader_turns_bad_files_into_our_error(tmp_path, content, words):
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(DamagedFileError, match=words) as info:
+        read_object(path, fix=FIX)
+    assert str(path) in str(info.value) and FIX in str(info.value)
+
+
+def test_the_reader_checks_entries_and_their_types(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"n": 3, "flag": True, "x": 1.5, "names": ["a", 2], "inner": {"d": "7"},
+                                "nan": float("nan")}))
+    doc = read_object(path, fix=FIX)
+    assert doc.get("n", int) == 3 and doc.get("x", float) == 1.5 and doc.get("n", float) == 3
+    for key, kind, words in [("missing", int, "'missing' is missing"), ("flag", int, "should be integer, got true"),
+                             ("names", list, "names\\[1\\] should be string"), ("nan", float, "should be number")]:
+        with pytest.raises(DamagedFileError, match=words):
+            doc.get(key, kind, items=str if key == "names" else None)
+    with pytest.raises(DamagedFileError, match="'inner.d' should be integer"):
+        doc.object("inner").get("d", int)
+    with pytest.raises(MissingFileError, match="no such file"):
+        read_object(tmp_path / "absent.json", fix=FIX)
+    with pytest.raises(DamagedFileError, match="is a directory"):
+        read_object(tmp_path, fix=FIX)
+    with pytest.raises(DamagedFileError, match="metadata entry 'run' is not valid JSON"):
+        parse_object("{", where="ckpt.safetensors", fix=FIX, path="metadata entry 'run'")
+
+
+# -- tuned lens ----------------------------------------------------------------------------
+@pytest.fixture
+def lens_dir(vocab_probe, tmp_path) -> Path:
+    lens = TunedLens.identity(vocab_probe)
+    with torch.no_grad():
+        lens.translators.bias.normal_(generator=torch.Generator().manual_seed(0))
+    return lens.save(tmp_path / "lens")
+
+
+def _edit_json(directory: Path, edit) -> None:
+    path = directory / "tuned_lens.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+LENS_JSON_DAMAGE = {
+    "truncated": (lambda d: (d / "tuned_lens.json").write_bytes((d / "tuned_lens.json").read_bytes()[:40]),
+                  "not valid JSON \\(truncated\\?\\)"),
+    "not UTF-8": (lambda d: (d / "tuned_lens.json").write_bytes(b'{"format": "\xff"}'), "not UTF-8"),
+    "a list": (lambda d: (d / "tuned_lens.json").write_text("[1, 2, 3]"), "should be object"),
+    "stream_names missing": (lambda d: _edit_json(d, lambda m: m.pop("stream_names")), "'stream_names' is missing"),
+    "d_model a string": (lambda d: _edit_json(d, lambda m: m["model"].update(d_model="42")),
+                         "'model.d_model' should be integer"),
+    "model a list": (lambda d: _edit_json(d, lambda m: m.update(model=[1])), "'model' should be object"),
+    "stream names reversed": (lambda d: _edit_json(d, lambda m: m.update(stream_names=m["stream_names"][::-1])),
+                              "not the streams of a 2-layer model in forward order"),
+    "stream name unknown": (lambda d: _edit_json(d, lambda m: m["stream_names"].__setitem__(0, "hook_embed")),
+                            "not the streams"),
+    "a stream dropped": (lambda d: _edit_json(d, lambda m: m["stream_names"].pop()), "not the streams"),
+    "fingerprint a number": (lambda d: _edit_json(d, lambda m: m["model"].update(fingerprint=5)),
+                             "'model.fingerprint' should be string"),
+}
+
+
+@pytest.mark.parametrize("damage", LENS_JSON_DAMAGE)
+def test_a_damaged_tuned_lens_json_is_a_clear_error(vocab_probe, lens_dir, damage):
+    edit, words = LENS_JSON_DAMAGE[damage]
+    edit(lens_dir)
+    with pytest.raises(DamagedFileError, match=words) as info:
+        TunedLens.load(lens_dir, vocab_probe)
+    assert "tuned_lens.json" in str(info.value) and "Train the lens again" in str(info.value)
+
+
+def _edit_weights(directory: Path, edit) -> None:
+    path = directory / "tuned_lens.safetensors"
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path), metadata={"format": "gpt2probe.TunedLens/1"})
+
+
+LENS_WEIGHT_DAMAGE = {
+    "truncated": (lambda d: (d / "tuned_lens.safetensors").write_bytes((d / "tuned_lens.safetensors").read_bytes()[:300]),
+                  "truncated or damaged"),
+    "NaN everywhere": (lambda d: _edit_weights(d, lambda t: [v.fill_(float("nan")) for v in t.values()]),
+                       "NaN or infinite"),
+    "one infinity": (lambda d: _edit_weights(d, lambda t: t["bias"].view(-1).__setitem__(3, float("inf"))),
+                     "1 NaN or infinite"),
+    "float16": (lambda d: _edit_weights(d, lambda t: t.update(weight=t["weight"].half())), "float16"),
+    "bias missing": (lambda d: _edit_weights(d, lambda t: t.pop("bias")), "holds tensors"),
+    "wrong shape": (lambda d: _edit_weights(d, lambda t: t.update(bias=t["bias"][:, :5].contiguous())), "holds tensors"),
+}
+
+
+@pytest.mark.parametrize("damage", LENS_WEIGHT_DAMAGE)
+def test_damaged_tuned_lens_weights_are_a_clear_error(vocab_probe, lens_dir, damage):
+    edit, words = LENS_WEIGHT_DAMAGE[damage]
+    edit(lens_dir)
+    with pytest.raises(DamagedFileError, match=words) as info:
+        TunedLens.load(lens_dir, vocab_probe)
+    assert "tuned_lens.safetensors" in str(info.value)
+
+
+def test_an_intact_lens_still_loads_exactly(vocab_probe, lens_dir):
+    loaded = TunedLens.load(lens_dir, vocab_probe)
+    assert torch.equal(loaded.translators.bias, load_file(str(lens_dir / "tuned_lens.safetensors"))["bias"])
+
+
+def test_translate_with_the_wrong_width_is_a_shape_error(vocab_probe):
+    lens = TunedLens.identity(vocab_probe)
+    names = [*lens.stream_names, "ln_final.hook_normalized"]
+    stack = torch.zeros(len(names), 1, 3, vocab_probe.cfg.d_model + 1)
+    with pytest.raises(ShapeError, match="d_model=42"):
+        lens.translate(stack, names)
+
+
+def test_a_lens_of_another_width_is_refused_before_its_tensors_are_read(vocab_probe, lens_dir):
+    _edit_json(lens_dir, lambda m: m["model"].update(d_model=10**9))
+    with pytest.raises(LensMismatchError, match="d_model=1000000000"):
+        TunedLens.load(lens_dir, vocab_probe)
+
+
+def test_every_damage_is_one_of_ours():
+    assert issubclass(DamagedFileError, GPT2ProbeError) and issubclass(DamagedFileError, ValueError)
+
+
+# -- tuned-lens training checkpoints -------------------------------------------------------
+def _texts() -> list[str]:
+    import pydoc_data.topics
+
+    return [pydoc_data.topics.topics[name] for name in ("if", "while", "for", "pass", "del")]
+
+
+TRAIN = dict(steps=2, checkpoint_every=1, batch_size=4, seq_len=16, max_chunk_bytes=2**20)
+
+
+def _edit_checkpoint(path: Path, edit) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(str(path))
+    edit(metadata, tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+CHECKPOINT_DAMAGE = {
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:200]), "truncated or damaged"),
+    "run truncated": (lambda p: _edit_checkpoint(p, lambda m, t: m.update(run=m["run"][:30])),
+                      "metadata entry 'run' is not valid JSON"),
+    "run a list": (lambda p: _edit_checkpoint(p, lambda m, t: m.update(run="[1]")), "'run' should be object"),
+    "step missing": (lambda p: _edit_checkpoint(p, lambda m, t: m.pop("step")), "'step' is not valid JSON"),
+    "step a word": (lambda p: _edit_checkpoint(p, lambda m, t: m.update(step='"two"')), "'step' should be integer"),
+    "step beyond the run": (lambda p: _edit_checkpoint(p, lambda m, t: m.update(step="99")), "99 steps were done"),
+    "NaN weights": (lambda p: _edit_checkpoint(p, lambda m, t: t["weight"].fill_(float("nan"))), "NaN or infinite"),
+    "bias wrong shape": (lambda p: _edit_checkpoint(p, lambda m, t: t.update(bias=torch.zeros(3))),
+                         "'bias' .* does not belong"),
+    "optimiser state wrong shape": (lambda p: _edit_checkpoint(p, lambda m, t: t.update({"optimizer.0.exp_avg": torch.zeros(2)})),
+                                    "'optimizer.0.exp_avg' .* does not belong"),
+    "stray tensor": (lambda p: _edit_checkpoint(p, lambda m, t: t.update(extra=torch.zeros(1))), "'extra' .* does not belong"),
+}
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(vocab_probe, tmp_path_factory) -> bytes:
+    from gpt2probe.lens.tuned_training import CHECKPOINT_FILE
+
+    directory = tmp_path_factory.mktemp("ckpt")
+    TunedLens.train(vocab_probe, _texts(), checkpoint_dir=directory, **TRAIN)
+    return (directory / CHECKPOINT_FILE).read_bytes()
+
+
+@pytest.mark.parametrize("damage", CHECKPOINT_DAMAGE)
+def test_a_damaged_training_checkpoint_is_a_clear_error(vocab_probe, trained_checkpoint, tmp_path, damage):
+    from gpt2probe.lens.tuned_training import CHECKPOINT_FILE
+
+    (tmp_path / CHECKPOINT_FILE).write_bytes(trained_checkpoint)
+    edit, words = CHECKPOINT_DAMAGE[damage]
+    edit(tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(DamagedFileError, match=words) as info:
+        TunedLens.train(vocab_probe, _texts(), checkpoint_dir=tmp_path, **TRAIN)
+    assert CHECKPOINT_FILE in str(info.value) and "to train from the start" in str(info.value)
