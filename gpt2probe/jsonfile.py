@@ -127,10 +127,13 @@ def check_kind(value: Any, kind: Kind, *, where: str, fix: str, error: type[GPT2
 
 
 def parse_object(text: str | bytes, *, where: str, fix: str, error: type[GPT2ProbeError] = DamagedFileError,
-                 path: str = "") -> JsonObject:
-    """``text`` (a file's contents, or a JSON metadata entry at ``path`` in ``where``) as a JSON object."""
+                 path: str = "", keys: str = "") -> JsonObject:
+    """``text`` (a file's contents, or the JSON metadata entry ``path`` of ``where``) as a JSON object.
+
+    ``keys`` prefixes the entries' names in errors (``"progress"`` gives ``'progress.window' is missing``).
+    """
     value = parse_value(text, where=where, fix=fix, error=error, path=path)
-    return JsonObject(check_kind(value, dict, where=where, fix=fix, error=error, path=path), where, fix, error, path)
+    return JsonObject(check_kind(value, dict, where=where, fix=fix, error=error, path=path), where, fix, error, keys)
 
 
 def read_object(path: str | os.PathLike, *, fix: str, error: type[GPT2ProbeError] = DamagedFileError,

@@ -210,3 +210,158 @@ def test_a_damaged_training_checkpoint_is_a_clear_error(vocab_probe, trained_che
     with pytest.raises(DamagedFileError, match=words) as info:
         TunedLens.train(vocab_probe, _texts(), checkpoint_dir=tmp_path, **TRAIN)
     assert CHECKPOINT_FILE in str(info.value) and "to train from the start" in str(info.value)
+
+
+# -- harvests --------------------------------------------------------------------------------
+HARVEST_HOOKS = ["blocks.0.mlp.hook_post", "blocks.0.attn.hook_pattern"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import gpt2probe
+    from gpt2probe.shipped import shipped_model
+
+    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def harvest_dir(tiny, tmp_path_factory) -> Path:
+    from harvest_helpers import topic_texts
+
+    from gpt2probe.harvest import Corpus, harvest
+
+    out = tmp_path_factory.mktemp("harvest") / "h"
+    harvest(tiny, Corpus(texts=topic_texts(3, 600)), hooks=HARVEST_HOOKS, out=out, seq_len=32, top_k=3, window=2,
+            progress=False)
+    return out
+
+
+@pytest.fixture
+def harvest_copy(harvest_dir, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(harvest_dir, tmp_path / "h"))
+
+
+def _edit_manifest(directory: Path, edit) -> None:
+    path = directory / "harvest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _edit_summaries(directory: Path, edit) -> None:
+    path = directory / "summaries.safetensors"
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path))
+
+
+def _mlp(manifest: dict) -> dict:
+    return next(h for h in manifest["hooks"] if h["name"] == "blocks.0.mlp.hook_post")
+
+
+HARVEST_DAMAGE = {
+    "manifest truncated": (lambda d: (d / "harvest.json").write_bytes((d / "harvest.json").read_bytes()[:100]),
+                           "not valid JSON \\(truncated\\?\\)"),
+    "manifest a list": (lambda d: (d / "harvest.json").write_text("[]"), "should be object"),
+    "manifest not UTF-8": (lambda d: (d / "harvest.json").write_bytes(b'{"format": "\xff"}'), "not UTF-8"),
+    "hooks removed": (lambda d: _edit_manifest(d, lambda m: m.pop("hooks")), "'hooks' is missing"),
+    "options removed": (lambda d: _edit_manifest(d, lambda m: m.pop("options")), "'options' is missing"),
+    "totals removed": (lambda d: _edit_manifest(d, lambda m: m.pop("totals")), "'totals' is missing"),
+    "model removed": (lambda d: _edit_manifest(d, lambda m: m.pop("model")), "'model' is missing"),
+    "top_k removed": (lambda d: _edit_manifest(d, lambda m: m["options"].pop("top_k")), "'options.top_k' is missing"),
+    "n_units a string": (lambda d: _edit_manifest(d, lambda m: _mlp(m).update(n_units="64")),
+                         "'hooks\\[\\d\\].n_units' should be integer"),
+    "n_units edited": (lambda d: _edit_manifest(d, lambda m: _mlp(m).update(n_units=10**9)),
+                       "blocks.0.mlp.hook_post::lo is torch.float32 \\(\\d+,\\); expected torch.float32 \\(1000000000,\\)"),
+    "unknown kind": (lambda d: _edit_manifest(d, lambda m: _mlp(m).update(kind="banana")), "valid: neuron"),
+    "top_k edited": (lambda d: _edit_manifest(d, lambda m: m["options"].update(top_k=4)), "top_values"),
+    "summaries truncated": (lambda d: (d / "summaries.safetensors").write_bytes(
+        (d / "summaries.safetensors").read_bytes()[:500]), "truncated or damaged"),
+    "summaries missing": (lambda d: (d / "summaries.safetensors").unlink(), "is missing"),
+    "a field dropped": (lambda d: _edit_summaries(d, lambda t: t.pop("blocks.0.mlp.hook_post::hist")),
+                        "lacks the tensors \\['hist'\\]"),
+    "a hook dropped": (lambda d: _edit_summaries(d, lambda t: [t.pop(k) for k in list(t) if "hook_pattern" in k]),
+                       "hook_pattern' lacks"),
+    "a stray tensor": (lambda d: _edit_summaries(d, lambda t: t.update(extra=torch.zeros(1))), "names no hook"),
+    "a wrong dtype": (lambda d: _edit_summaries(d, lambda t: t.update({"blocks.0.mlp.hook_post::count":
+                                                                     torch.zeros((), dtype=torch.float32)})), "count"),
+}
+
+
+@pytest.mark.parametrize("damage", HARVEST_DAMAGE)
+def test_a_damaged_harvest_is_a_clear_error(harvest_copy, damage):
+    from gpt2probe.harvest import Harvest
+
+    edit, words = HARVEST_DAMAGE[damage]
+    edit(harvest_copy)
+    with pytest.raises(DamagedFileError, match=words) as info:
+        Harvest.load(harvest_copy)
+    assert str(harvest_copy) in str(info.value) and "harvest again" in str(info.value)
+
+
+def test_an_intact_harvest_loads_and_the_report_command_refuses_a_damaged_one(harvest_copy, capsys):
+    from gpt2probe.cli import main
+    from gpt2probe.harvest import Harvest
+
+    assert sorted(Harvest.load(harvest_copy).hooks) == sorted(HARVEST_HOOKS)
+    (harvest_copy / "harvest.json").write_text("[]")
+    assert main(["harvest-report", str(harvest_copy), "--no-logits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "harvest.json" in err[0] and "should be object" in err[0]
+
+
+def test_the_report_refuses_another_models_vocabulary_and_sizes(harvest_copy, tiny, capsys):
+    from gpt2probe.cli import main
+    from gpt2probe.errors import ModelMismatchError
+    from gpt2probe.harvest import Harvest
+    from gpt2probe.report.harvest_dashboard import write_dashboard
+
+    assert main(["harvest-report", str(harvest_copy), "--model", "toy-induction", "--out",
+                 str(harvest_copy / "d.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: " in err[-1] and "other sizes" in err[-1] and "toy-induction" in err[-1]
+    _edit_summaries(harvest_copy, lambda t: t["blocks.0.mlp.hook_post::top_ctx_tokens"].view(-1).__setitem__(0, 10**6))
+    with pytest.raises(ModelMismatchError, match="token id 1000000, outside the vocabulary of 50257"):
+        write_dashboard(Harvest.load(harvest_copy), harvest_copy / "d.html")
+    assert not (harvest_copy / "d.html").exists()
+
+
+def test_a_damaged_run_file_or_rank_checkpoint_is_a_clear_error(tiny, tmp_path):
+    from harvest_helpers import topic_texts
+
+    from gpt2probe.harvest import Corpus, harvest
+    from gpt2probe.harvest.runner import Options, run_harvest
+
+    texts = topic_texts(3, 600)
+    options = Options(top_k=3, window=2, seq_len=32, batch_size=2)
+    out = tmp_path / "cut"
+    assert run_harvest(tiny, Corpus(texts=texts), ["blocks.0.mlp.hook_post"], out, options=options,
+                       checkpoint_every=1, progress=False, stop_after_windows=2) is None
+    run_file = out / "checkpoint" / "run.json"
+    ckpt = next((out / "checkpoint").glob("rank-*.safetensors"))
+    good_run, good_ckpt = run_file.read_bytes(), ckpt.read_bytes()
+
+    def resume():
+        return harvest(tiny, Corpus(texts=texts), hooks=["blocks.0.mlp.hook_post"], out=out, seq_len=32, top_k=3,
+                       window=2, batch_size=2, progress=False, resume=True)
+
+    run_file.write_bytes(good_run[:50])
+    with pytest.raises(DamagedFileError, match="run.json' is damaged: it is not valid JSON"):
+        resume()
+    run_file.write_bytes(good_run)
+    ckpt.write_bytes(good_ckpt[:300])
+    with pytest.raises(DamagedFileError, match="truncated or damaged"):
+        resume()
+    from safetensors import safe_open
+
+    ckpt.write_bytes(good_ckpt)
+    with safe_open(str(ckpt), framework="pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(str(ckpt))
+    save_file(tensors, str(ckpt), metadata={**metadata, "progress": '{"block": 0}'})
+    with pytest.raises(DamagedFileError, match="'progress.window' is missing"):
+        resume()
+    save_file(tensors, str(ckpt), metadata=metadata)
+    assert resume().hooks == ["blocks.0.mlp.hook_post"]  # intact again: it resumes

@@ -343,7 +343,8 @@ def _resume(path: Path, run: dict[str, Any], translators: torch.nn.Module, opt: 
                                ) from None
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise LensMismatchError(f"{where!r} is not a tuned-lens training checkpoint")
-    saved = parse_object(metadata.get("run", ""), where=where, fix=fix, path="metadata entry 'run'").value
+    saved = parse_object(metadata.get("run", ""), where=where, fix=fix, path="metadata entry 'run'",
+                         keys="run").value
     step = check_kind(parse_value(metadata.get("step", ""), where=where, fix=fix, path="metadata entry 'step'"),
                       int, where=where, fix=fix, path="metadata entry 'step'")
     differ = {key: (saved.get(key), run[key]) for key in run if saved.get(key) != run[key]}

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ModelMismatchError
 from ..names import layer_of
 from .escape import display_token, escape_text
 from .html import CONTENT_SECURITY_POLICY
@@ -106,6 +106,30 @@ def _json_block(data: object, ident: str) -> str:
     return f'<script type="application/json" id="{ident}">{text}</script>\n'
 
 
+def check_model(harvest, probe) -> None:
+    """Refuse a probe whose model has other sizes than the harvested one (its W_out, W_U would be another model's)."""
+    m = harvest.manifest["model"]
+    c = probe.cfg
+    differ = [f"{key} {m[key]} vs {getattr(c, key)}" for key in ("n_layers", "d_model", "n_heads", "d_mlp")
+              if m[key] != getattr(c, key)]
+    if differ:
+        raise ModelMismatchError(f"the harvest was made with {m['name']!r} but the model given is {c.model_name!r} "
+                                 f"with other sizes ({', '.join(differ)}): pass the harvested model, or --no-logits")
+
+
+def check_token_ids(harvest, hooks: Sequence[str], d_vocab: int) -> None:
+    """Refuse example contexts holding ids the tokenizer cannot decode (another model's vocabulary)."""
+    for hook in hooks:
+        if harvest.kind(hook) == "attention":
+            continue
+        ids = harvest._units(hook).top.ctx_tokens
+        top = int(ids.max()) if ids.numel() else -1
+        if top >= d_vocab:
+            raise ModelMismatchError(
+                f"the examples of {hook!r} hold token id {top}, outside the vocabulary of {d_vocab} tokens used to "
+                "show them: pass the harvested model (--model) so that its tokenizer decodes them")
+
+
 def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequence[str] | None = None,
                     examples: int = 8) -> Path:
     """Write the dashboard of ``harvest`` to ``path``; with ``probe`` (the harvested model) it adds logit effects."""
@@ -119,7 +143,9 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
 
         tokenizer = gpt2_tokenizer()
     else:
+        check_model(harvest, probe)
         tokenizer = probe.tokenizer
+    check_token_ids(harvest, chosen, len(tokenizer) if probe is None else min(len(tokenizer), probe.cfg.d_vocab))
     cache: dict[int, str] = {}
 
     def decode(token: int) -> str:
