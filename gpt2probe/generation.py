@@ -39,6 +39,7 @@ from .config import ProbeConfig
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from .hooks import HookFn, HookPoint, HookRegistry
 from .tokens import Inputs, Tokens
+from .validate import finite_result
 from .weights import Weights
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
@@ -265,7 +266,7 @@ def next_token(probe: ProbeLike, prompt: Inputs, k: int = 10, *, prepend_bos: bo
     if not 1 <= k <= probe.cfg.d_vocab:
         raise InvalidArgumentError(f"k must be an integer in [1, {probe.cfg.d_vocab}] (the vocabulary size), got {k!r}")
     tokens = probe.as_tokens(prompt, prepend_bos=prepend_bos)
-    last = probe.forward(tokens)[:, -1].float()
+    last = finite_result("the next-token logits", probe.forward(tokens)[:, -1].float())  # topk over NaN is arbitrary
     top = last.topk(k, dim=-1)
     probs = last.softmax(-1).gather(-1, top.indices)
     ids = top.indices.cpu()
@@ -474,6 +475,7 @@ def generate(
     eos = _eos_ids(probe, eos_token_id)
 
     def choose(logits: Tensor) -> Tensor:
+        finite_result(f"the logits of new token {len(steps)}", logits)  # argmax over NaN picks arbitrarily
         if greedy:
             return logits.argmax(-1).cpu()
         return sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generators)

@@ -31,6 +31,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import InvalidArgumentError, ModelMismatchError
 from ..names import layer_of
+from ..validate import finite_result
 from .escape import display_token, escape_text
 from .html import CONTENT_SECURITY_POLICY
 
@@ -57,7 +58,9 @@ def logit_effects(directions: torch.Tensor, probe, k: int = 8, chunk: int = 512)
     w_u = probe.W_U.float()
     up_v, up_i, down_v, down_i = [], [], [], []
     for start in range(0, directions.shape[0], chunk):
-        logits = directions[start:start + chunk].to(w_u.device) @ w_u
+        logits = finite_result("the logit effects (directions through W_U)",
+                               directions[start:start + chunk].to(w_u.device) @ w_u,
+                               "the model's weights or the harvested directions hold NaN or inf")
         v, i = logits.topk(k, dim=-1)
         up_v.append(v.cpu()), up_i.append(i.cpu())
         v, i = logits.topk(k, dim=-1, largest=False)
