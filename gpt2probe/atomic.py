@@ -6,7 +6,8 @@ would give: an existing file keeps its mode (a 0600 report stays private), a new
 ``0666 & ~umask``. Temporary names are short whatever the target's name (``NAME_MAX`` is 255
 bytes) and recognisable: ``.gpt2probe-tmp.<hash of the target name>.<pid>.<random>.tmp``. SIGTERM
 while writing (the CLI killed by a scheduler) removes the temporary file like Ctrl-C does; after
-a SIGKILL, the next write to the same target removes what the dead process left.
+a SIGKILL, the next write to the same target removes what the dead process left. Writing to a
+symbolic link writes to the file it names (the link is kept, and so is every other link to it).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the temporary file; on any failure or interruption the temporary file is removed.
     """
     target = Path(path)
+    if target.is_symlink():  # write through to the file the link names, as editors do: the link stays a link
+        target = Path(os.path.realpath(target))
     if target.is_dir():
         raise FileWriteError(f"cannot write {str(target)!r}: it is a directory")
     try:

@@ -208,10 +208,7 @@ class ActivationCache(Mapping[str, Tensor]):
         ``extra_metadata`` adds string entries of your own; the keys gpt2probe reads back
         (``format``, ``model_name``, ``n_layers``, ``prompts``, ``versions``) are refused.
         """
-        from safetensors.torch import save_file
-
-        from .atomic import atomic_path
-        from .savefile import merge_metadata
+        from .savefile import merge_metadata, write_safetensors
 
         tensors, seen = {}, set()
         for name, t in self._data.items():  # resid_post(l) is resid_pre(l+1): safetensors refuses shared storage
@@ -228,8 +225,7 @@ class ActivationCache(Mapping[str, Tensor]):
             "prompts": json.dumps(list(self.tokens.prompts) if self.tokens and self.tokens.prompts else None),
             "versions": json.dumps(versions()),
         }, extra_metadata)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(

@@ -8,7 +8,9 @@ gpt2probe reads back.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,52 @@ from torch import Tensor
 
 from .errors import DamagedFileError, FileFormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
 from .jsonfile import check_kind, parse_value
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Tensor],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` (and string ``metadata``) as one safetensors file at ``path``, atomically.
+
+    The format (an 8-byte little-endian header length, a JSON header, then each tensor's bytes)
+    is written here rather than by ``safetensors.torch.save_file``, because that function writes
+    through a temporary file of its own (``.tmpXXXXXX`` beside the target) which a SIGKILL leaves
+    behind at full size; here the only temporary file is :func:`gpt2probe.atomic.atomic_path`'s,
+    which the next write removes. Tensors are streamed one at a time (no second copy of the
+    whole file in memory), and a full disk is a :class:`~gpt2probe.errors.FileWriteError`
+    naming ``path``. Storage shared between tensors is simply written twice.
+    """
+    from .atomic import atomic_path
+
+    header: dict[str, Any] = {}
+    prepared: list[Tensor] = []
+    offset = 0
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, Tensor):
+            raise InvalidTypeError(f"safetensors maps names to tensors; got {name!r} -> {type(tensor).__name__}")
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise InvalidTypeError(f"{name!r} has dtype {tensor.dtype}, which gpt2probe does not save; "
+                                   f"valid: {', '.join(map(str, _SAFETENSORS_DTYPES))}")
+        t = tensor.detach().to("cpu").contiguous()
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        prepared.append(t)
+        offset += size
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for t in prepared:
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+    return Path(path)
 
 
 def merge_metadata(reserved: Mapping[str, str], extra: Mapping[str, Any]) -> dict[str, str]:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import write_text_atomic
 from ..errors import DamagedFileError, FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
 from ..jsonfile import JsonObject, read_object
+from ..savefile import write_safetensors
 from .summaries import AttentionSummary, UnitSummary
 
 FORMAT = "gpt2probe-harvest/1"
@@ -33,8 +34,7 @@ def save_tensors(path: Path, groups: dict[str, dict[str, Tensor]], metadata: dic
     """Write ``{hook: {field: tensor}}`` as one safetensors file, atomically."""
     flat = {f"{hook}{SEP}{name}": t.detach().cpu().contiguous().clone()
             for hook, fields in groups.items() for name, t in fields.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+    write_safetensors(path, flat, metadata)
 
 
 def load_tensors(path: Path, fix: str = "") -> dict[str, dict[str, Tensor]]:

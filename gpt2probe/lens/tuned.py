@@ -28,9 +28,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import write_text_atomic
 from ..errors import DamagedFileError, LensMismatchError, ShapeError
 from ..jsonfile import read_object
+from ..savefile import write_safetensors
 from ..versions import versions
 
 if TYPE_CHECKING:
@@ -172,13 +173,10 @@ class TunedLens:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``tuned_lens.safetensors`` and ``tuned_lens.json`` into ``directory`` (atomically, each)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         tensors = {"weight": self.translators.weight.detach().cpu().contiguous(),
                    "bias": self.translators.bias.detach().cpu().contiguous()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        write_safetensors(directory / WEIGHTS_FILE, tensors, {"format": FORMAT})
         write_text_atomic(directory / METADATA_FILE, json.dumps(self.metadata(), indent=2) + "\n")
         return directory
 

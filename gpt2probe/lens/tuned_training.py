@@ -37,9 +37,9 @@ from jaxtyping import Int
 from torch import Tensor
 
 from .. import names as N
-from ..atomic import atomic_path
 from ..errors import CorpusError, DamagedFileError, LensMismatchError
 from ..jsonfile import check_kind, parse_object, parse_value
+from ..savefile import write_safetensors
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
@@ -311,8 +311,6 @@ def _logsumexp_of_projection(x: Tensor, W: Tensor) -> Tensor:
 
 def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: torch.nn.Module,
                      opt: torch.optim.Optimizer) -> None:
-    from safetensors.torch import save_file
-
     tensors = {"weight": translators.weight.detach().cpu().contiguous(),
                "bias": translators.bias.detach().cpu().contiguous()}
     for index, state in opt.state_dict()["state"].items():
@@ -320,8 +318,7 @@ def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: to
             value = value if isinstance(value, Tensor) else torch.tensor(value)
             tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
     metadata = {"format": CHECKPOINT_FORMAT, "step": str(step), "run": json.dumps(run, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def _resume(path: Path, run: dict[str, Any], translators: torch.nn.Module, opt: torch.optim.Optimizer) -> int:

@@ -1,0 +1,94 @@
+"""Writing files (issue 24): our own safetensors writer, symbolic links, full disks, SIGKILL leftovers."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from gpt2probe import savefile
+from gpt2probe.errors import FileWriteError
+
+ALL_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+              torch.int8, torch.uint8, torch.bool]
+
+
+def test_the_writer_round_trips_every_dtype_and_shape_through_safetensors_own_reader(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    tensors = {}
+    for i, dtype in enumerate(ALL_DTYPES):
+        for shape in [(), (0,), (3,), (2, 5, 7)]:
+            x = torch.randn(shape, generator=gen) * 50
+            tensors[f"t{i}.{len(shape)}.{sum(shape)}"] = x.to(dtype) if dtype != torch.bool else x > 0
+    tensors["strided"] = torch.arange(12.0).reshape(3, 4).T  # not contiguous
+    tensors["shared"] = tensors["t1.1.3"]  # same storage twice: safetensors' save_file refuses, we write it twice
+    path = savefile.write_safetensors(tmp_path / "x.safetensors", tensors, {"format": "test", "é": "ü"})
+    loaded = load_file(str(path))
+    assert set(loaded) == set(tensors)
+    for name, t in tensors.items():
+        assert loaded[name].dtype == t.dtype and torch.equal(loaded[name], t), name
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"format": "test", "é": "ü"}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+
+
+def test_no_save_goes_through_safetensors_save_file(monkeypatch, tmp_path, vocab_probe):
+    """``save_file`` writes via its own ``.tmpXXXX`` file, which a SIGKILL leaves behind at full size."""
+    import safetensors.torch
+
+    from gpt2probe import TunedLens
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("safetensors.torch.save_file was called")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", refuse)
+    _, cache = vocab_probe.run_with_cache("Hello there", names=["blocks.0.hook_resid_post"])
+    cache.save(tmp_path / "c.st")
+    TunedLens.identity(vocab_probe).save(tmp_path / "lens")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []
+
+
+def test_saving_through_a_symlink_writes_the_target_and_keeps_the_link(tmp_path, vocab_probe):
+    from gpt2probe import ActivationCache
+
+    _, cache = vocab_probe.run_with_cache("Hello there", names=["blocks.0.hook_resid_post"])
+    target = tmp_path / "real" / "c.st"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "link.st"
+    link.symlink_to(target)
+    cache.save(link)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert torch.equal(ActivationCache.load(target)["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_post"])
+    dangling = tmp_path / "dangling.st"
+    dangling.symlink_to(tmp_path / "real" / "new.st")
+    cache.save(dangling)
+    assert dangling.is_symlink() and (tmp_path / "real" / "new.st").is_file()
+
+
+def test_a_full_disk_is_a_file_write_error_naming_the_target(monkeypatch, tmp_path, vocab_probe):
+    import builtins
+
+    _, cache = vocab_probe.run_with_cache("Hello there", names=["blocks.0.hook_resid_post"])
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(savefile, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    with pytest.raises(FileWriteError, match=r"cannot write '.*c\.st': No space left on device"):
+        cache.save(tmp_path / "c.st")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
