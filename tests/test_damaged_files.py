@@ -365,3 +365,105 @@ def test_a_damaged_run_file_or_rank_checkpoint_is_a_clear_error(tiny, tmp_path):
         resume()
     save_file(tensors, str(ckpt), metadata=metadata)
     assert resume().hooks == ["blocks.0.mlp.hook_post"]  # intact again: it resumes
+
+
+# -- activation caches ----------------------------------------------------------------------
+def _rewrite_cache(path: Path, edit) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = dict(f.metadata()), {key: f.get_tensor(key) for key in f.keys()}
+    edit(metadata, tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.fixture
+def vocab_cache(vocab_probe, tmp_path) -> Path:
+    from gpt2probe import names as N
+
+    _, cache = vocab_probe.run_with_cache(["The cat sat", "Hello there friend"],
+                                          names=[N.resid_pre(0), N.resid_post(1), N.pattern(0)])
+    return _saved(cache, tmp_path / "cache.safetensors")
+
+
+def _saved(cache, path: Path) -> Path:
+    cache.save(path)
+    return path
+
+
+@pytest.mark.parametrize("n_layers", [10**6, 10**8])
+def test_a_huge_n_layers_is_refused_at_once(vocab_cache, n_layers):
+    import time
+
+    from gpt2probe import ActivationCache
+    from gpt2probe.errors import FileFormatError
+
+    _rewrite_cache(vocab_cache, lambda m, t: m.update(n_layers=str(n_layers)))
+    began = time.perf_counter()
+    with pytest.raises(FileFormatError, match=f"n_layers is {n_layers}"):
+        ActivationCache.load(vocab_cache)
+    assert time.perf_counter() - began < 5  # minutes and gigabytes before
+
+
+def test_names_are_checked_from_the_tensors_not_from_a_list_of_every_hook(vocab_cache, monkeypatch):
+    from gpt2probe import ActivationCache
+    from gpt2probe import names as N
+
+    def refuse(n_layers):
+        raise AssertionError("all_names was built from the file's n_layers")
+
+    monkeypatch.setattr(N, "all_names", refuse)
+    _rewrite_cache(vocab_cache, lambda m, t: m.update(n_layers="4000"))
+    assert ActivationCache.load(vocab_cache).n_layers == 4000  # a partial capture: legal, and instant
+
+
+def test_edited_prompts_or_ids_are_refused(vocab_cache, vocab_probe):
+    from gpt2probe import ActivationCache
+    from gpt2probe.errors import FileFormatError
+
+    good = vocab_cache.read_bytes()
+    _rewrite_cache(vocab_cache, lambda m, t: m.update(prompts=json.dumps(["The dog sat", "Hello there friend"])))
+    with pytest.raises(FileFormatError, match="prompts or token ids were changed after saving"):
+        ActivationCache.load(vocab_cache)
+    _rewrite_cache(vocab_cache, lambda m, t: m.pop("tokens_sha256"))  # a file without the checksum: the probe checks
+    with pytest.raises(FileFormatError, match="prompt 0 \\('The dog sat'\\) does not tokenize to its saved token ids"):
+        ActivationCache.load(vocab_cache, probe=vocab_probe)
+    vocab_cache.write_bytes(good)
+    _rewrite_cache(vocab_cache, lambda m, t: t["__tokens__.ids"].add_(10**7))
+    with pytest.raises(FileFormatError, match="outside the model's vocabulary of 50257"):
+        ActivationCache.load(vocab_cache)
+    vocab_cache.write_bytes(good)
+    loaded = ActivationCache.load(vocab_cache, probe=vocab_probe)
+    assert loaded.tokens.prompts == ("The cat sat", "Hello there friend")
+
+
+def test_a_generation_cache_whose_ids_extend_the_prompt_loads(vocab_probe, tmp_path):
+    from gpt2probe import ActivationCache
+
+    gen = vocab_probe.generate("The cat", 3, greedy=True, capture="blocks.0.hook_resid_post")
+    loaded = ActivationCache.load(_saved(gen.captures, tmp_path / "g.st"), probe=vocab_probe)
+    assert loaded.tokens.ids.shape[1] == gen.captures.tokens.ids.shape[1]
+
+
+def test_a_cache_of_another_model_is_refused_at_load(vocab_cache, small_probe):
+    from gpt2probe import ActivationCache
+    from gpt2probe.errors import ModelMismatchError
+
+    with pytest.raises(ModelMismatchError, match="n_layers 2 vs 3.*d_model \\[42\\] vs 60.*d_vocab 50257 vs 101"):
+        ActivationCache.load(vocab_cache, probe=small_probe)
+    with pytest.raises(ModelMismatchError, match="the weights given"):
+        ActivationCache.load(vocab_cache, weights=small_probe.weights)
+
+
+def test_a_directory_and_a_bad_device_are_named(vocab_cache, tmp_path):
+    from gpt2probe import ActivationCache
+    from gpt2probe.errors import FileFormatError, InvalidArgumentError
+
+    with pytest.raises(FileFormatError, match="is a directory"):
+        ActivationCache.load(tmp_path)
+    vocab_cache.write_bytes(vocab_cache.read_bytes()[:100])  # damaged too: the device is named first
+    with pytest.raises(InvalidArgumentError, match="device 'banana' is not a torch device"):
+        ActivationCache.load(vocab_cache, device="banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidArgumentError, match="CUDA is not available"):
+            ActivationCache.load(vocab_cache, device="cuda")
