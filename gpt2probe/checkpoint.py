@@ -24,6 +24,8 @@ IGNORED_UNEXPECTED = (".attn.bias", ".attn.masked_bias")
 # lm_head.weight is wte.weight unless the config unties them; save_pretrained leaves it out.
 TIED = "lm_head.weight"
 _PREFIX = "transformer."
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+"""Safetensors dtypes a weight may have (a checkpoint's other tensors are refused before loading)."""
 _SHOWN = 8
 
 
@@ -52,7 +54,12 @@ def file_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
         try:
             with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():
-                    shapes[key] = (tuple(f.get_slice(key).get_shape()), file)
+                    part = f.get_slice(key)
+                    if part.get_dtype() not in FLOAT_DTYPES and not key.endswith(IGNORED_UNEXPECTED):
+                        # an int32 wte.weight would be cast to float on load, silently
+                        raise CheckpointError(f"{str(file)!r}: {key!r} is stored as {part.get_dtype()}; GPT-2's weights "
+                                              f"are floating point ({', '.join(FLOAT_DTYPES)}): fix or re-save the checkpoint")
+                    shapes[key] = (tuple(part.get_shape()), file)
         except SafetensorError as error:
             raise CheckpointError(f"{str(file)!r} is not a complete safetensors file (truncated or damaged?): {error}") from None
         except OSError as error:

@@ -92,3 +92,47 @@ def test_a_full_disk_is_a_file_write_error_naming_the_target(monkeypatch, tmp_pa
     with pytest.raises(FileWriteError, match=r"cannot write '.*c\.st': No space left on device"):
         cache.save(tmp_path / "c.st")
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+# -- loading checkpoints ---------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool])
+def test_a_checkpoint_with_non_float_weights_is_refused(tmp_path, dtype):
+    import gpt2probe
+    from gpt2probe.errors import CheckpointError
+
+    from models import SMALL, save_gpt2
+
+    directory = save_gpt2(SMALL, tmp_path / "m")
+    path = directory / "model.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.endswith("wte.weight"))
+    tensors[key] = (tensors[key] * 100).to(dtype)
+    savefile.write_safetensors(path, tensors, {"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"{key!r} is stored as .*floating point"):
+        gpt2probe.load(directory, device="cpu")
+
+
+def test_every_from_pretrained_call_refuses_remote_code():
+    """docs/reliability.md says every from_pretrained call passes trust_remote_code=False: read each call."""
+    import ast
+    from pathlib import Path
+
+    import gpt2probe
+
+    calls = []
+    for path in Path(gpt2probe.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        kwargs_dicts = {  # name = dict(..., trust_remote_code=False)
+            node.targets[0].id for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name) and any(
+                k.arg == "trust_remote_code" and isinstance(k.value, ast.Constant) and k.value.value is False
+                for k in node.value.keywords)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained":
+                ok = any((k.arg == "trust_remote_code" and isinstance(k.value, ast.Constant) and k.value.value is False)
+                         or (k.arg is None and isinstance(k.value, ast.Name) and k.value.id in kwargs_dicts)
+                         for k in node.keywords)
+                calls.append((f"{path.name}:{node.lineno}", ok))
+    assert len(calls) >= 5 and all(ok for _, ok in calls), calls
