@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +137,76 @@ def test_every_from_pretrained_call_refuses_remote_code():
                          for k in node.keywords)
                 calls.append((f"{path.name}:{node.lineno}", ok))
     assert len(calls) >= 5 and all(ok for _, ok in calls), calls
+
+
+# -- commands that write directories ---------------------------------------------------------
+FINETUNE = ["--steps", "1", "--batch-size", "2", "--seq-len", "8", "--train", "blocks.0.mlp"]
+
+
+def _doc(tmp_path):
+    text = tmp_path / "doc.txt"
+    text.write_text("The value of the variable is returned by the function. " * 20, encoding="utf-8")
+    return text
+
+
+def test_finetune_on_a_full_disk_leaves_nothing_and_a_rerun_works(vocab_dir, tmp_path, monkeypatch, capsys):
+    import transformers
+
+    from gpt2probe.cli import main
+
+    out = tmp_path / "tuned"
+    real = transformers.PreTrainedModel.save_pretrained
+
+    def full(self, directory, *args, **kwargs):
+        (Path(directory) / "config.json").write_text("{}")  # what HF writes first
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full)
+    assert main(["finetune", "--model", str(vocab_dir), "--text", str(_doc(tmp_path)), *FINETUNE, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot write") and "No space left" in err[-1] and str(out) in err[-1]
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["doc.txt"]  # no half model, no temp dir
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", real)
+    assert main(["finetune", "--model", str(vocab_dir), "--text", str(_doc(tmp_path)), *FINETUNE, "--out", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file() and (out / "finetune.json").is_file()
+
+
+def test_an_unwritable_out_is_refused_before_any_work(vocab_dir, tmp_path, monkeypatch, capsys):
+    import os
+
+    from gpt2probe.cli import main
+    from gpt2probe.experiments import common
+
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    real_access = os.access
+    # root ignores permission bits: pretend the folder is read-only the way os.access would report it
+    monkeypatch.setattr(common.os, "access", lambda p, mode: False if Path(p) == blocked else real_access(p, mode))
+    started = []
+    from gpt2probe.experiments import finetune as finetune_command
+    from gpt2probe.experiments import tuned_lens as lens_command
+
+    for module in (finetune_command, lens_command):
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: started.append(1))
+    for argv in (["finetune", "--model", str(vocab_dir), "--text", str(_doc(tmp_path)), *FINETUNE],
+                 ["tuned-lens", "train", "--model", str(vocab_dir), "--corpus", str(_doc(tmp_path)), "--steps", "1"]):
+        assert main([*argv, "--out", str(blocked / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot write in" in err[0] and "read-only" in err[0], err
+    assert not started
+
+
+def test_a_directory_killed_while_written_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from gpt2probe.atomic import _temp_stem, atomic_directory
+
+    target = tmp_path / "model"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{_temp_stem(target)}{int(dead.stdout)}.abcd.dir"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    with atomic_directory(target) as tmp:
+        (tmp / "x").write_text("done")
+    assert (target / "x").read_text() == "done" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
