@@ -6,7 +6,8 @@ would give: an existing file keeps its mode (a 0600 report stays private), a new
 ``0666 & ~umask``. Temporary names are short whatever the target's name (``NAME_MAX`` is 255
 bytes) and recognisable: ``.gpt2probe-tmp.<hash of the target name>.<pid>.<random>.tmp``. SIGTERM
 while writing (the CLI killed by a scheduler) removes the temporary file like Ctrl-C does; after
-a SIGKILL, the next write to the same target removes what the dead process left.
+a SIGKILL, the next write to the same target removes what the dead process left. Writing to a
+symbolic link writes to the file it names (the link is kept, and so is every other link to it).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the temporary file; on any failure or interruption the temporary file is removed.
     """
     target = Path(path)
+    if target.is_symlink():  # write through to the file the link names, as editors do: the link stays a link
+        target = Path(os.path.realpath(target))
     if target.is_dir():
         raise FileWriteError(f"cannot write {str(target)!r}: it is a directory")
     try:
@@ -143,6 +146,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; when the block succeeds, rename it to ``path`` in one step.
+
+    ``path`` must not exist or be an empty directory. A failure (a full disk, Ctrl-C) removes
+    the temporary directory and leaves ``path`` as it was, so a re-run is not refused for a
+    half-written result; after a SIGKILL the next write to the same target removes the
+    dead process's directory. Errors are :class:`~gpt2probe.errors.FileWriteError` naming ``path``.
+    """
+    import shutil
+
+    target = Path(path)
+    if target.is_symlink() or target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileWriteError(f"cannot write {str(target)!r}: it exists and is not an empty directory")
+    stem = _temp_stem(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for entry in target.parent.iterdir():  # what a killed earlier write left
+            pid = entry.name[len(stem):].split(".", 1)[0] if entry.name.startswith(stem) else ""
+            if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+        tmp = target.parent / f"{stem}{os.getpid()}.{secrets.token_hex(4)}.dir"
+        tmp.mkdir()
+    except OSError as error:
+        raise FileWriteError(f"cannot write {str(target)!r}: {error.strerror or error}") from None
+    with _sigterm_raises():
+        try:
+            try:
+                yield tmp
+                os.chmod(tmp, 0o777 & ~_umask())
+                os.replace(tmp, target)  # onto an empty directory too (POSIX rename)
+            except FileWriteError:
+                raise
+            except OSError as error:
+                raise FileWriteError(f"cannot write {str(target)!r}: {error.strerror or error}") from None
+            _fsync(target.parent, directory=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -8,6 +8,7 @@ layer norm applied to a stack. It saves to and loads from safetensors with its m
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -206,12 +207,11 @@ class ActivationCache(Mapping[str, Tensor]):
         """Write every tensor and the metadata (model, prompts, token ids, versions) to safetensors.
 
         ``extra_metadata`` adds string entries of your own; the keys gpt2probe reads back
-        (``format``, ``model_name``, ``n_layers``, ``prompts``, ``versions``) are refused.
+        (``format``, ``model_name``, ``n_layers``, ``prompts``, ``d_vocab``, ``tokens_sha256``,
+        ``versions``) are refused. ``tokens_sha256`` lets :meth:`load` notice prompts or ids
+        edited afterwards.
         """
-        from safetensors.torch import save_file
-
-        from .atomic import atomic_path
-        from .savefile import merge_metadata
+        from .savefile import merge_metadata, write_safetensors
 
         tensors, seen = {}, set()
         for name, t in self._data.items():  # resid_post(l) is resid_pre(l+1): safetensors refuses shared storage
@@ -226,10 +226,11 @@ class ActivationCache(Mapping[str, Tensor]):
             "model_name": self.model_name,
             "n_layers": str(self.n_layers),
             "prompts": json.dumps(list(self.tokens.prompts) if self.tokens and self.tokens.prompts else None),
+            "d_vocab": json.dumps(int(self._weights.W_U.shape[-1]) if self._weights is not None else None),
+            "tokens_sha256": _tokens_digest(self.tokens),
             "versions": json.dumps(versions()),
         }, extra_metadata)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(
@@ -258,20 +259,100 @@ class ActivationCache(Mapping[str, Tensor]):
         n_layers = savefile.entry(metadata, "n_layers", where, int)
         model_name = savefile.entry(metadata, "model_name", where, str, parse=False)
         prompts = savefile.entry(metadata, "prompts", where, (list, type(None)))
-        savefile.require(n_layers >= 1, where, f"n_layers is {n_layers}")
-        tokens = _loaded_tokens(data, prompts, where)
+        d_vocab = savefile.entry(metadata, "d_vocab", where, (int, type(None))) if "d_vocab" in metadata else None
+        savefile.require(1 <= n_layers <= _MAX_LAYERS, where, f"n_layers is {n_layers}; a GPT-2 has between 1 and "
+                         f"{_MAX_LAYERS} blocks (the largest has 48)")
+        if probe is not None or weights is not None:
+            _check_model(where, model_name, n_layers, d_vocab, data, probe, weights)
+            d_vocab = d_vocab if d_vocab is not None else weights.W_U.shape[-1] if weights is not None else None
+        tokens = _loaded_tokens(data, prompts, where, d_vocab)
+        if "tokens_sha256" in metadata:
+            digest = savefile.entry(metadata, "tokens_sha256", where, str, parse=False)
+            savefile.require(digest == _tokens_digest(tokens), where,
+                             "its prompts or token ids were changed after saving (their checksum differs): "
+                             "save the cache again from its source")
+        if probe is not None and tokens is not None and tokens.prompts is not None:
+            _check_prompts(tokens, probe.tokenizer, where)
+        order = _forward_order(data, n_layers, where)  # from the tensors' names: nothing sized by n_layers is built
         _check_activations(data, n_layers, tokens, where)
-        order = {name: i for i, name in enumerate(N.all_names(n_layers))}
         data = dict(sorted(data.items(), key=lambda item: order[item[0]]))  # forward order
         cache = cls(data, n_layers=n_layers, model_name=model_name, tokens=tokens, weights=weights)
         cache.metadata = metadata
         return cache
 
 
+def _forward_order(data: Mapping[str, Tensor], n_layers: int, where: str) -> dict[str, tuple[int, int]]:
+    """Each tensor's place in the forward pass, read from its name alone (no list of ``n_layers`` blocks is built).
+
+    A file's ``n_layers`` is untrusted: building every hook name of a "1000000-layer" model
+    took minutes and gigabytes before any check ran.
+    """
+    from .savefile import require
+
+    ends = {N.EMBED: (-1, 0), N.POS_EMBED: (-1, 1), N.LN_FINAL_SCALE: (n_layers, 0), N.LN_FINAL_NORMALIZED: (n_layers, 1)}
+    block = {name[len("blocks.0."):]: i for i, name in enumerate(N.block_names(0))}
+    order, unknown = {}, []
+    for name in data:
+        layer = N.layer_of(name)
+        rest = name.split(".", 2)[-1] if layer is not None else None
+        if name in ends:
+            order[name] = ends[name]
+        elif layer is not None and layer < n_layers and rest in block and name == f"blocks.{layer}.{rest}":
+            order[name] = (layer, block[rest])
+        else:
+            unknown.append(name)
+    require(not unknown, where, f"holds tensors that are not hooks of a {n_layers}-layer model: {sorted(unknown)[:5]}")
+    return order
+
+
+def _tokens_digest(tokens: Tokens | None) -> str:
+    """SHA-256 of the prompts, ids and mask as saved: a later edit of one without the others shows."""
+    digest = hashlib.sha256()
+    if tokens is not None:
+        digest.update(json.dumps(list(tokens.prompts) if tokens.prompts else None).encode("utf-8"))
+        for t in (tokens.ids, tokens.attention_mask):
+            digest.update(repr(tuple(t.shape)).encode())
+            digest.update(t.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_prompts(tokens: Tokens, tokenizer: Any, where: str) -> None:
+    """Each prompt, tokenized, must begin its row's real ids (generation appends new tokens; BOS may lead)."""
+    from .savefile import require
+
+    for row, prompt in enumerate(tokens.prompts or ()):
+        real = tokens.ids[row][tokens.attention_mask[row].bool()].tolist()
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        fits = real[: len(ids)] == ids or (real[:1] == [tokenizer.bos_token_id] and real[1 : len(ids) + 1] == ids)
+        require(fits, where, f"prompt {row} ({prompt[:40]!r}) does not tokenize to its saved token ids: the prompts "
+                             "metadata and the ids disagree (edited?); save the cache again")
+
+
+def _check_model(where: str, model_name: str, n_layers: int, d_vocab: int | None, data: Mapping[str, Tensor],
+                 probe: Any, weights: Weights | None) -> None:
+    """A cache read with a probe (or weights) must come from a model of the same sizes."""
+    from .errors import ModelMismatchError
+
+    if probe is not None:
+        mine = (probe.cfg.model_name, probe.cfg.n_layers, probe.cfg.d_model, probe.cfg.d_vocab)
+    else:
+        W_U = weights.W_U
+        mine = ("the weights given", weights.n_layers, W_U.shape[0], W_U.shape[1])
+    name, layers, d_model, vocab = mine
+    widths = {t.shape[-1] for key, t in data.items() if N.is_residual_width(key)}
+    problems = [f"n_layers {n_layers} vs {layers}"] if n_layers != layers else []
+    problems += [f"d_model {sorted(widths)} vs {d_model}"] if widths and widths != {d_model} else []
+    problems += [f"d_vocab {d_vocab} vs {vocab}"] if d_vocab is not None and d_vocab != vocab else []
+    if problems:
+        raise ModelMismatchError(f"{where!r} was captured from {model_name!r}, which differs from {name!r} "
+                                 f"({'; '.join(problems)}): load it with the probe of the model it came from")
+
+
 _FORMAT = "gpt2probe.ActivationCache"
+_MAX_LAYERS = 4096  # far above any GPT-2 (48 blocks); a file claiming more is damaged
 
 
-def _loaded_tokens(data: dict[str, Tensor], prompts: list | None, where: str) -> Tokens | None:
+def _loaded_tokens(data: dict[str, Tensor], prompts: list | None, where: str, d_vocab: int | None) -> Tokens | None:
     """Pop the saved token ids and mask from ``data`` and check them against each other and the prompts."""
     from .savefile import require
 
@@ -288,6 +369,9 @@ def _loaded_tokens(data: dict[str, Tensor], prompts: list | None, where: str) ->
     require(bool(((mask == 0) | (mask == 1)).all()), where, "the attention mask holds values other than 0 and 1")
     require(ids.shape[1] == 0 or bool((mask.sum(-1) > 0).all()), where, "a prompt's attention mask is all zeros")
     require(bool((ids >= 0).all()), where, "the token ids include negative values")
+    if d_vocab is not None and ids.numel():
+        require(int(ids.max()) < d_vocab, where, f"the token ids go up to {int(ids.max())}, outside the model's "
+                                                  f"vocabulary of {d_vocab} tokens")
     if prompts is not None:
         require(all(isinstance(p, str) for p in prompts), where, "the prompts entry holds non-strings")
         require(len(prompts) == ids.shape[0], where, f"names {len(prompts)} prompts but holds token ids for {ids.shape[0]}")
@@ -298,9 +382,6 @@ def _check_activations(data: Mapping[str, Tensor], n_layers: int, tokens: Tokens
     """Every tensor is a hook of an ``n_layers`` model, floating point, with the tokens' batch and positions."""
     from .savefile import require
 
-    valid = set(N.all_names(n_layers))
-    unknown = sorted(set(data) - valid)
-    require(not unknown, where, f"holds tensors that are not hooks of a {n_layers}-layer model: {unknown[:5]}")
     batch, n_pos = tuple(tokens.ids.shape) if tokens is not None else (None, None)
     for name, t in data.items():
         require(t.is_floating_point(), where, f"{name!r} has dtype {t.dtype}; activations are floating point")

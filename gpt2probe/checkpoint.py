@@ -9,7 +9,6 @@ legitimately carry or leave out (see :data:`IGNORED_UNEXPECTED`, :data:`TIED`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,30 +17,22 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .errors import CheckpointError, WeightsUnavailableError
+from .jsonfile import read_object
 
 # Older GPT-2 checkpoints (OpenAI's on the hub among them) store the causal-mask buffers.
 IGNORED_UNEXPECTED = (".attn.bias", ".attn.masked_bias")
 # lm_head.weight is wte.weight unless the config unties them; save_pretrained leaves it out.
 TIED = "lm_head.weight"
 _PREFIX = "transformer."
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+"""Safetensors dtypes a weight may have (a checkpoint's other tensors are refused before loading)."""
 _SHOWN = 8
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``, or an error naming the file and what is wrong with it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise CheckpointError(f"{str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise WeightsUnavailableError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{str(path)!r} must hold a JSON object, got {type(value).__name__}")
-    return value
+    """The JSON object in ``path`` (through :mod:`gpt2probe.jsonfile`), or an error naming the file."""
+    return read_object(path, fix="Fix or replace the checkpoint's file (save_pretrained writes it).",
+                       error=CheckpointError, unreadable=WeightsUnavailableError).value
 
 
 def file_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
@@ -63,7 +54,12 @@ def file_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
         try:
             with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():
-                    shapes[key] = (tuple(f.get_slice(key).get_shape()), file)
+                    part = f.get_slice(key)
+                    if part.get_dtype() not in FLOAT_DTYPES and not key.endswith(IGNORED_UNEXPECTED):
+                        # an int32 wte.weight would be cast to float on load, silently
+                        raise CheckpointError(f"{str(file)!r}: {key!r} is stored as {part.get_dtype()}; GPT-2's weights "
+                                              f"are floating point ({', '.join(FLOAT_DTYPES)}): fix or re-save the checkpoint")
+                    shapes[key] = (tuple(part.get_shape()), file)
         except SafetensorError as error:
             raise CheckpointError(f"{str(file)!r} is not a complete safetensors file (truncated or damaged?): {error}") from None
         except OSError as error:

@@ -18,6 +18,13 @@ class InvalidArgumentError(GPT2ProbeError, ValueError):
     """An argument of the right type with a value that is not allowed (out of range, NaN, unknown option)."""
 
 
+class NonFiniteError(InvalidArgumentError):
+    """A weight, activation or result that is NaN or infinite where a number is summarised; the message says where.
+
+    NaN compares false with everything: counted, ranked or maximised it would read as unchanged or arbitrary.
+    """
+
+
 class InvalidTypeError(GPT2ProbeError, TypeError):
     """An argument of the wrong type (a float where an integer is needed, a bool for ``k``...)."""
 
@@ -69,6 +76,13 @@ class MissingFileError(GPT2ProbeError, FileNotFoundError):
 
 class FileFormatError(GPT2ProbeError, ValueError):
     """A saved cache or result file that is not what it claims to be (metadata and tensors disagree)."""
+
+
+class DamagedFileError(FileFormatError):
+    """A file gpt2probe wrote that cannot be read back: truncated, not UTF-8, not JSON, entries missing or mistyped.
+
+    The message names the file and what to do (re-run the command, or delete the directory).
+    """
 
 
 class FileWriteError(GPT2ProbeError, OSError):

@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from .errors import InvalidArgumentError, PromptError
+from .errors import FileWriteError, InvalidArgumentError, PromptError
 from .probe import GPT2Probe
 
 _PARTS = {"ln_1": "ln1", "ln_2": "ln2", "attn": "attn", "mlp": "mlp"}
@@ -208,16 +208,22 @@ def save_finetune(result: FinetuneResult, out: str | Path) -> Path:
     """Write the fine-tuned model (``save_pretrained``, safetensors), its tokenizer and ``finetune.json``."""
     import torch as _torch
     import transformers
+    from safetensors import SafetensorError
+
+    from .atomic import atomic_directory
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    result.probe.model.save_pretrained(out)
-    result.probe.tokenizer.save_pretrained(out)
     record = {**result.settings, "trained": [component_path(n) for n in result.trained],
               "losses": [round(x, 5) for x in result.losses], "seconds": round(result.seconds, 1),
               "python": platform.python_version(), "torch": _torch.__version__,
               "transformers": transformers.__version__}
-    (out / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with atomic_directory(out) as tmp:  # all or nothing: a full disk leaves no config.json without weights
+        try:
+            result.probe.model.save_pretrained(tmp)
+            result.probe.tokenizer.save_pretrained(tmp)
+        except SafetensorError as error:
+            raise FileWriteError(f"cannot write {str(out)!r}: {error}") from None
+        (tmp / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out

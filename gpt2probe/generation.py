@@ -23,23 +23,50 @@ import inspect
 import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformers import DynamicCache
+from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from . import names as N
 from .cache import ActivationCache
+from .config import ProbeConfig
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
-from .hooks import HookFn, HookPoint
-from .probe import GPT2Probe
+from .hooks import HookFn, HookPoint, HookRegistry
 from .tokens import Inputs, Tokens
+from .validate import finite_result
+from .weights import Weights
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
+
+
+@runtime_checkable
+class ProbeLike(Protocol):
+    """What generation needs of a probe: :class:`gpt2probe.probe.GPT2Probe` is one.
+
+    A protocol rather than an import, so that ``probe.py`` can import this module to offer
+    ``probe.generate`` and ``probe.next_token`` as methods without an import cycle.
+    """
+
+    model: GPT2LMHeadModel
+    tokenizer: PreTrainedTokenizerBase
+    weights: Weights
+    registry: HookRegistry
+
+    @property
+    def cfg(self) -> ProbeConfig: ...
+
+    def as_tokens(self, inputs: Inputs, *, prepend_bos: bool = False) -> Tokens: ...
+
+    def forward(self, inputs: Inputs, *, prepend_bos: bool = False, grad: bool = False) -> Tensor: ...
+
+    def hooks(self, fwd_hooks: Hooks) -> AbstractContextManager: ...
+
 Seed = int | Sequence[int]
 Number = float | int
 _MAX_SEED = 2**63
@@ -223,13 +250,13 @@ class NextTokens:
         return table(f"Next tokens ({len(self)} prompts, k={self.k})", headers, rows, notes=notes)
 
 
-def _prompt_texts(probe: GPT2Probe, tokens: Tokens) -> list[str]:
+def _prompt_texts(probe: ProbeLike, tokens: Tokens) -> list[str]:
     if tokens.prompts is not None:
         return list(tokens.prompts)
     return [probe.tokenizer.decode(tokens.ids[i, tokens.real_positions(i)].tolist()) for i in range(tokens.ids.shape[0])]
 
 
-def next_token(probe: GPT2Probe, prompt: Inputs, k: int = 10, *, prepend_bos: bool = False) -> NextTokens:
+def next_token(probe: ProbeLike, prompt: Inputs, k: int = 10, *, prepend_bos: bool = False) -> NextTokens:
     """The ``k`` most likely next tokens after one prompt or each of a batch (with active hooks).
 
     A batch is left-padded, so each row's prediction is read at its own last real token.
@@ -239,7 +266,7 @@ def next_token(probe: GPT2Probe, prompt: Inputs, k: int = 10, *, prepend_bos: bo
     if not 1 <= k <= probe.cfg.d_vocab:
         raise InvalidArgumentError(f"k must be an integer in [1, {probe.cfg.d_vocab}] (the vocabulary size), got {k!r}")
     tokens = probe.as_tokens(prompt, prepend_bos=prepend_bos)
-    last = probe.forward(tokens)[:, -1].float()
+    last = finite_result("the next-token logits", probe.forward(tokens)[:, -1].float())  # topk over NaN is arbitrary
     top = last.topk(k, dim=-1)
     probs = last.softmax(-1).gather(-1, top.indices)
     ids = top.indices.cpu()
@@ -355,7 +382,7 @@ def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
     return seeds
 
 
-def _eos_ids(probe: GPT2Probe, eos_token_id: int | Sequence[int] | None) -> Tensor:
+def _eos_ids(probe: ProbeLike, eos_token_id: int | Sequence[int] | None) -> Tensor:
     """The EOS ids: given, else the first set of the model's generation config, its config, the tokenizer.
 
     Default ids outside the vocabulary (a tokenizer's ``<|endoftext|>`` on a small-vocabulary
@@ -375,7 +402,7 @@ def _eos_ids(probe: GPT2Probe, eos_token_id: int | Sequence[int] | None) -> Tens
     return torch.tensor([i for i in ids if 0 <= i < d_vocab], dtype=torch.long)
 
 
-def _check_generate(probe: GPT2Probe, tokens: Tokens, max_new_tokens: int) -> None:
+def _check_generate(probe: ProbeLike, tokens: Tokens, max_new_tokens: int) -> None:
     if not _is_number(max_new_tokens, (int,)):
         raise InvalidTypeError(f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__}")
     if max_new_tokens < 0:
@@ -399,7 +426,7 @@ def _concat_steps(name: str, parts: list[Tensor], total: int) -> Tensor:
 
 @torch.no_grad()
 def generate(
-    probe: GPT2Probe,
+    probe: ProbeLike,
     prompt_or_prompts: Inputs,
     max_new_tokens: int,
     *,
@@ -448,6 +475,7 @@ def generate(
     eos = _eos_ids(probe, eos_token_id)
 
     def choose(logits: Tensor) -> Tensor:
+        finite_result(f"the logits of new token {len(steps)}", logits)  # argmax over NaN picks arbitrarily
         if greedy:
             return logits.argmax(-1).cpu()
         return sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generators)

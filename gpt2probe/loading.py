@@ -73,7 +73,7 @@ def load(
         hf_model = hf_model.to(target_device)
         hf_model.requires_grad_(False)
         if tokenizer is None and tokenizer_dir is not None:
-            tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
+            tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir, trust_remote_code=False)
     hf_model.eval()
     tokenizer = prepare_for_batches(tokenizer) if tokenizer is not None else gpt2_tokenizer()
     _check_tied(hf_model, name)

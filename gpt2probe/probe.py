@@ -11,6 +11,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 
+from . import generation
 from . import names as N
 from .cache import ActivationCache
 from .config import ProbeConfig
@@ -186,6 +187,39 @@ class GPT2Probe:
         ordered = {name: store[name] for name in selected if name in store}
         return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
                                     tokens=tokens.to("cpu"), weights=self.weights)
+
+    def next_token(self, prompt: Inputs, k: int = 10, *, prepend_bos: bool = False) -> generation.NextTokens:
+        """The ``k`` most likely next tokens after a prompt or each of a batch (with active hooks).
+
+        The same as :func:`gpt2probe.generation.next_token` with this probe.
+        """
+        return generation.next_token(self, prompt, k, prepend_bos=prepend_bos)
+
+    def generate(
+        self,
+        prompt_or_prompts: Inputs,
+        max_new_tokens: int,
+        *,
+        temperature: generation.Number = 1.0,
+        top_k: int | None = None,
+        top_p: generation.Number | None = None,
+        greedy: bool = False,
+        seed: generation.Seed | None = None,
+        stop_at_eos: bool = True,
+        eos_token_id: int | Sequence[int] | None = None,
+        hooks: generation.Hooks | None = None,
+        capture: N.NameSelection = None,
+        prepend_bos: bool = False,
+    ) -> generation.Generation:
+        """Continue each prompt by up to ``max_new_tokens`` tokens, as TransformerLens's ``model.generate``.
+
+        The same as :func:`gpt2probe.generation.generate` with this probe (see it for every option).
+        """
+        return generation.generate(
+            self, prompt_or_prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            greedy=greedy, seed=seed, stop_at_eos=stop_at_eos, eos_token_id=eos_token_id, hooks=hooks,
+            capture=capture, prepend_bos=prepend_bos,
+        )
 
     def test_prompt(self, prompt: str, answer: str, *, k: int = 10, prepend_bos: bool = False, **kwargs):
         """Rank, logit and probability of each answer token after ``prompt``, and the top ``k``: printed and returned.

@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .errors import PromptError, ShapeError
+from .validate import finite_result
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -126,6 +127,7 @@ def prompt_test(
     ids = torch.cat([prompt_ids, torch.tensor(answer_ids, dtype=torch.long)])
     n_prompt, n_answer = len(prompt_ids), len(answer_ids)
     logits = probe.forward(ids)[0, n_prompt - 1 : n_prompt - 1 + n_answer].float().cpu()  # [answer, d_vocab]
+    finite_result("the logits before the answer tokens", logits)  # a NaN answer logit would rank first
     answer_t = torch.tensor(answer_ids, dtype=torch.long)
     answer_logits = logits.gather(-1, answer_t[:, None])[:, 0]
     log_probs = logits.log_softmax(-1)

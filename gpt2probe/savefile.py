@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,54 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import FileFormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
+from .errors import DamagedFileError, FileFormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
+from .jsonfile import check_kind, parse_value
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Tensor],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` (and string ``metadata``) as one safetensors file at ``path``, atomically.
+
+    The format (an 8-byte little-endian header length, a JSON header, then each tensor's bytes)
+    is written here rather than by ``safetensors.torch.save_file``, because that function writes
+    through a temporary file of its own (``.tmpXXXXXX`` beside the target) which a SIGKILL leaves
+    behind at full size; here the only temporary file is :func:`gpt2probe.atomic.atomic_path`'s,
+    which the next write removes. Tensors are streamed one at a time (no second copy of the
+    whole file in memory), and a full disk is a :class:`~gpt2probe.errors.FileWriteError`
+    naming ``path``. Storage shared between tensors is simply written twice.
+    """
+    from .atomic import atomic_path
+
+    header: dict[str, Any] = {}
+    prepared: list[Tensor] = []
+    offset = 0
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, Tensor):
+            raise InvalidTypeError(f"safetensors maps names to tensors; got {name!r} -> {type(tensor).__name__}")
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise InvalidTypeError(f"{name!r} has dtype {tensor.dtype}, which gpt2probe does not save; "
+                                   f"valid: {', '.join(map(str, _SAFETENSORS_DTYPES))}")
+        t = tensor.detach().to("cpu").contiguous()
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        prepared.append(t)
+        offset += size
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for t in prepared:
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+    return Path(path)
 
 
 def merge_metadata(reserved: Mapping[str, str], extra: Mapping[str, Any]) -> dict[str, str]:
@@ -40,8 +88,11 @@ def read(path: str | os.PathLike, *, fmt: str, what: str, writer: str, device: s
     from safetensors import SafetensorError, safe_open
 
     where = str(path)
+    device = check_device(device)  # before the file: a bad device is not a damaged file
     if not Path(path).exists():
         raise MissingFileError(f"no such file: {where!r}")
+    if Path(path).is_dir():
+        raise FileFormatError(f"{where!r} is a directory, not a {what} written by {writer}: give the file's path")
     try:
         with safe_open(where, framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
@@ -53,29 +104,35 @@ def read(path: str | os.PathLike, *, fmt: str, what: str, writer: str, device: s
         raise FileFormatError(f"{where!r} is not a complete {what} file written by {writer} (truncated or damaged?): {error}") from None
     except IsADirectoryError:
         raise FileFormatError(f"{where!r} is a directory, not a {what} written by {writer}") from None
+    except OSError as error:
+        raise FileFormatError(f"cannot read {where!r} as a {what} file: {error.strerror or error}") from None
     return metadata, tensors
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here, or an error naming it and what is valid."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'"
+                                   ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise InvalidArgumentError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidArgumentError(f"device {device!r}: MPS is not available on this machine; use 'cpu'")
+    return parsed
 
 
 def entry(metadata: Mapping[str, str], key: str, where: str, kind: type | tuple[type, ...], *, parse: bool = True) -> Any:
     """Metadata entry ``key``, parsed as JSON (unless ``parse=False``) and of type ``kind``."""
+    fix = "Save it again from its source, or delete the file."
     if key not in metadata:
-        raise FileFormatError(f"{where!r} lacks the metadata entry {key!r}")
+        raise DamagedFileError(f"{where!r} lacks the metadata entry {key!r}. {fix}")
     raw = metadata[key]
-    if parse:
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise FileFormatError(f"{where!r}: metadata entry {key!r} is not valid JSON ({error})") from None
-    else:
-        value = raw
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise FileFormatError(f"{where!r}: metadata entry {key!r} should be {_kind_name(kind)}, got {value!r:.80}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+    value = parse_value(raw, where=where, fix=fix, path=f"metadata entry {key!r}") if parse else raw
+    return check_kind(value, kind, where=where, fix=fix, path=f"metadata entry {key!r}")
 
 
 def require(condition: bool, where: str, message: str) -> None:

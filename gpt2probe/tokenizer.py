@@ -6,12 +6,13 @@ mask, and pads on the left so that every prompt's last real token sits at positi
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from importlib import resources
 
 # transformers 5 makes GPT2TokenizerFast a lazy alias of GPT2Tokenizer at import time, which pyright cannot see.
 from transformers import GPT2TokenizerFast, PreTrainedTokenizerBase  # pyright: ignore[reportAttributeAccessIssue]
+
+from .jsonfile import parse_object
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -19,7 +20,8 @@ ENDOFTEXT = "<|endoftext|>"
 @lru_cache(maxsize=1)
 def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     data = resources.files("gpt2probe") / "data"
-    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))
+    vocab = parse_object((data / "vocab.json").read_bytes(), where=str(data / "vocab.json"),
+                         fix="The installed gpt2probe is damaged: reinstall it.").value
     lines = (data / "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
     return vocab, merges  # type: ignore[return-value]

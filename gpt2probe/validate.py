@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .errors import InvalidArgumentError, InvalidTypeError, LayerIndexError
+from .errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, NonFiniteError
 
 
 def integer(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -54,6 +54,20 @@ def finite_tensor(name: str, value: object) -> Tensor:
             f"{name} has {int(bad.sum())} non-finite entries (NaN or inf), the first at index {where}: "
             f"{value[tuple(where)].item()}"
         )
+    return value
+
+
+def finite_result(what: str, value: Tensor, remedy: str = "a hook or the model's weights produced them") -> Tensor:
+    """``value`` if every entry is finite, else :class:`~gpt2probe.errors.NonFiniteError` saying ``what`` holds NaN.
+
+    For numbers about to be ranked, counted or maximised: NaN compares false with everything,
+    so a rank would read 0, a count "unchanged", and ``argmax``/``topk`` pick arbitrarily.
+    """
+    bad = ~torch.isfinite(value)
+    if bool(bad.any()):
+        first = bad.nonzero()[0].tolist()
+        raise NonFiniteError(f"{what} hold(s) {int(bad.sum())} NaN or infinite value(s), the first at index {first} "
+                             f"({value[tuple(first)].item()}): they cannot be ranked or summarised; {remedy}")
     return value
 
 

@@ -31,6 +31,11 @@ class Weights:
         self._n_heads = model.config.n_head
         self._stacked: dict[str, tuple[tuple, Tensor]] = {}
 
+    @property
+    def n_layers(self) -> int:
+        """The number of blocks (without stacking any weight)."""
+        return len(self._blocks)
+
     def _cached(self, name: str, params: list[Tensor], build: Callable[[], Tensor]) -> Tensor:
         """``build()``, reused while none of ``params`` has been moved, replaced or edited in place."""
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)

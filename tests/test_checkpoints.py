@@ -175,14 +175,14 @@ def test_unreadable_config_names_the_file(ckpt, monkeypatch):
     """The same as above for a root user: reading config.json fails with a permission error."""
     from pathlib import Path
 
-    real = Path.read_text
+    real = Path.read_bytes
 
     def refuse(self, *args, **kwargs):
         if self.name == "config.json":
             raise PermissionError(13, "Permission denied", str(self))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", refuse)
+    monkeypatch.setattr(Path, "read_bytes", refuse)
     with pytest.raises(WeightsUnavailableError, match="cannot read .*config.json.*Permission denied"):
         gpt2probe.load(ckpt, device="cpu")
 

@@ -498,3 +498,25 @@ def test_generation_is_readable(text_probe):
     text = str(gen)
     assert "seeds [9, 10]" in text and repr(PROMPTS[0]) in text and repr(gen.continuations[1]) in text
     assert isinstance(gen.prompt_tokens, Tokens)
+
+
+# -- the methods (issue 19: a TransformerLens user's first call is model.generate) --------
+def test_probe_generate_and_next_token_are_the_module_functions(text_probe):
+    import inspect
+
+    from gpt2probe.generation import ProbeLike
+
+    assert isinstance(text_probe, ProbeLike)
+    method, function = inspect.signature(text_probe.generate), inspect.signature(generate)
+    assert list(method.parameters) == list(function.parameters)[1:], "probe.generate must offer every option"
+    assert [p.default for p in method.parameters.values()] == [p.default for p in list(function.parameters.values())[1:]]
+    sampled = dict(seed=11, temperature=0.8, top_k=20, capture="blocks.1.hook_resid_post")
+    for kwargs in ({"greedy": True}, sampled):
+        a, b = text_probe.generate(PROMPTS, 4, **kwargs), generate(text_probe, PROMPTS, 4, **kwargs)
+        assert torch.equal(a.new_ids, b.new_ids) and torch.equal(a.new_mask, b.new_mask)
+        assert a.texts == b.texts and a.seeds == b.seeds
+    assert torch.equal(a.captures["blocks.1.hook_resid_post"], b.captures["blocks.1.hook_resid_post"])
+    x, y = text_probe.next_token(PROMPTS, k=5), next_token(text_probe, PROMPTS, k=5)
+    assert torch.equal(x.ids, y.ids) and torch.equal(x.probs, y.probs) and x.tokens == y.tokens
+    with pytest.raises(TypeError):
+        text_probe.generate(PROMPTS, 2, temprature=0.5)  # a typo is not swallowed by **kwargs

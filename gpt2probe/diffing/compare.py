@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, NonFiniteError
 from ..head_scores import all_head_scores
 from ..lens.logit_lens import stream_labels
 from ..probe import GPT2Probe, Inputs
@@ -134,13 +134,19 @@ def compare(
     if not isinstance(top_disagreements, int) or isinstance(top_disagreements, bool) or top_disagreements < 0:
         raise InvalidArgumentError(f"top_disagreements must be a non-negative int, got {top_disagreements!r}")
     tokens = base.as_tokens(prompts, prepend_bos=prepend_bos)
+    changes = component_changes(base.model, tuned.model)  # first: a NaN weight is named by its component
     n_layers = base.cfg.n_layers
     streams = [N.resid_pre(0), *(N.resid_post(layer) for layer in range(n_layers))]
     base_logits, base_cache = base.run_with_cache(tokens, names=streams, device="cpu", dtype=torch.float32)
     tuned_logits, tuned_cache = tuned.run_with_cache(tokens, names=streams, device="cpu", dtype=torch.float32)
     real = tokens.attention_mask.bool().cpu()
+    for which, logits, cache in (("base", base_logits, base_cache), ("tuned", tuned_logits, tuned_cache)):
+        for name in streams:
+            _require_finite(cache[name], real, f"the {which} model's {name}")
+        _require_finite(logits, real, f"the {which} model's logits")
 
     kl_grid = _kl(base_logits.float().cpu(), tuned_logits.float().cpu())
+    _require_finite(kl_grid, real, "KL(base || tuned)")
     kl = [kl_grid[row][real[row]] for row in range(real.shape[0])]
     str_tokens = [base.to_str_tokens(tokens.ids[row][real[row]]) for row in range(real.shape[0])]
     disagreements = _disagreements(base, kl_grid, real, base_logits, tuned_logits, tokens, top_disagreements)
@@ -168,7 +174,7 @@ def compare(
         base_name=base.cfg.model_name,
         tuned_name=tuned.cfg.model_name,
         str_tokens=str_tokens,
-        weight_changes=component_changes(base.model, tuned.model),
+        weight_changes=changes,
         kl=kl,
         disagreements=disagreements,
         stream_labels=stream_labels(n_layers, include_mid=False),
@@ -179,6 +185,18 @@ def compare(
         head_scores_tuned=scores_tuned,
         localisation=localisation,
     )
+
+
+def _require_finite(values: Tensor, real: Tensor, what: str) -> None:
+    """Refuse NaN or infinite values at real positions: summarised, they would read as "no change" or rank arbitrarily."""
+    bad = ~torch.isfinite(values.cpu())
+    bad = (bad.reshape(*bad.shape[:2], -1).any(-1) if bad.ndim > 2 else bad) & real
+    if bool(bad.any()):
+        row, pos = bad.nonzero()[0].tolist()
+        raise NonFiniteError(
+            f"{what} holds NaN or infinite values at {int(bad.sum())} real position(s), the first in prompt {row} at "
+            f"position {pos - int((~real[row]).sum())}: compare cannot summarise them (a weight, a hook or reduced "
+            "precision produced them)")
 
 
 def kl_divergence(

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..errors import ModelMismatchError
+from ..errors import ModelMismatchError, NonFiniteError
 from ..probe import GPT2Probe
 from .components import component_tensors
 
@@ -55,6 +55,8 @@ def weight_changes(base: GPT2Probe, tuned: GPT2Probe) -> dict[str, float]:
     Components are listed in :mod:`gpt2probe.diffing.components`. The norms are taken in
     float64 on the CPU, so an unchanged component gives exactly ``0.0``. A component whose
     base weights are all zero gives ``inf`` if it changed (relative change is undefined there).
+    A NaN or infinite weight in either model is a :class:`~gpt2probe.errors.NonFiniteError`
+    naming the component.
     """
     check_comparable(base, tuned)
     return component_changes(base.model, tuned.model)
@@ -66,6 +68,12 @@ def component_changes(base: torch.nn.Module, tuned: torch.nn.Module) -> dict[str
     changes: dict[str, float] = {}
     for (name, base_parts), (_, tuned_parts) in zip(component_tensors(base), component_tensors(tuned)):
         pairs = [(b, t.to(b.device)) for b, t in zip(base_parts, tuned_parts)]
+        for which, parts in (("base", base_parts), ("tuned", tuned_parts)):
+            bad = sum(int((~torch.isfinite(p)).sum()) for p in parts if p.is_floating_point())
+            if bad:  # NaN != NaN: the change would be NaN, and "change > 0" would count it as unchanged
+                raise NonFiniteError(
+                    f"the {which} model's {name} weights hold {bad} NaN or infinite value(s): its change cannot be "
+                    "measured (and the model's outputs are not meaningful); fix or reload that checkpoint")
         if all(torch.equal(b, t) for b, t in pairs):  # bit-for-bit equal: exactly 0, and no float64 pass
             changes[name] = 0.0
             continue

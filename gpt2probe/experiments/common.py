@@ -145,6 +145,19 @@ def read_prompts_file(path: Path) -> list[str]:
     return prompts
 
 
+def check_out_dir(path: Path, option: str = "--out") -> None:
+    """Refuse an output directory that cannot be created or written, before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a file; give a directory")
+    existing = path
+    while not existing.exists():  # the directory's folders are created; the first existing one must be writable
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {str(path)!r}: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {str(path)!r}: cannot write in {str(existing)!r} (permission denied or read-only)")
+
+
 def check_common(args: argparse.Namespace) -> None:
     """The checks every command makes on the shared options."""
     check_device(args.device)

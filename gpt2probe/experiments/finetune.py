@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..finetune import finetune, save_finetune, trainable_parameters
-from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
 
 
 def build_parser() -> Parser:
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> Path:
     texts = _read_texts(args.text)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {str(args.out)!r} exists and is not an empty directory; choose a new one")
+    check_out_dir(args.out)  # before the work: a read-only place fails now, not after training
     check_device(args.device)
     probe, _ = load_model(argparse.Namespace(model=args.model, device=args.device, no_fallback=True))
     trainable_parameters(probe.model, args.train, args.freeze)  # selectors checked before any work

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import Parser, UsageError, check_device, finite_float, load_model, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -71,6 +71,7 @@ def train(args: argparse.Namespace) -> Path:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {str(args.out)!r} is a file; give a directory for the lens")
+    check_out_dir(args.out)  # before the training: a read-only place fails now, not at the end
     if (args.out / METADATA_FILE).exists():
         raise UsageError(f"--out {str(args.out)!r} already holds a trained lens; choose another directory or delete it")
     texts, corpus = read_corpus(args.corpus)

@@ -26,10 +26,23 @@ from torch import Tensor
 
 from ..atomic import write_text_atomic
 from ..errors import GPT2ProbeError
+from ..jsonfile import parse_object, read_object
 from .corpus import DEFAULT_BLOCK_CHARS, Corpus, assign_blocks, block_sizes, blocks, pack
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
 from .raw import RawWriter, discard_after, write_raw_manifest
-from .store import FORMAT, MANIFEST, SUMMARIES, Harvest, load_tensors, read_metadata, save_tensors, summaries_from_state
+from .store import (
+    FORMAT,
+    MANIFEST,
+    SUMMARIES,
+    Harvest,
+    check_groups,
+    check_plan,
+    load_tensors,
+    read_manifest,
+    read_metadata,
+    save_tensors,
+    summaries_from_state,
+)
 from .summaries import AttentionSummary, NonFiniteActivationError, UnitSummary
 from .units import HookPlan, plan_hooks
 
@@ -169,11 +182,13 @@ def _check_out_dir(out: Path, fingerprint: dict, resume: bool) -> str:
             raise OutputDirError(f"{str(out)!r} is not empty; harvest into a new or empty directory")
         return "fresh"
     if finished:
-        saved = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["fingerprint"]
+        saved = read_manifest(out / MANIFEST).get("fingerprint", dict)
         _compare(saved, fingerprint, out)
         return "done"
     if run_file.is_file():
-        _compare(json.loads(run_file.read_text(encoding="utf-8")), fingerprint, out)
+        run = read_object(run_file, fix=f"Delete {str(out)!r} and harvest again (the run cannot be resumed).")
+        check_plan(run, run.fix)
+        _compare(run.value, fingerprint, out)
         return "resume"
     if out.is_dir() and any(out.iterdir()):
         raise OutputDirError(f"{str(out)!r} holds no harvest to resume (no {CHECKPOINT_DIR}/{RUN_FILE}) and is not "
@@ -229,9 +244,11 @@ def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Optio
     _barrier()
 
     if state == "resume" and ckpt.is_file():
-        meta = read_metadata(ckpt)
-        progress_state = json.loads(meta["progress"])
-        summaries = summaries_from_state(load_tensors(ckpt), fingerprint["hooks"], fingerprint["options"])
+        progress_state = _read_progress(ckpt, out)
+        fix = f"Delete {str(ckpt)!r} to redo this rank's share, or delete {str(out)!r} and harvest again."
+        groups = load_tensors(ckpt, fix)
+        check_groups(groups, fingerprint["hooks"], fingerprint["options"], str(ckpt), fix)
+        summaries = summaries_from_state(groups, fingerprint["hooks"], fingerprint["options"])
     else:
         progress_state = {"block": 0, "window": 0, "windows": 0, "tokens": 0, "seconds": 0.0, "done": False}
         summaries = _fresh_summaries(probe, corpus, plans, options)
@@ -246,6 +263,20 @@ def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Optio
             return None
     return _finish(probe, corpus, plans, summaries, options, progress_state, out, fingerprint, rank, world,
                    model_source)
+
+
+def _read_progress(ckpt: Path, out: Path) -> dict:
+    """A rank checkpoint's progress entry, every field checked (it says where to resume)."""
+    fix = f"Delete {str(ckpt)!r} to redo this rank's share, or delete {str(out)!r} and harvest again."
+    meta = read_metadata(ckpt, fix)
+    progress = parse_object(meta.get("progress", ""), where=str(ckpt), fix=fix, path="metadata entry 'progress'",
+                         keys="progress")
+    for key in ("block", "window", "windows", "tokens"):
+        if progress.get(key, int) < 0:
+            progress.fail(f"progress.{key} is {progress.value[key]}")
+    progress.get("seconds", float)
+    progress.get("done", bool)
+    return dict(progress.value)
 
 
 def _fresh_summaries(probe, corpus, plans, options) -> dict[str, UnitSummary | AttentionSummary]:

@@ -13,12 +13,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from ..atomic import atomic_path, write_text_atomic
-from ..errors import FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
+from ..atomic import write_text_atomic
+from ..errors import DamagedFileError, FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
+from ..jsonfile import JsonObject, read_object
+from ..savefile import write_safetensors
 from .summaries import AttentionSummary, UnitSummary
 
 FORMAT = "gpt2probe-harvest/1"
@@ -31,25 +34,129 @@ def save_tensors(path: Path, groups: dict[str, dict[str, Tensor]], metadata: dic
     """Write ``{hook: {field: tensor}}`` as one safetensors file, atomically."""
     flat = {f"{hook}{SEP}{name}": t.detach().cpu().contiguous().clone()
             for hook, fields in groups.items() for name, t in fields.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+    write_safetensors(path, flat, metadata)
 
 
-def load_tensors(path: Path) -> dict[str, dict[str, Tensor]]:
+def load_tensors(path: Path, fix: str = "") -> dict[str, dict[str, Tensor]]:
     """A safetensors file's tensors grouped by hook (the part of each key before ``::``)."""
+    from safetensors import SafetensorError
+
+    fix = fix or _fix(path.parent)
+    if not path.is_file():
+        raise DamagedFileError(f"{str(path)!r} is missing. {fix}")
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as error:
+        raise DamagedFileError(f"{str(path)!r} is not a complete safetensors file (truncated or damaged?): {error}. "
+                               f"{fix}") from None
     groups: dict[str, dict[str, Tensor]] = {}
-    for key, tensor in load_file(str(path)).items():
+    for key, tensor in tensors.items():
+        if SEP not in key:
+            raise DamagedFileError(f"{str(path)!r} holds a tensor {key!r} that names no hook. {fix}")
         hook, name = key.split(SEP, 1)
         groups.setdefault(hook, {})[name] = tensor
     return groups
 
 
-def read_metadata(path: Path) -> dict[str, str]:
+def read_metadata(path: Path, fix: str = "") -> dict[str, str]:
     """The string metadata of a safetensors file's header."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as error:
+        raise DamagedFileError(f"{str(path)!r} is not a complete safetensors file (truncated or damaged?): {error}. "
+                               f"{fix or _fix(path.parent)}") from None
+
+
+def _fix(directory: Path) -> str:
+    return f"Delete {str(directory)!r} and harvest again (or harvest into a new directory)."
+
+
+KINDS = ("neuron", "head_norm", "attention", "dim", "direction")
+
+
+def read_manifest(path: Path, fix: str = "") -> JsonObject:
+    """``harvest.json``, with every entry that is read back checked for presence and type."""
+    fix = fix or _fix(path.parent)
+    doc = read_object(path, fix=fix)
+    if doc.value.get("format") != FORMAT:
+        raise FileFormatError(f"{str(path)!r} has format {doc.value.get('format')!r}; this gpt2probe reads {FORMAT!r}")
+    model = doc.object("model")
+    model.get("name", str)
+    model.optional("source", (str, type(None)))
+    for key in ("n_layers", "d_model", "n_heads", "d_mlp"):
+        if model.get(key, int) < 1:
+            model.fail(f"model.{key} is {model.value[key]}")
+    check_plan(doc, fix)
+    totals = doc.object("totals")
+    for key in ("tokens", "windows", "documents"):
+        totals.get(key, int)
+    for source in doc.object("corpus").objects("sources"):
+        source.get("path", str)
+        source.get("first_doc", int)
+        source.get("documents", int)
+    doc.get("world_size", int)
+    doc.get("fingerprint", dict)
+    return doc
+
+
+def check_plan(doc: JsonObject, fix: str) -> None:
+    """The ``hooks`` and ``options`` entries of a manifest or a run file."""
+    names = []
+    for hook in doc.objects("hooks"):
+        names.append(hook.get("name", str))
+        if hook.get("kind", str) not in KINDS:
+            hook.fail(f"{hook.path}.kind is {hook.value['kind']!r}; valid: {', '.join(KINDS)}")
+        if hook.get("n_units", int) < 1:
+            hook.fail(f"{hook.path}.n_units is {hook.value['n_units']}")
+    if len(set(names)) != len(names):
+        doc.fail(f"the hooks {names} repeat a name")
+    options = doc.object("options")
+    for key in ("n_bins", "window", "top_k", "seq_len"):
+        if options.get(key, int) < (0 if key == "window" else 1):
+            options.fail(f"options.{key} is {options.value[key]}")
+    options.get("threshold", float)
+
+
+def expected_state(kind: str, n_units: int, options: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Shape and dtype of every tensor a hook's summary saves (see ``UnitSummary.state``), built without allocating."""
+    if kind == "attention":
+        return {"first_sum": ((n_units,), torch.float64), "prev_sum": ((n_units,), torch.float64),
+                "first_count": ((), torch.int64), "prev_count": ((), torch.int64)}
+    u, k, ctx = n_units, options["top_k"], 2 * options["window"] + 1
+    return {"lo": ((u,), torch.float32), "hi": ((u,), torch.float32), "count": ((), torch.int64),
+            "mean": ((u,), torch.float64), "m2": ((u,), torch.float64), "min": ((u,), torch.float32),
+            "max": ((u,), torch.float32), "active": ((u,), torch.int64), "hist": ((u, options["n_bins"] + 2), torch.int64),
+            "top_values": ((u, k), torch.float32), "top_doc": ((u, k), torch.int64), "top_pos": ((u, k), torch.int64),
+            "top_ctx_tokens": ((u, k, ctx), torch.int32), "top_ctx_acts": ((u, k, ctx), torch.float32)}
+
+
+def check_groups(groups: dict[str, dict[str, Tensor]], hooks: list[dict], options: dict, where: str, fix: str) -> None:
+    """Refuse summaries whose tensors are not exactly those the hooks and options imply."""
+    def fail(problem: str) -> None:
+        raise DamagedFileError(f"{where!r} is damaged: {problem}. {fix}")
+
+    extra = sorted(set(groups) - {h["name"] for h in hooks})
+    if extra:
+        fail(f"it holds tensors of hooks that were not harvested: {extra[:5]}")
+    for hook in hooks:
+        name = hook["name"]
+        group = dict(groups.get(name, {}))
+        directions = group.pop("directions", None)
+        expected = expected_state(hook["kind"], hook["n_units"], options)
+        missing, unexpected = sorted(set(expected) - set(group)), sorted(set(group) - set(expected))
+        if missing or unexpected:
+            fail(f"{name!r} lacks the tensors {missing} or has unexpected ones {unexpected}")
+        for field, (shape, dtype) in expected.items():
+            t = group[field]
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                fail(f"{name}{SEP}{field} is {t.dtype} {tuple(t.shape)}; expected {dtype} {shape}")
+        if hook["kind"] == "direction" and (directions is None or directions.ndim != 2
+                                            or directions.shape[0] != hook["n_units"]
+                                            or not directions.is_floating_point()):
+            fail(f"{name!r} lacks its [unit={hook['n_units']}, d_model] directions")
 
 
 def summaries_from_state(groups: dict[str, dict[str, Tensor]], hooks: list[dict], options: dict
@@ -103,10 +210,11 @@ class Harvest:
         if not path.is_file():
             hint = " (a run is in progress or was interrupted: resume it)" if (directory / "checkpoint").is_dir() else ""
             raise MissingFileError(f"{str(directory)!r} holds no finished harvest (no {MANIFEST}){hint}")
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise FileFormatError(f"{str(path)!r} has format {manifest.get('format')!r}; this gpt2probe reads {FORMAT!r}")
-        return cls(directory, manifest, load_tensors(directory / SUMMARIES))
+        fix = _fix(directory)
+        manifest = read_manifest(path, fix).value
+        groups = load_tensors(directory / SUMMARIES, fix)
+        check_groups(groups, manifest["hooks"], manifest["options"], str(directory / SUMMARIES), fix)
+        return cls(directory, manifest, groups)
 
     def save(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)

@@ -30,10 +30,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, ShapeError
-from .attribution_patching import prepare
-from .patching import Metric
 from ..probe import GPT2Probe
 from ..tokens import Inputs, Tokens
+from .attribution_patching import prepare
+from .patching import Metric
 
 
 @dataclass(frozen=True)

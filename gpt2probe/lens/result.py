@@ -14,8 +14,8 @@ from pathlib import Path
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..atomic import atomic_path
 from ..errors import FileFormatError, ShapeError
+from ..savefile import write_safetensors
 from ..versions import versions
 
 
@@ -163,8 +163,6 @@ class LensResult:
 
     def save(self, path: str | Path) -> None:
         """Write to safetensors: tensors per prompt, strings and versions in the metadata."""
-        from safetensors.torch import save_file
-
         tensors: dict[str, Tensor] = {}
         texts = []
         for i, item in enumerate(self.items):
@@ -181,8 +179,7 @@ class LensResult:
             "items": json.dumps(texts),
             "extra": json.dumps({**self.metadata, "versions": json.dumps(versions())}),
         }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:

@@ -28,8 +28,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
-from ..atomic import atomic_path, write_text_atomic
-from ..errors import LensMismatchError, ShapeError
+from ..atomic import write_text_atomic
+from ..errors import DamagedFileError, LensMismatchError, ShapeError
+from ..jsonfile import read_object
+from ..savefile import write_safetensors
 from ..versions import versions
 
 if TYPE_CHECKING:
@@ -69,6 +71,15 @@ def model_description(probe: GPT2Probe) -> dict[str, Any]:
     c = probe.cfg
     return {"model_name": c.model_name, "n_layers": c.n_layers, "d_model": c.d_model, "d_vocab": c.d_vocab,
             "n_ctx": c.n_ctx, "fingerprint": model_fingerprint(probe)}
+
+
+def _check_sizes(model: dict[str, Any], probe: GPT2Probe) -> None:
+    c = probe.cfg
+    for key, value in (("n_layers", c.n_layers), ("d_model", c.d_model), ("d_vocab", c.d_vocab)):
+        if model.get(key) != value:
+            raise LensMismatchError(
+                f"this tuned lens was trained for {model.get('model_name')!r} with {key}={model.get(key)}, "
+                f"but the model {c.model_name!r} has {key}={value}: train a lens for this model")
 
 
 class Translators(torch.nn.Module):
@@ -125,12 +136,7 @@ class TunedLens:
     # -- applying ------------------------------------------------------------------
     def check_model(self, probe: GPT2Probe) -> None:
         """Refuse a model whose sizes differ from the lens's model (cheap; :meth:`load` also checks the weights)."""
-        c = probe.cfg
-        for key, value in (("n_layers", c.n_layers), ("d_model", c.d_model), ("d_vocab", c.d_vocab)):
-            if self.model.get(key) != value:
-                raise LensMismatchError(
-                    f"this tuned lens was trained for {self.model.get('model_name')!r} with {key}={self.model.get(key)}, "
-                    f"but the model {c.model_name!r} has {key}={value}: train a lens for this model")
+        _check_sizes(self.model, probe)
 
     @torch.no_grad()
     def translate(self, stack: Float[Tensor, "stream batch pos d_model"], names: Sequence[str]
@@ -138,6 +144,10 @@ class TunedLens:
         """Translate every stream of ``stack`` (hook ``names``, the last being the model's output, left as is)."""
         if len(names) != stack.shape[0]:
             raise ShapeError(f"{len(names)} stream names for a stack of {stack.shape[0]} streams")
+        d_model = self.translators.weight.shape[-1]
+        if stack.ndim != 4 or stack.shape[-1] != d_model:
+            raise ShapeError(f"translate takes a [stream, batch, pos, d_model={d_model}] stack; got shape "
+                             f"{tuple(stack.shape)}")
         if self.translators.weight.device != stack.device:
             raise LensMismatchError(f"the tuned lens is on {self.translators.weight.device} but the streams are on "
                                     f"{stack.device}: call lens.to({str(stack.device)!r})")
@@ -163,13 +173,10 @@ class TunedLens:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``tuned_lens.safetensors`` and ``tuned_lens.json`` into ``directory`` (atomically, each)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         tensors = {"weight": self.translators.weight.detach().cpu().contiguous(),
                    "bias": self.translators.bias.detach().cpu().contiguous()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        write_safetensors(directory / WEIGHTS_FILE, tensors, {"format": FORMAT})
         write_text_atomic(directory / METADATA_FILE, json.dumps(self.metadata(), indent=2) + "\n")
         return directory
 
@@ -181,34 +188,64 @@ class TunedLens:
         or its weights' fingerprint differs unless ``allow_different_weights=True`` (e.g. a
         lens trained on a base model, read on a fine-tuned copy: at your own risk).
         """
-        from safetensors import safe_open
-
         directory = Path(directory)
         meta_path, weights_path = directory / METADATA_FILE, directory / WEIGHTS_FILE
         if not meta_path.is_file() or not weights_path.is_file():
             raise LensMismatchError(f"{str(directory)!r} is not a tuned lens directory: it needs {METADATA_FILE} "
                                     f"and {WEIGHTS_FILE} (written by TunedLens.save or `gpt2probe tuned-lens train`)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise LensMismatchError(f"{str(meta_path)!r} has format {meta.get('format')!r}; expected {FORMAT!r}")
-        lens = cls(meta["stream_names"], meta["model"]["d_model"], model=meta["model"], training=meta["training"])
-        lens.check_model(probe)
+        fix = f"Train the lens again (`gpt2probe tuned-lens train`) or delete {str(directory)!r}."
+        meta = read_object(meta_path, fix=fix)
+        if meta.value.get("format") != FORMAT:
+            raise LensMismatchError(f"{str(meta_path)!r} has format {meta.value.get('format')!r}; expected {FORMAT!r}")
+        names = meta.get("stream_names", list, items=str)
+        model = meta.object("model")
+        for key in ("n_layers", "d_model", "d_vocab"):
+            model.get(key, int)
+        model.get("model_name", str)
+        fingerprint = model.get("fingerprint", str)
+        training = meta.get("training", dict)
+        _check_sizes(model.value, probe)  # before any tensor is built from the file's sizes
+        expected_names = [translated_streams(probe.cfg.n_layers, mid) for mid in (False, True)]
+        if names not in expected_names:
+            meta.fail(f"stream_names {names[:6]}{'...' if len(names) > 6 else ''} are not the streams of a "
+                      f"{probe.cfg.n_layers}-layer model in forward order (expected {expected_names[0]} or, with "
+                      f"include_mid, {expected_names[1]})")
         if not allow_different_weights:
             mine = model_fingerprint(probe)
-            if mine != meta["model"]["fingerprint"]:
+            if mine != fingerprint:
                 raise LensMismatchError(
-                    f"the tuned lens in {str(directory)!r} was trained on {meta['model']['model_name']!r} "
-                    f"(weights fingerprint {meta['model']['fingerprint'][:12]}), but this model "
+                    f"the tuned lens in {str(directory)!r} was trained on {model.value['model_name']!r} "
+                    f"(weights fingerprint {fingerprint[:12]}), but this model "
                     f"{probe.cfg.model_name!r} has other weights (fingerprint {mine[:12]}); "
                     "pass allow_different_weights=True to read it anyway")
-        with safe_open(str(weights_path), framework="pt", device="cpu") as f:
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-        expected = {"weight": tuple(lens.translators.weight.shape), "bias": tuple(lens.translators.bias.shape)}
-        got = {key: tuple(value.shape) for key, value in tensors.items()}
-        if got != expected:
-            raise LensMismatchError(f"{str(weights_path)!r} holds tensors {got}; expected {expected}")
+        d_model = probe.cfg.d_model
+        expected = {"weight": (len(names), d_model, d_model), "bias": (len(names), d_model)}
+        tensors = _read_weights(weights_path, expected, fix)
+        lens = cls(names, d_model, model=dict(model.value), training=dict(training))
         with torch.no_grad():
             lens.translators.weight.copy_(tensors["weight"])
             lens.translators.bias.copy_(tensors["bias"])
         return lens.to(probe.cfg.device)
 
+
+def _read_weights(path: Path, expected: dict[str, tuple[int, ...]], fix: str) -> dict[str, Tensor]:
+    """The translators' tensors in ``path``, checked for names, shapes, dtype and finiteness before use."""
+    from safetensors import SafetensorError, safe_open
+
+    where = str(path)
+    try:
+        with safe_open(where, framework="pt", device="cpu") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            if shapes != expected:
+                raise DamagedFileError(f"{where!r} holds tensors {shapes}; this lens needs {expected}. {fix}")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except SafetensorError as error:
+        raise DamagedFileError(f"{where!r} is not a complete safetensors file (truncated or damaged?): {error}. {fix}"
+                               ) from None
+    for key, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise DamagedFileError(f"{where!r}: {key!r} is {tensor.dtype}; a tuned lens is saved in float32. {fix}")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DamagedFileError(f"{where!r}: {key!r} holds {bad} NaN or infinite value(s). {fix}")
+    return tensors

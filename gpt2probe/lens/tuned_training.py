@@ -37,8 +37,9 @@ from jaxtyping import Int
 from torch import Tensor
 
 from .. import names as N
-from ..atomic import atomic_path
-from ..errors import CorpusError, LensMismatchError
+from ..errors import CorpusError, DamagedFileError, LensMismatchError
+from ..jsonfile import check_kind, parse_object, parse_value
+from ..savefile import write_safetensors
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
@@ -310,8 +311,6 @@ def _logsumexp_of_projection(x: Tensor, W: Tensor) -> Tensor:
 
 def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: torch.nn.Module,
                      opt: torch.optim.Optimizer) -> None:
-    from safetensors.torch import save_file
-
     tensors = {"weight": translators.weight.detach().cpu().contiguous(),
                "bias": translators.bias.detach().cpu().contiguous()}
     for index, state in opt.state_dict()["state"].items():
@@ -319,31 +318,64 @@ def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: to
             value = value if isinstance(value, Tensor) else torch.tensor(value)
             tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
     metadata = {"format": CHECKPOINT_FORMAT, "step": str(step), "run": json.dumps(run, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def _resume(path: Path, run: dict[str, Any], translators: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Load the checkpoint at ``path`` into ``translators`` and ``opt``; returns the number of steps done."""
-    from safetensors import safe_open
+    """Load the checkpoint at ``path`` into ``translators`` and ``opt``; returns the number of steps done.
 
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        metadata = f.metadata() or {}
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    Everything is checked before anything is copied: a damaged checkpoint is an error naming
+    the file, never a half-restored optimiser.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    where = str(path)
+    fix = f"Delete {where!r} to train from the start."
+    try:
+        with safe_open(where, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except SafetensorError as error:
+        raise DamagedFileError(f"{where!r} is not a complete safetensors file (truncated or damaged?): {error}. {fix}"
+                               ) from None
     if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise LensMismatchError(f"{str(path)!r} is not a tuned-lens training checkpoint")
-    saved = json.loads(metadata["run"])
+        raise LensMismatchError(f"{where!r} is not a tuned-lens training checkpoint")
+    saved = parse_object(metadata.get("run", ""), where=where, fix=fix, path="metadata entry 'run'",
+                         keys="run").value
+    step = check_kind(parse_value(metadata.get("step", ""), where=where, fix=fix, path="metadata entry 'step'"),
+                      int, where=where, fix=fix, path="metadata entry 'step'")
     differ = {key: (saved.get(key), run[key]) for key in run if saved.get(key) != run[key]}
     if differ:
         what = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in differ.items())
-        raise LensMismatchError(f"{str(path)!r} is a checkpoint of a different training run ({what}): "
+        raise LensMismatchError(f"{where!r} is a checkpoint of a different training run ({what}): "
                                 "rerun with the same settings to resume, or use another checkpoint directory")
-    with torch.no_grad():
-        translators.weight.copy_(tensors.pop("weight"))
-        translators.bias.copy_(tensors.pop("bias"))
+    if not 0 <= step <= run["steps"]:
+        raise DamagedFileError(f"{where!r} says {step} steps were done of a {run['steps']}-step run. {fix}")
+    params = {"weight": translators.weight, "bias": translators.bias}
     state: dict[int, dict[str, Tensor]] = {}
     for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-    return int(metadata["step"])
+        parts = key.split(".", 2)
+        if key in params:
+            ok = value.shape == params[key].shape and value.dtype == params[key].dtype
+        elif len(parts) == 3 and parts[0] == "optimizer" and parts[1].isdigit() and int(parts[1]) < len(params):
+            state.setdefault(int(parts[1]), {})[parts[2]] = value
+            param = list(translators.parameters())[int(parts[1])]
+            ok = value.ndim == 0 or value.shape == param.shape
+        else:
+            ok = False
+        if not ok:
+            raise DamagedFileError(f"{where!r}: tensor {key!r} ({value.dtype}, {tuple(value.shape)}) does not belong to "
+                                   f"this run's translators. {fix}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise DamagedFileError(f"{where!r}: tensor {key!r} holds NaN or infinite values. {fix}")
+    missing = [key for key in params if key not in tensors]
+    if missing:
+        raise DamagedFileError(f"{where!r} lacks the tensors {missing}. {fix}")
+    try:
+        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise DamagedFileError(f"{where!r}: its optimiser state does not fit this run ({error}). {fix}") from None
+    with torch.no_grad():
+        translators.weight.copy_(tensors["weight"])
+        translators.bias.copy_(tensors["bias"])
+    return step

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from ..diffing import ModelDiff
@@ -125,7 +126,8 @@ def head_score_deltas(diff: ModelDiff) -> go.Figure:
     deltas = diff.head_score_deltas
     fig = make_subplots(rows=1, cols=len(deltas), horizontal_spacing=0.08,
                         subplot_titles=[f"{key.replace('_', '-')} score" for key in deltas])
-    bound = max([float(d.abs().max()) for d in deltas.values()] + [1e-6])
+    finite = [d[torch.isfinite(d)].abs() for d in deltas.values()]  # NaN (a score with nothing to count) is a gap,
+    bound = max([float(f.max()) for f in finite if f.numel()] + [1e-6])  # not the colour scale's bound
     for col, (key, delta) in enumerate(deltas.items(), start=1):
         base, tuned = diff.head_scores_base[key], diff.head_scores_tuned[key]
         n_layers, n_heads = delta.shape

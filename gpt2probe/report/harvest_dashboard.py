@@ -30,8 +30,9 @@ import torch
 
 from ..atomic import atomic_path
 from ..display.escape import display_token, escape_text
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ModelMismatchError
 from ..names import is_residual_stream, layer_of
+from ..validate import finite_result
 from .html import CONTENT_SECURITY_POLICY
 
 LOGIT_NOTE = ("Direct effect on the logits: the unit's output direction times W_U, without the final LayerNorm "
@@ -55,7 +56,9 @@ def logit_effects(directions: torch.Tensor, probe, k: int = 8, chunk: int = 512)
     w_u = probe.W_U.float()
     up_v, up_i, down_v, down_i = [], [], [], []
     for start in range(0, directions.shape[0], chunk):
-        logits = directions[start:start + chunk].to(w_u.device) @ w_u
+        logits = finite_result("the logit effects (directions through W_U)",
+                               directions[start:start + chunk].to(w_u.device) @ w_u,
+                               "the model's weights or the harvested directions hold NaN or inf")
         v, i = logits.topk(k, dim=-1)
         up_v.append(v.cpu()), up_i.append(i.cpu())
         v, i = logits.topk(k, dim=-1, largest=False)
@@ -104,6 +107,30 @@ def _json_block(data: object, ident: str) -> str:
     return f'<script type="application/json" id="{ident}">{text}</script>\n'
 
 
+def check_model(harvest, probe) -> None:
+    """Refuse a probe whose model has other sizes than the harvested one (its W_out, W_U would be another model's)."""
+    m = harvest.manifest["model"]
+    c = probe.cfg
+    differ = [f"{key} {m[key]} vs {getattr(c, key)}" for key in ("n_layers", "d_model", "n_heads", "d_mlp")
+              if m[key] != getattr(c, key)]
+    if differ:
+        raise ModelMismatchError(f"the harvest was made with {m['name']!r} but the model given is {c.model_name!r} "
+                                 f"with other sizes ({', '.join(differ)}): pass the harvested model, or --no-logits")
+
+
+def check_token_ids(harvest, hooks: Sequence[str], d_vocab: int) -> None:
+    """Refuse example contexts holding ids the tokenizer cannot decode (another model's vocabulary)."""
+    for hook in hooks:
+        if harvest.kind(hook) == "attention":
+            continue
+        ids = harvest._units(hook).top.ctx_tokens
+        top = int(ids.max()) if ids.numel() else -1
+        if top >= d_vocab:
+            raise ModelMismatchError(
+                f"the examples of {hook!r} hold token id {top}, outside the vocabulary of {d_vocab} tokens used to "
+                "show them: pass the harvested model (--model) so that its tokenizer decodes them")
+
+
 def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequence[str] | None = None,
                     examples: int = 8) -> Path:
     """Write the dashboard of ``harvest`` to ``path``; with ``probe`` (the harvested model) it adds logit effects."""
@@ -117,7 +144,9 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
 
         tokenizer = gpt2_tokenizer()
     else:
+        check_model(harvest, probe)
         tokenizer = probe.tokenizer
+    check_token_ids(harvest, chosen, len(tokenizer) if probe is None else min(len(tokenizer), probe.cfg.d_vocab))
     cache: dict[int, str] = {}
 
     def decode(token: int) -> str:
