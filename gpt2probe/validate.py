@@ -30,6 +30,37 @@ def integer(name: str, value: object, *, minimum: int | None = None, maximum: in
     return value
 
 
+def boolean(name: str, value: object) -> bool:
+    """``True`` or ``False`` only: ``"yes"``, ``0`` or ``None`` for a switch is refused, not read by its truthiness."""
+    if not isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def float_dtype(name: str, value: object) -> torch.dtype | None:
+    """``None`` or a floating-point ``torch.dtype`` (a string such as ``"float16"`` or an integer dtype is refused)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.dtype):
+        raise InvalidTypeError(f"{name} must be a torch dtype such as torch.float16 (or None), got "
+                               f"{type(value).__name__} {value!r}")
+    if not value.is_floating_point:
+        raise InvalidArgumentError(f"{name} must be a floating-point dtype (activations would be truncated), got {value}")
+    return value
+
+
+def device(name: str, value: object) -> torch.device | None:
+    """``None`` or a device as a ``torch.device`` or a string such as ``"cpu"`` or ``"cuda:0"``."""
+    if value is None or isinstance(value, torch.device):
+        return value
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a device such as 'cpu' or 'cuda' (or None), got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise InvalidArgumentError(f"{name} {value!r} is not a device; valid: 'cpu', 'cuda', 'cuda:0', 'mps'...") from None
+
+
 def finite_number(name: str, value: object) -> float:
     """A real, finite number (not a bool, not NaN or infinite)."""
     if isinstance(value, Tensor) and value.numel() == 1:
