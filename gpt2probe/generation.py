@@ -33,6 +33,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from . import names as N
+from . import validate
 from .cache import ActivationCache
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from .hooks import HookFn, HookPoint
@@ -397,6 +398,23 @@ def _concat_steps(name: str, parts: list[Tensor], total: int) -> Tensor:
     return torch.cat([F.pad(p, (0, total - p.shape[-1]), value=fill) for p in parts], dim=2)
 
 
+def _check_greedy(greedy: object, temperature: Number, top_k: int | None, top_p: Number | None, seed: object) -> None:
+    """``greedy=True`` takes the argmax: a sampling option given with it would be ignored, so it is refused."""
+    if not validate.boolean("greedy", greedy):
+        return
+    given = [f"{name}={value!r}" for name, value, unused in (
+        ("temperature", temperature, temperature not in (0, 1)),
+        ("top_k", top_k, top_k is not None),
+        ("top_p", top_p, top_p is not None),
+        ("seed", seed, seed is not None),
+    ) if unused]
+    if given:
+        raise InvalidArgumentError(
+            f"greedy=True takes the argmax at every step, so {', '.join(given)} would be ignored: "
+            "drop greedy=True to sample with them, or drop them for greedy decoding"
+        )
+
+
 @torch.no_grad()
 def generate(
     probe: GPT2Probe,
@@ -440,6 +458,8 @@ def generate(
     tokens = probe.as_tokens(prompt_or_prompts, prepend_bos=prepend_bos).to("cpu")
     _check_generate(probe, tokens, max_new_tokens)
     check_sampling(temperature, top_k, top_p)
+    _check_greedy(greedy, temperature, top_k, top_p, seed)
+    validate.boolean("stop_at_eos", stop_at_eos)
     captured = N.resolve(capture, probe.registry.valid_names) if capture is not None else []
     greedy = greedy or temperature == 0
     batch = tokens.ids.shape[0]

@@ -31,7 +31,7 @@ from torch import Tensor
 from . import names as N
 from . import validate
 from .cache import ActivationCache
-from .errors import HookNameError, InvalidArgumentError, ShapeError
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, ShapeError
 from .probe import GPT2Probe
 from .tokens import Inputs
 from .toy import repeated_random_tokens
@@ -249,6 +249,7 @@ def all_head_scores(
 
     ``prompts`` is anything the probe runs (text, a list of texts, token ids, :class:`~gpt2probe.Tokens`).
     """
+    validate.boolean("induction", induction)
     _, cache = probe.run_with_cache(prompts, names=PATTERN_NAMES, device="cpu", dtype=torch.float32)
     scores = {
         "previous_token": previous_token_scores(cache),
@@ -261,13 +262,25 @@ def all_head_scores(
 
 
 def rank_heads(scores: Float[Tensor, "layer head"], top: int | None = 10) -> list[tuple[int, int, float]]:
-    """The ``top`` heads as ``(layer, head, score)``, highest first (ties by layer, then head; NaN left out)."""
+    """The ``top`` heads as ``(layer, head, score)``, highest first (ties by layer, then head; NaN left out).
+
+    A head scores NaN where nothing counted towards it (one-token prompts); when every head is
+    NaN there is nothing to rank, and an empty list would read as "no head stands out", so
+    that is an error.
+    """
+    if not isinstance(scores, Tensor):
+        raise InvalidTypeError(f"scores must be a [layer, head] tensor, got {type(scores).__name__}")
     if scores.ndim != 2:
         raise ShapeError(f"scores must be [layer, head], got shape {tuple(scores.shape)}")
     if top is not None and validate.integer("top", top) < 1:
         raise InvalidArgumentError(f"top must be a positive number of heads (or None for all), got {top}")
     n_heads = scores.shape[1]
     rows = [(i // n_heads, i % n_heads, value) for i, value in enumerate(scores.flatten().tolist()) if not math.isnan(value)]
+    if not rows and scores.numel():
+        raise InvalidArgumentError(
+            f"every one of the {scores.numel()} head scores is NaN, so no head can be ranked (were the prompts "
+            "one token long, or did the model produce NaN?)"
+        )
     rows.sort(key=lambda row: (-row[2], row[0], row[1]))
     return rows if top is None else rows[:top]
 

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
+from . import validate
 from .checkpoint import check_directory, check_loading_info, read_json_object
 from .errors import CheckpointError, InvalidArgumentError, NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
 from .probe import GPT2Probe
@@ -57,6 +58,7 @@ def load(
         attn_implementation: passed to Hugging Face (``"sdpa"`` by default, or ``"eager"``);
             attention patterns are captured correctly either way.
     """
+    validate.boolean("allow_pickle", allow_pickle)
     target_device = _pick_device(device)
     target_dtype = _pick_dtype(dtype)
     if isinstance(model, torch.nn.Module):

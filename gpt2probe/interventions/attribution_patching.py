@@ -48,6 +48,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
 from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs
@@ -62,6 +63,7 @@ from .patching import (
     _position_labels,
     _scalar,
     check_aligned,
+    check_metric_options,
     logit_diff_metric,
     token_ids,
 )
@@ -108,9 +110,8 @@ def prepare(probe: GPT2Probe, clean: Inputs, corrupted: Inputs, *, metric: Metri
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)
+    check_metric_options(metric, answer, wrong)
     if metric is None:
-        if answer is None or wrong is None:
-            raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
         n_batch = clean_t.ids.shape[0]
         metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
     base, source = (corrupted_t, clean_t) if direction == "denoise" else (clean_t, corrupted_t)
@@ -260,6 +261,8 @@ def attribution_patch(
     """
     if kind not in KINDS:
         raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    validate.boolean("per_position", per_position)
+    validate.boolean("normalize", normalize)
     if method not in METHODS:
         raise InvalidArgumentError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if steps is not None and method != "ig":

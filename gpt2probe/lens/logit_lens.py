@@ -172,6 +172,7 @@ def logit_lens(
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
     """
     validate.integer("k", k, minimum=1, maximum=probe.cfg.d_vocab)
+    validate.boolean("include_mid", include_mid)
     validate.integer("batch_size", batch_size, minimum=1)
     validate.integer("max_chunk_bytes", max_chunk_bytes, minimum=1)
     if positions is not None and positions != "last":
