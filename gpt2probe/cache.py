@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import names as N
 from . import validate
-from .errors import HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
 from .weights import Weights
@@ -185,6 +185,12 @@ class ActivationCache(Mapping[str, Tensor]):
         decomposition then sum to ``ln_f(final) - bias``.
         """
         ln_f = self._require_weights("apply_final_ln").ln_final
+        if not isinstance(stack, Tensor) or not stack.is_floating_point():
+            got = f"a {stack.dtype} tensor" if isinstance(stack, Tensor) else type(stack).__name__
+            raise InvalidTypeError(f"apply_final_ln needs a floating-point tensor [..., d_model], got {got}")
+        if stack.ndim == 0 or stack.shape[-1] != ln_f.weight.shape[0]:
+            raise ShapeError(f"apply_final_ln needs a stack whose last axis is d_model={ln_f.weight.shape[0]}, "
+                             f"got shape {tuple(stack.shape)}")
         weight, bias = ln_f.weight.to(stack.device, stack.dtype), ln_f.bias.to(stack.device, stack.dtype)
         if not frozen:
             return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)
