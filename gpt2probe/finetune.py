@@ -33,7 +33,7 @@ from torch import Tensor
 
 from . import validate
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError
-from .probe import GPT2Probe
+from .probe import GPT2Probe, require_probe
 
 _PARTS = {"ln_1": "ln1", "ln_2": "ln2", "attn": "attn", "mlp": "mlp"}
 
@@ -141,6 +141,7 @@ def finetune(
         train, freeze: component selectors (see the module docstring); by default all train.
         progress: ``True`` for a progress bar, or a callable ``fn(step, loss)``.
     """
+    require_probe(probe)
     _check_positive("steps", steps)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)

@@ -37,7 +37,7 @@ from . import validate
 from .cache import ActivationCache
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from .hooks import HookFn, HookPoint
-from .probe import GPT2Probe
+from .probe import GPT2Probe, require_probe
 from .tokens import Inputs, Tokens
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
@@ -235,6 +235,7 @@ def next_token(probe: GPT2Probe, prompt: Inputs, k: int = 10, *, prepend_bos: bo
 
     A batch is left-padded, so each row's prediction is read at its own last real token.
     """
+    require_probe(probe)
     if not _is_number(k, (int,)):
         raise InvalidTypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k <= probe.cfg.d_vocab:
@@ -344,6 +345,8 @@ def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
         seed = secrets.randbits(62)
     if _is_number(seed, (int,)):
         seeds = tuple(seed + i for i in range(batch))
+    elif isinstance(seed, str | bytes) or not isinstance(seed, Sequence):
+        raise InvalidTypeError(f"seed must be an integer or a list of one integer per prompt, got {type(seed).__name__} {seed!r}")
     else:
         seeds = tuple(seed)
         if len(seeds) != batch:
@@ -364,7 +367,11 @@ def _eos_ids(probe: GPT2Probe, eos_token_id: int | Sequence[int] | None) -> Tens
     """
     d_vocab = probe.cfg.d_vocab
     if eos_token_id is not None:
-        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+        if isinstance(ids, str | bytes | Tensor) or not isinstance(ids, Sequence):
+            raise InvalidTypeError(f"eos_token_id must be a token id or a list of ids, got {type(eos_token_id).__name__}")
+        for i in ids:
+            validate.integer("eos_token_id", i)
         bad = [i for i in ids if not 0 <= i < d_vocab]
         if bad:
             raise InvalidArgumentError(f"eos_token_id {bad} is outside the vocabulary [0, {d_vocab})")
@@ -455,6 +462,7 @@ def generate(
     ``n`` new tokens take ``n`` forward passes: the prompt, then ``n - 1`` one-token steps
     with the KV cache (the last token is never fed back).
     """
+    require_probe(probe)
     tokens = probe.as_tokens(prompt_or_prompts, prepend_bos=prepend_bos).to("cpu")
     _check_generate(probe, tokens, max_new_tokens)
     check_sampling(temperature, top_k, top_p)

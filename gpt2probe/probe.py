@@ -15,7 +15,7 @@ from . import names as N
 from . import validate
 from .cache import ActivationCache
 from .config import ProbeConfig
-from .errors import HookNameError, InvalidArgumentError
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError
 from .hooks import HookFn, HookRegistry, hook_pairs
 from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, id_list, position_ids, tokenize
 from .weights import Weights
@@ -250,3 +250,11 @@ class GPT2Probe:
         tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
         with self.hooks(fwd_hooks):
             return self._run(tokens, grad=grad)
+
+
+def require_probe(value: object, what: str = "probe") -> GPT2Probe:
+    """``value`` if it is a :class:`GPT2Probe`; otherwise an error saying how to make one (not an AttributeError later)."""
+    if not isinstance(value, GPT2Probe):
+        hint = " (a model object: wrap it with gpt2probe.load(model))" if isinstance(value, torch.nn.Module) else ""
+        raise InvalidTypeError(f"{what} must be a GPT2Probe from gpt2probe.load(...), got {type(value).__name__}{hint}")
+    return value

@@ -172,7 +172,13 @@ def id_list(ids: object, *, d_vocab: int, n_tokenizer: int, what: str = "token i
 
 def per_prompt(value: object, n_prompts: int, what: str) -> list:
     """One value for every prompt (a string, an int or None), or a list with exactly one per prompt."""
-    items = [value] * n_prompts if value is None or isinstance(value, (str, int)) else list(value)
+    if value is None or isinstance(value, str | int):
+        items = [value] * n_prompts
+    elif isinstance(value, Sequence | Tensor):
+        items = list(value)
+    else:
+        raise InvalidTypeError(f"{what} must be one token (a string or an id) or a list with one per prompt, "
+                               f"got {type(value).__name__} {value!r}")
     if len(items) != n_prompts:
         raise InvalidArgumentError(f"{len(items)} {what} for {n_prompts} prompts: give one, or one per prompt")
     return items

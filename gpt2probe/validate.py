@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -59,6 +59,21 @@ def device(name: str, value: object) -> torch.device | None:
         return torch.device(value)
     except RuntimeError:
         raise InvalidArgumentError(f"{name} {value!r} is not a device; valid: 'cpu', 'cuda', 'cuda:0', 'mps'...") from None
+
+
+def choice(name: str, value: object, options: Iterable[str]) -> str:
+    """One of ``options`` (a list, a dict's keys...); anything else, unhashable values included, is our error."""
+    options = list(options)
+    if not isinstance(value, str) or value not in options:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def function(name: str, value: object, *, optional: bool = True) -> None:
+    """A callable (or ``None`` when ``optional``): a number or a string given for a callback fails here, not mid-run."""
+    if (value is None and optional) or callable(value):
+        return
+    raise InvalidTypeError(f"{name} must be a function{' or None' if optional else ''}, got {type(value).__name__}")
 
 
 def finite_number(name: str, value: object) -> float:

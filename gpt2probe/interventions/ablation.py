@@ -45,7 +45,7 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
 
 MODES = ("zero", "mean", "resample")
@@ -227,8 +227,8 @@ def ablation_hooks(
     Mean and resample ablation run the model once on ``reference`` here, without any
     ablation, and keep only the activations they need.
     """
-    if mode not in MODES:
-        raise InvalidArgumentError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    require_probe(probe)
+    validate.choice("mode", mode, MODES)
     targets = _targets(probe, heads, mlps, neurons)
     if not targets:
         return []

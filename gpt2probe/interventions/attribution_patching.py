@@ -51,7 +51,7 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
 from ..hf_attention import attention_scaling
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe, Inputs, require_probe
 from ..tokens import Tokens
 from .gradients import Edit, copy_rows, grad_run
 from .patching import (
@@ -105,6 +105,7 @@ class Prepared:
 def prepare(probe: GPT2Probe, clean: Inputs, corrupted: Inputs, *, metric: Metric | None, answer, wrong,
             direction: str, prepend_bos: bool) -> Prepared:
     """Tokenise and align the two prompts and build the default metric, as :func:`patch` does."""
+    require_probe(probe)
     if direction not in ("denoise", "noise"):
         raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
@@ -259,12 +260,10 @@ def attribution_patch(
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
         batch_size: stacked copies per forward pass for ``"atp*"``'s GradDrop and ``"ig"``.
     """
-    if kind not in KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    validate.choice("kind", kind, KINDS)
     validate.boolean("per_position", per_position)
     validate.boolean("normalize", normalize)
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    validate.choice("method", method, METHODS)
     if steps is not None and method != "ig":
         raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
     if method == "ig":

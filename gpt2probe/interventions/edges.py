@@ -39,6 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
 from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs
@@ -197,8 +198,7 @@ def edge_attribution_patch(
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
         batch_size: path points per forward pass for ``"ig"``.
     """
-    if method not in EDGE_METHODS:
-        raise InvalidArgumentError(f"method must be one of {', '.join(map(repr, EDGE_METHODS))}, got {method!r}")
+    validate.choice("method", method, EDGE_METHODS)
     if steps is not None and method != "ig":
         raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
     if method == "ig":

@@ -49,7 +49,7 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs, Tokens, per_prompt
 
 Metric = Callable[[Tensor], "Tensor | float"]
@@ -318,8 +318,8 @@ def patch(
         normalize: report ``(m - corrupted) / (clean - corrupted)`` (clean = 1, corrupted = 0).
         batch_size: patched runs per forward pass (memory grows with it).
     """
-    if kind not in KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    require_probe(probe)
+    validate.choice("kind", kind, KINDS)
     if direction not in ("denoise", "noise"):
         raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     validate.integer("batch_size", batch_size, minimum=1)
