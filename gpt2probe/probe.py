@@ -87,7 +87,7 @@ class GPT2Probe:
             if validate.boolean("prepend_bos", prepend_bos):
                 ids = [self.tokenizer.bos_token_id, *ids]
         else:
-            if prepend_bos:
+            if validate.boolean("prepend_bos", prepend_bos):
                 raise InvalidArgumentError("prepend_bos=True applies to text; given token ids are decoded as they are")
             ids = self._id_list(text)
         return [self.tokenizer.decode([i]) for i in ids]

@@ -137,6 +137,10 @@ def check_tokens(tokens: Tokens, *, n_ctx: int, d_vocab: int) -> Tokens:
     real = ids[mask.bool()]
     if int(real.min()) < 0 or int(real.max()) >= d_vocab:
         raise PromptError(f"token ids must lie in [0, {d_vocab}); got values from {int(real.min())} to {int(real.max())}")
+    if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:  # pads are embedded too, then masked out
+        pads = ids[~mask.bool()]
+        raise PromptError(f"pad positions hold ids from {int(pads.min())} to {int(pads.max())}, outside the vocabulary "
+                          f"[0, {d_vocab}): the model still embeds pads (then masks them out), so pad with an id in range")
     if tokens.prompts is not None and len(tokens.prompts) != ids.shape[0]:
         raise ShapeError(f"Tokens has {len(tokens.prompts)} prompts for {ids.shape[0]} rows of ids")
     return tokens

@@ -114,6 +114,14 @@ def index_list(name: str, value: object) -> list[int]:
     return [integer(f"{name}[{i}]", item) for i, item in enumerate(items)]
 
 
+def index_in(name: str, value: object, length: int, error: type[Exception] = InvalidArgumentError) -> int:
+    """An integer index into ``length`` entries, negative from the end as Python allows; ``error`` for one outside."""
+    value = integer(name, value)
+    if not -length <= value < length:
+        raise error(f"{name} {value} is out of range: there are {length} (valid: 0..{length - 1}, or -1..-{length})")
+    return value
+
+
 def layer_in(layer: object, n_layers: int, *, allow_end: bool = False, what: str = "layer") -> int:
     """A layer index in ``0..n_layers-1`` (``0..n_layers`` with ``allow_end``, for "after the last block")."""
     last = n_layers if allow_end else n_layers - 1

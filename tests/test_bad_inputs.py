@@ -112,6 +112,19 @@ def test_prepend_bos_with_token_ids_is_refused_not_ignored(small_probe):
     _refused(lambda: small_probe.to_str_tokens([1, 2], prepend_bos=True), ValueError, "applies to text")
 
 
+def test_pads_outside_the_vocabulary(small_probe):
+    """Only the real ids were checked: a pad id of 50256 on a 101-token model was an IndexError in the embedding."""
+    mask = torch.ones_like(IDS)
+    mask[1, :2] = 0
+    for pad in (50256, -5):
+        ids = IDS.clone()
+        ids[1, :2] = pad
+        _refused(lambda ids=ids: small_probe(Tokens(ids, mask)), ValueError, "pad positions hold ids")
+    ids = IDS.clone()
+    ids[1, :2] = 0
+    small_probe(Tokens(ids, mask))
+
+
 def test_meta_tensors(small_probe):
     _refused(lambda: small_probe(IDS.to("meta")), ValueError, "meta device")
     _refused(lambda: small_probe(Tokens(IDS.to("meta"), torch.ones_like(IDS))), ValueError, "meta device")
@@ -261,7 +274,7 @@ def test_a_malicious_pickle_is_refused_with_our_error_and_never_runs(tmp_path):
     shutil.copytree(shipped_model("toy-induction"), folder)
     (folder / "model.safetensors").unlink()
     with open(folder / "pytorch_model.bin", "wb") as f:
-        pickle.dump({"transformer.wte.weight": Payload()}, f)
+        pickle.dump({"transformer.wte.weight": Payload()}, f, protocol=2)
     _refused(lambda: gpt2probe.load(folder, allow_pickle=True, device="cpu"), ValueError, "holds more than tensors")
     assert isinstance(UnsafeCheckpointError("x"), GPT2ProbeError)
     assert not marker.exists()
@@ -335,6 +348,16 @@ TYPED_CASES = [
      "seed must be an integer"),
     ("finetune train str", "finetune(p, ['text ' * 50], steps=1, train='blocks.0')", "InvalidTypeError",
      "train must be a list"),
+    ("lens result index", "logit_lens(p, ['Hi', 'Yo'])[5]", "PromptError", "prompt index 5 is out of range"),
+    ("lens top1 stream", "logit_lens(p, 'Hi')[0].top1(stream=99)", "LayerIndexError", "stream 99 is out of range"),
+    ("lens save None", "logit_lens(p, 'Hi').save(None)", "InvalidTypeError", "path must be a file path"),
+    ("node parse None", "Node.parse(None)", "InvalidTypeError", "a node is a string"),
+    ("circuit_of_nodes None", "circuit_of_nodes(None, 2, 2)", "InvalidTypeError", "nodes must be a list"),
+    ("zero ablation index", "zero_ablation_hook(1.5)", "InvalidTypeError", "index must be an integer or a list"),
+    ("logit_diff_metric None", "logit_diff_metric(None, torch.tensor([1]))", "InvalidTypeError",
+     "answer must be a 1-d integer tensor"),
+    ("largest float", "patch(p, A, B, answer=' Mary', wrong=' John', per_position=False).largest(2.5)",
+     "InvalidTypeError", "n must be an integer"),
     ("load tokenizer str", "gpt2probe.load('toy-induction', device='cpu', tokenizer='gpt2')", "InvalidTypeError",
      "tokenizer must be a tokenizer object"),
     ("load allow_pickle str", "gpt2probe.load('toy-induction', device='cpu', allow_pickle='yes')", "InvalidTypeError",
@@ -346,7 +369,8 @@ import json, sys, torch, gpt2probe
 from gpt2probe import GPT2ProbeError, head_scores, logit_lens
 from gpt2probe.finetune import finetune
 from gpt2probe.generation import generate
-from gpt2probe.interventions import ablate, faithfulness, patch, steer
+from gpt2probe.interventions import (Node, ablate, circuit_of_nodes, faithfulness, logit_diff_metric, patch, steer,
+                                     zero_ablation_hook)
 p, s = gpt2probe.load(sys.argv[1], device="cpu"), gpt2probe.load(sys.argv[2], device="cpu")
 A, B = "When John and Mary went, John gave it to", "When John and Mary went, Mary gave it to"
 out = {}

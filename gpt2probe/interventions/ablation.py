@@ -55,7 +55,7 @@ Index = Sequence[int] | None
 
 
 def _select(index: Index) -> slice | list[int]:
-    return slice(None) if index is None else list(index)
+    return slice(None) if index is None else validate.index_list("index", index)
 
 
 def zero_ablation_hook(index: Index = None) -> HookFn:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..hooks import HookPoint
 from ..probe import GPT2Probe, Inputs
@@ -81,6 +82,10 @@ def edge_set(edges: object) -> frozenset[Edge]:
 
 def circuit_of_nodes(nodes: Iterable[Node | str], n_layers: int, n_heads: int) -> Circuit:
     """Every edge of the graph between the given nodes (``embed`` and ``logits`` included when listed)."""
+    validate.integer("n_layers", n_layers, minimum=1)
+    validate.integer("n_heads", n_heads, minimum=1)
+    if isinstance(nodes, str | bytes) or not isinstance(nodes, Iterable):
+        raise InvalidTypeError(f"nodes must be a list of nodes such as ['L0H0', 'logits'], got {type(nodes).__name__}")
     keep = {Node.parse(n) if isinstance(n, str) else n for n in nodes}
     return Circuit(frozenset(e for e in all_edges(n_layers, n_heads) if e.sender in keep and e.receiver in keep))
 

@@ -81,6 +81,7 @@ class EdgeScores:
 
     def top(self, n: int) -> list[tuple[Edge, float]]:
         """The ``n`` highest-ranked edges with their scores."""
+        validate.integer("n", n, minimum=0)
         return [(e, float(s)) for e, s in zip(self.edges[:n], self.scores[:n])]
 
     def score(self, edge: Edge | str) -> float:

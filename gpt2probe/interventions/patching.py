@@ -108,6 +108,7 @@ class PatchingResult:
 
     def largest(self, n: int = 5) -> list[tuple[tuple[str, ...], float]]:
         """The ``n`` cells with the largest values (axis labels, value), largest first."""
+        validate.integer("n", n, minimum=0)
         flat = self.values.flatten()
         out = []
         for i in flat.argsort(descending=True)[:n].tolist():
@@ -151,6 +152,10 @@ def logit_diff_metric(answer: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"
 
     Under left padding the last position is every prompt's last real token.
     """
+    for what, ids in (("answer", answer), ("wrong", wrong)):
+        if not isinstance(ids, Tensor) or ids.is_floating_point() or ids.ndim != 1:
+            got = f"a {ids.dtype} tensor of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise InvalidTypeError(f"{what} must be a 1-d integer tensor of token ids, one per prompt; got {got}")
 
     def metric(logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
         last = logits[:, -1].float()

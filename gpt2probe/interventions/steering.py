@@ -100,7 +100,7 @@ def stream_at(
         if position is None:
             rows.append(real.mean(0))
             continue
-        if not -len(real) <= position < len(real):
+        if not -len(real) <= validate.integer("position", position) < len(real):
             raise PromptError(f"position {position} is outside prompt {i}, which has {len(real)} tokens")
         rows.append(real[position])
     return torch.stack(rows)
