@@ -22,7 +22,7 @@ from torch import Tensor
 
 from . import names as N
 from . import validate
-from .errors import HookNameError, InvalidArgumentError, LayerIndexError, ShapeError
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
 from .tokens import Tokens
 from .versions import versions
 from .weights import Weights
@@ -98,7 +98,7 @@ class ActivationCache(Mapping[str, Tensor]):
 
     # -- residual algebra ----------------------------------------------------------
     def _layer_bound(self, layer: int | None) -> int:
-        if layer is None or layer == -1:
+        if layer is None or (isinstance(layer, int) and layer == -1):
             return self.n_layers
         return validate.layer_in(layer, self.n_layers, allow_end=True)
 
@@ -111,6 +111,8 @@ class ActivationCache(Mapping[str, Tensor]):
         ``0_pre, 1_pre, ..., final_post``; ``incl_mid`` interleaves ``l_mid``. The
         same convention as TransformerLens's ``accumulated_resid``.
         """
+        validate.boolean("incl_mid", incl_mid)
+        validate.boolean("return_labels", return_labels)
         last = self._layer_bound(layer)
         parts, labels = [], []
         for l in range(last + 1):
@@ -135,8 +137,9 @@ class ActivationCache(Mapping[str, Tensor]):
         ``mlp_out`` (``mode="attn"`` or ``"mlp"`` keeps one kind). With ``mode="all"`` and
         embeddings included the parts sum to ``accumulated_resid`` at that layer.
         """
-        if mode not in ("all", "attn", "mlp"):
-            raise InvalidArgumentError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+        validate.choice("mode", mode, ("all", "attn", "mlp"))
+        validate.boolean("incl_embeds", incl_embeds)
+        validate.boolean("return_labels", return_labels)
         last = self._layer_bound(layer)
         parts, labels = [], []
         if incl_embeds:
@@ -164,6 +167,7 @@ class ActivationCache(Mapping[str, Tensor]):
         self, layer: int | None = None, *, return_labels: bool = False
     ) -> Float[Tensor, "component batch pos d_model"] | tuple[Tensor, list[str]]:
         """Every head's result in blocks ``0..layer-1``, stacked as ``L{l}H{h}`` components."""
+        validate.boolean("return_labels", return_labels)
         last = self._layer_bound(layer)
         if last == 0:
             raise LayerIndexError("stack_head_results(layer=0) has no heads: blocks before layer 0 do not exist")
@@ -186,6 +190,13 @@ class ActivationCache(Mapping[str, Tensor]):
         decomposition then sum to ``ln_f(final) - bias``.
         """
         ln_f = self._require_weights("apply_final_ln").ln_final
+        validate.boolean("frozen", frozen)
+        if not isinstance(stack, Tensor) or not stack.is_floating_point():
+            got = f"a {stack.dtype} tensor" if isinstance(stack, Tensor) else type(stack).__name__
+            raise InvalidTypeError(f"apply_final_ln needs a floating-point tensor [..., d_model], got {got}")
+        if stack.ndim == 0 or stack.shape[-1] != ln_f.weight.shape[0]:
+            raise ShapeError(f"apply_final_ln needs a stack whose last axis is d_model={ln_f.weight.shape[0]}, "
+                             f"got shape {tuple(stack.shape)}")
         weight, bias = ln_f.weight.to(stack.device, stack.dtype), ln_f.bias.to(stack.device, stack.dtype)
         if not frozen:
             return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)

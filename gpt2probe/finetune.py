@@ -31,8 +31,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from .errors import FileWriteError, InvalidArgumentError, PromptError
-from .probe import GPT2Probe
+from . import validate
+from .errors import FileWriteError, InvalidArgumentError, InvalidTypeError, PromptError
+from .probe import GPT2Probe, require_probe
 
 _PARTS = {"ln_1": "ln1", "ln_2": "ln2", "attn": "attn", "mlp": "mlp"}
 
@@ -78,6 +79,13 @@ def pack_windows(probe: GPT2Probe, texts: Sequence[str], seq_len: int) -> Int[Te
     ids: list[int] = []
     for text in texts:
         ids += probe.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+    largest, d_vocab = max(ids, default=0), probe.cfg.d_vocab
+    if largest >= d_vocab:
+        raise PromptError(
+            f"the tokenizer turns the texts into ids up to {largest} (<|endoftext|> is {eos}), but the model's "
+            f"vocabulary has only {d_vocab} tokens: this model cannot be trained on text with this tokenizer "
+            "(a toy model with its own small vocabulary needs token ids, not text)"
+        )
     n_windows = len(ids) // seq_len
     if n_windows == 0:
         raise PromptError(f"the texts hold {len(ids)} tokens, fewer than one window of seq_len={seq_len}")
@@ -133,9 +141,22 @@ def finetune(
         train, freeze: component selectors (see the module docstring); by default all train.
         progress: ``True`` for a progress bar, or a callable ``fn(step, loss)``.
     """
+    require_probe(probe)
     _check_positive("steps", steps)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)
+    validate.finite_number("weight_decay", weight_decay)
+    if weight_decay < 0:
+        raise InvalidArgumentError(f"weight_decay must be >= 0 (0 for none), got {weight_decay!r}")
+    validate.integer("seed", seed, minimum=-(2**63), maximum=2**64 - 1)  # what torch.manual_seed takes
+    if warmup is not None:
+        validate.integer("warmup", warmup, minimum=0)
+    if not isinstance(progress, bool) and not callable(progress):
+        raise InvalidTypeError(f"progress must be True, False or a function fn(step, loss), got {type(progress).__name__}")
+    for what, selectors in (("train", train), ("freeze", freeze)):
+        if isinstance(selectors, str | bytes) or not isinstance(selectors, Sequence | None):
+            raise InvalidTypeError(f"{what} must be a list of component names such as ['blocks.2'] (or None), "
+                                   f"got {type(selectors).__name__} {selectors!r}")
     seq_len = min(128, probe.cfg.n_ctx) if seq_len is None else seq_len
     _check_positive("seq_len", seq_len)
     if seq_len > probe.cfg.n_ctx:

@@ -34,6 +34,7 @@ from torch import Tensor
 from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from . import names as N
+from . import validate
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
@@ -66,6 +67,14 @@ class ProbeLike(Protocol):
     def forward(self, inputs: Inputs, *, prepend_bos: bool = False, grad: bool = False) -> Tensor: ...
 
     def hooks(self, fwd_hooks: Hooks) -> AbstractContextManager: ...
+
+
+def require_probe(value: object) -> ProbeLike:
+    """``value`` if it has what generation needs of a probe; otherwise an error saying how to make one."""
+    if not isinstance(value, ProbeLike):
+        hint = " (a model object: wrap it with gpt2probe.load(model))" if isinstance(value, torch.nn.Module) else ""
+        raise InvalidTypeError(f"probe must be a GPT2Probe from gpt2probe.load(...), got {type(value).__name__}{hint}")
+    return value
 
 Seed = int | Sequence[int]
 Number = float | int
@@ -261,6 +270,7 @@ def next_token(probe: ProbeLike, prompt: Inputs, k: int = 10, *, prepend_bos: bo
 
     A batch is left-padded, so each row's prediction is read at its own last real token.
     """
+    require_probe(probe)
     if not _is_number(k, (int,)):
         raise InvalidTypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k <= probe.cfg.d_vocab:
@@ -370,6 +380,8 @@ def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
         seed = secrets.randbits(62)
     if _is_number(seed, (int,)):
         seeds = tuple(seed + i for i in range(batch))
+    elif isinstance(seed, str | bytes) or not isinstance(seed, Sequence):
+        raise InvalidTypeError(f"seed must be an integer or a list of one integer per prompt, got {type(seed).__name__} {seed!r}")
     else:
         seeds = tuple(seed)
         if len(seeds) != batch:
@@ -390,7 +402,11 @@ def _eos_ids(probe: ProbeLike, eos_token_id: int | Sequence[int] | None) -> Tens
     """
     d_vocab = probe.cfg.d_vocab
     if eos_token_id is not None:
-        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+        if isinstance(ids, str | bytes | Tensor) or not isinstance(ids, Sequence):
+            raise InvalidTypeError(f"eos_token_id must be a token id or a list of ids, got {type(eos_token_id).__name__}")
+        for i in ids:
+            validate.integer("eos_token_id", i)
         bad = [i for i in ids if not 0 <= i < d_vocab]
         if bad:
             raise InvalidArgumentError(f"eos_token_id {bad} is outside the vocabulary [0, {d_vocab})")
@@ -422,6 +438,23 @@ def _concat_steps(name: str, parts: list[Tensor], total: int) -> Tensor:
         return torch.cat(parts, dim=1)
     fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(parts[0].dtype).min
     return torch.cat([F.pad(p, (0, total - p.shape[-1]), value=fill) for p in parts], dim=2)
+
+
+def _check_greedy(greedy: object, temperature: Number, top_k: int | None, top_p: Number | None, seed: object) -> None:
+    """``greedy=True`` takes the argmax: a sampling option given with it would be ignored, so it is refused."""
+    if not validate.boolean("greedy", greedy):
+        return
+    given = [f"{name}={value!r}" for name, value, unused in (
+        ("temperature", temperature, temperature not in (0, 1)),
+        ("top_k", top_k, top_k is not None),
+        ("top_p", top_p, top_p is not None),
+        ("seed", seed, seed is not None),
+    ) if unused]
+    if given:
+        raise InvalidArgumentError(
+            f"greedy=True takes the argmax at every step, so {', '.join(given)} would be ignored: "
+            "drop greedy=True to sample with them, or drop them for greedy decoding"
+        )
 
 
 @torch.no_grad()
@@ -464,9 +497,12 @@ def generate(
     ``n`` new tokens take ``n`` forward passes: the prompt, then ``n - 1`` one-token steps
     with the KV cache (the last token is never fed back).
     """
+    require_probe(probe)
     tokens = probe.as_tokens(prompt_or_prompts, prepend_bos=prepend_bos).to("cpu")
     _check_generate(probe, tokens, max_new_tokens)
     check_sampling(temperature, top_k, top_p)
+    _check_greedy(greedy, temperature, top_k, top_p, seed)
+    validate.boolean("stop_at_eos", stop_at_eos)
     captured = N.resolve(capture, probe.registry.valid_names) if capture is not None else []
     greedy = greedy or temperature == 0
     batch = tokens.ids.shape[0]

@@ -31,8 +31,8 @@ from torch import Tensor
 from . import names as N
 from . import validate
 from .cache import ActivationCache
-from .errors import HookNameError, InvalidArgumentError, ShapeError
-from .probe import GPT2Probe
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, ShapeError
+from .probe import GPT2Probe, require_probe
 from .tokens import Inputs
 from .toy import repeated_random_tokens
 
@@ -55,6 +55,8 @@ PromptHeadScores = Float[Tensor, "batch layer head"]
 # -- reading the cache -------------------------------------------------------------------
 def _patterns(cache: ActivationCache) -> list[Tensor]:
     """Every layer's pattern, or an error naming the hooks to capture."""
+    if not isinstance(cache, ActivationCache):
+        raise InvalidTypeError(f"head scores read an ActivationCache (from probe.run_with_cache), got {type(cache).__name__}")
     missing = [N.pattern(layer) for layer in range(cache.n_layers) if N.pattern(layer) not in cache]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
@@ -108,6 +110,7 @@ def _score(
     what: str,
 ) -> HeadScores | PromptHeadScores:
     """Apply ``read(pattern, mask) -> (values [batch head n], weights [batch n])`` to every layer."""
+    validate.boolean("per_prompt", per_prompt)
     patterns = _patterns(cache)
     mask = _attention_mask(cache, patterns)
     per_layer = []
@@ -213,6 +216,7 @@ def induction_scores(
     ``half_len`` defaults to the largest of at most 50 that fits the context and the vocabulary.
     Only the patterns are captured, on the CPU.
     """
+    require_probe(probe)
     d_vocab, n_ctx = probe.cfg.d_vocab, probe.cfg.n_ctx
     vocab = d_vocab if vocab is None else validate.integer("vocab", vocab)
     validate.integer("n_seqs", n_seqs, minimum=1)
@@ -249,6 +253,8 @@ def all_head_scores(
 
     ``prompts`` is anything the probe runs (text, a list of texts, token ids, :class:`~gpt2probe.Tokens`).
     """
+    require_probe(probe)
+    validate.boolean("induction", induction)
     _, cache = probe.run_with_cache(prompts, names=PATTERN_NAMES, device="cpu", dtype=torch.float32)
     scores = {
         "previous_token": previous_token_scores(cache),
@@ -261,13 +267,25 @@ def all_head_scores(
 
 
 def rank_heads(scores: Float[Tensor, "layer head"], top: int | None = 10) -> list[tuple[int, int, float]]:
-    """The ``top`` heads as ``(layer, head, score)``, highest first (ties by layer, then head; NaN left out)."""
+    """The ``top`` heads as ``(layer, head, score)``, highest first (ties by layer, then head; NaN left out).
+
+    A head scores NaN where nothing counted towards it (one-token prompts); when every head is
+    NaN there is nothing to rank, and an empty list would read as "no head stands out", so
+    that is an error.
+    """
+    if not isinstance(scores, Tensor):
+        raise InvalidTypeError(f"scores must be a [layer, head] tensor, got {type(scores).__name__}")
     if scores.ndim != 2:
         raise ShapeError(f"scores must be [layer, head], got shape {tuple(scores.shape)}")
     if top is not None and validate.integer("top", top) < 1:
         raise InvalidArgumentError(f"top must be a positive number of heads (or None for all), got {top}")
     n_heads = scores.shape[1]
     rows = [(i // n_heads, i % n_heads, value) for i, value in enumerate(scores.flatten().tolist()) if not math.isnan(value)]
+    if not rows and scores.numel():
+        raise InvalidArgumentError(
+            f"every one of the {scores.numel()} head scores is NaN, so no head can be ranked (were the prompts "
+            "one token long, or did the model produce NaN?)"
+        )
     rows.sort(key=lambda row: (-row[2], row[0], row[1]))
     return rows if top is None else rows[:top]
 

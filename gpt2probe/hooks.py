@@ -14,10 +14,11 @@ point, after every edit upstream of it, whatever order the hooks were registered
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -313,6 +314,51 @@ class ModelLock:
                 self._owner = None
 
 
+def hook_pairs(fwd_hooks: object) -> list[tuple[str, HookFn]]:
+    """``(name, fn)`` pairs from a mapping or an iterable of pairs, each a hook name and a function of two arguments.
+
+    Checked here, before anything is attached, so that ``None``, ``{5: fn}``, a 3-tuple or
+    ``lambda t: t`` fail at once with our error rather than as Python's inside a forward pass.
+    """
+    if isinstance(fwd_hooks, Mapping):
+        items = list(fwd_hooks.items())
+    elif isinstance(fwd_hooks, (str, bytes, Tensor)) or not isinstance(fwd_hooks, Iterable):
+        raise InvalidTypeError(
+            f"hooks must be a dict {{name: fn}} or a list of (name, fn) pairs, got {type(fwd_hooks).__name__}"
+        )
+    else:
+        items = list(fwd_hooks)
+    pairs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            what = f"a {len(item)}-tuple" if isinstance(item, tuple | list) else f"a {type(item).__name__}"
+            raise InvalidTypeError(f"hook {i} is {what}; each hook is a pair (name, fn)")
+        name, fn = item
+        if not isinstance(name, str):
+            raise HookNameError(f"hook names are strings such as 'blocks.0.hook_resid_pre', got {type(name).__name__} {name!r}")
+        check_hook_function(name, fn)
+        pairs.append((name, fn))
+    return pairs
+
+
+def check_hook_function(name: str, fn: object) -> None:
+    """Refuse a hook that is not a function, or one that cannot be called as ``fn(activation, hook)``."""
+    if not callable(fn):
+        raise InvalidTypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some built-ins have no signature: they are called and fail on their own
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise InvalidTypeError(
+            f"the hook on {name!r} has the signature {getattr(fn, '__name__', type(fn).__name__)}{signature}, "
+            "but hook functions are called as fn(activation, hook): add the second argument "
+            "(e.g. lambda activation, hook: ...)"
+        ) from None
+
+
 _REGISTRIES: weakref.WeakKeyDictionary[torch.nn.Module, HookRegistry] = weakref.WeakKeyDictionary()
 _REGISTRIES_MUTEX = threading.Lock()
 
@@ -336,6 +382,7 @@ class HookRegistry:
         self._ids = itertools.count()
         self._extra: dict[str, str] = {}  # name served by a hook function (a spliced SAE's stages) -> its base name
         self.lock = ModelLock()
+        self._in_hook: str | None = None  # the name whose hook function is running (only the lock's owner runs them)
 
     @classmethod
     def for_model(cls, model: GPT2LMHeadModel) -> HookRegistry:
@@ -366,9 +413,20 @@ class HookRegistry:
                 f"the model ran in one thread while another thread holds its hooks (at {name!r}); "
                 "a model is not thread-safe: use one model per thread, or guard calls with a lock"
             )
+        if self._in_hook is not None:
+            raise ConcurrentUseError(
+                f"the hook function on {self._in_hook!r} ran the model again (a forward pass reached {name!r} "
+                "while that hook function was still running); a forward pass inside a hook would run every "
+                "attached hook on the wrong prompt and mix its state with the outer pass: compute what the hook "
+                "needs before the run, or in a separate call after it"
+            )
         point = HookPoint(name)
         for _, fn in list(self._fns.get(name, ())):
-            result = fn(tensor, point)
+            self._in_hook = name
+            try:
+                result = fn(tensor, point)
+            finally:
+                self._in_hook = None
             if result is not None:
                 tensor = check_replacement(name, result, tensor)
         return tensor
@@ -415,14 +473,26 @@ class HookRegistry:
         return name in self._fns
 
     def dispatch(self, name: str, tensor: Tensor) -> Tensor:
-        """Run the hook functions registered on ``name`` (an extra name) on ``tensor``; returns the possibly replaced tensor."""
-        return self._dispatch(name, tensor)
+        """Run the hook functions registered on ``name`` (an extra name) on ``tensor``; returns the possibly replaced tensor.
+
+        Called from inside a hook function (a splice serving its stages), which is the one nesting of
+        hook functions that is not a second forward pass: a forward pass never reaches an extra name
+        by itself. A hook function on an extra name that runs the model is still refused, at the
+        first model hook that pass reaches.
+        """
+        if name not in self._extra:
+            raise HookNameError(f"dispatch serves the extra names of a splice; {name!r} is not one")
+        running = self._in_hook
+        self._in_hook = None
+        try:
+            return self._dispatch(name, tensor)
+        finally:
+            self._in_hook = running
 
     def add(self, name: str, fn: HookFn) -> tuple[str, int]:
         """Register ``fn`` on ``name``; returns a key for :meth:`remove`."""
         self.check(name)
-        if not callable(fn):
-            raise InvalidTypeError(f"the hook on {name!r} is {type(fn).__name__}, not a function fn(activation, hook)")
+        check_hook_function(name, fn)
         site = self._site_of.get(name)  # None for an extra name: the function on its base name dispatches it
         if site is not None and site not in self._handles:
             self._handles[site] = site.install(self._dispatch)
@@ -449,7 +519,7 @@ class HookRegistry:
         All names are checked before anything is registered, so an unknown name leaks nothing.
         The model is held for this thread until exit (which may happen in another thread).
         """
-        pairs = list(pairs)
+        pairs = hook_pairs(pairs)
         for name, _ in pairs:
             self.check(name)
         with self.exclusive():

@@ -7,6 +7,7 @@ never remote code, and every failure names what was found and what would work.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Iterator
@@ -17,8 +18,17 @@ import torch
 from safetensors import SafetensorError
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
+from . import validate
 from .checkpoint import check_directory, check_loading_info, read_json_object
-from .errors import CheckpointError, InvalidArgumentError, NotGPT2Error, UnsafeCheckpointError, WeightsUnavailableError
+from .errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    NotGPT2Error,
+    UnsafeCheckpointError,
+    UnsupportedError,
+    WeightsUnavailableError,
+)
 from .hub import hub_reachable
 from .probe import GPT2Probe
 from .shipped import NOTES as SHIPPED
@@ -58,6 +68,15 @@ def load(
         attn_implementation: passed to Hugging Face (``"sdpa"`` by default, or ``"eager"``);
             attention patterns are captured correctly either way.
     """
+    validate.boolean("allow_pickle", allow_pickle)
+    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise InvalidTypeError(
+            f"tokenizer must be a tokenizer object (e.g. GPT2TokenizerFast.from_pretrained(path)), got "
+            f"{type(tokenizer).__name__} {tokenizer!r}; leave it out to use the checkpoint's own or GPT-2's"
+        )
+    if attn_implementation is not None and not isinstance(attn_implementation, str):
+        raise InvalidTypeError(f"attn_implementation must be a string such as 'sdpa' or 'eager', got "
+                               f"{type(attn_implementation).__name__}")
     target_device = _pick_device(device)
     target_dtype = _pick_dtype(dtype)
     if isinstance(model, torch.nn.Module):
@@ -82,7 +101,7 @@ def load(
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        return _check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -90,9 +109,36 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cpu")
 
 
+def _check_device(device: object) -> torch.device:
+    """A device that exists here: ``"cuda"`` on a machine without CUDA is refused now, not deep inside ``.to()``."""
+    if not isinstance(device, str | torch.device):
+        raise InvalidTypeError(f"device must be a string such as 'cpu' or 'cuda:0', or a torch.device; got {type(device).__name__}")
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise InvalidArgumentError(f"device {device!r} is not a device; valid: 'cpu', 'cuda', 'cuda:0', 'mps'") from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnsupportedError(f"device {device!r} asks for CUDA, but no CUDA device is available here "
+                                   "(torch built without CUDA, or no GPU visible): use device='cpu'")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise UnsupportedError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if target.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UnsupportedError(f"device {device!r} asks for Apple's MPS, which is not available here: use device='cpu'")
+    return target
+
+
 def _pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
         return dtype
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise InvalidArgumentError(f"dtype must be a floating-point dtype, got {dtype}; valid: {', '.join(_DTYPES)}")
+        return dtype
+    if not isinstance(dtype, str):
+        raise InvalidTypeError(f"dtype must be a torch dtype or one of {', '.join(_DTYPES)}, got {type(dtype).__name__}")
     if dtype not in _DTYPES:
         raise InvalidArgumentError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
@@ -117,7 +163,11 @@ def looks_like_path(name: str) -> bool:
 
 def _load_from_name(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_implementation: str | None,
                     revision: str | None) -> tuple[GPT2LMHeadModel, str, Path | None]:
-    path = Path(name).expanduser()
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not know
+        raise WeightsUnavailableError(f"no such directory: {name!r} (the home directory of {name.split('/')[0]!r} "
+                                      "cannot be found)") from None
     if not path.exists() and name in SHIPPED:
         path = shipped_model(name)
     if path.exists():
@@ -176,11 +226,25 @@ def _load_directory(path: Path, *, allow_pickle: bool, dtype: torch.dtype,
                 output_loading_info=True,
                 **({"attn_implementation": attn_implementation} if attn_implementation else {}),
             )
+        except pickle.UnpicklingError as error:
+            raise UnsafeCheckpointError(_refused_pickle(path, error)) from None
+        except ImportError as error:  # an attention implementation whose package is missing (flash_attention_2)
+            raise UnsupportedError(f"cannot load {str(path)!r} with attn_implementation={attn_implementation!r}: "
+                                   f"{error} Use 'sdpa' or 'eager'.") from None
         except (OSError, RuntimeError, ValueError, SafetensorError) as error:  # damaged or unreadable files
             raise CheckpointError(f"cannot load the weights in {str(path)!r}: {error}") from None
     check_loading_info(info, tied=bool(config.tie_word_embeddings), where=repr(str(path)))
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
     return model, path.name, path if has_tokenizer else None
+
+
+def _refused_pickle(where: object, error: Exception) -> str:
+    # torch's message says why (after "WeightsUnpickler error:") around advice to unpickle it unsafely: keep only why
+    reason = str(error).partition("WeightsUnpickler error:")[2] or str(error)
+    first = next((line.strip() for line in reason.splitlines() if line.strip()), type(error).__name__)
+    return (f"the pickle checkpoint in {str(where)!r} holds more than tensors, so torch refused to unpickle it "
+            f"(weights_only loading; nothing in it ran): {first[:300]}. Convert a checkpoint you trust to safetensors "
+            "where it was made")
 
 
 def _read_config(path: Path) -> GPT2Config:
@@ -238,6 +302,11 @@ def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_impleme
                 output_loading_info=True,
                 **kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {}),
             )
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(_refused_pickle(name, error)) from None
+    except ImportError as error:
+        raise UnsupportedError(f"cannot load {name!r} with attn_implementation={attn_implementation!r}: {error} "
+                               "Use 'sdpa' or 'eager'.") from None
     except OSError as error:
         hint = "" if allow_pickle else " (only safetensors are accepted; pass allow_pickle=True to allow pickle)"
         raise WeightsUnavailableError(f"cannot load the weights of {name!r}: {error}{hint}") from None

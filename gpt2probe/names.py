@@ -171,6 +171,11 @@ def resolve(selection: NameSelection, valid: Sequence[str]) -> list[str]:
         selection = [selection]
     if callable(selection):
         return [n for n in valid if selection(n)]
+    if isinstance(selection, bytes) or not isinstance(selection, Iterable):
+        raise HookNameError(
+            f"names must be None, a hook name or glob, a list of them, a compiled regex or a predicate; "
+            f"got {type(selection).__name__} {selection!r}"
+        )
     chosen: set[str] = set()
     valid_set = set(valid)
     for item in selection:

@@ -11,13 +11,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 
-from . import generation
+from . import generation, validate
 from . import names as N
 from .cache import ActivationCache
 from .config import ProbeConfig
-from .errors import HookNameError
-from .hooks import HookFn, HookRegistry
-from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, position_ids, tokenize
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError
+from .hooks import HookFn, HookRegistry, hook_pairs
+from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, id_list, position_ids, tokenize
 from .weights import Weights
 
 
@@ -77,23 +77,29 @@ class GPT2Probe:
     # -- tokens --------------------------------------------------------------------
     def to_tokens(self, text: str | Sequence[str], *, prepend_bos: bool = False) -> Tokens:
         """Token ids and attention mask; a list of prompts is left-padded with ``<|endoftext|>``."""
-        return tokenize(self.tokenizer, text, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab, prepend_bos=prepend_bos)
+        return tokenize(self.tokenizer, text, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab,
+                        prepend_bos=validate.boolean("prepend_bos", prepend_bos))
 
     def to_str_tokens(self, text: str | Tensor | Sequence[int], *, prepend_bos: bool = False) -> list[str]:
-        """The token strings of one prompt (``""`` gives ``[]``), or of given ids."""
+        """The token strings of one prompt (``""`` gives ``[]``), or of given ids (checked against the vocabulary)."""
         if isinstance(text, str):
             ids = self.tokenizer(check_text(text, "the text"), add_special_tokens=False)["input_ids"]
-            if prepend_bos:
+            if validate.boolean("prepend_bos", prepend_bos):
                 ids = [self.tokenizer.bos_token_id, *ids]
         else:
-            ids = text.flatten().tolist() if isinstance(text, Tensor) else list(text)
+            if validate.boolean("prepend_bos", prepend_bos):
+                raise InvalidArgumentError("prepend_bos=True applies to text; given token ids are decoded as they are")
+            ids = self._id_list(text)
         return [self.tokenizer.decode([i]) for i in ids]
 
     def to_string(self, ids: Int[Tensor, "... pos"] | Sequence[int]) -> str | list[str]:
-        """Decode ids back to text (a list of strings for a ``[batch, pos]`` tensor)."""
+        """Decode ids back to text (a list of strings for a ``[batch, pos]`` tensor); ids outside the vocabulary are refused."""
         if isinstance(ids, Tensor) and ids.ndim == 2:
-            return [self.tokenizer.decode(row.tolist()) for row in ids]
-        return self.tokenizer.decode(ids.tolist() if isinstance(ids, Tensor) else list(ids))
+            return [self.tokenizer.decode(self._id_list(row, f"token ids of row {i}")) for i, row in enumerate(ids)]
+        return self.tokenizer.decode(self._id_list(ids))
+
+    def _id_list(self, ids: object, what: str = "token ids") -> list[int]:
+        return id_list(ids, d_vocab=self.cfg.d_vocab, n_tokenizer=len(self.tokenizer), what=what)
 
     def to_single_token(self, token: str | int) -> int:
         """The id of a string that is exactly one token (e.g. ``" Paris"``), or an id checked against the vocabulary."""
@@ -116,15 +122,27 @@ class GPT2Probe:
         return position_ids(attention_mask)
 
     def as_tokens(self, inputs: Inputs, *, prepend_bos: bool = False) -> Tokens:
-        """Accept a prompt, a list of prompts, token ids, or :class:`Tokens`."""
-        if isinstance(inputs, Tokens):
-            return check_tokens(inputs, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
-        if isinstance(inputs, Tensor):
+        """Accept a prompt, a list of prompts, token ids, or :class:`Tokens`.
+
+        ``prepend_bos=True`` applies to text: token ids are run exactly as given, so it is
+        refused with them rather than ignored (put the ``<|endoftext|>`` id first yourself).
+        """
+        validate.boolean("prepend_bos", prepend_bos)
+        if isinstance(inputs, Tokens | Tensor):
+            if prepend_bos:
+                raise InvalidArgumentError(
+                    "prepend_bos=True applies to text, but the input is token ids, which run exactly as given: "
+                    f"put the <|endoftext|> id ({self.tokenizer.bos_token_id}) first yourself, or pass text"
+                )
+            if isinstance(inputs, Tokens):
+                return check_tokens(inputs, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
             return from_tensor(inputs, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
         return self.to_tokens(inputs, prepend_bos=prepend_bos)
 
     # -- running -------------------------------------------------------------------
     def _run(self, tokens: Tokens, *, grad: bool, unembed: bool = True) -> Tensor:
+        validate.boolean("grad", grad)
+        validate.boolean("unembed", unembed)
         tokens = tokens.to(self.cfg.device)
         body = self.model if unembed else self.model.transformer
         with self.registry.exclusive(), nullcontext() if grad else torch.no_grad():
@@ -174,6 +192,7 @@ class GPT2Probe:
             if names is not None:
                 raise HookNameError("run_with_cache got both names= and names_filter=: they are the same option, give one")
             names = names_filter
+        device, dtype = validate.device("device", device), validate.float_dtype("dtype", dtype)
         tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
         selected = N.resolve(names, self.registry.current_names)
         store: dict[str, Tensor] = {}
@@ -249,8 +268,7 @@ class GPT2Probe:
         the same shape to replace the activation. Every name is checked before anything is
         attached, and everything is removed on exit, exceptions included.
         """
-        pairs = list(fwd_hooks.items()) if isinstance(fwd_hooks, Mapping) else list(fwd_hooks)
-        with self.registry.using(pairs):
+        with self.registry.using(hook_pairs(fwd_hooks)):
             yield self
 
     def run_with_hooks(
@@ -308,3 +326,10 @@ class GPT2Probe:
         """
         with self.saes(saes, use_error_term=use_error_term):
             return self.run_with_cache(inputs, names, **cache_options)
+
+def require_probe(value: object, what: str = "probe") -> GPT2Probe:
+    """``value`` if it is a :class:`GPT2Probe`; otherwise an error saying how to make one (not an AttributeError later)."""
+    if not isinstance(value, GPT2Probe):
+        hint = " (a model object: wrap it with gpt2probe.load(model))" if isinstance(value, torch.nn.Module) else ""
+        raise InvalidTypeError(f"{what} must be a GPT2Probe from gpt2probe.load(...), got {type(value).__name__}{hint}")
+    return value

@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from . import validate
 from .errors import PromptError, ShapeError
 from .validate import finite_result
 
@@ -118,7 +119,8 @@ def prompt_test(
             raise PromptError(f"test_prompt takes the {what} as a string, got {type(value).__name__}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= probe.cfg.d_vocab:
         raise PromptError(f"k must be an integer in [1, {probe.cfg.d_vocab}] (the vocabulary size), got {k!r}")
-    if prepend_space_to_answer and not answer.startswith(" "):
+    validate.boolean("print_details", print_details)
+    if validate.boolean("prepend_space_to_answer", prepend_space_to_answer) and not answer.startswith(" "):
         answer = " " + answer
     answer_ids = probe.tokenizer(answer, add_special_tokens=False)["input_ids"]
     if not answer_ids:

@@ -6,6 +6,7 @@ positions that skip the pads: its first real token is position 0, as in a run on
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ from jaxtyping import Int
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from .errors import InvalidArgumentError, PromptError, ShapeError
+from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
+
+INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ def tokenize(
     prepend_bos: bool = False,
 ) -> Tokens:
     """Tokenize one prompt or a batch (left-padded), refusing empty and over-long prompts."""
+    if not isinstance(texts, str | Sequence) or isinstance(texts, bytes):
+        # a dict or a set would run its keys as prompts, in an order the caller did not choose
+        raise InvalidTypeError(
+            f"prompts must be a string or a list of strings (or token ids as a tensor, or Tokens), "
+            f"got {type(texts).__name__}"
+        )
     batch = [texts] if isinstance(texts, str) else list(texts)
     if not batch:
         raise PromptError("no prompts given: pass a string or a non-empty list of strings")
@@ -104,12 +113,17 @@ def check_text(text: str, where: str) -> str:
 def check_tokens(tokens: Tokens, *, n_ctx: int, d_vocab: int) -> Tokens:
     """Check a :class:`Tokens` built by hand: matching shapes, a 0/1 left-padding mask, no empty row, ids in range."""
     ids, mask = tokens.ids, tokens.attention_mask
+    for what, tensor in (("token ids", ids), ("the attention mask", mask)):
+        if not isinstance(tensor, Tensor):
+            raise InvalidTypeError(f"Tokens needs {what} as a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.device.type == "meta":
+            raise PromptError(f"{what} are on the meta device (shapes only, no values): pass real tensors")
     if ids.ndim != 2 or mask.shape != ids.shape:
         raise ShapeError(f"Tokens needs ids and attention_mask of one shape [batch, pos]; got {tuple(ids.shape)} "
                          f"and {tuple(mask.shape)}")
     if ids.shape[0] == 0 or ids.shape[1] == 0:
         raise PromptError(f"the batch is empty (shape {tuple(ids.shape)}): there is nothing to run")
-    if ids.is_floating_point() or mask.is_floating_point():
+    if ids.dtype not in INTEGER_DTYPES or mask.dtype not in INTEGER_DTYPES:
         raise PromptError(f"token ids and attention mask must be integer tensors, got {ids.dtype} and {mask.dtype}")
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise PromptError("the attention mask must hold only 0 (pad) and 1 (real token)")
@@ -123,14 +137,52 @@ def check_tokens(tokens: Tokens, *, n_ctx: int, d_vocab: int) -> Tokens:
     real = ids[mask.bool()]
     if int(real.min()) < 0 or int(real.max()) >= d_vocab:
         raise PromptError(f"token ids must lie in [0, {d_vocab}); got values from {int(real.min())} to {int(real.max())}")
+    if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:  # pads are embedded too, then masked out
+        pads = ids[~mask.bool()]
+        raise PromptError(f"pad positions hold ids from {int(pads.min())} to {int(pads.max())}, outside the vocabulary "
+                          f"[0, {d_vocab}): the model still embeds pads (then masks them out), so pad with an id in range")
     if tokens.prompts is not None and len(tokens.prompts) != ids.shape[0]:
         raise ShapeError(f"Tokens has {len(tokens.prompts)} prompts for {ids.shape[0]} rows of ids")
     return tokens
 
 
+def id_list(ids: object, *, d_vocab: int, n_tokenizer: int, what: str = "token ids") -> list[int]:
+    """Token ids given as a tensor or a list of ints, as a list, each checked against the vocabulary.
+
+    Decoding an id outside the vocabulary gives ``""`` (or an ``OverflowError`` for a negative one),
+    which would read as a real, empty token. ``d_vocab`` is the model's vocabulary and
+    ``n_tokenizer`` the tokenizer's: an id must be valid for both.
+    """
+    if isinstance(ids, Tensor):
+        if ids.device.type == "meta":
+            raise PromptError(f"{what} are on the meta device (a shape without values): pass a real tensor")
+        if ids.dtype not in INTEGER_DTYPES:
+            raise PromptError(f"{what} must be an integer tensor, got {ids.dtype}")
+        items = ids.flatten().tolist()
+    elif isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        raise InvalidTypeError(f"{what} must be a list of integers or an integer tensor, got {type(ids).__name__}")
+    else:
+        items = list(ids)
+    limit = min(d_vocab, n_tokenizer)
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise InvalidTypeError(f"{what}[{i}] is {type(item).__name__} {item!r}, not an integer token id")
+        if not 0 <= item < limit:
+            sizes = (f"the model's vocabulary has {d_vocab} tokens" if limit == d_vocab
+                     else f"the tokenizer has {n_tokenizer} tokens (the model {d_vocab})")
+            raise PromptError(f"{what}[{i}] = {item} is outside the vocabulary [0, {limit}): {sizes}")
+    return [int(item) for item in items]
+
+
 def per_prompt(value: object, n_prompts: int, what: str) -> list:
     """One value for every prompt (a string, an int or None), or a list with exactly one per prompt."""
-    items = [value] * n_prompts if value is None or isinstance(value, (str, int)) else list(value)
+    if value is None or isinstance(value, str | int):
+        items = [value] * n_prompts
+    elif isinstance(value, Sequence | Tensor):
+        items = list(value)
+    else:
+        raise InvalidTypeError(f"{what} must be one token (a string or an id) or a list with one per prompt, "
+                               f"got {type(value).__name__} {value!r}")
     if len(items) != n_prompts:
         raise InvalidArgumentError(f"{len(items)} {what} for {n_prompts} prompts: give one, or one per prompt")
     return items
@@ -150,7 +202,9 @@ def pad_left(sequences: Sequence[Sequence[int]], *, pad_id: int, prompts: tuple[
 
 def from_tensor(ids: Tensor, *, n_ctx: int, d_vocab: int) -> Tokens:
     """Wrap given token ids (``[pos]`` or ``[batch, pos]``, no padding) after checking them."""
-    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+    if ids.device.type == "meta":
+        raise PromptError("the token ids are on the meta device (a shape without values): pass a real tensor")
+    if ids.dtype not in INTEGER_DTYPES:
         raise PromptError(f"token ids must be an integer tensor, got {ids.dtype}")
     if ids.ndim == 1:
         ids = ids[None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -28,6 +28,52 @@ def integer(name: str, value: object, *, minimum: int | None = None, maximum: in
             valid = f">= {minimum}" if minimum is not None else f"<= {maximum}"
         raise InvalidArgumentError(f"{name} must be {valid}, got {value}")
     return value
+
+
+def boolean(name: str, value: object) -> bool:
+    """``True`` or ``False`` only: ``"yes"``, ``0`` or ``None`` for a switch is refused, not read by its truthiness."""
+    if not isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def float_dtype(name: str, value: object) -> torch.dtype | None:
+    """``None`` or a floating-point ``torch.dtype`` (a string such as ``"float16"`` or an integer dtype is refused)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.dtype):
+        raise InvalidTypeError(f"{name} must be a torch dtype such as torch.float16 (or None), got "
+                               f"{type(value).__name__} {value!r}")
+    if not value.is_floating_point:
+        raise InvalidArgumentError(f"{name} must be a floating-point dtype (activations would be truncated), got {value}")
+    return value
+
+
+def device(name: str, value: object) -> torch.device | None:
+    """``None`` or a device as a ``torch.device`` or a string such as ``"cpu"`` or ``"cuda:0"``."""
+    if value is None or isinstance(value, torch.device):
+        return value
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a device such as 'cpu' or 'cuda' (or None), got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise InvalidArgumentError(f"{name} {value!r} is not a device; valid: 'cpu', 'cuda', 'cuda:0', 'mps'...") from None
+
+
+def choice(name: str, value: object, options: Iterable[str]) -> str:
+    """One of ``options`` (a list, a dict's keys...); anything else, unhashable values included, is our error."""
+    options = list(options)
+    if not isinstance(value, str) or value not in options:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def function(name: str, value: object, *, optional: bool = True) -> None:
+    """A callable (or ``None`` when ``optional``): a number or a string given for a callback fails here, not mid-run."""
+    if (value is None and optional) or callable(value):
+        return
+    raise InvalidTypeError(f"{name} must be a function{' or None' if optional else ''}, got {type(value).__name__}")
 
 
 def finite_number(name: str, value: object) -> float:
@@ -80,6 +126,14 @@ def index_list(name: str, value: object) -> list[int]:
     if not items:
         raise InvalidArgumentError(f"{name} is empty: give at least one index (or None for all)")
     return [integer(f"{name}[{i}]", item) for i, item in enumerate(items)]
+
+
+def index_in(name: str, value: object, length: int, error: type[Exception] = InvalidArgumentError) -> int:
+    """An integer index into ``length`` entries, negative from the end as Python allows; ``error`` for one outside."""
+    value = integer(name, value)
+    if not -length <= value < length:
+        raise error(f"{name} {value} is out of range: there are {length} (valid: 0..{length - 1}, or -1..-{length})")
+    return value
 
 
 def layer_in(layer: object, n_layers: int, *, allow_end: bool = False, what: str = "layer") -> int:

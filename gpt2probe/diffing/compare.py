@@ -17,10 +17,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, NonFiniteError
 from ..head_scores import all_head_scores
 from ..lens.logit_lens import stream_labels
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe, Inputs, require_probe
 from ..tokens import Tokens
 from .localise import Localisation, localise
 from .weight_changes import check_comparable, component_changes
@@ -130,6 +131,10 @@ def compare(
             about the cost of two logit lenses; ``False`` leaves the two forward passes alone.
         top_disagreements: how many positions to list in :attr:`ModelDiff.disagreements`.
     """
+    for flag, value in (("head_scores", head_scores), ("patching", patching), ("patch_heads", patch_heads), ("lens", lens)):
+        validate.boolean(flag, value)
+    require_probe(base, "base")
+    require_probe(tuned, "tuned")
     check_comparable(base, tuned)
     if not isinstance(top_disagreements, int) or isinstance(top_disagreements, bool) or top_disagreements < 0:
         raise InvalidArgumentError(f"top_disagreements must be a non-negative int, got {top_disagreements!r}")

@@ -36,6 +36,7 @@ from .common import (
 PROMPT = "I think you are"
 POSITIVE, NEGATIVE = ["Love"], ["Hate"]
 DEFAULT_OUT = "reports/steering.html"
+TOP_K = 50  # sampling draws from the 50 most likely tokens unless --top-k says otherwise
 
 
 def build_parser() -> Parser:
@@ -49,7 +50,8 @@ def build_parser() -> Parser:
     parser.add_argument("--alpha", type=finite_float, default=4.0, help="multiple of the vector added (default: 4)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=30, help="tokens generated per run (default: 30)")
     parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature (default: 1)")
-    parser.add_argument("--top-k", type=positive_int, default=50, help="sample from the k most likely tokens (default: 50)")
+    parser.add_argument("--top-k", type=positive_int, help=f"sample from the k most likely tokens (default: {TOP_K}; "
+                                                          "not with --greedy)")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both runs (default: 0)")
     parser.add_argument("--k", type=positive_int, default=10, help="top next tokens listed (default: 10)")
@@ -75,6 +77,10 @@ def side_by_side(prompt: str, plain: str, steered: str, width: int | None = None
 def run(args: argparse.Namespace) -> Path:
     if args.temperature <= 0 and not args.greedy:
         raise UsageError(f"--temperature must be > 0 (got {args.temperature:g}); use --greedy for greedy decoding")
+    if args.greedy and (args.top_k is not None or args.temperature != 1.0):
+        raise UsageError("--greedy takes the most likely token at every step: --top-k and --temperature would be "
+                         "ignored, so give them only without --greedy")
+    top_k = TOP_K if args.top_k is None else args.top_k
     probe, fell_back = load_model(args)
     cfg = probe.cfg
     if args.layer is not None and not -cfg.n_layers <= args.layer < cfg.n_layers:
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace) -> Path:
     print(f"Steering {name} with alpha = {args.alpha:g} x mean({positive}) - mean({negative}): "
           f"|alpha v| = {args.alpha * float(vector.norm()):.2f} (mean |resid| at the prompts' last token: {typical:.2f})")
 
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, seed=args.seed)
+    sampling = dict(greedy=True) if args.greedy else dict(temperature=args.temperature, top_k=top_k, seed=args.seed)
     plain = generate(probe, prompts, args.max_new_tokens, **sampling)
     with steer(probe, layer, vector, args.alpha, stream=args.stream):
         steered = generate(probe, prompts, args.max_new_tokens, **sampling)
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> Path:
             "Vector": f"mean over {positive!r} - mean over {negative!r} (last token)",
             "alpha": args.alpha,
             "|alpha v|": f"{args.alpha * float(vector.norm()):.3f}",
-            "Decoding": "greedy" if args.greedy else f"sampled, temperature {args.temperature}, top-k {args.top_k}, seed {args.seed}",
+            "Decoding": "greedy" if args.greedy else f"sampled, temperature {args.temperature}, top-k {top_k}, seed {args.seed}",
         },
     )
     print(f"\nReport written to {path}")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from .. import validate
 from .corpus import Corpus
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
 from .runner import Options, run_harvest
@@ -66,6 +67,8 @@ def harvest(
     Returns:
         The :class:`Harvest` (on every process that can read ``out``).
     """
+    validate.boolean("resume", resume)
+    validate.boolean("progress", progress)
     if not isinstance(corpus, Corpus):
         corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
     options = Options(

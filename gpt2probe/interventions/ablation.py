@@ -43,9 +43,9 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
-from ..errors import InvalidArgumentError, LayerIndexError, ShapeError
+from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
 
 MODES = ("zero", "mean", "resample")
@@ -55,7 +55,7 @@ Index = Sequence[int] | None
 
 
 def _select(index: Index) -> slice | list[int]:
-    return slice(None) if index is None else list(index)
+    return slice(None) if index is None else validate.index_list("index", index)
 
 
 def zero_ablation_hook(index: Index = None) -> HookFn:
@@ -174,15 +174,31 @@ def _check_layer(probe: GPT2Probe, layer: int, what: str) -> None:
     validate.layer_in(layer, probe.cfg.n_layers, what=f"{what}: layer")
 
 
+def _pair_list(what: str, value: object, pair: str) -> list[tuple[int, int]]:
+    """A list of ``(layer, index)`` pairs; ``heads=[0]`` or ``heads=(0, 0)`` (one pair, not in a list) is refused."""
+    example = f"[{pair}, ...], e.g. [(0, 1)]"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidTypeError(f"{what} must be a list of {pair} pairs {example}; got {type(value).__name__} {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2:
+            raise InvalidTypeError(f"{what}[{i}] is {item!r}, not a {pair} pair: {what} is a list {example}")
+        out.append((item[0], item[1]))
+    return out
+
+
 def _targets(
     probe: GPT2Probe, heads: Sequence[tuple[int, int]], mlps: Sequence[int], neurons: Sequence[tuple[int, int]]
 ) -> dict[str, Index]:
     """Hook name -> entries of its third axis to ablate (``None``: the whole activation)."""
     cfg = probe.cfg
+    heads, neurons = _pair_list("heads", heads, "(layer, head)"), _pair_list("neurons", neurons, "(layer, neuron)")
+    if isinstance(mlps, str | bytes) or not isinstance(mlps, Sequence | Tensor):
+        raise InvalidTypeError(f"mlps must be a list of layer indices, e.g. [0, 2]; got {type(mlps).__name__} {mlps!r}")
     by_name: dict[str, list[int] | None] = {}
     for layer, head in heads:
         _check_layer(probe, layer, f"head ({layer}, {head})")
-        if not 0 <= head < cfg.n_heads:
+        if not 0 <= validate.integer(f"head ({layer}, {head!r}): the head", head) < cfg.n_heads:
             raise LayerIndexError(f"head ({layer}, {head}): this model has heads 0..{cfg.n_heads - 1}")
         by_name.setdefault(N.z(layer), []).append(head)
     for layer in mlps:
@@ -190,7 +206,7 @@ def _targets(
         by_name[N.mlp_out(layer)] = None
     for layer, neuron in neurons:
         _check_layer(probe, layer, f"neuron ({layer}, {neuron})")
-        if not 0 <= neuron < cfg.d_mlp:
+        if not 0 <= validate.integer(f"neuron ({layer}, {neuron!r}): the neuron", neuron) < cfg.d_mlp:
             raise LayerIndexError(f"neuron ({layer}, {neuron}): this model has neurons 0..{cfg.d_mlp - 1}")
         by_name.setdefault(N.mlp_post(layer), []).append(neuron)
     return {name: sorted(set(index)) if index is not None else None for name, index in by_name.items()}
@@ -211,8 +227,8 @@ def ablation_hooks(
     Mean and resample ablation run the model once on ``reference`` here, without any
     ablation, and keep only the activations they need.
     """
-    if mode not in MODES:
-        raise InvalidArgumentError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    require_probe(probe)
+    validate.choice("mode", mode, MODES)
     targets = _targets(probe, heads, mlps, neurons)
     if not targets:
         return []

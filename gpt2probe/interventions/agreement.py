@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, InvalidTypeError
 from .patching import PatchingResult
 
 
@@ -71,6 +71,9 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 def compare(exact: PatchingResult, estimate: PatchingResult, *, k: int = 10, worst: int = 10) -> Agreement:
     """Pearson and Spearman correlation of the cells, overlap of the top ``k`` by ``|effect|``, worst cells."""
+    for what, result in (("exact", exact), ("estimate", estimate)):
+        if not hasattr(result, "values") or not hasattr(result, "axis_labels"):
+            raise InvalidTypeError(f"{what} must be a PatchingResult or AttributionResult, got {type(result).__name__}")
     if (exact.kind, exact.direction, exact.axis_names, exact.axis_labels) != (
             estimate.kind, estimate.direction, estimate.axis_names, estimate.axis_labels):
         raise InvalidArgumentError(

@@ -48,9 +48,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
 from ..hf_attention import attention_scaling
-from ..probe import GPT2Probe, Inputs
+from ..probe import GPT2Probe, Inputs, require_probe
 from ..tokens import Tokens
 from .gradients import Edit, copy_rows, grad_run
 from .patching import (
@@ -62,6 +63,7 @@ from .patching import (
     _position_labels,
     _scalar,
     check_aligned,
+    check_metric_options,
     logit_diff_metric,
     token_ids,
 )
@@ -103,14 +105,14 @@ class Prepared:
 def prepare(probe: GPT2Probe, clean: Inputs, corrupted: Inputs, *, metric: Metric | None, answer, wrong,
             direction: str, prepend_bos: bool) -> Prepared:
     """Tokenise and align the two prompts and build the default metric, as :func:`patch` does."""
+    require_probe(probe)
     if direction not in ("denoise", "noise"):
         raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)
+    check_metric_options(metric, answer, wrong)
     if metric is None:
-        if answer is None or wrong is None:
-            raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
         n_batch = clean_t.ids.shape[0]
         metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
     base, source = (corrupted_t, clean_t) if direction == "denoise" else (clean_t, corrupted_t)
@@ -258,10 +260,10 @@ def attribution_patch(
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
         batch_size: stacked copies per forward pass for ``"atp*"``'s GradDrop and ``"ig"``.
     """
-    if kind not in KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    validate.choice("kind", kind, KINDS)
+    validate.boolean("per_position", per_position)
+    validate.boolean("normalize", normalize)
+    validate.choice("method", method, METHODS)
     if steps is not None and method != "ig":
         raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
     if method == "ig":

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from .. import names as N
-from ..errors import InvalidArgumentError
+from .. import validate
+from ..errors import InvalidArgumentError, InvalidTypeError
 from ..hooks import HookPoint
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
@@ -59,11 +60,32 @@ def circuit(edges: EdgeScores | Iterable[Edge | str], top: int | None = None) ->
         return Circuit(frozenset(e for e, _ in kept), tuple(kept))
     if top is not None:
         raise InvalidArgumentError("top=... selects from scored edges (an EdgeScores); pass the edges themselves otherwise")
-    return Circuit(frozenset(Edge.parse(e) if isinstance(e, str) else e for e in edges))
+    return Circuit(edge_set(edges))
+
+
+def edge_set(edges: object) -> frozenset[Edge]:
+    """Edges given as :class:`Edge` objects or strings such as ``"L0H0 -> L1H0.k"``, as a set; anything else is refused."""
+    if isinstance(edges, str | bytes) or not isinstance(edges, Iterable):
+        raise InvalidTypeError(
+            f"a circuit is a Circuit or a list of edges (Edge objects or strings such as 'L0H0 -> L1H0.k'), "
+            f"got {type(edges).__name__} {edges!r}"
+        )
+    out = set()
+    for i, e in enumerate(edges):
+        if isinstance(e, str):
+            e = Edge.parse(e)
+        elif not isinstance(e, Edge):
+            raise InvalidTypeError(f"edge {i} is {type(e).__name__} {e!r}; an edge is an Edge or a string such as 'L0H0 -> L1H0.k'")
+        out.add(e)
+    return frozenset(out)
 
 
 def circuit_of_nodes(nodes: Iterable[Node | str], n_layers: int, n_heads: int) -> Circuit:
     """Every edge of the graph between the given nodes (``embed`` and ``logits`` included when listed)."""
+    validate.integer("n_layers", n_layers, minimum=1)
+    validate.integer("n_heads", n_heads, minimum=1)
+    if isinstance(nodes, str | bytes) or not isinstance(nodes, Iterable):
+        raise InvalidTypeError(f"nodes must be a list of nodes such as ['L0H0', 'logits'], got {type(nodes).__name__}")
     keep = {Node.parse(n) if isinstance(n, str) else n for n in nodes}
     return Circuit(frozenset(e for e in all_edges(n_layers, n_heads) if e.sender in keep and e.receiver in keep))
 
@@ -99,7 +121,7 @@ def faithfulness(
 ) -> FaithfulnessResult:
     """Run the clean prompt with everything outside ``circuit`` patched to the corrupted run (module docstring)."""
     if not isinstance(circuit, Circuit):
-        circuit = Circuit(frozenset(Edge.parse(e) if isinstance(e, str) else e for e in circuit))
+        circuit = Circuit(edge_set(circuit))
     prep = prepare(probe, clean, corrupted, metric=metric, answer=answer, wrong=wrong, direction="denoise",
                    prepend_bos=prepend_bos)
     n_layers, n_heads = probe.cfg.n_layers, probe.cfg.n_heads

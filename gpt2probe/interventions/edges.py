@@ -39,6 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
 from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs
@@ -80,6 +81,7 @@ class EdgeScores:
 
     def top(self, n: int) -> list[tuple[Edge, float]]:
         """The ``n`` highest-ranked edges with their scores."""
+        validate.integer("n", n, minimum=0)
         return [(e, float(s)) for e, s in zip(self.edges[:n], self.scores[:n])]
 
     def score(self, edge: Edge | str) -> float:
@@ -197,8 +199,7 @@ def edge_attribution_patch(
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
         batch_size: path points per forward pass for ``"ig"``.
     """
-    if method not in EDGE_METHODS:
-        raise InvalidArgumentError(f"method must be one of {', '.join(map(repr, EDGE_METHODS))}, got {method!r}")
+    validate.choice("method", method, EDGE_METHODS)
     if steps is not None and method != "ig":
         raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
     if method == "ig":

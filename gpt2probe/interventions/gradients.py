@@ -77,6 +77,16 @@ def grad_run(
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise InvalidArgumentError(f"attribution needs a metric that returns a one-element tensor (to differentiate), got {got}")
         total = torch.stack([v.reshape(()) for v in values]).sum()
+        if not total.requires_grad:
+            raise InvalidArgumentError(
+                "the metric's value has no gradient with respect to the activations (argmax, .item(), a comparison, "
+                "an integer result or torch.no_grad() inside the metric cut the graph); attribution differentiates "
+                "the metric, so it must be computed from the logits with differentiable operations, "
+                "e.g. logits[:, -1, answer] - logits[:, -1, wrong]"
+            )
+        bad = [float(v.detach().float()) for v in values if not bool(torch.isfinite(v.detach()).all())]
+        if bad:
+            raise InvalidArgumentError(f"the metric returned {bad[0]}: a non-finite value has no usable gradient")
         missing = [name for name in names if name not in live]
         if missing:
             raise UnsupportedError(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, InvalidTypeError
 
 
 @dataclass(frozen=True, order=True)
@@ -47,6 +47,8 @@ class Node:
     @classmethod
     def parse(cls, text: str) -> Node:
         """``"embed"``, ``"logits"``, ``"L1H0"`` or ``"MLP3"`` back to a node."""
+        if not isinstance(text, str):
+            raise InvalidTypeError(f"a node is a string such as 'embed', 'L1H0' or 'MLP3', got {type(text).__name__}")
         if text in ("embed", "logits"):
             return cls(text)
         if text.startswith("MLP") and text[3:].isdigit():
@@ -88,6 +90,8 @@ class Edge:
     @classmethod
     def parse(cls, text: str) -> Edge:
         """The inverse of ``str``: ``"L0H0 -> L1H0.k"``."""
+        if not isinstance(text, str):
+            raise InvalidTypeError(f"an edge is a string such as 'L0H0 -> L1H0.k', got {type(text).__name__}")
         sender, arrow, receiver = text.partition("->")
         if not arrow:
             raise InvalidArgumentError(f"{text!r} is not an edge: write 'SENDER -> RECEIVER', e.g. 'L0H0 -> L1H0.k'")

@@ -35,6 +35,8 @@ then every patch; patched runs are stacked ``batch_size`` at a time into one for
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -45,9 +47,9 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
-from ..errors import InvalidArgumentError, PromptError, ShapeError
+from ..errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs, Tokens, per_prompt
 
 Metric = Callable[[Tensor], "Tensor | float"]
@@ -106,6 +108,7 @@ class PatchingResult:
 
     def largest(self, n: int = 5) -> list[tuple[tuple[str, ...], float]]:
         """The ``n`` cells with the largest values (axis labels, value), largest first."""
+        validate.integer("n", n, minimum=0)
         flat = self.values.flatten()
         out = []
         for i in flat.argsort(descending=True)[:n].tolist():
@@ -149,6 +152,10 @@ def logit_diff_metric(answer: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"
 
     Under left padding the last position is every prompt's last real token.
     """
+    for what, ids in (("answer", answer), ("wrong", wrong)):
+        if not isinstance(ids, Tensor) or ids.is_floating_point() or ids.ndim != 1:
+            got = f"a {ids.dtype} tensor of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise InvalidTypeError(f"{what} must be a 1-d integer tensor of token ids, one per prompt; got {got}")
 
     def metric(logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
         last = logits[:, -1].float()
@@ -237,12 +244,42 @@ def _stacked_hooks(units: Sequence[_Unit], source: dict[str, Tensor], n_batch: i
     return [(name, make(items)) for name, items in by_name.items()]
 
 
-def _scalar(value: Tensor | float) -> float:
+def _scalar(value: Tensor | float, where: str = "") -> float:
+    """The metric's value as a float: one finite number, or an error.
+
+    A NaN would compare unequal to everything and fill a whole grid with NaN; an inf would
+    normalise every cell to 0 or NaN.
+    """
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ShapeError(f"the metric must return one number, got a tensor of shape {tuple(value.shape)}")
-        return float(value.detach().float().item())
-    return float(value)
+        number = float(value.detach().float().item())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise InvalidTypeError(f"the metric must return a number or a one-element tensor, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise InvalidArgumentError(
+            f"the metric returned {number}{where}: a non-finite value cannot be compared or normalised "
+            "(is it a log of 0 or a division by 0?)"
+        )
+    return number
+
+
+def check_metric_options(metric: object, answer: object, wrong: object) -> None:
+    """``metric`` replaces the default metric built from ``answer`` and ``wrong``: giving both would ignore one."""
+    if metric is None:
+        if answer is None or wrong is None:
+            raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
+        return
+    if not callable(metric):
+        raise InvalidTypeError(f"metric must be a function fn(logits) -> scalar, got {type(metric).__name__}")
+    if answer is not None or wrong is not None:
+        given = " and ".join(f"{n}=" for n, v in (("answer", answer), ("wrong", wrong)) if v is not None)
+        raise InvalidArgumentError(
+            f"metric= and {given} were both given, but answer and wrong only build the default metric "
+            "(logit[answer] - logit[wrong]), which metric= replaces: give one or the other"
+        )
 
 
 def _position_labels(probe: GPT2Probe, clean: Tokens, corrupted: Tokens) -> tuple[str, ...]:
@@ -286,18 +323,19 @@ def patch(
         normalize: report ``(m - corrupted) / (clean - corrupted)`` (clean = 1, corrupted = 0).
         batch_size: patched runs per forward pass (memory grows with it).
     """
-    if kind not in KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    require_probe(probe)
+    validate.choice("kind", kind, KINDS)
     if direction not in ("denoise", "noise"):
         raise InvalidArgumentError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     validate.integer("batch_size", batch_size, minimum=1)
+    validate.boolean("per_position", per_position)
+    validate.boolean("normalize", normalize)
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)
     n_batch, n_pos = clean_t.ids.shape
+    check_metric_options(metric, answer, wrong)
     if metric is None:
-        if answer is None or wrong is None:
-            raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
         metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
 
     spec = KINDS[kind]
@@ -305,7 +343,8 @@ def patch(
     base, source = (corrupted_t, clean_t) if direction == "denoise" else (clean_t, corrupted_t)
     source_logits, cache = probe.run_with_cache(source, names=sorted({u.name for u in units}))
     source_acts = dict(cache)
-    source_metric, base_metric = _scalar(metric(source_logits)), _scalar(metric(probe(base)))
+    source_metric = _scalar(metric(source_logits), f" on the {'clean' if direction == 'denoise' else 'corrupted'} run")
+    base_metric = _scalar(metric(probe(base)), f" on the {'corrupted' if direction == 'denoise' else 'clean'} run")
     clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric)
     if normalize and clean_metric == corrupted_metric:
         raise InvalidArgumentError(
@@ -319,7 +358,8 @@ def patch(
         stacked = Tokens(base.ids.repeat(len(chunk), 1), base.attention_mask.repeat(len(chunk), 1))
         logits = probe.run_with_hooks(stacked, _stacked_hooks(chunk, source_acts, n_batch))
         for k, unit in enumerate(chunk):
-            values[unit.cell] = _scalar(metric(logits[k * n_batch : (k + 1) * n_batch]))
+            values[unit.cell] = _scalar(metric(logits[k * n_batch : (k + 1) * n_batch]),
+                                        f" with {unit.name} patched at {unit.index}")
     if normalize:
         values = (values - corrupted_metric) / (clean_metric - corrupted_metric)
 

@@ -21,9 +21,9 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
-from ..errors import InvalidArgumentError, PromptError, ShapeError
+from ..errors import PromptError, ShapeError
 from ..hooks import HookFn, HookPoint
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
 
 STREAMS = {"resid_pre": N.resid_pre, "resid_mid": N.resid_mid, "resid_post": N.resid_post}
@@ -32,8 +32,8 @@ Positions = int | Sequence[int] | None
 
 def stream_name(probe: GPT2Probe, layer: int, stream: str) -> str:
     """The hook name of a residual stream, after checking the layer and stream."""
-    if stream not in STREAMS:
-        raise InvalidArgumentError(f"stream must be one of {', '.join(map(repr, STREAMS))}, got {stream!r}")
+    require_probe(probe)
+    validate.choice("stream", stream, STREAMS)
     return STREAMS[stream](validate.layer_in(layer, probe.cfg.n_layers))
 
 
@@ -100,7 +100,7 @@ def stream_at(
         if position is None:
             rows.append(real.mean(0))
             continue
-        if not -len(real) <= position < len(real):
+        if not -len(real) <= validate.integer("position", position) < len(real):
             raise PromptError(f"position {position} is outside prompt {i}, which has {len(real)} tokens")
         rows.append(real[position])
     return torch.stack(rows)

@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import PromptError, ShapeError
-from ..probe import GPT2Probe
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
 
 
@@ -93,6 +93,7 @@ def direct_logit_attribution(
     The parts are exact through ``ln_f`` with its scale frozen at the final stream's value:
     ``sum(values) + bias_term`` equals the model's own logit (difference).
     """
+    require_probe(probe)
     tokens = probe.as_tokens(prompt, prepend_bos=prepend_bos)
     if tokens.ids.shape[0] != 1:
         raise ShapeError(f"direct_logit_attribution takes one prompt, got {tokens.ids.shape[0]}")

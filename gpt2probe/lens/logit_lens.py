@@ -22,8 +22,8 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
-from ..errors import InvalidArgumentError, PromptError
-from ..probe import GPT2Probe
+from ..errors import InvalidArgumentError, InvalidTypeError, PromptError
+from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs, Tokens, per_prompt
 from .result import LensResult, PromptLens
 from .tuned import TunedLens
@@ -171,7 +171,12 @@ def logit_lens(
     Returns:
         A :class:`LensResult` with one :class:`PromptLens` per prompt.
     """
+    require_probe(probe)
     validate.integer("k", k, minimum=1, maximum=probe.cfg.d_vocab)
+    validate.boolean("include_mid", include_mid)
+    validate.function("progress", progress)
+    if lens is not None and not isinstance(lens, TunedLens):
+        raise InvalidTypeError(f"lens must be a TunedLens (or None for the logit lens), got {type(lens).__name__}")
     validate.integer("batch_size", batch_size, minimum=1)
     validate.integer("max_chunk_bytes", max_chunk_bytes, minimum=1)
     if positions is not None and positions != "last":

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import FileFormatError, ShapeError
+from .. import validate
+from ..errors import FileFormatError, InvalidTypeError, LayerIndexError, PositionError, PromptError, ShapeError
 from ..savefile import write_safetensors
 from ..versions import versions
 
@@ -75,6 +76,8 @@ class PromptLens:
 
     def top1(self, stream: int = -1, position: int = -1) -> tuple[str, float]:
         """The top prediction at one stream and analysed position, with its probability."""
+        stream = validate.index_in("stream", stream, len(self.top_tokens), LayerIndexError)
+        position = validate.index_in("position", position, len(self.top_tokens[stream]), PositionError)
         return self.top_tokens[stream][position][0], float(self.top_probs[stream, position, 0])
 
     def __repr__(self) -> str:
@@ -124,7 +127,7 @@ class LensResult:
         return len(self.items)
 
     def __getitem__(self, index: int) -> PromptLens:
-        return self.items[index]
+        return self.items[validate.index_in("prompt index", index, len(self.items), PromptError)]
 
     def __iter__(self):
         return iter(self.items)
@@ -163,6 +166,8 @@ class LensResult:
 
     def save(self, path: str | Path) -> None:
         """Write to safetensors: tensors per prompt, strings and versions in the metadata."""
+        if not isinstance(path, str | PurePath):
+            raise InvalidTypeError(f"path must be a file path (a str or a Path), got {type(path).__name__}")
         tensors: dict[str, Tensor] = {}
         texts = []
         for i, item in enumerate(self.items):
