@@ -10,6 +10,7 @@ from .circuit import Circuit, FaithfulnessResult, circuit, circuit_of_nodes, fai
 from .edges import EdgeScores, edge_attribution_patch
 from .graph import Edge, Node
 from .patching import KINDS, PatchingResult, logit_diff_metric, patch, patch_hook
+from .pruning import FalseNegativeBound, PruningCheck
 from .steering import mean_difference_vector, steer, steering_hook
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "Edge",
     "EdgeScores",
     "FaithfulnessResult",
+    "FalseNegativeBound",
     "Node",
     "PatchingResult",
+    "PruningCheck",
     "ablate",
     "ablation_hooks",
     "attribution_patch",
