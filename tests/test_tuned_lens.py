@@ -228,3 +228,42 @@ def test_shipped_lens_beats_the_logit_lens_on_held_out_documentation():
     plain = torch.stack([item.kl_to_final for item in logit_lens(probe, windows[:4], k=1)]).mean((0, 2))
     tuned = torch.stack([item.kl_to_final for item in logit_lens(probe, windows[:4], k=1, lens=lens)]).mean((0, 2))
     assert (tuned[:-1] < plain[:-1]).all(), (plain, tuned)
+
+
+# -- the reference's optimisers (AlignmentResearch/tuned-lens scripts/ingredients.py) ----------------
+
+def test_optimisers_are_the_references():
+    from gpt2probe.lens.tuned_training import default_warmup_steps, make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(params, "sgd", 1.0, 1e-3)
+    group = sgd.param_groups[0]
+    assert isinstance(sgd, torch.optim.SGD) and group["lr"] == pytest.approx(0.1)  # lr_scale * (1 - momentum)
+    assert group["momentum"] == 0.9 and group["nesterov"] and group["weight_decay"] == 1e-3
+    adam = make_optimizer(params, "adam", 1e-3, 1e-3)
+    group = adam.param_groups[0]
+    assert isinstance(adam, torch.optim.AdamW) and group["amsgrad"] and group["betas"] == (0.9, 0.999)
+    assert group["lr"] == 1e-3 and group["weight_decay"] == 1e-3  # decoupled: AdamW
+    assert default_warmup_steps("sgd", 250) == 0
+    assert default_warmup_steps("adam", 40) == 8 and default_warmup_steps("adam", 100_000) == 1000
+
+
+@pytest.mark.parametrize("clip", [1e-6, None])
+def test_first_sgd_step_is_the_clipped_gradient_times_lr_scale_times_one_minus_momentum(vocab_probe, clip):
+    """One Nesterov step from zero: change = lr * (1 - 0.9) * (1 + 0.9) * clipped gradient (no warm-up for SGD)."""
+    from gpt2probe.lens.tuned_training import _accumulate
+
+    lens = TunedLens.train(vocab_probe, TEXTS, steps=1, optimizer="sgd", lr=1.0, clip_grad_norm=clip, **FAST)
+    step = torch.cat([lens.translators.weight.flatten(), lens.translators.bias.flatten()])
+    fresh = TunedLens.identity(vocab_probe)
+    fresh.translators.requires_grad_(True)
+    windows, _ = pack_windows(vocab_probe, TEXTS, FAST["seq_len"])
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
+    _accumulate(vocab_probe, fresh, fresh.translators, windows[order[:FAST["batch_size"]]], False,
+                FAST["max_chunk_bytes"])
+    grad = torch.cat([fresh.translators.weight.grad.flatten(), fresh.translators.bias.grad.flatten()])
+    if clip is not None:
+        assert grad.norm() > 10 * clip
+        grad = grad * (clip / grad.norm())
+    torch.testing.assert_close(step, -0.1 * 1.9 * grad, rtol=1e-4, atol=1e-12)
+    assert lens.training["clip_grad_norm"] == clip and lens.training["warmup_steps"] == 0

@@ -34,7 +34,7 @@ import pydoc_data.topics  # noqa: E402
 import torch  # noqa: E402
 
 import gpt2probe  # noqa: E402
-from gpt2probe.lens.tuned_training import pack_windows  # noqa: E402
+from gpt2probe.lens.tuned_training import DEFAULT_OPTIMIZER, OPTIMIZERS, pack_windows  # noqa: E402
 from gpt2probe.shipped import shipped_model  # noqa: E402
 
 MODEL = "tiny-english"
@@ -64,9 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=sorted(OPTIMIZERS))
     p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: 1e-2 for adam, as the shipped lens; 1.0 for sgd)")
+                   help="peak learning rate (default: the library's, " +
+                        ", ".join(f"{name} {lr:g}" for name, lr in OPTIMIZERS.items()) + ")")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="warm-up fraction of the steps (default: the reference's rule, see train_tuned_lens)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
@@ -75,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.lr is None:
-        args.lr = 1e-2 if args.optimizer == "adam" else 1.0
+        args.lr = OPTIMIZERS[args.optimizer]
     torch.set_num_threads(args.threads)
     model_dir = shipped_model(MODEL)
     probe = gpt2probe.load(model_dir, device="cpu")
@@ -85,7 +88,8 @@ def main(argv=None) -> dict:
     began = time.perf_counter()
     lens = gpt2probe.TunedLens.train(
         probe, [topics[name] for name in train_names], steps=args.steps, batch_size=args.batch_size,
-        seq_len=args.seq_len, optimizer=args.optimizer, lr=args.lr, seed=args.seed, checkpoint_dir=checkpoints,
+        seq_len=args.seq_len, optimizer=args.optimizer, lr=args.lr, warmup=args.warmup, seed=args.seed,
+        checkpoint_dir=checkpoints,
         corpus=f"pydoc_data.topics of Python {sys.version.split()[0]}: the {len(train_names)} topics tiny-english "
                f"was trained on (held out: {', '.join(held_out)})",
         progress=lambda step, loss: print(f"step {step:4d}  loss {loss:.4f}  {time.perf_counter() - began:6.1f}s",
