@@ -88,13 +88,31 @@ CASES = [
 ]
 
 
+def prompt_length() -> int:
+    """The IOI prompts' length in GPT-2 tokens, counted by the tokenizer (clean and corrupted agree)."""
+    from gpt2probe.tokenizer import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    lengths = {len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in (CLEAN, CORRUPTED)}
+    if len(lengths) != 1:
+        raise SystemExit(f"the clean and corrupted prompts tokenise to different lengths {sorted(lengths)}")
+    return lengths.pop()
+
+
+def cells(n_layers: int, n_heads: int, n_tokens: int) -> str:
+    """What the exact sweeps patch, computed: layer x position and layer x head."""
+    return (f"prompt: {n_tokens} GPT-2 tokens; cells: resid_pre layer x position {n_layers} x {n_tokens} = "
+            f"{n_layers * n_tokens}, heads {n_layers} x {n_heads} = {n_layers * n_heads}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     if args.child:
         child_main(CASES, args)
         return
+    n_tokens = prompt_length()
     if args.lengths is None:
-        args.lengths = "15"  # the IOI prompts' length in GPT-2 tokens; the cases ignore the random ids
+        args.lengths = str(n_tokens)  # only labels the run: the cases tokenise the IOI prompts themselves
     settings = parse_settings(args, argv)
     apply_threads(settings.threads)
     cases = select_cases(CASES, settings.cases)
@@ -109,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     for case in cases:
         rows.append([case.key, case.label, fmt_ms(median(times[case.key])), fmt_total(memory[case.key])])
     lines = [f"# Attribution patching vs exact patching ({settings.spec.name})", "", environment(settings, SCRIPT), "",
+             f"- {cells(settings.spec.n_layer, settings.spec.n_head, n_tokens)}", "",
              markdown_table(["case", "what", "median ms", "peak total MiB"], rows), ""]
     for exact, estimate in (("exact_resid", "atp_resid"), ("exact_heads", "atp_heads")):
         if exact in times and estimate in times:

@@ -42,7 +42,9 @@ def test_patching_estimate_against_exact(vocab_dir, tmp_path, capsys):
                                       "--out", str(out)])
     assert code == 0, err
     assert "atp* vs exact: Pearson" in printed
+    assert "Note: atp*: rank cells by magnitude" in printed  # signed estimates shown as they are
     text = out.read_text(encoding="utf-8")
+    assert "a signed value can have the wrong sign" in text
     for heading in patching_command.PANELS.values():
         assert f"{heading[0]}: atp* against exact patching" in text
         assert f"{heading[0]}, exact patching" in text

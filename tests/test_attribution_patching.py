@@ -210,7 +210,7 @@ def test_graddrop_equals_a_plain_stop_gradient_computation(small_probe):
         finally:
             for h in handles:
                 h.remove()
-    assert_close(result.graddrop, (total / n_layers).float(), 1e-4, "graddrop")
+    assert_close(result.graddrop, (total / (n_layers - 1)).float(), 1e-4, "graddrop")  # the paper's 1/(L-1)
     assert result.graddrop[1:].abs().max() > 1e-3
 
 
@@ -332,3 +332,89 @@ def test_agreement_statistics_by_hand(small_probe):
     assert agreement.worst[0][0] == f"L{int(worst) // SMALL.n_head}H{int(worst) % SMALL.n_head}"
     with pytest.raises(GPT2ProbeError, match="not on the same cells"):
         compare(exact, attribution_patch(small_probe, clean, corrupted, kind="head_v", metric=logit_diff))
+
+
+# -- AtP*'s ranking and the false-negative bound (Kramár et al. 2024) --------------------------------
+
+def test_ranking_is_by_the_methods_magnitude(small_probe):
+    clean, corrupted = pair()
+    star = attribution_patch(small_probe, clean, corrupted, kind="resid_pre", metric=logit_diff, method="atp*")
+    assert torch.equal(star.magnitude, star.graddrop)  # AtP* ranks by its GradDrop score, not |values|
+    flat = star.graddrop.flatten()
+    assert [value for _, value in star.ranking()] == sorted(flat.tolist(), reverse=True)
+    for direction, base in (("denoise", 0.0), ("noise", 1.0)):
+        plain = attribution_patch(small_probe, clean, corrupted, kind="resid_pre", metric=logit_diff, direction=direction)
+        assert plain.base_value == pytest.approx(base)
+        assert_close(plain.magnitude, (plain.values - base).abs(), 1e-6, "magnitude")
+        _, top_value = plain.ranking(1)[0]
+        assert top_value == pytest.approx(float(plain.magnitude.max()))
+
+
+def test_atp_star_needs_two_layers():
+    import gpt2probe
+
+    from models import Spec, build_gpt2
+
+    one = gpt2probe.load(build_gpt2(Spec(n_layer=1, n_embd=12, n_head=3, n_positions=16, vocab_size=31, seed=3)),
+                         device="cpu")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with pytest.raises(GPT2ProbeError, match="at least 2 layers"):
+        attribution_patch(one, ids, ids.flip(1), metric=lambda lg: lg[:, -1, 0].mean(), method="atp*")
+
+
+def test_max_above_by_hand():
+    from gpt2probe.interventions.pruning import max_above
+
+    # P(K >= k) = C(20 - k, 5) / C(20, 5): k=8 gives 792/15504 = 0.051 > 0.05, k=9 gives 462/15504 = 0.030
+    assert max_above(20, 5, 0.95) == 8
+    assert max_above(20, 20, 0.95) == 0 and max_above(20, 30, 0.95) == 0
+    assert max_above(20, 19, 0.95) == 0  # P(K >= 1) = 1/20, not above 0.05
+    assert max_above(20, 19, 0.96) == 1
+
+
+@pytest.mark.parametrize("samples", [3, 100])
+def test_false_negative_bound_patches_the_sampled_cells_exactly(small_probe, samples):
+    """Sampled cells equal exact patching; sampling every pruned cell gives the exact maximum and no doubt."""
+    from gpt2probe.interventions import PruningCheck
+
+    clean, corrupted = pair()
+    exact = patch(small_probe, clean, corrupted, kind="head", metric=logit_diff)
+    for method in ("atp", "atp*"):
+        result = attribution_patch(small_probe, clean, corrupted, kind="head", metric=logit_diff, method=method,
+                                   pruning_check=PruningCheck(keep=4, samples=samples, seed=1))
+        bound = result.bound
+        ranked = sorted(range(result.magnitude.numel()), key=lambda i: (-float(result.magnitude.flatten()[i]), i))
+        assert [divmod(i, SMALL.n_head) for i in ranked[:4]] == list(bound.kept)
+        assert bound.pruned == exact.values.numel() - 4
+        assert len(bound.sampled) == min(samples, bound.pruned) and not set(bound.sampled) & set(bound.kept)
+        expected = torch.tensor([float(exact.values[cell]) for cell in bound.sampled], dtype=torch.float64)
+        assert_close(bound.exact, expected, 1e-5, "sampled cells")
+        assert bound.max_effect == pytest.approx(float(expected.abs().max()), abs=1e-5)
+        pruned_effects = torch.tensor([abs(float(exact.values[divmod(i, SMALL.n_head)])) for i in ranked[4:]])
+        above = int((pruned_effects > bound.max_effect + 1e-6).sum())
+        if samples >= bound.pruned:
+            assert bound.max_above == 0 and above == 0
+            assert bound.max_effect == pytest.approx(float(pruned_effects.max()), abs=1e-5)
+        else:
+            assert 0 < bound.max_above < bound.pruned and above <= bound.max_above
+
+
+def test_false_negative_bound_on_the_toy_finds_no_missed_head(toy):
+    """The toy's only heads that matter are L0H0 and L1H0: kept first, every pruned head has effect ~0."""
+    from gpt2probe.interventions import PruningCheck
+
+    clean, corrupted, metric = toy_pair()
+    result = attribution_patch(toy, clean, corrupted, kind="head", metric=metric, method="atp*",
+                               pruning_check=PruningCheck(keep=2, samples=100))
+    assert set(result.bound.kept) == {(0, 0), (1, 0)}
+    assert result.bound.max_above == 0 and result.bound.max_effect < 1e-5
+
+
+def test_atp_star_ranks_the_saturated_key_by_magnitude_though_its_sign_is_wrong(toy):
+    """The docs' head_k example: the exact effect is negative, atp*'s signed estimate positive, its score ranks it first."""
+    clean, corrupted, metric = toy_pair()
+    exact = patch(toy, clean, corrupted, kind="head_k", metric=metric)
+    star = attribution_patch(toy, clean, corrupted, kind="head_k", metric=metric, method="atp*")
+    assert float(exact.values[1, 0]) < -1.0 and float(star.values[1, 0]) > 0.1
+    assert top_two(exact.values) == {(1, 0), (0, 0)} and float(exact.values.abs().argmax()) == 1 * toy.cfg.n_heads
+    assert star.ranking(1)[0][0] == ("L1", "H0")

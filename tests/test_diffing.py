@@ -122,7 +122,7 @@ def test_kl_and_lens_divergence_equal_the_models_own_outputs(base, mlp1_changed,
     expected = F.kl_div(F.log_softmax(out_t.logits, -1), F.log_softmax(out_b.logits, -1), log_target=True,
                         reduction="none").sum(-1)
     for row in range(ids.shape[0]):
-        torch.testing.assert_close(diff.kl[row], expected[row], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(diff.kl[row], expected[row].double(), atol=1e-5, rtol=1e-4)
     # Stream 2 = the output of block 1: HF's hidden_states[2] (not yet through ln_f; only the last one is).
     def lens(model, hidden):
         return F.log_softmax(model.transformer.ln_f(hidden) @ model.lm_head.weight.T, -1)
@@ -233,3 +233,82 @@ def test_without_the_lens_view_the_rest_is_unchanged(base, mlp1_changed, ids):
     assert "skipped" in repr(light)
     # The last stream's lens is the models' own logits: its KL is the mean next-token KL.
     assert full.lens_kl[-1].item() == pytest.approx(full.mean_kl, rel=1e-6)
+
+
+# -- exact small KLs and per-head localisation (issue 25) ------------------------------------------
+
+def _kl_float64(p_logits, q_logits):
+    """Plain float64 KL of the same logits: the reference the package's KL is held to."""
+    log_p, log_q = F.log_softmax(p_logits.double(), -1), F.log_softmax(q_logits.double(), -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+@pytest.mark.parametrize("nudge", [0.5, 1e-2, 1e-3])
+def test_small_kls_equal_float64_and_are_never_negative(base, ids, nudge):
+    """One weight nudged: KL down to ~1e-9 nats, float32 would be off by ~1e-6 and go negative."""
+    def edit(model):
+        model.transformer.h[2].mlp.c_fc.weight[5, 17] += nudge
+
+    tuned = _changed_copy(base, edit)
+    diff = compare(base, tuned, ids, head_scores=False, patching=False, lens=False)
+    expected = _kl_float64(base(ids), tuned(ids))
+    for row in range(ids.shape[0]):
+        assert (diff.kl[row] >= 0).all()
+        torch.testing.assert_close(diff.kl[row], expected[row], rtol=1e-6, atol=1e-13)  # float64 rounding
+    assert diff.mean_kl == pytest.approx(float(expected.mean()), rel=1e-6, abs=1e-13)
+
+
+def test_kl_is_exact_near_one_micro_nat_and_never_negative():
+    """KL ~1e-6 from float32 logits: relative error below 1e-3 against a float64 reference; float32 fails this."""
+    from gpt2probe.divergence import kl_from_logits
+
+    gen = torch.Generator().manual_seed(0)
+    p = 4.0 * torch.randn(64, 5000, generator=gen)
+    q = p + 2e-3 * torch.randn(64, 5000, generator=gen)  # float32 logits, KL ~2e-6 per row
+    expected = _kl_float64(p, q)
+    assert 1e-7 < float(expected.min()) and float(expected.max()) < 1e-5
+    got = kl_from_logits(p, q)
+    assert got.dtype == torch.float64 and (got >= 0).all()
+    assert float(((got - expected).abs() / expected).max()) < 1e-3
+    assert float(kl_from_logits(p, p).abs().max()) == 0.0
+    # the float32 formula the package used before, for contrast: far off, and negative somewhere
+    log_p, log_q = F.log_softmax(p, -1), F.log_softmax(q, -1)
+    float32 = (log_p.exp() * (log_p - log_q)).sum(-1).double()
+    assert float(((float32 - expected).abs() / expected).max()) > 1e-2
+
+
+def _head_edit(layer: int, head: int, which: str, scale: float = 0.3):
+    """An edit of one head's ``W_Q``, ``W_K``, ``W_V`` (columns of ``c_attn``) or ``W_O`` (rows of ``c_proj``)."""
+    d_model, d_head = SMALL.n_embd, SMALL.n_embd // SMALL.n_head
+    gen = torch.Generator().manual_seed(7)
+
+    def edit(model):
+        attn = model.transformer.h[layer].attn
+        if which == "W_O":
+            rows = attn.c_proj.weight[head * d_head : (head + 1) * d_head]
+            rows.add_(scale * torch.randn(rows.shape, generator=gen))
+            return
+        start = "W_Q W_K W_V".split().index(which) * d_model + head * d_head
+        cols = attn.c_attn.weight[:, start : start + d_head]
+        cols.add_(scale * torch.randn(cols.shape, generator=gen))
+
+    return edit
+
+
+@pytest.mark.parametrize("which", ["W_Q", "W_K", "W_V", "W_O"])
+def test_localisation_finds_a_head_whatever_weight_of_it_changed(base, ids, which):
+    """Patching L1H2's output restores the base exactly for an edit to any of its four matrices.
+
+    Heads before it and beside it (same input in both runs, same weights) restore nothing; heads
+    after it read a changed stream, so patching them may move the KL either way.
+    """
+    layer, head = 1, 2
+    tuned = _changed_copy(base, _head_edit(layer, head, which))
+    diff = compare(base, tuned, ids, head_scores=False, lens=False)
+    assert diff.changed_components() == [f"blocks.{layer}.attn.{head}"]
+    heads = diff.localisation.heads
+    assert diff.localisation.total_kl > 1e-4
+    assert heads[layer, head].item() == pytest.approx(1.0, abs=1e-4)
+    upstream = torch.cat([heads[:layer].flatten(), heads[layer, :head], heads[layer, head + 1 :]])
+    assert upstream.abs().max().item() < 1e-5
+    assert diff.localisation.layers[layer, 0].item() == pytest.approx(1.0, abs=1e-4)  # attn_out of that layer

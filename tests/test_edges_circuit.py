@@ -160,3 +160,21 @@ def test_bad_edges_and_arguments_raise(small_probe):
         circuit(scores, top=-1)
     assert len(circuit(scores, top=3)) == 3
     assert count_torch_hooks(small_probe.model) == before
+
+
+# -- GradDrop on edges (Kramár et al. 2024, eq. 11) --------------------------------------------------
+
+def test_edge_graddrop_is_known_where_no_gradient_passes_a_layer(small_probe):
+    """Into the logits and the last MLP no gradient crosses a layer: every dropped run equals the plain
+    score, so graddrop = L / (L - 1) * |score| there; elsewhere some dropped layer changes it."""
+    clean, corrupted = pair()
+    star = edge_attribution_patch(small_probe, clean, corrupted, metric=logit_diff, method="atp*")
+    n = SMALL.n_layer
+    direct = torch.tensor([e.receiver.kind == "logits" or (e.receiver.kind == "mlp" and e.receiver.layer == n - 1)
+                           for e in star.edges])
+    expected = n / (n - 1) * star.scores.abs()
+    torch.testing.assert_close(star.graddrop[direct], expected[direct], atol=1e-5, rtol=1e-4)
+    assert ((star.graddrop[~direct] - expected[~direct]).abs() > 1e-4).any()
+    assert star.graddrop.tolist() == sorted(star.graddrop.tolist(), reverse=True)  # atp* ranks by it
+    plain = edge_attribution_patch(small_probe, clean, corrupted, metric=logit_diff)
+    assert plain.graddrop is None

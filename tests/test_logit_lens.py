@@ -239,3 +239,59 @@ def test_statistics_are_accurate_on_the_trained_offline_model():
     torch.testing.assert_close(item.entropy.double(), ref["entropy"], atol=2e-5, rtol=0)
     torch.testing.assert_close(item.kl_to_final.double(), ref["kl"], atol=2e-5, rtol=0)
     torch.testing.assert_close(item.top_probs.double(), ref["top_probs"], atol=1e-5, rtol=0)
+
+
+# -- small KLs are exact (issue 25) -----------------------------------------------------------------
+
+def _float64_kl_to_final(streams, ln, W_U):
+    """Everything in float64: layer norm, projection, softmaxes."""
+    d = streams.shape[-1]
+    logp = torch.log_softmax(torch.nn.functional.layer_norm(
+        streams.double(), (d,), ln.weight.detach().double(), ln.bias.detach().double(), ln.eps) @ W_U.double(), -1)
+    return (logp[-1].exp() * (logp[-1] - logp[:-1])).sum(-1)
+
+
+@pytest.mark.parametrize("scale", [1e-1, 1e-2, 1e-3, 1e-4])
+def test_kl_to_final_is_exact_where_small_and_never_negative(scale):
+    """Streams a small step from the final one: KL from 1e-2 down to 1e-8 nats, all within 1e-3 relative."""
+    from gpt2probe.lens.logit_lens import read_out
+
+    gen = torch.Generator().manual_seed(1)
+    d_model, d_vocab, n_pos = 24, 3001, 9
+    ln = torch.nn.LayerNorm(d_model)
+    with torch.no_grad():
+        ln.weight.add_(0.2 * torch.randn(d_model, generator=gen))
+        ln.bias.add_(0.2 * torch.randn(d_model, generator=gen))
+    W_U = torch.randn(d_model, d_vocab, generator=gen)
+    final = 3 * torch.randn(n_pos, d_model, generator=gen)
+    streams = torch.stack([final + scale * torch.randn(n_pos, d_model, generator=gen),
+                           final + 0.5 * scale * torch.randn(n_pos, d_model, generator=gen), final])
+    got = read_out(streams, ln, W_U, k=1, max_chunk_bytes=2**16).kl_to_final.double()
+    expected = _float64_kl_to_final(streams, ln, W_U)
+    assert (got >= 0).all() and got[-1].abs().max() == 0
+    assert float(((got[:-1] - expected) / expected).abs().max()) < 1e-3, (scale, float(expected.min()))
+
+
+def test_kl_to_final_through_logit_lens_on_a_nearly_inert_last_block():
+    """A model whose last block barely writes: the lens's KL of the second-to-last stream equals float64."""
+    from models import SMALL, build_gpt2
+
+    model = build_gpt2(SMALL)
+    with torch.no_grad():
+        last = model.transformer.h[-1]
+        for module in (last.attn.c_proj, last.mlp.c_proj):
+            module.weight.mul_(1e-4)
+            module.bias.mul_(1e-4)
+    probe = gpt2probe.load(model, device="cpu")
+    ids = torch.arange(3, 15)[None]
+    item = logit_lens(probe, ids)[0]
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states
+    # HF's last hidden state has been through ln_f: the final stream is the last block's output before it
+    _, cache = probe.run_with_cache(ids, names=[f"blocks.{SMALL.n_layer - 1}.hook_resid_post"])
+    streams = torch.stack([*hidden[:-1], cache[f"blocks.{SMALL.n_layer - 1}.hook_resid_post"]])[:, 0]
+    expected = _float64_kl_to_final(streams, model.transformer.ln_f, model.lm_head.weight.detach().T)
+    got = item.kl_to_final.double()
+    assert float(expected[-1].max()) < 1e-5  # the stream before the last block: a tiny KL
+    assert (got >= 0).all()
+    assert float(((got[:-1] - expected) / expected).abs().max()) < 1e-3

@@ -39,6 +39,9 @@ def test_identity_lens_is_the_logit_lens(vocab_probe, include_mid):
         assert (a.top_probs - b.top_probs).abs().max() <= 1e-6
         assert (a.target_prob - b.target_prob).nan_to_num().abs().max() <= 1e-6
         assert (a.kl_to_final - b.kl_to_final).abs().max() <= 1e-6
+        # and in fact bit for bit, as the docs say: a zero translator maps h to exactly h
+        for name in ("top_probs", "entropy", "kl_to_final"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert tuned.metadata["lens"] == "tuned lens"
 
 
@@ -119,7 +122,8 @@ def test_packed_windows_put_an_eos_after_each_document(vocab_probe):
 def test_training_moves_only_the_translators_and_lowers_the_kl(vocab_probe):
     before = {name: p.detach().clone() for name, p in vocab_probe.model.named_parameters()}
     losses = []
-    lens = TunedLens.train(vocab_probe, TEXTS, steps=6, lr=3e-2, progress=lambda s, loss: losses.append(loss), **FAST)
+    lens = TunedLens.train(vocab_probe, TEXTS, steps=6, optimizer="adam", lr=3e-2,
+                           progress=lambda s, loss: losses.append(loss), **FAST)
     for name, param in vocab_probe.model.named_parameters():
         assert param.grad is None, name
         assert torch.equal(param, before[name]), name
@@ -228,3 +232,42 @@ def test_shipped_lens_beats_the_logit_lens_on_held_out_documentation():
     plain = torch.stack([item.kl_to_final for item in logit_lens(probe, windows[:4], k=1)]).mean((0, 2))
     tuned = torch.stack([item.kl_to_final for item in logit_lens(probe, windows[:4], k=1, lens=lens)]).mean((0, 2))
     assert (tuned[:-1] < plain[:-1]).all(), (plain, tuned)
+
+
+# -- the reference's optimisers (AlignmentResearch/tuned-lens scripts/ingredients.py) ----------------
+
+def test_optimisers_are_the_references():
+    from gpt2probe.lens.tuned_training import default_warmup_steps, make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(params, "sgd", 1.0, 1e-3)
+    group = sgd.param_groups[0]
+    assert isinstance(sgd, torch.optim.SGD) and group["lr"] == pytest.approx(0.1)  # lr_scale * (1 - momentum)
+    assert group["momentum"] == 0.9 and group["nesterov"] and group["weight_decay"] == 1e-3
+    adam = make_optimizer(params, "adam", 1e-3, 1e-3)
+    group = adam.param_groups[0]
+    assert isinstance(adam, torch.optim.AdamW) and group["amsgrad"] and group["betas"] == (0.9, 0.999)
+    assert group["lr"] == 1e-3 and group["weight_decay"] == 1e-3  # decoupled: AdamW
+    assert default_warmup_steps("sgd", 250) == 0
+    assert default_warmup_steps("adam", 40) == 8 and default_warmup_steps("adam", 100_000) == 1000
+
+
+@pytest.mark.parametrize("clip", [1e-6, None])
+def test_first_sgd_step_is_the_clipped_gradient_times_lr_scale_times_one_minus_momentum(vocab_probe, clip):
+    """One Nesterov step from zero: change = lr * (1 - 0.9) * (1 + 0.9) * clipped gradient (no warm-up for SGD)."""
+    from gpt2probe.lens.tuned_training import _accumulate
+
+    lens = TunedLens.train(vocab_probe, TEXTS, steps=1, optimizer="sgd", lr=1.0, clip_grad_norm=clip, **FAST)
+    step = torch.cat([lens.translators.weight.flatten(), lens.translators.bias.flatten()])
+    fresh = TunedLens.identity(vocab_probe)
+    fresh.translators.requires_grad_(True)
+    windows, _ = pack_windows(vocab_probe, TEXTS, FAST["seq_len"])
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
+    _accumulate(vocab_probe, fresh, fresh.translators, windows[order[:FAST["batch_size"]]], False,
+                FAST["max_chunk_bytes"])
+    grad = torch.cat([fresh.translators.weight.grad.flatten(), fresh.translators.bias.grad.flatten()])
+    if clip is not None:
+        assert grad.norm() > 10 * clip
+        grad = grad * (clip / grad.norm())
+    torch.testing.assert_close(step, -0.1 * 1.9 * grad, rtol=1e-4, atol=1e-12)
+    assert lens.training["clip_grad_norm"] == clip and lens.training["warmup_steps"] == 0

@@ -3,8 +3,9 @@
 Two forward passes (one per model, same tokens) give the next-token KL at every real
 position, the residual-stream change per layer and the lens view; the head scores and
 the cross-model patching sweep (:mod:`gpt2probe.diffing.localise`) add their own runs and
-can be switched off. Every divergence is KL(base || tuned) in nats, computed in float32
-from log-softmaxes of both models' logits, so a model compared with itself gives exactly 0.
+can be switched off. Every divergence is KL(base || tuned) in nats, computed in float64
+from both models' logits (:func:`gpt2probe.divergence.kl_from_logits`: never negative, exact
+where it is small), so a model compared with itself gives exactly 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
+from ..divergence import kl_from_logits
 from ..errors import InvalidArgumentError, NonFiniteError
 from ..head_scores import all_head_scores
 from ..lens.logit_lens import stream_labels
@@ -207,14 +209,12 @@ def _require_finite(values: Tensor, real: Tensor, what: str) -> None:
 def kl_divergence(
     base_logits: Float[Tensor, "... d_vocab"], tuned_logits: Float[Tensor, "... d_vocab"]
 ) -> Float[Tensor, "..."]:
-    """KL(base || tuned) in nats over the last axis, from logits, in float32."""
+    """KL(base || tuned) in nats over the last axis, from logits, in float64 (never negative)."""
     return _kl(base_logits, tuned_logits)
 
 
 def _kl(base_logits: Tensor, tuned_logits: Tensor) -> Tensor:
-    log_p = F.log_softmax(base_logits.float(), dim=-1)
-    log_q = F.log_softmax(tuned_logits.float(), dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return kl_from_logits(base_logits, tuned_logits)
 
 
 @torch.no_grad()

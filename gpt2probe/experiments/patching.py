@@ -103,6 +103,15 @@ def top_cells(result: PatchingResult, n: int = 5) -> list[str]:
     return lines
 
 
+SIGNED_CAVEATS = {
+    "ig": ("integrated gradients: each cell is its share of its layer's total effect (a layer's cells sum to "
+           "patching the whole layer), not an estimate of patching that cell alone"),
+    "atp*": ("atp*: rank cells by magnitude (GradDrop); a signed value can have the wrong sign where the "
+             "linearised part after the attention pattern is far off (see docs/attribution-patching.md)"),
+}
+"""What a reader of each estimate's cells must know; printed and put in the report's notes."""
+
+
 def check_method(args: argparse.Namespace) -> None:
     """``--steps`` needs ``--method ig``; ``--compare-exact`` needs an estimating method."""
     if args.steps is not None and args.method != "ig":
@@ -149,6 +158,9 @@ def run(args: argparse.Namespace) -> Path:
         print(f"WARNING: {warning}")
         notes.append(f"Warning: {warning}")
     print(f"Patching direction: {args.direction} (values normalised: clean = 1, corrupted = 0); method: {label}")
+    if args.method in SIGNED_CAVEATS:
+        print(f"Note: {SIGNED_CAVEATS[args.method]}")
+        notes.append(SIGNED_CAVEATS[args.method])
     for kind, result in results.items():
         print(f"  top {PANELS[kind][0].lower()}:")
         print("\n".join(top_cells(result)))

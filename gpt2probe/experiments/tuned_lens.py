@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
     train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
     train.add_argument("--seq-len", type=positive_int, help="tokens per window (default: the model's context length)")
-    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default: adam")
-    train.add_argument("--lr", type=finite_float, help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd)")
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd",
+                       help="default: sgd (the reference's Nesterov SGD; see docs/tuned-lens.md)")
+    train.add_argument("--lr", type=finite_float,
+                       help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd: the reference's lr_scale, "
+                            "which torch's SGD receives times 1 - momentum)")
     train.add_argument("--seed", type=int, default=0, help="orders the windows (default 0)")
     train.add_argument("--include-mid", action="store_true", help="also translate the mid-block streams")
     train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")

@@ -11,6 +11,7 @@ from .edges import EdgeScores, edge_attribution_patch
 from .feature_patching import FeatureEffects, feature_attribution, feature_patch
 from .graph import Edge, Node
 from .patching import KINDS, PatchingResult, logit_diff_metric, patch, patch_hook
+from .pruning import FalseNegativeBound, PruningCheck
 from .steering import mean_difference_vector, steer, steering_hook
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "Edge",
     "EdgeScores",
     "FaithfulnessResult",
+    "FalseNegativeBound",
     "Node",
     "PatchingResult",
+    "PruningCheck",
     "ablate",
     "ablation_hooks",
     "attribution_patch",

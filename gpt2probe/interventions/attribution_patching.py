@@ -21,11 +21,19 @@ Methods:
     the model is linearised: ``(pattern' - pattern) . d metric / d pattern``. This
     removes the false negatives of a saturated softmax. Other kinds have no softmax
     between the patched activation and the linearised part; their values equal ``"atp"``.
-    *GradDrop*: ``graddrop`` holds, per cell, the mean over layers ``l`` of
-    ``|estimate - base_metric|`` with the gradient through layer ``l``'s reads of the
-    residual stream stopped (layer ``l``'s attention and MLP see the residual through a
-    stop-gradient). A cell whose direct and indirect effects cancel in the signed
-    estimate keeps a large GradDrop magnitude; rank by it to avoid those false negatives.
+    *GradDrop* (the paper's equation 11): for each layer ``l`` the estimate is recomputed
+    with the gradient through layer ``l`` dropped (its attention and MLP read the residual
+    stream through a stop-gradient), and the cell's AtP* score is
+
+        graddrop(cell) = 1 / (L - 1) * sum over l of |estimate_l(cell) - base_metric|
+
+    with ``L`` layers (the paper's constant; it needs ``L >= 2``). A cell whose direct and
+    indirect effects cancel in the signed estimate keeps a large score, because some
+    ``estimate_l`` lacks one of the two. AtP*'s ranking (:meth:`AttributionResult.ranking`,
+    :attr:`AttributionResult.magnitude`) is by this score, as in the paper; ``values`` stay the
+    signed QK-fixed estimate. Its sign can be wrong where the linearisation after the pattern
+    is (the toy model's ``head_k`` of L1H0: exact -1.57, atp* +0.26); the magnitude is what
+    AtP* is designed to rank by.
 ``"ig"`` (integrated gradients, as in EAP-IG, Hanna et al. 2024)
     the gradient is averaged over ``steps`` points on the straight path from the base
     activations to the source activations, ``a + alpha (a' - a)`` with midpoints
@@ -40,6 +48,7 @@ Methods:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +76,7 @@ from .patching import (
     logit_diff_metric,
     token_ids,
 )
+from .pruning import FalseNegativeBound, PruningCheck, bound_false_negatives
 
 METHODS = ("atp", "atp*", "ig")
 DEFAULT_IG_STEPS = 16
@@ -76,19 +86,50 @@ DEFAULT_IG_STEPS = 16
 class AttributionResult(PatchingResult):
     """A :class:`PatchingResult` estimated by ``method`` (with ``steps`` for ``"ig"``).
 
-    ``graddrop`` (``"atp*"`` only) has the shape of ``values``: the GradDrop magnitude of
-    each cell, in the units of ``values`` without the offset (normalised by
-    ``|clean - corrupted|`` when ``normalized``).
+    ``graddrop`` (``"atp*"`` only) has the shape of ``values``: the AtP* score of each cell
+    (GradDrop, the paper's equation 11), in the units of ``values`` without the offset
+    (normalised by ``|clean - corrupted|`` when ``normalized``). ``bound`` is the
+    false-negative bound when ``attribution_patch(..., pruning_check=...)`` asked for one.
     """
 
     method: str = "atp"
     steps: int | None = None
     graddrop: Float[Tensor, "..."] | None = None
+    bound: FalseNegativeBound | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.graddrop is not None and self.graddrop.shape != self.values.shape:
             raise ShapeError(f"graddrop has shape {tuple(self.graddrop.shape)}, values {tuple(self.values.shape)}")
+
+    @property
+    def base_value(self) -> float:
+        """The unpatched base run in the units of ``values`` (corrupted for denoising, clean for noising)."""
+        raw = self.corrupted_metric if self.direction == "denoise" else self.clean_metric
+        if not self.normalized:
+            return raw
+        return (raw - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
+
+    @property
+    def magnitude(self) -> Float[Tensor, "..."]:
+        """What the method ranks cells by.
+
+        ``graddrop`` for ``"atp*"`` (the paper's AtP* score), else the estimated effect size
+        ``|values - base_value|``.
+        """
+        if self.graddrop is not None:
+            return self.graddrop
+        return (self.values - self.base_value).abs()
+
+    def ranking(self, n: int | None = None) -> list[tuple[tuple[str, ...], float]]:
+        """Cells by decreasing :attr:`magnitude` (axis labels, magnitude), the first ``n`` (default all)."""
+        flat = self.magnitude.flatten()
+        order = sorted(range(flat.numel()), key=lambda i: (-float(flat[i]), i))[:n]
+        out = []
+        for i in order:
+            index = torch.unravel_index(torch.tensor(i), self.magnitude.shape)
+            out.append((tuple(labels[int(j)] for labels, j in zip(self.axis_labels, index)), float(flat[i])))
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,7 +220,11 @@ def _stop_gradient_rows(rows: slice) -> Edit:
 
 
 def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batch_size: int) -> list[Tensor]:
-    """AtP*'s GradDrop: mean over layers ``l`` of ``|estimate|`` with layer ``l``'s residual reads stop-gradiented."""
+    """AtP*'s GradDrop score (Kramár et al. 2024, equation 11).
+
+    ``1 / (L - 1)`` times the sum over layers ``l`` of ``|estimate|`` with layer ``l``'s
+    residual reads stop-gradiented.
+    """
     n_layers, n_batch = probe.cfg.n_layers, prep.base.ids.shape[0]
     total: list[Tensor] | None = None
     for start in range(0, n_layers, batch_size):
@@ -192,7 +237,7 @@ def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batc
         for c in range(len(dropped)):
             cells = [e.abs() for e in estimate(run.acts, run.grads, copy_rows(c, n_batch))]
             total = cells if total is None else [t + e for t, e in zip(total, cells)]
-    return [t / n_layers for t in total]
+    return [t / (n_layers - 1) for t in total]
 
 
 def _integrated(probe: GPT2Probe, prep: Prepared, spec: KindSpec, per_position: bool, source: dict[str, Tensor],
@@ -249,6 +294,7 @@ def attribution_patch(
     steps: int | None = None,
     batch_size: int = 16,
     prepend_bos: bool = False,
+    pruning_check: PruningCheck | None = None,
 ) -> AttributionResult:
     """Estimate :func:`patch`'s result for the same arguments from gradients (see the module docstring).
 
@@ -258,7 +304,11 @@ def attribution_patch(
             ``metric`` must be differentiable (return a tensor).
         method: ``"atp"``, ``"atp*"`` or ``"ig"``.
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
-        batch_size: stacked copies per forward pass for ``"atp*"``'s GradDrop and ``"ig"``.
+        batch_size: stacked copies per forward pass for ``"atp*"``'s GradDrop and ``"ig"``
+            (and patched runs per pass for ``pruning_check``).
+        pruning_check: keep the top ``keep`` cells of :meth:`AttributionResult.ranking` and
+            patch ``samples`` of the others exactly: ``result.bound`` then bounds how many
+            pruned cells could have a larger effect (:mod:`gpt2probe.interventions.pruning`).
     """
     validate.choice("kind", kind, KINDS)
     validate.boolean("per_position", per_position)
@@ -272,6 +322,10 @@ def attribution_patch(
             raise InvalidArgumentError(f"steps must be a positive integer, got {steps!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if pruning_check is not None and not isinstance(pruning_check, PruningCheck):
+        raise InvalidArgumentError(f"pruning_check must be a PruningCheck(keep=..., samples=...), got {pruning_check!r}")
+    if method == "atp*" and probe.cfg.n_layers < 2:
+        raise InvalidArgumentError("method='atp*' needs at least 2 layers: GradDrop's score divides by n_layers - 1")
     prep = prepare(probe, clean, corrupted, metric=metric, answer=answer, wrong=wrong, direction=direction,
                    prepend_bos=prepend_bos)
     spec, n_layers = KINDS[kind], probe.cfg.n_layers
@@ -319,6 +373,18 @@ def attribution_patch(
         axes, labels = ("layer", "pos"), (layers, _position_labels(probe, prep.clean, prep.corrupted))
     else:
         axes, labels = ("layer",), (layers,)
-    return AttributionResult(kind=kind, direction=direction, values=values, axis_names=axes, axis_labels=labels,
-                             clean_metric=clean_metric, corrupted_metric=corrupted_metric, normalized=normalize,
-                             method=method, steps=steps if method == "ig" else None, graddrop=graddrop)
+    result = AttributionResult(kind=kind, direction=direction, values=values, axis_names=axes, axis_labels=labels,
+                               clean_metric=clean_metric, corrupted_metric=corrupted_metric, normalized=normalize,
+                               method=method, steps=steps if method == "ig" else None, graddrop=graddrop)
+    if pruning_check is None:
+        return result
+    if normalize:
+        def to_units(raw: float) -> float:
+            return (raw - corrupted_metric) / (clean_metric - corrupted_metric)
+    else:
+        def to_units(raw: float) -> float:
+            return raw
+    bound = bound_false_negatives(probe, result.magnitude, pruning_check, kind=kind, per_position=per_position,
+                                  base=prep.base, source=prep.source, metric=prep.metric, to_units=to_units,
+                                  base_value=result.base_value, batch_size=batch_size)
+    return dataclasses.replace(result, bound=bound)

@@ -20,13 +20,17 @@ Methods:
     the head's attention pattern is recomputed exactly through its softmax, and only
     the rest of the model is linearised: ``(pattern' - pattern) . d metric / d pattern``.
     A saturated softmax (e.g. an induction head resting on BOS) no longer hides the edge.
+    And GradDrop, as for nodes (:mod:`gpt2probe.interventions.attribution_patching`): each
+    edge's score is recomputed ``L`` times, with the gradient through layer ``l``'s reads of
+    the residual stream stopped, and ``graddrop(edge) = 1 / (L - 1) * sum_l |score_l(edge)|``
+    (Kramár et al. 2024, eq. 11). Edges are ranked by ``graddrop``; ``scores`` stay signed.
 ``"ig"`` (EAP-IG, Hanna et al. 2024)
     the receiver gradients are averaged over ``steps`` points on the straight path from
     the base run's token embeddings to the source run's (midpoints), then dotted with
     ``d_s`` as above.
 
 Scores are in the metric's own units; :meth:`EdgeScores.normalized` divides them by
-``clean_metric - corrupted_metric``.
+``clean_metric - corrupted_metric``. Edges are ordered by ``|score|`` (``"atp*"``: by ``graddrop``).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ EDGE_METHODS = ("atp", "atp*", "ig")
 
 @dataclass(frozen=True)
 class EdgeScores:
-    """Every edge of the graph with its score, largest ``|score|`` first."""
+    """Every edge of the graph with its score, largest ``|score|`` first (``"atp*"``: largest ``graddrop``)."""
 
     edges: tuple[Edge, ...]
     scores: Float[Tensor, " edge"]
@@ -64,10 +68,14 @@ class EdgeScores:
     n_layers: int
     n_heads: int
     steps: int | None = None
+    graddrop: Float[Tensor, " edge"] | None = None
+    """``"atp*"`` only: each edge's GradDrop score (metric units, unsigned), in the order of ``edges``."""
 
     def __post_init__(self) -> None:
         if self.scores.shape != (len(self.edges),):
             raise ShapeError(f"{len(self.edges)} edges but scores of shape {tuple(self.scores.shape)}")
+        if self.graddrop is not None and self.graddrop.shape != self.scores.shape:
+            raise ShapeError(f"graddrop has shape {tuple(self.graddrop.shape)}, scores {tuple(self.scores.shape)}")
 
     def __len__(self) -> int:
         return len(self.edges)
@@ -156,9 +164,10 @@ def _sender_deltas(W: _Weights, source: dict[str, Tensor], base: dict[str, Tenso
     return torch.cat(out)
 
 
-def _qk_fixed(W: _Weights, layer: int, deltas: Tensor, acts: dict[str, Tensor], grads: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+def _qk_fixed(W: _Weights, layer: int, deltas: Tensor, acts: dict[str, Tensor], grads: dict[str, Tensor],
+              rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
     """AtP* scores of ``deltas[s]`` sent into every head's queries and keys of ``layer``: ``([sender, head], [sender, head])``."""
-    x = acts[N.resid_pre(layer)].double()
+    x = acts[N.resid_pre(layer)][rows].double()
     w, b, eps = W.ln1[layer]
     normed = torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
     patched = torch.nn.functional.layer_norm(x + deltas, (x.shape[-1],), w, b, eps)
@@ -166,9 +175,9 @@ def _qk_fixed(W: _Weights, layer: int, deltas: Tensor, acts: dict[str, Tensor], 
     dk = torch.einsum("sbpm,hmd->sbphd", patched - normed, W.W_K[layer])
     q = torch.einsum("bpm,hmd->bphd", normed, W.W_Q[layer]) + W.b_Q[layer]
     k = torch.einsum("bpm,hmd->bphd", normed, W.W_K[layer]) + W.b_K[layer]
-    scores = acts[N.attn_scores(layer)].double()
+    scores = acts[N.attn_scores(layer)][rows].double()
     pattern = torch.softmax(scores, -1)
-    grad = grads[N.pattern(layer)].double()
+    grad = grads[N.pattern(layer)][rows].double()
     scale = W.scaling[layer]
     results = []
     for change in (torch.einsum("sbqhd,bkhd->sbhqk", dq, k), torch.einsum("bqhd,sbkhd->sbhqk", q, dk)):
@@ -197,7 +206,7 @@ def edge_attribution_patch(
         clean, corrupted, metric, answer, wrong, direction, prepend_bos: as for :func:`patch`.
         method: ``"atp"``, ``"atp*"`` or ``"ig"``.
         steps: integration points for ``"ig"`` (default 16); only valid with ``"ig"``.
-        batch_size: path points per forward pass for ``"ig"``.
+        batch_size: path points per forward pass for ``"ig"``, dropped layers per pass for ``"atp*"``.
     """
     validate.choice("method", method, EDGE_METHODS)
     if steps is not None and method != "ig":
@@ -246,28 +255,70 @@ def edge_attribution_patch(
         receiver_grads = _receiver_grads(W, run.acts, run.grads, slice(None), n_layers)
 
     deltas = _sender_deltas(W, source, base, n_layers)
-    matrix = deltas.flatten(1) @ receiver_grads.flatten(1).T  # [sender, receiver]
+    matrix = _edge_matrix(W, deltas, receiver_grads, run.acts if method == "atp*" else {},
+                          run.grads if method == "atp*" else {}, slice(None), n_layers, n_heads, method == "atp*")
     send, recv = senders(n_layers, n_heads), receivers(n_layers, n_heads)
+    dropped = None
     if method == "atp*":
-        column = {r: i for i, r in enumerate(recv)}
-        for l in range(n_layers):
-            rows = [i for i, s in enumerate(send) if feeds(s, Node("head", l, 0))]
-            q_scores, k_scores = _qk_fixed(W, l, deltas[rows], run.acts, run.grads)
-            for h in range(n_heads):
-                matrix[rows, column[(Node("head", l, h), "q")]] = q_scores[:, h]
-                matrix[rows, column[(Node("head", l, h), "k")]] = k_scores[:, h]
+        if n_layers < 2:
+            raise InvalidArgumentError("method='atp*' needs at least 2 layers: GradDrop's score divides by n_layers - 1")
+        dropped = _graddrop(probe, prep, W, deltas, grad_names, keep, batch_size) / (n_layers - 1)
 
     s_index = {s: i for i, s in enumerate(send)}
     r_index = {r: i for i, r in enumerate(recv)}
     edges = all_edges(n_layers, n_heads)
-    scores = torch.tensor([float(matrix[s_index[e.sender], r_index[(e.receiver, e.input)]]) for e in edges],
-                          dtype=torch.float64)
-    order = sorted(range(len(edges)), key=lambda i: (-abs(float(scores[i])), i))
+    pick = torch.tensor([[s_index[e.sender], r_index[(e.receiver, e.input)]] for e in edges])
+    scores = matrix[pick[:, 0], pick[:, 1]].cpu()
+    rank_by = scores.abs()
+    if dropped is not None:
+        dropped = dropped[pick[:, 0], pick[:, 1]].cpu()
+        rank_by = dropped
+    order = sorted(range(len(edges)), key=lambda i: (-float(rank_by[i]), i))
     clean_metric, corrupted_metric = (
         (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric))
     return EdgeScores(edges=tuple(edges[i] for i in order), scores=scores[order].float(), clean_metric=clean_metric,
                       corrupted_metric=corrupted_metric, method=method, direction=direction, n_layers=n_layers,
-                      n_heads=n_heads, steps=steps if method == "ig" else None)
+                      n_heads=n_heads, steps=steps if method == "ig" else None,
+                      graddrop=None if dropped is None else dropped[order].float())
+
+
+def _edge_matrix(W: _Weights, deltas: Tensor, receiver_grads: Tensor, acts: dict[str, Tensor],
+                 grads: dict[str, Tensor], rows: slice, n_layers: int, n_heads: int, qk_fix: bool) -> Tensor:
+    """``[sender, receiver]`` scores: ``delta . gradient``, with AtP*'s exact pattern for q/k inputs if ``qk_fix``."""
+    matrix = deltas.flatten(1) @ receiver_grads.flatten(1).T
+    if not qk_fix:
+        return matrix
+    send, recv = senders(n_layers, n_heads), receivers(n_layers, n_heads)
+    column = {r: i for i, r in enumerate(recv)}
+    for l in range(n_layers):
+        feeding = [i for i, s in enumerate(send) if feeds(s, Node("head", l, 0))]
+        q_scores, k_scores = _qk_fixed(W, l, deltas[feeding], acts, grads, rows)
+        for h in range(n_heads):
+            matrix[feeding, column[(Node("head", l, h), "q")]] = q_scores[:, h]
+            matrix[feeding, column[(Node("head", l, h), "k")]] = k_scores[:, h]
+    return matrix
+
+
+def _graddrop(probe: GPT2Probe, prep, W: _Weights, deltas: Tensor, grad_names: list[str], keep: list[str],
+              batch_size: int) -> Tensor:
+    """Sum over layers ``l`` of ``|edge matrix|`` with layer ``l``'s residual reads stop-gradiented."""
+    from .attribution_patching import _stop_gradient_rows
+
+    n_layers, n_heads, n_batch = probe.cfg.n_layers, probe.cfg.n_heads, prep.base.ids.shape[0]
+    total = None
+    for start in range(0, n_layers, batch_size):
+        layers = list(range(start, min(start + batch_size, n_layers)))
+        edits: dict[str, Edit] = {}
+        for c, layer in enumerate(layers):
+            for which in (1, 2):
+                edits[N.ln_normalized(layer, which)] = _stop_gradient_rows(copy_rows(c, n_batch))
+        run = grad_run(probe, prep.base, grad_names, prep.metric, copies=len(layers), edits=edits, keep=keep)
+        for c in range(len(layers)):
+            rows = copy_rows(c, n_batch)
+            grads = _receiver_grads(W, run.acts, run.grads, rows, n_layers)
+            matrix = _edge_matrix(W, deltas, grads, run.acts, run.grads, rows, n_layers, n_heads, True).abs()
+            total = matrix if total is None else total + matrix
+    return total
 
 
 def _interpolate(alphas: list[float], source: Tensor, n_batch: int) -> Edit:

@@ -64,6 +64,41 @@ class LensStats:
     target_rank: Int[Tensor, "stream pos"] | None
 
 
+EXACT_KL_BELOW = 1e-2
+"""``kl_to_final`` below this (nats) is recomputed exactly: the fast float32 path is accurate to
+~1e-6 nats absolute, i.e. 1e-4 relative at this threshold, and only worse below it."""
+
+
+def _exact_small_kl(block: Float[Tensor, "stream pos d_model"], small: Tensor, ln_f: torch.nn.LayerNorm,
+                    W_U: Float[Tensor, "d_model d_vocab"], max_chunk_bytes: int) -> Float[Tensor, " n"]:
+    """``KL(final || stream)`` at the ``small`` entries (``[stream - 1, pos]`` mask), accurate where tiny.
+
+    Both streams are normalised in float64 and their difference projected, so the logit
+    differences ``delta = logit_final - logit_stream`` are accurate relative to their own size
+    (not to the logits'). With ``p`` the final distribution (float64), ``log p - log q = delta
+    + log E_p[exp(-delta)]`` and ``KL = E_p[exp(-d) - 1 + d]``, a sum of non-negative terms
+    (see :mod:`gpt2probe.divergence`); ``expm1``/``log1p`` keep every step accurate for tiny ``d``.
+    """
+    stream_idx, pos_idx = small.nonzero(as_tuple=True)
+    d_model, d_vocab = block.shape[-1], W_U.shape[1]
+    weight, bias = ln_f.weight.detach().double(), ln_f.bias.detach().double()
+    normalized = F.layer_norm(block.double(), (d_model,), weight, bias, ln_f.eps)
+    final = normalized[-1, pos_idx]
+    diff = final - normalized[stream_idx, pos_idx]
+    W = W_U.float()
+    rows = max(1, max_chunk_bytes // (8 * d_vocab))
+    out = []
+    for r0 in range(0, len(pos_idx), rows):
+        log_p = torch.log_softmax((final[r0 : r0 + rows].float() @ W).double(), -1)
+        p = log_p.exp()
+        del log_p
+        delta = (diff[r0 : r0 + rows].float() @ W).double()
+        shift = torch.log1p((p * torch.expm1(-delta)).sum(-1, keepdim=True))  # lse_stream - lse_final
+        d = delta.add_(shift)
+        out.append((p * torch.expm1(-d).add_(d)).sum(-1))
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def read_out(
     streams: Float[Tensor, "stream pos d_model"],
@@ -86,7 +121,9 @@ def read_out(
       averages under the final distribution.
 
     The expectations are taken of ``logit - max`` rather than raw logits, which keeps the
-    float32 sums small and the differences above accurate.
+    float32 sums small and the differences above accurate: to ~1e-6 nats absolute. Where
+    that is not accurate enough in relative terms, KLs below :data:`EXACT_KL_BELOW` are
+    recomputed by :func:`_exact_small_kl` (float64, exact where small, never negative).
     """
     n_stream, n_pos, d_model = streams.shape
     _require_finite(streams)
@@ -129,6 +166,9 @@ def read_out(
         cross = torch.mul(shifted[:-1], e[-1], out=product[:-1]).sum(-1) / log_total[-1].exp()  # E_final[logit_s - max_s]
         expected = torch.mul(e, shifted, out=product).sum(-1) / log_total.exp()  # E_p[logit - max]
         kl = ((expected[-1] - log_total[-1]) - (cross - log_total[:-1])).clamp(min=0.0)
+        small = kl < EXACT_KL_BELOW
+        if small.any():
+            kl[small] = _exact_small_kl(block, small, ln_f, W_U, max_chunk_bytes).to(kl.dtype)
         kl = torch.cat([kl, torch.zeros_like(kl[:1])])  # KL(final || final) is 0 by definition
         if target_ids is not None:
             target_logprob = (target_logit[..., 0] - lse).masked_fill(missing, float("nan"))

@@ -54,7 +54,9 @@ print("tokens needed to reach 0.9:", needed, "| kept by top_p=0.9:", int((sampli
 # ## Generating with a seed
 #
 # `generate` draws from a CPU random generator seeded per prompt, so a seed reproduces a
-# run exactly (on any device), and different seeds give different continuations.
+# run exactly on the same machine and device, and different seeds give different
+# continuations. The random draws are the same on any device; the tokens drawn are too unless
+# the logits differ in their last bits (another CPU or a GPU) right at a sampling boundary.
 runs = {seed: generate(probe, prompt, max_new_tokens=12, temperature=1.0, seed=seed) for seed in (0, 1)}
 for seed, out in runs.items():
     print(f"seed {seed}: {out.continuations[0]!r}")
