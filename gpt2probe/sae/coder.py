@@ -27,7 +27,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, InvalidTypeError, ShapeError
-from . import activations
+from . import activations, evaluation, training
 from .config import SAEConfig
 
 # The stages of one pass that splicing exposes as ``"<hook>.<stage>"`` names (SAELens's names).
@@ -188,6 +188,14 @@ class SparseCoder(nn.Module):
         self._check_input(x, self._cfg.d_in, "the input")
         x = tap(INPUT, x)
         return self._decode(self._encode(x, tap), tap) + self._skip(x)
+
+    # -- training and evaluation (gpt2probe.sae.training, gpt2probe.sae.evaluation) ----------
+    fit = classmethod(training.fit)
+    train = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
+
+    def evaluate(self, probe, texts, **options) -> evaluation.Evaluation:
+        """Reconstruction, sparsity and spliced-in language-model loss on ``texts``; see :func:`gpt2probe.sae.evaluation.evaluate`."""
+        return evaluation.evaluate(self, probe, texts, **options)
 
     # -- display --------------------------------------------------------------------------
     def _summary(self) -> list[tuple[str, object]]:
