@@ -15,6 +15,7 @@ from .cache import ActivationCache
 from .config import ProbeConfig
 from .diffing import ModelDiff, compare
 from .errors import (
+    ActivationError,
     CheckpointError,
     ConcurrentUseError,
     CorpusError,
@@ -113,4 +114,5 @@ __all__ = [
     "ResumeMismatchError",
     "UsageError",
     "SAEMismatchError",
+    "ActivationError",
 ]

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "compare a base model and its fine-tune: which layers and components the fine-tune changed"),
     "harvest": ("gpt2probe.experiments.harvest",
                 "per-unit statistics and max-activating examples over a whole corpus (torchrun for many devices)"),
+    "sae": ("gpt2probe.experiments.sae",
+            "train sparse autoencoders and transcoders on a corpus, and evaluate them (sae train / sae evaluate)"),
     "harvest-report": ("gpt2probe.experiments.harvest_report",
                        "an offline HTML dashboard of a harvest: contexts, histograms, logit effects per unit"),
 }

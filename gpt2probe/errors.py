@@ -146,5 +146,9 @@ class UsageError(GPT2ProbeError, ValueError):
     """A command-line argument that cannot work (checked before anything heavy runs)."""
 
 
+class ActivationError(InvalidArgumentError):
+    """Activations that an SAE or transcoder cannot be trained on (wrong width, non-finite, too few)."""
+
+
 class SAEMismatchError(GPT2ProbeError, ValueError):
     """An SAE or transcoder used with a model whose hooks or widths it was not made for."""

@@ -30,7 +30,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, InvalidTypeError, ShapeError
-from . import activations, files, pretrained
+from . import activations, evaluation, files, pretrained, training
 from .config import SAEConfig
 
 # The stages of one pass that splicing exposes as ``"<hook>.<stage>"`` names (SAELens's names).
@@ -255,6 +255,14 @@ class SparseCoder(nn.Module):
         cfg, tensors, _ = files.read_any(folder)
         return files.build(cls, pretrained.with_release_settings(cfg, centered), tensors, device=device, dtype=dtype)
 
+    # -- training and evaluation (gpt2probe.sae.training, gpt2probe.sae.evaluation) ----------
+    fit = classmethod(training.fit)
+    train = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
+
+    def evaluate(self, probe, texts, **options) -> evaluation.Evaluation:
+        """Reconstruction, sparsity and spliced-in language-model loss on ``texts``; see :func:`gpt2probe.sae.evaluation.evaluate`."""
+        return evaluation.evaluate(self, probe, texts, **options)
+
     # -- display --------------------------------------------------------------------------
     def _summary(self) -> list[tuple[str, object]]:
         c = self.cfg
@@ -284,7 +292,7 @@ class SparseCoder(nn.Module):
 
     def _repr_html_(self) -> str:
         """A small table of the settings (notebooks)."""
-        from ..report.tables import table
+        from ..display.tables import table
 
         return table(type(self).__name__, ["setting", "value"], [[k, v] for k, v in self._summary()])
 

@@ -1,0 +1,127 @@
+"""``gpt2probe sae train`` and ``gpt2probe sae evaluate``: sparse autoencoders and transcoders from the command line.
+
+    gpt2probe sae train --model tiny-english --corpus 'docs/*.txt' --hook blocks.2.hook_resid_post \\
+        --d-sae 512 --k 8 --out runs/sae-l2
+    gpt2probe sae train --model tiny-english --corpus docs.jsonl --field text --transcoder --layer 2 ...
+    gpt2probe sae evaluate --model tiny-english --sae runs/sae-l2 --corpus 'held-out/*.txt'
+
+Mistakes print one ``error:`` line and exit with status 2, before the model is loaded where they can be seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .common import Parser, UsageError, check_device, finite_float, positive_int, run_command
+from .harvest import load_model
+
+
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
+    p.add_argument("--corpus", required=True, nargs="+", help="text files or globs, .jsonl, .parquet, datasets dirs")
+    p.add_argument("--field", help="JSONL field holding the text")
+    p.add_argument("--column", help="Parquet / datasets column holding the text")
+    p.add_argument("--max-documents", type=positive_int, help="only the first N documents")
+    p.add_argument("--seq-len", type=positive_int, help="tokens per packed window (default: model context, at most 128)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the best available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="gpt2probe sae", description="Train and evaluate sparse autoencoders and transcoders.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    t = sub.add_parser("train", help="train an SAE on a hook, or a transcoder on a layer's MLP")
+    _corpus_args(t)
+    what = t.add_mutually_exclusive_group(required=True)
+    what.add_argument("--hook", help="the hook an SAE reads and reconstructs, e.g. blocks.2.hook_resid_post")
+    what.add_argument("--layer", type=int, help="with --transcoder: the block whose MLP it replaces")
+    t.add_argument("--transcoder", action="store_true", help="train a transcoder (needs --layer)")
+    t.add_argument("--out", required=True, type=Path, help="directory for the trained coder (cfg.json + weights)")
+    t.add_argument("--d-sae", type=positive_int, required=True, help="number of features")
+    t.add_argument("--architecture", default="topk", choices=["topk", "batchtopk", "standard", "jumprelu"])
+    t.add_argument("--k", type=positive_int, help="active features per token (topk, batchtopk)")
+    t.add_argument("--steps", type=positive_int, help="default: one pass over the corpus, at least 2,000 steps")
+    t.add_argument("--batch-size", type=positive_int, default=4096, help="tokens per step (default: 4096)")
+    t.add_argument("--lr", type=finite_float, help="default: 2e-4 / sqrt(d_sae / 16384)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (in OUT/checkpoint)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("evaluate", help="reconstruction, sparsity and spliced language-model loss on a corpus")
+    _corpus_args(e)
+    e.add_argument("--sae", required=True, type=Path, help="an SAE or transcoder directory (SAELens's format)")
+    e.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)")
+    e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return p
+
+
+def _corpus(args: argparse.Namespace):
+    from ..harvest import Corpus
+
+    return Corpus(paths=args.corpus, field=args.field, column=args.column, max_documents=args.max_documents)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .. import SAE, Transcoder
+
+    if args.transcoder and args.layer is None:
+        raise UsageError("--transcoder needs --layer L (it reads blocks.L.ln2.hook_normalized, writes blocks.L.hook_mlp_out)")
+    if not args.transcoder and args.layer is not None:
+        raise UsageError("--layer is for --transcoder; an SAE takes --hook")
+    if args.architecture in ("topk", "batchtopk") and args.k is None:
+        raise UsageError(f"--architecture {args.architecture} needs --k")
+    if args.architecture not in ("topk", "batchtopk") and args.k is not None:
+        raise UsageError(f"--k is for topk and batchtopk, not {args.architecture}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {str(args.out)!r} is a file, not a directory")
+    if not hasattr(Transcoder if args.transcoder else SAE, "save"):
+        raise UsageError("this installation's SAE has no save() yet (gpt2probe.sae's file support): cannot write --out")
+    check_device(args.device)
+    corpus = _corpus(args)
+    probe = load_model(args.model, args.device)
+    options = dict(d_sae=args.d_sae, architecture=args.architecture, k=args.k, seed=args.seed, seq_len=args.seq_len,
+                   batch_size=args.batch_size, progress=not args.no_progress)
+    for name in ("steps", "lr", "checkpoint_every"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.checkpoint_every or args.resume:
+        options.update(checkpoint_dir=args.out / "checkpoint", resume=args.resume)
+    if args.transcoder:
+        coder = Transcoder.train(probe, corpus, layer=args.layer, **options)
+    else:
+        coder = SAE.train(probe, corpus, hook=args.hook, **options)
+    coder.save(args.out)
+    print(f"Trained {coder!r}; written to {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ..sae import coder as coder_module
+
+    check_device(args.device)
+    if not args.sae.is_dir():
+        raise UsageError(f"--sae {str(args.sae)!r} is not a directory")
+    corpus = _corpus(args)
+    loaders = [getattr(coder_module, name, None) for name in ("SAE", "Transcoder")]
+    if not all(hasattr(cls, "load") for cls in loaders):
+        raise UsageError("this installation's SAE has no load() yet (gpt2probe.sae's file support)")
+    meta = json.loads((args.sae / "cfg.json").read_text(encoding="utf-8")) if (args.sae / "cfg.json").is_file() else {}
+    transcoder = bool(meta.get("hook_name_out") or meta.get("metadata", {}).get("hook_name_out")
+                      or meta.get("d_out", meta.get("d_in")) != meta.get("d_in"))
+    coder = (loaders[1] if transcoder else loaders[0]).load(args.sae)
+    probe = load_model(args.model, args.device)
+    result = coder.to(probe.cfg.device).evaluate(probe, corpus, seq_len=args.seq_len, batch_size=args.batch_size)
+    print(result)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> None:
+    (_train if args.action == "train" else _evaluate)(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``gpt2probe sae ...``; 0 on success, 2 with one ``error:`` line on a mistake."""
+    return run_command(build_parser(), run, argv, check=None,
+                       interrupted="interrupted (gpt2probe sae train --checkpoint-every N --resume continues a run)")

@@ -1,0 +1,121 @@
+"""Activations of a model over a corpus, chunk by chunk, for training (the harvest's corpus and packing).
+
+:class:`CorpusActivations` reads the corpus as blocks of documents
+(:func:`gpt2probe.harvest.corpus.blocks`), packs each block into windows of ``seq_len``
+tokens (:func:`~gpt2probe.harvest.corpus.pack`, documents joined by ``<|endoftext|>``,
+shuffled within the block by ``seed + epoch``), runs the model's body on
+``windows_per_pass`` windows at a time with hooks on only the hooks needed, stops the pass
+after the last of them (nothing later is computed: no unembedding), and yields the valid
+tokens' activations as rows ``[tokens, width]`` (a transcoder's input and target side by
+side). It repeats the corpus epoch after epoch until the trainer stops asking, and its
+position (epoch, block, window) is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidArgumentError
+from ..harvest.corpus import Corpus, blocks, pack
+from .buffer import check_rows
+from .config import stream_width
+
+
+class _Stop(Exception):
+    """Raised by the last needed hook: the rest of the forward pass is not needed."""
+
+
+def as_corpus(texts_or_corpus: Corpus | str | Sequence[str]) -> Corpus:
+    """A :class:`Corpus` from a corpus, or a list of texts (one document each)."""
+    if isinstance(texts_or_corpus, Corpus):
+        return texts_or_corpus
+    if isinstance(texts_or_corpus, str):
+        raise InvalidArgumentError("give a list of texts (one per document) or a gpt2probe.harvest.Corpus "
+                                   "(for files: Corpus(paths=[...])), not one string")
+    texts = list(texts_or_corpus)
+    if not texts:
+        raise InvalidArgumentError("no texts given to train on")
+    return Corpus(texts=texts)
+
+
+class CorpusActivations:
+    """Rows of ``hooks``' activations (concatenated along the last axis) over ``corpus``, epoch after epoch."""
+
+    resumable = True
+
+    def __init__(self, probe, corpus: Corpus, hooks: Sequence[str], *, seq_len: int, windows_per_pass: int = 8,
+                 seed: int = 0, block_chars: int = 1 << 16, epochs: int | None = None) -> None:
+        cfg = probe.cfg
+        if not 1 <= seq_len <= cfg.n_ctx:
+            raise InvalidArgumentError(f"seq_len must be in [1, {cfg.n_ctx}] (the model's context), got {seq_len}")
+        valid = set(probe.hook_names)
+        for hook in hooks:
+            if hook not in valid:
+                raise InvalidArgumentError(f"{hook!r} is not a hook of {cfg.model_name}")
+        eos = probe.tokenizer.eos_token_id
+        if eos is None:
+            raise InvalidArgumentError("the tokenizer has no end-of-text token to separate documents")
+        self.probe, self.corpus, self.hooks = probe, corpus, list(hooks)
+        self.seq_len, self.windows_per_pass, self.seed, self.block_chars = seq_len, windows_per_pass, seed, block_chars
+        self.epochs, self.eos = epochs, int(eos)
+        order = {n: i for i, n in enumerate(probe.hook_names)}
+        self.last = max(self.hooks, key=order.__getitem__)
+        widths = [stream_width(h, cfg) for h in self.hooks]
+        if None in widths:
+            raise InvalidArgumentError(f"{self.hooks} are not all [batch, pos, width] streams; train on the residual "
+                                       "stream, attention and MLP outputs, LayerNorm outputs or MLP neurons")
+        self.width = sum(widths)
+        self.position = {"epoch": 0, "block": 0, "window": 0}
+
+    def count_tokens(self) -> int:
+        """The corpus's valid tokens in one epoch (tokenises everything once; runs no model)."""
+        total = 0
+        for block in blocks(self.corpus, self.block_chars):
+            total += int(pack(block, self.probe.tokenizer, seq_len=self.seq_len, eos=self.eos).valid.sum())
+        return total
+
+    def _run(self, tokens: Tensor) -> list[Tensor]:
+        store: dict[str, Tensor] = {}
+
+        def capture(tensor: Tensor, hook) -> None:
+            store[hook.name] = tensor.detach()
+            if hook.name == self.last:
+                raise _Stop
+
+        body, device = self.probe.model.transformer, self.probe.cfg.device
+        with self.probe.registry.using([(h, capture) for h in self.hooks]), torch.no_grad():
+            try:
+                body(input_ids=tokens.to(device), use_cache=False)
+            except _Stop:
+                pass
+        return [store[h] for h in self.hooks]
+
+    def chunks(self) -> Iterator[Tensor]:
+        pos = self.position
+        while self.epochs is None or pos["epoch"] < self.epochs:
+            seed = self.seed * 1_000_003 + pos["epoch"]
+            for block in blocks(self.corpus, self.block_chars):
+                if block.index < pos["block"]:
+                    continue
+                packed = pack(block, self.probe.tokenizer, seq_len=self.seq_len, eos=self.eos, seed=seed)
+                for w in range(pos["window"], packed.n_windows, self.windows_per_pass):
+                    sl = slice(w, min(w + self.windows_per_pass, packed.n_windows))
+                    acts = torch.cat(self._run(packed.tokens[sl]), dim=-1)
+                    keep = torch.arange(self.seq_len)[None, :] < packed.valid[sl][:, None]
+                    rows = acts[keep.to(acts.device)].float().cpu()
+                    if sl.stop == packed.n_windows:
+                        pos.update(block=block.index + 1, window=0)
+                    else:
+                        pos.update(window=sl.stop)
+                    yield check_rows(rows, rows.shape[-1], f"the activations of {' and '.join(self.hooks)}")
+            pos.update(epoch=pos["epoch"] + 1, block=0, window=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = {k: int(state[k]) for k in ("epoch", "block", "window")}

@@ -1,0 +1,588 @@
+"""Training an SAE or transcoder on activations: options, the loop, checkpoints and resuming.
+
+What a run does (defaults in :class:`TrainOptions`):
+
+- **Normalisation.** Inputs (and a transcoder's targets) are scaled so that their mean norm
+  is ``sqrt(width)`` (SAELens's ``expected_average_only_in``), so one learning rate and one
+  sparsity coefficient fit every model; the scale is folded into the returned weights,
+  which therefore read and write raw activations (``normalize_activations="none"``).
+- **Initialisation.** ``W_dec`` rows random unit vectors, ``W_enc = W_dec.T`` (SAE),
+  ``b_enc = 0``, ``b_dec`` the geometric median (or mean) of a sample of the targets.
+- **Optimisation.** Adam; linear warm-up, constant, linear decay to zero over the last
+  fifth; decoder rows kept at unit norm (the gradient's radial part removed, rows
+  renormalised after every step).
+- **Dead features.** A feature that has not fired for ``dead_after_tokens`` tokens is dead;
+  the aux-k loss (Gao et al. 2024) trains the dead features to predict the residual error.
+- **Checkpoints.** Everything that decides the next step (weights, Adam's moments, the data
+  position and shuffle buffer, generators, counters) is saved, so a resumed run is
+  bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..atomic import atomic_path
+from ..errors import InvalidArgumentError
+from . import losses
+from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
+from .config import SAEConfig
+
+CHECKPOINT = "checkpoint.pt"
+B_DEC_INITS = ("geometric_median", "mean", "zeros")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """How to train (what the SAE is lives in :class:`SAEConfig`). ``None`` means "chosen from the data", see :meth:`resolve`.
+
+    Attributes:
+        steps: optimiser steps. Default: one pass over the data, but at least ``min_steps``
+            (small data is repeated; an iterator needs ``steps``).
+        batch_size: tokens per step (SAELens's default, 4,096).
+        lr: Adam's peak learning rate. Default ``2e-4 / sqrt(d_sae / 16384)`` (Gao et al. 2024's fit).
+        warmup_steps: linear warm-up. Default ``min(1000, steps // 20)``.
+        decay_steps: linear decay to zero at the end. Default ``steps // 5``.
+        l1_coefficient: ``"standard"``'s L1 weight on normalised activations (SAELens's default, 1).
+        l1_warmup_steps: the L1 weight ramps up over these steps. Default ``steps // 20``.
+        l0_coefficient: ``"jumprelu"``'s L0 weight (SAELens's default, 1).
+        jumprelu_bandwidth, jumprelu_init_threshold: JumpReLU's kernel width and initial threshold
+            (0.05 and 0.1 of normalised pre-activations: SAELens's 0.001 and 0.001 suit runs of
+            billions of tokens; with them a threshold learnt in log space moves too little in a
+            few thousand steps, measured on the known-answer data).
+        aux_k: dead features used by the aux-k loss. Default ``d_in // 2`` (as SAELens).
+        aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32).
+        dead_after_tokens: tokens without firing after which a feature is dead. Default
+            ``min(10M, max(batch_size, steps * batch_size // 10))``.
+        threshold_decay: batch top-k's threshold estimate's moving-average decay.
+        b_dec_init: ``"geometric_median"``, ``"mean"`` or ``"zeros"`` of a sample of the targets.
+        init_sample: rows used for normalisation and ``b_dec``'s initialisation.
+        seed: every random choice (initialisation, shuffling).
+        buffer_tokens: rows of the shuffle buffer when streaming (memory: rows x width x 4 bytes).
+        checkpoint_dir, checkpoint_every: save a checkpoint there every that many steps (and at the end).
+        resume: continue from ``checkpoint_dir``'s checkpoint (same data and options) if there is one.
+        progress: a progress bar with loss, L0, explained variance and dead fraction.
+    """
+
+    steps: int | None = None
+    batch_size: int = 4096
+    lr: float | None = None
+    warmup_steps: int | None = None
+    decay_steps: int | None = None
+    min_steps: int = 2000
+    l1_coefficient: float = 1.0
+    l1_warmup_steps: int | None = None
+    l0_coefficient: float = 1.0
+    jumprelu_bandwidth: float = 0.05
+    jumprelu_init_threshold: float = 0.1
+    aux_k: int | None = None
+    aux_coefficient: float = 1 / 32
+    dead_after_tokens: int | None = None
+    threshold_decay: float = 0.99
+    b_dec_init: str = "geometric_median"
+    init_sample: int = 16384
+    seed: int = 0
+    buffer_tokens: int = 1 << 16
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "min_steps", "warmup_steps", "decay_steps", "l1_warmup_steps", "aux_k",
+                     "dead_after_tokens", "init_sample", "buffer_tokens", "checkpoint_every"):
+            value = getattr(self, name)
+            low = 0 if name in ("warmup_steps", "decay_steps", "l1_warmup_steps") else 1
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "jumprelu_init_threshold",
+                     "aux_coefficient"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+                                      or (value == 0 and name in ("lr", "jumprelu_bandwidth"))):
+                raise InvalidArgumentError(f"{name} must be a finite number >= 0 (> 0 for lr and the bandwidth), "
+                                           f"got {value!r}")
+        if not 0 < self.threshold_decay < 1:
+            raise InvalidArgumentError(f"threshold_decay must be in (0, 1), got {self.threshold_decay!r}")
+        if self.b_dec_init not in B_DEC_INITS:
+            raise InvalidArgumentError(f"b_dec_init {self.b_dec_init!r} is not one of {', '.join(B_DEC_INITS)}")
+        if (self.checkpoint_every is not None or self.resume) and self.checkpoint_dir is None:
+            raise InvalidArgumentError("checkpoint_every and resume need a checkpoint_dir")
+
+    def resolve(self, cfg: SAEConfig, n_tokens: int | None) -> TrainOptions:
+        """Every ``None`` replaced by its default for ``cfg`` and ``n_tokens`` rows of data (``None``: unknown)."""
+        steps = self.steps
+        if steps is None:
+            if n_tokens is None:
+                raise InvalidArgumentError("the amount of data is unknown (an iterator): say how many steps to train "
+                                           "(steps=...)")
+            steps = max(math.ceil(n_tokens / self.batch_size), self.min_steps)
+        if n_tokens is not None and n_tokens < self.batch_size:
+            raise ActivationError(f"{n_tokens} activations are fewer than one batch ({self.batch_size}); pass more "
+                                  "data or a smaller batch_size")
+        if self.buffer_tokens < 2 * self.batch_size and n_tokens is None:
+            raise InvalidArgumentError(f"buffer_tokens ({self.buffer_tokens}) must hold two batches "
+                                       f"({2 * self.batch_size})")
+        return dataclasses.replace(
+            self, steps=steps,
+            lr=self.lr if self.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 16384),
+            warmup_steps=self.warmup_steps if self.warmup_steps is not None else min(1000, steps // 20),
+            decay_steps=self.decay_steps if self.decay_steps is not None else steps // 5,
+            l1_warmup_steps=self.l1_warmup_steps if self.l1_warmup_steps is not None else steps // 20,
+            aux_k=min(self.aux_k if self.aux_k is not None else max(1, cfg.d_in // 2), cfg.d_sae),
+            dead_after_tokens=self.dead_after_tokens if self.dead_after_tokens is not None
+            else min(10_000_000, max(self.batch_size, steps * self.batch_size // 10)),
+        )
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of ``step`` (0-based) on a resolved schedule."""
+        factor = 1.0
+        if self.warmup_steps and step < self.warmup_steps:
+            factor = (step + 1) / self.warmup_steps
+        remaining = self.steps - step
+        if self.decay_steps and remaining <= self.decay_steps:
+            factor = min(factor, remaining / self.decay_steps)
+        return self.lr * factor
+
+    def fingerprint(self) -> dict:
+        """What must match for a resume (not where checkpoints go or whether a bar is shown)."""
+        skip = {"checkpoint_dir", "checkpoint_every", "resume", "progress"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def geometric_median(points: Tensor, iterations: int = 200) -> Tensor:
+    """The point minimising the summed distances to ``points`` ``[n, width]`` (Weiszfeld's iteration, float64)."""
+    x = points.double()
+    median = x.mean(0)
+    for _ in range(iterations):
+        weights = 1.0 / (x - median).norm(dim=-1).clamp_min(1e-8)
+        new = (weights[:, None] * x).sum(0) / weights.sum()
+        done = (new - median).norm() <= 1e-9 * (1 + median.norm())
+        median = new
+        if done:
+            break
+    return median.to(points.dtype)
+
+
+class Trainer:
+    """One run: a working copy of the coder in normalised units, Adam, counters, and the data."""
+
+    def __init__(self, coder_cls: type, cfg: SAEConfig, opts: TrainOptions, batches: Batches,
+                 fingerprint: dict, callback: Callable[[int, dict], None] | None = None) -> None:
+        self.cls, self.cfg, self.opts, self.batches = coder_cls, cfg, opts, batches
+        self.callback = callback
+        self.fingerprint = fingerprint
+        gen = torch.Generator().manual_seed(opts.seed)
+        work_cfg = cfg.replace(dtype=torch.float32, device=torch.device("cpu"), normalize_activations="none")
+        self.coder = coder_cls(work_cfg, generator=gen)
+        self.params: list[torch.nn.Parameter] = [self.coder.W_enc, self.coder.b_enc, self.coder.W_dec, self.coder.b_dec]
+        if self.coder.W_skip is not None:
+            self.params.append(self.coder.W_skip)
+        self.log_threshold = None
+        if cfg.thresholded:
+            self.coder.threshold.requires_grad_(False)
+            if cfg.architecture == "jumprelu":
+                self.log_threshold = torch.nn.Parameter(
+                    torch.full((cfg.d_sae,), math.log(opts.jumprelu_init_threshold)))
+                self.params.append(self.log_threshold)
+                with torch.no_grad():
+                    self.coder.threshold.copy_(self.log_threshold.exp())
+        self.optimizer = torch.optim.Adam(self.params, lr=opts.lr, betas=(0.9, 0.999))
+        self.step = 0
+        self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.int64)
+        self.estimate = losses.ThresholdEstimate(opts.threshold_decay)
+        self.scale_in = self.scale_out = 1.0
+
+    # -- initialisation -------------------------------------------------------------------
+    def initialise(self) -> None:
+        sample = self.batches.sample(self.opts.init_sample)
+        x, y = self._split(sample)
+        self.scale_in = _scale(x, "the inputs")
+        self.scale_out = _scale(y, "the targets") if self.cfg.is_transcoder else self.scale_in
+        y = y * self.scale_out
+        with torch.no_grad():
+            if self.opts.b_dec_init == "geometric_median":
+                self.coder.b_dec.copy_(geometric_median(y))
+            elif self.opts.b_dec_init == "mean":
+                self.coder.b_dec.copy_(y.mean(0))
+
+    def _split(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.cfg.is_transcoder:
+            return rows, rows
+        return rows[:, :self.cfg.d_in], rows[:, self.cfg.d_in:]
+
+    # -- one step --------------------------------------------------------------------------
+    def _forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        c, o, coder = self.cfg, self.opts, self.coder
+        x_in = x - coder.b_dec if c.apply_b_dec_to_input else x
+        pre = x_in @ coder.W_enc + coder.b_enc
+        terms: dict[str, Tensor] = {}
+        if c.architecture in ("topk", "batchtopk"):
+            # Sparse: decode only the kept (token, feature) pairs, k per token on average,
+            # instead of a dense [batch, d_sae] @ [d_sae, d_out] product (d_sae / k times the work).
+            if c.architecture == "topk":
+                values, features = torch.topk(pre, c.k, dim=-1, sorted=False)
+                values = values.relu()
+                rows = torch.arange(pre.shape[0]).repeat_interleave(c.k)
+                values, features = values.flatten(), features.flatten()
+            else:
+                values, rows, features = losses.batch_topk_sparse(pre, c.k)
+            recons = torch.zeros_like(y).index_add(0, rows, values[:, None] * coder.W_dec[features]) + coder.b_dec
+            active = values > 0
+            fired = torch.zeros(c.d_sae, dtype=torch.bool)
+            fired[features[active]] = True
+            l0 = active.sum().double() / pre.shape[0]
+            min_positive = values[active].min() if bool(active.any()) else None
+        else:
+            if c.architecture == "standard":
+                acts = pre.relu()
+            else:
+                threshold = self.log_threshold.exp()
+                acts = losses.jumprelu(pre, threshold, o.jumprelu_bandwidth)
+                terms["l0_loss"] = o.l0_coefficient * losses.step_l0(pre, threshold, o.jumprelu_bandwidth)
+            recons = acts @ coder.W_dec + coder.b_dec
+            with torch.no_grad():
+                fired = (acts > 0).any(0)
+                l0 = (acts > 0).sum(-1).double().mean()
+            min_positive = None
+            if c.architecture == "standard":
+                ramp = min(1.0, (self.step + 1) / o.l1_warmup_steps) if o.l1_warmup_steps else 1.0
+                terms["l1_loss"] = ramp * o.l1_coefficient * (acts * coder.W_dec.norm(dim=-1)).sum(-1).mean()
+        if coder.W_skip is not None:
+            recons = recons + x @ coder.W_skip
+        terms["mse"] = losses.mse(recons, y)
+        dead = self.since_fired >= o.dead_after_tokens
+        if o.aux_coefficient > 0:
+            terms["aux_loss"] = o.aux_coefficient * losses.aux_k_loss(pre, dead, (y - recons).detach(),
+                                                                      coder.W_dec, o.aux_k)
+        loss = sum(terms.values())
+        with torch.no_grad():
+            sse = (recons - y).pow(2).sum()
+            sst = (y - y.mean(0)).pow(2).sum()
+            stats = {"loss": loss.detach(), "mse": terms["mse"].detach(), "l0": l0,
+                     "explained_variance": 1 - sse / sst, "fired": fired,
+                     "min_positive": None if min_positive is None else min_positive.detach()}
+        return loss, stats
+
+    def train_step(self) -> dict[str, float]:
+        rows = self.batches.next()
+        x, y = self._split(rows)
+        x, y = x * self.scale_in, y * self.scale_out
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.opts.learning_rate(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, stats = self._forward(x, y)
+        loss.backward()
+        W_dec = self.coder.W_dec
+        with torch.no_grad():
+            if W_dec.grad is not None:  # keep the rows on the unit sphere: drop the radial part of the gradient
+                W_dec.grad -= (W_dec.grad * W_dec).sum(-1, keepdim=True) * W_dec
+        self.optimizer.step()
+        with torch.no_grad():
+            W_dec /= W_dec.norm(dim=-1, keepdim=True)
+            if self.log_threshold is not None:
+                self.coder.threshold.copy_(self.log_threshold.exp())
+        if self.cfg.architecture == "batchtopk" and stats["min_positive"] is not None:
+            self.estimate.update(float(stats["min_positive"]))
+        self.since_fired += rows.shape[0]
+        self.since_fired[stats["fired"]] = 0
+        self.step += 1
+        dead = float((self.since_fired >= self.opts.dead_after_tokens).double().mean())
+        return {"loss": float(stats["loss"]), "mse": float(stats["mse"]), "l0": float(stats["l0"]),
+                "explained_variance": float(stats["explained_variance"]), "dead_fraction": dead}
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": json.dumps(self.fingerprint, sort_keys=True, default=str),
+            "step": self.step,
+            "coder": {k: v.detach().clone() for k, v in self.coder.state_dict().items()},
+            "log_threshold": None if self.log_threshold is None else self.log_threshold.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.state_dict(),
+            "since_fired": self.since_fired.clone(),
+            "estimate": [self.estimate.value, self.estimate.n],
+            "scales": [self.scale_in, self.scale_out],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
+        if state["fingerprint"] != json.dumps(self.fingerprint, sort_keys=True, default=str):
+            saved, now = json.loads(state["fingerprint"]), json.loads(json.dumps(self.fingerprint, default=str))
+            diffs = []
+            for group in sorted(now):
+                if saved.get(group) != now[group]:
+                    keys = set(saved.get(group, {})) | set(now[group])
+                    changed = sorted(k for k in keys if saved.get(group, {}).get(k) != now[group].get(k))
+                    diffs.append(f"{group} ({', '.join(changed)})")
+            raise InvalidArgumentError(f"cannot resume from {str(path)!r}: it was started with a different "
+                                       f"{', '.join(diffs)}; resume with exactly the same data, config and options, "
+                                       "or use another checkpoint_dir")
+        with torch.no_grad():
+            self.coder.load_state_dict(state["coder"])
+            if self.log_threshold is not None:
+                self.log_threshold.copy_(state["log_threshold"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["batches"])
+        self.step = int(state["step"])
+        self.since_fired = state["since_fired"].clone()
+        self.estimate.value, self.estimate.n = float(state["estimate"][0]), int(state["estimate"][1])
+        self.scale_in, self.scale_out = (float(s) for s in state["scales"])
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        o = self.opts
+        path = Path(o.checkpoint_dir) / CHECKPOINT if o.checkpoint_dir is not None else None
+        if path is not None and o.resume and path.is_file():
+            try:
+                state = torch.load(path, weights_only=True)
+            except Exception as error:  # a damaged file: name it
+                raise InvalidArgumentError(f"cannot read the checkpoint {str(path)!r}: {error}") from None
+            self.load_state_dict(state, path)
+        elif path is not None and path.exists() and not o.resume:
+            raise InvalidArgumentError(f"{str(path)!r} already holds a checkpoint; pass resume=True to continue it, "
+                                       "or choose another checkpoint_dir")
+        else:
+            self.initialise()
+        bar = None
+        if o.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=o.steps, initial=self.step, unit="step", file=sys.stderr, dynamic_ncols=True,
+                       desc=f"{self.cfg.architecture} {self.cfg.hook_name}")
+        try:
+            while self.step < o.steps:
+                metrics = self.train_step()
+                if path is not None and (self.step == o.steps or (o.checkpoint_every and self.step % o.checkpoint_every == 0)):
+                    self.save(path)
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 10 == 0 or self.step == o.steps:
+                        bar.set_postfix(loss=f"{metrics['loss']:.4g}", l0=f"{metrics['l0']:.1f}",
+                                        ev=f"{metrics['explained_variance']:.3f}",
+                                        dead=f"{metrics['dead_fraction']:.3f}", refresh=False)
+                if self.callback is not None:
+                    self.callback(self.step, metrics)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def result(self):
+        """The trained coder for raw activations: the normalisation folded into the weights."""
+        cfg = self.cfg.replace(normalize_activations="none")
+        out = self.cls(cfg)
+        s_in, s_out = self.scale_in, self.scale_out
+        w = self.coder
+        with torch.no_grad():
+            out.W_enc.copy_((w.W_enc * s_in).to(out.W_enc))
+            out.b_enc.copy_(w.b_enc.to(out.b_enc))
+            out.W_dec.copy_((w.W_dec / s_out).to(out.W_dec))
+            out.b_dec.copy_((w.b_dec / s_out).to(out.b_dec))
+            if out.W_skip is not None:
+                out.W_skip.copy_((w.W_skip * (s_in / s_out)).to(out.W_skip))
+            if out.threshold is not None:
+                if cfg.architecture == "batchtopk":
+                    out.threshold.fill_(self.estimate.threshold)
+                else:
+                    out.threshold.copy_(w.threshold.to(out.threshold))
+        return out
+
+
+def _scale(rows: Tensor, what: str) -> float:
+    norm = float(rows.double().norm(dim=-1).mean())
+    if not norm > 0:
+        raise ActivationError(f"{what} are all zero: there is nothing to reconstruct")
+    return math.sqrt(rows.shape[-1]) / norm
+
+
+def _digest(rows: Tensor) -> str:
+    return hashlib.sha256(rows.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def build_config(coder_cls: type, width_in: int, width_out: int | None, *, cfg: SAEConfig | None, d_sae: int | None,
+                 architecture: str, k: int | float | None, hook_name: str | None, layer: int | None, skip: bool,
+                 model_name: str | None) -> SAEConfig:
+    """The config of the coder to train, from ``cfg`` or the pieces, checked against the data's widths."""
+    transcoder = coder_cls.__name__ == "Transcoder"
+    if cfg is None:
+        if d_sae is None:
+            raise InvalidArgumentError("say how many features to learn (d_sae=...)")
+        if architecture in ("topk", "batchtopk") and k is None:
+            raise InvalidArgumentError(f"architecture {architecture!r} needs k, the active features per token (k=...)")
+        settings = {"d_sae": d_sae, "architecture": architecture, "k": k, "model_name": model_name}
+        if transcoder:
+            if layer is None:
+                raise InvalidArgumentError("say which block's MLP the transcoder replaces (layer=...)")
+            cfg = SAEConfig.for_transcoder(layer, d_model=width_in, skip=skip, d_out=width_out, **settings)
+        else:
+            if hook_name is None:
+                raise InvalidArgumentError("say which hook the activations come from (hook_name=..., e.g. "
+                                           "'blocks.2.hook_resid_post'); it is saved with the SAE")
+            cfg = SAEConfig(d_in=width_in, hook_name=hook_name, **settings)
+    if cfg.rescale_acts_by_decoder_norm:
+        raise InvalidArgumentError("training with rescale_acts_by_decoder_norm is not supported (decoder rows are "
+                                   "kept at unit norm, which makes it a no-op)")
+    if cfg.d_in != width_in or (width_out is not None and cfg.d_out != width_out):
+        raise ActivationError(f"the config reads {cfg.d_in} and writes {cfg.d_out} wide, but the data is "
+                              f"{width_in}{'' if width_out is None else f' -> {width_out}'} wide")
+    return cfg
+
+
+def run(coder_cls: type, cfg: SAEConfig, batches: Batches, n_tokens: int | None, data_id: dict,
+        options: TrainOptions, callback: Callable[[int, dict], None] | None):
+    """Resolve the options, train, and return the coder (see :func:`fit`)."""
+    opts = options.resolve(cfg, n_tokens)
+    if opts.resume and not getattr(getattr(batches, "source", None), "resumable", True):
+        raise InvalidArgumentError("a run on an iterator of activations cannot be resumed; pass a tensor or "
+                                   "train on a model and corpus")
+    cfg_id = {f.name: str(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in ("metadata",)}
+    fingerprint = {"config": cfg_id, "options": opts.fingerprint(), "data": data_id}
+    trainer = Trainer(coder_cls, cfg, opts, batches, fingerprint, callback)
+    trainer.run()
+    coder = trainer.result()
+    return coder
+
+
+def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None = None, *,
+        cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str = "topk",
+        k: int | float | None = None, hook_name: str | None = None, layer: int | None = None, skip: bool = False,
+        model_name: str | None = None, callback: Callable[[int, dict], None] | None = None, **options: Any):
+    """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`."""
+    opts = TrainOptions(**options)
+    transcoder = coder_cls.__name__ == "Transcoder"
+    gen = torch.Generator().manual_seed(opts.seed + 1)
+    if isinstance(activations, Tensor):
+        if transcoder and targets is None:
+            raise InvalidArgumentError("a transcoder learns to predict targets from inputs: fit(inputs, targets)")
+        if not transcoder and targets is not None:
+            raise InvalidArgumentError("an SAE reconstructs its input: fit(activations) takes no targets")
+        width_in = activations.shape[-1] if activations.ndim else 0
+        x = check_rows(activations, width_in, "the activations" if not transcoder else "the inputs").float().cpu()
+        rows = x
+        width_out = None
+        if transcoder:
+            width_out = targets.shape[-1] if isinstance(targets, Tensor) and targets.ndim else 0
+            y = check_rows(targets, width_out, "the targets").float().cpu()
+            if y.shape[0] != x.shape[0]:
+                raise ActivationError(f"{x.shape[0]} inputs but {y.shape[0]} targets: they must pair up")
+            rows = torch.cat([x, y], dim=-1)
+        cfg = build_config(coder_cls, width_in, width_out, cfg=cfg, d_sae=d_sae, architecture=architecture, k=k,
+                           hook_name=hook_name, layer=layer, skip=skip, model_name=model_name)
+        batches: Batches = TensorBatches(rows, opts.batch_size, gen)
+        data_id = {"rows": rows.shape[0], "width": rows.shape[1], "sha256": _digest(rows)}
+        return run(coder_cls, cfg, batches, rows.shape[0], data_id, opts, callback)
+    if targets is not None:
+        raise InvalidArgumentError("with an iterator, a transcoder's iterator yields (inputs, targets) pairs; "
+                                   "targets must be None")
+    iterator = iter(activations)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise ActivationError("the iterator of activations is empty") from None
+    if transcoder:
+        if not (isinstance(first, (tuple, list)) and len(first) == 2):
+            raise ActivationError("a transcoder's iterator must yield (inputs, targets) pairs of tensors")
+        width_in, width_out = first[0].shape[-1], first[1].shape[-1]
+
+        def pairs() -> Iterator[Tensor]:
+            for number, pair in enumerate(_chain(first, iterator)):
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                    raise ActivationError(f"chunk {number} of the iterator is not an (inputs, targets) pair")
+                xi = check_rows(pair[0], width_in, f"the inputs (chunk {number})")
+                yi = check_rows(pair[1], width_out, f"the targets (chunk {number})")
+                if xi.shape[0] != yi.shape[0]:
+                    raise ActivationError(f"chunk {number}: {xi.shape[0]} inputs but {yi.shape[0]} targets")
+                yield torch.cat([xi.float().cpu(), yi.float().cpu()], dim=-1)
+
+        source = IteratorSource(pairs(), width_in + width_out)
+    else:
+        if not isinstance(first, Tensor):
+            raise ActivationError(f"the iterator must yield tensors, got {type(first).__name__}")
+        width_in, width_out = first.shape[-1], None
+        source = IteratorSource((c.float().cpu() for c in _chain(first, iterator)), width_in)
+    cfg = build_config(coder_cls, width_in, width_out, cfg=cfg, d_sae=d_sae, architecture=architecture, k=k,
+                       hook_name=hook_name, layer=layer, skip=skip, model_name=model_name)
+    batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
+    return run(coder_cls, cfg, batches, None, {"iterator": True}, opts, callback)
+
+
+def _chain(first, rest: Iterator) -> Iterator:
+    yield first
+    yield from rest
+
+
+def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, layer: int | None = None,
+          d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None, seed: int = 0,
+          skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8, cfg: SAEConfig | None = None,
+          callback: Callable[[int, dict], None] | None = None, **options: Any):
+    """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`."""
+    from .. import names as N
+    from ..harvest.runner import weights_digest
+    from .config import check_fits, stream_width
+    from .stream import CorpusActivations, as_corpus
+
+    transcoder = coder_cls.__name__ == "Transcoder"
+    pcfg = probe.cfg
+    if transcoder:
+        if layer is None and cfg is None:
+            raise InvalidArgumentError("say which block's MLP the transcoder replaces (layer=...)")
+        if hook is not None:
+            raise InvalidArgumentError("a transcoder reads blocks.L.ln2.hook_normalized and writes blocks.L.hook_mlp_out: "
+                                       "give layer=L, not hook")
+        if layer is not None and not (isinstance(layer, int) and 0 <= layer < pcfg.n_layers):
+            raise InvalidArgumentError(f"layer must be in [0, {pcfg.n_layers}) for {pcfg.model_name}, got {layer!r}")
+        hooks = [cfg.hook_name, cfg.hook_name_out] if cfg is not None else [N.ln_normalized(layer, 2), N.mlp_out(layer)]
+    else:
+        if hook is None and cfg is None:
+            raise InvalidArgumentError("say which hook to train on (hook=..., e.g. 'blocks.2.hook_resid_post')")
+        hooks = [cfg.hook_name if cfg is not None else hook]
+    if hooks[0] not in probe.hook_names:
+        raise InvalidArgumentError(f"{hooks[0]!r} is not a hook of {pcfg.model_name} ({pcfg.n_layers} layers)")
+    widths = [stream_width(h, pcfg) for h in hooks]
+    if None in widths:
+        raise InvalidArgumentError(f"{hooks[0]!r} is not a [batch, pos, width] stream; train on the residual stream, "
+                                   "attention and MLP outputs, LayerNorm outputs or MLP neurons")
+    cfg = build_config(coder_cls, widths[0], widths[1] if transcoder else None, cfg=cfg, d_sae=d_sae,
+                       architecture=architecture, k=k, hook_name=hooks[0], layer=layer, skip=skip,
+                       model_name=pcfg.model_name)
+    check_fits(cfg, pcfg)
+    opts = TrainOptions(seed=seed, **options)
+    corpus = as_corpus(texts_or_corpus)
+    source = CorpusActivations(probe, corpus, hooks, seq_len=seq_len or min(pcfg.n_ctx, 128),
+                               windows_per_pass=windows_per_pass, seed=seed)
+    n_tokens = source.count_tokens()  # also: a corpus with no text fails here, before any model runs
+    if n_tokens == 0:
+        raise ActivationError("the corpus holds no text (every document is empty)")
+    gen = torch.Generator().manual_seed(seed + 1)
+    batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
+    data_id = {"model": weights_digest(probe.model), "corpus": corpus.describe(), "hooks": hooks,
+               "seq_len": source.seq_len, "windows_per_pass": windows_per_pass}
+    return run(coder_cls, cfg, batches, n_tokens, data_id, opts, callback)
+
+
+class TrainMethod:
+    """``SAE.train(probe, texts, ...)`` on the class (training); ``sae.train(mode)`` on an instance (PyTorch's).
+
+    ``nn.Module.train`` switches training mode and ``eval()`` calls it, so an instance keeps
+    PyTorch's meaning while the class gets the issue's ``gpt2probe.SAE.train(probe, ...)``.
+    """
+
+    def __get__(self, obj, cls):
+        if obj is None:
+            return types.MethodType(train, cls)
+        return torch.nn.Module.train.__get__(obj, cls)

@@ -1,0 +1,176 @@
+"""Training SAEs and transcoders on activations without a model: known answers, checkpoints, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2probe import SAE, Transcoder
+from gpt2probe.errors import GPT2ProbeError
+from gpt2probe.sae.buffer import IteratorSource, StreamBatches
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+def sparse_sums(n: int = 8000, d: int = 16, m: int = 24, k: int = 3, seed: int = 0, offset: float = 0.3):
+    """Rows that are sums of ``k`` of ``m`` known unit directions (coefficients in [0.5, 1.5]), plus a constant."""
+    gen = torch.Generator().manual_seed(seed)
+    directions = torch.randn(m, d, generator=gen)
+    directions /= directions.norm(dim=-1, keepdim=True)
+    chosen = torch.stack([torch.randperm(m, generator=gen)[:k] for _ in range(n)])
+    coefficients = torch.zeros(n, m).scatter_(1, chosen, 0.5 + torch.rand(n, k, generator=gen))
+    return coefficients, directions, coefficients @ directions + offset
+
+
+def mean_max_cosine(directions: torch.Tensor, W_dec: torch.Tensor) -> float:
+    """For each true direction, the best cosine similarity with a decoder row; averaged."""
+    rows = W_dec.detach() / W_dec.detach().norm(dim=-1, keepdim=True)
+    return float((directions @ rows.T).max(-1).values.mean())
+
+
+def explained_variance(x: torch.Tensor, recons: torch.Tensor) -> float:
+    return float(1 - (recons - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+FAST = {"steps": 400, "batch_size": 256, "progress": False}
+# ReLU and JumpReLU learn sparsity from a penalty, which takes longer than a fixed k.
+SETTINGS = {"topk": {"k": 3}, "batchtopk": {"k": 3}, "standard": {"steps": 900}, "jumprelu": {"steps": 900}}
+
+
+@pytest.mark.parametrize("architecture", list(SETTINGS))
+def test_known_directions_are_recovered(architecture):
+    _, directions, x = sparse_sums()
+    sae = SAE.fit(x, d_sae=32, architecture=architecture, hook_name=HOOK, **{**FAST, **SETTINGS[architecture]})
+    assert sae.cfg.architecture == architecture and sae.cfg.hook_name == HOOK
+    assert mean_max_cosine(directions, sae.W_dec) >= 0.95
+    with torch.no_grad():
+        acts = sae.encode(x)
+        assert explained_variance(x, sae(x)) >= 0.8
+    l0 = float((acts > 0).sum(-1).double().mean())
+    assert 1.5 <= l0 <= 8, l0
+    if architecture == "batchtopk":  # the inference threshold keeps about k features per token
+        assert sae.threshold is not None and torch.all(sae.threshold == sae.threshold[0]) and 2.2 <= l0 <= 3.8
+
+
+def test_scale_is_folded_into_the_weights():
+    """Trained on activations 100x larger, the SAE reads and writes them raw, with the same quality."""
+    _, directions, x = sparse_sums()
+    sae = SAE.fit(100 * x, d_sae=32, k=3, hook_name=HOOK, **FAST)
+    assert sae.cfg.normalize_activations == "none"
+    with torch.no_grad():
+        assert explained_variance(100 * x, sae(100 * x)) >= 0.9
+    norms = sae.W_dec.detach().norm(dim=-1)  # unit rows in training, divided by one scale when folded
+    torch.testing.assert_close(norms, norms.mean().expand_as(norms))
+    assert mean_max_cosine(directions, sae.W_dec) >= 0.95
+
+
+def test_transcoder_learns_a_sparse_map():
+    coefficients, directions, x = sparse_sums()
+    gen = torch.Generator().manual_seed(5)
+    out_directions = torch.randn(24, 11, generator=gen)
+    out_directions /= out_directions.norm(dim=-1, keepdim=True)
+    y = coefficients @ out_directions
+    tc = Transcoder.fit(x, y, layer=1, d_sae=32, k=3, **{**FAST, "steps": 900})
+    assert tc.cfg.hook_name == "blocks.1.ln2.hook_normalized" and tc.cfg.hook_name_out == "blocks.1.hook_mlp_out"
+    assert (tc.cfg.d_in, tc.cfg.d_out) == (16, 11)
+    with torch.no_grad():
+        assert explained_variance(y, tc(x)) >= 0.8
+    assert mean_max_cosine(out_directions, tc.W_dec) >= 0.9
+
+
+def test_an_iterator_of_chunks_trains_through_the_buffer():
+    _, directions, x = sparse_sums(n=12000)
+    chunks = iter(x.split(500))
+    sae = SAE.fit(chunks, d_sae=32, k=3, hook_name=HOOK, steps=40, batch_size=256, buffer_tokens=2048,
+                  progress=False)
+    assert sae.cfg.d_in == 16
+    with pytest.raises(GPT2ProbeError, match="steps"):
+        SAE.fit(iter(x.split(500)), d_sae=32, k=3, hook_name=HOOK, progress=False)
+    with pytest.raises(GPT2ProbeError, match="ran out"):
+        SAE.fit(iter(x[:1000].split(500)), d_sae=32, k=3, hook_name=HOOK, steps=40, batch_size=256,
+                buffer_tokens=2048, progress=False)
+
+
+def test_the_buffer_hands_out_every_row_once_and_holds_only_its_capacity():
+    rows = torch.arange(5000, dtype=torch.float32)[:, None].repeat(1, 3)
+    batches = StreamBatches(IteratorSource(iter(rows.split(123)), 3), 100, 1000, torch.Generator().manual_seed(0))
+    seen = [batches.next() for _ in range(50)]
+    assert batches.storage.shape == (1000, 3)
+    values = torch.cat(seen)[:, 0].long()
+    assert values.unique().numel() == 5000  # each row exactly once
+    assert not torch.equal(values, torch.arange(5000))  # shuffled
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
+def test_resume_is_bit_identical(tmp_path, architecture):
+    _, _, x = sparse_sums(n=3000)
+    settings = dict(d_sae=32, architecture=architecture, hook_name=HOOK, steps=30, batch_size=128, progress=False,
+                    **({"k": 3} if architecture != "jumprelu" else {}))
+    whole = SAE.fit(x, **settings)
+
+    def stop(step, metrics):
+        if step == 17:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SAE.fit(x, checkpoint_dir=tmp_path, checkpoint_every=5, callback=stop, **settings)
+    with pytest.raises(GPT2ProbeError, match="already holds a checkpoint"):
+        SAE.fit(x, checkpoint_dir=tmp_path, **settings)
+    with pytest.raises(GPT2ProbeError, match=r"different options \(lr\)"):
+        SAE.fit(x, checkpoint_dir=tmp_path, resume=True, **{**settings, "lr": 0.1})
+    steps = []
+    resumed = SAE.fit(x, checkpoint_dir=tmp_path, resume=True, callback=lambda s, m: steps.append(s), **settings)
+    assert steps[0] == 16  # the last checkpoint was after step 15
+    for name, param in whole.named_parameters():
+        assert torch.equal(param, getattr(resumed, name)), name
+
+
+def test_runs_that_cannot_be_done_say_why_before_starting():
+    _, _, x = sparse_sums(n=300)
+    with pytest.raises(GPT2ProbeError, match="fewer than one batch"):
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, progress=False)
+    with pytest.raises(GPT2ProbeError, match="needs k"):
+        SAE.fit(x, d_sae=8, hook_name=HOOK, batch_size=64, progress=False)
+    with pytest.raises(GPT2ProbeError, match="hook_name"):
+        SAE.fit(x, d_sae=8, k=2, batch_size=64, progress=False)
+    with pytest.raises(GPT2ProbeError, match="d_sae"):
+        SAE.fit(x, k=2, hook_name=HOOK, batch_size=64, progress=False)
+    with pytest.raises(GPT2ProbeError, match="cannot exceed d_sae"):
+        SAE.fit(x, d_sae=8, k=9, hook_name=HOOK, batch_size=64, progress=False)
+    bad = x.clone()
+    bad[7, 2] = float("nan")
+    with pytest.raises(GPT2ProbeError, match="NaN"):
+        SAE.fit(bad, d_sae=8, k=2, hook_name=HOOK, batch_size=64, progress=False)
+    with pytest.raises(GPT2ProbeError, match="all zero"):
+        SAE.fit(torch.zeros(300, 4), d_sae=8, k=2, hook_name=HOOK, batch_size=64, steps=2, progress=False)
+    with pytest.raises(GPT2ProbeError, match="targets"):
+        Transcoder.fit(x, layer=0, d_sae=8, k=2, batch_size=64, progress=False)
+    with pytest.raises(GPT2ProbeError, match="pair up"):
+        Transcoder.fit(x, x[:100], layer=0, d_sae=8, k=2, batch_size=64, progress=False)
+    with pytest.raises(GPT2ProbeError, match="lr"):
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, batch_size=64, lr=-1.0, progress=False)
+    with pytest.raises(GPT2ProbeError, match="checkpoint_dir"):
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, batch_size=64, resume=True, progress=False)
+
+
+def test_default_schedule_follows_the_data():
+    from gpt2probe import SAEConfig
+    from gpt2probe.sae.training import TrainOptions
+
+    cfg = SAEConfig(d_in=64, d_sae=512, architecture="topk", k=8, hook_name=HOOK)
+    small = TrainOptions().resolve(cfg, 100_000)
+    assert small.steps == 2000 and small.warmup_steps == 100 and small.decay_steps == 400
+    assert small.lr == pytest.approx(2e-4 * (16384 / 512) ** 0.5)
+    big = TrainOptions().resolve(cfg, 4096 * 5000 + 1)
+    assert big.steps == 5001 and big.warmup_steps == 250
+    assert [round(big.learning_rate(s) / big.lr, 4) for s in (0, 249, 2000, 5000)] == [0.004, 1.0, 1.0, 0.001]
+
+
+def test_pytorch_train_mode_still_works_on_an_instance():
+    sae = SAE.fit(sparse_sums(n=600)[2], d_sae=8, k=2, hook_name=HOOK, steps=2, batch_size=64, progress=False)
+    assert sae.eval() is sae and not sae.training
+    assert sae.train() is sae and sae.training
