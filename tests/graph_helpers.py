@@ -58,6 +58,13 @@ def random_transcoders(
     return out
 
 
+def identity_gap(graph) -> float:
+    """max |edges in + constant + unselected input - value| over feature and logit nodes."""
+    rows = list(range(graph.n_features)) + list(range(graph.logit_slice.start, graph.n_nodes))
+    lhs = graph.adjacency.sum(1) + graph.constant + graph.unselected_input
+    return float((lhs[rows] - graph.node_values[rows]).abs().max())
+
+
 # -- the hand-built toy ------------------------------------------------------------------
 # d_model 8; every direction below is orthogonal to the all-ones vector, so LayerNorm's
 # centring leaves it alone, and to the others, so only the intended path carries signal.

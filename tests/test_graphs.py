@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graph_helpers import PROMPT, TOKEN_OUT, ToyTranscoder, random_transcoders, toy_model, toy_transcoders
+from graph_helpers import PROMPT, TOKEN_OUT, ToyTranscoder, identity_gap, random_transcoders, toy_model, toy_transcoders
 
 import gpt2probe
 from gpt2probe.errors import InvalidArgumentError, PromptError, ShapeError, UnsupportedError
@@ -15,13 +15,6 @@ from gpt2probe.hooks import count_torch_hooks
 from models import SMALL, random_ids
 
 D_SAE = 37
-
-
-def identity_gap(graph) -> float:
-    """max |edges in + constant + unselected input - value| over feature and logit nodes."""
-    rows = list(range(graph.n_features)) + list(range(graph.logit_slice.start, graph.n_nodes))
-    lhs = graph.adjacency.sum(1) + graph.constant + graph.unselected_input
-    return float((lhs[rows] - graph.node_values[rows]).abs().max())
 
 
 @pytest.fixture(scope="module")
