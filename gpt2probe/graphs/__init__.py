@@ -9,6 +9,7 @@ chosen values in the real model. Transcoders are any objects that fit :class:`Tr
 from .attribute import attribution_graph
 from .graph import AttributionGraph
 from .influence import PruneResult
+from .intervene import intervene_features
 from .transcoders import TranscoderLike
 
-__all__ = ["AttributionGraph", "PruneResult", "TranscoderLike", "attribution_graph"]
+__all__ = ["AttributionGraph", "PruneResult", "TranscoderLike", "attribution_graph", "intervene_features"]

@@ -64,9 +64,12 @@ def _layer_of(tc: object, index: int) -> int:
 
 
 def check_transcoders(
-    transcoders: object, *, n_layers: int, d_model: int, dtype: torch.dtype, device: torch.device
-) -> list[TranscoderLike]:
+    transcoders: object, *, n_layers: int, d_model: int, dtype: torch.dtype, device: torch.device, require_all: bool = True
+) -> Any:
     """The transcoders ordered by layer, one per block, after checking every shape, dtype and device.
+
+    Returns a list indexed by layer; with ``require_all=False``, a dict ``{layer: transcoder}`` of
+    those given.
 
     ``transcoders`` is a sequence (each one's ``cfg.layer`` says where it goes) or a mapping
     ``{layer: transcoder}``. A block without a transcoder, two for one block, a transcoder
@@ -97,6 +100,8 @@ def check_transcoders(
             raise InvalidArgumentError(f"two transcoders for layer {layer}; give exactly one per layer")
         _check_one(tc, layer, d_model=d_model, dtype=dtype, device=device)
         by_layer[layer] = tc
+    if not require_all:
+        return by_layer
     missing_layers = [layer for layer in range(n_layers) if layer not in by_layer]
     if missing_layers:
         raise InvalidArgumentError(
