@@ -95,6 +95,10 @@ class RowComputer:
             dec[mask] = tc.W_dec[idx] * feats.activation[mask, None]
             self.enc[mask] = tc.W_enc[:, idx].T
         self.dec = dec
+        self.pos_dev = feats.pos.to(device)
+        counts = torch.bincount(feats.layer, minlength=self.n_layers).tolist()
+        bounds = [0, *torch.tensor(counts).cumsum(0).tolist()]
+        self.layer_ranges = list(zip(bounds[:-1], bounds[1:]))  # features are ordered by layer
         written = errors.clone()
         for layer, pos, start, end in feats.groups:
             written[layer, pos] += dec[start:end].sum(0)
@@ -127,10 +131,16 @@ class RowComputer:
                 err = einsum(g, self.errors[layer], "b p d, p d -> b p")
                 start = self.n_feat + layer * self.n_pos
                 out[:, start:start + self.n_pos] = err.float().cpu()
-            for layer, pos, start, end in self.feats.groups:
+            # feature columns: out[b, i] = g[b, pos_i] . dec_i, gathered in chunks of at most 2^24 floats
+            chunk = max(1, 2**24 // (n * self.dec.shape[1]))
+            for layer, (start, end) in enumerate(self.layer_ranges):
                 g = grads[layer + 1]
-                if g is not None:
-                    out[:, start:end] = (g[:n, pos] @ self.dec[start:end].T).float().cpu()
+                if g is None:
+                    continue
+                for lo in range(start, end, chunk):
+                    hi = min(lo + chunk, end)
+                    picked = g[:n, self.pos_dev[lo:hi]]
+                    out[:, lo:hi] = einsum(picked, self.dec[lo:hi], "b i d, i d -> b i").float().cpu()
         return out
 
 
