@@ -99,6 +99,17 @@ class RowComputer:
         counts = torch.bincount(feats.layer, minlength=self.n_layers).tolist()
         bounds = [0, *torch.tensor(counts).cumsum(0).tolist()]
         self.layer_ranges = list(zip(bounds[:-1], bounds[1:]))  # features are ordered by layer
+        # per layer, the writes grouped by position and zero-padded: [pos, max features at one position, d_model]
+        self.padded = []
+        for start, end in self.layer_ranges:
+            pos = self.pos_dev[start:end]
+            counts = torch.bincount(pos, minlength=self.n_pos)
+            first = torch.cumsum(counts, 0) - counts
+            slot = torch.arange(end - start, device=device) - first[pos]
+            dec_pad = torch.zeros((self.n_pos, max(1, int(counts.max()) if end > start else 1), dec.shape[1]),
+                                  dtype=dec.dtype, device=device)
+            dec_pad[pos, slot] = dec[start:end]
+            self.padded.append((pos, slot, dec_pad))
         written = errors.clone()
         for layer, pos, start, end in feats.groups:
             written[layer, pos] += dec[start:end].sum(0)
@@ -131,16 +142,14 @@ class RowComputer:
                 err = einsum(g, self.errors[layer], "b p d, p d -> b p")
                 start = self.n_feat + layer * self.n_pos
                 out[:, start:start + self.n_pos] = err.float().cpu()
-            # feature columns: out[b, i] = g[b, pos_i] . dec_i, gathered in chunks of at most 2^24 floats
-            chunk = max(1, 2**24 // (n * self.dec.shape[1]))
+            # feature columns: out[b, i] = g[b, pos_i] . dec_i, as one batched matmul over positions
             for layer, (start, end) in enumerate(self.layer_ranges):
                 g = grads[layer + 1]
-                if g is None:
+                if g is None or start == end:
                     continue
-                for lo in range(start, end, chunk):
-                    hi = min(lo + chunk, end)
-                    picked = g[:n, self.pos_dev[lo:hi]]
-                    out[:, lo:hi] = einsum(picked, self.dec[lo:hi], "b i d, i d -> b i").float().cpu()
+                pos, slot, dec_pad = self.padded[layer]
+                by_pos = torch.bmm(g[:n].transpose(0, 1), dec_pad.transpose(1, 2))  # [pos, n, max features at a position]
+                out[:, start:end] = by_pos[pos, :, slot].T.float().cpu()
         return out
 
 
