@@ -86,6 +86,13 @@ class RowComputer:
         self.n_feat = len(feats.layer)
         self.n_cols = self.n_feat + (self.n_layers + 1) * self.n_pos
         device = run.embed.device
+        with torch.no_grad():  # transcoder weights may be parameters that require grad: keep no history
+            self._precompute(transcoders, feats, errors, device)
+        self.pass_: ReplacementPass = replacement_pass(probe, run, transcoders, embed=run.embed, written=self.written,
+                                                       batch=batch, grad=True)
+
+    def _precompute(self, transcoders: list[TranscoderLike], feats: ActiveFeatures, errors: Tensor, device: torch.device) -> None:
+        run = self.run
         # Each active feature's write, a * W_dec[f] ([n, d_model]), and its encoder column ([n, d_model]).
         dec = torch.empty((self.n_feat, run.embed.shape[1]), dtype=run.embed.dtype, device=device)
         self.enc = torch.empty_like(dec)
@@ -114,7 +121,6 @@ class RowComputer:
         for layer, pos, start, end in feats.groups:
             written[layer, pos] += dec[start:end].sum(0)
         self.written = written
-        self.pass_: ReplacementPass = replacement_pass(probe, run, transcoders, embed=run.embed, written=written, batch=batch, grad=True)
 
     def rows(self, layers: Tensor, positions: Tensor, vectors: Tensor) -> Float[Tensor, "n n_cols"]:
         """Rows for targets ``vectors[i] . stream``, read at ``mlp_in[layers[i]]`` (``layers[i] == n_layers``: after ``ln_final``)."""
