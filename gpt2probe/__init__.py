@@ -10,7 +10,7 @@ from . import shape_checking as _shape_checking
 if _shape_checking.requested():  # must run before the submodules below are imported
     _shape_checking.enable()
 
-from . import diffing, generation, harvest, head_scores, interventions, names, shipped
+from . import diffing, generation, graphs, harvest, head_scores, interventions, names, shipped
 from .cache import ActivationCache
 from .config import ProbeConfig
 from .diffing import ModelDiff, compare
@@ -47,6 +47,7 @@ from .errors import (
     UsageError,
     WeightsUnavailableError,
 )
+from .graphs import AttributionGraph, attribution_graph
 from .harvest import Harvest
 from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
@@ -61,6 +62,9 @@ __all__ = [
     "ConcurrentUseError",
     "NEXT_TOKEN",
     "Attribution",
+    "AttributionGraph",
+    "attribution_graph",
+    "graphs",
     "LensResult",
     "PromptLens",
     "TunedLens",

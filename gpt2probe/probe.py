@@ -249,6 +249,19 @@ class GPT2Probe:
 
         return prompt_test(self, prompt, answer, k=k, prepend_bos=prepend_bos, **kwargs)
 
+    def intervene_features(self, inputs: Inputs, transcoders, interventions, *, freeze_attention: bool = False,
+                           prepend_bos: bool = False) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits with transcoder features set to values, ``{(layer, position, feature): value}``.
+
+        See :func:`gpt2probe.graphs.intervene_features`: the real model runs, each edited MLP
+        output shifted by ``(value - activation) * W_dec[feature]``; ``freeze_attention=True``
+        holds attention patterns and LayerNorm scales at the unedited prompt's values.
+        """
+        from .graphs.intervene import intervene_features
+
+        return intervene_features(self, inputs, transcoders, interventions, freeze_attention=freeze_attention,
+                                  prepend_bos=prepend_bos)
+
     def to_transformer_lens(self):
         """A TransformerLens ``TransformerBridge`` sharing this probe's weights (no copy).
 
