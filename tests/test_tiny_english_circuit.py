@@ -1,6 +1,9 @@
 """The shipped tiny-english copies in context, through a previous-token head and an induction head.
 
-These tests would notice a retrained model that stopped copying. The sequences are those of the
+Not yet: issue 20's retraining has not formed the circuit (see ``tools/train_copying_model.py``
+for the runs so far), so every test here is an expected failure, and a strict one: the suite
+fails when a shipped model meets them, so that the marker is removed then. Once it is, these
+tests would notice a retrained model that stopped copying. The sequences are those of the
 model card and of the issue that asked for the circuit: ``<|endoftext|>`` + 20 random tokens drawn
 from the 3,000 commonest in Python's documentation + the same 20 again. Every number is computed
 here with plain PyTorch on the logits (losses) or with gpt2probe's head scores, ablation and
@@ -19,6 +22,10 @@ import gpt2probe
 from gpt2probe import head_scores
 from gpt2probe.interventions import ablate, attribution_patch, patch
 from gpt2probe.shipped import shipped_model
+
+pytestmark = pytest.mark.xfail(
+    strict=True, reason="issue 20: the shipped tiny-english has not learned to copy in context yet"
+)
 
 HALF = 20
 N_SEQS = 16
@@ -75,6 +82,7 @@ def test_a_previous_token_head_comes_before_the_induction_head(scores):
 def test_ablating_the_induction_head_gives_back_the_copying_advantage(probe, repeated, scores):
     layer, head, _ = top_head(scores[1])
     first, again = half_losses(probe(repeated), repeated)
+    assert first - again > 2.0, (first, again)  # an advantage worth giving back
     with ablate(probe, heads=[(layer, head)]):
         _, ablated = half_losses(probe(repeated), repeated)
     assert ablated - again >= 0.5 * (first - again), (first, again, ablated)
