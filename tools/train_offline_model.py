@@ -28,45 +28,19 @@ import json
 import math
 import platform
 import pydoc_data.topics
-import random
 import sys
 import time
 from pathlib import Path
 
 import torch
 import transformers
+from offline_corpus import split_topics
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2probe.tokenizer import gpt2_tokenizer
 
 EOT_ID = 50256
 VOCAB_SIZE = 50257
-
-
-def split_topics(tokenizer, seed: int, val_fraction: float):
-    """Tokenize the pydoc topics and split them by document into train/validation.
-
-    Documents are shuffled with ``seed`` and whole documents go to validation
-    while it stays within ``val_fraction`` of all tokens, so validation text is
-    never seen in training.  Each split is the concatenation of its documents,
-    each followed by ``<|endoftext|>``.  Returns (train_ids, val_ids, val_names).
-    """
-    topics = pydoc_data.topics.topics
-    names = sorted(topics)
-    random.Random(seed).shuffle(names)
-    docs = {name: tokenizer(topics[name]).input_ids + [EOT_ID] for name in names}
-    budget = val_fraction * sum(len(ids) for ids in docs.values())
-    val_names, val_len = [], 0
-    for name in names:
-        if val_len + len(docs[name]) <= budget:
-            val_names.append(name)
-            val_len += len(docs[name])
-
-    def concat(selected):
-        return torch.tensor([t for name in selected for t in docs[name]], dtype=torch.long)
-
-    train_names = [name for name in names if name not in val_names]
-    return concat(train_names), concat(val_names), sorted(val_names)
 
 
 def build_model(n_layer: int, n_embd: int, n_head: int, n_positions: int) -> GPT2LMHeadModel:
