@@ -49,7 +49,7 @@ Methods:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +62,7 @@ from ..errors import InvalidArgumentError, ShapeError
 from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs, require_probe
 from ..tokens import Tokens
-from .gradients import Edit, copy_rows, grad_run
+from .gradients import Edit, GradRun, copy_rows, grad_run
 from .patching import (
     KINDS,
     KindSpec,
@@ -219,14 +219,13 @@ def _stop_gradient_rows(rows: slice) -> Edit:
     return edit
 
 
-def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batch_size: int) -> list[Tensor]:
-    """AtP*'s GradDrop score (Kramár et al. 2024, equation 11).
+def graddrop_runs(probe: GPT2Probe, prep: Prepared, grad_names, keep, batch_size: int) -> Iterator[tuple[slice, GradRun]]:
+    """GradDrop's gradient runs: for each layer ``l``, one run with ``l``'s residual reads stop-gradiented.
 
-    ``1 / (L - 1)`` times the sum over layers ``l`` of ``|estimate|`` with layer ``l``'s
-    residual reads stop-gradiented.
+    ``batch_size`` layers share a forward and backward pass as stacked copies; yields each
+    layer's ``(rows of its copy, the run)``. Node (AtP*) and edge scores both sum over these.
     """
     n_layers, n_batch = probe.cfg.n_layers, prep.base.ids.shape[0]
-    total: list[Tensor] | None = None
     for start in range(0, n_layers, batch_size):
         dropped = list(range(start, min(start + batch_size, n_layers)))
         edits: dict[str, Edit] = {}
@@ -235,9 +234,20 @@ def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batc
                 edits[N.ln_normalized(layer, which)] = _stop_gradient_rows(copy_rows(c, n_batch))
         run = grad_run(probe, prep.base, grad_names, prep.metric, copies=len(dropped), edits=edits, keep=keep)
         for c in range(len(dropped)):
-            cells = [e.abs() for e in estimate(run.acts, run.grads, copy_rows(c, n_batch))]
-            total = cells if total is None else [t + e for t, e in zip(total, cells)]
-    return [t / (n_layers - 1) for t in total]
+            yield copy_rows(c, n_batch), run
+
+
+def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batch_size: int) -> list[Tensor]:
+    """AtP*'s GradDrop score (Kramár et al. 2024, equation 11).
+
+    ``1 / (L - 1)`` times the sum over layers ``l`` of ``|estimate|`` with layer ``l``'s
+    residual reads stop-gradiented.
+    """
+    total: list[Tensor] | None = None
+    for rows, run in graddrop_runs(probe, prep, grad_names, keep, batch_size):
+        cells = [e.abs() for e in estimate(run.acts, run.grads, rows)]
+        total = cells if total is None else [t + e for t, e in zip(total, cells)]
+    return [t / (probe.cfg.n_layers - 1) for t in total]
 
 
 def _integrated(probe: GPT2Probe, prep: Prepared, spec: KindSpec, per_position: bool, source: dict[str, Tensor],

@@ -302,22 +302,14 @@ def _edge_matrix(W: _Weights, deltas: Tensor, receiver_grads: Tensor, acts: dict
 def _graddrop(probe: GPT2Probe, prep, W: _Weights, deltas: Tensor, grad_names: list[str], keep: list[str],
               batch_size: int) -> Tensor:
     """Sum over layers ``l`` of ``|edge matrix|`` with layer ``l``'s residual reads stop-gradiented."""
-    from .attribution_patching import _stop_gradient_rows
+    from .attribution_patching import graddrop_runs
 
-    n_layers, n_heads, n_batch = probe.cfg.n_layers, probe.cfg.n_heads, prep.base.ids.shape[0]
+    n_layers, n_heads = probe.cfg.n_layers, probe.cfg.n_heads
     total = None
-    for start in range(0, n_layers, batch_size):
-        layers = list(range(start, min(start + batch_size, n_layers)))
-        edits: dict[str, Edit] = {}
-        for c, layer in enumerate(layers):
-            for which in (1, 2):
-                edits[N.ln_normalized(layer, which)] = _stop_gradient_rows(copy_rows(c, n_batch))
-        run = grad_run(probe, prep.base, grad_names, prep.metric, copies=len(layers), edits=edits, keep=keep)
-        for c in range(len(layers)):
-            rows = copy_rows(c, n_batch)
-            grads = _receiver_grads(W, run.acts, run.grads, rows, n_layers)
-            matrix = _edge_matrix(W, deltas, grads, run.acts, run.grads, rows, n_layers, n_heads, True).abs()
-            total = matrix if total is None else total + matrix
+    for rows, run in graddrop_runs(probe, prep, grad_names, keep, batch_size):
+        grads = _receiver_grads(W, run.acts, run.grads, rows, n_layers)
+        matrix = _edge_matrix(W, deltas, grads, run.acts, run.grads, rows, n_layers, n_heads, True).abs()
+        total = matrix if total is None else total + matrix
     return total
 
 
