@@ -7,15 +7,31 @@ GPT-2's vocabulary trained on text that ships with every CPython (the documentat
 library's docstrings and sources, and repeated passages of them: see ``tools/offline_corpus.py``),
 meant to form a previous-token head and an induction head by gradient descent.
 
-Status, measured on the 2-core CPU machine (d_model 128, 4 layers, 8 heads, 256 positions,
-batches of 8 windows, lr 3e-3, bfloat16 autocast, ~1.7-2 s a step while other work ran): four
-runs of 400 to 1,000 steps (0.8 to 2 million tokens; no repeats, 15% and 40% repeated passages,
-random and sinusoidal starting positions) learned the language well (held-out loss 3.91 nats in
-128-token windows at 1,000 steps, against the shipped model's 4.165) but formed no circuit: best
-previous-token score 0.09, best induction score 0.04, loss on a repeated random half no lower
-than on the first. The same code learns to copy within 150 steps on pure repeated random tokens
-(bfloat16 and float32 alike), so the data's copying signal, not the numerics, is what is missing
-at this budget. Next: many more tokens (a GPU run), or a larger share of repeated passages.
+Status, measured on the 2-core CPU machine (d_model 128, 4 layers, 256 positions, batches of 8
+windows, lr 3e-3, bfloat16 autocast, 1.2-1.4 s a step with the CPU to itself). No run has formed
+the circuit yet; what was tried and found (runs' logs in the closing notes of issues 20's sessions):
+
+- Runs 1-4 (8 heads, 400 to 1,000 steps; no repeats, 15% and 40% repeated passages) learned the
+  language (held-out 3.91 nats in 128-token windows at 1,000 steps, against the shipped 4.165)
+  and formed no circuit: best previous-token score 0.09 (uniform attention scores about that),
+  best induction 0.04, no copying of a repeated random half.
+- Why at least part of it: the position table was drowned. Read on natural text, run 4's
+  layer-0 heads attend almost uniformly (largest weight 0.04-0.10): weight decay shrank the
+  position rows (norm 0.4-0.7) while the tied token embeddings grew to norm 4, so after ``ln_1``
+  attention had almost no position signal to build a previous-token head from. Now the position
+  table starts at 5x the scale (``sinusoidal_positions``) and is not decayed; rows keep norm
+  about 0.8 against the token rows' 1.2 (checked at step 200).
+- ``random_repeats`` (uniform random tokens, each block repeated; ``tools/offline_corpus.py``):
+  blocks drawn with the corpus's own frequencies taught nothing in 200 steps (guessing common
+  tokens does as well as copying); drawn uniformly from 12,479 tokens, neither 300 steps of them
+  alone (run 8) nor 1,250 steps of a 20% natural repeats + 20% random repeats mix (run 9, 4 heads,
+  held-out 4.37 at step 1,250) formed a previous-token head.
+- A 1-layer model of the same width and vocabulary learns "output the previous token" only
+  slowly (loss from 8.0 to 7.4 nats in 120 steps of 512 tokens, bf16 and fp32 alike), so
+  position-based attention itself is slow to learn at this batch size, with 50,257-way logits
+  taking most of each step's time.
+- Next: a copying-first curriculum at short context and a larger batch (many more sequences per
+  step), or a GPU run (the issue allows one; 100x the tokens in the same hour).
 
 The run is seeded, checkpoints every ``--checkpoint-every`` steps into ``--out``/checkpoint (run
 the same command again to continue), and prints the held-out loss and the circuit's vital signs
@@ -75,14 +91,15 @@ def build_model(n_layer: int, n_embd: int, n_head: int, n_positions: int) -> GPT
     return model
 
 
-def sinusoidal_positions(n_positions: int, n_embd: int, scale: float = 0.02) -> torch.Tensor:
+def sinusoidal_positions(n_positions: int, n_embd: int, scale: float = 0.1) -> torch.Tensor:
     """The original Transformer's sinusoids, entries in [-scale, scale]: the learned positions' starting point.
 
     GPT-2 learns its position embeddings from a random start; the learned ones end up close to
     sinusoids of several frequencies. Starting there gives attention an offset it can read from
     the first step (a previous-token head needs one), instead of waiting for it to be learned:
-    runs from a random start showed no previous-token head after 700 steps. The entries are
-    scaled like the token embeddings' (``initializer_range`` 0.02), and they are trained as usual.
+    runs from a random start showed no previous-token head after 700 steps. Rows have norm
+    ``scale * sqrt(n_embd / 2)`` (0.8 at width 128), comparable to the token embeddings' after a
+    few hundred steps, so ``ln_1`` keeps the position signal; they are trained as usual (not decayed).
     """
     position = torch.arange(n_positions, dtype=torch.float32)[:, None]
     frequency = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))
@@ -169,7 +186,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--mix", default=DEFAULT_MIX, help="source=weight,... (sources: docs, docstrings, code, repeats)")
+    p.add_argument("--mix", default=DEFAULT_MIX, help="source=weight,... (sources: docs, docstrings, code, repeats, random_repeats)")
+    p.add_argument("--first-mix", default="random_repeats=1",
+                   help="the mix of the first --first-steps steps (a curriculum: copying first, then language)")
+    p.add_argument("--first-steps", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the matrix products (faster on CPUs with bf16)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=100)
@@ -177,7 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 SETTINGS = ("steps", "seed", "n_layer", "d_model", "n_head", "n_ctx", "batch_size", "lr", "warmup",
-            "weight_decay", "val_fraction", "mix", "bf16")
+            "weight_decay", "val_fraction", "mix", "first_mix", "first_steps", "bf16")
 
 
 def save_checkpoint(path: Path, step: int, model, optimizer, gen, history, recent, wall, args) -> None:
@@ -267,6 +287,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(args.seed)
     mix = parse_mix(args.mix)
+    first_mix = parse_mix(args.first_mix)
 
     tokenizer = gpt2_tokenizer()
     assert len(tokenizer) == VOCAB_SIZE and tokenizer.eos_token_id == EOT_ID
@@ -278,8 +299,11 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params:,} parameters", flush=True)
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    # The position table is not decayed: decay shrank it while the (tied) token embeddings grew to
+    # 20x its size, and LayerNorm then left attention almost no position signal to read.
+    positions = model.transformer.wpe.weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not positions]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is positions]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr, betas=(0.9, 0.95),
@@ -306,7 +330,7 @@ def main(argv=None) -> dict:
     for step in range(first_step, args.steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = args.lr * lr_factor(step - 1, args.warmup, args.steps)
-        batch = random_batch(corpus, mix, args.batch_size, args.n_ctx, gen)
+        batch = random_batch(corpus, first_mix if step <= args.first_steps else mix, args.batch_size, args.n_ctx, gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
         optimizer.zero_grad(set_to_none=True)
@@ -341,7 +365,8 @@ def main(argv=None) -> dict:
                    "n_positions": args.n_ctx, "vocab_size": VOCAB_SIZE},
         "hyperparameters": {"batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
                             "weight_decay": args.weight_decay, "val_fraction": args.val_fraction,
-                            "mix": mix, "bf16": args.bf16},
+                            "mix": mix, "first_mix": first_mix, "first_steps": args.first_steps,
+                            "bf16": args.bf16},
         "n_topics": corpus.n_topics,
         "n_files": corpus.n_files,
         "train_tokens_by_source": {name: len(ids) for name, ids in corpus.train.items()},
