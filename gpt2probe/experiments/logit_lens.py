@@ -5,8 +5,9 @@ probability and rank), and writes a self-contained HTML report: the lens heatmap
 metric switch, the target across layers, KL to the final prediction, direct logit
 attribution for every prompt, and with several prompts an aggregate across them. With
 ``--tuned DIR`` (a lens from ``gpt2probe tuned-lens train``) the prompts are also read
-through the tuned lens, and the report shows both lenses' heatmaps and KL per layer; the
-shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned``. Only
+through the tuned lens: the report shows the two lenses' heatmaps one above the other, and
+KL per layer, the target across layers and the several-prompts summary with one line per
+lens (one colour each); the shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned``. Only
 the default model falls back to the small model shipped with gpt2probe when GPT-2's
 weights cannot be had, and says so in the terminal and in the report.
 """
@@ -41,7 +42,7 @@ def build_parser() -> Parser:
     parser.add_argument("--include-mid", action="store_true", help="also read the stream between attention and MLP")
     parser.add_argument("--tuned", type=Path, metavar="DIR",
                         help="also read through the tuned lens saved in DIR (gpt2probe tuned-lens train); "
-                             "the report shows both lenses side by side")
+                             "the report shows both lenses, one line per lens in its plots")
     parser.add_argument("--no-tuned", action="store_true",
                         help="on the shipped tiny-english, do not read through its shipped tuned lens")
     add_common_arguments(parser, DEFAULT_OUT)
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> Path:
         tuned = logit_lens(probe, prompts, k=args.k, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
     figures: dict[str, object] = {}
     if len(result) > 1:
-        figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(result)
+        figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(
+            result if tuned is None else {"logit lens": result, "tuned lens": tuned})
     for i, item in enumerate(result):
         tag = f" (prompt {i + 1})" if len(result) > 1 else ""
         target = visible_whitespace(item.target_tokens[-1])
@@ -135,7 +137,8 @@ def run(args: argparse.Namespace) -> Path:
                 {"logit lens": item, "tuned lens": tuned[i]})
         else:
             figures[f"KL divergence to the final prediction{tag}"] = kl_per_layer(item)
-        figures[f"Target {target} across layers{tag}"] = target_trajectory(item)
+        figures[f"Target {target} across layers{tag}"] = target_trajectory(
+            item if tuned is None else {"logit lens": item, "tuned lens": tuned[i]})
         attr = direct_logit_attribution(probe, prompts[i], int(item.target_ids[-1]))
         figures[f"Direct logit attribution of {target}{tag}"] = attribution_bars(attr)
     note = NOTES[probe.cfg.model_name] if fell_back else None
