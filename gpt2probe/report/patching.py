@@ -12,7 +12,18 @@ import plotly.graph_objects as go
 
 from ..display.escape import display_token, escape_text
 from ..interventions.patching import PatchingResult
-from .style import SIGNED_COLORSCALE, SIGNED_RULE, TOP_MARGIN, category_axis, colorbar, fmt_cell, signed_range, title_layout
+from .style import (
+    NEGATIVE,
+    SIGNED_COLORSCALE,
+    SIGNED_RULE,
+    TOP_MARGIN,
+    category_axis,
+    colorbar,
+    fmt_cell,
+    signed_range,
+    small_gap,
+    title_layout,
+)
 
 
 def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.Figure:
@@ -30,6 +41,10 @@ def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.F
     unit = ("normalised: clean = 1, corrupted = 0" if result.normalized else "metric")
     raw_scale = (f"raw metric: clean {result.clean_metric:+.4f}, corrupted {result.corrupted_metric:+.4f}, "
                  f"gap {result.clean_metric - result.corrupted_metric:+.4f}")
+    scale = max(abs(result.clean_metric), abs(result.corrupted_metric), float(raw.abs().max()) if raw.numel() else 0.0)
+    if result.normalized and small_gap(result.clean_metric, result.corrupted_metric, scale):
+        raw_scale += (f' <span style="color:{NEGATIVE}"><b>(a small gap next to values up to {scale:.4f}: '
+                      "these normalised values mostly show noise)</b></span>")
     plot_height = max(220, 30 * len(rows))  # px: room for the colour bar's ticks even with four layers
     fig = go.Figure(go.Heatmap(
         z=values.tolist(),

@@ -103,6 +103,14 @@ def lens_colour(name: str) -> str:
     return LENS_COLOURS.get(name.lower(), "#7b3294")
 
 
+SMALL_GAP = 0.1  # a clean - corrupted gap below this fraction of the metric's scale makes normalised values noise
+
+
+def small_gap(clean: float, corrupted: float, scale: float) -> bool:
+    """Whether ``|clean - corrupted|`` is too small next to ``scale`` (the metric's largest size) to normalise by."""
+    return not (scale > 0 and abs(clean - corrupted) >= SMALL_GAP * scale)
+
+
 def fmt_nats(x: float) -> str:
     """An entropy or KL in nats, three decimals."""
     return "n/a" if math.isnan(x) else f"{x:.3f}"
