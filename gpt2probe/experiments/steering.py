@@ -46,7 +46,9 @@ def build_parser() -> Parser:
     parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE})")
     parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE})")
     parser.add_argument("--layer", type=int, help="the layer whose stream is steered (default: the middle one)")
-    parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre")
+    parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre",
+                        help="where in the layer the vector is added: entering it (resid_pre, the default), "
+                             "between attention and MLP (resid_mid), or leaving it (resid_post)")
     parser.add_argument("--alpha", type=finite_float, default=4.0, help="multiple of the vector added (default: 4)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=30, help="tokens generated per run (default: 30)")
     parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature (default: 1)")
