@@ -36,6 +36,10 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def format_help(self) -> str:
+        """The help text, with the docstrings' reStructuredText ````literal```` markers removed for the terminal."""
+        return super().format_help().replace("``", "")
+
 
 # -- argument types -------------------------------------------------------------------------
 
