@@ -454,3 +454,14 @@ def test_write_html_figures_fill_the_page_and_hide_the_toolbar(tmp_path, lens):
     assert fig.layout.width is not None  # the caller's figure keeps its width; the page's copy fills the column
     laid_out = page_layout(fig)
     assert laid_out.layout.width is None and laid_out.layout.autosize and laid_out.layout.height == fig.layout.height
+
+
+def test_target_trajectory_and_kl_show_both_lenses_in_their_colours(lens):
+    fig = target_trajectory({"logit lens": lens, "tuned lens": lens}, -2)
+    assert len(fig.data) == 4 and fig.layout.showlegend
+    colours = {trace.name: trace.line.color for trace in fig.data}
+    assert colours["logit lens"] != colours["tuned lens"]
+    assert [t.yaxis for t in fig.data] == ["y", "y2", "y", "y2"]
+    torch.testing.assert_close(torch.tensor(fig.data[2].y, dtype=torch.float32), lens.target_prob[:, -2])
+    ticks = list(fig.layout.yaxis2.ticktext)
+    assert ticks[:3] == ["1", "2", "5"] and "0" not in ticks  # no stray exponent digits

@@ -254,7 +254,7 @@ def _lenses(item: PromptLens | Mapping[str, PromptLens]) -> dict[str, PromptLens
     return items
 
 
-def _lens_line(name: str, width: float = 2) -> dict:
+def _lens_line(name: str, width: int = 2) -> dict:
     return dict(color=lens_colour(name), dash=LENS_DASH.get(name.lower(), "dot"), width=width)
 
 
