@@ -23,7 +23,17 @@ from ..interventions import circuit, edge_attribution_patch, faithfulness
 from ..report import write_html
 from ..report.attribution_patching import circuit_graph
 from ..report.style import SMALL_GAP, fmt_score, small_gap
-from .common import Parser, UsageError, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    add_plotly_argument,
+    check_single_token,
+    fallback_note,
+    load_model,
+    positive_int,
+    run_command,
+)
 from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
 
 DEFAULT_OUT = "reports/circuit.html"
@@ -43,6 +53,7 @@ def build_parser() -> Parser:
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
     parser.add_argument("--top", type=positive_int, default=20, help="edges kept in the circuit (default: 20)")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -104,7 +115,8 @@ def run(args: argparse.Namespace) -> Path:
           f"({result.circuit_metric:+.4f})" + (" (see the warning: the gap is small)" if warning else ""))
     figures = {"Circuit": circuit_graph(scored, chosen, result), "Top edges": edge_table(scored, top)}
     path = write_html(
-        args.out, figures, title="Circuit", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
+        args.out, figures,
+        plotlyjs=args.plotly, title="Circuit", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
         notes=notes or None,
         metadata={
             "Answer / wrong": f"{args.answer!r} / {args.wrong!r}",

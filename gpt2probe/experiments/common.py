@@ -80,6 +80,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
                              "weights are unavailable")
 
 
+def add_plotly_argument(parser: argparse.ArgumentParser) -> None:
+    """``--plotly inline|shared``, for commands whose report holds Plotly figures."""
+    parser.add_argument("--plotly", choices=("inline", "shared"), default="inline",
+                        help="inline: the report embeds plotly.js (one self-contained file, ~5 MB; the default); "
+                             "shared: plotly.js is written once beside the reports in the --out folder and "
+                             "loaded from there (still offline; copy the two files together)")
+
+
 # -- checks made before anything is loaded ---------------------------------------------------
 
 def check_device(device: str | None) -> None:

@@ -24,7 +24,17 @@ from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
 from ..lens.tuned import METADATA_FILE
 from ..report import attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory, write_html
 from ..shipped import NOTES, shipped_model
-from .common import Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int, read_prompts_file, run_command
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    add_plotly_argument,
+    check_single_token,
+    load_model,
+    positive_int,
+    read_prompts_file,
+    run_command,
+)
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 OFFLINE_DEFAULT_PROMPT = "If the object is not a string, the function will return"
@@ -46,6 +56,7 @@ def build_parser() -> Parser:
     parser.add_argument("--no-tuned", action="store_true",
                         help="on the shipped tiny-english, do not read through its shipped tuned lens")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -146,7 +157,8 @@ def run(args: argparse.Namespace) -> Path:
     metadata = {"k": args.k, "include_mid": args.include_mid}
     if tuned_lens is not None:
         metadata["tuned lens"] = str(args.tuned or shipped_tuned_lens(probe.cfg.model_name))
-    path = write_html(args.out, figures, title="Logit lens" + (" and tuned lens" if tuned else ""),
+    path = write_html(args.out, figures,
+        plotlyjs=args.plotly, title="Logit lens" + (" and tuned lens" if tuned else ""),
                       model_name=probe.cfg.model_name, prompts=prompts, notes=notes or None, metadata=metadata)
     print(("Logit lens:\n" if tuned else "") + summary_table(result))
     if tuned is not None:

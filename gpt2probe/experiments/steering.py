@@ -26,6 +26,7 @@ from .common import (
     Parser,
     UsageError,
     add_common_arguments,
+    add_plotly_argument,
     announce_model,
     finite_float,
     load_model,
@@ -58,6 +59,7 @@ def build_parser() -> Parser:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both runs (default: 0)")
     parser.add_argument("--k", type=positive_int, default=10, help="top next tokens listed (default: 10)")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> Path:
         "Biggest probability changes": change_bars(decode(moved), p_before[moved].tolist(), p_after[moved].tolist()),
     }
     path = write_html(
-        args.out, figures, title="Steering with a mean-difference vector", model_name=cfg.model_name, prompts=prompts,
+        args.out, figures,
+        plotlyjs=args.plotly, title="Steering with a mean-difference vector", model_name=cfg.model_name, prompts=prompts,
         notes=notes or None,
         metadata={
             "Hook": name,
