@@ -20,6 +20,7 @@ import copy
 import fnmatch
 import json
 import math
+import os
 import platform
 import re
 import time
@@ -231,7 +232,7 @@ def save_finetune(result: FinetuneResult, out: str | Path) -> Path:
     import transformers
     from safetensors import SafetensorError
 
-    from .atomic import atomic_directory
+    from .atomic import _umask, atomic_directory
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -247,4 +248,8 @@ def save_finetune(result: FinetuneResult, out: str | Path) -> Path:
         except SafetensorError as error:
             raise FileWriteError(f"cannot write {str(out)!r}: {error}") from None
         (tmp / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        mode = 0o666 & ~_umask()  # safetensors creates its file 0600; every file gets the same mode as the others
+        for path in tmp.iterdir():
+            if path.is_file():
+                os.chmod(path, mode)
     return out

@@ -149,7 +149,8 @@ def test_every_head_draws_in_chromium(wide_page):
           }
           return reached;
         })()""", timeout=300)
-        assert reached == [f"L{l}H{h}" for l in range(12) for h in range(12)]
+        # in document order: the top layer first, layer 0 at the bottom (as in every gpt2probe figure)
+        assert reached == [f"L{l}H{h}" for l in reversed(range(12)) for h in range(12)]
         # the pixels and the hover highlights of two heads match the stored weights
         for layer, head in [(3, 5), (11, 11)]:
             assert page.evaluate(f"attentionViewer.selfCheck({layer}, {head})", timeout=60) is True

@@ -195,6 +195,8 @@ def test_finetune_and_diff_commands_end_to_end(vocab_dir, tmp_path, capsys):
     assert main(["finetune", "--model", str(vocab_dir), "--text", str(text), "--steps", "2", "--batch-size", "2",
                  "--seq-len", "16", "--train", "blocks.0.mlp", "--out", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "finetune.json").is_file()
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["finetune.json"]  # not 0600 for one
     report = tmp_path / "diff.html"
     assert main(["diff", "--base", str(vocab_dir), "--tuned", str(out), "--prompt", "The value of the",
                  "--out", str(report)]) == 0

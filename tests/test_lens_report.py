@@ -87,16 +87,24 @@ def test_metric_switch_restyles_to_each_metric(item):
     assert menu.active == 0 and lens_heatmap(item, "kl").layout.updatemenus[0].active == 2
 
 
-def test_long_prompt_gets_a_fixed_width_and_a_range_slider():
+def test_long_prompt_gets_a_fixed_width_and_a_menu_of_readable_windows():
     short = lens_heatmap(make_lens(IDS))
-    assert not short.layout.xaxis.rangeslider.visible
+    assert len(short.layout.updatemenus) == 1 and "shown at a time" not in short.layout.title.text
     assert short.layout.width < MAX_WIDTH
     ids = [(7 * i) % 23 for i in range(1024)]
     fig = lens_heatmap(make_lens(ids, n_streams=13, k=2))
     assert fig.layout.width == MAX_WIDTH
-    assert fig.layout.xaxis.rangeslider.visible
+    assert not fig.layout.xaxis.rangeslider.visible  # no squashed preview of 1,024 cells
     lo, hi = fig.layout.xaxis.range
     assert hi == 1023.5 and 0 < lo < hi  # opens on the last positions, where the prompt's answer is
+    fits = round(hi - lo)
+    assert f"1024 positions, {fits} shown at a time" in fig.layout.title.text  # the reader is told
+    menu = fig.layout.updatemenus[1]
+    spans = [tuple(b.args[0]["xaxis.range"]) for b in menu.buttons]
+    assert menu.active == len(spans) - 1 and spans[-1] == (lo, hi)
+    assert spans[0][0] == -0.5 and all(b - a <= fits for a, b in spans)
+    covered = {p for a, b in spans for p in range(round(a + 0.5), round(b + 0.5))}
+    assert covered == set(range(1024))  # every position is in some window
 
 
 def test_aggregate_is_the_mean_kl_and_geometric_mean_rank():
@@ -125,7 +133,7 @@ def test_long_prompt_report_in_a_browser(tmp_path):
                            const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
           return {width: window.innerWidth, colorbar: r('#figure-0 .colorbar'), title: r('#figure-0 .gtitle'),
                   modebar: r('#figure-0 .modebar-container'), cbtitle: r('#figure-0 .cbtitle'),
-                  slider: r('#figure-0 .rangeslider-container'),
+                  slider: r('#figure-0 .rangeslider-container'), menu: r('#figure-0 .updatemenu-container'),
                   cbticks: [...document.querySelectorAll('#figure-0 .cbaxis text')].map(e => {
                       const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; })};
         })()""")
@@ -133,7 +141,7 @@ def test_long_prompt_report_in_a_browser(tmp_path):
         errors = list(page.errors)
     assert errors == []
     assert box["colorbar"][2] <= MAX_WIDTH + 40  # the colour bar is on screen, not 5,000 px to the right
-    assert box["slider"] is not None
+    assert box["slider"] is None and box["menu"] is not None
     title, modebar = box["title"], box["modebar"]
     assert title[1] >= modebar[3] - 1 or title[2] <= modebar[0]  # below the toolbar, or left of it
     cbtitle = box["cbtitle"]

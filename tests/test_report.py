@@ -12,6 +12,7 @@ import html
 import re
 from datetime import datetime, timezone
 
+import plotly
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from plotly.offline import get_plotlyjs
 
+from gpt2probe.errors import InvalidArgumentError
 from gpt2probe.lens.attribution import Attribution
 from gpt2probe.lens.result import PromptLens
 from gpt2probe.report import (
@@ -31,6 +33,7 @@ from gpt2probe.report import (
     target_trajectory,
     write_html,
 )
+from gpt2probe.report.html import page_layout
 from gpt2probe.versions import versions
 
 from browser import chromium_available, open_page
@@ -422,3 +425,43 @@ def test_report_package_exports():
             "target_trajectory", "write_html"} <= set(report.__all__)
     assert {"patching_heatmap", "continuations_table", "top_tokens_table", "change_bars", "Table"} <= set(report.__all__)
     assert all(callable(getattr(report, name)) for name in report.__all__)
+
+
+def test_write_html_shared_plotlyjs_one_copy_per_folder(tmp_path, lens):
+    """``plotlyjs="shared"``: each report loads one plotly.js file beside it, written once per folder."""
+    first = write_html(tmp_path / "a.html", [kl_per_layer(lens)], title="t", model_name="m", prompts="p",
+                       plotlyjs="shared")
+    second = write_html(tmp_path / "b.html", [kl_per_layer(lens)], title="t", model_name="m", prompts="p",
+                        plotlyjs="shared")
+    library = tmp_path / f"plotly-{plotly.__version__}.min.js"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b.html", library.name]
+    assert library.read_text(encoding="utf-8") == get_plotlyjs()
+    for page in (first, second):
+        text = page.read_text(encoding="utf-8")
+        assert get_plotlyjs()[:500] not in text and len(text) < 200_000
+        assert re.findall(r"<script\b[^>]*\bsrc\s*=\s*\"([^\"]*)\"", text) == [library.name]
+    inline = write_html(tmp_path / "c.html", [kl_per_layer(lens)], title="t", model_name="m", prompts="p")
+    assert inline.read_text(encoding="utf-8").count(get_plotlyjs()[:500]) == 1
+    with pytest.raises(InvalidArgumentError, match="plotlyjs"):
+        write_html(tmp_path / "d.html", [], title="t", model_name="m", prompts="p", plotlyjs="cdn")
+
+
+def test_write_html_figures_fill_the_page_and_hide_the_toolbar(tmp_path, lens):
+    fig = kl_per_layer(lens)
+    path = write_html(tmp_path / "r.html", [fig], title="t", model_name="m", prompts="p")
+    text = path.read_text(encoding="utf-8")
+    assert '"displayModeBar": "hover"' in text
+    assert fig.layout.width is not None  # the caller's figure keeps its width; the page's copy fills the column
+    laid_out = page_layout(fig)
+    assert laid_out.layout.width is None and laid_out.layout.autosize and laid_out.layout.height == fig.layout.height
+
+
+def test_target_trajectory_and_kl_show_both_lenses_in_their_colours(lens):
+    fig = target_trajectory({"logit lens": lens, "tuned lens": lens}, -2)
+    assert len(fig.data) == 4 and fig.layout.showlegend
+    colours = {trace.name: trace.line.color for trace in fig.data}
+    assert colours["logit lens"] != colours["tuned lens"]
+    assert [t.yaxis for t in fig.data] == ["y", "y2", "y", "y2"]
+    torch.testing.assert_close(torch.tensor(fig.data[2].y, dtype=torch.float32), lens.target_prob[:, -2])
+    ticks = list(fig.layout.yaxis2.ticktext)
+    assert ticks[:3] == ["1", "2", "5"] and "0" not in ticks  # no stray exponent digits

@@ -163,8 +163,9 @@ def run(args: argparse.Namespace) -> Path:
         print(f"\nNote: {note}")
     if threshold:
         print(f"\nNote: weights below {threshold}/255 are stored as 0 to keep the page under {args.max_mb:g} MB.")
-    size = path.stat().st_size / 1e6
-    print(f"\nPage written to {path} ({size:.1f} MB)")
+    size = path.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} KB"
+    print(f"\nPage written to {path} ({shown})")
     return path
 
 

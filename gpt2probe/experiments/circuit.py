@@ -22,7 +22,18 @@ from ..display.escape import escape_text
 from ..interventions import circuit, edge_attribution_patch, faithfulness
 from ..report import write_html
 from ..report.attribution_patching import circuit_graph
-from .common import Parser, UsageError, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+from ..report.style import SMALL_GAP, fmt_score, small_gap
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    add_plotly_argument,
+    check_single_token,
+    fallback_note,
+    load_model,
+    positive_int,
+    run_command,
+)
 from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
 
 DEFAULT_OUT = "reports/circuit.html"
@@ -42,6 +53,7 @@ def build_parser() -> Parser:
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
     parser.add_argument("--top", type=positive_int, default=20, help="edges kept in the circuit (default: 20)")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -51,11 +63,23 @@ def edge_table(scored, n: int) -> go.Figure:
     fig = go.Figure(go.Table(
         header={"values": ["rank", "edge", "score", "score / (clean - corrupted)"]},
         cells={"values": [list(range(1, len(top) + 1)), [escape_text(str(e)) for e, _ in top],
-                          [f"{s:+.4f}" for _, s in top], [f"{s / gap:+.3f}" if gap else "n/a" for _, s in top]],
+                          [fmt_score(s) for _, s in top], [fmt_score(s / gap) if gap else "n/a" for _, s in top]],
                "align": "left"}))
     fig.update_layout(title=f"The {len(top)} highest-ranked of {len(scored)} edges ({escape_text(scored.method)})",
                       height=170 + 32 * len(top))
     return fig
+
+
+def circuit_gap_warning(result) -> str | None:
+    """A warning when clean and corrupted barely differ, so that the fraction recovered divides by noise."""
+    clean, corrupted = result.clean_metric, result.corrupted_metric
+    scale = max(abs(clean), abs(corrupted), abs(result.circuit_metric))
+    if not small_gap(clean, corrupted, scale):
+        return None
+    return (f"The clean and corrupted runs barely differ on the metric: clean {clean:+.4f}, corrupted "
+            f"{corrupted:+.4f}, a gap of {abs(clean - corrupted):.4f} against values up to {scale:.4f} (less than "
+            f"{SMALL_GAP:.0%}). The fraction recovered ({result.recovered:.1%}) and the normalised edge scores divide "
+            "by that gap, so they mostly show noise: choose a prompt pair the model tells apart.")
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -80,14 +104,19 @@ def run(args: argparse.Namespace) -> Path:
     print(f"Clean:     {args.clean!r}\nCorrupted: {args.corrupted!r}")
     print(f"logit({args.answer!r}) - logit({args.wrong!r}) at the last token: "
           f"clean {result.clean_metric:+.4f}, corrupted {result.corrupted_metric:+.4f}")
+    warning = circuit_gap_warning(result)
+    if warning is not None:
+        notes.append(warning)
+        print(f"WARNING: {warning}")
     print(f"Top edges ({args.method}):")
     for edge, score in scored.top(min(10, top)):
-        print(f"    {str(edge):<24} {score:+.4f}")
+        print(f"    {str(edge):<24} {fmt_score(score)}")
     print(f"Circuit of the top {top} of {len(scored)} edges recovers {result.recovered:.1%} of the metric "
-          f"({result.circuit_metric:+.4f})")
+          f"({result.circuit_metric:+.4f})" + (" (see the warning: the gap is small)" if warning else ""))
     figures = {"Circuit": circuit_graph(scored, chosen, result), "Top edges": edge_table(scored, top)}
     path = write_html(
-        args.out, figures, title="Circuit", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
+        args.out, figures,
+        plotlyjs=args.plotly, title="Circuit", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
         notes=notes or None,
         metadata={
             "Answer / wrong": f"{args.answer!r} / {args.wrong!r}",

@@ -36,6 +36,10 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def format_help(self) -> str:
+        """The help text, with the docstrings' reStructuredText ````literal```` markers removed for the terminal."""
+        return super().format_help().replace("``", "")
+
 
 # -- argument types -------------------------------------------------------------------------
 
@@ -74,6 +78,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
     parser.add_argument("--no-fallback", action="store_true",
                         help=f"fail instead of falling back to the shipped offline model when {DEFAULT_MODEL}'s "
                              "weights are unavailable")
+
+
+def add_plotly_argument(parser: argparse.ArgumentParser) -> None:
+    """``--plotly inline|shared``, for commands whose report holds Plotly figures."""
+    parser.add_argument("--plotly", choices=("inline", "shared"), default="inline",
+                        help="inline: the report embeds plotly.js (one self-contained file, ~5 MB; the default); "
+                             "shared: plotly.js is written once beside the reports in the --out folder and "
+                             "loaded from there (still offline; copy the two files together)")
 
 
 # -- checks made before anything is loaded ---------------------------------------------------

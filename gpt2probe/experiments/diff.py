@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..report.diff import head_score_deltas, kl_per_token, lens_divergence, localisation_heatmap, weight_change_heatmap
 from ..report.html import write_html
-from .common import Parser, UsageError, load_model, read_prompts_file, run_command
+from .common import Parser, UsageError, add_plotly_argument, load_model, read_prompts_file, run_command
 
 DEFAULT_OUT = "reports/diff.html"
 DEFAULT_PROMPTS = ("def read_config(path):\n    with open(path) as f:", "The value of the expression is")
@@ -36,6 +36,7 @@ def build_parser() -> Parser:
     parser.add_argument("--layers-only", action="store_true", help="patch layer outputs only, not each head")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report path (default: {DEFAULT_OUT})")
+    add_plotly_argument(parser)
     parser.set_defaults(model=None)  # the shared checks look at --model; this command has --base and --tuned
     return parser
 
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> Path:
         figures["Head scores"] = head_score_deltas(diff)
     if diff.localisation is not None:
         figures["Localisation by patching"] = localisation_heatmap(diff)
-    path = write_html(args.out, figures, title="Base vs fine-tuned", model_name=f"{diff.base_name} → {diff.tuned_name}",
+    path = write_html(args.out, figures,
+        plotlyjs=args.plotly, title="Base vs fine-tuned", model_name=f"{diff.base_name} → {diff.tuned_name}",
                       prompts=prompts, metadata={"mean KL (nats)": f"{diff.mean_kl:.4g}"})
     print(f"report: {path}")
     return path

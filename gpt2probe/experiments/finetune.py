@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> Path:
     result = finetune(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                       seed=args.seed, train=args.train, freeze=args.freeze, progress=True)
     out = save_finetune(result, args.out)
-    print(f"{result}; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.seconds:.0f} s")
+    losses = result.losses
+    window = max(1, min(50, len(losses) // 10))  # single steps are noisy: compare the first and last 10% (<= 50 steps)
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    print(f"{result}; loss {first:.3f} -> {last:.3f} (mean of the first and last {window} step"
+          f"{'s' if window > 1 else ''}) in {result.seconds:.0f} s")
     print(f"saved to {out}; compare with: gpt2probe diff --base {args.model} --tuned {out}")
     return out
 

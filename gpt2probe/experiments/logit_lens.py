@@ -5,8 +5,9 @@ probability and rank), and writes a self-contained HTML report: the lens heatmap
 metric switch, the target across layers, KL to the final prediction, direct logit
 attribution for every prompt, and with several prompts an aggregate across them. With
 ``--tuned DIR`` (a lens from ``gpt2probe tuned-lens train``) the prompts are also read
-through the tuned lens, and the report shows both lenses' heatmaps and KL per layer; the
-shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned``. Only
+through the tuned lens: the report shows the two lenses' heatmaps one above the other, and
+KL per layer, the target across layers and the several-prompts summary with one line per
+lens (one colour each); the shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned``. Only
 the default model falls back to the small model shipped with gpt2probe when GPT-2's
 weights cannot be had, and says so in the terminal and in the report.
 """
@@ -23,7 +24,17 @@ from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
 from ..lens.tuned import METADATA_FILE
 from ..report import attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory, write_html
 from ..shipped import NOTES, shipped_model
-from .common import Parser, UsageError, add_common_arguments, check_single_token, load_model, positive_int, read_prompts_file, run_command
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    add_plotly_argument,
+    check_single_token,
+    load_model,
+    positive_int,
+    read_prompts_file,
+    run_command,
+)
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 OFFLINE_DEFAULT_PROMPT = "If the object is not a string, the function will return"
@@ -41,10 +52,11 @@ def build_parser() -> Parser:
     parser.add_argument("--include-mid", action="store_true", help="also read the stream between attention and MLP")
     parser.add_argument("--tuned", type=Path, metavar="DIR",
                         help="also read through the tuned lens saved in DIR (gpt2probe tuned-lens train); "
-                             "the report shows both lenses side by side")
+                             "the report shows both lenses, one line per lens in its plots")
     parser.add_argument("--no-tuned", action="store_true",
                         help="on the shipped tiny-english, do not read through its shipped tuned lens")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -123,7 +135,8 @@ def run(args: argparse.Namespace) -> Path:
         tuned = logit_lens(probe, prompts, k=args.k, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
     figures: dict[str, object] = {}
     if len(result) > 1:
-        figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(result)
+        figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(
+            result if tuned is None else {"logit lens": result, "tuned lens": tuned})
     for i, item in enumerate(result):
         tag = f" (prompt {i + 1})" if len(result) > 1 else ""
         target = visible_whitespace(item.target_tokens[-1])
@@ -135,7 +148,8 @@ def run(args: argparse.Namespace) -> Path:
                 {"logit lens": item, "tuned lens": tuned[i]})
         else:
             figures[f"KL divergence to the final prediction{tag}"] = kl_per_layer(item)
-        figures[f"Target {target} across layers{tag}"] = target_trajectory(item)
+        figures[f"Target {target} across layers{tag}"] = target_trajectory(
+            item if tuned is None else {"logit lens": item, "tuned lens": tuned[i]})
         attr = direct_logit_attribution(probe, prompts[i], int(item.target_ids[-1]))
         figures[f"Direct logit attribution of {target}{tag}"] = attribution_bars(attr)
     note = NOTES[probe.cfg.model_name] if fell_back else None
@@ -143,7 +157,8 @@ def run(args: argparse.Namespace) -> Path:
     metadata = {"k": args.k, "include_mid": args.include_mid}
     if tuned_lens is not None:
         metadata["tuned lens"] = str(args.tuned or shipped_tuned_lens(probe.cfg.model_name))
-    path = write_html(args.out, figures, title="Logit lens" + (" and tuned lens" if tuned else ""),
+    path = write_html(args.out, figures,
+        plotlyjs=args.plotly, title="Logit lens" + (" and tuned lens" if tuned else ""),
                       model_name=probe.cfg.model_name, prompts=prompts, notes=notes or None, metadata=metadata)
     print(("Logit lens:\n" if tuned else "") + summary_table(result))
     if tuned is not None:

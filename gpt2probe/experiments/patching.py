@@ -28,7 +28,17 @@ from ..interventions import PatchingResult, attribution_patch, patch
 from ..interventions.agreement import compare
 from ..report import patching_heatmap, write_html
 from ..report.attribution_patching import disagreement_table, estimate_scatter
-from .common import Parser, UsageError, add_common_arguments, announce_model, check_single_token, load_model, positive_int, run_command
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    add_plotly_argument,
+    announce_model,
+    check_single_token,
+    load_model,
+    positive_int,
+    run_command,
+)
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
@@ -64,6 +74,7 @@ def build_parser() -> Parser:
     parser.add_argument("--compare-exact", action="store_true",
                         help="also run exact patching and show the estimate against it, cell by cell")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -176,7 +187,8 @@ def run(args: argparse.Namespace) -> Path:
             figures[exact_heading] = patching_heatmap(exact[kind], exact_heading, meaning)
             figures.update(estimate_figures(exact[kind], results[kind], heading, args.method))
     path = write_html(
-        args.out, figures, title="Activation patching", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
+        args.out, figures,
+        plotlyjs=args.plotly, title="Activation patching", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
         notes=notes or None,
         metadata={
             "Answer / wrong": f"{args.answer!r} / {args.wrong!r}",

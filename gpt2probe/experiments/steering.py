@@ -26,6 +26,7 @@ from .common import (
     Parser,
     UsageError,
     add_common_arguments,
+    add_plotly_argument,
     announce_model,
     finite_float,
     load_model,
@@ -46,7 +47,9 @@ def build_parser() -> Parser:
     parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE})")
     parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE})")
     parser.add_argument("--layer", type=int, help="the layer whose stream is steered (default: the middle one)")
-    parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre")
+    parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre",
+                        help="where in the layer the vector is added: entering it (resid_pre, the default), "
+                             "between attention and MLP (resid_mid), or leaving it (resid_post)")
     parser.add_argument("--alpha", type=finite_float, default=4.0, help="multiple of the vector added (default: 4)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=30, help="tokens generated per run (default: 30)")
     parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature (default: 1)")
@@ -56,6 +59,7 @@ def build_parser() -> Parser:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both runs (default: 0)")
     parser.add_argument("--k", type=positive_int, default=10, help="top next tokens listed (default: 10)")
     add_common_arguments(parser, DEFAULT_OUT)
+    add_plotly_argument(parser)
     return parser
 
 
@@ -128,7 +132,8 @@ def run(args: argparse.Namespace) -> Path:
         "Biggest probability changes": change_bars(decode(moved), p_before[moved].tolist(), p_after[moved].tolist()),
     }
     path = write_html(
-        args.out, figures, title="Steering with a mean-difference vector", model_name=cfg.model_name, prompts=prompts,
+        args.out, figures,
+        plotlyjs=args.plotly, title="Steering with a mean-difference vector", model_name=cfg.model_name, prompts=prompts,
         notes=notes or None,
         metadata={
             "Hook": name,

@@ -22,6 +22,9 @@ from .common import Parser, UsageError, check_device, check_out_dir, finite_floa
 CHECKPOINT_DIR = "checkpoint"
 
 
+DEFAULT_SEQ_LEN = 256  # tokens per training window unless --seq-len: 1,024 costs 6-13 s a step on a 4-layer model
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="gpt2probe tuned-lens",
                     description="Train a tuned lens (one affine translator per residual stream) for a GPT-2 model.")
@@ -34,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=positive_int, required=True, help="optimiser steps (each uses --batch-size new windows)")
     train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
     train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
-    train.add_argument("--seq-len", type=positive_int, help="tokens per window (default: the model's context length)")
+    train.add_argument("--seq-len", type=positive_int,
+                       help=f"tokens per window (default: {DEFAULT_SEQ_LEN}, or the model's context length if "
+                            "shorter: a step costs about in proportion to the window; GPT-2 small trains with --seq-len 1024)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd",
                        help="default: sgd (the reference's Nesterov SGD; see docs/tuned-lens.md)")
     train.add_argument("--lr", type=finite_float,
@@ -92,6 +97,10 @@ def train(args: argparse.Namespace) -> Path:
         rank = int(os.environ.get("RANK", "0"))
         args.device = device
         probe, _ = load_model(args)
+        if args.seq_len is None:
+            args.seq_len = min(DEFAULT_SEQ_LEN, probe.cfg.n_ctx)
+            if rank == 0:
+                print(f"Windows of {args.seq_len} tokens (--seq-len to change)")
         bar = None
         if rank == 0 and not args.no_progress:
             from tqdm import tqdm
@@ -104,12 +113,14 @@ def train(args: argparse.Namespace) -> Path:
                 bar.set_postfix(kl=f"{loss:.4f}")
 
         checkpoints = args.out / CHECKPOINT_DIR
-        lens = TunedLens.train(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                               optimizer=args.optimizer, lr=args.lr, seed=args.seed, include_mid=args.include_mid,
-                               checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, corpus=corpus,
-                               progress=progress)
-        if bar is not None:
-            bar.close()
+        try:
+            lens = TunedLens.train(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                                   optimizer=args.optimizer, lr=args.lr, seed=args.seed, include_mid=args.include_mid,
+                                   checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, corpus=corpus,
+                                   progress=progress)
+        finally:  # closing ends the bar's line, so an error (e.g. "corpus too short") starts on its own line
+            if bar is not None:
+                bar.close()
         if rank == 0:
             lens.save(args.out)
             shutil.rmtree(checkpoints, ignore_errors=True)

@@ -144,7 +144,7 @@ def score_grid_figure(
             col=index % n_cols + 1,
         )
     fig.update_xaxes(dtick=1)
-    fig.update_yaxes(dtick=1, autorange="reversed")
+    fig.update_yaxes(dtick=1)  # layer 0 at the bottom, as in every gpt2probe figure
     for col in range(1, n_cols + 1):
         fig.update_xaxes(title_text="head", row=n_rows, col=col)
     for row in range(1, n_rows + 1):

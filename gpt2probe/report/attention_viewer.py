@@ -319,7 +319,7 @@ function drawThumb(canvas, l, h) {
 }
 grid.style.gridTemplateColumns = `auto repeat(${H}, auto)`;
 const thumbEls = [];
-for (let l = 0; l < L; l++) {
+for (let l = L - 1; l >= 0; l--) {  // layer 0 at the bottom, as in every gpt2probe figure
   const name = document.createElement('div'); name.className = 'layer'; name.textContent = 'L' + l; grid.appendChild(name);
   for (let h = 0; h < H; h++) {
     const box = document.createElement('div'); box.className = 'thumb'; box.title = scoreTitle(l, h);
@@ -359,7 +359,7 @@ async function select(l, h) {
     }
   }
   ctx.putImageData(img, 0, 0);
-  focus(focused === null ? n - 1 : focused);
+  if (focused !== null) focus(focused);  // no token is focused until the pointer is on the pattern
   return current;
 }
 
@@ -378,6 +378,12 @@ function focus(i) {
   });
 }
 
+function unfocus() {  // nothing tinted: a row and a column are shaded only while a token is pointed at
+  focused = null;
+  overlay.getContext('2d').clearRect(0, 0, overlay.width, overlay.height);
+  tokenEls.forEach(el => { el.style.background = ''; el.classList.remove('focus'); });
+}
+overlay.parentElement.addEventListener('mouseleave', unfocus);
 overlay.parentElement.addEventListener('mousemove', e => {
   const r = big.getBoundingClientRect();
   const k = Math.floor((e.clientX - r.left) / r.width * n), q = Math.floor((e.clientY - r.top) / r.height * n);
@@ -393,7 +399,7 @@ document.getElementById('scale').addEventListener('change', e => {
 });
 document.addEventListener('keydown', e => {
   if (!current) return;
-  const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
+  const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [1, 0], ArrowDown: [-1, 0] };  // up = the layer drawn above
   if (!(e.key in moves)) return;
   const l = (current.l + moves[e.key][0] + L) % L, h = (current.h + moves[e.key][1] + H) % H;
   e.preventDefault(); select(l, h);
@@ -419,7 +425,7 @@ async function selfCheck(l, h) {
   return true;
 }
 window.attentionViewer = { select, head, focus, weight, selfCheck, n, L, H, D };
-selfCheck(0, 0).then(() => { if (check.dataset.status !== 'fail') check.dataset.status = 'ok'; })
+selfCheck(0, 0).then(() => { unfocus(); if (check.dataset.status !== 'fail') check.dataset.status = 'ok'; })
   .catch(err => fail(String(err && err.stack || err)));
 })();
 """

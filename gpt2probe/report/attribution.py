@@ -13,6 +13,7 @@ from .style import (
     TOP_MARGIN,
     category_axis,
     colorbar,
+    fmt_cell,
     prompt_chars,
     signed_colour,
     signed_range,
@@ -40,7 +41,7 @@ def attribution_bars(attr: Attribution) -> go.Figure:
     zmin, zmax = signed_range(heads.flatten().tolist())
     fig.add_trace(go.Heatmap(
         z=heads.tolist(), x=list(range(n_heads)), y=list(range(n_layers)),
-        text=[[f"{v:+.2f}" for v in row] for row in heads.tolist()], texttemplate="%{text}",
+        text=[[fmt_cell(v, sign=True) for v in row] for row in heads.tolist()], texttemplate="%{text}",
         hovertext=[[f"<b>L{l}H{h}</b><br>{float(heads[l, h]):+.4f}<br>layer {l} attention (heads + b_O): "
                     f"{float(heads[l].sum() + attr.attn_bias[l]):+.4f}" for h in range(n_heads)]
                    for l in range(n_layers)],

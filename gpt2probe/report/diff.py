@@ -19,6 +19,7 @@ from ..diffing.components import EMBED, LN_FINAL, POS_EMBED, head_component, lay
 from ..diffing.localise import SITES
 from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError
+from .style import fmt_cell
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"  # positive = blue, as in the attribution figures
@@ -63,8 +64,8 @@ def weight_change_heatmap(diff: ModelDiff) -> go.Figure:
         hovertemplate="%{hovertext}<extra></extra>",
     ), row=1, col=2)
     fig.update_xaxes(tickmode="array", tickvals=list(range(len(columns))), ticktext=columns, row=1, col=1)
-    fig.update_yaxes(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)), autorange="reversed",
-                     row=1, col=1)
+    fig.update_yaxes(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)),
+                     row=1, col=1)  # layer 0 at the bottom, as in every gpt2probe figure
     fig.update_xaxes(tickmode="array", tickvals=list(range(len(GLOBAL_COMPONENTS))), ticktext=list(GLOBAL_COMPONENTS),
                      row=1, col=2)
     changed = diff.changed_components()
@@ -134,14 +135,14 @@ def head_score_deltas(diff: ModelDiff) -> go.Figure:
         fig.add_trace(go.Heatmap(
             z=delta.tolist(), x=list(range(n_heads)), y=list(range(n_layers)), zmid=0, zmin=-bound, zmax=bound,
             colorscale=DIVERGING, showscale=col == len(deltas), xgap=1, ygap=1,
-            text=[[f"{v:+.2f}" for v in row] for row in delta.tolist()], texttemplate="%{text}",
+            text=[[fmt_cell(v, sign=True) for v in row] for row in delta.tolist()], texttemplate="%{text}",
             hovertext=[[f"<b>L{l}H{h}</b><br>base {float(base[l, h]):.3f} → tuned {float(tuned[l, h]):.3f}"
                         for h in range(n_heads)] for l in range(n_layers)],
             hovertemplate="%{hovertext}<extra></extra>", colorbar=dict(title=dict(text="Δ score", side="right")),
         ), row=1, col=col)
         fig.update_xaxes(title=dict(text="head"), tickmode="array", tickvals=list(range(n_heads)), row=1, col=col)
         fig.update_yaxes(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)),
-                         autorange="reversed", row=1, col=col)
+                         row=1, col=col)  # layer 0 at the bottom
     fig.update_layout(title=dict(text="Head-score changes (tuned − base)"), height=420, width=1200, margin=dict(t=90))
     return fig
 
@@ -161,13 +162,13 @@ def localisation_heatmap(diff: ModelDiff) -> go.Figure:
         fig.add_trace(go.Heatmap(
             z=grid.nan_to_num(0.0).tolist(), x=list(range(len(columns))), y=list(range(n_layers)),
             zmid=0, zmin=-1, zmax=1, colorscale=DIVERGING, showscale=col == len(panels), xgap=1, ygap=1,
-            text=[[f"{v:.2f}" for v in row] for row in grid.tolist()], texttemplate="%{text}",
+            text=[[fmt_cell(v) for v in row] for row in grid.tolist()], texttemplate="%{text}",
             hovertemplate="layer %{y}, %{x}<br>restored %{text}<extra></extra>",
             colorbar=dict(title=dict(text="restored", side="right")),
         ), row=1, col=col)
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(columns))), ticktext=columns, row=1, col=col)
         fig.update_yaxes(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)),
-                         autorange="reversed", row=1, col=col)
+                         row=1, col=col)  # layer 0 at the bottom
     fig.update_layout(
         title=dict(text="Where the change lives: base activations patched into the tuned run"
                         f"<br><sup>1 = patching this unit restores the base model's predictions; total KL "

@@ -1,7 +1,10 @@
-"""Write figures into one self-contained HTML report.
+"""Write figures into one HTML report that opens offline.
 
-The report embeds plotly.js once, inline, and references nothing on the network: it
-opens offline, and its Content-Security-Policy forbids every network request, so a
+By default the report embeds plotly.js once, inline (one self-contained file, about 5 MB).
+With ``plotlyjs="shared"`` it loads plotly.js from one file beside it instead
+(``plotly-<version>.min.js``, written once per output folder and shared by every report
+there), so a folder of reports holds the library once. Either way the page references
+nothing on the network: its Content-Security-Policy forbids every network request, so a
 stray URL cannot fetch anything either. A header states what produced it (model,
 prompts, date, versions). The file is written atomically: an interrupted write leaves
 the previous report (or none) in place, never half a report.
@@ -22,15 +25,51 @@ import plotly.io as pio
 from ..atomic import atomic_path
 from ..display.escape import escape_html
 from ..display.tables import text_table
-from ..errors import InvalidTypeError, ShapeError
+from ..errors import InvalidArgumentError, InvalidTypeError, ShapeError
 from ..versions import versions
 
 # Inline scripts and styles only; no request to any server (images and fonts from data: URLs).
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                            "img-src data: blob:; font-src data:")
+# With a shared plotly.js the page may also load scripts from local files (never from a server).
+SHARED_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("script-src 'unsafe-inline'",
+                                                                 "script-src 'unsafe-inline' 'self' file:")
 
 # typesetMath off: a token like "$x$" must never become LaTeX, even where MathJax is loaded.
-PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "responsive": True}
+# displayModeBar "hover": the toolbar appears only while the pointer is over a figure, so it
+# never covers a title or a score in a figure being read.
+PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "responsive": True, "displayModeBar": "hover"}
+
+PLOTLYJS_CHOICES = ("inline", "shared")
+
+
+def shared_plotlyjs_name() -> str:
+    """The file name of the shared plotly.js written beside reports (versioned, so reports of two versions can share a folder)."""
+    return f"plotly-{plotly.__version__}.min.js"
+
+
+def write_shared_plotlyjs(folder: Path) -> Path:
+    """Write plotly.js into ``folder`` once (atomically; an existing identical copy is kept). Returns its path."""
+    from plotly.offline import get_plotlyjs
+
+    target = folder / shared_plotlyjs_name()
+    source = get_plotlyjs()
+    if target.is_file() and target.stat().st_size == len(source.encode("utf-8")):
+        return target
+    with atomic_path(target) as tmp:
+        tmp.write_text(source, encoding="utf-8")
+    return target
+
+
+def page_layout(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` laid out at the page's width (responsive), keeping its height.
+
+    Figures set a width that suits a notebook; on a report page every figure fills the
+    page's column instead, so that no figure is a narrow strip beside empty space.
+    """
+    fig = go.Figure(fig)
+    fig.update_layout(width=None, autosize=True)
+    return fig
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
@@ -118,14 +157,19 @@ def write_html(
     prompts: str | Sequence[str],
     notes: str | Sequence[str] | None = None,
     metadata: Mapping[str, object] | None = None,
+    plotlyjs: str = "inline",
 ) -> Path:
     """Write ``figures`` (a list, or a dict of section heading -> figure) to one HTML file.
 
     A figure is a Plotly figure or a :class:`~gpt2probe.report.Table` of text.
     ``notes`` (a string or several) are shown under the header, e.g. a warning that the
     model is a small offline one. With more than three headed sections the page opens
-    with a contents list. Returns the path written.
+    with a contents list. Every figure is laid out at the page's width. ``plotlyjs`` is
+    ``"inline"`` (one self-contained file) or ``"shared"`` (plotly.js written once beside the
+    report and loaded from there; copy the two files together). Returns the path written.
     """
+    if plotlyjs not in PLOTLYJS_CHOICES:
+        raise InvalidArgumentError(f"plotlyjs={plotlyjs!r}; valid: {', '.join(map(repr, PLOTLYJS_CHOICES))}")
     sections: list[tuple[str | None, go.Figure | Table]] = (
         list(figures.items()) if isinstance(figures, Mapping) else [(None, fig) for fig in figures])
     for heading, fig in sections:
@@ -134,12 +178,20 @@ def write_html(
             raise InvalidTypeError(f"{where} is a {type(fig).__name__}; expected a plotly.graph_objects.Figure "
                                    "or a gpt2probe.report.Table")
     target = Path(path)
+    shared = plotlyjs == "shared"
+    if shared:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_shared_plotlyjs(target.parent)
+    policy = SHARED_CONTENT_SECURITY_POLICY if shared else CONTENT_SECURITY_POLICY
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
         out.write(
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
-            f"<title>{_esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
+            f"<title>{_esc(title)}</title>\n<style>{STYLE}</style>\n"
         )
+        if shared:
+            out.write(f'<script src="{_esc(shared_plotlyjs_name())}"></script>\n')
+        out.write("</head>\n<body>\n")
         out.write(_header(title, model_name, _as_list(prompts), _as_list(notes), metadata or {}))
         out.write(_contents(sections))
         out.write("<main>\n")
@@ -151,7 +203,8 @@ def write_html(
             if isinstance(fig, Table):
                 out.write(fig.to_html())
             else:  # plotly.js goes inline with the first figure only; the others reuse it.
-                out.write(pio.to_html(fig, full_html=False, include_plotlyjs=not plotly_included,
+                out.write(pio.to_html(page_layout(fig), full_html=False,
+                                      include_plotlyjs=not (plotly_included or shared),
                                       include_mathjax=False, config=PLOTLY_CONFIG, div_id=f"figure-{i}"))
                 plotly_included = True
             out.write("\n</section>\n")

@@ -21,7 +21,19 @@ from plotly.subplots import make_subplots
 from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
-from .style import TOP_MARGIN, category_axis, colorbar, fmt_nats, fmt_prob, prompt_chars, title_layout
+from .style import (
+    LENS_DASH,
+    TOP_MARGIN,
+    category_axis,
+    colorbar,
+    fmt_nats,
+    fmt_prob,
+    lens_colour,
+    prompt_chars,
+    prompt_lines,
+    rank_ticks,
+    title_layout,
+)
 
 # metric -> (what the colour shows, colour bar title, colour scale)
 HEATMAP_METRICS = {
@@ -84,7 +96,22 @@ def _stream_axis(item: PromptLens) -> dict:
 
 
 CELL_WIDTH = 64  # px per position
-MAX_WIDTH = 1300  # px: wider prompts get a window onto them, a range slider and panning
+MAX_WIDTH = 1300  # px: wider prompts get windows onto them (a menu, and panning)
+
+
+def position_windows(positions: list[int], fits: int) -> list[tuple[str, tuple[float, float]]]:
+    """Consecutive windows of at most ``fits`` positions covering ``positions``, as (menu label, x range).
+
+    The last window ends at the last position (a long prompt opens there); the first
+    starts at the first. A prompt that fits is one window.
+    """
+    n = len(positions)
+    if n <= fits:
+        return [(f"positions {positions[0]}-{positions[-1]}", (positions[0] - 0.5, positions[-1] + 0.5))]
+    starts = list(range(n - fits, 0, -fits))[::-1]
+    starts = [0, *starts] if starts[0] != 0 else starts
+    return [(f"positions {positions[i]}-{positions[min(i + fits, n) - 1]} of {n}",
+             (positions[i] - 0.5, positions[min(i + fits, n) - 1] + 0.5)) for i in starts]
 
 
 def _next_token_ids(item: PromptLens) -> list[int]:
@@ -128,8 +155,9 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
     divergence to the final prediction (``"kl"``), the target's probability
     (``"target_prob"``) or rank (``"target_rank"``, log scale, 1 = top). The top axis
     shows the token that actually comes next, and cells whose top-1 is that token are
-    outlined. Long prompts open on their last positions with a range slider under the
-    figure (drag to pan). Hovering a cell lists the top-k tokens, entropy, KL and the target.
+    outlined. A prompt too long to show readably at once opens on its last positions; the
+    subtitle says how many are shown, and a menu at the right (or dragging) shows the
+    others. Hovering a cell lists the top-k tokens, entropy, KL and the target.
     ``lens_name`` starts the title (``"Tuned lens"`` for a result read through a tuned lens).
     """
     if metric not in HEATMAP_METRICS:
@@ -173,7 +201,8 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
     n_tokens = len(item.str_tokens)
     next_labels = [display_token(item.str_tokens[p + 1]) if p + 1 < n_tokens else "?" for p in positions]
     fits = (MAX_WIDTH - 260) // CELL_WIDTH
-    window = [positions[0] - 0.5, positions[-1] + 0.5] if n_pos <= fits else [positions[-fits] - 0.5, positions[-1] + 0.5]
+    windows = position_windows(positions, fits)
+    window = windows[-1][1]  # open on the last positions, where the prompt's answer is
     buttons = [
         dict(label=HEATMAP_METRICS[name][1], method="restyle",
              args=[{key: [value] for key, value in style(name).items()}, [0]])
@@ -181,68 +210,110 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
     ]
     x_axis = dict(title=dict(text="input token (each cell predicts the token after it)"), range=window,
                   **category_axis([display_token(t) for t in item.position_labels], positions))
-    if n_pos > fits:
-        x_axis["rangeslider"] = dict(visible=True, thickness=0.08)
+    menus = [dict(type="buttons", direction="right", buttons=buttons, showactive=True,
+                  active=list(available).index(metric), x=0, xanchor="left", y=1.0, yanchor="bottom",
+                  pad=dict(b=62), font=dict(size=11))]
+    hidden = ""
+    if len(windows) > 1:  # a long prompt: a menu of windows onto it (and panning), each readable
+        menus.append(dict(
+            type="dropdown", direction="down", showactive=True, active=len(windows) - 1, x=1.0, xanchor="right",
+            y=1.0, yanchor="bottom", pad=dict(b=62), font=dict(size=11),
+            buttons=[dict(label=label, method="relayout", args=[{"xaxis.range": list(span)}])
+                     for label, span in windows]))
+        hidden = (f"<br><b>{n_pos} positions, {fits} shown at a time</b>: pick others with the menu at the right "
+                  "or drag the figure sideways")
     width = min(MAX_WIDTH, max(560, CELL_WIDTH * n_pos + 300))
+    prompt = prompt_lines(item.prompt, prompt_chars(width))
     fig.update_layout(
         title=title_layout(f"{escape_text(lens_name)}: the top-1 next-token prediction of every stream"
                            f"<br><sup>colour: pick a metric above the figure; outlined: top-1 = the token that "
-                           f"actually comes next (top axis)<br>prompt: {escape_text(item.prompt, prompt_chars(width))}</sup>"),
+                           f"actually comes next (top axis){hidden}<br>{prompt}</sup>"),
         xaxis=x_axis,
         xaxis2=dict(overlaying="x", side="top", matches="x", showgrid=False,
                     title=dict(text="actual next token"), **category_axis(next_labels, positions)),
         yaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
-        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, showactive=True,
-                          active=list(available).index(metric), x=0, xanchor="left", y=1.0, yanchor="bottom",
-                          pad=dict(b=62), font=dict(size=11))],
-        height=max(380, 26 * n_streams + 330) + (70 if n_pos > fits else 0),
+        updatemenus=menus,
+        height=max(380, 26 * n_streams + 330) + 16 * (prompt.count("<br>") + bool(hidden)),
         width=width,
-        margin=dict(l=130, t=TOP_MARGIN + 70),
+        margin=dict(l=130, t=TOP_MARGIN + 70 + 16 * (prompt.count("<br>") + bool(hidden))),
         dragmode="pan",
     )
     return fig
 
 
-def target_trajectory(item: PromptLens, position: int = -1) -> go.Figure:
+def _lenses(item: PromptLens | Mapping[str, PromptLens]) -> dict[str, PromptLens]:
+    """One lens result, or several by lens name (``{"logit lens": a, "tuned lens": b}``), as a dict."""
+    items = {"logit lens": item} if isinstance(item, PromptLens) else dict(item)
+    if not items:
+        raise InvalidArgumentError("no lens result given; pass a PromptLens or {lens name: PromptLens}")
+    first_name, first = next(iter(items.items()))
+    for name, other in items.items():
+        if other.stream_labels != first.stream_labels or other.positions.tolist() != first.positions.tolist():
+            raise InvalidArgumentError(f"{name!r} read other streams or positions than {first_name!r}: "
+                                       f"{other.stream_labels} vs {first.stream_labels}")
+    return items
+
+
+def _lens_line(name: str, width: int = 2) -> dict:
+    return dict(color=lens_colour(name), dash=LENS_DASH.get(name.lower(), "dot"), width=width)
+
+
+def target_trajectory(item: PromptLens | Mapping[str, PromptLens], position: int = -1) -> go.Figure:
     """The target token's probability (top) and rank (bottom, log axis) across streams.
 
+    ``item`` is one lens result, or several by lens name (``{"logit lens": a, "tuned
+    lens": b}``), drawn as one line each in the lens's colour (the same in every figure).
     ``position`` indexes the analysed positions like a list (``-1``: the last analysed).
     """
-    if item.target_prob is None or item.target_rank is None or item.target_ids is None:
+    lenses = _lenses(item)
+    first = next(iter(lenses.values()))
+    if first.target_prob is None or first.target_rank is None or first.target_ids is None:
         raise InvalidArgumentError("this PromptLens has no target statistics (target_prob / target_rank): "
                          "compute the lens with targets, or use a position whose next token is known")
-    p = _analysed_index(item, position)
-    if not _has_target(item, p):
-        with_target = [int(item.positions[i]) for i in range(item.positions.shape[0]) if _has_target(item, i)]
-        raise InvalidArgumentError(f"analysed position {position} (prompt position {int(item.positions[p])}) has no target; "
+    p = _analysed_index(first, position)
+    if not _has_target(first, p):
+        with_target = [int(first.positions[i]) for i in range(first.positions.shape[0]) if _has_target(first, i)]
+        raise InvalidArgumentError(f"analysed position {position} (prompt position {int(first.positions[p])}) has no target; "
                          f"prompt positions with a target: {with_target}")
-    prob = item.target_prob[:, p].tolist()
-    rank = (item.target_rank[:, p] + 1).tolist()  # stored 0-based; shown 1-based (1 = top prediction)
-    target = display_token(_target_token(item, p))
-    streams = list(range(item.n_streams))
-    hover = [f"<b>{escape_text(item.stream_labels[s])}</b><br>target {target}: p = {fmt_prob(prob[s])}, "
-             f"rank {rank[s]}<br>top-1: {display_token(item.top_tokens[s][p][0])} "
-             f"{fmt_prob(float(item.top_probs[s, p, 0]))}" for s in streams]
-    width = max(640, 45 * item.n_streams + 200)
+    target = display_token(_target_token(first, p))
+    streams = list(range(first.n_streams))
+    width = max(640, 45 * first.n_streams + 200)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
-    fig.add_trace(go.Scatter(x=streams, y=prob, mode="lines+markers", name="probability",
-                             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=streams, y=rank, mode="lines+markers", name="rank",
-                             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"), row=2, col=1)
+    top_rank = 1.0
+    for name, lens in lenses.items():
+        if lens.target_prob is None or lens.target_rank is None:
+            raise InvalidArgumentError(f"{name!r} has no target statistics; compute every lens with the same targets")
+        prob = lens.target_prob[:, p].tolist()
+        rank = (lens.target_rank[:, p] + 1).tolist()  # stored 0-based; shown 1-based (1 = top prediction)
+        top_rank = max(top_rank, float(max(rank)))
+        label = escape_text(name)
+        hover = [f"<b>{label}, {escape_text(lens.stream_labels[s])}</b><br>target {target}: p = {fmt_prob(prob[s])}, "
+                 f"rank {rank[s]:,}<br>top-1: {display_token(lens.top_tokens[s][p][0])} "
+                 f"{fmt_prob(float(lens.top_probs[s, p, 0]))}" for s in streams]
+        for row, values, what in ((1, prob, "probability"), (2, rank, "rank")):
+            fig.add_trace(go.Scatter(x=streams, y=values, mode="lines+markers", name=label, legendgroup=label,
+                                     showlegend=row == 1 and len(lenses) > 1, line=_lens_line(name),
+                                     meta=what, hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"),
+                          row=row, col=1)
+    tickvals, ticktext = rank_ticks(1.0, top_rank)
     # Rank 1 is the best: reversed so that up means "more predicted" in both panels.
     fig.update_yaxes(title=dict(text="p(target)"), range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title=dict(text="rank (1 = top)"), type="log", autorange="reversed", row=2, col=1)
-    fig.update_xaxes(**_stream_axis(item), row=2, col=1)
+    fig.update_yaxes(title=dict(text="rank (1 = top)"), type="log", autorange="reversed", tickmode="array",
+                     tickvals=tickvals, ticktext=ticktext, row=2, col=1)
+    fig.update_xaxes(**_stream_axis(first), row=2, col=1)
     fig.update_xaxes(title=dict(text="residual stream"), row=2, col=1)
-    token = display_token(item.str_tokens[int(item.positions[p])])
+    token = display_token(first.str_tokens[int(first.positions[p])])
+    prompt = prompt_lines(first.prompt, prompt_chars(width))
     fig.update_layout(
-        title=title_layout(f"Target {target} after {token} (position {int(item.positions[p])})"
-                           f"<br><sup>probability and rank across streams<br>prompt: "
-                           f"{escape_text(item.prompt, prompt_chars(width))}</sup>"),
-        showlegend=False,
-        height=600,
+        title=title_layout(f"Target {target} after {token} (position {int(first.positions[p])})"
+                           f"<br><sup>probability and rank across streams"
+                           f"{', ' + ' and '.join(map(escape_text, lenses)) if len(lenses) > 1 else ''}"
+                           f"<br>{prompt}</sup>"),
+        showlegend=len(lenses) > 1,
+        legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+        height=600 + 16 * prompt.count("<br>"),
         width=width,
-        margin=dict(t=TOP_MARGIN),
+        margin=dict(t=TOP_MARGIN + 16 * prompt.count("<br>")),
     )
     return fig
 
@@ -265,11 +336,11 @@ def kl_per_layer(item: PromptLens, position: int | None = None) -> go.Figure:
     hover = [f"<b>{escape_text(item.stream_labels[s])}</b><br>KL to final {fmt_nats(values[s])} nats"
              for s in streams]
     fig = go.Figure(go.Scatter(x=streams, y=values, mode="lines+markers", name="KL to final",
-                               hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+                               line=_lens_line("logit lens"), hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
     width = max(640, 45 * item.n_streams + 200)
     fig.update_layout(
         title=title_layout(f"KL divergence to the final prediction<br><sup>{where}<br>"
-                           f"prompt: {escape_text(item.prompt, prompt_chars(width))}</sup>"),
+                           f"{prompt_lines(item.prompt, prompt_chars(width), max_lines=1)}</sup>"),
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
         height=460,
@@ -279,52 +350,77 @@ def kl_per_layer(item: PromptLens, position: int | None = None) -> go.Figure:
     return fig
 
 
-def lens_aggregate(result: LensResult) -> go.Figure:
+def lens_aggregate(result: LensResult | Mapping[str, LensResult]) -> go.Figure:
     """Across prompts: mean KL to the final prediction per stream (top) and the target's rank (bottom).
 
-    Thin lines are the prompts (KL averaged over each prompt's positions; the rank at its
-    last position), thick lines the mean KL and the geometric mean rank.
+    ``result`` is one lens's result, or several by lens name (``{"logit lens": a, "tuned
+    lens": b}``, read from the same prompts), each in its lens's colour. Thin lines are the
+    prompts (KL averaged over each prompt's positions; the rank at its last position), thick
+    lines the mean KL and the geometric mean rank.
     """
-    items = list(result)
-    if not items:
+    results = {"logit lens": result} if isinstance(result, LensResult) else dict(result)
+    if not results:
+        raise InvalidArgumentError("no lens result given; pass a LensResult or {lens name: LensResult}")
+    first_name, first = next(iter(results.items()))
+    if not list(first):
         raise InvalidArgumentError("the LensResult holds no prompts")
-    labels = items[0].stream_labels
-    if any(item.stream_labels != labels for item in items):
-        raise InvalidArgumentError("the prompts were read at different streams; an aggregate needs the same streams")
+    labels = list(first)[0].stream_labels
+    for name, other in results.items():
+        items = list(other)
+        if len(items) != len(list(first)):
+            raise InvalidArgumentError(f"{name!r} read {len(items)} prompts but {first_name!r} read {len(list(first))}")
+        if any(item.stream_labels != labels for item in items):
+            raise InvalidArgumentError("the prompts were read at different streams; an aggregate needs the same streams")
     streams = list(range(len(labels)))
+    several = len(results) > 1
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=["KL to the final prediction (nats), mean over positions",
                                         "target rank at the last position (1 = top)"])
-    kl_rows = [item.kl_to_final.float().nanmean(dim=1) for item in items]
-    ranks = [(item.target_rank[:, -1].float() + 1) if item.target_rank is not None and int(item.target_ids[-1]) >= 0
-             else None for item in items]
-    for i, (item, kl, rank) in enumerate(zip(items, kl_rows, ranks)):
-        name = f"prompt {i + 1}: {escape_text(item.prompt, 40)}"
-        fig.add_trace(go.Scatter(x=streams, y=kl.tolist(), mode="lines", line=dict(width=1, color="#9ecae1"),
-                                 name=name, legendgroup=str(i), showlegend=False,
-                                 hovertemplate=f"{name}<br>%{{y:.3f}} nats<extra></extra>"), row=1, col=1)
-        if rank is not None:
-            target = display_token(_target_token(item, -1 % int(item.positions.shape[0])))
-            fig.add_trace(go.Scatter(x=streams, y=rank.tolist(), mode="lines", line=dict(width=1, color="#9ecae1"),
+    top_rank = 1.0
+    for lens_name, lens_result in results.items():
+        items = list(lens_result)
+        prefix = f"{escape_text(lens_name)}, " if several else ""
+        thin = dict(width=1, color=lens_colour(lens_name))
+        kl_rows = [item.kl_to_final.float().nanmean(dim=1) for item in items]
+        ranks = [(item.target_rank[:, -1].float() + 1) if item.target_rank is not None and int(item.target_ids[-1]) >= 0
+                 else None for item in items]
+        for i, (item, kl, rank) in enumerate(zip(items, kl_rows, ranks)):
+            name = f"{prefix}prompt {i + 1}: {escape_text(item.prompt, 40)}"
+            fig.add_trace(go.Scatter(x=streams, y=kl.tolist(), mode="lines", line=thin, opacity=0.35,
                                      name=name, legendgroup=str(i), showlegend=False,
-                                     hovertemplate=f"{name}<br>target {target}: rank %{{y:,.0f}}<extra></extra>"),
+                                     hovertemplate=f"{name}<br>%{{y:.3f}} nats<extra></extra>"), row=1, col=1)
+            if rank is not None:
+                top_rank = max(top_rank, float(rank.max()))
+                target = display_token(_target_token(item, -1 % int(item.positions.shape[0])))
+                fig.add_trace(go.Scatter(x=streams, y=rank.tolist(), mode="lines", line=thin, opacity=0.35,
+                                         name=name, legendgroup=str(i), showlegend=False,
+                                         hovertemplate=f"{name}<br>target {target}: rank %{{y:,.0f}}<extra></extra>"),
+                              row=2, col=1)
+        mean_kl = torch.stack(kl_rows).nanmean(dim=0)
+        fig.add_trace(go.Scatter(x=streams, y=mean_kl.tolist(), mode="lines+markers", line=_lens_line(lens_name, 3),
+                                 name="mean" if not several else f"{escape_text(lens_name)}: mean",
+                                 legendgroup=lens_name, showlegend=several,
+                                 hovertemplate=f"{prefix}mean KL %{{y:.3f}} nats<extra></extra>"), row=1, col=1)
+        known = [r for r in ranks if r is not None]
+        if known:
+            geo = torch.stack(known).log().mean(dim=0).exp()
+            fig.add_trace(go.Scatter(x=streams, y=geo.tolist(), mode="lines+markers", line=_lens_line(lens_name, 3),
+                                     name="geometric mean" if not several else f"{escape_text(lens_name)}: geometric mean",
+                                     legendgroup=lens_name, showlegend=False,
+                                     hovertemplate=f"{prefix}geometric mean rank %{{y:,.1f}}<extra></extra>"),
                           row=2, col=1)
-    mean_kl = torch.stack(kl_rows).nanmean(dim=0)
-    fig.add_trace(go.Scatter(x=streams, y=mean_kl.tolist(), mode="lines+markers", line=dict(width=3, color="#08519c"),
-                             name="mean", hovertemplate="mean KL %{y:.3f} nats<extra></extra>"), row=1, col=1)
-    known = [r for r in ranks if r is not None]
-    if known:
-        geo = torch.stack(known).log().mean(dim=0).exp()
-        fig.add_trace(go.Scatter(x=streams, y=geo.tolist(), mode="lines+markers", line=dict(width=3, color="#08519c"),
-                                 name="geometric mean", hovertemplate="geometric mean rank %{y:,.1f}<extra></extra>"),
-                      row=2, col=1)
+    tickvals, ticktext = rank_ticks(1.0, top_rank)
     fig.update_yaxes(title=dict(text="KL (nats)"), rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title=dict(text="rank"), type="log", autorange="reversed", row=2, col=1)
-    fig.update_xaxes(title=dict(text="residual stream"), **_stream_axis(items[0]), row=2, col=1)
+    fig.update_yaxes(title=dict(text="rank"), type="log", autorange="reversed", tickmode="array",
+                     tickvals=tickvals, ticktext=ticktext, row=2, col=1)
+    fig.update_xaxes(title=dict(text="residual stream"), **_stream_axis(list(first)[0]), row=2, col=1)
+    n_prompts = len(list(first))
     fig.update_layout(
-        title=title_layout(f"All {len(items)} prompts: how fast each layer approaches the final prediction"
-                           "<br><sup>thin lines: one prompt each (hover for which); thick: the mean</sup>"),
-        showlegend=False, height=620, width=max(640, 45 * len(labels) + 200), margin=dict(t=TOP_MARGIN),
+        title=title_layout(f"All {n_prompts} prompts: how fast each layer approaches the final prediction"
+                           "<br><sup>thin lines: one prompt each (hover for which); thick: the mean"
+                           + (" (geometric for the rank); one colour per lens" if several else "") + "</sup>"),
+        showlegend=several, legend=dict(orientation="h", x=1, xanchor="right", y=1.06, yanchor="bottom"),
+        height=620, width=max(640, 45 * len(labels) + 200), margin=dict(t=TOP_MARGIN),
     )
     return fig
 
@@ -348,14 +444,17 @@ def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
         hover = [f"<b>{escape_text(name)}, {escape_text(item.stream_labels[s])}</b><br>"
                  f"KL to final {values[s]:.3f} nats" for s in streams]
         fig.add_trace(go.Scatter(x=streams, y=values, mode="lines+markers", name=escape_text(name),
-                                 hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+                                 line=_lens_line(name), hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+    width = max(640, 45 * first.n_streams + 200)
     fig.update_layout(
-        title=dict(text=f"KL divergence to the final prediction, by lens<br><sup>mean over "
-                        f"{int(first.positions.shape[0])} analysed positions; prompt: "
-                        f"{escape_text(first.prompt, 100)}</sup>"),
+        title=title_layout(f"KL divergence to the final prediction, by lens<br><sup>mean over "
+                           f"{int(first.positions.shape[0])} analysed positions<br>"
+                           f"{prompt_lines(first.prompt, prompt_chars(width), max_lines=1)}</sup>"),
+        legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+        margin=dict(t=TOP_MARGIN),
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(first)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
-        height=420,
-        width=max(640, 45 * first.n_streams + 200),
+        height=460,
+        width=width,
     )
     return fig

@@ -12,7 +12,18 @@ import plotly.graph_objects as go
 
 from ..display.escape import display_token, escape_text
 from ..interventions.patching import PatchingResult
-from .style import SIGNED_COLORSCALE, SIGNED_RULE, TOP_MARGIN, category_axis, colorbar, signed_range, title_layout
+from .style import (
+    NEGATIVE,
+    SIGNED_COLORSCALE,
+    SIGNED_RULE,
+    TOP_MARGIN,
+    category_axis,
+    colorbar,
+    fmt_cell,
+    signed_range,
+    small_gap,
+    title_layout,
+)
 
 
 def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.Figure:
@@ -30,11 +41,16 @@ def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.F
     unit = ("normalised: clean = 1, corrupted = 0" if result.normalized else "metric")
     raw_scale = (f"raw metric: clean {result.clean_metric:+.4f}, corrupted {result.corrupted_metric:+.4f}, "
                  f"gap {result.clean_metric - result.corrupted_metric:+.4f}")
+    scale = max(abs(result.clean_metric), abs(result.corrupted_metric), float(raw.abs().max()) if raw.numel() else 0.0)
+    if result.normalized and small_gap(result.clean_metric, result.corrupted_metric, scale):
+        raw_scale += (f' <span style="color:{NEGATIVE}"><b>(a small gap next to values up to {scale:.4f}: '
+                      "these normalised values mostly show noise)</b></span>")
+    plot_height = max(220, 30 * len(rows))  # px: room for the colour bar's ticks even with four layers
     fig = go.Figure(go.Heatmap(
         z=values.tolist(),
         x=list(range(len(cols))),
         y=list(range(len(rows))),
-        text=[[f"{v:.2f}" for v in row] for row in values.tolist()],
+        text=[[fmt_cell(v) for v in row] for row in values.tolist()],
         texttemplate="%{text}",
         textfont=dict(size=10),
         hovertext=[[f"<b>{escape_text(r)} {'position ' + str(j) + ' ' if is_pos else ''}{col_text[j]}</b><br>"
@@ -43,7 +59,8 @@ def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.F
                     for j in range(len(cols))] for i, r in enumerate(rows)],
         hovertemplate="%{hovertext}<extra></extra>",
         colorscale=SIGNED_COLORSCALE, zmid=0, zmin=zmin, zmax=zmax,
-        colorbar=colorbar("normalised" if result.normalized else "metric"),
+        colorbar=colorbar("normalised" if result.normalized else "metric", lenmode="pixels", len=plot_height,
+                          nticks=5, tickformat=".2~f"),
         xgap=1, ygap=1,
     ))
     direction = ("clean activation patched into the corrupted run" if result.direction == "denoise"
@@ -52,8 +69,9 @@ def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.F
         title=title_layout(f"{escape_text(heading)}<br><sup>each cell: {escape_text(meaning)}; {direction}<br>"
                            f"{unit}; {SIGNED_RULE}<br>{raw_scale}</sup>"),
         xaxis=dict(title=dict(text="position (clean/corrupted token)" if is_pos else "head"), **category_axis(col_text)),
-        yaxis=dict(title=dict(text="layer"), autorange="reversed", **category_axis([escape_text(r) for r in rows])),
-        height=max(340, 28 * len(rows) + 220),
+        # layer 0 at the bottom, as in every gpt2probe figure (the residual stream grows upwards)
+        yaxis=dict(title=dict(text="layer"), **category_axis([escape_text(r) for r in rows])),
+        height=plot_height + TOP_MARGIN + 40 + 90,
         width=max(760, (60 if is_pos else 44) * len(cols) + 260),
         margin=dict(t=TOP_MARGIN + 40),
     )

@@ -54,12 +54,69 @@ def fmt_prob(p: float) -> str:
     return f"{p:.3f}" if p >= 1e-3 or p == 0 else f"{p:.1e}"
 
 
+def fmt_cell(value: float, digits: int = 2, *, sign: bool = False) -> str:
+    """A number rounded for a heatmap cell or a table, never ``-0.00``: a value that rounds to zero reads ``0.00``.
+
+    ``sign`` writes ``+`` before positive values (for signed effects).
+
+    >>> fmt_cell(-0.001), fmt_cell(0.4, sign=True), fmt_cell(-0.004, sign=True)
+    ('0.00', '+0.40', '0.00')
+    """
+    if math.isnan(value):
+        return "n/a"
+    if round(value, digits) == 0:
+        return f"{0:.{digits}f}"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def fmt_score(value: float, sign: bool = True) -> str:
+    """A score of any size with three significant digits (``-0.000912``, ``+1.2e-06``), never ``-0.0000``."""
+    if math.isnan(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    return f"{value:+.3g}" if sign else f"{value:.3g}"
+
+
+def rank_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Tick values and texts for a log-scale rank axis from ``low`` to ``high``: 1, 2, 5, 10, 20, 50, 100...
+
+    Written out in full (``1,000``), so that Plotly's own log ticks (``2 5 10 2 5 100``,
+    with superscript exponents) never appear.
+    """
+    values: list[float] = []
+    decade = 1
+    while decade <= max(high, 1) * 10:
+        values.extend(m * decade for m in (1, 2, 5))
+        decade *= 10
+    kept = [v for v in values if low / 1.01 <= v <= high * 1.01] or [1.0]
+    return [float(v) for v in kept], [f"{int(v):,}" for v in kept]
+
+
+# One colour per lens, on every page: neither blue nor red, which mean positive and negative.
+LENS_COLOURS = {"logit lens": "#333333", "tuned lens": "#e08214"}
+LENS_DASH = {"logit lens": "solid", "tuned lens": "dash"}
+
+
+def lens_colour(name: str) -> str:
+    """The colour of a lens (``"logit lens"``, ``"tuned lens"``) in every figure; other names get a neutral purple."""
+    return LENS_COLOURS.get(name.lower(), "#7b3294")
+
+
+SMALL_GAP = 0.1  # a clean - corrupted gap below this fraction of the metric's scale makes normalised values noise
+
+
+def small_gap(clean: float, corrupted: float, scale: float) -> bool:
+    """Whether ``|clean - corrupted|`` is too small next to ``scale`` (the metric's largest size) to normalise by."""
+    return not (scale > 0 and abs(clean - corrupted) >= SMALL_GAP * scale)
+
+
 def fmt_nats(x: float) -> str:
     """An entropy or KL in nats, three decimals."""
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
 
-TOP_MARGIN = 120  # px above the plot: the title starts below Plotly's toolbar (the mode bar)
+TOP_MARGIN = 120  # px above the plot: the title starts below Plotly's toolbar (the mode bar, shown on hover)
 
 
 def title_layout(text: str) -> dict:
@@ -70,3 +127,21 @@ def title_layout(text: str) -> dict:
 def prompt_chars(width: int) -> int:
     """How many characters of a prompt fit on one subtitle line of a figure ``width`` px wide."""
     return max(40, (width - 160) // 7)
+
+
+def prompt_lines(prompt: str, chars: int, max_lines: int = 3) -> str:
+    """``prompt: ...`` for a figure's subtitle, wrapped over up to ``max_lines`` lines of ``chars`` characters.
+
+    A prompt longer than that is cut where the reader sees it: the last line ends in
+    ``… (N more characters; the whole prompt is in the report's header)``.
+    """
+    from ..display.escape import escape_text
+
+    flat = prompt.replace("\r\n", "\n")
+    pieces = [flat[i:i + chars] for i in range(0, max(len(flat), 1), chars)]
+    shown = pieces[:max_lines]
+    rest = len(flat) - sum(len(p) for p in shown)
+    lines = [escape_text(p) for p in shown]
+    if rest > 0:
+        lines[-1] += f"… ({rest:,} more characters: the whole prompt is in the report's header)"
+    return "prompt: " + "<br>".join(lines)

@@ -1,0 +1,68 @@
+"""The shared figure rules of gpt2probe.report.style: number formats, rank ticks, gap warnings, windows, prompts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from gpt2probe.experiments.circuit import circuit_gap_warning
+from gpt2probe.report.lens import position_windows
+from gpt2probe.report.style import fmt_cell, fmt_score, lens_colour, prompt_lines, rank_ticks, small_gap
+
+
+@pytest.mark.parametrize("value,sign,text", [
+    (-0.001, False, "0.00"), (-0.004, True, "0.00"), (0.0, True, "0.00"), (-0.006, False, "-0.01"),
+    (0.4, True, "+0.40"), (-0.25, True, "-0.25"), (1.0, False, "1.00"), (float("nan"), False, "n/a"),
+])
+def test_cells_never_read_minus_zero(value, sign, text):
+    assert fmt_cell(value, sign=sign) == text
+
+
+@pytest.mark.parametrize("value,text", [
+    (-0.000912, "-0.000912"), (3.2e-05, "+3.2e-05"), (0.0, "0"), (-0.0, "0"), (1.154, "+1.15"), (-12.5, "-12.5"),
+])
+def test_scores_keep_three_significant_digits(value, text):
+    assert fmt_score(value) == text
+    assert fmt_score(value) not in ("-0.0000", "+0.0000")
+
+
+def test_rank_ticks_are_1_2_5_per_decade_written_out():
+    values, texts = rank_ticks(1.0, 300.0)
+    assert texts == ["1", "2", "5", "10", "20", "50", "100", "200", "500"][: len(texts)]
+    assert values == [1, 2, 5, 10, 20, 50, 100, 200]
+    assert rank_ticks(1.0, 50_000.0)[1][-1] == "50,000"
+    assert rank_ticks(1.0, 1.0) == ([1.0], ["1"])
+
+
+def test_small_gap_and_the_circuit_warning():
+    assert small_gap(0.0497, 0.0505, 0.0506) and not small_gap(3.0, -1.0, 3.0) and small_gap(0.0, 0.0, 0.0)
+    noisy = SimpleNamespace(clean_metric=0.0497, corrupted_metric=0.0505, circuit_metric=0.0497, recovered=0.994)
+    warning = circuit_gap_warning(noisy)
+    assert warning is not None and "gap of 0.0008" in warning and "99.4%" in warning
+    clear = SimpleNamespace(clean_metric=3.0, corrupted_metric=-1.0, circuit_metric=2.5, recovered=0.875)
+    assert circuit_gap_warning(clear) is None
+
+
+@pytest.mark.parametrize("n,fits", [(5, 15), (15, 15), (16, 15), (54, 15), (1024, 16)])
+def test_position_windows_cover_every_position_and_end_at_the_last(n, fits):
+    positions = list(range(3, 3 + n))
+    windows = position_windows(positions, fits)
+    spans = [span for _, span in windows]
+    assert spans[-1][1] == positions[-1] + 0.5 and spans[0][0] == positions[0] - 0.5
+    assert all(0 < b - a <= fits for a, b in spans)
+    assert {p for a, b in spans for p in range(round(a + 0.5), round(b + 0.5))} == set(positions)
+    assert len(windows) == -(-n // fits)
+
+
+def test_prompt_lines_wrap_and_say_when_cut():
+    assert prompt_lines("a <b> prompt", 40) == "prompt: a &lt;b&gt; prompt"
+    wrapped = prompt_lines("x" * 100, 40)
+    assert wrapped.count("<br>") == 2 and "more characters" not in wrapped
+    cut = prompt_lines("y" * 130, 40)
+    assert "… (10 more characters: the whole prompt is in the report's header)" in cut
+
+
+def test_lens_colours_are_neither_signed_colour():
+    assert lens_colour("logit lens") != lens_colour("tuned lens")
+    assert {lens_colour("logit lens"), lens_colour("Tuned lens")}.isdisjoint({"#2166ac", "#b2182b"})
