@@ -15,15 +15,24 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import plotly.graph_objects as go
-
-from ..display.escape import escape_text
-from ..interventions import circuit, edge_attribution_patch, faithfulness
-from ..report import write_html
-from ..report.attribution_patching import circuit_graph
-from .common import Parser, UsageError, add_common_arguments, check_single_token, fallback_note, load_model, positive_int, run_command
+from . import options
+from .common import (
+    Parser,
+    UsageError,
+    add_common_arguments,
+    check_same_length,
+    check_single_token,
+    fallback_note,
+    load_model,
+    positive_int,
+    run_command,
+)
 from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 DEFAULT_OUT = "reports/circuit.html"
 METHODS = ("atp", "atp*", "ig")
@@ -40,12 +49,16 @@ def build_parser() -> Parser:
                         help="edge scores: atp (gradients), atp* (exact attention softmax for query/key edges), "
                              "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
-    parser.add_argument("--top", type=positive_int, default=20, help="edges kept in the circuit (default: 20)")
+    options.add(parser, "--top", "edges kept in the circuit (default: 20)", default=20)
     add_common_arguments(parser, DEFAULT_OUT)
     return parser
 
 
 def edge_table(scored, n: int) -> go.Figure:
+    import plotly.graph_objects as go
+
+    from ..display.escape import escape_text
+
     top = scored.top(n)
     gap = scored.clean_metric - scored.corrupted_metric
     fig = go.Figure(go.Table(
@@ -59,8 +72,13 @@ def edge_table(scored, n: int) -> go.Figure:
 
 
 def run(args: argparse.Namespace) -> Path:
+    from ..interventions import circuit, edge_attribution_patch, faithfulness
+    from ..report import write_html
+    from ..report.attribution_patching import circuit_graph
+
     if args.steps is not None and args.method != "ig":
         raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
+    check_same_length(args)
     probe, fell_back = load_model(args)
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import options
 from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
 
 CHECKPOINT_DIR = "checkpoint"
@@ -29,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a lens on text files and save it to --out",
                            description="Train a tuned lens on text files (each file one document) and save it.")
     train.add_argument("--model", required=True, help="hub id, save_pretrained directory or shipped model name")
-    train.add_argument("--corpus", nargs="+", required=True, type=Path, metavar="FILE",
-                       help="UTF-8 text files, one document each")
+    options.add(train, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
     train.add_argument("--steps", type=positive_int, required=True, help="optimiser steps (each uses --batch-size new windows)")
     train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
     train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
@@ -40,11 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=finite_float,
                        help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd: the reference's lr_scale, "
                             "which torch's SGD receives times 1 - momentum)")
-    train.add_argument("--seed", type=int, default=0, help="orders the windows (default 0)")
+    options.add(train, "--seed", "orders the windows (default 0)", default=0)
     train.add_argument("--include-mid", action="store_true", help="also translate the mid-block streams")
     train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")
-    train.add_argument("--device", help="cpu, cuda, mps (default: the best available; cuda:LOCAL_RANK under torchrun)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add(train, "--device")
+    options.add(train, "--no-progress")
     return parser
 
 
