@@ -13,23 +13,19 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..configs.base import add_arguments, from_args
+from ..configs.finetune import FinetuneConfig
 from . import options
-from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out_dir, load_model, run_command
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe finetune", description="Fine-tune a GPT-2 on text files with a seeded AdamW loop.")
     parser.add_argument("--model", required=True, help="hub id, directory, or shipped name (tiny-english)")
     options.add(parser, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
-    parser.add_argument("--steps", required=True, type=positive_int, help="optimiser steps")
     parser.add_argument("--out", required=True, type=Path, help="output directory (save_pretrained)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per step (default 8)")
-    parser.add_argument("--seq-len", type=positive_int, help="tokens per window (default: min(128, context))")
-    parser.add_argument("--lr", type=finite_float, default=3e-4, help="peak learning rate (default 3e-4)")
-    options.add(parser, "--seed", "of the batches and dropout (default 0)", default=0)
-    parser.add_argument("--train", nargs="+", metavar="COMPONENT",
-                        help="train only these components (e.g. blocks.2, blocks.*.mlp, ln_final)")
-    parser.add_argument("--freeze", nargs="+", metavar="COMPONENT", help="keep these components frozen (e.g. embed)")
+    # the training settings: one flag per FinetuneConfig field, help and defaults from its fields
+    add_arguments(FinetuneConfig, parser, shared=options.SHARED, add_shared=options.add)
     options.add(parser, "--device")
     options.add_deprecated(parser, "finetune")
     return parser
@@ -52,8 +48,9 @@ def _read_texts(paths: Sequence[Path]) -> list[str]:
 def run(args: argparse.Namespace) -> Path:
     from ..finetune import finetune, save_finetune, trainable_parameters
 
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
+    config = from_args(FinetuneConfig, args)
+    if not config.lr > 0:
+        raise UsageError(f"--lr must be positive, got {config.lr}")
     texts = _read_texts(args.corpus)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {str(args.out)!r} exists and is not an empty directory; choose a new one")
@@ -61,8 +58,7 @@ def run(args: argparse.Namespace) -> Path:
     check_device(args.device)
     probe, _ = load_model(argparse.Namespace(model=args.model, device=args.device, no_fallback=True))
     trainable_parameters(probe.model, args.train, args.freeze)  # selectors checked before any work
-    result = finetune(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                      seed=args.seed, train=args.train, freeze=args.freeze, progress=True)
+    result = finetune(probe, texts, config=config, progress=True)
     out = save_finetune(result, args.out)
     print(f"{result}; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.seconds:.0f} s")
     print(f"saved to {out}; compare with: gpt2probe diff --base {args.model} --finetuned {out}")

@@ -109,7 +109,12 @@ def add(parser: argparse.ArgumentParser | argparse._ActionsContainer, flag: str,
     score") or its default; the shared meaning stays first, so it reads the same everywhere.
     """
     option = SHARED[flag]
-    text = option.help if detail is None else f"{option.help}: {detail}"
+    if detail is not None and detail.startswith(option.help):  # a config field that states the shared meaning itself
+        detail = detail[len(option.help):].strip(" :") or None
+    if detail is None:
+        text = option.help
+    else:
+        text = f"{option.help} {detail}" if detail.startswith("(") else f"{option.help}: {detail}"
     return parser.add_argument(flag, help=text, **{**option.settings, **settings})
 
 

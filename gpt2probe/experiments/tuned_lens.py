@@ -66,6 +66,7 @@ def read_corpus(files: Sequence[Path]) -> tuple[list[str], str]:
 def train(args: argparse.Namespace) -> Path:
     import torch
 
+    from ..distributed import process_group, rank_from_env, world_size_from_env
     from ..lens import TunedLens
     from ..lens.tuned import METADATA_FILE
 
@@ -78,18 +79,11 @@ def train(args: argparse.Namespace) -> Path:
     if (args.out / METADATA_FILE).exists():
         raise UsageError(f"--out {str(args.out)!r} already holds a trained lens; choose another directory or delete it")
     texts, corpus = read_corpus(args.corpus)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = args.device
-    if world > 1:
-        import torch.distributed as dist
-
-        cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-        if cuda:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    try:
-        rank = int(os.environ.get("RANK", "0"))
+    if world_size_from_env() > 1 and torch.cuda.is_available() and (device is None or device.startswith("cuda")):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one device per process, whatever --device cuda said
+    with process_group(device):
+        rank = rank_from_env()
         args.device = device
         probe, _ = load_model(args)
         bar = None
@@ -116,11 +110,6 @@ def train(args: argparse.Namespace) -> Path:
             print(f"Tuned lens for {probe.cfg.model_name!r} ({len(lens.stream_names)} translators, "
                   f"{args.steps} steps, final mean KL {lens.training['final_loss_mean_per_stream']:.4f} nats) "
                   f"written to {args.out}")
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
     return args.out
 
 
