@@ -7,6 +7,7 @@ Modules are imported only when their command runs, so ``--help`` stays instant.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -40,9 +41,51 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _version() -> str:
-    from . import __version__
+    from .versions import __version__  # the standard library only: --version imports no torch
 
     return __version__
+
+
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser, built without torch (for the options table in docs/cli-options.md and its test)."""
+    return {name: import_module(module).build_parser() for name, (module, _) in COMMANDS.items()}
+
+
+def options_page() -> str:
+    """The text of docs/cli-options.md: the shared vocabulary, every option and the old spellings, from the parsers."""
+    from .experiments.options import SHARED, options_table, renamed_table
+
+    shared = "\n".join(f"| `{flag}` | {option.help} |" for flag, option in SHARED.items())
+    return OPTIONS_PAGE.format(shared=shared, table=options_table(parsers()), renamed=renamed_table())
+
+
+OPTIONS_PAGE = """# Command-line options
+
+<!-- Generated from the commands' parsers by gpt2probe.cli.options_page(); tests/test_cli_options.py
+checks that this page matches them. To refresh it:
+python -c "from gpt2probe.cli import options_page; open('docs/cli-options.md', 'w').write(options_page())" -->
+
+A flag means the same thing in every `gpt2probe` command. The options more than one command
+takes are defined once (`gpt2probe/experiments/options.py`), with one help text each:
+
+| option | meaning |
+|---|---|
+{shared}
+
+`--out` is where the result goes: a report file for the commands that write a report, a
+directory for those that train or harvest (each command's `--help` says which).
+
+## Every option
+
+{table}
+
+## Old spellings
+
+These still work in this release, with a `warning:` line on stderr naming the new spelling;
+they will be removed in the next one.
+
+{renamed}
+"""
 
 
 def usage() -> str:

@@ -25,16 +25,21 @@ import platform
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 from . import validate
+from .configs.base import build, to_dict
+from .configs.finetune import MAX_DEFAULT_SEQ_LEN, FinetuneConfig
 from .errors import FileWriteError, InvalidArgumentError, InvalidTypeError, PromptError
 from .probe import GPT2Probe, require_probe
+from .schedule import lr_factor
+from .windows import pack_ids, tokenize
 
 _PARTS = {"ln_1": "ln1", "ln_2": "ln2", "attn": "attn", "mlp": "mlp"}
 
@@ -77,20 +82,18 @@ def pack_windows(probe: GPT2Probe, texts: Sequence[str], seq_len: int) -> Int[Te
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise PromptError("texts must be a list of strings (one per document)")
     eos = probe.tokenizer.eos_token_id
-    ids: list[int] = []
-    for text in texts:
-        ids += probe.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
-    largest, d_vocab = max(ids, default=0), probe.cfg.d_vocab
+    documents = tokenize(probe.tokenizer, texts)
+    largest, d_vocab = max((max(d, default=eos) for d in documents), default=eos), probe.cfg.d_vocab
     if largest >= d_vocab:
         raise PromptError(
             f"the tokenizer turns the texts into ids up to {largest} (<|endoftext|> is {eos}), but the model's "
             f"vocabulary has only {d_vocab} tokens: this model cannot be trained on text with this tokenizer "
             "(a toy model with its own small vocabulary needs token ids, not text)"
         )
-    n_windows = len(ids) // seq_len
-    if n_windows == 0:
-        raise PromptError(f"the texts hold {len(ids)} tokens, fewer than one window of seq_len={seq_len}")
-    return torch.tensor(ids[: n_windows * seq_len]).view(n_windows, seq_len)
+    windows = pack_ids(documents, seq_len, eos, pad_last=False)
+    if windows.tokens.shape[0] == 0:
+        raise PromptError(f"the texts hold {windows.n_tokens} tokens, fewer than one window of seq_len={seq_len}")
+    return windows.tokens
 
 
 @dataclass(frozen=True)
@@ -121,28 +124,35 @@ def finetune(
     probe: GPT2Probe,
     texts: Sequence[str],
     *,
-    steps: int,
-    batch_size: int = 8,
-    seq_len: int | None = None,
-    lr: float = 3e-4,
-    weight_decay: float = 0.0,
-    warmup: int | None = None,
-    seed: int = 0,
-    train: Sequence[str] | None = None,
-    freeze: Sequence[str] | None = None,
+    config: FinetuneConfig | None = None,
     progress: bool | Callable[[int, float], None] = False,
+    **settings: Any,
 ) -> FinetuneResult:
     """Train a copy of ``probe``'s model on ``texts`` with AdamW; returns the fine-tuned probe.
 
+    The settings are a :class:`~gpt2probe.configs.finetune.FinetuneConfig`, given as ``config``
+    or as its fields (``steps`` required; ``batch_size=8, seq_len=None, lr=3e-4,
+    weight_decay=0.0, warmup=None, seed=0, train=None, freeze=None``): the same fields are
+    ``gpt2probe finetune``'s flags and the settings saved in ``finetune.json``.
+
     Args:
-        steps: optimiser steps of ``batch_size`` windows of ``seq_len`` tokens (default: the
-            model's context, at most 128).
-        lr, weight_decay, warmup: AdamW, with a linear warm-up over ``warmup`` steps (default
-            10% of ``steps``) and a cosine decay to 10% of ``lr``.
-        train, freeze: component selectors (see the module docstring); by default all train.
+        config: the settings (default: ``FinetuneConfig(**settings)``).
         progress: ``True`` for a progress bar, or a callable ``fn(step, loss)``.
+        settings: :class:`FinetuneConfig` fields: ``steps`` optimiser steps of ``batch_size``
+            windows of ``seq_len`` tokens (default: the model's context, at most 128); AdamW's
+            ``lr``, ``weight_decay`` and a linear warm-up over ``warmup`` steps (default 10% of
+            ``steps``) before a cosine decay to 10% of ``lr``; ``train``, ``freeze``: component
+            selectors (see the module docstring), by default all train.
     """
     require_probe(probe)
+    if config is not None and settings:
+        raise InvalidArgumentError(f"give the settings either as config or as keyword arguments, not both "
+                                   f"(got config and {', '.join(sorted(settings))})")
+    config = build(FinetuneConfig, settings) if config is None else config
+    steps, batch_size, seq_len, lr = config.steps, config.batch_size, config.seq_len, config.lr
+    weight_decay, warmup, seed = config.weight_decay, config.warmup, config.seed
+    train = list(config.train) if isinstance(config.train, tuple) else config.train
+    freeze = list(config.freeze) if isinstance(config.freeze, tuple) else config.freeze
     _check_positive("steps", steps)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)
@@ -158,7 +168,7 @@ def finetune(
         if isinstance(selectors, str | bytes) or not isinstance(selectors, Sequence | None):
             raise InvalidTypeError(f"{what} must be a list of component names such as ['blocks.2'] (or None), "
                                    f"got {type(selectors).__name__} {selectors!r}")
-    seq_len = min(128, probe.cfg.n_ctx) if seq_len is None else seq_len
+    seq_len = min(MAX_DEFAULT_SEQ_LEN, probe.cfg.n_ctx) if seq_len is None else seq_len
     _check_positive("seq_len", seq_len)
     if seq_len > probe.cfg.n_ctx:
         raise InvalidArgumentError(f"seq_len {seq_len} exceeds the model's context of {probe.cfg.n_ctx} tokens")
@@ -172,7 +182,8 @@ def finetune(
     for name in names:
         params[name].requires_grad_(True)
     optimizer = torch.optim.AdamW([params[n] for n in names], lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps=steps, warmup=warmup, shape="cosine", floor=0.1))
 
     generator = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
@@ -205,19 +216,11 @@ def finetune(
         torch.random.set_rng_state(torch_state)
         model.eval()
         model.requires_grad_(False)
-    settings = {"base_model": probe.cfg.model_name, "steps": steps, "batch_size": batch_size, "seq_len": seq_len,
-                "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "seed": seed,
-                "train": list(train or []), "freeze": list(freeze or []), "n_windows": len(windows),
-                "n_documents": len(texts)}
+    resolved = replace(config, seq_len=seq_len, warmup=warmup, train=tuple(train or ()), freeze=tuple(freeze or ()))
+    record = {"base_model": probe.cfg.model_name, **to_dict(resolved), "n_windows": len(windows),
+              "n_documents": len(texts)}
     tuned = GPT2Probe(model, probe.tokenizer, model_name=f"{probe.cfg.model_name} (fine-tuned)")
-    return FinetuneResult(tuned, losses, names, settings, time.perf_counter() - started)
-
-
-def _lr_factor(step: int, steps: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return FinetuneResult(tuned, losses, names, record, time.perf_counter() - started)
 
 
 def _progress_bar(steps: int):

@@ -226,7 +226,7 @@ def test_apply_final_ln_of_a_wrong_width(small_probe):
 
 # -- fine-tuning ----------------------------------------------------------------------------------
 def test_finetune_checks_text_ids_against_the_vocabulary(toy):
-    """``gpt2probe finetune --model toy-induction --text doc.txt`` ended in an IndexError inside the embedding."""
+    """``gpt2probe finetune --model toy-induction --corpus doc.txt`` ended in an IndexError inside the embedding."""
     _refused(lambda: finetune(toy, ["Some ordinary text. " * 20], steps=1), ValueError,
              f"vocabulary has only {toy.cfg.d_vocab} tokens")
 
@@ -236,7 +236,7 @@ def test_finetune_command_on_a_small_vocabulary(tmp_path, capsys):
 
     doc = tmp_path / "doc.txt"
     doc.write_text("Hello world, a document of ordinary words. " * 30)
-    code = main(["--model", "toy-induction", "--text", str(doc), "--steps", "1", "--out", str(tmp_path / "out")])
+    code = main(["--model", "toy-induction", "--corpus", str(doc), "--steps", "1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "vocabulary has only 64 tokens" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()

@@ -69,8 +69,8 @@ def test_version(capsys):
 
 def test_a_mistake_through_a_real_process_is_one_line(tmp_path):
     out = tmp_path / "r.html"
-    done = python_m("logit-lens", "--k", "0", "--out", str(out))
-    assert_one_error(done.returncode, done.stderr, out, contains=("--k",))
+    done = python_m("logit-lens", "--top", "0", "--out", str(out))
+    assert_one_error(done.returncode, done.stderr, out, contains=("--top",))
 
 
 @pytest.mark.parametrize("command", ["logit-lens", "patching", "steering"])
@@ -89,10 +89,10 @@ def test_unknown_command_and_no_command(capsys):
 
 
 @pytest.mark.parametrize("k", ["0", "-3", "two", "1.5"])
-def test_bad_k(k, tmp_path, capsys, no_loading):
+def test_bad_top(k, tmp_path, capsys, no_loading):
     out = tmp_path / "r.html"
-    code, _, err = run(capsys, ["logit-lens", "--k", k, "--out", str(out)])
-    assert_one_error(code, err, out, contains=("--k", k))
+    code, _, err = run(capsys, ["logit-lens", "--top", k, "--out", str(out)])
+    assert_one_error(code, err, out, contains=("--top", k))
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--direction", "sideways"]])

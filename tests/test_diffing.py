@@ -192,13 +192,13 @@ def test_finetune_and_diff_commands_end_to_end(vocab_dir, tmp_path, capsys):
     text = tmp_path / "doc.txt"
     text.write_text(" ".join(TEXTS), encoding="utf-8")
     out = tmp_path / "tuned"
-    assert main(["finetune", "--model", str(vocab_dir), "--text", str(text), "--steps", "2", "--batch-size", "2",
+    assert main(["finetune", "--model", str(vocab_dir), "--corpus", str(text), "--steps", "2", "--batch-size", "2",
                  "--seq-len", "16", "--train", "blocks.0.mlp", "--out", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "finetune.json").is_file()
     modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
     assert modes["model.safetensors"] == modes["config.json"] == modes["finetune.json"]  # not 0600 for one
     report = tmp_path / "diff.html"
-    assert main(["diff", "--base", str(vocab_dir), "--tuned", str(out), "--prompt", "The value of the",
+    assert main(["diff", "--base", str(vocab_dir), "--finetuned", str(out), "--prompt", "The value of the",
                  "--out", str(report)]) == 0
     printed = capsys.readouterr().out
     assert "changed components: blocks.0.mlp" in printed
@@ -208,8 +208,8 @@ def test_finetune_and_diff_commands_end_to_end(vocab_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["finetune", "--model", "m", "--text", "/nonexistent.txt", "--steps", "1", "--out", "o"], "does not exist"),
-    (["diff", "--base", "a", "--tuned", "b", "--prompts-file", "/nonexistent"], "does not exist"),
+    (["finetune", "--model", "m", "--corpus", "/nonexistent.txt", "--steps", "1", "--out", "o"], "does not exist"),
+    (["diff", "--base", "a", "--finetuned", "b", "--prompts-file", "/nonexistent"], "does not exist"),
 ])
 def test_command_mistakes_end_with_one_error_line(argv, message, capsys):
     from gpt2probe.cli import main
@@ -222,7 +222,7 @@ def test_command_mistakes_end_with_one_error_line(argv, message, capsys):
 def test_diff_refuses_an_out_that_is_a_directory(vocab_dir, tmp_path, capsys):
     from gpt2probe.cli import main
 
-    assert main(["diff", "--base", str(vocab_dir), "--tuned", str(vocab_dir), "--out", str(tmp_path)]) == 2
+    assert main(["diff", "--base", str(vocab_dir), "--finetuned", str(vocab_dir), "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
 
 

@@ -162,12 +162,12 @@ def test_finetune_on_a_full_disk_leaves_nothing_and_a_rerun_works(vocab_dir, tmp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full)
-    assert main(["finetune", "--model", str(vocab_dir), "--text", str(_doc(tmp_path)), *FINETUNE, "--out", str(out)]) == 2
+    assert main(["finetune", "--model", str(vocab_dir), "--corpus", str(_doc(tmp_path)), *FINETUNE, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: cannot write") and "No space left" in err[-1] and str(out) in err[-1]
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["doc.txt"]  # no half model, no temp dir
     monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", real)
-    assert main(["finetune", "--model", str(vocab_dir), "--text", str(_doc(tmp_path)), *FINETUNE, "--out", str(out)]) == 0
+    assert main(["finetune", "--model", str(vocab_dir), "--corpus", str(_doc(tmp_path)), *FINETUNE, "--out", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file() and (out / "finetune.json").is_file()
 
 
@@ -188,7 +188,7 @@ def test_an_unwritable_out_is_refused_before_any_work(vocab_dir, tmp_path, monke
 
     for module in (finetune_command, lens_command):
         monkeypatch.setattr(module, "load_model", lambda *a, **k: started.append(1))
-    for argv in (["finetune", "--model", str(vocab_dir), "--text", str(_doc(tmp_path)), *FINETUNE],
+    for argv in (["finetune", "--model", str(vocab_dir), "--corpus", str(_doc(tmp_path)), *FINETUNE],
                  ["tuned-lens", "train", "--model", str(vocab_dir), "--corpus", str(_doc(tmp_path)), "--steps", "1"]):
         assert main([*argv, "--out", str(blocked / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -24,7 +24,7 @@ HOOKS = ["blocks.*.mlp.hook_post", "blocks.1.attn.hook_pattern"]
 
 def _args(corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["harvest", "--model", "tiny-english", "--corpus", str(corpus / "*.txt"), "--hooks", *HOOKS,
-            "--out", str(out), "--seq-len", "32", "--top-k", "6", "--window", "3", "--batch-size", "4",
+            "--out", str(out), "--seq-len", "32", "--examples", "6", "--window", "3", "--batch-size", "4",
             "--block-chars", "3000", "--no-progress", *extra]
 
 

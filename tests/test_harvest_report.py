@@ -85,7 +85,7 @@ def test_cli_mistakes_print_one_error_line_and_exit_2(tmp_path, capsys):
         ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "nope.txt"), "--hooks",
          "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o")],
         ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "*.txt"), "--hooks",
-         "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o"), "--top-k", "many"],
+         "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o"), "--examples", "many"],
         ["harvest", "--model", "tiny-english", "--hooks", "blocks.0.mlp.hook_post", "--out", str(tmp_path / "o")],
         ["harvest-report", str(tmp_path / "missing")],
     ]

@@ -91,7 +91,7 @@ def test_report_renders_in_a_real_browser(offline_run):
 def test_console_command_and_explicit_target(tmp_path, capsys):
     out = tmp_path / "cli.html"
     code = cli_main(["logit-lens", "--model", str(shipped_model("tiny-english")), "--prompt", "The value of the",
-                     "--target", " function", "--k", "3", "--include-mid", "--out", str(out)])
+                     "--target", " function", "--top", "3", "--include-mid", "--out", str(out)])
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "L0.mid" in printed and "Note:" not in printed  # an explicit local model: no fallback note

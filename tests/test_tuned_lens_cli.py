@@ -98,7 +98,7 @@ def test_logit_lens_command_reads_through_a_tuned_lens(vocab_dir, vocab_probe, t
         lens.translators.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
     lens.save(lens_dir)
     out = tmp_path / "report.html"
-    assert cli_main(["logit-lens", "--model", str(vocab_dir), "--tuned", str(lens_dir), "--prompt", "Hello there",
+    assert cli_main(["logit-lens", "--model", str(vocab_dir), "--tuned-lens", str(lens_dir), "--prompt", "Hello there",
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Logit lens:" in printed and "Tuned lens:" in printed
@@ -107,9 +107,9 @@ def test_logit_lens_command_reads_through_a_tuned_lens(vocab_dir, vocab_probe, t
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--tuned", "nowhere"], "not a tuned lens directory"),
-    (["--tuned", "LENS", "--no-tuned"], "contradict"),
-    (["--tuned", "LENS", "--model", "tiny-english"], "n_layers"),  # a lens for another model
+    (["--tuned-lens", "nowhere"], "not a tuned lens directory"),
+    (["--tuned-lens", "LENS", "--no-tuned-lens"], "contradict"),
+    (["--tuned-lens", "LENS", "--model", "tiny-english"], "n_layers"),  # a lens for another model
 ])
 def test_logit_lens_command_tuned_mistakes(vocab_dir, vocab_probe, tmp_path, capsys, extra, message):
     TunedLens.identity(vocab_probe).save(tmp_path / "lens")

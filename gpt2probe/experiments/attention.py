@@ -15,15 +15,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .. import head_scores as H
-from .. import names as N
 from ..errors import PromptError
-from ..probe import GPT2Probe
-from ..report.attention_viewer import MAX_BYTES, AttentionData, write_attention_viewer
-from ..toy import repeated_random_tokens
+from . import options
 from .common import (
     Parser,
     UsageError,
@@ -35,9 +30,15 @@ from .common import (
     run_command,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..probe import GPT2Probe
+
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
 DEFAULT_OUT = "reports/attention.html"
 TOY_HALF_LEN = 8
+MAX_BYTES = 40_000_000  # the page's default size budget: gpt2probe.report.attention_viewer.MAX_BYTES (checked in a test)
 
 
 def build_parser() -> Parser:
@@ -47,17 +48,18 @@ def build_parser() -> Parser:
     )
     add_common_arguments(parser, DEFAULT_OUT)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prompt", help="text to run (models with GPT-2's vocabulary)")
-    source.add_argument("--prompt-file", type=Path, help="a UTF-8 text file to run as one prompt")
+    options.add(source, "--prompt", "for models with GPT-2's vocabulary")
+    options.add(source, "--prompt-from")
     source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9 (for models with their own vocabulary)")
     parser.add_argument("--prepend-bos", action="store_true",
                         help="start the prompt with <|endoftext|> as TransformerLens does (default: off, as everywhere in gpt2probe)")
-    parser.add_argument("--top", type=positive_int, default=5, help="heads listed per score in the terminal (default: 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens for induction scores (default: 0)")
+    options.add(parser, "--top", "heads listed per score in the terminal (default: 5)", default=5)
+    options.add(parser, "--seed", "of the random tokens for induction scores (default: 0)", default=0)
     parser.add_argument("--n-seqs", type=positive_int, default=8,
                         help="repeated random sequences for induction scores (default: 8)")
     parser.add_argument("--max-mb", type=finite_float, default=MAX_BYTES / 1e6,
                         help=f"largest page in MB (default: {MAX_BYTES / 1e6:.0f}); small weights are dropped, announced, to fit")
+    options.add_deprecated(parser, "attention")
     return parser
 
 
@@ -79,7 +81,11 @@ def parse_ids(text: str) -> list[int]:
 def choose_input(
     probe: GPT2Probe, args: argparse.Namespace, prompt_text: str | None = None
 ) -> tuple[torch.Tensor, list[str], str, list[str]]:
-    """(ids [pos], token strings, a description of the input, notes) from --tokens, --prompt(-file) or the default."""
+    """(ids [pos], token strings, a description of the input, notes) from --tokens, --prompt(-from) or the default."""
+    import torch
+
+    from ..toy import repeated_random_tokens
+
     text_model = uses_gpt2_vocab(probe)
     prompt = prompt_text if prompt_text is not None else args.prompt
     if args.tokens is not None:
@@ -104,6 +110,8 @@ def choose_input(
 
 def summary_table(scores: dict[str, torch.Tensor], top: int) -> str:
     """The ``top`` heads per score, one column per score."""
+    from .. import head_scores as H
+
     ranked = {key: H.rank_heads(grid, top) for key, grid in scores.items()}
     width = max(16, *(len(H.SCORE_LABELS.get(key, key)) + 2 for key in scores))
     lines = [("rank  " + "".join(f"{H.SCORE_LABELS.get(key, key):<{width}}" for key in scores)).rstrip()]
@@ -117,16 +125,22 @@ def summary_table(scores: dict[str, torch.Tensor], top: int) -> str:
 
 
 def run(args: argparse.Namespace) -> Path:
+    import torch
+
+    from .. import head_scores as H
+    from .. import names as N
+    from ..report.attention_viewer import AttentionData, write_attention_viewer
+
     if not args.max_mb > 0:
         raise UsageError(f"--max-mb must be positive, got {args.max_mb:g}")
     if args.tokens is not None:
         parse_ids(args.tokens)  # a typo costs no loading
     prompt_text = None
-    if args.prompt_file is not None:
+    if args.prompt_from is not None:
         try:
-            prompt_text = args.prompt_file.read_text(encoding="utf-8")
+            prompt_text = args.prompt_from.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"--prompt-file {str(args.prompt_file)!r} cannot be read as UTF-8 text: {error}") from None
+            raise UsageError(f"--prompt-from {str(args.prompt_from)!r} cannot be read as UTF-8 text: {error}") from None
     probe, fell_back = load_model(args)
     note = fallback_note(probe, "Its heads are those of a model trained for minutes on Python's documentation: "
                                 "they say nothing about GPT-2's.") if fell_back else None

@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import plotly.graph_objects as go
-
-from ..display.escape import escape_text
-from ..interventions import circuit, edge_attribution_patch, faithfulness
-from ..report import write_html
-from ..report.attribution_patching import circuit_graph
-from ..report.style import SMALL_GAP, fmt_score, small_gap
+from . import options
 from .common import (
     Parser,
     UsageError,
     add_common_arguments,
     add_plotly_argument,
+    check_same_length,
     check_single_token,
     fallback_note,
     load_model,
@@ -35,6 +31,9 @@ from .common import (
     run_command,
 )
 from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 DEFAULT_OUT = "reports/circuit.html"
 METHODS = ("atp", "atp*", "ig")
@@ -51,13 +50,18 @@ def build_parser() -> Parser:
                         help="edge scores: atp (gradients), atp* (exact attention softmax for query/key edges), "
                              "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
-    parser.add_argument("--top", type=positive_int, default=20, help="edges kept in the circuit (default: 20)")
+    options.add(parser, "--top", "edges kept in the circuit (default: 20)", default=20)
     add_common_arguments(parser, DEFAULT_OUT)
     add_plotly_argument(parser)
     return parser
 
 
 def edge_table(scored, n: int) -> go.Figure:
+    import plotly.graph_objects as go
+
+    from ..display.escape import escape_text
+    from ..report.style import fmt_score
+
     top = scored.top(n)
     gap = scored.clean_metric - scored.corrupted_metric
     fig = go.Figure(go.Table(
@@ -72,6 +76,8 @@ def edge_table(scored, n: int) -> go.Figure:
 
 def circuit_gap_warning(result) -> str | None:
     """A warning when clean and corrupted barely differ, so that the fraction recovered divides by noise."""
+    from ..report.style import SMALL_GAP, small_gap
+
     clean, corrupted = result.clean_metric, result.corrupted_metric
     scale = max(abs(clean), abs(corrupted), abs(result.circuit_metric))
     if not small_gap(clean, corrupted, scale):
@@ -83,8 +89,14 @@ def circuit_gap_warning(result) -> str | None:
 
 
 def run(args: argparse.Namespace) -> Path:
+    from ..interventions import circuit, edge_attribution_patch, faithfulness
+    from ..report import write_html
+    from ..report.attribution_patching import circuit_graph
+    from ..report.style import fmt_score
+
     if args.steps is not None and args.method != "ig":
         raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
+    check_same_length(args)
     probe, fell_back = load_model(args)
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")

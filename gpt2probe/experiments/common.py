@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import GPT2ProbeError, UsageError
+from .options import DEVICE_HELP, check_required
+from .options import finite_float as finite_float  # argument types, re-exported for the commands
+from .options import positive_int as positive_int
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
@@ -40,31 +43,10 @@ class Parser(argparse.ArgumentParser):
         """The help text, with the docstrings' reStructuredText ````literal```` markers removed for the terminal."""
         return super().format_help().replace("``", "")
 
-
-# -- argument types -------------------------------------------------------------------------
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """An argparse type: a finite number (``nan`` and ``inf`` refused)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        check_required(self, namespace)
+        return namespace, extras
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -73,7 +55,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
                         help=f"hub id, save_pretrained directory, or a shipped model by name (tiny-english, "
                              f"toy-induction); default: {DEFAULT_MODEL}, or tiny-english when GPT-2's weights "
                              "cannot be had (said in the terminal and the report)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--out", type=Path, default=Path(default_out), help=f"report path (default: {default_out})")
     parser.add_argument("--no-fallback", action="store_true",
                         help=f"fail instead of falling back to the shipped offline model when {DEFAULT_MODEL}'s "
@@ -186,6 +168,31 @@ def check_single_token(probe: GPT2Probe, text: str, option: str) -> int:
         raise UsageError(f"{option} {text!r} is {len(ids)} tokens {pieces!r}; it must be exactly one token "
                          "(note GPT-2 tokens usually start with a space, e.g. ' Paris')")
     return int(ids[0])
+
+
+GPT2_VOCAB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny-english")
+"""Models known, before loading, to read text with GPT-2's own tokenizer (which gpt2probe ships)."""
+
+
+def check_same_length(args: argparse.Namespace) -> None:
+    """Refuse ``--clean`` and ``--corrupted`` of different token lengths before the model is loaded.
+
+    Patching matches positions one to one. The check needs only a tokenizer: for the default
+    model and the others of :data:`GPT2_VOCAB_MODELS` it is GPT-2's, shipped with gpt2probe,
+    so a mistake costs no model loading (and no fallback message first). Other models are
+    checked by the library once loaded.
+    """
+    if args.model is not None and args.model not in GPT2_VOCAB_MODELS:
+        return
+    if args.model is not None and Path(args.model).exists():  # a directory that happens to bear the name
+        return
+    from ..tokenizer import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    lengths = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in (args.clean, args.corrupted)]
+    if lengths[0] != lengths[1]:
+        raise UsageError(f"--clean has {lengths[0]} tokens but --corrupted has {lengths[1]}: patching matches "
+                         "positions one to one, so both need the same number of tokens")
 
 
 # -- loading -----------------------------------------------------------------------------------

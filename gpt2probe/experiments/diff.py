@@ -1,6 +1,6 @@
 """``gpt2probe diff``: compare a base GPT-2 with a fine-tuned one and write an HTML report.
 
-    gpt2probe diff --base tiny-english --tuned runs/tiny-code --prompt "def f(x):" --out reports/diff.html
+    gpt2probe diff --base tiny-english --finetuned runs/tiny-code --prompt "def f(x):" --out reports/diff.html
 
 The report holds the weight-change heatmap (layer x component), KL per token on each
 prompt, the per-layer lens divergence, head-score deltas and the patching localisation.
@@ -13,8 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..report.diff import head_score_deltas, kl_per_token, lens_divergence, localisation_heatmap, weight_change_heatmap
-from ..report.html import write_html
+from . import options
 from .common import Parser, UsageError, add_plotly_argument, load_model, read_prompts_file, run_command
 
 DEFAULT_OUT = "reports/diff.html"
@@ -27,17 +26,18 @@ def build_parser() -> Parser:
         description="Compare a base GPT-2 with a fine-tune of it: weights, predictions, lens, heads, localisation.",
     )
     parser.add_argument("--base", required=True, help="base model: hub id, directory, or shipped name (tiny-english)")
-    parser.add_argument("--tuned", required=True, help="fine-tuned model: hub id, directory, or shipped name")
-    parser.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
-    parser.add_argument("--prompts-file", type=Path, help="a UTF-8 text file with one prompt per line")
+    options.add(parser, "--finetuned", required=True)
+    options.add(parser, "--prompt", "repeat for several", action="append")
+    options.add(parser, "--prompts-file")
     parser.add_argument("--no-heads", action="store_true", help="skip head scores (three extra runs per model)")
     parser.add_argument("--no-patching", action="store_true", help="skip the cross-model patching sweep")
     parser.add_argument("--no-lens", action="store_true", help="skip the per-layer logit-lens comparison")
     parser.add_argument("--layers-only", action="store_true", help="patch layer outputs only, not each head")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    options.add(parser, "--device")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report path (default: {DEFAULT_OUT})")
     add_plotly_argument(parser)
-    parser.set_defaults(model=None)  # the shared checks look at --model; this command has --base and --tuned
+    parser.set_defaults(model=None)  # the shared checks look at --model; this command has --base and --finetuned
+    options.add_deprecated(parser, "diff")
     return parser
 
 
@@ -60,10 +60,12 @@ def _load(name: str, option: str, device: str | None):
 
 def run(args: argparse.Namespace) -> Path:
     from ..diffing import compare
+    from ..report.diff import head_score_deltas, kl_per_token, lens_divergence, localisation_heatmap, weight_change_heatmap
+    from ..report.html import write_html
 
     prompts = read_prompts(args)
     base = _load(args.base, "--base", args.device)
-    tuned = _load(args.tuned, "--tuned", args.device)
+    tuned = _load(args.finetuned, "--finetuned", args.device)
     diff = compare(base, tuned, prompts, head_scores=not args.no_heads, patching=not args.no_patching,
                    patch_heads=not args.layers_only, lens=not args.no_lens)
     print(diff)

@@ -1,7 +1,7 @@
 """``gpt2probe finetune``: fine-tune a GPT-2 on text files, the gpt-2-simple workflow done with transformers.
 
-    gpt2probe finetune --model tiny-english --text code/*.py --steps 200 --out runs/tiny-code
-    gpt2probe finetune --model tiny-english --text notes.txt --steps 100 --train blocks.2 --out runs/only-layer-2
+    gpt2probe finetune --model tiny-english --corpus code/*.py --steps 200 --out runs/tiny-code
+    gpt2probe finetune --model tiny-english --corpus notes.txt --steps 100 --train blocks.2 --out runs/only-layer-2
 
 Writes a ``save_pretrained`` directory (loadable by transformers and ``gpt2probe.load``) with
 ``finetune.json`` recording the settings and losses; compare it with ``gpt2probe diff``.
@@ -13,24 +13,21 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..finetune import finetune, save_finetune, trainable_parameters
-from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
+from ..configs.base import add_arguments, from_args
+from ..configs.finetune import FinetuneConfig
+from . import options
+from .common import Parser, UsageError, check_device, check_out_dir, load_model, run_command
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe finetune", description="Fine-tune a GPT-2 on text files with a seeded AdamW loop.")
     parser.add_argument("--model", required=True, help="hub id, directory, or shipped name (tiny-english)")
-    parser.add_argument("--text", required=True, nargs="+", type=Path, help="UTF-8 text files, one document each")
-    parser.add_argument("--steps", required=True, type=positive_int, help="optimiser steps")
+    options.add(parser, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="output directory (save_pretrained)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per step (default 8)")
-    parser.add_argument("--seq-len", type=positive_int, help="tokens per window (default: min(128, context))")
-    parser.add_argument("--lr", type=finite_float, default=3e-4, help="peak learning rate (default 3e-4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for batches and dropout (default 0)")
-    parser.add_argument("--train", nargs="+", metavar="COMPONENT",
-                        help="train only these components (e.g. blocks.2, blocks.*.mlp, ln_final)")
-    parser.add_argument("--freeze", nargs="+", metavar="COMPONENT", help="keep these components frozen (e.g. embed)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    # the training settings: one flag per FinetuneConfig field, help and defaults from its fields
+    add_arguments(FinetuneConfig, parser, shared=options.SHARED, add_shared=options.add)
+    options.add(parser, "--device")
+    options.add_deprecated(parser, "finetune")
     return parser
 
 
@@ -40,33 +37,35 @@ def _read_texts(paths: Sequence[Path]) -> list[str]:
         try:
             texts.append(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
-            raise UsageError(f"--text {str(path)!r} does not exist") from None
+            raise UsageError(f"--corpus {str(path)!r} does not exist") from None
         except IsADirectoryError:
-            raise UsageError(f"--text {str(path)!r} is a directory; pass files (a shell glob such as dir/*.py)") from None
+            raise UsageError(f"--corpus {str(path)!r} is a directory; pass files (a shell glob such as dir/*.py)") from None
         except UnicodeDecodeError as error:
-            raise UsageError(f"--text {str(path)!r} is not UTF-8 text ({error.reason})") from None
+            raise UsageError(f"--corpus {str(path)!r} is not UTF-8 text ({error.reason})") from None
     return texts
 
 
 def run(args: argparse.Namespace) -> Path:
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
-    texts = _read_texts(args.text)
+    from ..finetune import finetune, save_finetune, trainable_parameters
+
+    config = from_args(FinetuneConfig, args)
+    if not config.lr > 0:
+        raise UsageError(f"--lr must be positive, got {config.lr}")
+    texts = _read_texts(args.corpus)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {str(args.out)!r} exists and is not an empty directory; choose a new one")
     check_out_dir(args.out)  # before the work: a read-only place fails now, not after training
     check_device(args.device)
     probe, _ = load_model(argparse.Namespace(model=args.model, device=args.device, no_fallback=True))
     trainable_parameters(probe.model, args.train, args.freeze)  # selectors checked before any work
-    result = finetune(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                      seed=args.seed, train=args.train, freeze=args.freeze, progress=True)
+    result = finetune(probe, texts, config=config, progress=True)
     out = save_finetune(result, args.out)
     losses = result.losses
     window = max(1, min(50, len(losses) // 10))  # single steps are noisy: compare the first and last 10% (<= 50 steps)
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     print(f"{result}; loss {first:.3f} -> {last:.3f} (mean of the first and last {window} step"
           f"{'s' if window > 1 else ''}) in {result.seconds:.0f} s")
-    print(f"saved to {out}; compare with: gpt2probe diff --base {args.model} --tuned {out}")
+    print(f"saved to {out}; compare with: gpt2probe diff --base {args.model} --finetuned {out}")
     return out
 
 

@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import Parser, UsageError, check_device, check_out, positive_int, run_command
+from . import options
+from .common import Parser, UsageError, check_device, check_out, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,9 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="HTML file to write (default: DIR/dashboard.html)")
     p.add_argument("--model", help="model for the logit effects (default: the one the harvest used)")
     p.add_argument("--hooks", nargs="+", help="only these hooks (default: all)")
-    p.add_argument("--examples", type=positive_int, default=8, help="max-activating examples per unit (default: 8)")
+    options.add(p, "--examples", "shown per unit (default: 8)", default=8)
     p.add_argument("--no-logits", action="store_true", help="skip the direct effect on the logits (no model needed)")
-    p.add_argument("--device", help="device for the logit effects")
+    options.add(p, "--device", "for the logit effects")
     return p
 
 

@@ -4,10 +4,10 @@ Prints each prompt's top-1 prediction per layer at the last position (and the ta
 probability and rank), and writes a self-contained HTML report: the lens heatmap with a
 metric switch, the target across layers, KL to the final prediction, direct logit
 attribution for every prompt, and with several prompts an aggregate across them. With
-``--tuned DIR`` (a lens from ``gpt2probe tuned-lens train``) the prompts are also read
+``--tuned-lens DIR`` (a lens from ``gpt2probe tuned-lens train``) the prompts are also read
 through the tuned lens: the report shows the two lenses' heatmaps one above the other, and
 KL per layer, the target across layers and the several-prompts summary with one line per
-lens (one colour each); the shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned``. Only
+lens (one colour each); the shipped model tiny-english uses its shipped tuned lens unless ``--no-tuned-lens``. Only
 the default model falls back to the small model shipped with gpt2probe when GPT-2's
 weights cannot be had, and says so in the terminal and in the report.
 """
@@ -18,12 +18,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..display.escape import visible_whitespace
-from ..lens import LensResult, TunedLens, direct_logit_attribution, logit_lens
-from ..lens.tuned import METADATA_FILE
-from ..report import attribution_bars, kl_per_layer, kl_per_layer_compare, lens_aggregate, lens_heatmap, target_trajectory, write_html
 from ..shipped import NOTES, shipped_model
+from . import options
 from .common import (
     Parser,
     UsageError,
@@ -31,10 +30,14 @@ from .common import (
     add_plotly_argument,
     check_single_token,
     load_model,
-    positive_int,
     read_prompts_file,
     run_command,
 )
+
+if TYPE_CHECKING:
+    from ..lens import LensResult, TunedLens
+
+METADATA_FILE = "tuned_lens.json"  # gpt2probe.lens.tuned.METADATA_FILE, named here so that parsing imports no torch
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 OFFLINE_DEFAULT_PROMPT = "If the object is not a string, the function will return"
@@ -44,19 +47,19 @@ DEFAULT_OUT = "reports/logit_lens.html"
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe logit-lens", description=__doc__.split("\n\n")[0],
                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
-    parser.add_argument("--prompts-file", type=Path, help="a UTF-8 text file with one prompt per line")
+    options.add(parser, "--prompt", "repeat for several", action="append")
+    options.add(parser, "--prompts-file")
     parser.add_argument("--target", help="a token to follow through the layers, e.g. ' Paris' "
                                          "(default: each prompt's final top-1)")
-    parser.add_argument("--k", type=positive_int, default=5, help="top predictions kept per cell (default: 5)")
+    options.add(parser, "--top", "predictions kept per cell (default: 5)", default=5)
     parser.add_argument("--include-mid", action="store_true", help="also read the stream between attention and MLP")
-    parser.add_argument("--tuned", type=Path, metavar="DIR",
-                        help="also read through the tuned lens saved in DIR (gpt2probe tuned-lens train); "
-                             "the report shows both lenses, one line per lens in its plots")
-    parser.add_argument("--no-tuned", action="store_true",
+    options.add(parser, "--tuned-lens", "also read the prompts through it; the report shows both lenses, "
+                "one line per lens in its plots")
+    parser.add_argument("--no-tuned-lens", action="store_true",
                         help="on the shipped tiny-english, do not read through its shipped tuned lens")
     add_common_arguments(parser, DEFAULT_OUT)
     add_plotly_argument(parser)
+    options.add_deprecated(parser, "logit-lens")
     return parser
 
 
@@ -90,27 +93,40 @@ def shipped_tuned_lens(model_name: str) -> Path | None:
 
 
 def choose_tuned_lens(args: argparse.Namespace, probe) -> tuple[TunedLens | None, str | None]:
-    """The tuned lens to read through (``--tuned``, or the shipped one), and a note saying which."""
-    if args.tuned is not None:
-        return TunedLens.load(args.tuned, probe), None
-    shipped = None if args.no_tuned else shipped_tuned_lens(probe.cfg.model_name)
+    """The tuned lens to read through (``--tuned-lens``, or the shipped one), and a note saying which."""
+    from ..lens import TunedLens
+
+    if args.tuned_lens is not None:
+        return TunedLens.load(args.tuned_lens, probe), None
+    shipped = None if args.no_tuned_lens else shipped_tuned_lens(probe.cfg.model_name)
     if shipped is None:
         return None, None
     if args.include_mid:
         return None, (f"The tuned lens shipped for {probe.cfg.model_name!r} has no mid-block translators: "
                       "with --include-mid the logit lens is read alone.")
     note = (f"Also read through the tuned lens shipped for {probe.cfg.model_name!r} ({shipped}, trained on the "
-            "model's own training text); --no-tuned reads the logit lens alone.")
+            "model's own training text); --no-tuned-lens reads the logit lens alone.")
     return TunedLens.load(shipped, probe), note
 
 
 def run(args: argparse.Namespace) -> Path:
     from_file = read_prompts_file(args.prompts_file) if args.prompts_file is not None else []
-    if args.tuned is not None and not (args.tuned / METADATA_FILE).is_file():
-        raise UsageError(f"--tuned {str(args.tuned)!r} is not a tuned lens directory (no {METADATA_FILE}); "
+    if args.tuned_lens is not None and not (args.tuned_lens / METADATA_FILE).is_file():
+        raise UsageError(f"--tuned-lens {str(args.tuned_lens)!r} is not a tuned lens directory (no {METADATA_FILE}); "
                          "make one with gpt2probe tuned-lens train")
-    if args.tuned is not None and args.no_tuned:
-        raise UsageError("--tuned and --no-tuned contradict each other; give one")
+    if args.tuned_lens is not None and args.no_tuned_lens:
+        raise UsageError("--tuned-lens and --no-tuned-lens contradict each other; give one")
+    from ..lens import direct_logit_attribution, logit_lens
+    from ..report import (
+        attribution_bars,
+        kl_per_layer,
+        kl_per_layer_compare,
+        lens_aggregate,
+        lens_heatmap,
+        target_trajectory,
+        write_html,
+    )
+
     probe, fell_back = load_model(args)
     tuned_lens, tuned_note = choose_tuned_lens(args, probe)
     if tuned_lens is not None and args.include_mid and not tuned_lens.include_mid:
@@ -126,13 +142,13 @@ def run(args: argparse.Namespace) -> Path:
         final = probe(prompts)[:, -1].argmax(-1)
         targets = [int(t) for t in final]
     progress = _progress_bar(len(prompts))
-    result = logit_lens(probe, prompts, k=args.k, targets=targets, include_mid=args.include_mid,
+    result = logit_lens(probe, prompts, k=args.top, targets=targets, include_mid=args.include_mid,
                         progress=progress.update_to if progress else None)
     if progress:
         progress.close()
     tuned = None
     if tuned_lens is not None:
-        tuned = logit_lens(probe, prompts, k=args.k, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
+        tuned = logit_lens(probe, prompts, k=args.top, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
     figures: dict[str, object] = {}
     if len(result) > 1:
         figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(
@@ -154,9 +170,9 @@ def run(args: argparse.Namespace) -> Path:
         figures[f"Direct logit attribution of {target}{tag}"] = attribution_bars(attr)
     note = NOTES[probe.cfg.model_name] if fell_back else None
     notes = [text for text in (note, tuned_note) if text]
-    metadata = {"k": args.k, "include_mid": args.include_mid}
+    metadata = {"top": args.top, "include_mid": args.include_mid}
     if tuned_lens is not None:
-        metadata["tuned lens"] = str(args.tuned or shipped_tuned_lens(probe.cfg.model_name))
+        metadata["tuned lens"] = str(args.tuned_lens or shipped_tuned_lens(probe.cfg.model_name))
     path = write_html(args.out, figures,
         plotlyjs=args.plotly, title="Logit lens" + (" and tuned lens" if tuned else ""),
                       model_name=probe.cfg.model_name, prompts=prompts, notes=notes or None, metadata=metadata)

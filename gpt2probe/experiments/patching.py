@@ -21,24 +21,25 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import plotly.graph_objects as go
-
-from ..interventions import PatchingResult, attribution_patch, patch
-from ..interventions.agreement import compare
-from ..report import patching_heatmap, write_html
-from ..report.attribution_patching import disagreement_table, estimate_scatter
 from .common import (
     Parser,
     UsageError,
     add_common_arguments,
     add_plotly_argument,
     announce_model,
+    check_same_length,
     check_single_token,
     load_model,
     positive_int,
     run_command,
 )
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from ..interventions import PatchingResult
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
@@ -134,6 +135,9 @@ def check_method(args: argparse.Namespace) -> None:
 
 def estimate_figures(exact: PatchingResult, estimate: PatchingResult, heading: str, method: str) -> dict[str, go.Figure]:
     """The estimate against exact patching on the same cells: a scatter plot and the cells that disagree most."""
+    from ..interventions.agreement import compare
+    from ..report.attribution_patching import disagreement_table, estimate_scatter
+
     agreement = compare(exact, estimate, k=10)
     print(f"  {heading.lower()}: {method} vs exact: Pearson {agreement.pearson:.3f}, Spearman {agreement.spearman:.3f}, "
           f"top-{agreement.k} overlap {agreement.top_k_overlap:.0%}")
@@ -143,6 +147,10 @@ def estimate_figures(exact: PatchingResult, estimate: PatchingResult, heading: s
 
 def run(args: argparse.Namespace) -> Path:
     check_method(args)
+    check_same_length(args)
+    from ..interventions import attribution_patch, patch
+    from ..report import patching_heatmap, write_html
+
     probe, fell_back = load_model(args)
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")

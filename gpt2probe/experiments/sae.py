@@ -15,18 +15,19 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import options
 from .common import Parser, UsageError, check_device, finite_float, positive_int, run_command
 from .harvest import load_model
 
 
 def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
-    p.add_argument("--corpus", required=True, nargs="+", help="text files or globs, .jsonl, .parquet, datasets dirs")
-    p.add_argument("--field", help="JSONL field holding the text")
-    p.add_argument("--column", help="Parquet / datasets column holding the text")
-    p.add_argument("--max-documents", type=positive_int, help="only the first N documents")
+    options.add(p, "--corpus", "text files or globs, .jsonl, .parquet, datasets dirs", required=True)
+    options.add(p, "--field")
+    options.add(p, "--column")
+    options.add(p, "--max-documents")
     p.add_argument("--seq-len", type=positive_int, help="tokens per packed window (default: model context, at most 128)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the best available)")
+    options.add(p, "--device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=positive_int, help="default: one pass over the corpus, at least 2,000 steps")
     t.add_argument("--batch-size", type=positive_int, default=4096, help="tokens per step (default: 4096)")
     t.add_argument("--lr", type=finite_float, help="default: 2e-4 / sqrt(d_sae / 16384)")
-    t.add_argument("--seed", type=int, default=0)
+    options.add(t, "--seed", "of the initialisation and shuffling (default: 0)", default=0)
     t.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (in OUT/checkpoint)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add(t, "--no-progress")
     e = sub.add_parser("evaluate", help="reconstruction, sparsity and spliced language-model loss on a corpus")
     _corpus_args(e)
     e.add_argument("--sae", required=True, type=Path, help="an SAE or transcoder directory (SAELens's format)")

@@ -16,12 +16,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from ..generation import generate
-from ..interventions import mean_difference_vector, steer
-from ..interventions.steering import stream_at, stream_name
-from ..report import change_bars, continuations_table, top_tokens_table, write_html
+from . import options
 from .common import (
     Parser,
     UsageError,
@@ -43,23 +38,25 @@ TOP_K = 50  # sampling draws from the 50 most likely tokens unless --top-k says 
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe steering", description=__doc__.split("\n\n")[0],
                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompt", action="append", help=f"a prompt to continue (repeat for several; default: {PROMPT!r})")
+    options.add(parser, "--prompt", f"continued with and without steering; repeat for several (default: {PROMPT!r})",
+                action="append")
     parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE})")
     parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE})")
     parser.add_argument("--layer", type=int, help="the layer whose stream is steered (default: the middle one)")
     parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre",
-                        help="where in the layer the vector is added: entering it (resid_pre, the default), "
-                             "between attention and MLP (resid_mid), or leaving it (resid_post)")
+                        help="where in the layer the vector is read from and added to: entering it (resid_pre, "
+                             "the default), between attention and MLP (resid_mid), or leaving it (resid_post)")
     parser.add_argument("--alpha", type=finite_float, default=4.0, help="multiple of the vector added (default: 4)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=30, help="tokens generated per run (default: 30)")
     parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature (default: 1)")
     parser.add_argument("--top-k", type=positive_int, help=f"sample from the k most likely tokens (default: {TOP_K}; "
                                                           "not with --greedy)")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for both runs (default: 0)")
-    parser.add_argument("--k", type=positive_int, default=10, help="top next tokens listed (default: 10)")
+    options.add(parser, "--seed", "of the sampling, the same for both runs (default: 0)", default=0)
+    options.add(parser, "--top", "next tokens listed before and after (default: 10)", default=10)
     add_common_arguments(parser, DEFAULT_OUT)
     add_plotly_argument(parser)
+    options.add_deprecated(parser, "steering")
     return parser
 
 
@@ -77,8 +74,19 @@ def side_by_side(prompt: str, plain: str, steered: str, width: int | None = None
     return "\n".join(lines)
 
 
-@torch.no_grad()
 def run(args: argparse.Namespace) -> Path:
+    import torch
+
+    with torch.no_grad():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> Path:
+    from ..generation import generate
+    from ..interventions import mean_difference_vector, steer
+    from ..interventions.steering import stream_at, stream_name
+    from ..report import change_bars, continuations_table, top_tokens_table, write_html
+
     if args.temperature <= 0 and not args.greedy:
         raise UsageError(f"--temperature must be > 0 (got {args.temperature:g}); use --greedy for greedy decoding")
     if args.greedy and (args.top_k is not None or args.temperature != 1.0):
@@ -113,7 +121,7 @@ def run(args: argparse.Namespace) -> Path:
     def decode(ids: list[int]) -> list[str]:
         return [probe.tokenizer.decode([i]) for i in ids]
 
-    k = min(args.k, cfg.d_vocab)
+    k = min(args.top, cfg.d_vocab)
     top_before, top_after = p_before.topk(k).indices.tolist(), p_after.topk(k).indices.tolist()
     moved = (p_after - p_before).abs().topk(min(15, cfg.d_vocab)).indices.tolist()
     for prompt, a, b in zip(prompts, plain.continuations, steered.continuations):

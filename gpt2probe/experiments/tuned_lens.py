@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import options
 from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
 
 CHECKPOINT_DIR = "checkpoint"
@@ -32,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a lens on text files and save it to --out",
                            description="Train a tuned lens on text files (each file one document) and save it.")
     train.add_argument("--model", required=True, help="hub id, save_pretrained directory or shipped model name")
-    train.add_argument("--corpus", nargs="+", required=True, type=Path, metavar="FILE",
-                       help="UTF-8 text files, one document each")
+    options.add(train, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
     train.add_argument("--steps", type=positive_int, required=True, help="optimiser steps (each uses --batch-size new windows)")
     train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
     train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
@@ -45,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=finite_float,
                        help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd: the reference's lr_scale, "
                             "which torch's SGD receives times 1 - momentum)")
-    train.add_argument("--seed", type=int, default=0, help="orders the windows (default 0)")
+    options.add(train, "--seed", "orders the windows (default 0)", default=0)
     train.add_argument("--include-mid", action="store_true", help="also translate the mid-block streams")
     train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")
-    train.add_argument("--device", help="cpu, cuda, mps (default: the best available; cuda:LOCAL_RANK under torchrun)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add(train, "--device")
+    options.add(train, "--no-progress")
     return parser
 
 
@@ -71,6 +71,7 @@ def read_corpus(files: Sequence[Path]) -> tuple[list[str], str]:
 def train(args: argparse.Namespace) -> Path:
     import torch
 
+    from ..distributed import process_group, rank_from_env, world_size_from_env
     from ..lens import TunedLens
     from ..lens.tuned import METADATA_FILE
 
@@ -83,18 +84,11 @@ def train(args: argparse.Namespace) -> Path:
     if (args.out / METADATA_FILE).exists():
         raise UsageError(f"--out {str(args.out)!r} already holds a trained lens; choose another directory or delete it")
     texts, corpus = read_corpus(args.corpus)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = args.device
-    if world > 1:
-        import torch.distributed as dist
-
-        cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-        if cuda:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    try:
-        rank = int(os.environ.get("RANK", "0"))
+    if world_size_from_env() > 1 and torch.cuda.is_available() and (device is None or device.startswith("cuda")):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one device per process, whatever --device cuda said
+    with process_group(device):
+        rank = rank_from_env()
         args.device = device
         probe, _ = load_model(args)
         if args.seq_len is None:
@@ -127,11 +121,6 @@ def train(args: argparse.Namespace) -> Path:
             print(f"Tuned lens for {probe.cfg.model_name!r} ({len(lens.stream_names)} translators, "
                   f"{args.steps} steps, final mean KL {lens.training['final_loss_mean_per_stream']:.4f} nats) "
                   f"written to {args.out}")
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
     return args.out
 
 

@@ -14,16 +14,19 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
 from .. import validate
+from ..configs.base import build
+from ..configs.harvest import HarvestConfig
 from .corpus import Corpus
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
-from .runner import Options, run_harvest
+from .runner import run_harvest
 from .store import Example, Harvest, Histogram
 
-__all__ = ["Corpus", "CorpusError", "Example", "Harvest", "HarvestConfigError", "Histogram", "OutputDirError",
+__all__ = ["Corpus", "CorpusError", "Example", "Harvest", "HarvestConfig", "HarvestConfigError", "Histogram", "OutputDirError",
            "ResumeMismatchError", "harvest"]
 
 
@@ -33,50 +36,48 @@ def harvest(
     *,
     hooks: str | Sequence[str],
     out: str | os.PathLike,
-    top_k: int = 20,
-    window: int = 8,
-    seq_len: int | None = None,
-    batch_size: int = 8,
-    threshold: float = 0.0,
-    n_bins: int = 64,
+    config: HarvestConfig | None = None,
     directions: dict[str, Tensor] | None = None,
-    save_raw: Sequence[str] = (),
-    seed: int | None = None,
-    block_chars: int | None = None,
     resume: bool = False,
     checkpoint_every: int | None = None,
     progress: bool = True,
     model_source: str | None = None,
+    **settings: Any,
 ) -> Harvest:
     """Run ``probe`` over ``corpus`` and keep running summaries of every unit of ``hooks`` in ``out``.
+
+    What changes the result is a :class:`HarvestConfig`: pass one as ``config``, or its fields
+    as keyword arguments (``top_k=20, window=8, seq_len=None, batch_size=8, threshold=0.0,
+    n_bins=64, block_chars=65536, seed=None, save_raw=()``; see :class:`HarvestConfig`). The
+    same fields are ``gpt2probe harvest``'s flags and the manifest's ``options``.
 
     Args:
         corpus: a :class:`Corpus`, or paths/globs of text, ``.jsonl`` (needs ``Corpus(field=...)``),
             ``.parquet`` or ``datasets`` directories (need ``Corpus(column=...)``).
         hooks: names or globs (``"blocks.*.mlp.hook_post"``); checked before any work.
-        top_k, window: max-activating examples kept per unit, with ``window`` tokens either side.
-        seq_len: tokens per packed window (default: the model's context, at most 128).
-        threshold: a unit is "active" above it (``stats()["frequency"]``).
-        n_bins: histogram bins between each unit's edges (fixed from the corpus's first windows).
+        config: the settings (default: ``HarvestConfig(**settings)``).
         directions: ``{hook: [n, d_model]}``: summarise projections on these instead of the dimensions.
-        save_raw: hooks whose raw activations are also written as Parquet shards.
-        seed: shuffles documents within each block (``None``: corpus order).
-        resume: continue an interrupted run in ``out`` (same model, corpus, hooks and options).
+        resume: continue an interrupted run in ``out`` (same model, corpus, hooks and settings).
         checkpoint_every: windows between checkpoints (per process); ``None``: one a minute or so.
+        progress: show a progress bar.
+        model_source: how the model was named, recorded so the dashboard can load it again.
+        settings: :class:`HarvestConfig` fields, when ``config`` is not given.
 
     Returns:
         The :class:`Harvest` (on every process that can read ``out``).
     """
     validate.boolean("resume", resume)
     validate.boolean("progress", progress)
+    if config is not None and settings:
+        raise HarvestConfigError(f"give the settings either as config or as keyword arguments, not both "
+                                 f"(got config and {', '.join(sorted(settings))})")
+    if config is None:
+        if settings.get("block_chars") is None:  # None has always meant the default block size
+            settings.pop("block_chars", None)
+        config = build(HarvestConfig, settings)
     if not isinstance(corpus, Corpus):
         corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
-    options = Options(
-        top_k=top_k, window=window, seq_len=seq_len or min(probe.cfg.n_ctx, 128), batch_size=batch_size,
-        threshold=float(threshold), n_bins=n_bins, block_chars=block_chars or Options.block_chars, seed=seed,
-        save_raw=tuple(save_raw),
-    )
-    return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=options,
+    return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=config,
                        directions=directions, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
                        model_source=model_source)
 

@@ -34,10 +34,11 @@ from pathlib import Path
 
 import torch
 
+from ..configs.harvest import DEFAULT_BLOCK_CHARS
+from ..windows import pack_ids, tokenize
 from .errors import CorpusError, HarvestConfigError
 
 TEXT, JSONL, PARQUET, HF_DATASET, MEMORY = "text", "jsonl", "parquet", "hf_dataset", "memory"
-DEFAULT_BLOCK_CHARS = 1 << 16
 DEFAULT_MAX_DOC_CHARS = 1 << 20
 
 
@@ -354,26 +355,7 @@ def pack(block: Block, tokenizer, *, seq_len: int, eos: int, seed: int | None = 
     if seed is not None:
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + block.index)
         docs = [docs[i] for i in torch.randperm(len(docs), generator=gen).tolist()]
-    encoded = tokenizer.backend_tokenizer.encode_batch([t for _, t in docs], add_special_tokens=False)
-    ids: list[int] = []
-    lengths = []
-    for enc in encoded:
-        ids += enc.ids
-        ids.append(eos)
-        lengths.append(len(enc.ids) + 1)
-    flat_ids = torch.tensor(ids, dtype=torch.int64)
-    lengths_t = torch.tensor(lengths, dtype=torch.int64)
-    flat_doc = torch.tensor([doc_id for doc_id, _ in docs], dtype=torch.int64).repeat_interleave(lengths_t)
-    starts = torch.cumsum(lengths_t, 0) - lengths_t  # each document's first index in the stream
-    flat_pos = torch.arange(flat_ids.shape[0], dtype=torch.int64) - starts.repeat_interleave(lengths_t)
-    total = flat_ids.shape[0]
-    n_windows = -(-total // seq_len)
-    pad = n_windows * seq_len - total
-    valid = torch.full((n_windows,), seq_len, dtype=torch.int64)
-    valid[-1] = seq_len - pad
-    if pad:
-        flat_ids = torch.cat([flat_ids, torch.full((pad,), eos, dtype=torch.int64)])
-        flat_doc = torch.cat([flat_doc, torch.full((pad,), -1, dtype=torch.int64)])
-        flat_pos = torch.cat([flat_pos, torch.full((pad,), -1, dtype=torch.int64)])
-    shape = (n_windows, seq_len)
-    return Packed(block.index, flat_ids.view(shape), flat_doc.view(shape), flat_pos.view(shape), valid)
+    windows = pack_ids(tokenize(tokenizer, [t for _, t in docs]), seq_len, eos, pad_last=True)
+    # windows.doc indexes this block's (shuffled) documents, -1 for padding: the appended -1 keeps it -1
+    doc_ids = torch.tensor([doc_id for doc_id, _ in docs] + [-1], dtype=torch.int64)
+    return Packed(block.index, windows.tokens, doc_ids[windows.doc], windows.pos, windows.valid)

@@ -18,16 +18,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..atomic import write_text_atomic
+from ..configs.base import to_dict
+from ..configs.harvest import HarvestConfig
+from ..distributed import barrier as _barrier
+from ..distributed import group, process_group, rank_world
 from ..errors import GPT2ProbeError
 from ..jsonfile import parse_object, read_object
-from .corpus import DEFAULT_BLOCK_CHARS, Corpus, assign_blocks, block_sizes, blocks, pack
+from .corpus import Corpus, assign_blocks, block_sizes, blocks, pack
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
 from .raw import RawWriter, discard_after, write_raw_manifest
 from .store import (
@@ -55,48 +58,8 @@ RUN_FILE = "run.json"
 CHECKPOINT_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
-class Options:
-    """Everything that changes the result (and so must match on ``resume``)."""
-
-    top_k: int = 20
-    window: int = 8
-    seq_len: int = 128
-    batch_size: int = 8
-    threshold: float = 0.0
-    n_bins: int = 64
-    block_chars: int = DEFAULT_BLOCK_CHARS
-    seed: int | None = None
-    calibration_windows: int = 8
-    save_raw: tuple[str, ...] = ()
-
-    def check(self, n_ctx: int) -> None:
-        for name in ("top_k", "seq_len", "batch_size", "n_bins", "block_chars", "calibration_windows"):
-            if getattr(self, name) < 1:
-                raise HarvestConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.window < 0:
-            raise HarvestConfigError(f"window must be 0 or more, got {self.window}")
-        if self.seq_len > n_ctx:
-            raise HarvestConfigError(f"seq_len {self.seq_len} is longer than the model's context ({n_ctx} tokens)")
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def init_distributed(device: torch.device) -> bool:
-    """Join the process group that ``torchrun`` describes in the environment; returns whether we created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
-        return False
-    import torch.distributed as dist
-
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
-    return True
+Options = HarvestConfig
+"""The settings that change the result: :class:`gpt2probe.configs.harvest.HarvestConfig` (its former name here)."""
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -132,7 +95,7 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
     """
     out = Path(out)
     cfg = probe.cfg
-    options.check(cfg.n_ctx)
+    options = options.resolved(cfg.n_ctx)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise HarvestConfigError(f"checkpoint_every must be at least 1 window, got {checkpoint_every}")
     plans = plan_hooks(list(hooks) if not isinstance(hooks, str) else [hooks], probe.hook_names,
@@ -143,13 +106,9 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
             raise HarvestConfigError(f"save_raw names {name!r}, which is not harvested; harvested: {', '.join(names)}")
         if name.endswith("hook_pattern"):
             raise HarvestConfigError(f"save_raw cannot store {name!r} (a [pos, pos] pattern per position)")
-    owned_dist = init_distributed(cfg.device)
-    try:
+    with process_group(cfg.device):
         return _run(probe, corpus, plans, out, options, resume, checkpoint_every, progress, model_source,
                     stop_after_windows)
-    finally:
-        if owned_dist:
-            _dist().destroy_process_group()
 
 
 def _fingerprint(probe, corpus: Corpus, plans: list[HookPlan], options: Options, world: int) -> dict:
@@ -160,7 +119,7 @@ def _fingerprint(probe, corpus: Corpus, plans: list[HookPlan], options: Options,
         "hooks": [{"name": p.name, "kind": p.kind, "n_units": p.n_units,
                    "directions": None if p.directions is None else hashlib.sha256(
                        p.directions.numpy().tobytes()).hexdigest()} for p in plans],
-        "options": {**asdict(options), "save_raw": list(options.save_raw)},
+        "options": to_dict(options),
         "world_size": world,
     }
 
@@ -212,24 +171,13 @@ def _compare(saved: dict, now: dict, out: Path) -> None:
             "or harvest into another directory")
 
 
-def _rank_world() -> tuple[int, int]:
-    dist = _dist()
-    return (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
-
-
-def _barrier() -> None:
-    dist = _dist()
-    if dist:
-        dist.barrier()
-
-
 def _ckpt_path(out: Path, rank: int, world: int) -> Path:
     return out / CHECKPOINT_DIR / f"rank-{rank:05d}-of-{world:05d}.safetensors"
 
 
 def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Options, resume: bool,
          checkpoint_every: int | None, progress: bool, model_source: str | None, stop_after_windows: int | None):
-    rank, world = _rank_world()
+    rank, world = rank_world()
     fingerprint = _fingerprint(probe, corpus, plans, options, world)
     state = _check_out_dir(out, fingerprint, resume)
     if state == "done":
@@ -430,7 +378,7 @@ def _checkpoint(path: Path, summaries, state: dict, raw) -> None:
 
 
 def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, rank, world, model_source):
-    dist = _dist()
+    dist = group()
     totals = {"tokens": state["tokens"], "windows": state["windows"], "seconds": state["seconds"]}
     if dist:
         gathered: list | None = [None] * world if rank == 0 else None

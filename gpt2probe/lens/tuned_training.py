@@ -49,9 +49,12 @@ from jaxtyping import Int
 from torch import Tensor
 
 from .. import names as N
+from ..distributed import rank_world
 from ..errors import CorpusError, DamagedFileError, LensMismatchError
 from ..jsonfile import check_kind, parse_object, parse_value
 from ..savefile import write_safetensors
+from ..schedule import lr_factor
+from ..windows import pack_ids, tokenize
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
@@ -82,13 +85,12 @@ def pack_windows(probe: GPT2Probe, texts: Sequence[str], seq_len: int) -> tuple[
     if eos is None or not 0 <= eos < probe.cfg.d_vocab:
         raise CorpusError(f"the tokenizer's end-of-text id {eos} is not in the model's vocabulary (d_vocab="
                           f"{probe.cfg.d_vocab}): a tuned lens is trained on text, which this model cannot read")
-    ids: list[int] = []
-    for text in texts:
-        ids += probe.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [eos]
-    if ids and max(ids) >= probe.cfg.d_vocab:
-        raise CorpusError(f"the texts give token id {max(ids)} but the model's vocabulary has {probe.cfg.d_vocab} ids")
-    n_windows = len(ids) // seq_len
-    return torch.tensor(ids[: n_windows * seq_len], dtype=torch.long).view(n_windows, seq_len), len(ids)
+    documents = tokenize(probe.tokenizer, texts)
+    largest = max((max(d, default=eos) for d in documents), default=eos)
+    if largest >= probe.cfg.d_vocab:
+        raise CorpusError(f"the texts give token id {largest} but the model's vocabulary has {probe.cfg.d_vocab} ids")
+    windows = pack_ids(documents, seq_len, eos, pad_last=False)
+    return windows.tokens, windows.n_tokens
 
 
 def default_warmup_steps(optimizer: str, steps: int) -> int:
@@ -107,20 +109,6 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: str, lr: float,
         return torch.optim.SGD(params, lr=lr * (1 - MOMENTUM), momentum=MOMENTUM, nesterov=True,
                                weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, betas=(MOMENTUM, 0.999), weight_decay=weight_decay, amsgrad=True)
-
-
-def lr_factor(step: int, steps: int, warmup: int) -> float:
-    """Linear warmup over ``warmup`` steps to the peak, then linear decay towards zero at ``steps``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return (steps - step) / (steps - warmup)
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size): (0, 1) outside ``torchrun``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def train_tuned_lens(
@@ -174,7 +162,7 @@ def train_tuned_lens(
         CorpusError: the texts give fewer than ``steps * batch_size`` windows.
         LensMismatchError: ``checkpoint_dir`` holds a checkpoint of a different run.
     """
-    rank, world = _distributed()
+    rank, world = rank_world()
     seq_len = probe.cfg.n_ctx if seq_len is None else seq_len
     _check_settings(probe, steps, batch_size, seq_len, lr, optimizer, weight_decay, warmup, checkpoint_every, world)
     if clip_grad_norm is not None and not (isinstance(clip_grad_norm, (int, float)) and math.isfinite(clip_grad_norm)
@@ -219,7 +207,7 @@ def train_tuned_lens(
     try:
         for step in range(start, steps):
             for group in opt.param_groups:
-                group["lr"] = base_lr * lr_factor(step, steps, warmup_steps)
+                group["lr"] = base_lr * lr_factor(step, steps=steps, warmup=warmup_steps)  # linear decay to zero
             first = step * batch_size + rank * local
             batch = windows[order[first : first + local]]
             opt.zero_grad(set_to_none=True)

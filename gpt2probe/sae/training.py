@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..atomic import atomic_path
 from ..errors import InvalidArgumentError
+from ..schedule import lr_factor
 from . import losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
@@ -148,13 +149,8 @@ class TrainOptions:
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of ``step`` (0-based) on a resolved schedule."""
-        factor = 1.0
-        if self.warmup_steps and step < self.warmup_steps:
-            factor = (step + 1) / self.warmup_steps
-        remaining = self.steps - step
-        if self.decay_steps and remaining <= self.decay_steps:
-            factor = min(factor, remaining / self.decay_steps)
-        return self.lr * factor
+        return self.lr * lr_factor(step, steps=self.steps, warmup=self.warmup_steps or 0,
+                                   decay_steps=self.decay_steps or 0)
 
     def fingerprint(self) -> dict:
         """What must match for a resume (not where checkpoints go or whether a bar is shown)."""
