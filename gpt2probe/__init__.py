@@ -12,7 +12,6 @@ if _shape_checking.requested():  # must run before the submodules below are impo
 
 from . import diffing, generation, graphs, harvest, head_scores, interventions, names, shipped
 from .cache import ActivationCache
-from .config import ProbeConfig
 from .diffing import ModelDiff, compare
 from .errors import (
     ActivationError,
@@ -49,9 +48,10 @@ from .errors import (
 )
 from .graphs import AttributionGraph, attribution_graph
 from .harvest import Harvest
-from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
+from .model.config import ProbeConfig
+from .model.hooks import HookPoint
 from .probe import GPT2Probe
 from .sae import SAE, SAEConfig, Transcoder
 from .tokens import Tokens

@@ -36,12 +36,12 @@ from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedTokenizerBase
 from . import names as N
 from . import validate
 from .cache import ActivationCache
-from .config import ProbeConfig
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
-from .hooks import HookFn, HookPoint, HookRegistry
+from .model.config import ProbeConfig
+from .model.hooks import HookFn, HookPoint, HookRegistry
+from .model.weights import Weights
 from .tokens import Inputs, Tokens
 from .validate import finite_result
-from .weights import Weights
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
 

@@ -14,15 +14,15 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 from . import generation, validate
 from . import names as N
 from .cache import ActivationCache
-from .config import ProbeConfig
 from .errors import HookNameError, InvalidArgumentError, InvalidTypeError
-from .hooks import HookFn, HookRegistry, hook_pairs
+from .model.config import ProbeConfig
+from .model.hooks import HookFn, HookRegistry, hook_pairs
+from .model.weights import Weights
 from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, id_list, position_ids, tokenize
-from .weights import Weights
 
 
 def _weight(name: str) -> property:
-    return property(lambda self: getattr(self.weights, name), doc=f"``{name}`` (see :class:`gpt2probe.weights.Weights`).")
+    return property(lambda self: getattr(self.weights, name), doc=f"``{name}`` (see :class:`gpt2probe.model.weights.Weights`).")
 
 
 class GPT2Probe:

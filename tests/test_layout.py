@@ -99,7 +99,7 @@ def subpackages(package: Path = PACKAGE) -> set[str]:
 
 def test_the_graph_sees_real_imports():
     graph = import_graph()
-    assert "gpt2probe.hooks" in graph["gpt2probe.probe"]
+    assert "gpt2probe.model.hooks" in graph["gpt2probe.probe"]
     assert "gpt2probe.generation" in graph["gpt2probe.probe"]
     assert "gpt2probe.probe" not in graph["gpt2probe.generation"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

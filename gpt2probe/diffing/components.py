@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ..weights import Weights
+from ..model.weights import Weights
 
 EMBED, POS_EMBED, LN_FINAL = "embed", "pos_embed", "ln_final"
 LAYER_PARTS = ("ln1", "attn.b_O", "ln2", "mlp")

@@ -59,7 +59,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
-from ..hf_attention import attention_scaling
+from ..model.attention import attention_scaling
 from ..probe import GPT2Probe, Inputs, require_probe
 from ..tokens import Tokens
 from .gradients import Edit, GradRun, copy_rows, grad_run

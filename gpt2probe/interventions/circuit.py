@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError
-from ..hooks import HookPoint
+from ..model.hooks import HookPoint
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
 from .edges import EdgeScores

@@ -45,7 +45,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
-from ..hf_attention import attention_scaling
+from ..model.attention import attention_scaling
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
 from .gradients import Edit, copy_rows, grad_run
