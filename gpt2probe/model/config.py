@@ -46,4 +46,4 @@ class ProbeConfig:
 def model_eos_candidates(model: torch.nn.Module) -> tuple[object, object]:
     """The end-of-text id(s) the model itself declares: its generation config's, then its config's (each may be None)."""
     gen_config = getattr(model, "generation_config", None)
-    return getattr(gen_config, "eos_token_id", None), model.config.eos_token_id
+    return getattr(gen_config, "eos_token_id", None), getattr(getattr(model, "config", None), "eos_token_id", None)

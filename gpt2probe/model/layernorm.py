@@ -36,7 +36,7 @@ class LayerNorm:
     eps: float
 
     @classmethod
-    def of(cls, module: torch.nn.Module) -> LayerNorm:
+    def of(cls, module: torch.nn.LayerNorm) -> LayerNorm:
         """The live parameters of a ``torch.nn.LayerNorm`` (not detached: gradients reach them)."""
         return cls(module.weight, module.bias, float(module.eps))
 

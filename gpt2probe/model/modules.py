@@ -30,7 +30,7 @@ def blocks(model: GPT2LMHeadModel) -> list[torch.nn.Module]:
 
 def attention_modules(model: GPT2LMHeadModel) -> list[torch.nn.Module]:
     """Each block's attention module (what the attention seam dispatches on), in order."""
-    return [block.attn for block in model.transformer.h]
+    return [block.get_submodule("attn") for block in model.transformer.h]
 
 
 def final_norm(model: GPT2LMHeadModel) -> LayerNorm:
