@@ -59,13 +59,13 @@ from .versions import __version__  # noqa: E402 (imports only the standard libra
 if TYPE_CHECKING:  # what __getattr__ below provides, for type checkers and readers
     from . import diffing, generation, graphs, harvest, head_scores, interventions, names, shipped
     from .cache import ActivationCache
-    from .config import ProbeConfig
     from .diffing import ModelDiff, compare
     from .graphs import AttributionGraph, attribution_graph
     from .harvest import Harvest
-    from .hooks import HookPoint
     from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
     from .loading import load
+    from .model.config import ProbeConfig
+    from .model.hooks import HookPoint
     from .probe import GPT2Probe
     from .sae import SAE, SAEConfig, Transcoder
     from .tokens import Tokens
@@ -75,13 +75,13 @@ _SUBMODULES = ("diffing", "generation", "graphs", "harvest", "head_scores", "int
 
 _LAZY: dict[str, str] = {
     "ActivationCache": "cache",
-    "ProbeConfig": "config",
+    "ProbeConfig": "model.config",
     "ModelDiff": "diffing",
     "compare": "diffing",
     "AttributionGraph": "graphs",
     "attribution_graph": "graphs",
     "Harvest": "harvest",
-    "HookPoint": "hooks",
+    "HookPoint": "model.hooks",
     "NEXT_TOKEN": "lens",
     "Attribution": "lens",
     "LensResult": "lens",

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import einsum, rearrange
 from jaxtyping import Float
 from torch import Tensor
@@ -23,9 +22,9 @@ from torch import Tensor
 from . import names as N
 from . import validate
 from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
+from .model.weights import Weights
 from .tokens import Tokens
 from .versions import versions
-from .weights import Weights
 
 _TOKEN_KEYS = ("__tokens__.ids", "__tokens__.attention_mask")
 
@@ -34,7 +33,7 @@ class ActivationCache(Mapping[str, Tensor]):
     """Captured activations by hook name; see :mod:`gpt2probe.names` for the names.
 
     The methods that need the model's weights (per-head results, the final layer norm)
-    read them from ``weights`` (a :class:`~gpt2probe.weights.Weights`), never from a probe
+    read them from ``weights`` (a :class:`~gpt2probe.model.weights.Weights`), never from a probe
     or a model: the cache depends on the weights it was given and nothing else.
     """
 
@@ -197,16 +196,15 @@ class ActivationCache(Mapping[str, Tensor]):
         if stack.ndim == 0 or stack.shape[-1] != ln_f.weight.shape[0]:
             raise ShapeError(f"apply_final_ln needs a stack whose last axis is d_model={ln_f.weight.shape[0]}, "
                              f"got shape {tuple(stack.shape)}")
-        weight, bias = ln_f.weight.to(stack.device, stack.dtype), ln_f.bias.to(stack.device, stack.dtype)
         if not frozen:
-            return F.layer_norm(stack, (stack.shape[-1],), weight, bias, ln_f.eps)
+            return ln_f(stack)
         scale = self[N.LN_FINAL_SCALE].to(stack.device, stack.dtype)
         if scale.shape[:-1] != stack.shape[-3:-1]:
             raise ShapeError(
                 f"the stack's batch and positions {tuple(stack.shape[-3:-1])} do not match the cached "
                 f"final scale's {tuple(scale.shape[:-1])}"
             )
-        return (stack - stack.mean(-1, keepdim=True)) / scale * weight
+        return ln_f.frozen(stack, scale)
 
     def _require_weights(self, what: str) -> Weights:
         if self._weights is None:

@@ -19,7 +19,6 @@ on every token; a hook that indexes positions sees only the new one at each step
 
 from __future__ import annotations
 
-import inspect
 import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,17 +30,18 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformers import DynamicCache, GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from . import names as N
 from . import validate
 from .cache import ActivationCache
-from .config import ProbeConfig
 from .errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
-from .hooks import HookFn, HookPoint, HookRegistry
+from .model.config import ProbeConfig, model_eos_candidates
+from .model.decoding import KVCache
+from .model.hooks import HookFn, HookPoint, HookRegistry
+from .model.weights import Weights
 from .tokens import Inputs, Tokens
 from .validate import finite_result
-from .weights import Weights
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
 
@@ -68,6 +68,11 @@ class ProbeLike(Protocol):
 
     def hooks(self, fwd_hooks: Hooks) -> AbstractContextManager: ...
 
+    def decode_step(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, kv_cache: KVCache | None = None, *,
+        grad: bool = False,
+    ) -> tuple[Tensor, KVCache]: ...
+
 
 def require_probe(value: object) -> ProbeLike:
     """``value`` if it has what generation needs of a probe; otherwise an error saying how to make one."""
@@ -79,17 +84,6 @@ def require_probe(value: object) -> ProbeLike:
 Seed = int | Sequence[int]
 Number = float | int
 _MAX_SEED = 2**63
-
-
-def kv_cache_argument(model: torch.nn.Module) -> str:
-    """The name under which ``model``'s forward takes (and its output returns) the KV cache.
-
-    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes
-    in 5.40); older 5.x releases know only ``past_key_values``. Read the installed
-    signature rather than the version number, so a backport or a subclass is right too.
-    """
-    parameters = inspect.signature(type(model).forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
 
 
 # -- sampling rule ---------------------------------------------------------------------
@@ -411,8 +405,7 @@ def _eos_ids(probe: ProbeLike, eos_token_id: int | Sequence[int] | None) -> Tens
         if bad:
             raise InvalidArgumentError(f"eos_token_id {bad} is outside the vocabulary [0, {d_vocab})")
         return torch.tensor(ids, dtype=torch.long)
-    gen_config = getattr(probe.model, "generation_config", None)
-    candidates = (getattr(gen_config, "eos_token_id", None), probe.model.config.eos_token_id, probe.tokenizer.eos_token_id)
+    candidates = (*model_eos_candidates(probe.model), probe.tokenizer.eos_token_id)
     found = next((c for c in candidates if c is not None), None)
     ids = [] if found is None else [found] if isinstance(found, int) else list(found)
     return torch.tensor([i for i in ids if 0 <= i < d_vocab], dtype=torch.long)
@@ -525,23 +518,15 @@ def generate(
     run = tokens.to(device)
     input_ids, attention_mask, position_ids = run.ids, run.attention_mask, run.position_ids
     next_position = position_ids[:, -1:] + 1
-    past = DynamicCache(config=probe.model.config)
-    cache_argument = kv_cache_argument(probe.model)
+    past = None
     steps: list[Tensor] = []
     kept: list[Tensor] = []
     finished = torch.zeros(batch, dtype=torch.bool)
     user_hooks = probe.hooks(hooks) if hooks is not None else nullcontext()
     with user_hooks, probe.registry.using((name, record) for name in captured):
         for step in range(max_new_tokens):
-            out = probe.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                **{cache_argument: past},
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            new = choose(out.logits[:, -1])
+            logits, past = probe.decode_step(input_ids, attention_mask, position_ids, past)
+            new = choose(logits)
             if steps:
                 new = torch.where(finished, steps[-1], new)  # stopped rows repeat their EOS
             kept.append(~finished)
@@ -550,7 +535,6 @@ def generate(
                 finished = finished | torch.isin(new, eos)
             if step == max_new_tokens - 1 or bool(finished.all()):
                 break
-            past = getattr(out, cache_argument)
             input_ids = new[:, None].to(device)
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             position_ids, next_position = next_position, next_position + 1

@@ -30,6 +30,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .hub import hub_reachable
+from .model.modules import embeddings_tied
 from .probe import GPT2Probe
 from .shipped import NOTES as SHIPPED
 from .shipped import OFFLINE_MODEL, shipped_model
@@ -325,8 +326,7 @@ def _hf_cache_dir() -> str:
 
 def _check_tied(model: PreTrainedModel, name: str) -> None:
     """GPT-2 ties ``lm_head`` to ``wte`` (``W_U = W_E.T``); a fine-tune that broke the tie is worth a warning."""
-    unembed, embed = model.lm_head.weight, model.transformer.wte.weight
-    if unembed.data_ptr() != embed.data_ptr() and not torch.equal(unembed, embed):
+    if not embeddings_tied(model):
         warnings.warn(
             f"{name}: lm_head is not tied to wte, so W_U is lm_head's weight, not W_E.T",
             stacklevel=3,

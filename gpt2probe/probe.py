@@ -14,15 +14,20 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 from . import generation, validate
 from . import names as N
 from .cache import ActivationCache
-from .config import ProbeConfig
-from .errors import HookNameError, InvalidArgumentError, InvalidTypeError
-from .hooks import HookFn, HookRegistry, hook_pairs
+from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, ShapeError, UnsupportedError
+from .model import decoding, modules
+from .model.config import ProbeConfig
+from .model.hooks import HookFn, HookRegistry, hook_pairs
+from .model.weights import Weights
 from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, id_list, position_ids, tokenize
-from .weights import Weights
+
+
+class _StopForward(Exception):
+    """Raised by :meth:`GPT2Probe.run_until`'s last hook function and caught by that method: the rest of the pass is not needed."""
 
 
 def _weight(name: str) -> property:
-    return property(lambda self: getattr(self.weights, name), doc=f"``{name}`` (see :class:`gpt2probe.weights.Weights`).")
+    return property(lambda self: getattr(self.weights, name), doc=f"``{name}`` (see :class:`gpt2probe.model.weights.Weights`).")
 
 
 class GPT2Probe:
@@ -144,7 +149,7 @@ class GPT2Probe:
         validate.boolean("grad", grad)
         validate.boolean("unembed", unembed)
         tokens = tokens.to(self.cfg.device)
-        body = self.model if unembed else self.model.transformer
+        body = self.model if unembed else modules.body(self.model)
         with self.registry.exclusive(), nullcontext() if grad else torch.no_grad():
             out = body(
                 input_ids=tokens.ids,
@@ -206,6 +211,118 @@ class GPT2Probe:
         ordered = {name: store[name] for name in selected if name in store}
         return out, ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
                                     tokens=tokens.to("cpu"), weights=self.weights)
+
+    def run_until(
+        self,
+        inputs: Inputs,
+        stop_at: str,
+        names: N.NameSelection = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        prepend_bos: bool = False,
+        grad: bool = False,
+    ) -> ActivationCache:
+        """Run the model until hook ``stop_at`` and stop there: nothing after it is computed.
+
+        Every hook function on ``stop_at`` (those attached with :meth:`hooks`, and the capture)
+        runs, then the pass ends; later blocks, the final norm and the unembedding never run.
+        Harvests and SAE training read one or two early hooks this way at a fraction of a
+        full pass's cost. Hooks are removed on return, exceptions included.
+
+        Args:
+            inputs: a prompt, a list of prompts (left-padded), token ids or :class:`Tokens`.
+            stop_at: the hook name after which the pass stops.
+            names: what to capture, selected as in :meth:`run_with_cache` (a list, glob,
+                regex or predicate); ``None`` captures ``stop_at`` only, ``[]`` nothing (for
+                hook functions that do their own work). Names the pass reaches after
+                ``stop_at`` are refused, since they are never computed.
+            device, dtype, grad: as in :meth:`run_with_cache`.
+
+        Returns:
+            An :class:`ActivationCache` of the captured names.
+
+        Raises:
+            HookNameError: ``stop_at`` is not a hook name, or ``names`` selects hooks after it.
+
+        Example:
+            >>> cache = probe.run_until("The cat sat", "blocks.1.hook_resid_post")  # doctest: +SKIP
+            >>> cache["resid_post", 1].shape  # doctest: +SKIP
+        """
+        if not isinstance(stop_at, str):
+            raise HookNameError(f"stop_at is a hook name such as 'blocks.0.hook_resid_post', got {type(stop_at).__name__} {stop_at!r}")
+        self.registry.check(stop_at)
+        device, dtype = validate.device("device", device), validate.float_dtype("dtype", dtype)
+        tokens = self.as_tokens(inputs, prepend_bos=prepend_bos)
+        order = {name: i for i, name in enumerate(self.registry.current_names)}
+        selected = [stop_at] if names is None else N.resolve(names, list(order))
+        late = [name for name in selected if order[name] > order[stop_at]]
+        if late:
+            raise HookNameError(
+                f"{late[:3]}{' ...' if len(late) > 3 else ''} come after stop_at={stop_at!r} in the forward pass, so the "
+                "pass never computes them: capture them with run_with_cache, or stop at the last of them")
+        store: dict[str, Tensor] = {}
+
+        def capture(tensor: Tensor, hook) -> None:
+            kept = tensor if grad else tensor.detach()
+            store[hook.name] = kept.to(device=device or kept.device, dtype=dtype or kept.dtype)
+
+        def stop(tensor: Tensor, hook) -> None:
+            raise _StopForward
+
+        with self.registry.using([*((name, capture) for name in selected), (stop_at, stop)]):
+            try:
+                self._run(tokens, grad=grad, unembed=False)
+            except _StopForward:
+                pass
+            else:  # every pass reaches every hook name: a pass that does not is a broken seam, not a result
+                raise UnsupportedError(f"the forward pass ended without reaching {stop_at!r}")
+        ordered = {name: store[name] for name in selected if name in store}
+        return ActivationCache(ordered, n_layers=self.cfg.n_layers, model_name=self.cfg.model_name,
+                               tokens=tokens.to("cpu"), weights=self.weights)
+
+    def decode_step(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch key_pos"],
+        position_ids: Int[Tensor, "batch pos"],
+        kv_cache: decoding.KVCache | None = None,
+        *,
+        grad: bool = False,
+    ) -> tuple[Float[Tensor, "batch d_vocab"], decoding.KVCache]:
+        """One forward pass that extends a KV cache, with whatever hooks are active: generation's step.
+
+        The first call (``kv_cache=None``) runs a whole (left-padded) prompt; each later call
+        runs only the new tokens, attending to every earlier position through the cache the
+        previous call returned. Hooks see only the positions this call runs (``pos``).
+
+        Args:
+            input_ids: the tokens to run now, ``[batch, pos]``.
+            attention_mask: 1 for real tokens, 0 for padding, over every position so far
+                (the cache's and these): ``[batch, key_pos]`` with ``key_pos = cached + pos``.
+            position_ids: the new tokens' positions, ``[batch, pos]`` (see :meth:`position_ids`).
+            kv_cache: what the previous call returned, or ``None`` to start.
+
+        Returns:
+            ``(logits, kv_cache)``: the last position's logits ``[batch, d_vocab]`` and the
+            cache to pass to the next call.
+        """
+        validate.boolean("grad", grad)
+        for what, value in (("input_ids", input_ids), ("attention_mask", attention_mask), ("position_ids", position_ids)):
+            if not isinstance(value, Tensor) or value.ndim != 2 or value.is_floating_point():
+                got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+                raise ShapeError(f"{what} must be an integer tensor [batch, pos], got {got}")
+        if position_ids.shape != input_ids.shape or attention_mask.shape[0] != input_ids.shape[0]:
+            raise ShapeError(f"input_ids {tuple(input_ids.shape)}, position_ids {tuple(position_ids.shape)} and "
+                             f"attention_mask {tuple(attention_mask.shape)} must share the batch (and pos, for the ids)")
+        cached = 0 if kv_cache is None else decoding.cached_length(kv_cache)
+        if attention_mask.shape[1] != cached + input_ids.shape[1]:
+            raise ShapeError(f"attention_mask covers {attention_mask.shape[1]} positions, but the cache holds {cached} "
+                             f"and input_ids adds {input_ids.shape[1]}: give the mask of every position so far")
+        if kv_cache is None:
+            kv_cache = decoding.new_kv_cache(self.model)
+        with self.registry.exclusive(), nullcontext() if grad else torch.no_grad():
+            return decoding.step(self.model, input_ids, attention_mask, position_ids, kv_cache)
 
     def next_token(self, prompt: Inputs, k: int = 10, *, prepend_bos: bool = False) -> generation.NextTokens:
         """The ``k`` most likely next tokens after a prompt or each of a batch (with active hooks).

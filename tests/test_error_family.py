@@ -58,9 +58,9 @@ def test_every_error_is_ours_and_a_builtin_and_exported(cls):
     assert cls.__doc__
 
 
-# Private control flow, raised and caught inside one function, never seen by a caller. (Issue 23's model
-# seam replaces the harvest's with a probe-level "stop after this hook".)
-PRIVATE_SIGNALS = {"gpt2probe.harvest.runner._Stop", "gpt2probe.sae.stream._Stop"}  # both stop a pass early
+# Private control flow, raised and caught inside one method, never seen by a caller: GPT2Probe.run_until's
+# "stop after this hook", which the harvest and SAE training use instead of raising their own.
+PRIVATE_SIGNALS = {"gpt2probe.probe._StopForward"}
 
 
 def _package_modules() -> list[str]:

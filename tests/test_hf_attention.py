@@ -73,7 +73,7 @@ def test_configs_that_scale_scores_otherwise_keep_the_models_patterns(tmp_path, 
     """Hooked patterns equal Hugging Face's own eager weights, and those are softmax(q . k * attention_scaling + mask)."""
     import gpt2probe
     from gpt2probe.errors import UnsupportedError
-    from gpt2probe.hf_attention import attention_scaling
+    from gpt2probe.model.attention import attention_scaling
 
     directory = save_gpt2(SMALL, tmp_path / "model", **flags)
     ids = random_ids(SMALL, 2, 6, seed=3)

@@ -99,7 +99,7 @@ def subpackages(package: Path = PACKAGE) -> set[str]:
 
 def test_the_graph_sees_real_imports():
     graph = import_graph()
-    assert "gpt2probe.hooks" in graph["gpt2probe.probe"]
+    assert "gpt2probe.model.hooks" in graph["gpt2probe.probe"]
     assert "gpt2probe.generation" in graph["gpt2probe.probe"]
     assert "gpt2probe.probe" not in graph["gpt2probe.generation"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
@@ -136,6 +136,43 @@ def test_display_is_a_leaf():
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and not node.level}
         assert not {m for m in imported if m.split(".")[0] in ("plotly", "gpt2probe")}, (name, imported)
+
+
+MODEL_TREE = frozenset({"transformer", "ln_f", "ln_1", "ln_2", "c_attn", "c_fc", "c_proj", "wte", "wpe", "lm_head"})
+"""Attributes of Hugging Face's GPT-2 module tree: only ``gpt2probe.model`` may name them."""
+
+
+def tree_accesses(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, attribute)`` for every ``x.<attr>`` and ``getattr(x, "<attr>")`` of the module tree in ``tree``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in MODEL_TREE:
+            found.append((node.lineno, node.attr))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in MODEL_TREE):
+            found.append((node.lineno, str(node.args[1].value)))
+    return sorted(found)
+
+
+def test_the_tree_scan_sees_attribute_access_and_getattr():
+    tree = ast.parse('w = probe.model.transformer.h[0].ln_1.weight\nm = getattr(model, "lm_head")\n'
+                     'name = "transformer.wte"\nlayer = blocks.attn\n')
+    assert tree_accesses(tree) == [(1, "ln_1"), (1, "transformer"), (2, "lm_head")]
+
+
+def test_only_the_model_package_reaches_into_the_module_tree():
+    """The model seam (issue 23): ``.transformer``, ``ln_f``, ``c_attn``... are read in ``gpt2probe/model/`` only.
+
+    Everything else asks :mod:`gpt2probe.model` (the weights view, its LayerNorm, the module
+    accessors) or the probe (``run_until``, ``decode_step``), so a change of the tree is made once.
+    """
+    offenders = []
+    for name, path in modules().items():
+        if name == "gpt2probe.model" or name.startswith("gpt2probe.model."):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        offenders += [f"{path.relative_to(PACKAGE.parent)}:{line}: .{attr}" for line, attr in tree_accesses(tree)]
+    assert not offenders, "ask gpt2probe.model instead of reaching into the HF module tree:\n" + "\n".join(offenders)
 
 
 def _keyed_by_id(node: ast.AST) -> bool:

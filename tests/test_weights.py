@@ -6,6 +6,7 @@ import pytest
 import torch
 from einops import einsum
 
+from gpt2probe import LayerIndexError
 from gpt2probe import names as N
 
 from models import assert_close, random_ids
@@ -108,3 +109,64 @@ def test_cfg_follows_the_model_after_to():
     assert probe.cfg.dtype == torch.float64
     probe.model.to("meta")
     assert probe.cfg.device.type == "meta"
+
+
+# -- every LayerNorm and each layer's scaling (the model seam) ----------------------------------
+@pytest.mark.parametrize("attn", ["sdpa"])
+def test_block_weights_are_the_modules_parameters(probe, spec):
+    """``weights.block(l)`` and ``weights.ln_final`` read the model's own LayerNorms, scaling, ``b_O`` and MLP."""
+    blocks = probe.model.transformer.h
+    for layer, block in enumerate(blocks):
+        got = probe.weights.block(layer)
+        for ours, module in ((got.ln1, block.ln_1), (got.ln2, block.ln_2)):
+            assert torch.equal(ours.weight, module.weight) and torch.equal(ours.bias, module.bias)
+            assert ours.eps == module.eps and ours.weight.data_ptr() == module.weight.data_ptr()
+        assert got.attention_scaling == pytest.approx((spec.n_embd // spec.n_head) ** -0.5)
+        assert torch.equal(got.b_O, probe.b_O[layer]) and torch.equal(got.W_in, probe.W_in[layer])
+        assert torch.equal(got.b_in, probe.b_in[layer]) and torch.equal(got.W_out, probe.W_out[layer])
+        assert torch.equal(got.b_out, probe.b_out[layer])
+    ln_f = probe.model.transformer.ln_f
+    assert torch.equal(probe.weights.ln_final.weight, ln_f.weight) and probe.weights.ln_final.eps == ln_f.eps
+    assert not probe.weights.ln_final.weight.requires_grad  # detached views
+    with pytest.raises(LayerIndexError):
+        probe.weights.block(spec.n_layer)
+
+
+def test_attention_scaling_follows_the_config():
+    from gpt2probe import load
+
+    from models import SMALL, build_gpt2
+
+    probe = load(build_gpt2(SMALL, scale_attn_by_inverse_layer_idx=True), device="cpu", attn_implementation="eager")
+    d_head = SMALL.n_embd // SMALL.n_head
+    for layer in range(SMALL.n_layer):
+        assert probe.weights.block(layer).attention_scaling == pytest.approx(d_head**-0.5 / (layer + 1))
+
+
+def test_layer_norm_matches_torch_and_the_hand_formulas():
+    from gpt2probe.model.layernorm import LayerNorm
+
+    gen = torch.Generator().manual_seed(5)
+    module = torch.nn.LayerNorm(11, eps=1e-3, dtype=torch.float64)
+    with torch.no_grad():
+        module.weight.add_(0.3 * torch.randn(11, generator=gen, dtype=torch.float64))
+        module.bias.add_(0.3 * torch.randn(11, generator=gen, dtype=torch.float64))
+    ln = LayerNorm.of(module)
+    x = 40 * torch.randn(3, 5, 11, generator=gen, dtype=torch.float64) + 7
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    scale = (var + 1e-3).sqrt()
+    assert_close(ln(x), module(x), 1e-12)
+    assert_close(ln.center_and_scale(x)[1], scale, 1e-12)
+    assert_close(ln.normalize(x), (x - mean) / scale, 1e-12)
+    assert_close(ln.affine(ln.normalize(x)), module(x), 1e-12)
+    other = x + torch.randn(3, 5, 11, generator=gen, dtype=torch.float64)
+    assert_close(ln.frozen(other, scale), (other - other.mean(-1, keepdim=True)) / scale * module.weight, 1e-12)
+    # the frozen map is linear: the pieces of a stream sum to LN(stream) - bias
+    pieces = torch.stack([x - other, other])
+    assert_close(ln.frozen(pieces, scale).sum(0), module(x) - module.bias, 1e-10)
+    # the backward is autograd's vector-Jacobian product
+    grad = torch.randn(3, 5, 11, generator=gen, dtype=torch.float64)
+    leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(module(leaf), leaf, grad)
+    assert_close(ln.backward(grad, x), expected, 1e-10)
+    assert ln.detach().weight.requires_grad is False and ln.to(dtype=torch.float32).bias.dtype == torch.float32

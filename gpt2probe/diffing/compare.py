@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
@@ -220,9 +219,8 @@ def _kl(base_logits: Tensor, tuned_logits: Tensor) -> Tensor:
 @torch.no_grad()
 def _lens_logits(probe: GPT2Probe, stream: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
     """The logit lens of one stream through the probe's own final norm and unembedding, in float32 on the CPU."""
-    ln_f = probe.model.transformer.ln_f
-    weight, bias = ln_f.weight.detach().float().cpu(), ln_f.bias.detach().float().cpu()
-    normalized = F.layer_norm(stream.float(), stream.shape[-1:], weight, bias, ln_f.eps)
+    ln_f = probe.weights.ln_final.to("cpu", torch.float32)
+    normalized = ln_f(stream.float())
     return normalized @ probe.W_U.float().cpu()
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ..weights import Weights
+from ..model.weights import Weights
 
 EMBED, POS_EMBED, LN_FINAL = "embed", "pos_embed", "ln_final"
 LAYER_PARTS = ("ln1", "attn.b_O", "ln2", "mlp")
@@ -53,18 +53,17 @@ def component_tensors(model: torch.nn.Module) -> Iterator[tuple[str, list[Tensor
     Head tensors are slices of the TransformerLens-oriented weights (views, no copies of the
     model); the other components are the HF parameters themselves, detached.
     """
-    transformer = model.transformer
     weights = Weights(model)
     per_head = [weights.W_Q, weights.W_K, weights.W_V, weights.W_O, weights.b_Q, weights.b_K, weights.b_V]
-    yield EMBED, [transformer.wte.weight.detach()]
-    yield POS_EMBED, [transformer.wpe.weight.detach()]
-    for layer, block in enumerate(transformer.h):
-        yield layer_component(layer, "ln1"), [block.ln_1.weight.detach(), block.ln_1.bias.detach()]
-        for head in range(model.config.n_head):
+    yield EMBED, [weights.W_E]
+    yield POS_EMBED, [weights.W_pos]
+    for layer in range(weights.n_layers):
+        block = weights.block(layer)
+        yield layer_component(layer, "ln1"), [block.ln1.weight, block.ln1.bias]
+        for head in range(per_head[0].shape[1]):
             yield head_component(layer, head), [w[layer, head] for w in per_head]
-        yield layer_component(layer, "attn.b_O"), [block.attn.c_proj.bias.detach()]
-        yield layer_component(layer, "ln2"), [block.ln_2.weight.detach(), block.ln_2.bias.detach()]
-        mlp = block.mlp
-        yield layer_component(layer, "mlp"), [p.detach() for p in (mlp.c_fc.weight, mlp.c_fc.bias,
-                                                                   mlp.c_proj.weight, mlp.c_proj.bias)]
-    yield LN_FINAL, [transformer.ln_f.weight.detach(), transformer.ln_f.bias.detach()]
+        yield layer_component(layer, "attn.b_O"), [block.b_O]
+        yield layer_component(layer, "ln2"), [block.ln2.weight, block.ln2.bias]
+        yield layer_component(layer, "mlp"), [block.W_in, block.b_in, block.W_out, block.b_out]
+    ln_final = weights.ln_final
+    yield LN_FINAL, [ln_final.weight, ln_final.bias]

@@ -76,14 +76,6 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-class _Stop(Exception):
-    """Raised by the last hook: nothing after it is needed."""
-
-
-def _stop(tensor, hook):
-    raise _Stop
-
-
 def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathLike, *, options: Options,
                 directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_every: int | None = None,
                 progress: bool = True, model_source: str | None = None, stop_after_windows: int | None = None
@@ -269,22 +261,18 @@ def _eos(probe) -> int:
 
 @contextmanager
 def _hooked(probe, pairs: list) -> Iterator[Callable[[Tensor], None]]:
-    """A function running the transformer body (no unembedding) with ``pairs`` attached.
+    """A function running the model with ``pairs`` attached, up to the last hooked name (``probe.run_until``).
 
     Hooks are attached once for the whole loop, not per batch; each pass stops after the last
-    hooked name (nothing after it is needed).
+    hooked name (nothing after it is needed, not even the unembedding).
     """
     order = {n: i for i, n in enumerate(probe.hook_names)}
     last = max((name for name, _ in pairs), key=order.__getitem__)
-    body, device = probe.model.transformer, probe.cfg.device
 
     def run(tokens: Tensor) -> None:
-        try:
-            body(input_ids=tokens.to(device), use_cache=False)
-        except _Stop:
-            pass
+        probe.run_until(tokens, last, names=[])
 
-    with probe.registry.using([*pairs, (last, _stop)]), torch.no_grad():
+    with probe.hooks(pairs):
         yield run
 
 

@@ -44,7 +44,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
-from ..hooks import HookFn, HookPoint
+from ..model.hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
 

@@ -59,7 +59,6 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
-from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs, require_probe
 from ..tokens import Tokens
 from .gradients import Edit, GradRun, copy_rows, grad_run
@@ -179,7 +178,7 @@ def _qk_fixed(probe: GPT2Probe, kind: str, layer: int, acts: dict[str, Tensor], 
     """AtP*'s estimate for one layer's ``head_q``/``head_k`` cells: the exact patched pattern, linear after it."""
     q, k = acts[N.q(layer)][rows], acts[N.k(layer)][rows]
     scores, pattern = acts[N.attn_scores(layer)][rows], acts[N.pattern(layer)][rows]
-    scaling = attention_scaling(probe.model.transformer.h[layer].attn)
+    scaling = probe.weights.block(layer).attention_scaling
     if kind == "head_q":
         delta = torch.einsum("bqhd,bkhd->bhqk", (source[N.q(layer)] - q).float(), k.float())
     else:

@@ -24,7 +24,8 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError
-from ..hooks import HookPoint
+from ..model.hooks import HookPoint
+from ..model.layernorm import LayerNorm
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
 from .edges import EdgeScores
@@ -102,11 +103,6 @@ class FaithfulnessResult:
     total_edges: int
 
 
-def _ln_normalize(x: Tensor, eps: float) -> Tensor:
-    centered = x - x.mean(-1, keepdim=True)
-    return centered / (centered.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-
-
 @torch.no_grad()
 def faithfulness(
     probe: GPT2Probe,
@@ -145,7 +141,7 @@ def faithfulness(
     W_Q, W_K, W_V, W_O = probe.weights.W_Q, probe.weights.W_K, probe.weights.W_V, probe.weights.W_O
     biases = {"q": probe.weights.b_Q, "k": probe.weights.b_K, "v": probe.weights.b_V}
     weights = {"q": W_Q, "k": W_K, "v": W_V}
-    blocks = probe.model.transformer.h
+    ln1 = [probe.weights.block(l).ln1 for l in range(n_layers)]
 
     incoming: dict[tuple[Node, str], list[Node]] = {}
     for e in circuit.edges:
@@ -171,7 +167,7 @@ def faithfulness(
     def on_qkv(which: str):
         def hook(activation: Tensor, point: HookPoint) -> Tensor:
             layer = point.layer
-            ln = blocks[layer].ln_1
+            ln = ln1[layer]
             out = corr[getattr(N, which)(layer)].clone()
             for h in range(n_heads):
                 delta = delta_in(Node("head", layer, h), which)
@@ -182,21 +178,21 @@ def faithfulness(
 
         return hook
 
-    def on_normalized(receiver: Node, resid: str, eps: float):
+    def on_normalized(receiver: Node, resid: str, ln: LayerNorm):
         def hook(activation: Tensor, point: HookPoint) -> Tensor:
             delta = delta_in(receiver)
             x = corr[resid] if delta is None else corr[resid] + delta
-            return _ln_normalize(x, eps)
+            return ln.normalize(x)
 
         return hook
 
     hooks = [(N.EMBED, on_embed)]
     for l in range(n_layers):
         hooks += [(N.q(l), on_qkv("q")), (N.k(l), on_qkv("k")), (N.v(l), on_qkv("v")), (N.z(l), on_z),
-                  (N.ln_normalized(l, 2), on_normalized(Node("mlp", l), N.resid_mid(l), blocks[l].ln_2.eps)),
+                  (N.ln_normalized(l, 2), on_normalized(Node("mlp", l), N.resid_mid(l), probe.weights.block(l).ln2)),
                   (N.mlp_out(l), on_mlp_out)]
     hooks.append((N.LN_FINAL_NORMALIZED,
-                  on_normalized(LOGITS, N.resid_post(n_layers - 1), probe.model.transformer.ln_f.eps)))
+                  on_normalized(LOGITS, N.resid_post(n_layers - 1), probe.weights.ln_final)))
     circuit_metric = _scalar(prep.metric(probe.run_with_hooks(prep.clean, hooks)))
     return FaithfulnessResult(
         recovered=(circuit_metric - corrupted_metric) / (clean_metric - corrupted_metric),

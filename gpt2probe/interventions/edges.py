@@ -45,7 +45,6 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
-from ..hf_attention import attention_scaling
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
 from .gradients import Edit, copy_rows, grad_run
@@ -108,26 +107,18 @@ class EdgeScores:
         return self.edges.index(edge)
 
 
-def ln_backward(grad: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Pull a gradient on ``(x - mean) / sqrt(var + eps)`` back to ``x`` (the last axis is ``d_model``)."""
-    centered = x - x.mean(-1, keepdim=True)
-    sigma = (centered.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    xhat = centered / sigma
-    return (grad - grad.mean(-1, keepdim=True) - xhat * (grad * xhat).mean(-1, keepdim=True)) / sigma
-
-
 class _Weights:
-    """The weights an edge sweep reads, fetched once, in float64."""
+    """The weights an edge sweep reads, converted to float64 once (from :class:`gpt2probe.model.weights.Weights`)."""
 
     def __init__(self, probe: GPT2Probe) -> None:
         w = probe.weights
         self.W_Q, self.W_K, self.W_V = (t.double() for t in (w.W_Q, w.W_K, w.W_V))
         self.b_Q, self.b_K = w.b_Q.double(), w.b_K.double()
         self.W_O, self.W_in = w.W_O.double(), w.W_in.double()
-        blocks = probe.model.transformer.h
-        self.ln1 = [(b.ln_1.weight.detach().double(), b.ln_1.bias.detach().double(), b.ln_1.eps) for b in blocks]
-        self.ln2 = [(b.ln_2.weight.detach().double(), b.ln_2.eps) for b in blocks]
-        self.scaling = [attention_scaling(b.attn) for b in blocks]
+        blocks = [w.block(l) for l in range(w.n_layers)]
+        self.ln1 = [b.ln1.to(dtype=torch.float64) for b in blocks]
+        self.ln2 = [b.ln2.to(dtype=torch.float64) for b in blocks]
+        self.scaling = [b.attention_scaling for b in blocks]
 
 
 def _grad_names(n_layers: int) -> list[str]:
@@ -143,13 +134,11 @@ def _receiver_grads(W: _Weights, acts: dict[str, Tensor], grads: dict[str, Tenso
     out = []
     for l in range(n_layers):
         x = acts[N.resid_pre(l)][rows].double()
-        w1, _, eps1 = W.ln1[l]
         for name, weight in ((N.q(l), W.W_Q), (N.k(l), W.W_K), (N.v(l), W.W_V)):
             g = torch.einsum("bphd,hmd->hbpm", grads[name][rows].double(), weight[l])
-            out.append(ln_backward(g * w1, x, eps1))
-        w2, eps2 = W.ln2[l]
+            out.append(W.ln1[l].backward(g, x))
         g = torch.einsum("bpn,mn->bpm", grads[N.mlp_pre(l)][rows].double(), W.W_in[l])
-        out.append(ln_backward(g * w2, acts[N.resid_mid(l)][rows].double(), eps2)[None])
+        out.append(W.ln2[l].backward(g, acts[N.resid_mid(l)][rows].double())[None])
     out.append(grads[N.resid_post(n_layers - 1)][rows].double()[None])
     return torch.cat(out)
 
@@ -168,9 +157,8 @@ def _qk_fixed(W: _Weights, layer: int, deltas: Tensor, acts: dict[str, Tensor], 
               rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
     """AtP* scores of ``deltas[s]`` sent into every head's queries and keys of ``layer``: ``([sender, head], [sender, head])``."""
     x = acts[N.resid_pre(layer)][rows].double()
-    w, b, eps = W.ln1[layer]
-    normed = torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
-    patched = torch.nn.functional.layer_norm(x + deltas, (x.shape[-1],), w, b, eps)
+    ln = W.ln1[layer]
+    normed, patched = ln(x), ln(x + deltas)
     dq = torch.einsum("sbpm,hmd->sbphd", patched - normed, W.W_Q[layer])
     dk = torch.einsum("sbpm,hmd->sbphd", patched - normed, W.W_K[layer])
     q = torch.einsum("bpm,hmd->bphd", normed, W.W_Q[layer]) + W.b_Q[layer]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, UnsupportedError
-from ..hooks import HookPoint
+from ..model.hooks import HookPoint
 from ..probe import GPT2Probe
 from ..tokens import Tokens
 

@@ -48,7 +48,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
-from ..hooks import HookFn, HookPoint
+from ..model.hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs, Tokens, per_prompt
 

@@ -131,8 +131,7 @@ def direct_logit_attribution(
     for l in range(n_layers):
         labels += [f"L{l} attn", f"L{l} mlp"]
         values += [heads[l].sum() + attn_bias[l], mlps[l]]
-    ln_f = probe.model.transformer.ln_f
-    bias_term = float(ln_f.bias.float() @ direction.float())
+    bias_term = float(probe.weights.ln_final.bias.float() @ direction.float())
     row = logits[0, position].float()
     total = float(row[target_id] - (row[baseline_id] if baseline_id is not None else 0))
     target_str = probe.to_string([target_id])

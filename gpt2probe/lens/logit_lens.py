@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, PromptError
+from ..model.layernorm import LayerNorm
 from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs, Tokens, per_prompt
 from .result import LensResult, PromptLens
@@ -69,7 +69,7 @@ EXACT_KL_BELOW = 1e-2
 ~1e-6 nats absolute, i.e. 1e-4 relative at this threshold, and only worse below it."""
 
 
-def _exact_small_kl(block: Float[Tensor, "stream pos d_model"], small: Tensor, ln_f: torch.nn.LayerNorm,
+def _exact_small_kl(block: Float[Tensor, "stream pos d_model"], small: Tensor, ln_f: LayerNorm,
                     W_U: Float[Tensor, "d_model d_vocab"], max_chunk_bytes: int) -> Float[Tensor, " n"]:
     """``KL(final || stream)`` at the ``small`` entries (``[stream - 1, pos]`` mask), accurate where tiny.
 
@@ -80,9 +80,8 @@ def _exact_small_kl(block: Float[Tensor, "stream pos d_model"], small: Tensor, l
     (see :mod:`gpt2probe.divergence`); ``expm1``/``log1p`` keep every step accurate for tiny ``d``.
     """
     stream_idx, pos_idx = small.nonzero(as_tuple=True)
-    d_model, d_vocab = block.shape[-1], W_U.shape[1]
-    weight, bias = ln_f.weight.detach().double(), ln_f.bias.detach().double()
-    normalized = F.layer_norm(block.double(), (d_model,), weight, bias, ln_f.eps)
+    d_vocab = W_U.shape[1]
+    normalized = ln_f.detach()(block.double())
     final = normalized[-1, pos_idx]
     diff = final - normalized[stream_idx, pos_idx]
     W = W_U.float()
@@ -102,7 +101,7 @@ def _exact_small_kl(block: Float[Tensor, "stream pos d_model"], small: Tensor, l
 @torch.no_grad()
 def read_out(
     streams: Float[Tensor, "stream pos d_model"],
-    ln_f: torch.nn.LayerNorm,
+    ln_f: LayerNorm | torch.nn.LayerNorm,
     W_U: Float[Tensor, "d_model d_vocab"],
     *,
     k: int,
@@ -127,6 +126,8 @@ def read_out(
     """
     n_stream, n_pos, d_model = streams.shape
     _require_finite(streams)
+    if isinstance(ln_f, torch.nn.Module):  # a torch LayerNorm module, read as it is now
+        ln_f = LayerNorm.of(ln_f)
     d_vocab = W_U.shape[1]
     rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
     pos_per_chunk = max(1, rows_per_chunk // n_stream)
@@ -135,7 +136,7 @@ def read_out(
     exp_buffer = torch.empty_like(logits_buffer)
     product_buffer = torch.empty_like(logits_buffer)
     W_U = W_U.float()
-    ln_weight, ln_bias = ln_f.weight.float(), ln_f.bias.float()
+    ln_f32 = ln_f.to(dtype=torch.float32)
     parts: list[LensStats] = []
     for start in range(0, n_pos, pos_per_chunk):
         block = streams[:, start : start + pos_per_chunk]
@@ -143,7 +144,7 @@ def read_out(
         logits = logits_buffer[: shape[0] * shape[1] * d_vocab].view(shape)
         e = exp_buffer[: logits.numel()].view(shape)
         # in float32 whatever the model's dtype (a float16 stream's statistics overflow otherwise)
-        normalized = F.layer_norm(block.float(), (d_model,), ln_weight, ln_bias, ln_f.eps)
+        normalized = ln_f32(block.float())
         torch.matmul(normalized, W_U, out=logits)
         top_logits, top_ids = logits.topk(k, dim=-1)
         target_logprob = target_rank = None
@@ -226,7 +227,7 @@ def logit_lens(
     per_prompt_targets = _per_prompt_targets(probe, targets, n_prompts)
     labels = stream_labels(probe.cfg.n_layers, include_mid)
     hook_names = stream_names(probe.cfg.n_layers, include_mid)
-    ln_f, W_U = probe.model.transformer.ln_f, probe.W_U
+    ln_f, W_U = probe.weights.ln_final, probe.W_U
     if lens is not None:
         lens.check_model(probe)
     items: list[PromptLens] = []

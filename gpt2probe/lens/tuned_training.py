@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
@@ -279,8 +278,7 @@ def _accumulate(probe: GPT2Probe, lens: Any, module: torch.nn.Module, batch: Int
     """
     names = lens.stream_names
     final_name = N.resid_post(probe.cfg.n_layers - 1)
-    ln_f = probe.model.transformer.ln_f
-    ln_w, ln_b, eps = ln_f.weight.detach().float(), ln_f.bias.detach().float(), ln_f.eps
+    ln_f = probe.weights.ln_final.to(dtype=torch.float32)  # detached: the model stays frozen
     W_U = probe.W_U.float()  # detached view of the tied embedding, [d_model, d_vocab]
     device = W_U.device
     d_model, d_vocab = probe.cfg.d_model, probe.cfg.d_vocab
@@ -289,7 +287,7 @@ def _accumulate(probe: GPT2Probe, lens: Any, module: torch.nn.Module, batch: Int
     stream_bytes = (len(names) + 1) * seq_len * d_model * 4
     per_forward = max(1, min(n_windows, (4 * max_chunk_bytes) // stream_bytes))
     rows_per_chunk = max(1, max_chunk_bytes // (4 * d_vocab))
-    norm = lambda h: F.layer_norm(h.float(), (d_model,), ln_w, ln_b, eps)  # noqa: E731
+    norm = lambda h: ln_f(h.float())  # noqa: E731
     total = 0.0
     for w0 in range(0, n_windows, per_forward):
         ids = batch[w0 : w0 + per_forward].to(device)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from .. import names as N
-from ..config import ProbeConfig
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
+from ..model.config import ProbeConfig
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in")

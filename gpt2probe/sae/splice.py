@@ -13,7 +13,7 @@ With ``use_error_term=True`` the activation becomes ``x + (recons - clean_recons
 (the error term ``x - clean_recons`` is a constant, as in SAELens). When no hook edits a
 stage this is ``x + 0``: the model computes exactly what it computed without the splice.
 
-Everything goes through :class:`~gpt2probe.hooks.HookRegistry` by hook name: nothing here
+Everything goes through :class:`~gpt2probe.model.hooks.HookRegistry` by hook name: nothing here
 touches the model's modules, and every hook is removed on exit, exceptions included.
 
 Order: hook functions on one name run in the order they were attached. Functions attached
@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import ProbeConfig
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
-from ..hooks import HookPoint, HookRegistry
+from ..model.config import ProbeConfig
+from ..model.hooks import HookPoint, HookRegistry
 from .config import SAEConfig, check_fits
 
 STAGES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons")

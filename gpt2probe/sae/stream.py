@@ -25,10 +25,6 @@ from .buffer import check_rows
 from .config import stream_width
 
 
-class _Stop(Exception):
-    """Raised by the last needed hook: the rest of the forward pass is not needed."""
-
-
 def as_corpus(texts_or_corpus: Corpus | str | Sequence[str]) -> Corpus:
     """A :class:`Corpus` from a corpus, or a list of texts (one document each)."""
     if isinstance(texts_or_corpus, Corpus):
@@ -79,20 +75,8 @@ class CorpusActivations:
         return total
 
     def _run(self, tokens: Tensor) -> list[Tensor]:
-        store: dict[str, Tensor] = {}
-
-        def capture(tensor: Tensor, hook) -> None:
-            store[hook.name] = tensor.detach()
-            if hook.name == self.last:
-                raise _Stop
-
-        body, device = self.probe.model.transformer, self.probe.cfg.device
-        with self.probe.registry.using([(h, capture) for h in self.hooks]), torch.no_grad():
-            try:
-                body(input_ids=tokens.to(device), use_cache=False)
-            except _Stop:
-                pass
-        return [store[h] for h in self.hooks]
+        cache = self.probe.run_until(tokens, self.last, names=self.hooks)
+        return [cache[h] for h in self.hooks]
 
     def chunks(self) -> Iterator[Tensor]:
         pos = self.position

@@ -37,7 +37,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask,
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
 
-from .errors import ConcurrentUseError, UnsupportedError
+from ..errors import ConcurrentUseError, UnsupportedError
 
 PatternDispatch = Callable[[str, Tensor], Tensor]
 

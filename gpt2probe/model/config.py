@@ -41,3 +41,9 @@ class ProbeConfig:
             device=device,
             dtype=dtype,
         )
+
+
+def model_eos_candidates(model: torch.nn.Module) -> tuple[object, object]:
+    """The end-of-text id(s) the model itself declares: its generation config's, then its config's (each may be None)."""
+    gen_config = getattr(model, "generation_config", None)
+    return getattr(gen_config, "eos_token_id", None), getattr(getattr(model, "config", None), "eos_token_id", None)
