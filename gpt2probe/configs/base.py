@@ -70,7 +70,7 @@ def setting(default: Any, help: str, *, flag: str | None = None, cli: bool = Tru
     """
     metadata = {"help": help, "flag": flag, "cli": cli, "default_text": default_text, "argparse": argparse_settings}
     if isinstance(default, (list, dict, set)):
-        raise TypeError("a mutable default would be shared between configs; use a tuple")
+        raise InvalidArgumentError("a mutable default would be shared between configs; use a tuple")
     return dataclasses.field(default=default, metadata=metadata)
 
 
