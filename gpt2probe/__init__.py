@@ -53,7 +53,7 @@ from .hooks import HookPoint
 from .lens import NEXT_TOKEN, Attribution, LensResult, PromptLens, TunedLens, direct_logit_attribution, logit_lens
 from .loading import load
 from .probe import GPT2Probe
-from .sae import SAE, SAEConfig, Transcoder
+from .sae import SAE, SAEConfig, Transcoder, load_saes, load_transcoders
 from .tokens import Tokens
 from .versions import __version__
 
@@ -78,6 +78,8 @@ __all__ = [
     "SAE",
     "SAEConfig",
     "Transcoder",
+    "load_saes",
+    "load_transcoders",
     "GPT2ProbeError",
     "Harvest",
     "HookNameError",
