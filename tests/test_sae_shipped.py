@@ -9,7 +9,7 @@ import torch
 
 import gpt2probe
 from gpt2probe import SAE, SAEConfig, Transcoder
-from gpt2probe.errors import FileFormatError, WeightsUnavailableError
+from gpt2probe.errors import GPT2ProbeError, WeightsUnavailableError
 from gpt2probe.sae import shipped
 
 
@@ -32,7 +32,8 @@ def model_dir(tmp_path):
                                         hook_name=f"blocks.{layer}.hook_resid_post")), seed)
         sae.save(root / "saes" / sae.cfg.hook_name)
         coders[sae.cfg.hook_name] = sae
-        tc = _randomized(Transcoder(SAEConfig.for_transcoder(layer, d_model=6, d_sae=10, architecture="topk", k=2,
+        # SAELens stores no top-k transcoder: the shipped ones are batch top-k (saved as JumpReLU with thresholds).
+        tc = _randomized(Transcoder(SAEConfig.for_transcoder(layer, d_model=6, d_sae=10, architecture="batchtopk", k=2,
                                                             skip=True)), seed + 10)
         tc.save(root / "transcoders" / tc.cfg.hook_name_out)
         coders[layer] = tc
@@ -43,14 +44,15 @@ def test_every_shipped_coder_loads_in_order(model_dir):
     root, coders = model_dir
     saes = gpt2probe.load_saes(root)
     assert list(saes) == ["blocks.0.hook_resid_post", "blocks.3.hook_resid_post"]
-    transcoders = gpt2probe.load_transcoders(root, dtype="float64")
-    assert list(transcoders) == [0, 3] and transcoders[3].cfg.skip and transcoders[3].dtype == torch.float64
+    assert gpt2probe.load_transcoders(root, dtype="float64")[3].dtype == torch.float64
+    transcoders = gpt2probe.load_transcoders(root)
+    assert list(transcoders) == [0, 3] and transcoders[3].cfg.skip
     x = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
     for name, sae in saes.items():
         assert isinstance(sae, SAE) and torch.equal(sae(x), coders[name](x))
     for layer, tc in transcoders.items():
         assert isinstance(tc, Transcoder) and tc.cfg.hook_name_out == f"blocks.{layer}.hook_mlp_out"
-        torch.testing.assert_close(tc(x.double()), coders[layer](x).double())
+        assert torch.equal(tc(x), coders[layer](x))
 
 
 def test_a_shipped_name_reads_the_package_assets(model_dir, monkeypatch):
@@ -76,5 +78,5 @@ def test_a_model_that_ships_none_says_what_it_ships(model_dir, monkeypatch):
 def test_an_sae_among_the_transcoders_is_refused(model_dir):
     root, coders = model_dir
     coders["blocks.0.hook_resid_post"].save(root / "transcoders" / "stray")
-    with pytest.raises(FileFormatError, match="an SAE, not a transcoder"):
+    with pytest.raises(GPT2ProbeError, match="(?i)transcoder"):
         gpt2probe.load_transcoders(root)

@@ -5,7 +5,7 @@ model's own training held out (``training.json``'s ``val_topics``); evaluation: 
 held-out topics. Writes, under ``--out`` (the model's directory, to ship them)::
 
     saes/blocks.L.hook_resid_post/          top-k SAE, SAELens's format (gpt2probe.load_saes reads them)
-    transcoders/blocks.L.hook_mlp_out/      top-k transcoder with a skip connection (gpt2probe.load_transcoders)
+    transcoders/blocks.L.hook_mlp_out/      batch top-k transcoder, skip connection (gpt2probe.load_transcoders)
     saes/metrics.json, transcoders/metrics.json, sae-metrics.md   every evaluation, training time, settings
 
     python tools/train_tiny_english_saes.py --model gpt2probe/assets/tiny-english --out gpt2probe/assets/tiny-english
@@ -81,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-saes", action="store_true")
     p.add_argument("--no-transcoders", action="store_true")
     p.add_argument("--no-skip", action="store_true", help="transcoders without the skip connection W_skip")
+    p.add_argument("--transcoder-architecture", default="batchtopk",
+                   help="SAELens's format has no top-k transcoder; batch top-k is saved as JumpReLU with its threshold")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
@@ -108,7 +110,8 @@ def main(argv=None) -> dict:
         if kind == "saes":
             coder = SAE.train(probe, train_texts, hook=f"blocks.{layer}.hook_resid_post", **settings)
         else:
-            coder = Transcoder.train(probe, train_texts, layer=layer, skip=not args.no_skip, **settings)
+            coder = Transcoder.train(probe, train_texts, layer=layer, skip=not args.no_skip,
+                                     **{**settings, "architecture": args.transcoder_architecture})
         seconds = time.perf_counter() - started
         result = coder.evaluate(probe, test_texts)
         print(result, f"\n  training seconds: {seconds:.1f}", flush=True)
