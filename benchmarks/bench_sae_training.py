@@ -63,7 +63,7 @@ def run(steps):
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=acts.shape[1], d_sae=args["d_sae"], k=args["k"], dtype="float32",
                                                 device="cpu", normalize_activations="expected_average_only_in"))
     cfg = SAETrainerConfig(total_training_samples=steps * args["batch_size"], train_batch_size_samples=args["batch_size"],
-                           lr=args["lr"], lr_warm_up_steps=steps // 20, lr_decay_steps=steps // 5, device="cpu",
+                           lr=args["lr"], lr_end=args["lr"] / 10, lr_warm_up_steps=steps // 20, lr_decay_steps=steps // 5, device="cpu",
                            n_batches_for_norm_estimate=4)
     started = time.perf_counter()
     SAETrainer(cfg, sae, provider(0)).fit()
