@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # what __getattr__ below provides, for type checkers and read
     from .model.config import ProbeConfig
     from .model.hooks import HookPoint
     from .probe import GPT2Probe
-    from .sae import SAE, SAEConfig, Transcoder
+    from .sae import SAE, SAEConfig, Transcoder, load_saes, load_transcoders
     from .tokens import Tokens
 
 _SUBMODULES = ("diffing", "generation", "graphs", "harvest", "head_scores", "interventions", "names", "shipped")
@@ -94,6 +94,8 @@ _LAZY: dict[str, str] = {
     "SAE": "sae",
     "SAEConfig": "sae",
     "Transcoder": "sae",
+    "load_saes": "sae",
+    "load_transcoders": "sae",
     "Tokens": "tokens",
 }
 """Exported name -> the module (relative to this package) that defines it, imported on first use."""
@@ -136,6 +138,8 @@ __all__ = [
     "SAE",
     "SAEConfig",
     "Transcoder",
+    "load_saes",
+    "load_transcoders",
     "GPT2ProbeError",
     "Harvest",
     "HookNameError",

@@ -132,7 +132,9 @@ def test_resume_is_bit_identical(tmp_path, architecture):
 def test_runs_that_cannot_be_done_say_why_before_starting():
     _, _, x = sparse_sums(n=300)
     with pytest.raises(GPT2ProbeError, match="fewer than one batch"):
-        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, progress=False)
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, batch_size=4096, progress=False)
+    with pytest.raises(GPT2ProbeError, match=r"fewer than one batch \(256\)"):  # the smallest default batch
+        SAE.fit(x[:200], d_sae=8, k=2, hook_name=HOOK, progress=False)
     with pytest.raises(GPT2ProbeError, match="needs k"):
         SAE.fit(x, d_sae=8, hook_name=HOOK, batch_size=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="hook_name"):
@@ -164,9 +166,12 @@ def test_default_schedule_follows_the_data():
     cfg = SAEConfig(d_in=64, d_sae=512, architecture="topk", k=8, hook_name=HOOK)
     small = TrainOptions().resolve(cfg, 100_000)
     assert small.steps == 2000 and small.warmup_steps == 100 and small.decay_steps == 400
+    assert small.batch_size == 512  # about 128 steps per pass over 100,000 rows, a power of two
+    assert TrainOptions().resolve(cfg, 132_129).batch_size == 1024 and TrainOptions(batch_size=300).resolve(
+        cfg, 100_000).batch_size == 300
     assert small.lr == pytest.approx(2e-4 * (16384 / 512) ** 0.5)
     big = TrainOptions().resolve(cfg, 4096 * 5000 + 1)
-    assert big.steps == 5001 and big.warmup_steps == 250
+    assert big.steps == 5001 and big.warmup_steps == 250 and big.batch_size == 4096
     assert [round(big.learning_rate(s) / big.lr, 4) for s in (0, 249, 2000, 5000)] == [0.004, 1.0, 1.0, 0.001]
 
 

@@ -4,6 +4,7 @@
         --d-sae 512 --k 8 --out runs/sae-l2
     gpt2probe sae train --model tiny-english --corpus docs.jsonl --field text --transcoder --layer 2 ...
     gpt2probe sae evaluate --model tiny-english --sae runs/sae-l2 --corpus 'held-out/*.txt'
+    torchrun --nproc_per_node 2 -m gpt2probe sae train ...   # data parallel (gpt2probe.sae.distributed)
 
 Mistakes print one ``error:`` line and exit with status 2, before the model is loaded where they can be seen.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--architecture", default="topk", choices=["topk", "batchtopk", "standard", "jumprelu"])
     t.add_argument("--k", type=positive_int, help="active features per token (topk, batchtopk)")
     t.add_argument("--steps", type=positive_int, help="default: one pass over the corpus, at least 2,000 steps")
-    t.add_argument("--batch-size", type=positive_int, default=4096, help="tokens per step (default: 4096)")
+    t.add_argument("--batch-size", type=positive_int, help="tokens per step (default: from the corpus size, at most 4096)")
     t.add_argument("--lr", type=finite_float, help="default: 2e-4 / sqrt(d_sae / 16384)")
     options.add(t, "--seed", "of the initialisation and shuffling (default: 0)", default=0)
     t.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (in OUT/checkpoint)")
@@ -83,8 +85,8 @@ def _train(args: argparse.Namespace) -> None:
     corpus = _corpus(args)
     probe = load_model(args.model, args.device)
     options = dict(d_sae=args.d_sae, architecture=args.architecture, k=args.k, seed=args.seed, seq_len=args.seq_len,
-                   batch_size=args.batch_size, progress=not args.no_progress)
-    for name in ("steps", "lr", "checkpoint_every"):
+                   progress=not args.no_progress)
+    for name in ("steps", "lr", "checkpoint_every", "batch_size"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.checkpoint_every or args.resume:
@@ -93,6 +95,8 @@ def _train(args: argparse.Namespace) -> None:
         coder = Transcoder.train(probe, corpus, layer=args.layer, **options)
     else:
         coder = SAE.train(probe, corpus, hook=args.hook, **options)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process holds the same coder: rank 0 writes it
+        return
     coder.save(args.out)
     print(f"Trained {coder!r}; written to {args.out}")
 

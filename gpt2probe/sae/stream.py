@@ -8,7 +8,9 @@ shuffled within the block by ``seed + epoch``), runs the model's body on
 after the last of them (nothing later is computed: no unembedding), and yields the valid
 tokens' activations as rows ``[tokens, width]`` (a transcoder's input and target side by
 side). It repeats the corpus epoch after epoch until the trainer stops asking, and its
-position (epoch, block, window) is saved in checkpoints.
+position (epoch, block, window) is saved in checkpoints. Under ``torchrun`` every process
+runs the model on its share of each pass's windows and the rows are gathered, so every
+process yields the same chunks (:mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 from ..harvest.corpus import Corpus, blocks, pack
+from . import distributed
 from .buffer import check_rows
 from .config import stream_width
 
@@ -79,7 +82,7 @@ class CorpusActivations:
         return [cache[h] for h in self.hooks]
 
     def chunks(self) -> Iterator[Tensor]:
-        pos = self.position
+        pos, world = self.position, distributed.current()
         while self.epochs is None or pos["epoch"] < self.epochs:
             seed = self.seed * 1_000_003 + pos["epoch"]
             for block in blocks(self.corpus, self.block_chars):
@@ -88,9 +91,15 @@ class CorpusActivations:
                 packed = pack(block, self.probe.tokenizer, seq_len=self.seq_len, eos=self.eos, seed=seed)
                 for w in range(pos["window"], packed.n_windows, self.windows_per_pass):
                     sl = slice(w, min(w + self.windows_per_pass, packed.n_windows))
-                    acts = torch.cat(self._run(packed.tokens[sl]), dim=-1)
-                    keep = torch.arange(self.seq_len)[None, :] < packed.valid[sl][:, None]
-                    rows = acts[keep.to(acts.device)].float().cpu()
+                    # Under torchrun each process runs its share of the windows; all get every row, in order.
+                    share = range(sl.start, sl.stop)[world.share(sl.stop - sl.start)]
+                    rows = torch.empty(0, self.width)
+                    if len(share):
+                        mine = slice(share.start, share.stop)
+                        acts = torch.cat(self._run(packed.tokens[mine]), dim=-1)
+                        keep = torch.arange(self.seq_len)[None, :] < packed.valid[mine][:, None]
+                        rows = acts[keep.to(acts.device)].float().cpu()
+                    rows = world.gather_rows(rows)
                     if sl.stop == packed.n_windows:
                         pos.update(block=block.index + 1, window=0)
                     else:
