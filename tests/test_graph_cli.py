@@ -108,7 +108,7 @@ def test_contexts_from_a_prompt_set_and_supernodes_from_a_file(vocab_dir, vocab_
     values = []
     for text in texts:
         _, cache = vocab_probe.run_with_cache(text, names=[f"blocks.{layer}.ln2.hook_normalized"])
-        acts = tcs[layer].encode(cache[f"blocks.{layer}.ln2.hook_normalized"][0])[:, feature]
+        acts = tcs[layer].encode(cache[f"blocks.{layer}.ln2.hook_normalized"][0])[:, feature].detach()
         values += [float(a) for a in acts if a > 0]
     expected = sorted(values, reverse=True)[:3]
     got = [c["value"] for c in contexts[f"{layer}_{feature}"]]
