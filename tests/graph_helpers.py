@@ -127,3 +127,38 @@ def toy_transcoders(model: GPT2LMHeadModel) -> list[ToyTranscoder]:
         W_out, b_out = block.mlp.c_proj.weight.detach().clone(), block.mlp.c_proj.bias.detach().clone()
         out.append(ToyTranscoder(W_in, b_in, W_out, b_out, layer))
     return out
+
+
+def synthetic_graph(n_layers: int = 12, n_pos: int = 64, per_site: int = 3, n_logits: int = 10, density: float = 0.01,
+                    seed: int = 0):
+    """A random graph of a given size (no model): for timing the viewer on a 64-token, 12-layer graph.
+
+    Edges run only from earlier layers and positions at or before the target's, as in a real graph;
+    the identity holds with zero constants (values are the edge sums).
+    """
+    from gpt2probe.graphs import AttributionGraph
+
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.tensor([(layer, pos, 7 * f + layer) for layer in range(n_layers) for pos in range(n_pos)
+                          for f in range(per_site)])
+    n_feat = len(feats)
+    layer_of = torch.cat([feats[:, 0], torch.arange(n_layers).repeat_interleave(n_pos), torch.full((n_pos,), -1),
+                          torch.full((n_logits,), n_layers)])
+    pos_of = torch.cat([feats[:, 1], torch.arange(n_pos).repeat(n_layers), torch.arange(n_pos),
+                        torch.full((n_logits,), n_pos - 1)])
+    n = len(layer_of)
+    valid = (layer_of[None, :] < layer_of[:, None]) & (pos_of[None, :] <= pos_of[:, None])
+    valid[n_feat:n - n_logits] = False  # error and token nodes have no inputs
+    keep = valid & (torch.rand((n, n), generator=gen) < density)
+    keep[n - n_logits:] = valid[n - n_logits:] & (torch.rand((n_logits, n), generator=gen) < 20 * density)
+    adjacency = torch.randn((n, n), generator=gen) * keep
+    values = adjacency.sum(1)
+    values[n_feat:n - n_logits] = 1.0
+    probs = torch.softmax(torch.randn(n_logits, generator=gen), 0).sort(descending=True).values
+    return AttributionGraph(
+        model_name="synthetic", tokens=list(range(n_pos)), str_tokens=[f" t{i}" for i in range(n_pos)], n_layers=n_layers,
+        d_transcoder=7 * per_site + n_layers, features=feats, activations=torch.rand(n_feat, generator=gen) + 0.1,
+        logit_tokens=list(range(n_logits)), logit_str_tokens=[f" o{i}" for i in range(n_logits)],
+        logit_probabilities=probs, adjacency=adjacency, node_values=values, constant=torch.zeros(n),
+        unselected_input=torch.zeros(n), n_active_features=n_feat,
+    )

@@ -68,12 +68,47 @@ def test_replacement_with_every_source_is_the_model(small_probe, ids):
 
     run = capture_prompt(small_probe, from_tensor(ids, n_ctx=SMALL.n_positions, d_vocab=SMALL.vocab_size))
     feats, errors = active_features(run, tcs)
-    computer = RowComputer(small_probe, run, tcs, feats, errors, batch=1)
+    computer = RowComputer(small_probe, run, tcs, feats, errors)
     full = replacement_pass(small_probe, run, tcs, embed=run.embed, written=computer.written)
     for layer in range(SMALL.n_layer):
         assert torch.allclose(full.mlp_in[layer][0], run.mlp_in[layer], atol=1e-5)
     logits = full.final[0, -1] @ small_probe.W_U
     assert torch.allclose(logits, run.logits, atol=1e-4)
+
+
+def test_written_out_backward_equals_autograd_through_the_hooked_model(small_probe, ids):
+    """Every row (logits and features of every layer, skip connections on) equals autograd through the frozen HF model."""
+    from einops import einsum
+
+    from gpt2probe.graphs.attribute import RowComputer, active_features
+    from gpt2probe.tokens import from_tensor
+
+    tcs = random_transcoders(SMALL.n_layer, SMALL.n_embd, D_SAE, seed=6, skip=True)
+    run = capture_prompt(small_probe, from_tensor(ids, n_ctx=SMALL.n_positions, d_vocab=SMALL.vocab_size))
+    feats, errors = active_features(run, tcs)
+    computer = RowComputer(small_probe, run, tcs, feats, errors)
+    n_feat, n_pos = len(feats.layer), run.ids.shape[0]
+    # targets: two logit directions at the last position, then every feature (all layers and positions)
+    vectors = torch.cat([small_probe.W_U[:, :2].T, computer.enc])
+    layers = torch.cat([torch.full((2,), SMALL.n_layer), feats.layer])
+    positions = torch.cat([torch.full((2,), n_pos - 1), feats.pos])
+    fast = torch.cat([computer.rows(layers[i:i + 5], positions[i:i + 5], vectors[i:i + 5]) for i in range(0, len(layers), 5)])
+    n = len(layers)
+    p = replacement_pass(small_probe, run, tcs, embed=run.embed, written=computer.written, batch=n, grad=True)
+    objective = sum(((p.final if int(layers[i]) == SMALL.n_layer else p.mlp_in[int(layers[i])])[i, int(positions[i])]
+                     * vectors[i]).sum() for i in range(n))
+    grads = torch.autograd.grad(objective, [p.embed_anchor, *p.mlp_anchors], allow_unused=True)
+    slow = torch.zeros_like(fast)
+    slow[:, -n_pos:] = einsum(grads[0], run.embed, "b p d, p d -> b p")
+    for layer in range(SMALL.n_layer):
+        g = grads[layer + 1]
+        if g is None:
+            continue
+        slow[:, n_feat + layer * n_pos:n_feat + (layer + 1) * n_pos] = einsum(g, errors[layer], "b p d, p d -> b p")
+        mask = feats.layer == layer
+        slow[:, :n_feat][:, mask] = einsum(g[:, feats.pos[mask]], computer.dec[mask], "b f d, f d -> b f")
+    assert float(slow.abs().max()) > 1e-2
+    assert torch.allclose(fast, slow.detach(), atol=1e-5, rtol=1e-4)
 
 
 def test_edges_equal_single_source_passes(small_probe, ids):

@@ -3,12 +3,15 @@
 The method is Ameisen et al. (2025), as circuit-tracer implements it: in the local replacement
 model (:mod:`.replacement`) every target is a linear function of the sources, so one backward
 pass from a target gives its whole row of the adjacency matrix. Targets are processed
-``batch_size`` at a time: the replacement pass runs once on ``batch_size`` copies of the prompt
-and each copy carries one target's backward pass.
+``batch_size`` at a time through the replacement model's backward map, written out in
+:mod:`.backward` (a batch of targets at positions up to ``p`` costs ``[batch, p, d_model]``
+per layer, and only the layers below its highest target).
 
-Memory is bounded by what the graph holds: the rows computed so far, ``[rows, sources]``,
-and the ``batch_size`` copies of one forward pass; a graph that would not fit in
-``max_edge_bytes`` is refused before any work, naming a ``max_feature_nodes`` that fits.
+Memory is bounded by design: besides the weights and one forward pass of the prompt, it is the
+rows being filled, ``[n_logits + kept features, sources]`` in float32, and the final adjacency
+``[nodes, nodes]``, both known before any work; a graph whose edges would not fit in
+``max_edge_bytes`` is refused before any work, naming a ``max_feature_nodes`` that fits. The
+influence ranking that chooses features (``max_feature_nodes``) streams over row chunks.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError, InvalidTypeError, PromptError
 from ..tokens import Inputs
+from .backward import LinearBackward
 from .graph import AttributionGraph
 from .influence import row_influence
-from .replacement import PromptRun, ReplacementPass, capture_prompt, replacement_pass
+from .replacement import PromptRun, capture_prompt, replacement_pass
 from .transcoders import Probe, TranscoderLike, Transcoders, check_transcoders, encode_checked, skip_out
 
 DEFAULT_MAX_EDGE_BYTES = 4 * 2**30
+ASSEMBLY_CHUNK = 1024  # rows copied into the adjacency matrix at a time
 
 
 @dataclass(frozen=True)
@@ -77,21 +82,19 @@ def salient_logits(logits: Float[Tensor, " d_vocab"], *, max_logits: int, desire
 
 
 class RowComputer:
-    """Rows of the adjacency matrix (direct effects on targets) from batched backward passes."""
+    """Rows of the adjacency matrix (direct effects on targets), ``batch`` targets per backward pass (:mod:`.backward`)."""
 
     def __init__(self, probe: Probe, run: PromptRun, transcoders: list[TranscoderLike], feats: ActiveFeatures,
-                 errors: Tensor, batch: int) -> None:
-        self.run, self.feats, self.errors, self.batch = run, feats, errors, batch
+                 errors: Tensor) -> None:
+        self.run, self.feats, self.errors = run, feats, errors
         self.n_layers, self.n_pos = errors.shape[0], errors.shape[1]
         self.n_feat = len(feats.layer)
         self.n_cols = self.n_feat + (self.n_layers + 1) * self.n_pos
-        device = run.embed.device
         with torch.no_grad():  # transcoder weights may be parameters that require grad: keep no history
-            self._precompute(transcoders, feats, errors, device)
-        self.pass_: ReplacementPass = replacement_pass(probe, run, transcoders, embed=run.embed, written=self.written,
-                                                       batch=batch, grad=True)
+            self._precompute(transcoders, feats, run.embed.device)
+            self.backward = LinearBackward(probe, run, transcoders)
 
-    def _precompute(self, transcoders: list[TranscoderLike], feats: ActiveFeatures, errors: Tensor, device: torch.device) -> None:
+    def _precompute(self, transcoders: list[TranscoderLike], feats: ActiveFeatures, device: torch.device) -> None:
         run = self.run
         # Each active feature's write, a * W_dec[f] ([n, d_model]), and its encoder column ([n, d_model]).
         dec = torch.empty((self.n_feat, run.embed.shape[1]), dtype=run.embed.dtype, device=device)
@@ -102,60 +105,68 @@ class RowComputer:
             dec[mask] = tc.W_dec[idx] * feats.activation[mask, None]
             self.enc[mask] = tc.W_enc[:, idx].T
         self.dec = dec
-        self.pos_dev = feats.pos.to(device)
+        pos_dev = feats.pos.to(device)
         counts = torch.bincount(feats.layer, minlength=self.n_layers).tolist()
         bounds = [0, *torch.tensor(counts).cumsum(0).tolist()]
-        self.layer_ranges = list(zip(bounds[:-1], bounds[1:]))  # features are ordered by layer
+        self.layer_ranges = list(zip(bounds[:-1], bounds[1:]))  # features are ordered by layer, then position
         # per layer, the writes grouped by position and zero-padded: [pos, max features at one position, d_model]
         self.padded = []
         for start, end in self.layer_ranges:
-            pos = self.pos_dev[start:end]
+            pos = pos_dev[start:end]
             counts = torch.bincount(pos, minlength=self.n_pos)
             first = torch.cumsum(counts, 0) - counts
             slot = torch.arange(end - start, device=device) - first[pos]
             dec_pad = torch.zeros((self.n_pos, max(1, int(counts.max()) if end > start else 1), dec.shape[1]),
                                   dtype=dec.dtype, device=device)
             dec_pad[pos, slot] = dec[start:end]
-            self.padded.append((pos, slot, dec_pad))
-        written = errors.clone()
+            # how many of the layer's features sit before each position (features are sorted by position)
+            before = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.cumsum(counts, 0)]).tolist()
+            self.padded.append((pos, slot, dec_pad, before))
+        # what every layer's features and error node write together: the replacement model's own MLP outputs
+        written = self.errors.clone()
         for layer, pos, start, end in feats.groups:
             written[layer, pos] += dec[start:end].sum(0)
         self.written = written
 
+    def _read_layer(self, out: Tensor, layer: int, grad: Float[Tensor, "b p d_model"]) -> None:
+        """Write the direct effects of layer ``layer``'s features and error nodes, given the gradient at its MLP output."""
+        b, p, _ = grad.shape
+        start = self.n_feat + layer * self.n_pos
+        out[:, start:start + p] = einsum(grad, self.errors[layer, :p], "b p d, p d -> b p").float().cpu()
+        first, end = self.layer_ranges[layer]
+        pos, slot, dec_pad, before = self.padded[layer]
+        n = before[p]  # features at positions < p: the others cannot affect these targets
+        if end == first or n == 0:
+            return
+        # out[b, i] = grad[b, pos_i] . dec_i, as one batched matmul over positions
+        by_pos = torch.bmm(grad.transpose(0, 1), dec_pad[:p].transpose(1, 2))  # [p, b, max features at a position]
+        out[:, first:first + n] = by_pos[pos[:n], :, slot[:n]].T.float().cpu()
+
+    @torch.no_grad()
     def rows(self, layers: Tensor, positions: Tensor, vectors: Tensor) -> Float[Tensor, "n n_cols"]:
         """Rows for targets ``vectors[i] . stream``, read at ``mlp_in[layers[i]]`` (``layers[i] == n_layers``: after ``ln_final``)."""
         n = len(layers)
-        p = self.pass_
-        objective = torch.zeros((), dtype=vectors.dtype, device=vectors.device)
-        for layer in sorted(set(layers.tolist())):
-            rows = (layers == layer).nonzero(as_tuple=True)[0]
-            stream = p.final if layer == self.n_layers else p.mlp_in[layer]
-            picked = stream[rows.to(stream.device), positions[rows].to(stream.device)]
-            objective = objective + (picked * vectors[rows]).sum()
-        anchors = [p.embed_anchor, *p.mlp_anchors]
-        grads = torch.autograd.grad(objective, anchors, retain_graph=True, allow_unused=True)
+        lb = self.backward
+        device = vectors.device
+        layers_d, pos_d = layers.to(device), positions.to(device)
+        p = int(positions.max()) + 1  # causal: nothing after the last target position matters
         out = torch.zeros((n, self.n_cols), dtype=torch.float32)
-        with torch.no_grad():
-            g_embed = grads[0]
-            if g_embed is not None:
-                tok = einsum(g_embed[:n], self.run.embed, "b p d, p d -> b p")
-                out[:, self.n_cols - self.n_pos:] = tok.float().cpu()
-            for layer in range(self.n_layers):
-                g = grads[layer + 1]
-                if g is None:
-                    continue
-                g = g[:n]
-                err = einsum(g, self.errors[layer], "b p d, p d -> b p")
-                start = self.n_feat + layer * self.n_pos
-                out[:, start:start + self.n_pos] = err.float().cpu()
-            # feature columns: out[b, i] = g[b, pos_i] . dec_i, as one batched matmul over positions
-            for layer, (start, end) in enumerate(self.layer_ranges):
-                g = grads[layer + 1]
-                if g is None or start == end:
-                    continue
-                pos, slot, dec_pad = self.padded[layer]
-                by_pos = torch.bmm(g[:n].transpose(0, 1), dec_pad.transpose(1, 2))  # [pos, n, max features at a position]
-                out[:, start:end] = by_pos[pos, :, slot].T.float().cpu()
+        grad = torch.zeros((n, p, vectors.shape[1]), dtype=vectors.dtype, device=device)
+        rows = torch.arange(n, device=device)
+        final = layers_d == self.n_layers
+        if bool(final.any()):
+            grad[rows[final], pos_d[final]] += lb.targets_at_final(vectors[final], pos_d[final])
+        for layer in range(min(int(layers.max()), self.n_layers - 1), -1, -1):
+            self._read_layer(out, layer, grad)  # grad is now d target / d mlp_out[layer]
+            skip = lb.skip_transpose(layer, grad)
+            if skip is not None:
+                grad = grad + skip
+            here = layers_d == layer
+            if bool(here.any()):
+                grad[rows[here], pos_d[here]] += lb.targets_at_mlp_in(layer, vectors[here], pos_d[here])
+            grad = grad + lb.attention_transpose(layer, grad)
+        token_start = self.n_cols - self.n_pos
+        out[:, token_start:token_start + p] = einsum(grad, self.run.embed[:p], "b p d, p d -> b p").float().cpu()
         return out
 
 
@@ -200,8 +211,8 @@ def attribution_graph(
             sum to this.
         max_feature_nodes: keep at most this many feature nodes, chosen (as circuit-tracer does) by
             their estimated influence on the logits; ``None`` keeps every active feature.
-        batch_size: targets per backward pass (memory grows with it: ``batch_size`` copies of
-            the prompt's forward pass are kept).
+        batch_size: targets per backward pass (each pass holds ``[batch_size, pos, d_model]``
+            gradients and their temporaries).
         max_edge_bytes: refuse, before any work, a graph whose edge matrices would need more.
         prepend_bos: prepend ``<|endoftext|>`` to a text prompt.
 
@@ -243,7 +254,7 @@ def attribution_graph(
         )
 
     batch = min(batch_size, max(n_keep, n_logits))
-    computer = RowComputer(probe, run, tcs, feats, errors, batch)
+    computer = RowComputer(probe, run, tcs, feats, errors)
     edge_rows = torch.zeros((n_logits + n_keep, n_cols), dtype=torch.float32)
     row_node = torch.zeros(n_logits + n_keep, dtype=torch.long)  # column index of each row's node (logits: n_cols + j)
     final_layer = torch.full((n_logits,), n_layers)
@@ -262,6 +273,8 @@ def attribution_graph(
             influence = row_influence(edge_rows[:filled], row_node[:filled], logit_probs.float().cpu(), n_cols)
             ranked = torch.argsort(influence[:n_feat], descending=True, stable=True)
             pending = ranked[~visited[ranked]][: min(4 * batch, n_keep - (filled - n_logits))]
+            # in (layer, position) order, so each batch's backward pass stops at its lowest layer and latest position
+            pending = pending[torch.argsort(feats.layer[pending] * n_pos + feats.pos[pending], stable=True)]
         for j in range(0, len(pending), batch):
             idx = pending[j:j + batch]
             end = filled + len(idx)
@@ -327,9 +340,13 @@ def _assemble(*, probe: Probe, run: PromptRun, tokens_ids: Tensor, feats: Active
     position_of[n_cols:] = torch.arange(n_logits) + n_nodes - n_logits
     target = position_of[row_node]
     adjacency = torch.zeros((n_nodes, n_nodes), dtype=torch.float32)
-    adjacency[target, : n_nodes - n_logits] = edge_rows[:, col_keep]
     unselected_input = torch.zeros(n_nodes, dtype=torch.float32)
-    unselected_input[target] = edge_rows[:, :n_feat][:, unselected].sum(-1)
+    everything = n_sel == n_feat
+    for i in range(0, len(target), ASSEMBLY_CHUNK):  # in chunks: no second full copy of the rows
+        rows = edge_rows[i:i + ASSEMBLY_CHUNK]
+        adjacency[target[i:i + ASSEMBLY_CHUNK], : n_nodes - n_logits] = rows if everything else rows[:, col_keep]
+        if not everything:
+            unselected_input[target[i:i + ASSEMBLY_CHUNK]] = rows[:, :n_feat][:, unselected].sum(-1)
     feature_const, logit_const = constant
     const = torch.zeros(n_nodes, dtype=torch.float32)
     const[:n_sel] = feature_const[selected]

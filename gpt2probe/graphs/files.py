@@ -59,8 +59,13 @@ def _node_entries(graph: Any, influence: torch.Tensor) -> list[dict]:
     return entries
 
 
-def graph_json(graph: Any, *, node_threshold: float | None, edge_threshold: float | None, slug: str | None) -> dict:
-    """The JSON document of ``graph`` (pruned when a threshold is given, see ``AttributionGraph.save``)."""
+def graph_json(graph: Any, *, node_threshold: float | None, edge_threshold: float | None, slug: str | None,
+               supernodes: list[list[str]] | None = None) -> dict:
+    """The JSON document of ``graph`` (pruned when a threshold is given, see ``AttributionGraph.save``).
+
+    ``supernodes`` go to ``qParams.supernodes`` as Neuronpedia writes them: ``[[name, node_id, ...], ...]``.
+    """
+    supernodes = check_supernodes(supernodes or [], "supernodes")
     adjacency = graph.adjacency
     if node_threshold is None and edge_threshold is None:
         node_mask = torch.ones(graph.n_nodes, dtype=torch.bool)
@@ -99,17 +104,43 @@ def graph_json(graph: Any, *, node_threshold: float | None, edge_threshold: floa
                 "node_value_constant_left_out": per_node,
             },
         },
-        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
+        "qParams": {"pinnedIds": [], "supernodes": supernodes, "linkType": "both", "clickedId": "", "sg_pos": ""},
         "nodes": [entries[i] for i in kept],
         "links": links,
     }
 
 
 def save_graph(graph: Any, path: str | Path, *, node_threshold: float | None, edge_threshold: float | None,
-               slug: str | None) -> Path:
+               slug: str | None, supernodes: list[list[str]] | None = None) -> Path:
     """Write ``graph_json(graph, ...)`` to ``path`` atomically."""
-    document = graph_json(graph, node_threshold=node_threshold, edge_threshold=edge_threshold, slug=slug)
+    document = graph_json(graph, node_threshold=node_threshold, edge_threshold=edge_threshold, slug=slug,
+                          supernodes=supernodes)
     return write_text_atomic(path, json.dumps(document, allow_nan=False))
+
+
+def check_supernodes(value: object, where: str) -> list[list[str]]:
+    """``value`` if it is Neuronpedia's supernode list ``[[name, node_id, ...], ...]``, else a :class:`FileFormatError`."""
+    ok = isinstance(value, list) and all(
+        isinstance(group, list) and len(group) >= 2 and all(isinstance(x, str) for x in group) for group in value)
+    if not ok:
+        raise FileFormatError(f"{where} must be a list of [name, node_id, ...] lists of strings (Neuronpedia's "
+                              f"qParams.supernodes), got {str(value)[:200]}")
+    return [list(group) for group in value]  # type: ignore[union-attr]
+
+
+def read_supernodes(path: str | Path) -> list[list[str]]:
+    """The supernodes (``qParams.supernodes``) of a graph JSON file, as the viewer or Neuronpedia saves them."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no graph JSON file at {str(path)!r}")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        groups = document["qParams"]["supernodes"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _fail(path, f"it is not valid JSON ({error})") from None
+    except (KeyError, TypeError):
+        raise _fail(path, "it has no qParams.supernodes") from None
+    return check_supernodes(groups, f"{str(path)!r}'s qParams.supernodes")
 
 
 def _fail(path: Path, what: str) -> FileFormatError:

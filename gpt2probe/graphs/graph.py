@@ -148,13 +148,16 @@ class AttributionGraph:
 
     # -- files -----------------------------------------------------------------------
     def save(self, path: str | Path, *, node_threshold: float | None = None, edge_threshold: float | None = None,
-             slug: str | None = None) -> Path:
+             slug: str | None = None, supernodes: list[list[str]] | None = None) -> Path:
         """Write the graph as circuit-tracer's / Neuronpedia's graph JSON (see :mod:`gpt2probe.graphs.files`).
 
         Without thresholds every node and every non-zero edge is written; with them, only what
         :meth:`prune` keeps (as circuit-tracer's ``create_graph_files`` writes, with 0.8 and 0.98).
+        ``supernodes`` (``[[name, node_id, ...], ...]``) are written to ``qParams.supernodes``, where
+        Neuronpedia and the offline viewer read groups of nodes.
         """
-        return save_graph(self, path, node_threshold=node_threshold, edge_threshold=edge_threshold, slug=slug)
+        return save_graph(self, path, node_threshold=node_threshold, edge_threshold=edge_threshold, slug=slug,
+                          supernodes=supernodes)
 
     @classmethod
     def load(cls, path: str | Path) -> AttributionGraph:

@@ -23,7 +23,7 @@ MAX_ITER = 1000
 def normalized(adjacency: Float[Tensor, "target source"]) -> Float[Tensor, "target source"]:
     """``|adjacency|`` with each row scaled to sum to one (rows without input stay zero)."""
     a = adjacency.abs()
-    return a / a.sum(dim=1, keepdim=True).clamp(min=1e-10)
+    return a.div_(a.sum(dim=1, keepdim=True).clamp(min=1e-10))  # in place: one copy of the matrix, not two
 
 
 def influence(a_norm: Float[Tensor, "target source"], weights: Float[Tensor, " target"]) -> Float[Tensor, " source"]:
