@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import GPT2ProbeError
+from .coders import load_coder
 from .common import Parser, UsageError, check_device, finite_float, positive_int, run_command
 
 
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Per-unit statistics and max-activating examples of GPT-2 hooks over a whole corpus.")
     p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
     p.add_argument("--corpus", required=True, nargs="+", help="text files or globs, .jsonl, .parquet, datasets dirs")
-    p.add_argument("--hooks", required=True, nargs="+", help="hook names or globs, e.g. 'blocks.*.mlp.hook_post'")
+    p.add_argument("--hooks", nargs="+", default=[], help="hook names or globs, e.g. 'blocks.*.mlp.hook_post'")
+    p.add_argument("--sae", nargs="+", default=[], type=Path, metavar="DIR",
+                   help="SAE or transcoder folders: summarise their features as units (gpt2probe sae report shows them)")
     p.add_argument("--out", required=True, type=Path, help="output directory (new or empty, or the one to --resume)")
     p.add_argument("--field", help="JSONL field holding the text")
     p.add_argument("--column", help="Parquet / datasets column holding the text")
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace):
     check_device(args.device)
     if args.window < 0:
         raise UsageError(f"--window must be 0 or more, got {args.window}")
+    if not args.hooks and not args.sae:
+        raise UsageError("give --hooks (hook names or globs) or --sae (SAE folders), or both")
     corpus = Corpus(paths=args.corpus, field=args.field, column=args.column, max_documents=args.max_documents)
     directions = None
     if args.directions is not None:
@@ -85,8 +90,10 @@ def run(args: argparse.Namespace):
         if not args.directions.is_file():
             raise UsageError(f"--directions {str(args.directions)!r} is not a file")
         directions = load_file(str(args.directions))
+    saes = [load_coder(path) for path in args.sae]
     probe = load_model(args.model, _device(args.device), args.dtype)
-    result = harvest(probe, corpus, hooks=args.hooks, out=args.out, top_k=args.top_k, window=args.window,
+    result = harvest(probe, corpus, hooks=args.hooks, saes=saes, sae_sources=[str(p.resolve()) for p in args.sae],
+                     out=args.out, top_k=args.top_k, window=args.window,
                      seq_len=args.seq_len, batch_size=args.batch_size, threshold=args.threshold, n_bins=args.bins,
                      directions=directions, save_raw=args.save_raw, seed=args.seed, block_chars=args.block_chars,
                      resume=args.resume, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
