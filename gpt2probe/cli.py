@@ -33,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "harvest": ("gpt2probe.experiments.harvest",
                 "per-unit statistics and max-activating examples over a whole corpus (torchrun for many devices)"),
     "sae": ("gpt2probe.experiments.sae",
-            "train sparse autoencoders and transcoders on a corpus, and evaluate them (sae train / sae evaluate)"),
+            "train sparse autoencoders and transcoders on a corpus, evaluate them, browse their features "
+            "(sae train / evaluate / report)"),
     "harvest-report": ("gpt2probe.experiments.harvest_report",
                        "an offline HTML dashboard of a harvest: contexts, histograms, logit effects per unit"),
 }
