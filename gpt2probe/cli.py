@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "harvest": ("gpt2probe.experiments.harvest",
                 "per-unit statistics and max-activating examples over a whole corpus (torchrun for many devices)"),
     "sae": ("gpt2probe.experiments.sae",
-            "train sparse autoencoders and transcoders on a corpus, and evaluate them (sae train / sae evaluate)"),
+            "train sparse autoencoders and transcoders on a corpus, evaluate them, browse their features "
+            "(sae train / evaluate / report)"),
     "graph": ("gpt2probe.experiments.graph",
               "one prompt's attribution graph over transcoders (features, errors, logits) as an offline page"),
     "harvest-report": ("gpt2probe.experiments.harvest_report",

@@ -16,6 +16,7 @@ from ..configs.base import add_arguments, from_args
 from ..configs.harvest import HarvestConfig
 from ..errors import GPT2ProbeError
 from . import options
+from .coders import load_coder
 from .common import Parser, UsageError, check_device, positive_int, run_command
 
 
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Per-unit statistics and max-activating examples of GPT-2 hooks over a whole corpus.")
     p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
     options.add(p, "--corpus", "text files or globs, .jsonl, .parquet, datasets dirs", required=True)
-    p.add_argument("--hooks", required=True, nargs="+", help="hook names or globs, e.g. 'blocks.*.mlp.hook_post'")
+    p.add_argument("--hooks", nargs="+", default=[], help="hook names or globs, e.g. 'blocks.*.mlp.hook_post'")
+    p.add_argument("--sae", nargs="+", default=[], type=Path, metavar="DIR",
+                   help="SAE or transcoder folders: summarise their features as units (gpt2probe sae report shows them)")
     p.add_argument("--out", required=True, type=Path, help="output directory (new or empty, or the one to --resume)")
     options.add(p, "--field")
     options.add(p, "--column")
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace):
 
     check_device(args.device)
     config = from_args(HarvestConfig, args)
+    if not args.hooks and not args.sae:
+        raise UsageError("give --hooks (hook names or globs) or --sae (SAE folders), or both")
     corpus = Corpus(paths=args.corpus, field=args.field, column=args.column, max_documents=args.max_documents)
     directions = None
     if args.directions is not None:
@@ -71,8 +76,10 @@ def run(args: argparse.Namespace):
         if not args.directions.is_file():
             raise UsageError(f"--directions {str(args.directions)!r} is not a file")
         directions = load_file(str(args.directions))
+    saes = [load_coder(path) for path in args.sae]
     probe = load_model(args.model, local_device(args.device), args.dtype)
-    result = harvest(probe, corpus, hooks=args.hooks, out=args.out, config=config, directions=directions,
+    result = harvest(probe, corpus, hooks=args.hooks, saes=saes, sae_sources=[str(p.resolve()) for p in args.sae],
+                     out=args.out, config=config, directions=directions,
                      resume=args.resume, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                      model_source=args.model)
     if result is not None and rank_from_env() == 0:

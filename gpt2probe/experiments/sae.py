@@ -1,10 +1,12 @@
-"""``gpt2probe sae train`` and ``gpt2probe sae evaluate``: sparse autoencoders and transcoders from the command line.
+"""``gpt2probe sae train``, ``evaluate`` and ``report``: sparse autoencoders and transcoders from the command line.
 
     gpt2probe sae train --model tiny-english --corpus 'docs/*.txt' --hook blocks.2.hook_resid_post \\
         --d-sae 512 --k 8 --out runs/sae-l2
     gpt2probe sae train --model tiny-english --corpus docs.jsonl --field text --transcoder --layer 2 ...
     gpt2probe sae evaluate --model tiny-english --sae runs/sae-l2 --corpus 'held-out/*.txt'
     torchrun --nproc_per_node 2 -m gpt2probe sae train ...   # data parallel (gpt2probe.sae.distributed)
+    gpt2probe harvest --model tiny-english --corpus 'docs/*.txt' --sae runs/sae-l2 --out runs/features
+    gpt2probe sae report runs/features --out features.html      # the offline feature browser
 
 Mistakes print one ``error:`` line and exit with status 2, before the model is loaded where they can be seen.
 """
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import options
-from .common import Parser, UsageError, check_device, finite_float, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out, finite_float, positive_int, run_command
 from .harvest import load_model
 
 
@@ -57,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sae", required=True, type=Path, help="an SAE or transcoder directory (SAELens's format)")
     e.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    r = sub.add_parser("report", help="an offline HTML feature browser of a harvest made with --sae")
+    r.add_argument("dir", type=Path, help="the harvest's output directory (gpt2probe harvest --sae ...)")
+    r.add_argument("--out", type=Path, help="HTML file to write (default: DIR/features.html)")
+    r.add_argument("--sae", nargs="+", type=Path, metavar="DIR",
+                   help="the harvested SAE or transcoder folders (default: the folders the harvest recorded)")
+    r.add_argument("--model", help="model for tokens and logit effects (default: the one the harvest used)")
+    r.add_argument("--hooks", nargs="+", help="only these feature hooks (default: all)")
+    r.add_argument("--examples", type=positive_int, default=10, help="top contexts per feature (default: 10)")
+    r.add_argument("--no-logits", action="store_true", help="skip the logit effects (no model or SAE weights needed)")
+    r.add_argument("--device", help="device for the logit effects")
     return p
 
 
@@ -122,8 +134,31 @@ def _evaluate(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
 
 
+def _report(args: argparse.Namespace) -> Path:
+    from ..harvest import Harvest
+    from ..report.feature_browser import write_feature_browser
+    from .coders import load_coder
+
+    check_device(args.device)
+    out = args.out or args.dir / "features.html"
+    check_out(out)
+    h = Harvest.load(args.dir)
+    probe, saes = None, []
+    if not args.no_logits:
+        recorded = [path for path in h.manifest.get("sae_sources", {}).values() if path]
+        folders = args.sae if args.sae else [Path(path) for path in recorded]
+        if not folders:
+            raise UsageError(f"{str(args.dir)!r} records no SAE folders: pass --sae DIR (the harvested ones), "
+                             "or --no-logits")
+        saes = [load_coder(path) for path in folders]
+        probe = load_model(args.model or h.manifest["model"].get("source") or h.manifest["model"]["name"], args.device)
+    path = write_feature_browser(h, out, saes=saes, probe=probe, hooks=args.hooks, examples=args.examples)
+    print(f"Feature browser written to {path}")
+    return path
+
+
 def run(args: argparse.Namespace) -> None:
-    (_train if args.action == "train" else _evaluate)(args)
+    {"train": _train, "evaluate": _evaluate, "report": _report}[args.action](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,9 @@
 >>> h = gpt2probe.harvest(probe, "docs/*.txt", hooks="blocks.*.mlp.hook_post", out="runs/docs")
 >>> h.top_values("blocks.0.mlp.hook_post").shape      # [units, k], descending
 >>> h.top_examples("blocks.0.mlp.hook_post", 5)[0]    # value, document, position, context
+>>> sae = gpt2probe.SAE.load("saes/blocks.2.hook_resid_post")
+>>> f = gpt2probe.harvest(probe, "docs/*.txt", saes=[sae], out="runs/features")
+>>> f.stats("blocks.2.hook_resid_post.hook_sae_acts_post")["frequency"]   # each feature's density
 
 Runs in one process or, under ``torchrun``, in one process per device; see ``docs/harvesting.md``.
 """
@@ -34,14 +37,16 @@ def harvest(
     probe,
     corpus: Corpus | str | os.PathLike | Sequence[str | os.PathLike],
     *,
-    hooks: str | Sequence[str],
+    hooks: str | Sequence[str] = (),
     out: str | os.PathLike,
     config: HarvestConfig | None = None,
+    saes: Sequence = (),
     directions: dict[str, Tensor] | None = None,
     resume: bool = False,
     checkpoint_every: int | None = None,
     progress: bool = True,
     model_source: str | None = None,
+    sae_sources: Sequence[str | None] | None = None,
     **settings: Any,
 ) -> Harvest:
     """Run ``probe`` over ``corpus`` and keep running summaries of every unit of ``hooks`` in ``out``.
@@ -54,8 +59,17 @@ def harvest(
     Args:
         corpus: a :class:`Corpus`, or paths/globs of text, ``.jsonl`` (needs ``Corpus(field=...)``),
             ``.parquet`` or ``datasets`` directories (need ``Corpus(column=...)``).
-        hooks: names or globs (``"blocks.*.mlp.hook_post"``); checked before any work.
+        hooks: names or globs (``"blocks.*.mlp.hook_post"``); checked before any work. May be
+            empty when ``saes`` are given.
         config: the settings (default: ``HarvestConfig(**settings)``).
+        saes: SAEs and transcoders (:class:`gpt2probe.SAE`, :class:`gpt2probe.Transcoder`) whose
+            features are summarised as units, under the name ``"<hook_name>.hook_sae_acts_post"``:
+            each feature's activation is the coder's ``encode`` of the hook it reads, computed on
+            the fly (in float32) from the captured activation. Their top-k keeps only tokens where
+            the feature is active (above ``threshold``), so a rare feature has empty slots;
+            ``stats(...)["frequency"]`` is its density, and the histogram covers its positive
+            activations (zeros fall in the underflow bin). One coder per hook.
+        sae_sources: where each of ``saes`` was loaded from (recorded for ``gpt2probe sae report``).
         directions: ``{hook: [n, d_model]}``: summarise projections on these instead of the dimensions.
         resume: continue an interrupted run in ``out`` (same model, corpus, hooks and settings).
         checkpoint_every: windows between checkpoints (per process); ``None``: one a minute or so.
@@ -79,7 +93,7 @@ def harvest(
         corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
     return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=config,
                        directions=directions, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
-                       model_source=model_source)
+                       model_source=model_source, saes=list(saes), sae_sources=sae_sources)
 
 
 class _CallableModule(sys.modules[__name__].__class__):

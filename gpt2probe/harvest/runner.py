@@ -47,7 +47,7 @@ from .store import (
     summaries_from_state,
 )
 from .summaries import AttentionSummary, NonFiniteActivationError, UnitSummary
-from .units import HookPlan, plan_hooks
+from .units import HookPlan, coder_digest, plan_features, plan_hooks
 
 CHECKPOINT_DIR = "checkpoint"
 RUN_FILE = "run.json"
@@ -78,29 +78,45 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathLike, *, options: Options,
                 directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_every: int | None = None,
-                progress: bool = True, model_source: str | None = None, stop_after_windows: int | None = None
-                ) -> Harvest | None:
-    """Harvest ``hooks`` over ``corpus`` into ``out``; see :func:`gpt2probe.harvest`.
+                progress: bool = True, model_source: str | None = None, stop_after_windows: int | None = None,
+                saes: Sequence = (), sae_sources: Sequence[str | None] | None = None) -> Harvest | None:
+    """Harvest ``hooks`` and the features of ``saes`` over ``corpus`` into ``out``; see :func:`gpt2probe.harvest`.
 
-    ``stop_after_windows`` (for tests) makes each rank return after checkpointing that many windows,
-    as if killed there.
+    ``sae_sources`` (one per SAE, or ``None``) are recorded in the manifest so that
+    ``gpt2probe sae report`` can find the coders again. ``stop_after_windows`` (for tests)
+    makes each rank return after checkpointing that many windows, as if killed there.
     """
     out = Path(out)
     cfg = probe.cfg
     options = options.resolved(cfg.n_ctx)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise HarvestConfigError(f"checkpoint_every must be at least 1 window, got {checkpoint_every}")
+    saes = list(saes)
+    if sae_sources is not None and len(sae_sources) != len(saes):
+        raise HarvestConfigError(f"{len(sae_sources)} sae_sources for {len(saes)} SAEs; give one (or None) per SAE")
     plans = plan_hooks(list(hooks) if not isinstance(hooks, str) else [hooks], probe.hook_names,
-                       d_model=cfg.d_model, d_mlp=cfg.d_mlp, n_heads=cfg.n_heads, directions=directions)
+                       d_model=cfg.d_model, d_mlp=cfg.d_mlp, n_heads=cfg.n_heads, directions=directions,
+                       allow_none=bool(saes))
+    features = plan_features(saes, probe.hook_names, d_model=cfg.d_model, d_mlp=cfg.d_mlp, device=cfg.device)
+    order = {n: i for i, n in enumerate(probe.hook_names)}
+    plans = sorted(plans + features, key=lambda p: order[p.hook])  # forward order; stable: a hook before its features
     names = [p.name for p in plans]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise HarvestConfigError(f"two SAEs or transcoders read the same hook ({', '.join(repeated)}); harvest them "
+                                 "in separate runs")
     for name in options.save_raw:
         if name not in names:
             raise HarvestConfigError(f"save_raw names {name!r}, which is not harvested; harvested: {', '.join(names)}")
         if name.endswith("hook_pattern"):
             raise HarvestConfigError(f"save_raw cannot store {name!r} (a [pos, pos] pattern per position)")
+        if name in {p.name for p in features}:
+            raise HarvestConfigError(f"save_raw cannot store SAE features ({name!r}: d_sae dense values per token); "
+                                     "save the hook the SAE reads and encode its shards")
+    sources = {p.name: (None if sae_sources is None else sae_sources[i]) for i, p in enumerate(features)}
     with process_group(cfg.device):
         return _run(probe, corpus, plans, out, options, resume, checkpoint_every, progress, model_source,
-                    stop_after_windows)
+                    stop_after_windows, sources)
 
 
 def _fingerprint(probe, corpus: Corpus, plans: list[HookPlan], options: Options, world: int) -> dict:
@@ -110,7 +126,8 @@ def _fingerprint(probe, corpus: Corpus, plans: list[HookPlan], options: Options,
                    "max_doc_chars": corpus.max_doc_chars},
         "hooks": [{"name": p.name, "kind": p.kind, "n_units": p.n_units,
                    "directions": None if p.directions is None else hashlib.sha256(
-                       p.directions.numpy().tobytes()).hexdigest()} for p in plans],
+                       p.directions.numpy().tobytes()).hexdigest(),
+                   **({} if p.coder is None else {"coder": _coder_entry(p.coder)})} for p in plans],
         "options": to_dict(options),
         "world_size": world,
     }
@@ -167,8 +184,16 @@ def _ckpt_path(out: Path, rank: int, world: int) -> Path:
     return out / CHECKPOINT_DIR / f"rank-{rank:05d}-of-{world:05d}.safetensors"
 
 
+def _coder_entry(coder) -> dict:
+    """What a feature hook records of its SAE or transcoder: where it reads and writes, and a digest."""
+    c = coder.cfg
+    return {"class": type(coder).__name__, "architecture": c.architecture, "hook_name": c.hook_name,
+            "hook_name_out": c.hook_name_out, "d_in": c.d_in, "d_sae": c.d_sae, "sha256": coder_digest(coder)}
+
+
 def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Options, resume: bool,
-         checkpoint_every: int | None, progress: bool, model_source: str | None, stop_after_windows: int | None):
+         checkpoint_every: int | None, progress: bool, model_source: str | None, stop_after_windows: int | None,
+         sae_sources: dict[str, str | None] | None = None):
     rank, world = rank_world()
     fingerprint = _fingerprint(probe, corpus, plans, options, world)
     state = _check_out_dir(out, fingerprint, resume)
@@ -202,7 +227,7 @@ def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Optio
         if stop_after_windows is not None and not progress_state["done"]:
             return None
     return _finish(probe, corpus, plans, summaries, options, progress_state, out, fingerprint, rank, world,
-                   model_source)
+                   model_source, sae_sources or {})
 
 
 def _read_progress(ckpt: Path, out: Path) -> dict:
@@ -238,18 +263,37 @@ def _fresh_summaries(probe, corpus, plans, options) -> dict[str, UnitSummary | A
         return fn
 
     if unit_plans:
-        _forward(probe, first.tokens[:n], [(p.name, observe(p)) for p in unit_plans])
+        _forward(probe, first.tokens[:n], [(p.hook, observe(p)) for p in unit_plans])
     out: dict[str, UnitSummary | AttentionSummary] = {}
     for plan in plans:
         if plan.kind == "attention":
             out[plan.name] = AttentionSummary(plan.n_units)
             continue
-        lo, hi = lows[plan.name].double(), highs[plan.name].double()
-        span = (hi - lo).clamp_min(1e-3)
-        lo, hi = (lo - 0.25 * span).float(), (hi + 0.5 * span).float()  # room for the rest of the corpus
+        if plan.kind == "feature":
+            lo, hi = feature_edges(highs[plan.name])
+            floor = options.threshold
+        else:
+            lo, hi = lows[plan.name].double(), highs[plan.name].double()
+            span = (hi - lo).clamp_min(1e-3)
+            lo, hi = (lo - 0.25 * span).float(), (hi + 0.5 * span).float()  # room for the rest of the corpus
+            floor = None
         out[plan.name] = UnitSummary(lo=lo, hi=hi, n_bins=options.n_bins, threshold=options.threshold,
-                                     window=options.window, k=options.top_k)
+                                     window=options.window, k=options.top_k, floor=floor)
     return out
+
+
+def feature_edges(highs: Tensor) -> tuple[Tensor, Tensor]:
+    """Histogram edges of SAE features from their largest activations on the calibration windows.
+
+    A feature is zero on most tokens, so its histogram shows the tokens where it fires: the
+    bins run from ``hi / 2**20`` (zeros, and anything smaller, fall in the underflow bin 0) to
+    1.5 times the feature's calibration maximum, or the hook's largest one for a feature that
+    did not fire there (values beyond go to the overflow bin).
+    """
+    highs = highs.double().clamp_min(0)
+    fallback = float(highs.max()) if highs.numel() and float(highs.max()) > 0 else 1.0
+    hi = 1.5 * torch.where(highs > 0, highs, torch.full_like(highs, fallback))
+    return (hi / 2**20).float(), hi.float()
 
 
 def _eos(probe) -> int:
@@ -308,7 +352,7 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
                 raw.add(plan.name, activation, batch_meta)
         return fn
 
-    pairs = [(p.name, summarise(p)) for p in plans]
+    pairs = [(p.hook, summarise(p)) for p in plans]
     started, base_seconds = time.perf_counter(), state["seconds"]
     last_checkpoint = started
     eos = _eos(probe)
@@ -365,7 +409,8 @@ def _checkpoint(path: Path, summaries, state: dict, raw) -> None:
     save_tensors(path, {name: s.state() for name, s in summaries.items()}, metadata={"progress": json.dumps(state)})
 
 
-def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, rank, world, model_source):
+def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, rank, world, model_source,
+            sae_sources: dict[str, str | None]):
     dist = group()
     totals = {"tokens": state["tokens"], "windows": state["windows"], "seconds": state["seconds"]}
     if dist:
@@ -402,6 +447,8 @@ def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, r
                        "tokens_per_second": round(tokens / max(max(seconds), 1e-9), 1)},
             "fingerprint": fingerprint,
         }
+        if sae_sources:
+            manifest["sae_sources"] = sae_sources  # where each feature hook's coder was read from (None: not a file)
         save_tensors(out / SUMMARIES, groups)
         if options.save_raw:
             write_raw_manifest(out, plans, options)

@@ -74,7 +74,7 @@ def _fix(directory: Path) -> str:
     return f"Delete {str(directory)!r} and harvest again (or harvest into a new directory)."
 
 
-KINDS = ("neuron", "head_norm", "attention", "dim", "direction")
+KINDS = ("neuron", "head_norm", "attention", "dim", "direction", "feature")
 
 
 def read_manifest(path: Path, fix: str = "") -> JsonObject:
@@ -168,8 +168,10 @@ def summaries_from_state(groups: dict[str, dict[str, Tensor]], hooks: list[dict]
         if hook["kind"] == "attention":
             out[hook["name"]] = AttentionSummary.from_state(state)
         else:
+            # SAE features keep only active examples (above the threshold) in their top-k.
+            floor = options["threshold"] if hook["kind"] == "feature" else None
             out[hook["name"]] = UnitSummary.from_state(state, n_bins=options["n_bins"], threshold=options["threshold"],
-                                                       window=options["window"], k=options["top_k"])
+                                                       window=options["window"], k=options["top_k"], floor=floor)
     return out
 
 

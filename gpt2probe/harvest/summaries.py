@@ -110,6 +110,11 @@ class UnitSummary:
     histograms from different ranks add up bin by bin); ``threshold`` defines "active".
     Candidates for the top-k are collected over several batches and inserted together
     (:meth:`flush`); reading :attr:`top`, :meth:`state` and :meth:`merge` flush first.
+
+    ``floor`` (SAE features): only values above it enter the top-k, so a feature that fired
+    on fewer than ``k`` tokens keeps empty slots instead of zeros from arbitrary tokens. Then
+    every unit takes the sparse path: candidates are the values above the floor (or at or
+    above the k-th value once the top-k is full), which for sparse features are few.
     """
 
     lo: Float[Tensor, " unit"]
@@ -126,6 +131,7 @@ class UnitSummary:
     hist: Tensor | None = None
     settled_top: TopK | None = None
     k: int = 20
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         u = self.lo.shape[0]
@@ -141,6 +147,9 @@ class UnitSummary:
         # Histogram bin of x: floor(x * scale + shift), clamped to [0, n_bins + 1] (bin 0 below lo).
         self._scale = (self.n_bins / (self.hi.double() - self.lo.double())).float()
         self._shift = (1 - self.lo.double() * self._scale.double()).float()
+        # With a floor, "x > floor" is "x >= the next float32 above floor": one comparison for every unit.
+        self._above_floor = (None if self.floor is None else
+                             torch.nextafter(torch.tensor(float(self.floor)), torch.tensor(torch.inf)))
         self._pending: list[tuple[Tensor, ...]] = []  # candidate examples not yet in settled_top
         self._n_pending = 0
 
@@ -173,6 +182,9 @@ class UnitSummary:
         dev = flat.device
         kth = self.settled_top.values[:, -1]
         full = torch.isfinite(kth)  # units whose top-k is full take only values that can enter it
+        if self._above_floor is not None:  # every unit on the sparse path: values above the floor at least
+            full = torch.ones_like(full)
+            kth = torch.maximum(kth, self._above_floor)
         sparse_kth = torch.where(full, kth, torch.inf).to(dev)
         width = chunk_units(n, n_units, dev)
         scratch = torch.empty(n, width, device=dev)  # reused by every pass: no other [token, unit] temporaries
@@ -261,7 +273,7 @@ class UnitSummary:
             lo=self.lo, hi=self.hi, n_bins=self.n_bins, threshold=self.threshold, window=self.window, k=self.k,
             count=count, mean=mean, m2=m2, min=torch.minimum(self.min, other.min),
             max=torch.maximum(self.max, other.max), active=self.active + other.active,
-            hist=self.hist + other.hist, settled_top=self.top.merge(other.top),
+            hist=self.hist + other.hist, settled_top=self.top.merge(other.top), floor=self.floor,
         )
 
     def state(self) -> dict[str, Tensor]:
@@ -273,9 +285,10 @@ class UnitSummary:
         return out
 
     @classmethod
-    def from_state(cls, state: dict[str, Tensor], *, n_bins: int, threshold: float, window: int, k: int) -> UnitSummary:
+    def from_state(cls, state: dict[str, Tensor], *, n_bins: int, threshold: float, window: int, k: int,
+                   floor: float | None = None) -> UnitSummary:
         top = TopK(**{f: state[f"top_{f}"] for f in TOPK_FIELDS})
-        return cls(lo=state["lo"], hi=state["hi"], n_bins=n_bins, threshold=threshold, window=window, k=k,
+        return cls(lo=state["lo"], hi=state["hi"], n_bins=n_bins, threshold=threshold, window=window, k=k, floor=floor,
                    count=state["count"], mean=state["mean"], m2=state["m2"], min=state["min"], max=state["max"],
                    active=state["active"], hist=state["hist"], settled_top=top)
 

@@ -83,7 +83,8 @@ def merge_sparse(top: TopK, unit: Int[Tensor, " cand"], values: Float[Tensor, " 
     already in the fixed order, so a candidate's new slot is the number of the row's entries
     ahead of it plus the number of the row's other candidates ahead of it, and an old entry
     moves down by the number of candidates ahead of it; whatever lands at slot k or beyond
-    drops out. Every touched row must be full (no empty slot), and no candidate may repeat a
+    drops out. A touched row may end in empty slots (value ``-inf``: every finite candidate is
+    ahead of them, so they only move down), and no candidate may repeat a
     (document, position) already in its row. ``context(i)`` gives ``(ctx_tokens, ctx_acts)``
     of the candidates at indices ``i``; it is called once, for those that enter a top-k.
     """

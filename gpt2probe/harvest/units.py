@@ -8,14 +8,27 @@ hook                          unit                                            ki
 ``hook_pattern``              a head: attention to the first/previous token     attention
 residual-width hooks          a dimension, or a user-given direction            dim / direction
 ``hook_scale``                the single scale                                  dim
+an SAE's or transcoder's      a feature: ``encode`` of the hook it reads        feature
+``hook_name``
 ============================  ==============================================  ==========
+
+A feature plan is named ``"<hook_name>.hook_sae_acts_post"`` (the name splicing gives the
+same activations) and reads ``hook_name``; its values are the coder's ``encode`` of the
+captured activation, computed on the fly in float32 (a float32 copy of the coder on the
+model's device: the harvest summarises in float32 whatever the model's dtype), so no
+``[token, d_sae]`` tensor outlives its batch. This package does not import
+:mod:`gpt2probe.sae` (which builds on the harvest's corpus code): a coder is anything with
+``cfg.hook_name``, ``cfg.d_in``, ``cfg.d_sae`` and ``encode``.
 
 ``hook_attn_scores`` has no useful per-head scalar (its masked entries are ``-inf``) and is refused.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import einsum
@@ -31,14 +44,20 @@ class HookPlan:
     """How one hook is summarised."""
 
     name: str
-    kind: str  # neuron | head_norm | attention | dim | direction
+    kind: str  # neuron | head_norm | attention | dim | direction | feature
     n_units: int
     directions: Tensor | None = None  # [unit, d_model], for kind "direction"
+    coder: Any = None  # for kind "feature": a float32 copy of the SAE or transcoder, on the model's device
+
+    @property
+    def hook(self) -> str:
+        """The hook whose activation is captured: the plan's own name, or the coder's ``hook_name``."""
+        return self.coder.cfg.hook_name if self.coder is not None else self.name
 
     def unit_label(self, unit: int) -> str:
         layer = N.layer_of(self.name)
         prefix = f"L{layer}" if layer is not None else ""
-        tag = {"neuron": "N", "head_norm": "H", "attention": "H", "dim": "D", "direction": "dir"}[self.kind]
+        tag = {"neuron": "N", "head_norm": "H", "attention": "H", "dim": "D", "direction": "dir", "feature": "F"}[self.kind]
         return f"{prefix}{tag}{unit}"
 
     def unit_values(self, activation: Tensor) -> Tensor:
@@ -47,17 +66,65 @@ class HookPlan:
             return activation.float().norm(dim=-1)
         if self.kind == "direction":
             return einsum(activation.float(), self.directions.to(activation.device), "b p d, u d -> b p u")
+        if self.kind == "feature":
+            return self.coder.encode(activation.float())
         return activation.float()
 
 
+FEATURE_SUFFIX = "hook_sae_acts_post"
+
+
+def feature_name(hook_name: str) -> str:
+    """The harvested name of the features of a coder reading ``hook_name`` (splicing's name for them)."""
+    return f"{hook_name}.{FEATURE_SUFFIX}"
+
+
+def coder_digest(coder: Any) -> str:
+    """SHA-256 of a coder's settings that change its features, and of its parameters (to match a resumed run)."""
+    h = hashlib.sha256()
+    c = coder.cfg
+    for key in ("architecture", "hook_name", "hook_name_out", "d_in", "d_sae", "k", "apply_b_dec_to_input",
+                "rescale_acts_by_decoder_norm", "center_input"):
+        h.update(f"{key}={getattr(c, key, None)!r};".encode())
+    for name, t in sorted(coder.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def plan_features(coders: list[Any], valid: list[str], *, d_model: int, d_mlp: int, device: torch.device
+                  ) -> list[HookPlan]:
+    """One ``feature`` plan per SAE or transcoder, each checked against the model before any work."""
+    plans = []
+    for coder in coders:
+        cfg = getattr(coder, "cfg", None)
+        if cfg is None or not callable(getattr(coder, "encode", None)) or not hasattr(cfg, "d_sae"):
+            raise HarvestConfigError(f"saes must be gpt2probe SAE or Transcoder objects (load a folder with "
+                                     f"gpt2probe.SAE.load(path)), got {type(coder).__name__}")
+        hook = cfg.hook_name
+        if hook not in valid:
+            raise HookNameError(f"{coder!r} reads {hook!r}, which this model does not have")
+        width = d_mlp if N.is_mlp(hook) else d_model if N.is_residual_width(hook) else None
+        if width is None:
+            raise HarvestConfigError(f"{coder!r} reads {hook!r}, which is not a [batch, pos, width] stream; features "
+                                     "are harvested from residual-width hooks and MLP activations")
+        if cfg.d_in != width:
+            raise HarvestConfigError(f"{coder!r} reads {cfg.d_in} values per token but {hook!r} has {width}: "
+                                     "it was made for another model")
+        local = copy.deepcopy(coder).to(device=device, dtype=torch.float32)
+        local.eval()
+        plans.append(HookPlan(feature_name(hook), "feature", int(cfg.d_sae), coder=local))
+    return plans
+
+
 def plan_hooks(hooks: list[str], valid: list[str], *, d_model: int, d_mlp: int, n_heads: int,
-               directions: dict[str, Tensor] | None = None) -> list[HookPlan]:
+               directions: dict[str, Tensor] | None = None, allow_none: bool = False) -> list[HookPlan]:
     """Check every name (and direction) before any work; return the plans in forward order."""
     directions = dict(directions or {})
-    if not hooks:
+    if not hooks and not allow_none:
         raise HarvestConfigError("no hooks given; pass hook names such as 'blocks.0.mlp.hook_post' "
                                  "or a glob such as 'blocks.*.mlp.hook_post'")
-    selected = N.resolve(hooks, valid)  # raises HookNameError with the nearest names
+    selected = N.resolve(hooks, valid) if hooks else []  # raises HookNameError with the nearest names
     for name in directions:
         if name not in selected:
             raise HookNameError(f"a direction was given for {name!r}, which is not among the harvested hooks "

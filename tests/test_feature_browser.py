@@ -1,0 +1,214 @@
+"""The SAE feature browser (``gpt2probe sae report``): its numbers against independent computation, the page in a
+real browser (search, literal tokens, offline), and the command line from harvest to page."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+import gpt2probe
+from gpt2probe import SAE, SAEConfig, Transcoder
+from gpt2probe.cli import main
+from gpt2probe.display.escape import display_token, visible_whitespace
+from gpt2probe.errors import InvalidArgumentError, ModelMismatchError
+from gpt2probe.harvest import Corpus, harvest
+from gpt2probe.report.feature_browser import write_feature_browser
+
+from browser import chromium_available, open_page
+
+HOSTILE = "<script>window.__pwned = 1</script> x &amp; y $x$ " * 3
+SAE_HOOK = "blocks.2.hook_resid_post"
+SAE_NAME = f"{SAE_HOOK}.hook_sae_acts_post"
+TC_NAME = "blocks.1.ln2.hook_normalized.hook_sae_acts_post"
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from gpt2probe.shipped import shipped_model
+
+    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+
+
+def _randomize(coder, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in coder.named_parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * (0.1 if name.startswith("b_") else 0.3))
+    return coder
+
+
+@pytest.fixture(scope="module")
+def coders(tiny):
+    sae = _randomize(SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=30, hook_name=SAE_HOOK, architecture="topk", k=3)), 0)
+    with torch.no_grad():
+        sae.b_enc[-2:] = -1e4  # two dead features: listed only with "show dead"
+    tc = _randomize(Transcoder(SAEConfig.for_transcoder(1, d_model=tiny.cfg.d_model, d_sae=20)), 1)
+    return sae, tc
+
+
+@pytest.fixture(scope="module")
+def texts():
+    from harvest_helpers import topic_texts
+
+    return [HOSTILE, *topic_texts(4, 800)]
+
+
+@pytest.fixture(scope="module")
+def harvested(tiny, coders, texts, tmp_path_factory):
+    return harvest(tiny, Corpus(texts=texts), saes=list(coders), hooks=["blocks.0.mlp.hook_post"],
+                   out=tmp_path_factory.mktemp("h") / "h", seq_len=SEQ, top_k=5, window=3, progress=False,
+                   block_chars=10**9)
+
+
+def _page_data(path) -> list[dict]:
+    page = path.read_text(encoding="utf-8")
+    blocks = re.findall(r'<script type="application/json" id="hook-\d+">(.*?)</script>', page, re.S)
+    return [json.loads(block) for block in blocks]
+
+
+def _all_tokens(tiny, texts):
+    """Every token of the corpus in the harvest's windows (one block: the documents joined by <|endoftext|>)."""
+    ids = []
+    for text in texts:
+        ids += tiny.tokenizer(text, add_special_tokens=False)["input_ids"] + [tiny.tokenizer.eos_token_id]
+    n = len(ids)
+    n_win = -(-n // SEQ)
+    padded = torch.tensor(ids + [tiny.tokenizer.eos_token_id] * (n_win * SEQ - n)).view(n_win, SEQ)
+    return padded, (torch.arange(n_win * SEQ) < n).view(n_win, SEQ)
+
+
+def test_the_pages_numbers_match_independent_computation(tiny, coders, texts, harvested, tmp_path):
+    sae, tc = coders
+    path = write_feature_browser(harvested, tmp_path / "f.html", saes=[sae, tc], probe=tiny, examples=3)
+    data = {d["name"]: d for d in _page_data(path)}
+    assert list(data) == [TC_NAME, SAE_NAME]  # only feature hooks, in forward order
+    padded, valid = _all_tokens(tiny, texts)
+    _, cache = tiny.run_with_cache(padded, names=[SAE_HOOK, "blocks.1.ln2.hook_normalized"])
+    w_u = tiny.model.lm_head.weight.detach().T  # [d_model, d_vocab], read from the module, not probe.W_U
+    for coder, name, hook in ((sae, SAE_NAME, SAE_HOOK), (tc, TC_NAME, "blocks.1.ln2.hook_normalized")):
+        with torch.no_grad():
+            acts = coder.encode(cache[hook])[valid]  # [token, feature]: every token encoded
+            logits = coder.W_dec @ w_u  # [feature, d_vocab]: the decoder rows through W_U, no final LayerNorm
+        page = data[name]
+        assert page["tokens"] == acts.shape[0] and len(page["features"]) == coder.cfg.d_sae
+        for f, feature in enumerate(page["features"]):
+            assert feature["id"] == f
+            assert feature["active"] == int((acts[:, f] > 0).sum())
+            assert feature["density"] == pytest.approx(float((acts[:, f] > 0).double().mean()), abs=1e-12)
+            assert feature["max"] == pytest.approx(float(acts[:, f].max()), abs=1e-4)
+            assert sum(feature["hist"]) == feature["active"]  # the bins hold exactly the active tokens
+            top = torch.sort(acts[:, f], descending=True).values[: min(3, feature["active"])]
+            assert [e["value"] for e in feature["examples"]] == pytest.approx(top.tolist(), abs=1e-4)
+            up, down = logits[f].topk(10), logits[f].topk(10, largest=False)
+            assert [t for t, _ in feature["up"]] == [display_token(tiny.tokenizer.decode([i])) for i in up.indices]
+            assert [v for _, v in feature["up"]] == pytest.approx(up.values.tolist(), abs=2e-3)
+            assert [t for t, _ in feature["down"]] == [display_token(tiny.tokenizer.decode([i])) for i in down.indices]
+            assert [v for _, v in feature["down"]] == pytest.approx(down.values.tolist(), abs=2e-3)
+    assert [f["active"] for f in data[SAE_NAME]["features"][-2:]] == [0, 0]
+
+
+def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny, coders, harvested, tmp_path):
+    sae, tc = coders
+    other = _randomize(SAE(sae.cfg), 7)
+    with pytest.raises(ModelMismatchError, match="not the one harvested"):
+        write_feature_browser(harvested, tmp_path / "x.html", saes=[other], probe=tiny)
+    with pytest.raises(InvalidArgumentError, match="not a harvested feature hook"):
+        write_feature_browser(harvested, tmp_path / "x.html", hooks=["blocks.0.mlp.hook_post"])
+    plain = harvest(tiny, Corpus(texts=["Some text for the model."]), hooks="blocks.0.mlp.hook_post",
+                    out=tmp_path / "plain", seq_len=SEQ, progress=False)
+    with pytest.raises(InvalidArgumentError, match="no SAE features"):
+        write_feature_browser(plain, tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
+
+
+needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
+
+
+@needs_chromium
+def test_the_browser_searches_by_number_and_token_and_shows_tokens_literally(tiny, coders, harvested, tmp_path):
+    sae, tc = coders
+    path = write_feature_browser(harvested, tmp_path / "f.html", saes=[sae, tc], probe=tiny, examples=3)
+    order = [TC_NAME, SAE_NAME]
+    hostile = next(f for f in range(sae.cfg.d_sae) if harvested.top_examples(SAE_NAME, f)
+                   and harvested.top_examples(SAE_NAME, f)[0].doc == 0)
+    word = " model"  # a token of the topics; the search must list exactly the features whose page shows it
+    expected = [f for f, feat in enumerate(_page_data(path)[1]["features"])
+                if feat["active"] and word in feat["search"]]
+    assert expected
+    ready = "document.readyState === 'complete' && document.querySelectorAll('#hook option').length > 0"
+
+    def set_value(element: str, value: str, event: str) -> None:
+        page.evaluate(f"document.getElementById('{element}').value = {json.dumps(value)};"
+                      f"document.getElementById('{element}').dispatchEvent(new Event('{event}'))")
+
+    with open_page(path, offline=True, wait_for=ready) as page:
+        hooks = page.evaluate("[...document.querySelectorAll('#hook option')].map(o => o.textContent)")
+        set_value("hook", str(order.index(SAE_NAME)), "change")
+        listed_live = page.evaluate("document.querySelectorAll('#features li').length")
+        page.evaluate("document.getElementById('dead').click()")
+        listed_all = page.evaluate("document.querySelectorAll('#features li').length")
+        set_value("search", str(hostile), "input")
+        title = page.evaluate("document.querySelector('#feature h2').textContent")
+        density = page.evaluate("document.getElementById('density').textContent")
+        first_context = page.evaluate("[...document.querySelector('.ctx').querySelectorAll('span.tok')]"
+                                      ".map(s => s.textContent).join('')")
+        promoted = page.evaluate("document.getElementById('feature').textContent")
+        set_value("search", word.strip().upper(), "input")  # search ignores case
+        found = page.evaluate("[...document.querySelectorAll('#features li')].map(li => Number(li.dataset.k))")
+        pwned = page.evaluate("window.__pwned === undefined ? null : window.__pwned")
+        errors, requests = list(page.errors), list(page.requests)
+    assert errors == [] and pwned is None
+    assert all(url.startswith(("file:", "data:")) for url in requests)
+    assert hooks == order
+    assert listed_live == sae.cfg.d_sae - 2 and listed_all == sae.cfg.d_sae
+    assert title == f"Feature {hostile}"
+    freq = float(harvested.stats(SAE_NAME)["frequency"][hostile])
+    assert float(density.rstrip("%")) == pytest.approx(100 * freq, rel=1e-2)
+    best = harvested.top_examples(SAE_NAME, hostile)[0]
+    shown = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
+    assert first_context == shown and any(c in shown for c in "<&$")  # shown literally, never interpreted
+    assert "Promoted tokens" in promoted and "Suppressed tokens" in promoted
+    # " model" also matches tokens such as " models": every listed feature shows text containing it.
+    assert set(expected) <= set(found) and all(word.strip() in _page_data(path)[1]["features"][k]["search"] for k in found)
+
+
+def test_harvest_and_report_from_the_command_line(tiny, coders, texts, tmp_path, capsys):
+    sae, tc = coders
+    sae.save(tmp_path / "sae")
+    tc.save(tmp_path / "tc")
+    (tmp_path / "corpus").mkdir()
+    for i, text in enumerate(texts[1:]):
+        (tmp_path / "corpus" / f"{i}.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "corpus" / "*.txt"), "--sae",
+                 str(tmp_path / "sae"), str(tmp_path / "tc"), "--out", str(out), "--seq-len", "32", "--top-k", "4",
+                 "--no-progress"]) == 0
+    h = gpt2probe.Harvest.load(out)
+    assert h.hooks == [TC_NAME, SAE_NAME] and h.manifest["sae_sources"][SAE_NAME] == str((tmp_path / "sae").resolve())
+    assert main(["sae", "report", str(out)]) == 0  # the SAEs and the model found from the manifest
+    data = _page_data(out / "features.html")
+    assert [d["name"] for d in data] == [TC_NAME, SAE_NAME] and all(d["logits"] for d in data)
+    assert main(["sae", "report", str(out), "--no-logits", "--out", str(tmp_path / "plain.html")]) == 0
+    assert not any(d["logits"] for d in _page_data(tmp_path / "plain.html"))
+    capsys.readouterr()
+    for argv in (["sae", "report", str(tmp_path / "missing")],
+                 ["sae", "report", str(out), "--sae", str(tmp_path / "nope")],
+                 ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "corpus" / "*.txt"), "--out",
+                  str(tmp_path / "o")],
+                 ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "corpus" / "*.txt"), "--sae",
+                  str(tmp_path / "nope"), "--out", str(tmp_path / "o")]):
+        assert _exit_status(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
+        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+    assert not (tmp_path / "o").exists()
+
+
+def _exit_status(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
