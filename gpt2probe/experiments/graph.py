@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError
+from . import options
 from .attention import parse_ids
 from .common import (
     Parser,
@@ -57,8 +58,8 @@ def build_parser() -> Parser:
     )
     add_common_arguments(parser, DEFAULT_OUT)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompt", help="the prompt whose next-token prediction is traced")
-    source.add_argument("--prompt-file", type=Path, help="a UTF-8 text file to trace as one prompt")
+    options.add(source, "--prompt", "whose next-token prediction is traced")
+    options.add(source, "--prompt-from", "traced as one prompt")
     source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9")
     parser.add_argument("--prepend-bos", action="store_true", help="start a text prompt with <|endoftext|>")
     parser.add_argument("--transcoders", type=Path,
@@ -80,9 +81,8 @@ def build_parser() -> Parser:
     contexts = parser.add_mutually_exclusive_group()
     contexts.add_argument("--harvest", type=Path,
                           help="a harvest directory of the transcoders' encoder directions: top contexts per feature")
-    contexts.add_argument("--prompts-file", type=Path,
-                          help="texts, one per line: each feature's top activating contexts among them, computed now")
-    parser.add_argument("--contexts", type=positive_int, default=5, help="top contexts shown per feature (default: 5)")
+    options.add(contexts, "--prompts-file", "each feature's top activating contexts among them, computed now")
+    options.add(parser, "--examples", "top contexts shown per feature (default: 5)", default=5)
     return parser
 
 
@@ -96,8 +96,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--desired-logit-prob must lie in (0, 1], got {args.desired_logit_prob:g}")
     if args.tokens is not None:
         parse_ids(args.tokens)
-    if args.prompt_file is not None and not args.prompt_file.is_file():
-        raise UsageError(f"--prompt-file {str(args.prompt_file)!r} is not a file")
+    if args.prompt_from is not None and not args.prompt_from.is_file():
+        raise UsageError(f"--prompt-from {str(args.prompt_from)!r} is not a file")
     if args.transcoders is not None and not args.transcoders.is_dir():
         raise UsageError(f"--transcoders {str(args.transcoders)!r} is not a directory of transcoder folders")
     if args.transcoders is None:
@@ -118,11 +118,11 @@ def shipped_transcoders_for(model: str | None) -> str:
     if name not in NOTES or Path(name).exists():
         raise UsageError(f"--model {name!r} has no shipped transcoders: pass --transcoders DIR (one transcoder folder "
                          "per layer, as `gpt2probe sae train --transcoder` writes them)")
-    import gpt2probe
+    from ..shipped import shipped_model
 
-    if not hasattr(gpt2probe, "load_transcoders"):
-        raise UsageError(f"this installation ships no transcoders for {name!r} (gpt2probe.load_transcoders is missing): "
-                         "pass --transcoders DIR")
+    if not (Path(shipped_model(name)) / "transcoders").is_dir():
+        raise UsageError(f"{name!r} ships no transcoders in this installation: pass --transcoders DIR (make them with "
+                         "tools/train_tiny_english_saes.py or gpt2probe sae train --transcoder)")
     return name
 
 
@@ -155,7 +155,7 @@ def _transcoders(args: argparse.Namespace, probe) -> list:
     import gpt2probe
 
     name = shipped_transcoders_for(probe.cfg.model_name if args.model is None else args.model)
-    loaded = getattr(gpt2probe, "load_transcoders")(name)  # checked to exist by shipped_transcoders_for  # noqa: B009
+    loaded = gpt2probe.load_transcoders(name)
     listed = list(loaded.values()) if isinstance(loaded, dict) else list(loaded)
     return [tc.to(probe.cfg.device) for tc in listed]
 
@@ -165,11 +165,11 @@ def _prompt(args: argparse.Namespace, probe):
         import torch
 
         return torch.tensor(parse_ids(args.tokens)), False
-    if args.prompt_file is not None:
+    if args.prompt_from is not None:
         try:
-            return args.prompt_file.read_text(encoding="utf-8"), args.prepend_bos
+            return args.prompt_from.read_text(encoding="utf-8"), args.prepend_bos
         except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"--prompt-file {str(args.prompt_file)!r} cannot be read as UTF-8 text: {error}") from None
+            raise UsageError(f"--prompt-from {str(args.prompt_from)!r} cannot be read as UTF-8 text: {error}") from None
     return args.prompt, args.prepend_bos
 
 
@@ -195,10 +195,10 @@ def run(args: argparse.Namespace) -> Path:
     shown = [tuple(graph.features[i, [0, 2]].tolist()) for i in pruned.node_mask[:graph.n_features].nonzero()[:, 0]]
     contexts = {}
     if args.harvest is not None:
-        contexts, harvest_notes = contexts_from_harvest(probe, transcoders, args.harvest, sorted(set(shown)), k=args.contexts)
+        contexts, harvest_notes = contexts_from_harvest(probe, transcoders, args.harvest, sorted(set(shown)), k=args.examples)
         notes += harvest_notes
     elif texts is not None:
-        contexts = contexts_from_texts(probe, transcoders, texts, sorted(set(shown)), k=args.contexts)
+        contexts = contexts_from_texts(probe, transcoders, texts, sorted(set(shown)), k=args.examples)
     path = write_graph_html(graph, args.out, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
                             contexts=contexts, supernodes=supernodes, notes=notes,
                             title=f"Attribution graph: {cfg.model_name}")

@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the harvested SAE or transcoder folders (default: the folders the harvest recorded)")
     r.add_argument("--model", help="model for tokens and logit effects (default: the one the harvest used)")
     r.add_argument("--hooks", nargs="+", help="only these feature hooks (default: all)")
-    r.add_argument("--examples", type=positive_int, default=10, help="top contexts per feature (default: 10)")
+    options.add(r, "--examples", "top contexts shown per feature (default: 10)", default=10)
     r.add_argument("--no-logits", action="store_true", help="skip the logit effects (no model or SAE weights needed)")
-    r.add_argument("--device", help="device for the logit effects")
+    options.add(r, "--device", "for the logit effects")
     return p
 
 
