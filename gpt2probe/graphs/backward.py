@@ -45,8 +45,9 @@ def _centre(x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
 
 
 def ln1_weights(probe: Probe) -> list[Tensor]:
-    """Each block's ``ln1`` weight (the one place this module reads the model's modules)."""
-    return [block.ln_1.weight.detach() for block in probe.model.transformer.h]
+    """Each block's ``ln1`` weight, read through the model seam (:meth:`gpt2probe.model.weights.Weights.block`)."""
+    weights = probe.weights
+    return [weights.block(layer).ln1.weight.detach() for layer in range(probe.cfg.n_layers)]
 
 
 class LinearBackward:
