@@ -69,7 +69,7 @@ def process_group(device: torch.device | str | None) -> Iterator[bool]:
         import torch.distributed as dist
 
         cuda = device is not None and torch.device(device).type == "cuda"
-        if cuda:
+        if cuda and device is not None:
             torch.cuda.set_device(torch.device(device))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         created = True

@@ -27,7 +27,8 @@ def load_coder(path: Path, option: str = "--sae"):
         raise FileFormatError(f"{str(cfg)!r} is not valid JSON ({error}); the folder is damaged") from None
     if not isinstance(meta, dict):
         raise FileFormatError(f"{str(cfg)!r} holds {type(meta).__name__}, not a JSON object of settings")
-    inner = meta.get("metadata") if isinstance(meta.get("metadata"), dict) else {}
+    metadata = meta.get("metadata")
+    inner: dict = metadata if isinstance(metadata, dict) else {}
     transcoder = bool(meta.get("hook_name_out") or inner.get("hook_name_out")
                       or meta.get("d_out", meta.get("d_in")) != meta.get("d_in"))
     return (Transcoder if transcoder else SAE).load(path)

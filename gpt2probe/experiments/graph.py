@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from . import options
@@ -35,6 +36,9 @@ from .common import (
     read_prompts_file,
     run_command,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_OUT = "reports/graph.html"
 
@@ -126,7 +130,7 @@ def shipped_transcoders_for(model: str | None) -> str:
     return name
 
 
-def load_transcoder_dir(directory: Path, device: object) -> list:
+def load_transcoder_dir(directory: Path, device: str | torch.device | None) -> list:
     """Every transcoder folder directly under ``directory`` (SAE folders beside them are skipped and named)."""
     from ..sae import Transcoder
     from ..sae.saelens_format import CFG_FILE, config_from_saelens, read_sae_cfg_json

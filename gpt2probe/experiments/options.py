@@ -131,7 +131,7 @@ def add_deprecated(parser: argparse.ArgumentParser | argparse._ActionsContainer,
             new.required = False
             parser.set_defaults(**{REQUIRED_DEST: (*(parser.get_default(REQUIRED_DEST) or ()), new.dest)})
         parser.add_argument(renamed.old, action=_Deprecated, dest=new.dest, new_action=new, renamed=renamed,
-                            nargs=new.nargs, type=new.type, metavar=new.metavar, help=argparse.SUPPRESS)
+                            nargs=new.nargs, type=new.type, metavar=new.metavar, help=argparse.SUPPRESS)  # pyright: ignore[reportArgumentType]
 
 
 REQUIRED_DEST = "_required_under_two_spellings"

@@ -32,6 +32,13 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
+def _initialised():
+    """``torch.distributed``, for the methods that run only with more than one process (so it is initialised)."""
+    import torch.distributed as dist
+
+    return dist
+
+
 @dataclass(frozen=True)
 class World:
     """This process's rank and the number of processes (``World()`` is one process)."""
@@ -53,7 +60,7 @@ class World:
     def sum_(self, tensor: Tensor) -> Tensor:
         """Sum ``tensor`` over processes in place (nothing with one process); returns it."""
         if self.size > 1:
-            _dist().all_reduce(tensor)
+            _initialised().all_reduce(tensor)
         return tensor
 
     def max_(self, tensor: Tensor) -> Tensor:
@@ -68,7 +75,7 @@ class World:
         """Every process's ``[n_r, width]`` rows, concatenated in rank order (``n_r`` may differ, or be 0)."""
         if self.size == 1:
             return rows
-        dist = _dist()
+        dist = _initialised()
         sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
         dist.all_gather(sizes, torch.tensor([rows.shape[0]], dtype=torch.int64))
         most = int(max(int(s) for s in sizes))
@@ -80,7 +87,7 @@ class World:
 
     def barrier(self) -> None:
         if self.size > 1:
-            _dist().barrier()
+            _initialised().barrier()
 
 
 def current() -> World:

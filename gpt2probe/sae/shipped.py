@@ -88,7 +88,8 @@ def load_saes(model: str | os.PathLike = "tiny-english", *, device: str | torch.
     """
     coders = _load_all(SAE, model, SAES, device, dtype)
     order = {n: i for i, n in enumerate(N.all_names(1 + max(c.cfg.layer or 0 for c in coders)))}
-    return {c.cfg.hook_name: c for c in sorted(coders, key=lambda c: order.get(c.cfg.hook_name, len(order)))}
+    return {c.cfg.hook_name: c for c in sorted(coders, key=lambda c: order.get(c.cfg.hook_name, len(order)))
+            if isinstance(c, SAE)}
 
 
 def load_transcoders(model: str | os.PathLike = "tiny-english", *, device: str | torch.device | None = None,
