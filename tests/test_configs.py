@@ -83,3 +83,57 @@ def test_harvest_refuses_config_and_keywords_together(tmp_path):
 
     with pytest.raises(HarvestConfigError, match="not both"):
         gpt2probe.harvest(None, ["x"], hooks="h", out=tmp_path, config=HarvestConfig(), top_k=3)
+
+
+# ---- tuned-lens training: TunedLensTrainConfig ----
+
+def test_tuned_lens_flags_are_the_config_fields_and_defaults():
+    from gpt2probe.configs.tuned_lens import TunedLensTrainConfig
+    from gpt2probe.experiments.tuned_lens import build_parser as tuned_lens_parser
+
+    parser = tuned_lens_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    for field in cli_fields(TunedLensTrainConfig):
+        assert flag_of(field) in flags, field.name
+    base = ["train", "--model", "m", "--corpus", "c", "--out", "o", "--steps", "5"]
+    assert from_args(TunedLensTrainConfig, parser.parse_args(base)) == TunedLensTrainConfig(steps=5)
+    args = parser.parse_args(base + ["--batch-size", "2", "--seq-len", "16", "--optimizer", "adam", "--lr", "0.5",
+                                     "--seed", "3", "--include-mid"])
+    assert from_args(TunedLensTrainConfig, args) == TunedLensTrainConfig(
+        steps=5, batch_size=2, seq_len=16, optimizer="adam", lr=0.5, seed=3, include_mid=True)
+
+
+def test_tuned_lens_config_fields_are_train_tuned_lens_keywords_with_its_defaults():
+    import inspect
+
+    from gpt2probe.configs.tuned_lens import TunedLensTrainConfig
+    from gpt2probe.lens.tuned_training import OPTIMIZERS, train_tuned_lens
+
+    parameters = inspect.signature(train_tuned_lens).parameters
+    for field in dataclasses.fields(TunedLensTrainConfig):
+        assert field.name in parameters, field.name
+        if field.name != "steps":  # required in both
+            assert parameters[field.name].default == field.default, field.name
+    assert parameters["steps"].default is inspect.Parameter.empty
+    choices = {f.name: f for f in dataclasses.fields(TunedLensTrainConfig)}["optimizer"].metadata["argparse"]["choices"]
+    assert set(choices) == set(OPTIMIZERS)
+
+
+def test_tuned_lens_saved_training_record_is_the_config(vocab_probe):
+    import json
+    import pydoc_data.topics
+    from importlib.resources import files
+
+    from gpt2probe import TunedLens
+    from gpt2probe.configs.tuned_lens import TunedLensTrainConfig
+
+    texts = [pydoc_data.topics.topics[name] for name in ("if", "while", "for")]
+    config = TunedLensTrainConfig(steps=1, batch_size=2, seq_len=16, optimizer="adam", lr=0.01, seed=2)
+    lens = TunedLens.train(vocab_probe, texts, **to_dict(config))
+    recorded = {key: value for key, value in to_dict(config).items() if key != "warmup"}
+    assert {key: lens.training[key] for key in recorded} == recorded
+    assert lens.training["warmup_steps"] == 0  # adam's rule, min(1000, steps // 5)
+    # a lens saved before the config existed records the same names (clip_grad_norm came later)
+    shipped = json.loads((files("gpt2probe") / "assets/tiny-english/tuned-lens/tuned_lens.json").read_text())
+    assert set(recorded) - {"clip_grad_norm"} <= set(shipped["training"])

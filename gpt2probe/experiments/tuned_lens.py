@@ -17,13 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..configs.base import add_arguments, from_args, to_dict
+from ..configs.tuned_lens import DEFAULT_SEQ_LEN, TunedLensTrainConfig
 from . import options
-from .common import Parser, UsageError, check_device, check_out_dir, finite_float, load_model, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out_dir, load_model, positive_int, run_command
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-DEFAULT_SEQ_LEN = 256  # tokens per training window unless --seq-len: 1,024 costs 6-13 s a step on a 4-layer model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,19 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train a tuned lens on text files (each file one document) and save it.")
     train.add_argument("--model", required=True, help="hub id, save_pretrained directory or shipped model name")
     options.add(train, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
-    train.add_argument("--steps", type=positive_int, required=True, help="optimiser steps (each uses --batch-size new windows)")
     train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
-    train.add_argument("--batch-size", type=positive_int, default=8, help="windows per step, across all processes (default 8)")
-    train.add_argument("--seq-len", type=positive_int,
-                       help=f"tokens per window (default: {DEFAULT_SEQ_LEN}, or the model's context length if "
-                            "shorter: a step costs about in proportion to the window; GPT-2 small trains with --seq-len 1024)")
-    train.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd",
-                       help="default: sgd (the reference's Nesterov SGD; see docs/tuned-lens.md)")
-    train.add_argument("--lr", type=finite_float,
-                       help="peak learning rate (default: 1e-3 for adam, 1.0 for sgd: the reference's lr_scale, "
-                            "which torch's SGD receives times 1 - momentum)")
-    options.add(train, "--seed", "orders the windows (default 0)", default=0)
-    train.add_argument("--include-mid", action="store_true", help="also translate the mid-block streams")
+    add_arguments(TunedLensTrainConfig, train, shared=options.SHARED, add_shared=options.add)
     train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")
     options.add(train, "--device")
     options.add(train, "--no-progress")
@@ -95,6 +83,7 @@ def train(args: argparse.Namespace) -> Path:
             args.seq_len = min(DEFAULT_SEQ_LEN, probe.cfg.n_ctx)
             if rank == 0:
                 print(f"Windows of {args.seq_len} tokens (--seq-len to change)")
+        config = from_args(TunedLensTrainConfig, args)
         bar = None
         if rank == 0 and not args.no_progress:
             from tqdm import tqdm
@@ -108,10 +97,8 @@ def train(args: argparse.Namespace) -> Path:
 
         checkpoints = args.out / CHECKPOINT_DIR
         try:
-            lens = TunedLens.train(probe, texts, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                                   optimizer=args.optimizer, lr=args.lr, seed=args.seed, include_mid=args.include_mid,
-                                   checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, corpus=corpus,
-                                   progress=progress)
+            lens = TunedLens.train(probe, texts, **to_dict(config), checkpoint_dir=checkpoints,
+                                   checkpoint_every=args.checkpoint_every, corpus=corpus, progress=progress)
         finally:  # closing ends the bar's line, so an error (e.g. "corpus too short") starts on its own line
             if bar is not None:
                 bar.close()

@@ -48,6 +48,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from .. import names as N
+from ..configs.base import to_dict
+from ..configs.tuned_lens import TunedLensTrainConfig
 from ..distributed import rank_world
 from ..errors import CorpusError, DamagedFileError, LensMismatchError
 from ..jsonfile import check_kind, parse_object, parse_value
@@ -181,9 +183,11 @@ def train_tuned_lens(
         warmup_steps = max(1, round(warmup * steps)) if warmup > 0 else 0
     lens = start
     corpus_digest = hashlib.sha256(windows.numpy().tobytes()).hexdigest()
-    run = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "optimizer": optimizer,
-           "weight_decay": weight_decay, "warmup_steps": warmup_steps, "clip_grad_norm": clip_grad_norm,
-           "momentum": MOMENTUM, "seed": seed, "include_mid": include_mid,
+    settings = to_dict(TunedLensTrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                                            lr=lr, weight_decay=weight_decay, warmup=warmup,
+                                            clip_grad_norm=clip_grad_norm, seed=seed, include_mid=include_mid))
+    del settings["warmup"]  # recorded as the steps it resolved to, as checkpoints and lenses always have
+    run = {**settings, "warmup_steps": warmup_steps, "momentum": MOMENTUM,
            "model_fingerprint": lens.model["fingerprint"], "corpus_digest": corpus_digest}
     translators = lens.translators
     translators.requires_grad_(True)
