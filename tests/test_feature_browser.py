@@ -103,6 +103,8 @@ def test_the_pages_numbers_match_independent_computation(tiny, coders, texts, ha
             assert sum(feature["hist"]) == feature["active"]  # the bins hold exactly the active tokens
             top = torch.sort(acts[:, f], descending=True).values[: min(3, feature["active"])]
             assert [e["value"] for e in feature["examples"]] == pytest.approx(top.tolist(), abs=1e-4)
+            for e, ex in zip(feature["examples"], harvested.top_examples(name, f)):  # every token escaped once
+                assert e["tokens"] == [display_token(tiny.tokenizer.decode([t])) for t in ex.tokens]
             up, down = logits[f].topk(10), logits[f].topk(10, largest=False)
             assert [t for t, _ in feature["up"]] == [display_token(tiny.tokenizer.decode([i])) for i in up.indices]
             assert [v for _, v in feature["up"]] == pytest.approx(up.values.tolist(), abs=2e-3)
