@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ..errors import GPT2ProbeError, UsageError
 from .options import DEVICE_HELP, check_required
 from .options import finite_float as finite_float  # argument types, re-exported for the commands
+from .options import non_negative_int as non_negative_int
 from .options import positive_int as positive_int
 
 if TYPE_CHECKING:

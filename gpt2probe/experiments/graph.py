@@ -32,6 +32,7 @@ from .common import (
     announce_model,
     finite_float,
     load_model,
+    non_negative_int,
     positive_int,
     read_prompts_file,
     run_command,
@@ -43,15 +44,6 @@ if TYPE_CHECKING:
 DEFAULT_OUT = "reports/graph.html"
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
 
 
 def build_parser() -> Parser:

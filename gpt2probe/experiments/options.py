@@ -23,29 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """An argparse type: a finite number (``nan`` and ``inf`` refused)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+from ..configs.base import finite_float as finite_float  # the argument types, defined once (re-exported)
+from ..configs.base import non_negative_int as non_negative_int
+from ..configs.base import positive_int as positive_int
 
 
 @dataclass(frozen=True)
