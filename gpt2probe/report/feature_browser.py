@@ -32,7 +32,7 @@ from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from ..harvest.units import FEATURE_SUFFIX, coder_digest
 from ..names import is_mlp, is_residual_stream, layer_of
-from .harvest_dashboard import check_model, check_token_ids, logit_effects
+from .harvest_dashboard import logit_effects, token_decoder
 from .html import CONTENT_SECURITY_POLICY
 
 LOGIT_NOTE = ("Logit effects: the feature's decoder row times W_U, without the final LayerNorm "
@@ -158,20 +158,7 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
             raise InvalidArgumentError(f"the coder {coder!r} reads {name.removesuffix('.' + FEATURE_SUFFIX)!r}, whose "
                                        f"features were not harvested; feature hooks: {', '.join(available)}")
         _check_coder(harvest, name, coder)
-    if probe is None:
-        from ..tokenizer import gpt2_tokenizer
-
-        tokenizer = gpt2_tokenizer()
-    else:
-        check_model(harvest, probe)
-        tokenizer = probe.tokenizer
-    check_token_ids(harvest, chosen, len(tokenizer) if probe is None else min(len(tokenizer), probe.cfg.d_vocab))
-    cache: dict[int, str] = {}
-
-    def decode(token: int) -> str:
-        if token not in cache:
-            cache[token] = tokenizer.decode([token])
-        return cache[token]
+    decode = token_decoder(harvest, chosen, probe)
 
     m = harvest.manifest
     header = {

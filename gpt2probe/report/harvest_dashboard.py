@@ -19,11 +19,12 @@ reports); the file is written atomically.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -131,6 +132,28 @@ def check_token_ids(harvest, hooks: Sequence[str], d_vocab: int) -> None:
                 "show them: pass the harvested model (--model) so that its tokenizer decodes them")
 
 
+def token_decoder(harvest, hooks: Sequence[str], probe=None) -> Callable[[int], str]:
+    """A cached one-token decoder for the contexts of ``hooks``.
+
+    The probe's tokenizer (the probe checked to be the harvested model), or GPT-2's own when no
+    probe is given; ids the tokenizer cannot decode are refused first.
+    """
+    if probe is None:
+        from ..tokenizer import gpt2_tokenizer
+
+        tokenizer = gpt2_tokenizer()
+    else:
+        check_model(harvest, probe)
+        tokenizer = probe.tokenizer
+    check_token_ids(harvest, hooks, len(tokenizer) if probe is None else min(len(tokenizer), probe.cfg.d_vocab))
+
+    @functools.cache
+    def decode(token: int) -> str:
+        return tokenizer.decode([token])
+
+    return decode
+
+
 def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequence[str] | None = None,
                     examples: int = 8) -> Path:
     """Write the dashboard of ``harvest`` to ``path``; with ``probe`` (the harvested model) it adds logit effects."""
@@ -139,20 +162,7 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
         harvest.kind(hook)  # an unknown hook raises HookNameError naming the harvested ones
     if examples < 1:
         raise InvalidArgumentError(f"examples must be at least 1, got {examples}")
-    if probe is None:
-        from ..tokenizer import gpt2_tokenizer
-
-        tokenizer = gpt2_tokenizer()
-    else:
-        check_model(harvest, probe)
-        tokenizer = probe.tokenizer
-    check_token_ids(harvest, chosen, len(tokenizer) if probe is None else min(len(tokenizer), probe.cfg.d_vocab))
-    cache: dict[int, str] = {}
-
-    def decode(token: int) -> str:
-        if token not in cache:
-            cache[token] = tokenizer.decode([token])
-        return cache[token]
+    decode = token_decoder(harvest, chosen, probe)
 
     m = harvest.manifest
     header = {
