@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -88,8 +89,8 @@ def load_saes(model: str | os.PathLike = "tiny-english", *, device: str | torch.
     """
     coders = _load_all(SAE, model, SAES, device, dtype)
     order = {n: i for i, n in enumerate(N.all_names(1 + max(c.cfg.layer or 0 for c in coders)))}
-    return {c.cfg.hook_name: c for c in sorted(coders, key=lambda c: order.get(c.cfg.hook_name, len(order)))
-            if isinstance(c, SAE)}
+    # _load_all(SAE, ...) returns SAEs (a transcoder folder is refused there), so the cast only informs the checker
+    return {c.cfg.hook_name: cast(SAE, c) for c in sorted(coders, key=lambda c: order.get(c.cfg.hook_name, len(order)))}
 
 
 def load_transcoders(model: str | os.PathLike = "tiny-english", *, device: str | torch.device | None = None,
