@@ -29,6 +29,7 @@ depends only on the CPython version, which the model card records.
 from __future__ import annotations
 
 import ast
+import platform
 import pydoc_data.topics
 import random
 import sysconfig
@@ -130,53 +131,103 @@ def build_corpus(tokenizer, seed: int, val_fraction: float) -> Corpus:
     return Corpus(train, val_ids, val_topics, len(pydoc_data.topics.topics), len(files), vocabulary)
 
 
-def _span(corpus: Corpus, length: int, gen: torch.Generator) -> torch.Tensor:
-    names = sorted(corpus.train)
-    ids = corpus.train[names[int(torch.randint(0, len(names), (1,), generator=gen))]]
-    start = int(torch.randint(0, len(ids) - length, (1,), generator=gen))
-    return ids[start : start + length]
+def save_corpus(corpus: Corpus, path: Path) -> None:
+    """Write the tokenized corpus to ``path`` (to train elsewhere, e.g. on a lent GPU, on exactly this text)."""
+    # int32 halves the file (GPT-2's ids fit); load_corpus widens them back to int64.
+    train = {name: ids.to(torch.int32) for name, ids in corpus.train.items()}
+    torch.save({"train": train, "val_ids": corpus.val_ids.to(torch.int32), "val_topics": corpus.val_topics,
+                "n_topics": corpus.n_topics, "n_files": corpus.n_files, "vocabulary": corpus.vocabulary,
+                "python": platform.python_version()}, path)
 
 
-def repeated_window(corpus: Corpus, length: int, gen: torch.Generator) -> torch.Tensor:
-    """``length`` tokens of passages each repeated once: ``S gap S`` blocks, ``|S|`` in [8, 96), gap in [0, 32)."""
-    parts: list[torch.Tensor] = []
-    total = 0
-    while total < length:
-        passage = _span(corpus, int(torch.randint(8, 96, (1,), generator=gen)), gen)
-        gap = _span(corpus, int(torch.randint(0, 32, (1,), generator=gen)) + 1, gen)[1:]
-        parts += [passage, gap, passage]
-        total += 2 * len(passage) + len(gap)
-    return torch.cat(parts)[:length]
+def load_corpus(path: Path) -> tuple[Corpus, str]:
+    """The corpus :func:`save_corpus` wrote, and the CPython version whose text it holds."""
+    state = torch.load(path, weights_only=True)
+    train = {name: ids.long() for name, ids in state["train"].items()}
+    corpus = Corpus(train, state["val_ids"].long(), state["val_topics"], state["n_topics"], state["n_files"],
+                    state["vocabulary"])
+    return corpus, state["python"]
 
 
-def random_repeated_window(corpus: Corpus, length: int, gen: torch.Generator) -> torch.Tensor:
-    """``length`` tokens of ``B B`` blocks, ``B`` being ``|B|`` in [5, 64) tokens drawn uniformly from the vocabulary."""
-    parts: list[torch.Tensor] = []
-    total = 0
-    while total < length:
-        size = int(torch.randint(5, 64, (1,), generator=gen))
-        block = corpus.vocabulary[torch.randint(0, len(corpus.vocabulary), (size,), generator=gen)]
-        parts += [block, block]
-        total += 2 * size
-    return torch.cat(parts)[:length]
+class BatchSampler:
+    """Draws training windows from the corpus's sources, a whole batch at a time.
 
+    Every window is ``n_ctx + 1`` tokens from one source, drawn with the weights ``mix``:
 
-def random_batch(
-    corpus: Corpus, mix: dict[str, float], batch_size: int, n_ctx: int, gen: torch.Generator
-) -> torch.Tensor:
-    """``batch_size`` windows of ``n_ctx + 1`` tokens, each from a source drawn with the weights ``mix``."""
-    names = list(mix)
-    weights = torch.tensor([mix[name] for name in names], dtype=torch.float64)
-    choice = torch.multinomial(weights, batch_size, replacement=True, generator=gen).tolist()
-    rows = []
-    for index in choice:
-        if names[index] == "repeats":
-            rows.append(repeated_window(corpus, n_ctx + 1, gen))
-            continue
-        if names[index] == "random_repeats":
-            rows.append(random_repeated_window(corpus, n_ctx + 1, gen))
-            continue
-        ids = corpus.train[names[index]]
-        start = int(torch.randint(0, len(ids) - n_ctx, (1,), generator=gen))
-        rows.append(ids[start : start + n_ctx + 1])
-    return torch.stack(rows)
+    - ``docs``, ``docstrings``, ``code``: a window starting at a uniformly random position.
+    - ``repeats``: ``S gap S`` blocks, ``S`` a passage of ``[8, 96)`` tokens from a source drawn
+      uniformly, ``gap`` ``[0, 32)`` tokens of other text.
+    - ``random_repeats``: ``B B`` blocks, ``B`` ``[5, 64)`` tokens drawn uniformly from
+      ``corpus.vocabulary``.
+
+    The random numbers are drawn on the CPU from ``gen`` with vectorised calls (the block layout of
+    a window is found with ``searchsorted``), so a batch costs a few tensor operations however large
+    it is, a GPU is not kept waiting, and a seed gives the same batches on any device.
+    """
+
+    def __init__(self, corpus: Corpus, n_ctx: int) -> None:
+        self.names = sorted(corpus.train)
+        self.flat = torch.cat([corpus.train[name] for name in self.names])
+        lengths = torch.tensor([len(corpus.train[name]) for name in self.names])
+        self.lengths = lengths
+        self.offsets = torch.cumsum(lengths, 0) - lengths
+        self.vocabulary = corpus.vocabulary
+        self.length = n_ctx + 1
+
+    def __call__(self, mix: dict[str, float], batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        """``[batch_size, n_ctx + 1]`` token ids."""
+        names = list(mix)
+        unknown = set(names) - set(self.names) - {"repeats", "random_repeats"}
+        if unknown:
+            raise ValueError(f"unknown sources {sorted(unknown)}; valid: {self.names + ['repeats', 'random_repeats']}")
+        weights = torch.tensor([mix[name] for name in names], dtype=torch.float64)
+        choice = torch.multinomial(weights, batch_size, replacement=True, generator=gen)
+        batch = torch.empty(batch_size, self.length, dtype=torch.long)
+        for index, name in enumerate(names):
+            rows = torch.nonzero(choice == index).flatten()
+            if len(rows) == 0:
+                continue
+            if name == "repeats":
+                batch[rows] = self._repeats(len(rows), gen)
+            elif name == "random_repeats":
+                batch[rows] = self._random_repeats(len(rows), gen)
+            else:
+                source = self.names.index(name)
+                starts = self._starts(torch.full((len(rows),), source), self.length, gen)
+                batch[rows] = self.flat[starts[:, None] + torch.arange(self.length)]
+        return batch
+
+    def _starts(self, sources: torch.Tensor, span: int, gen: torch.Generator) -> torch.Tensor:
+        """Uniform start offsets into ``self.flat`` of ``span``-token passages inside each given source."""
+        room = (self.lengths[sources] - span).to(torch.float64)
+        return self.offsets[sources] + (torch.rand(sources.shape, generator=gen, dtype=torch.float64) * room).long()
+
+    def _layout(self, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For blocks of ``sizes`` ``[rows, blocks]`` laid end to end: each position's block and offset in it."""
+        ends = torch.cumsum(sizes, 1)
+        assert bool((ends[:, -1] >= self.length).all()), "too few blocks drawn to fill a window"
+        positions = torch.arange(self.length).expand(len(sizes), -1).contiguous()
+        block = torch.searchsorted(ends, positions, right=True)
+        offset = positions - (ends - sizes).gather(1, block)
+        return block, offset
+
+    def _repeats(self, rows: int, gen: torch.Generator) -> torch.Tensor:
+        blocks = self.length // 16 + 1  # every block is at least 16 tokens long
+        passage = torch.randint(8, 96, (rows, blocks), generator=gen)
+        gap = torch.randint(0, 32, (rows, blocks), generator=gen)
+        sources = torch.randint(0, len(self.names), (rows, blocks), generator=gen)
+        passage_start = self._starts(sources, 96, gen)
+        gap_start = self._starts(torch.randint(0, len(self.names), (rows, blocks), generator=gen), 32, gen)
+        block, offset = self._layout(2 * passage + gap)
+        p, g = passage.gather(1, block), gap.gather(1, block)
+        ps, gs = passage_start.gather(1, block), gap_start.gather(1, block)
+        index = torch.where(offset < p, ps + offset, torch.where(offset < p + g, gs + offset - p, ps + offset - p - g))
+        return self.flat[index]
+
+    def _random_repeats(self, rows: int, gen: torch.Generator) -> torch.Tensor:
+        blocks = self.length // 10 + 1  # every block is at least 10 tokens long
+        size = torch.randint(5, 64, (rows, blocks), generator=gen)
+        tokens = self.vocabulary[torch.randint(0, len(self.vocabulary), (rows, blocks, 63), generator=gen)]
+        block, offset = self._layout(2 * size)
+        within = offset % size.gather(1, block)
+        return tokens[torch.arange(rows)[:, None], block, within]

@@ -42,6 +42,7 @@ evaluation; ``training.json`` keeps their history.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -52,12 +53,9 @@ from pathlib import Path
 
 import torch
 import transformers
-from offline_corpus import EOT_ID, Corpus, build_corpus, random_batch
+from offline_corpus import EOT_ID, BatchSampler, Corpus, build_corpus, load_corpus
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gpt2probe import head_scores
-from gpt2probe.probe import GPT2Probe
-from gpt2probe.tokenizer import gpt2_tokenizer
 
 VOCAB_SIZE = 50257
 DEFAULT_MIX = "code=0.3,docstrings=0.1,docs=0.2,repeats=0.4"
@@ -119,8 +117,8 @@ def parse_mix(text: str) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: GPT2LMHeadModel, ids: torch.Tensor, n_ctx: int) -> float:
-    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``ids``."""
-    windows = ids.unfold(0, n_ctx + 1, n_ctx)
+    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``ids``, in float32."""
+    windows = ids.unfold(0, n_ctx + 1, n_ctx).to(model.device)
     total, count = 0.0, 0
     for chunk in windows.split(32):
         logits = model(chunk[:, :-1]).logits
@@ -143,16 +141,22 @@ def copy_check_tokens(corpus: Corpus, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def circuit_signs(model: GPT2LMHeadModel, tokenizer, ids: torch.Tensor) -> dict[str, float]:
-    """Loss on each half of the repeated sequences and the best previous-token and induction heads."""
-    logits = model(ids).logits.float()
+def circuit_signs(model: GPT2LMHeadModel, ids: torch.Tensor) -> dict[str, float]:
+    """Loss on each half of the repeated sequences and the best previous-token and induction heads.
+
+    The scores are computed here from the attention weights transformers returns (the same
+    definitions as ``gpt2probe.head_scores``, which checks the shipped model independently), so
+    the trainer needs only torch and transformers wherever it runs. ``model`` is a CPU copy.
+    """
+    model.set_attn_implementation("eager")  # the only implementation that returns the weights
+    out = model(ids, output_attentions=True)
+    logits = out.logits.float()
     losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
     first = losses[:, 1:COPY_HALF_LEN].mean().item()  # tokens 2..20 (token 1 follows only BOS)
     repeated = losses[:, COPY_HALF_LEN:].mean().item()  # tokens 21..40, the copy
-    probe = GPT2Probe(model, tokenizer, model_name="training")
-    _, cache = probe.run_with_cache(ids, names=head_scores.PATTERN_NAMES, device="cpu", dtype=torch.float32)
-    prev = head_scores.previous_token_scores(cache)
-    induction = head_scores.induction_scores_from_cache(cache, COPY_HALF_LEN)
+    patterns = torch.stack(out.attentions, dim=1).float()  # [batch, layer, head, query, key]
+    prev = patterns.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))  # [layer, head]
+    induction = patterns.diagonal(offset=-(COPY_HALF_LEN - 1), dim1=-2, dim2=-1)[..., -COPY_HALF_LEN:].mean(dim=(0, -1))
     return {
         "copy_loss_first": first,
         "copy_loss_repeated": repeated,
@@ -191,23 +195,43 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the mix of the first --first-steps steps (a curriculum: copying first, then language)")
     p.add_argument("--first-steps", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the matrix products (faster on CPUs with bf16)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU (the evaluation runs on a CPU copy)")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="a corpus saved by offline_corpus.save_corpus (to train elsewhere on this CPython's text); "
+                        "default: tokenize this CPython's text now")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: at step 41, lower --steps to what fits in this wall-clock time, timed on steps 11-40 "
+                        "(before the warmup ends, so the run is the one `--steps N` gives; the model card records N)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=100)
     return p.parse_args(argv)
 
 
 SETTINGS = ("steps", "seed", "n_layer", "d_model", "n_head", "n_ctx", "batch_size", "lr", "warmup",
-            "weight_decay", "val_fraction", "mix", "first_mix", "first_steps", "bf16")
+            "weight_decay", "val_fraction", "mix", "first_mix", "first_steps", "bf16", "device")
 
 
 def save_checkpoint(path: Path, step: int, model, optimizer, gen, history, recent, wall, args) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
-        "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "step": step, "steps": args.steps, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
         "recent": recent, "wall": wall, "settings": {k: getattr(args, k) for k in SETTINGS},
     }, tmp)
     tmp.replace(path)
+
+
+def reproduce_command(args) -> str:
+    """The command line that repeats this run: every setting spelled out, ``--steps`` as run."""
+    parts = ["python tools/train_copying_model.py --out OUT"]
+    for name in SETTINGS:
+        value = getattr(args, name)
+        flag = "--" + {"d_model": "d-model", "n_ctx": "n-ctx"}.get(name, name.replace("_", "-"))
+        if isinstance(value, bool):
+            parts += [flag] if value else []
+        else:
+            parts.append(f"{flag} {value}")
+    return " \\\n    ".join(parts)
 
 
 def head_name(layer_head) -> str:
@@ -228,14 +252,15 @@ logit lens, and a copying circuit (a previous-token head feeding an induction he
 gradient descent formed.
 
 **Warning:** its predictions are those of a ~{metrics['n_params'] / 1e6:.0f}M-parameter model
-trained for about an hour on Python's own text. Use it to see the tools work, not as a stand-in
+trained for minutes on Python's own text. Use it to see the tools work, not as a stand-in
 for GPT-2: do not draw conclusions about GPT-2 from it.
 
 - Architecture: GPT-2, n_layer={args.n_layer}, n_embd={args.d_model}, n_head={args.n_head},
   n_positions={args.n_ctx}, vocab_size={VOCAB_SIZE} (GPT-2's full BPE vocabulary), tied
   input/output embeddings. Weights stored in float16 (`model.safetensors`). Initialised as
   transformers does, except the position embeddings, which start as sinusoids of entries
-  within ±0.02 and are trained like every other weight (see `sinusoidal_positions`).
+  within ±0.1 and are trained like every other weight but without weight decay (see
+  `sinusoidal_positions`).
 - Tokenizer: GPT-2's, built from `gpt2probe/data/vocab.json` and `merges.txt`
   (not duplicated here). `<|endoftext|>` (id {EOT_ID}) separates documents.
 - Training text, all from CPython {metrics['python']} (`tools/offline_corpus.py`), sampled per window
@@ -250,10 +275,15 @@ for GPT-2: do not draw conclusions about GPT-2 from it.
     this short sees too little of it to learn in-context copying: runs on the three other sources
     alone, and with 15% repeats, showed no previous-token or induction head after 400 steps (best
     scores 0.10 and 0.04, loss on the repeated half no lower than on the first).
+  - random_repeats: windows of blocks of 5 to 63 tokens drawn uniformly from the
+    {metrics['random_vocabulary']:,} tokens that occur 5 or more times in the three sources, each block
+    followed at once by itself. Only copying predicts a block's second half, so the gradient that
+    forms the copying circuit is not drowned by what the model can guess from the language.
 - Training: {args.steps} AdamW steps (lr {args.lr}, betas 0.9/0.95, {args.warmup} warmup steps then
   cosine to a tenth, weight decay {args.weight_decay} on matrices, gradient norm clipped at 1),
-  batches of {args.batch_size} random {args.n_ctx}-token windows, seed {args.seed}, 2 CPU threads,
-  {'bfloat16 autocast, ' if args.bf16 else ''}{metrics['wall_seconds'] / 60:.0f} minutes of wall-clock on a 2-core machine.
+  batches of {args.batch_size} random {args.n_ctx}-token windows ({args.steps * args.batch_size * args.n_ctx / 1e6:.0f}M tokens),
+  seed {args.seed}, {'bfloat16 autocast, ' if args.bf16 else ''}{metrics['wall_seconds'] / 60:.1f} minutes of
+  wall-clock on {metrics['device']} (torch {metrics['torch']}, transformers {metrics['transformers']}).
 - Held-out loss on the documentation topics (nats/token): {metrics['final_val_loss']:.3f} in
   {args.n_ctx}-token windows, {metrics['final_val_loss_128']:.3f} in 128-token windows (the
   previous tiny-english, 4 layers of width 64 trained on the documentation only: 4.165 in
@@ -288,14 +318,23 @@ def main(argv=None) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     mix = parse_mix(args.mix)
     first_mix = parse_mix(args.first_mix)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
 
-    tokenizer = gpt2_tokenizer()
-    assert len(tokenizer) == VOCAB_SIZE and tokenizer.eos_token_id == EOT_ID
-    corpus = build_corpus(tokenizer, args.seed, args.val_fraction)
-    print(corpus.describe(), flush=True)
+    if args.corpus is not None:
+        corpus, python_version = load_corpus(args.corpus)
+    else:
+        from gpt2probe.tokenizer import gpt2_tokenizer
+
+        tokenizer = gpt2_tokenizer()
+        assert len(tokenizer) == VOCAB_SIZE and tokenizer.eos_token_id == EOT_ID
+        corpus, python_version = build_corpus(tokenizer, args.seed, args.val_fraction), platform.python_version()
+    print(corpus.describe(), f"(CPython {python_version})", flush=True)
+    sampler = BatchSampler(corpus, args.n_ctx)
     copy_ids = copy_check_tokens(corpus, args.seed)
 
-    model = build_model(args.n_layer, args.d_model, args.n_head, args.n_ctx)
+    model = build_model(args.n_layer, args.d_model, args.n_head, args.n_ctx).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params:,} parameters", flush=True)
 
@@ -306,7 +345,7 @@ def main(argv=None) -> dict:
     no_decay = [p for p in model.parameters() if p.dim() < 2 or p is positions]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95),
+        lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,6 +358,7 @@ def main(argv=None) -> dict:
             raise SystemExit(f"{checkpoint} was written with other settings: {state['settings']} (now {settings}); "
                              "use another --out or delete the checkpoint")
         model.load_state_dict(state["model"])
+        args.steps = state["steps"]
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -327,22 +367,37 @@ def main(argv=None) -> dict:
 
     start = time.perf_counter() - wall
     model.train()
-    for step in range(first_step, args.steps + 1):
+    step = first_step
+    while step <= args.steps:
+        if args.time_budget is not None and first_step == 1 and step in (11, 41):
+            # Steps 11-40 give the pace (the first ones pay for start-up); evaluations take the rest.
+            if step == 11:
+                paced_from = time.perf_counter()
+                step_pace = 0.0
+            else:
+                step_pace = (time.perf_counter() - paced_from) / 30
+            fits = 40 + int((args.time_budget - (time.perf_counter() - start)) / step_pace * 0.9) if step_pace else args.steps
+            if fits < args.steps:
+                print(f"--time-budget {args.time_budget:.0f}s: {args.steps} steps lowered to {fits}", flush=True)
+                args.steps = max(fits, args.warmup + 1, step)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * lr_factor(step - 1, args.warmup, args.steps)
-        batch = random_batch(corpus, first_mix if step <= args.first_steps else mix, args.batch_size, args.n_ctx, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        batch = sampler(first_mix if step <= args.first_steps else mix, args.batch_size, gen).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        recent.append(loss.item())
+        recent.append(loss.detach())
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
-            record = {"step": step, "train_loss": sum(recent) / len(recent),
-                      "val_loss": evaluate(model, corpus.val_ids, args.n_ctx), **circuit_signs(model, tokenizer, copy_ids),
+            on_cpu = copy.deepcopy(model).to("cpu", torch.float32)
+            record = {"step": step, "tokens": step * args.batch_size * args.n_ctx,
+                      "train_loss": torch.stack(recent).float().mean().item(),
+                      "val_loss": evaluate(model, corpus.val_ids, args.n_ctx), **circuit_signs(on_cpu, copy_ids),
                       "seconds": time.perf_counter() - start}
+            del on_cpu
             model.train()
             history.append(record)
             recent = []
@@ -353,9 +408,12 @@ def main(argv=None) -> dict:
                   f"{record['seconds']:6.0f}s", flush=True)
         if step % args.checkpoint_every == 0 and step < args.steps:
             save_checkpoint(checkpoint, step, model, optimizer, gen, history, recent, time.perf_counter() - start, args)
+        step += 1
     wall = time.perf_counter() - start
 
     model.eval()
+    # The weights first: whatever happens in the bookkeeping below, the trained model is kept.
+    copy.deepcopy(model).to(torch.float16).save_pretrained(out, safe_serialization=True)
     final = history[-1]
     metrics = {
         "steps": args.steps,
@@ -371,21 +429,21 @@ def main(argv=None) -> dict:
         "n_files": corpus.n_files,
         "train_tokens_by_source": {name: len(ids) for name, ids in corpus.train.items()},
         "val_tokens": len(corpus.val_ids),
+        "random_vocabulary": len(corpus.vocabulary),
         "val_topics": corpus.val_topics,
         "final_train_loss": final["train_loss"],
         "final_val_loss": final["val_loss"],
-        "final_val_loss_128": evaluate(model, corpus.val_ids, 128),
+        "final_val_loss_128": evaluate(model, corpus.val_ids, 128) if args.n_ctx >= 128 else float("nan"),
         "circuit": {k: v for k, v in final.items() if k not in ("step", "train_loss", "val_loss", "seconds")},
         "history": history,
         "wall_seconds": wall,
-        "python": platform.python_version(),
+        "python": python_version,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     (out / "training.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-    command = f"python tools/train_copying_model.py {argv_text}".strip()
+    command = reproduce_command(args)
     (out / "README.md").write_text(model_card(args, command, metrics), encoding="utf-8")
     checkpoint.unlink(missing_ok=True)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
