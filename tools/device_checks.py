@@ -208,6 +208,32 @@ def phase_capture(rec: Recorder, device: str, quick: bool, work: Path) -> None:
         gpu = gpt2probe.load(path, device=device, dtype=torch.float32)
         gpu_model_logits_before = None
 
+        with rec.check(f"{label}: CPU reference vs plain HF eager (hidden_states, attentions, logits)") as out:
+            # independent of our hooks: if this transformers release broke them, CPU and device would agree and be wrong
+            from transformers import GPT2LMHeadModel
+
+            hf = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
+            with torch.no_grad():
+                o = hf(ids, attention_mask=tokens.attention_mask, position_ids=cpu.position_ids(tokens.attention_mask),
+                       output_hidden_states=True, output_attentions=True)
+            n = cpu.cfg.n_layers
+            final, _ = cpu.run_with_cache(tokens, names=[], unembed=False)  # ln_f applied, as HF's last hidden state
+            errs: dict[str, float] = {}
+            for row in range(ids.shape[0]):
+                real = tokens.real_positions(row)
+                for layer in range(n):
+                    e = rel_err(want[f"blocks.{layer}.hook_resid_pre"][row, real], o.hidden_states[layer][row, real])[1]
+                    errs["resid_pre"] = max(errs.get("resid_pre", 0.0), e)
+                    got_p = want[f"blocks.{layer}.attn.hook_pattern"][row][:, real][:, :, real]
+                    e = rel_err(got_p, o.attentions[layer][row][:, real][:, :, real])[0]
+                    errs["pattern"] = max(errs.get("pattern", 0.0), e)
+                e = rel_err(final[row, real], o.hidden_states[-1][row, real])[1]
+                errs["final_stream_after_ln_f"] = max(errs.get("final_stream_after_ln_f", 0.0), e)
+                errs["logits"] = max(errs.get("logits", 0.0), rel_err(want_logits[row, real], o.logits[row, real])[1])
+            out.update({k: r(v) for k, v in errs.items()}, n_attentions=len(o.attentions))
+            out["ok"] = len(o.attentions) == n and errs["resid_pre"] < 1e-4 and errs["pattern"] < 1e-4 and errs["logits"] < 1e-4
+            del hf, o
+
         with rec.check(f"{label}: fp32 capture on {device} vs CPU fp32") as out:
             hooks_before = hook_count(gpu)
             with torch.no_grad():
@@ -318,7 +344,13 @@ def phase_capture(rec: Recorder, device: str, quick: bool, work: Path) -> None:
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    with rec.check("invalid combinations raise GPT2ProbeError") as out:
+    with rec.check("token ids on the CPU given to a probe on the device") as out:
+        probe = gpt2probe.load(models["tiny-english"], device=device)
+        ids = probe.to_tokens("Hello world").ids.cpu()
+        logits, _ = probe.run_with_cache(ids, names=[])
+        out.update(works=True, logits_device=str(logits.device))
+
+    with rec.check("invalid combinations raise GPT2ProbeError") as out:  # last: 'cuda:99' may leave an error behind
         probe = gpt2probe.load(models["tiny-english"], device=device)
         attempts = {
             "load(device='cuda:99')": lambda: gpt2probe.load(models["tiny-english"], device="cuda:99"),
@@ -339,15 +371,11 @@ def phase_capture(rec: Recorder, device: str, quick: bool, work: Path) -> None:
                 results[what] = f"GPT2ProbeError/{type(error).__name__}"
             except Exception as error:  # noqa: BLE001
                 results[what] = f"NOT ours: {type(error).__name__}: {str(error)[:120]}"
-        out.update(results=results, hooks_attached_after=hook_count(probe))
+        out.update(not_ours={k: v for k, v in results.items() if not v.startswith("GPT2ProbeError")},
+                   results=results, hooks_attached_after=hook_count(probe))
         # 'cuda:99' on a CPU-only machine is also refused by load (no CUDA); on one GPU it must be our error too
         out["ok"] = all(v.startswith("GPT2ProbeError") for v in results.values()) and hook_count(probe) == 0
 
-    with rec.check("token ids on the CPU given to a probe on the device") as out:
-        probe = gpt2probe.load(models["tiny-english"], device=device)
-        ids = probe.to_tokens("Hello world").ids.cpu()
-        logits, _ = probe.run_with_cache(ids, names=[])
-        out.update(works=True, logits_device=str(logits.device))
     rec.data["absent_modules_imported"] = loaded_absent_modules()
     rec.write()
 
@@ -449,7 +477,7 @@ def phase_harvest(rec: Recorder, device: str, quick: bool, work: Path) -> None:
         (work / "worker-spec.json").write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                str(Path(__file__).resolve()), "--torchrun-worker", str(work / "worker-spec.json")]
-        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=GUARDS["harvest"],
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=25 * (1 if device != "cpu" else 4),
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         out["returncode"] = done.returncode
         if done.returncode != 0:
@@ -591,7 +619,7 @@ def summary(results: dict) -> list[str]:
                      f"{len(checks) - len(failed)}/{len(checks)} checks ok")
         for k in failed:
             v = checks[k]
-            shown = {a: b for a, b in v.items() if a not in ("per_hook", "where")}
+            shown = v.get("not_ours") or {a: b for a, b in v.items() if a not in ("per_hook", "where", "results")}
             lines.append(f"  FAIL {k}: {v.get('error') or json.dumps(shown, default=str)[:300]}")
         absent = phase["checks"].get("absent_modules_imported")
         if absent:
@@ -656,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def phase_main(args) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's "Writing model shards" bars
     work = Path(tempfile.mkdtemp(prefix=f"device-{args.phase}-"))
     rec = Recorder(args.parts / f"{args.phase}.json")
     try:
