@@ -17,7 +17,7 @@ common="--corpus ../.gpu/corpus.pt --device ${DEVICE:-cuda} --bf16 --n-ctx 256 -
 mkdir -p /tmp/res
 run() {  # name, then the run's own settings
     local name=$1; shift
-    (cd tools && timeout $((budget + 120)) python3 train_copying_model.py --out /tmp/res/$name $common "$@" ${EXTRA:-} \
+    (cd tools && timeout $((budget + 120)) python3 train_offline_model.py --out /tmp/res/$name $common "$@" ${EXTRA:-} \
         > /tmp/res/$name.log 2>&1; echo "exit $?" >> /tmp/res/$name.log) &
 }
 run A --n-layer 4 --d-model 128 --n-head 8 --lr 3e-3
