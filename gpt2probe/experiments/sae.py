@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +80,7 @@ def _corpus(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> None:
     from .. import SAE, Transcoder
+    from ..distributed import rank_from_env
 
     if args.transcoder and args.layer is None:
         raise UsageError("--transcoder needs --layer L (it reads blocks.L.ln2.hook_normalized, writes blocks.L.hook_mlp_out)")
@@ -106,7 +106,7 @@ def _train(args: argparse.Namespace) -> None:
         coder = Transcoder.train(probe, corpus, layer=args.layer, **settings)
     else:
         coder = SAE.train(probe, corpus, hook=args.hook, **settings)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process holds the same coder: rank 0 writes it
+    if rank_from_env() != 0:  # under torchrun every process holds the same coder: rank 0 writes it
         return
     coder.save(args.out)
     print(f"Trained {coder!r}; written to {args.out}")
