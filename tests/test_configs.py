@@ -211,3 +211,27 @@ def test_a_bad_sae_training_value_is_one_error_line_before_the_model_loads(capsy
                  "--threshold-decay", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "threshold_decay" in err[0], err
+
+
+def test_a_trained_coder_saves_its_settings_and_they_read_back(tmp_path):
+    import json
+
+    import torch
+
+    from gpt2probe import SAE
+    from gpt2probe.configs.sae import TRAINING_METADATA, SAETrainConfig
+    from gpt2probe.sae.training import resolve
+
+    x = torch.randn(300, 5, generator=torch.Generator().manual_seed(1))
+    sae = SAE.fit(x, d_sae=7, k=2, hook_name="blocks.0.hook_resid_post", steps=3, batch_size=64, aux_k=3,
+                  progress=False)
+    expected = resolve(SAETrainConfig(steps=3, batch_size=64, aux_k=3), sae.cfg, 300).fingerprint()
+    assert expected["lr"] == pytest.approx(2e-4 * (16384 / 7) ** 0.5) and expected["decay_steps"] == 0
+    assert sae.cfg.metadata[TRAINING_METADATA] == expected
+    sae.save(tmp_path / "a")
+    saved = json.loads((tmp_path / "a" / "cfg.json").read_text())["metadata"][TRAINING_METADATA]
+    assert saved == expected
+    record = SAE.load(tmp_path / "a").cfg.metadata[TRAINING_METADATA]
+    assert from_dict(SAETrainConfig, record).fingerprint() == expected
+    SAE.load(tmp_path / "a").save(tmp_path / "b")  # saving a loaded coder keeps the record
+    assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"][TRAINING_METADATA] == expected

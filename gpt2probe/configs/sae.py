@@ -6,7 +6,9 @@ resume must match) all come from it. What the coder *is* (``d_sae``, the archite
 its hooks) is :class:`~gpt2probe.sae.config.SAEConfig`'s; this is how it is trained.
 
 ``None`` means "chosen from the data": :func:`gpt2probe.sae.training.resolve` replaces each
-with its default for the coder's sizes and the number of activations. Where checkpoints go,
+with its default for the coder's sizes and the number of activations. The resolved settings
+(:meth:`SAETrainConfig.fingerprint`) are saved with the trained coder, in ``cfg.json``'s
+``metadata`` under :data:`TRAINING_METADATA`; ``from_dict(SAETrainConfig, record)`` reads them back. Where checkpoints go,
 how often, whether to resume and whether a bar is shown do not change the result: they are
 fields for Python callers but the command's own flags (``--checkpoint-every``, ``--resume``,
 ``--no-progress``, with checkpoints in ``OUT/checkpoint``).
@@ -29,7 +31,9 @@ ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
 DEFAULT_BATCH_SIZE = 4096
 NOT_RESULT = ("checkpoint_dir", "checkpoint_every", "resume", "progress")
-"""Fields that do not change the trained coder: left out of the fingerprint a resume compares."""
+"""Fields that do not change the trained coder: left out of the fingerprint a resume compares and of the record."""
+TRAINING_METADATA = "gpt2probe_training"
+"""The key of a trained coder's ``cfg.metadata`` (and ``cfg.json``'s ``metadata``) holding its resolved settings."""
 
 
 @no_type_check  # values are checked in __post_init__, raising gpt2probe's own errors

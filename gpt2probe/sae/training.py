@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..atomic import atomic_path
 from ..configs.base import build
-from ..configs.sae import SAETrainConfig
+from ..configs.sae import TRAINING_METADATA, SAETrainConfig
 from ..configs.sae import TrainOptions as TrainOptions
 from ..errors import InvalidArgumentError
 from . import distributed, losses
@@ -324,8 +324,13 @@ class Trainer:
                 bar.close()
 
     def result(self):
-        """The trained coder for raw activations: the normalisation folded into the weights."""
-        cfg = self.cfg.replace(normalize_activations="none")
+        """The trained coder for raw activations: the normalisation folded into the weights.
+
+        Its ``cfg.metadata`` records the resolved training settings (:data:`TRAINING_METADATA`),
+        which ``save`` writes into ``cfg.json`` and ``from_dict(SAETrainConfig, ...)`` reads back.
+        """
+        record = {**self.cfg.metadata, TRAINING_METADATA: self.opts.fingerprint()}
+        cfg = self.cfg.replace(normalize_activations="none", metadata=record)
         out = self.cls(cfg)
         s_in, s_out = self.scale_in, self.scale_out
         w = self.coder
