@@ -78,7 +78,7 @@ class SAETrainConfig:
                                 default_text="one pass over the corpus, at least --min-steps")
     batch_size: int | None = setting(None, "tokens per step", type=positive_int,
                                      default_text=f"from the corpus size, at most {DEFAULT_BATCH_SIZE}")
-    lr: float | None = setting(None, "Adam's peak learning rate", type=finite_float,
+    lr: float | None = setting(None, "peak learning rate", type=finite_float,
                                default_text="2e-4 / sqrt(d_sae / 16384)")
     warmup_steps: int | None = setting(None, "warm-up steps", flag="--warmup", type=non_negative_int,
                                        default_text="min(1000, steps / 20)")  # --warmup as in finetune
