@@ -411,7 +411,10 @@ def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None 
         cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str = "topk",
         k: int | float | None = None, hook_name: str | None = None, layer: int | None = None, skip: bool = False,
         model_name: str | None = None, callback: Callable[[int, dict], None] | None = None, **options: Any):
-    """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`."""
+    """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`.
+
+    ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields (``steps``, ``lr``, ``aux_k``...).
+    """
     opts = build(SAETrainConfig, options)  # a misspelt option is refused by name, the valid ones listed
     transcoder = coder_cls.__name__ == "Transcoder"
     gen = torch.Generator().manual_seed(opts.seed + 1)
@@ -481,7 +484,10 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
           d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None, seed: int = 0,
           skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8, cfg: SAEConfig | None = None,
           callback: Callable[[int, dict], None] | None = None, **options: Any):
-    """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`."""
+    """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`.
+
+    ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields besides ``seed``.
+    """
     from .. import names as N
     from ..harvest.runner import weights_digest
     from .config import check_fits, stream_width
