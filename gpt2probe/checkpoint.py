@@ -4,7 +4,8 @@ Hugging Face fills a tensor the checkpoint lacks (or has in another shape) with 
 values and only prints a report: a ``config.json`` that says 3 layers over 2 layers of
 weights would give a model whose last block is noise. Here every tensor the config implies
 must be in the files with its shape, and nothing else may be, except what GPT-2 checkpoints
-legitimately carry or leave out (see :data:`IGNORED_UNEXPECTED`, :data:`TIED`).
+legitimately carry or leave out (the causal-mask buffers and the tied unembedding: HF's
+parameter names are :mod:`gpt2probe.model.parameters`'s to know).
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from .errors import CheckpointError, WeightsUnavailableError
 from .jsonfile import read_object
+from .model.parameters import TIED_UNEMBED, is_mask_buffer, model_keys
 
-# Older GPT-2 checkpoints (OpenAI's on the hub among them) store the causal-mask buffers.
-IGNORED_UNEXPECTED = (".attn.bias", ".attn.masked_bias")
-# lm_head.weight is wte.weight unless the config unties them; save_pretrained leaves it out.
-TIED = "lm_head.weight"
-_PREFIX = "transformer."
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 """Safetensors dtypes a weight may have (a checkpoint's other tensors are refused before loading)."""
 _SHOWN = 8
@@ -55,7 +52,7 @@ def file_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
             with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():
                     part = f.get_slice(key)
-                    if part.get_dtype() not in FLOAT_DTYPES and not key.endswith(IGNORED_UNEXPECTED):
+                    if part.get_dtype() not in FLOAT_DTYPES and not is_mask_buffer(key):
                         # an int32 wte.weight would be cast to float on load, silently
                         raise CheckpointError(f"{str(file)!r}: {key!r} is stored as {part.get_dtype()}; GPT-2's weights "
                                               f"are floating point ({', '.join(FLOAT_DTYPES)}): fix or re-save the checkpoint")
@@ -77,14 +74,6 @@ def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def _with_prefix(keys: Iterable[str]) -> dict[str, str]:
-    """Map file keys to model keys: OpenAI's checkpoints name ``h.0...`` what the model calls ``transformer.h.0...``."""
-    keys = list(keys)
-    if any(k.startswith(_PREFIX) for k in keys):
-        return {k: k for k in keys}
-    return {k: k if k.startswith("lm_head.") else _PREFIX + k for k in keys}
-
-
 def _listed(keys: Iterable[str]) -> str:
     keys = sorted(keys)
     shown = ", ".join(map(repr, keys[:_SHOWN]))
@@ -94,12 +83,12 @@ def _listed(keys: Iterable[str]) -> str:
 def check_tensors(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], *,
                   tied: bool, where: str) -> None:
     """Refuse any missing, unexpected or mis-shaped tensor, naming the keys."""
-    renamed = _with_prefix(found)
+    renamed = model_keys(found)
     have = {renamed[k]: shape for k, shape in found.items()}
     _refuse_mismatch(
         where,
-        missing=[k for k in expected if k not in have and not (tied and k == TIED)],
-        unexpected=[k for k in have if k not in expected and not k.endswith(IGNORED_UNEXPECTED)],
+        missing=[k for k in expected if k not in have and not (tied and k == TIED_UNEMBED)],
+        unexpected=[k for k in have if k not in expected and not is_mask_buffer(k)],
         mismatched=[f"{k} {have[k]} (config implies {expected[k]})" for k in expected
                     if k in have and tuple(have[k]) != tuple(expected[k])],
     )
@@ -130,8 +119,8 @@ def check_loading_info(info: Mapping[str, Any], *, tied: bool, where: str) -> No
     """The same rules applied to what ``from_pretrained(..., output_loading_info=True)`` reports (hub, pickle)."""
     _refuse_mismatch(
         where,
-        missing=[k for k in info.get("missing_keys", ()) if not (tied and k == TIED)],
-        unexpected=[k for k in info.get("unexpected_keys", ()) if not k.endswith(IGNORED_UNEXPECTED)],
+        missing=[k for k in info.get("missing_keys", ()) if not (tied and k == TIED_UNEMBED)],
+        unexpected=[k for k in info.get("unexpected_keys", ()) if not is_mask_buffer(k)],
         mismatched=[str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())],
         errors=info.get("error_msgs", ()),
     )

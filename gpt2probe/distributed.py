@@ -25,6 +25,11 @@ def rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank_from_env() -> int:
+    """This process's rank on its machine as ``torchrun`` says (0 outside it): which GPU it takes."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def group():
     """``torch.distributed`` when a process group is initialised, else ``None``."""
     import torch.distributed as dist
@@ -53,7 +58,7 @@ def local_device(device: str | None) -> str | None:
     if device is not None:
         return device
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        return f"cuda:{local_rank_from_env()}"
     return None
 
 

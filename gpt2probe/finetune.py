@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,24 +36,10 @@ from . import validate
 from .configs.base import build, to_dict
 from .configs.finetune import MAX_DEFAULT_SEQ_LEN, FinetuneConfig
 from .errors import FileWriteError, InvalidArgumentError, InvalidTypeError, PromptError
+from .model.parameters import component_path as component_path  # re-exported: it was defined here
 from .probe import GPT2Probe, require_probe
 from .schedule import lr_factor
 from .windows import pack_ids, tokenize
-
-_PARTS = {"ln_1": "ln1", "ln_2": "ln2", "attn": "attn", "mlp": "mlp"}
-
-
-def component_path(parameter: str) -> str:
-    """A HF parameter name in component terms: ``transformer.h.2.mlp.c_fc.weight`` -> ``blocks.2.mlp.c_fc.weight``."""
-    match = re.fullmatch(r"transformer\.h\.(\d+)\.(ln_1|ln_2|attn|mlp)\.(.+)", parameter)
-    if match:
-        layer, part, rest = match.groups()
-        return f"blocks.{layer}.{_PARTS[part]}.{rest}"
-    for prefix, name in (("transformer.wte.", "embed."), ("transformer.wpe.", "pos_embed."),
-                         ("transformer.ln_f.", "ln_final."), ("lm_head.", "unembed.")):
-        if parameter.startswith(prefix):
-            return name + parameter[len(prefix):]
-    return parameter
 
 
 def _matches(path: str, selector: str) -> bool:

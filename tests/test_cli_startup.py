@@ -63,6 +63,15 @@ def test_every_command_help_and_a_bad_flag_without_torch(command):
     assert heavy_modules(done) == "", command
 
 
+@pytest.mark.parametrize("command", ["sae train", "tuned-lens train"])
+def test_a_subcommand_help_lists_its_config_without_torch(command):
+    """The training settings' flags come from torch-free configs (gpt2probe.configs), so their --help is instant."""
+    done = parse_only(*command.split(), "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--seed" in done.stdout and "--batch-size" in done.stdout
+    assert heavy_modules(done) == "", command
+
+
 def test_a_bad_value_fails_without_torch(tmp_path):
     done = parse_only("logit-lens", "--top", "0", "--out", str(tmp_path / "r.html"))
     assert done.returncode == 2 and "--top" in done.stderr

@@ -137,3 +137,101 @@ def test_tuned_lens_saved_training_record_is_the_config(vocab_probe):
     # a lens saved before the config existed records the same names (clip_grad_norm came later)
     shipped = json.loads((files("gpt2probe") / "assets/tiny-english/tuned-lens/tuned_lens.json").read_text())
     assert set(recorded) - {"clip_grad_norm"} <= set(shipped["training"])
+
+
+# ---- SAE and transcoder training: SAETrainConfig ----
+
+# The options a checkpoint's fingerprint recorded before SAETrainConfig (TrainOptions in sae/training.py):
+# a run started then must still resume, so the keys may not change.
+OLD_SAE_FINGERPRINT_KEYS = {"steps", "batch_size", "lr", "warmup_steps", "decay_steps", "min_steps", "l1_coefficient",
+                            "l1_warmup_steps", "l0_coefficient", "jumprelu_bandwidth", "jumprelu_init_threshold",
+                            "aux_k", "aux_coefficient", "dead_after_tokens", "threshold_decay", "b_dec_init",
+                            "init_sample", "seed", "buffer_tokens"}
+SAE_TRAIN = ["train", "--model", "m", "--corpus", "c", "--out", "o", "--d-sae", "8", "--hook", "h"]
+
+
+def sae_train_parser():
+    from gpt2probe.experiments.sae import build_parser as sae_parser
+
+    parser = sae_parser()
+    return parser, parser._subparsers._group_actions[0].choices["train"]
+
+
+def test_sae_train_flags_are_the_config_fields_and_defaults():
+    from gpt2probe.configs.sae import SAETrainConfig
+
+    parser, train = sae_train_parser()
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    for field in cli_fields(SAETrainConfig):
+        assert flag_of(field) in flags, field.name
+    assert {f.name for f in dataclasses.fields(SAETrainConfig)} - {f.name for f in cli_fields(SAETrainConfig)} == {
+        "checkpoint_dir", "checkpoint_every", "resume", "progress"}  # the command's own --checkpoint-every...
+    assert from_args(SAETrainConfig, parser.parse_args(SAE_TRAIN)) == SAETrainConfig()
+    args = parser.parse_args(SAE_TRAIN + ["--steps", "5", "--batch-size", "64", "--lr", "0.5", "--seed", "3",
+                                          "--warmup", "0", "--aux-k", "4", "--b-dec-init", "mean",
+                                          "--threshold-decay", "0.9", "--l1-coefficient", "2"])
+    assert from_args(SAETrainConfig, args) == SAETrainConfig(steps=5, batch_size=64, lr=0.5, seed=3, warmup_steps=0,
+                                                             aux_k=4, b_dec_init="mean", threshold_decay=0.9,
+                                                             l1_coefficient=2.0)
+
+
+def test_sae_train_config_is_torch_free_and_keeps_the_checkpoint_keys():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gpt2probe.configs.sae import ARCHITECTURES, SAETrainConfig
+    from gpt2probe.sae import config as sae_config
+    from gpt2probe.sae import training
+
+    assert set(SAETrainConfig().fingerprint()) == OLD_SAE_FINGERPRINT_KEYS
+    assert training.TrainOptions is SAETrainConfig  # the old name still imports
+    assert sae_config.ARCHITECTURES is ARCHITECTURES
+    code = "import sys, gpt2probe.configs.sae; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.strip() == "False"
+
+
+def test_sae_train_keywords_are_the_config_fields():
+    import torch
+
+    from gpt2probe import SAE
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(GPT2ProbeError, match="'stpes'.*valid: .*steps"):
+        SAE.fit(x, d_sae=8, k=2, hook_name="blocks.0.hook_resid_post", stpes=3, progress=False)
+
+
+def test_a_bad_sae_training_value_is_one_error_line_before_the_model_loads(capsys):
+    from gpt2probe.cli import main
+
+    assert main(["sae", *SAE_TRAIN[:-2], "--hook", "blocks.0.hook_resid_post", "--k", "2",
+                 "--threshold-decay", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "threshold_decay" in err[0], err
+
+
+def test_a_trained_coder_saves_its_settings_and_they_read_back(tmp_path):
+    import json
+
+    import torch
+
+    from gpt2probe import SAE
+    from gpt2probe.configs.sae import TRAINING_METADATA, SAETrainConfig
+    from gpt2probe.sae.training import resolve
+
+    x = torch.randn(300, 5, generator=torch.Generator().manual_seed(1))
+    sae = SAE.fit(x, d_sae=7, k=2, hook_name="blocks.0.hook_resid_post", steps=3, batch_size=64, aux_k=3,
+                  progress=False)
+    expected = resolve(SAETrainConfig(steps=3, batch_size=64, aux_k=3), sae.cfg, 300).fingerprint()
+    assert expected["lr"] == pytest.approx(2e-4 * (16384 / 7) ** 0.5) and expected["decay_steps"] == 0
+    assert sae.cfg.metadata[TRAINING_METADATA] == expected
+    sae.save(tmp_path / "a")
+    saved = json.loads((tmp_path / "a" / "cfg.json").read_text())["metadata"][TRAINING_METADATA]
+    assert saved == expected
+    record = SAE.load(tmp_path / "a").cfg.metadata[TRAINING_METADATA]
+    assert from_dict(SAETrainConfig, record).fingerprint() == expected
+    SAE.load(tmp_path / "a").save(tmp_path / "b")  # saving a loaded coder keeps the record
+    assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"][TRAINING_METADATA] == expected

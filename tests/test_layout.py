@@ -10,6 +10,7 @@ sub-package runs its ``__init__`` and everything that re-exports).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gpt2probe"
@@ -160,18 +161,60 @@ def test_the_tree_scan_sees_attribute_access_and_getattr():
     assert tree_accesses(tree) == [(1, "ln_1"), (1, "transformer"), (2, "lm_head")]
 
 
+_TREE_NAMES = "|".join(sorted(MODEL_TREE))
+PARAMETER_NAME = re.compile(rf"(?<![\w-])(?:{_TREE_NAMES})\.|\.(?:{_TREE_NAMES})(?!\w)")
+"""A module-tree name joined to another by a dot: ``transformer.h.0``, ``lm_head.weight``, ``attn.c_attn``."""
+
+
+def parameter_names(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, text)`` for every string that spells a HF parameter or module name (``"transformer.h."``, ``"ln_1"``).
+
+    A string is one if it is a module-tree name itself or joins one to another name with a dot
+    (``\\.`` in a regular expression counts as a dot). Docstrings and other bare string
+    statements are prose and not counted; f-strings are, part by part.
+    """
+    prose = {id(node.value) for node in ast.walk(tree)
+             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            text = node.value.replace("\\.", ".")
+            if text in MODEL_TREE or PARAMETER_NAME.search(text):
+                found.append((node.lineno, node.value))
+    return sorted(found)
+
+
+def test_the_name_scan_sees_parameter_names_in_strings():
+    tree = ast.parse('''"""Reads transformer.h.0 (a docstring: prose)."""
+a = "transformer.wte."
+b = r"transformer\\.h\\.(\\d+)\\.(ln_1|ln_2)"
+c = {"ln_1": "ln1"}
+d = f"blocks.{i}.attn.c_proj"
+e = "lm_head.weight"
+f = "pip install 'gpt2probe[transformer-lens]'"
+g = " + ln_f bias "
+h = "lm_head is tied to wte, so W_U is W_E.T"
+''')
+    assert [line for line, _ in parameter_names(tree)] == [2, 3, 4, 5, 6]
+
+
 def test_only_the_model_package_reaches_into_the_module_tree():
     """The model seam (issue 23): ``.transformer``, ``ln_f``, ``c_attn``... are read in ``gpt2probe/model/`` only.
 
     Everything else asks :mod:`gpt2probe.model` (the weights view, its LayerNorm, the module
-    accessors) or the probe (``run_until``, ``decode_step``), so a change of the tree is made once.
+    accessors, the parameter names) or the probe (``run_until``, ``decode_step``), so a change
+    of the tree is made once. That covers attribute access (``model.transformer.h``), ``getattr``
+    with a tree name, and strings that spell a parameter name (``"transformer.h.0.attn.c_attn.weight"``,
+    which ``named_parameters`` and state dicts use).
     """
     offenders = []
     for name, path in modules().items():
         if name == "gpt2probe.model" or name.startswith("gpt2probe.model."):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        offenders += [f"{path.relative_to(PACKAGE.parent)}:{line}: .{attr}" for line, attr in tree_accesses(tree)]
+        where = path.relative_to(PACKAGE.parent)
+        offenders += [f"{where}:{line}: .{attr}" for line, attr in tree_accesses(tree)]
+        offenders += [f"{where}:{line}: {text!r}" for line, text in parameter_names(tree)]
     assert not offenders, "ask gpt2probe.model instead of reaching into the HF module tree:\n" + "\n".join(offenders)
 
 

@@ -161,16 +161,17 @@ def test_runs_that_cannot_be_done_say_why_before_starting():
 
 def test_default_schedule_follows_the_data():
     from gpt2probe import SAEConfig
-    from gpt2probe.sae.training import TrainOptions
+    from gpt2probe.configs.sae import SAETrainConfig
+    from gpt2probe.sae.training import resolve
 
     cfg = SAEConfig(d_in=64, d_sae=512, architecture="topk", k=8, hook_name=HOOK)
-    small = TrainOptions().resolve(cfg, 100_000)
+    small = resolve(SAETrainConfig(), cfg, 100_000)
     assert small.steps == 2000 and small.warmup_steps == 100 and small.decay_steps == 400
     assert small.batch_size == 512  # about 128 steps per pass over 100,000 rows, a power of two
-    assert TrainOptions().resolve(cfg, 132_129).batch_size == 1024 and TrainOptions(batch_size=300).resolve(
-        cfg, 100_000).batch_size == 300
+    assert resolve(SAETrainConfig(), cfg, 132_129).batch_size == 1024 and resolve(
+        SAETrainConfig(batch_size=300), cfg, 100_000).batch_size == 300
     assert small.lr == pytest.approx(2e-4 * (16384 / 512) ** 0.5)
-    big = TrainOptions().resolve(cfg, 4096 * 5000 + 1)
+    big = resolve(SAETrainConfig(), cfg, 4096 * 5000 + 1)
     assert big.steps == 5001 and big.warmup_steps == 250 and big.batch_size == 4096
     assert [round(big.learning_rate(s) / big.lr, 4) for s in (0, 249, 2000, 5000)] == [0.004, 1.0, 1.0, 0.001]
 

@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
+from gpt2probe.configs.sae import SAETrainConfig
 from gpt2probe.finetune import pack_windows as finetune_pack
 from gpt2probe.harvest.corpus import Block, pack
 from gpt2probe.lens.tuned_training import pack_windows as lens_pack
-from gpt2probe.sae.training import TrainOptions
 from gpt2probe.schedule import lr_factor
 
 TEXTS = ["The value of the expression is", "", "def f(x):\n    return x  # ünïcode ✓", "a " * 40,
@@ -133,7 +133,7 @@ def test_learning_rates_are_unchanged(steps, warmup):
 
 
 def test_sae_options_use_the_shared_schedule():
-    opts = TrainOptions(steps=100, lr=1e-3, warmup_steps=10, decay_steps=20)
+    opts = SAETrainConfig(steps=100, lr=1e-3, warmup_steps=10, decay_steps=20)
     assert [opts.learning_rate(s) for s in range(100)] == [1e-3 * old_sae_factor(s, 100, 10, 20) for s in range(100)]
 
 

@@ -12,7 +12,7 @@ held-out topics. Writes, under ``--out`` (the model's directory, to ship them)::
 
 Targets for ``blocks.2.hook_resid_post`` (top-k, k = 8, 512 features): explained variance
 >= 0.95, spliced CE <= 0.05 nats above clean, dead <= 5%, under 5 minutes on 2 cores.
-Every training setting not given here is gpt2probe's default (``gpt2probe.sae.training.TrainOptions``).
+Every training setting not given here is gpt2probe's default (``gpt2probe.configs.sae.SAETrainConfig``).
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..configs.base import add_arguments, from_args, to_dict
+from ..configs.sae import ARCHITECTURES, SAETrainConfig
 from . import options
-from .common import Parser, UsageError, check_device, check_out, finite_float, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out, positive_int, run_command
 from .harvest import load_model
 
 
@@ -45,12 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--transcoder", action="store_true", help="train a transcoder (needs --layer)")
     t.add_argument("--out", required=True, type=Path, help="directory for the trained coder (cfg.json + weights)")
     t.add_argument("--d-sae", type=positive_int, required=True, help="number of features")
-    t.add_argument("--architecture", default="topk", choices=["topk", "batchtopk", "standard", "jumprelu"])
+    t.add_argument("--architecture", default="topk", choices=list(ARCHITECTURES), help="the coder's activation "
+                   "(default: topk)")
     t.add_argument("--k", type=positive_int, help="active features per token (topk, batchtopk)")
-    t.add_argument("--steps", type=positive_int, help="default: one pass over the corpus, at least 2,000 steps")
-    t.add_argument("--batch-size", type=positive_int, help="tokens per step (default: from the corpus size, at most 4096)")
-    t.add_argument("--lr", type=finite_float, help="default: 2e-4 / sqrt(d_sae / 16384)")
-    options.add(t, "--seed", "of the initialisation and shuffling (default: 0)", default=0)
+    # the training settings: one flag per SAETrainConfig field, help and defaults from its fields
+    add_arguments(SAETrainConfig, t, shared=options.SHARED, add_shared=options.add)
     t.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (in OUT/checkpoint)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     options.add(t, "--no-progress")
@@ -80,6 +80,7 @@ def _corpus(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> None:
     from .. import SAE, Transcoder
+    from ..distributed import rank_from_env
 
     if args.transcoder and args.layer is None:
         raise UsageError("--transcoder needs --layer L (it reads blocks.L.ln2.hook_normalized, writes blocks.L.hook_mlp_out)")
@@ -93,21 +94,19 @@ def _train(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {str(args.out)!r} is a file, not a directory")
     if not hasattr(Transcoder if args.transcoder else SAE, "save"):
         raise UsageError("this installation's SAE has no save() yet (gpt2probe.sae's file support): cannot write --out")
+    checkpoints = dict(checkpoint_dir=args.out / "checkpoint", checkpoint_every=args.checkpoint_every,
+                       resume=args.resume) if args.checkpoint_every or args.resume else {}
+    config = from_args(SAETrainConfig, args, progress=not args.no_progress, **checkpoints)  # checked before any work
     check_device(args.device)
     corpus = _corpus(args)
     probe = load_model(args.model, args.device)
-    options = dict(d_sae=args.d_sae, architecture=args.architecture, k=args.k, seed=args.seed, seq_len=args.seq_len,
-                   progress=not args.no_progress)
-    for name in ("steps", "lr", "checkpoint_every", "batch_size"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
-    if args.checkpoint_every or args.resume:
-        options.update(checkpoint_dir=args.out / "checkpoint", resume=args.resume)
+    settings = dict(d_sae=args.d_sae, architecture=args.architecture, k=args.k, seq_len=args.seq_len,
+                    **to_dict(config))
     if args.transcoder:
-        coder = Transcoder.train(probe, corpus, layer=args.layer, **options)
+        coder = Transcoder.train(probe, corpus, layer=args.layer, **settings)
     else:
-        coder = SAE.train(probe, corpus, hook=args.hook, **options)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process holds the same coder: rank 0 writes it
+        coder = SAE.train(probe, corpus, hook=args.hook, **settings)
+    if rank_from_env() != 0:  # under torchrun every process holds the same coder: rank 0 writes it
         return
     coder.save(args.out)
     print(f"Trained {coder!r}; written to {args.out}")

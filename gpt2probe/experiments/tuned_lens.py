@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -59,7 +58,7 @@ def read_corpus(files: Sequence[Path]) -> tuple[list[str], str]:
 def train(args: argparse.Namespace) -> Path:
     import torch
 
-    from ..distributed import process_group, rank_from_env, world_size_from_env
+    from ..distributed import local_rank_from_env, process_group, rank_from_env, world_size_from_env
     from ..lens import TunedLens
     from ..lens.tuned import METADATA_FILE
 
@@ -74,7 +73,7 @@ def train(args: argparse.Namespace) -> Path:
     texts, corpus = read_corpus(args.corpus)
     device = args.device
     if world_size_from_env() > 1 and torch.cuda.is_available() and (device is None or device.startswith("cuda")):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one device per process, whatever --device cuda said
+        device = f"cuda:{local_rank_from_env()}"  # one device per process, whatever --device cuda said
     with process_group(device):
         rank = rank_from_env()
         args.device = device

@@ -7,10 +7,12 @@
 - :mod:`~gpt2probe.model.layernorm`: GPT-2's LayerNorm, its frozen-scale map and its backward;
 - :mod:`~gpt2probe.model.config`: the sizes, read from the HF config;
 - :mod:`~gpt2probe.model.modules`: where the body, blocks and final norm are in the tree;
-- :mod:`~gpt2probe.model.decoding`: one forward step with the KV cache.
+- :mod:`~gpt2probe.model.decoding`: one forward step with the KV cache;
+- :mod:`~gpt2probe.model.parameters`: HF's parameter names (state-dict keys) and their component names.
 
 The rest of the package asks these modules (or the probe) and never reaches
-``model.transformer``, ``ln_f``, ``c_attn``... itself; ``tests/test_layout.py`` holds it to that.
+``model.transformer``, ``ln_f``, ``c_attn``... itself, nor spells a parameter name such as
+``transformer.h.0.attn.c_attn.weight``; ``tests/test_layout.py`` holds it to that.
 """
 
 from .config import ProbeConfig

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from .. import names as N
+from ..configs.sae import ARCHITECTURES as ARCHITECTURES  # declared with the training settings (torch-free, for the CLI)
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
 from ..model.config import ProbeConfig
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in")
 # Architectures whose features fire above a learned per-feature threshold at inference
 # (batch top-k is trained with a batch-wide top-k and used with a threshold, as its paper does).

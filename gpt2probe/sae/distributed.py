@@ -17,7 +17,6 @@ How a run with ``W`` processes equals one process (to float tolerance, tested):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,11 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
+from ..distributed import group, rank_world, world_size_from_env
 
 
 def _initialised():
@@ -92,8 +87,8 @@ class World:
 
 def current() -> World:
     """The world of the process group this process belongs to (one process when there is none)."""
-    dist = _dist()
-    return World(dist.get_rank(), dist.get_world_size()) if dist else World()
+    rank, size = rank_world()
+    return World(rank, size)
 
 
 @contextmanager
@@ -105,7 +100,7 @@ def joined() -> Iterator[World]:
     script that trains several coders under torchrun reuses the one group. Training gathers
     activations and sums gradients on the CPU, so the group is gloo's.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _dist() is None:
+    if world_size_from_env() > 1 and group() is None:
         import torch.distributed as dist
 
         dist.init_process_group(backend="gloo")

@@ -48,6 +48,8 @@ ARCHITECTURES: dict[str, tuple[str, bool, bool]] = {
     "jumprelu_skip_transcoder": ("jumprelu", True, True),
 }
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DERIVED_METADATA = ("gpt2probe_architecture", "gpt2probe_k")
+"""Metadata gpt2probe writes from the config itself (batch top-k saved as JumpReLU): written afresh on every save."""
 # Keys of cfg.json that SparseCoder settings come from; everything else is kept as metadata.
 _READ_KEYS = {"d_in", "d_sae", "d_out", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
               "reshape_activations", "architecture", "k", "rescale_acts_by_decoder_norm", "metadata",
@@ -153,7 +155,7 @@ def config_from_saelens(raw: dict[str, Any], path: Path) -> SAEConfig:
 def config_to_saelens(cfg: SAEConfig) -> dict[str, Any]:
     """``cfg`` as SAELens 6 writes ``cfg.json`` (batch top-k as JumpReLU, as SAELens saves it for inference)."""
     architecture = cfg.architecture
-    metadata = {key: value for key, value in cfg.metadata.items() if not key.startswith("gpt2probe_")}
+    metadata = {key: value for key, value in cfg.metadata.items() if key not in DERIVED_METADATA}
     metadata.setdefault("sae_lens_version", FORMAT_VERSION)
     metadata.setdefault("sae_lens_training_version", FORMAT_VERSION)
     metadata["hook_name"] = cfg.hook_name

@@ -1,6 +1,7 @@
 """Training an SAE or transcoder on activations: options, the loop, checkpoints and resuming.
 
-What a run does (defaults in :class:`TrainOptions`):
+What a run does (the settings and their defaults: :class:`~gpt2probe.configs.sae.SAETrainConfig`,
+resolved for a coder and its data by :func:`resolve`):
 
 - **Normalisation.** Inputs (and a transcoder's targets) are scaled so that their mean norm
   is ``sqrt(width)`` (SAELens's ``expected_average_only_in``), so one learning rate and one
@@ -27,7 +28,6 @@ import math
 import sys
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,141 +35,42 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..configs.base import build
+from ..configs.sae import TRAINING_METADATA, SAETrainConfig
+from ..configs.sae import TrainOptions as TrainOptions
 from ..errors import InvalidArgumentError
-from ..schedule import lr_factor
 from . import distributed, losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
 
 CHECKPOINT = "checkpoint.pt"
-B_DEC_INITS = ("geometric_median", "mean", "zeros")
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainOptions:
-    """How to train (what the SAE is lives in :class:`SAEConfig`). ``None`` means "chosen from the data", see :meth:`resolve`.
-
-    Attributes:
-        steps: optimiser steps. Default: one pass over the data, but at least ``min_steps``
-            (small data is repeated; an iterator needs ``steps``).
-        batch_size: tokens per step. Default: SAELens's 4,096, or for small data the power of
-            two that gives one pass over the data about 128 steps (at least 256): a few hundred
-            thousand tokens are seen many times, and more, smaller steps learn more from them
-            (measured on tiny-english: 1,024 rows a step reach a higher explained variance
-            than 4,096 for the same compute).
-        lr: Adam's peak learning rate. Default ``2e-4 / sqrt(d_sae / 16384)`` (Gao et al. 2024's fit).
-        warmup_steps: linear warm-up. Default ``min(1000, steps // 20)``.
-        decay_steps: linear decay to zero at the end. Default ``steps // 5``.
-        l1_coefficient: ``"standard"``'s L1 weight on normalised activations (SAELens's default, 1).
-        l1_warmup_steps: the L1 weight ramps up over these steps. Default ``steps // 20``.
-        l0_coefficient: ``"jumprelu"``'s L0 weight (SAELens's default, 1).
-        jumprelu_bandwidth, jumprelu_init_threshold: JumpReLU's kernel width and initial threshold
-            (0.05 and 0.1 of normalised pre-activations: SAELens's 0.001 and 0.001 suit runs of
-            billions of tokens; with them a threshold learnt in log space moves too little in a
-            few thousand steps, measured on the known-answer data).
-        aux_k: dead features used by the aux-k loss. Default ``d_in // 2`` (as SAELens).
-        aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32).
-        dead_after_tokens: tokens without firing after which a feature is dead. Default
-            ``min(10M, max(batch_size, steps * batch_size // 10))``.
-        threshold_decay: batch top-k's threshold estimate's moving-average decay.
-        b_dec_init: ``"geometric_median"``, ``"mean"`` or ``"zeros"`` of a sample of the targets.
-        init_sample: rows used for normalisation and ``b_dec``'s initialisation.
-        seed: every random choice (initialisation, shuffling).
-        buffer_tokens: rows of the shuffle buffer when streaming (memory: rows x width x 4 bytes).
-        checkpoint_dir, checkpoint_every: save a checkpoint there every that many steps (and at the end).
-        resume: continue from ``checkpoint_dir``'s checkpoint (same data and options) if there is one.
-        progress: a progress bar with loss, L0, explained variance and dead fraction.
-    """
-
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    decay_steps: int | None = None
-    min_steps: int = 2000
-    l1_coefficient: float = 1.0
-    l1_warmup_steps: int | None = None
-    l0_coefficient: float = 1.0
-    jumprelu_bandwidth: float = 0.05
-    jumprelu_init_threshold: float = 0.1
-    aux_k: int | None = None
-    aux_coefficient: float = 1 / 32
-    dead_after_tokens: int | None = None
-    threshold_decay: float = 0.99
-    b_dec_init: str = "geometric_median"
-    init_sample: int = 16384
-    seed: int = 0
-    buffer_tokens: int = 1 << 16
-    checkpoint_dir: str | Path | None = None
-    checkpoint_every: int | None = None
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "min_steps", "warmup_steps", "decay_steps", "l1_warmup_steps", "aux_k",
-                     "dead_after_tokens", "init_sample", "buffer_tokens", "checkpoint_every"):
-            value = getattr(self, name)
-            low = 0 if name in ("warmup_steps", "decay_steps", "l1_warmup_steps") else 1
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name in ("lr", "l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "jumprelu_init_threshold",
-                     "aux_coefficient"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
-                                      or (value == 0 and name in ("lr", "jumprelu_bandwidth"))):
-                raise InvalidArgumentError(f"{name} must be a finite number >= 0 (> 0 for lr and the bandwidth), "
-                                           f"got {value!r}")
-        if not 0 < self.threshold_decay < 1:
-            raise InvalidArgumentError(f"threshold_decay must be in (0, 1), got {self.threshold_decay!r}")
-        if self.b_dec_init not in B_DEC_INITS:
-            raise InvalidArgumentError(f"b_dec_init {self.b_dec_init!r} is not one of {', '.join(B_DEC_INITS)}")
-        if (self.checkpoint_every is not None or self.resume) and self.checkpoint_dir is None:
-            raise InvalidArgumentError("checkpoint_every and resume need a checkpoint_dir")
-
-    def with_batch_size(self, n_tokens: int | None) -> TrainOptions:
-        """``batch_size`` chosen from ``n_tokens`` rows of data (``None``: unknown) if it was not given."""
-        if self.batch_size is not None:
-            return self
-        size = 4096
-        if n_tokens is not None:
-            size = min(4096, max(256, 1 << max(0, (n_tokens // 128).bit_length() - 1)))
-        return dataclasses.replace(self, batch_size=size)
-
-    def resolve(self, cfg: SAEConfig, n_tokens: int | None) -> TrainOptions:
-        """Every ``None`` replaced by its default for ``cfg`` and ``n_tokens`` rows of data (``None``: unknown)."""
-        opts = self.with_batch_size(n_tokens)
-        steps = opts.steps
-        if steps is None:
-            if n_tokens is None:
-                raise InvalidArgumentError("the amount of data is unknown (an iterator): say how many steps to train "
-                                           "(steps=...)")
-            steps = max(math.ceil(n_tokens / opts.batch_size), opts.min_steps)
-        if n_tokens is not None and n_tokens < opts.batch_size:
-            raise ActivationError(f"{n_tokens} activations are fewer than one batch ({opts.batch_size}); pass more "
-                                  "data or a smaller batch_size")
-        if opts.buffer_tokens < 2 * opts.batch_size and n_tokens is None:
-            raise InvalidArgumentError(f"buffer_tokens ({opts.buffer_tokens}) must hold two batches "
-                                       f"({2 * opts.batch_size})")
-        return dataclasses.replace(
-            opts, steps=steps,
-            lr=opts.lr if opts.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 16384),
-            warmup_steps=opts.warmup_steps if opts.warmup_steps is not None else min(1000, steps // 20),
-            decay_steps=opts.decay_steps if opts.decay_steps is not None else steps // 5,
-            l1_warmup_steps=opts.l1_warmup_steps if opts.l1_warmup_steps is not None else steps // 20,
-            aux_k=min(opts.aux_k if opts.aux_k is not None else max(1, cfg.d_in // 2), cfg.d_sae),
-            dead_after_tokens=opts.dead_after_tokens if opts.dead_after_tokens is not None
-            else min(10_000_000, max(opts.batch_size, steps * opts.batch_size // 10)),
-        )
-
-    def learning_rate(self, step: int) -> float:
-        """The learning rate of ``step`` (0-based) on a resolved schedule."""
-        return self.lr * lr_factor(step, steps=self.steps, warmup=self.warmup_steps or 0,
-                                   decay_steps=self.decay_steps or 0)
-
-    def fingerprint(self) -> dict:
-        """What must match for a resume (not where checkpoints go or whether a bar is shown)."""
-        skip = {"checkpoint_dir", "checkpoint_every", "resume", "progress"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+def resolve(options: SAETrainConfig, cfg: SAEConfig, n_tokens: int | None) -> SAETrainConfig:
+    """``options`` with every ``None`` replaced by its default for ``cfg`` and ``n_tokens`` rows of data (``None``: unknown)."""
+    opts = options.with_batch_size(n_tokens)
+    steps = opts.steps
+    if steps is None:
+        if n_tokens is None:
+            raise InvalidArgumentError("the amount of data is unknown (an iterator): say how many steps to train "
+                                       "(steps=...)")
+        steps = max(math.ceil(n_tokens / opts.batch_size), opts.min_steps)
+    if n_tokens is not None and n_tokens < opts.batch_size:
+        raise ActivationError(f"{n_tokens} activations are fewer than one batch ({opts.batch_size}); pass more "
+                              "data or a smaller batch_size")
+    if opts.buffer_tokens < 2 * opts.batch_size and n_tokens is None:
+        raise InvalidArgumentError(f"buffer_tokens ({opts.buffer_tokens}) must hold two batches "
+                                   f"({2 * opts.batch_size})")
+    return dataclasses.replace(
+        opts, steps=steps,
+        lr=opts.lr if opts.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 16384),
+        warmup_steps=opts.warmup_steps if opts.warmup_steps is not None else min(1000, steps // 20),
+        decay_steps=opts.decay_steps if opts.decay_steps is not None else steps // 5,
+        l1_warmup_steps=opts.l1_warmup_steps if opts.l1_warmup_steps is not None else steps // 20,
+        aux_k=min(opts.aux_k if opts.aux_k is not None else max(1, cfg.d_in // 2), cfg.d_sae),
+        dead_after_tokens=opts.dead_after_tokens if opts.dead_after_tokens is not None
+        else min(10_000_000, max(opts.batch_size, steps * opts.batch_size // 10)),
+    )
 
 
 def geometric_median(points: Tensor, iterations: int = 200) -> Tensor:
@@ -189,7 +90,7 @@ def geometric_median(points: Tensor, iterations: int = 200) -> Tensor:
 class Trainer:
     """One run: a working copy of the coder in normalised units, Adam, counters, and the data."""
 
-    def __init__(self, coder_cls: type, cfg: SAEConfig, opts: TrainOptions, batches: Batches,
+    def __init__(self, coder_cls: type, cfg: SAEConfig, opts: SAETrainConfig, batches: Batches,
                  fingerprint: dict, callback: Callable[[int, dict], None] | None = None,
                  world: distributed.World | None = None) -> None:
         self.cls, self.cfg, self.opts, self.batches = coder_cls, cfg, opts, batches
@@ -423,8 +324,13 @@ class Trainer:
                 bar.close()
 
     def result(self):
-        """The trained coder for raw activations: the normalisation folded into the weights."""
-        cfg = self.cfg.replace(normalize_activations="none")
+        """The trained coder for raw activations: the normalisation folded into the weights.
+
+        Its ``cfg.metadata`` records the resolved training settings (:data:`TRAINING_METADATA`),
+        which ``save`` writes into ``cfg.json`` and ``from_dict(SAETrainConfig, ...)`` reads back.
+        """
+        record = {**self.cfg.metadata, TRAINING_METADATA: self.opts.fingerprint()}
+        cfg = self.cfg.replace(normalize_activations="none", metadata=record)
         out = self.cls(cfg)
         s_in, s_out = self.scale_in, self.scale_out
         w = self.coder
@@ -484,9 +390,9 @@ def build_config(coder_cls: type, width_in: int, width_out: int | None, *, cfg: 
 
 
 def run(coder_cls: type, cfg: SAEConfig, batches: Batches, n_tokens: int | None, data_id: dict,
-        options: TrainOptions, callback: Callable[[int, dict], None] | None):
+        options: SAETrainConfig, callback: Callable[[int, dict], None] | None):
     """Resolve the options, train, and return the coder (see :func:`fit`)."""
-    opts = options.resolve(cfg, n_tokens)
+    opts = resolve(options, cfg, n_tokens)
     if opts.resume and not getattr(getattr(batches, "source", None), "resumable", True):
         raise InvalidArgumentError("a run on an iterator of activations cannot be resumed; pass a tensor or "
                                    "train on a model and corpus")
@@ -505,8 +411,11 @@ def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None 
         cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str = "topk",
         k: int | float | None = None, hook_name: str | None = None, layer: int | None = None, skip: bool = False,
         model_name: str | None = None, callback: Callable[[int, dict], None] | None = None, **options: Any):
-    """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`."""
-    opts = TrainOptions(**options)
+    """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`.
+
+    ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields (``steps``, ``lr``, ``aux_k``...).
+    """
+    opts = build(SAETrainConfig, options)  # a misspelt option is refused by name, the valid ones listed
     transcoder = coder_cls.__name__ == "Transcoder"
     gen = torch.Generator().manual_seed(opts.seed + 1)
     if isinstance(activations, Tensor):
@@ -575,7 +484,10 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
           d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None, seed: int = 0,
           skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8, cfg: SAEConfig | None = None,
           callback: Callable[[int, dict], None] | None = None, **options: Any):
-    """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`."""
+    """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`.
+
+    ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields besides ``seed``.
+    """
     from .. import names as N
     from ..harvest.runner import weights_digest
     from .config import check_fits, stream_width
@@ -606,7 +518,7 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
                        architecture=architecture, k=k, hook_name=hooks[0], layer=layer, skip=skip,
                        model_name=pcfg.model_name)
     check_fits(cfg, pcfg)
-    opts = TrainOptions(seed=seed, **options)
+    opts = build(SAETrainConfig, {"seed": seed, **options})
     corpus = as_corpus(texts_or_corpus)
     source = CorpusActivations(probe, corpus, hooks, seq_len=seq_len or min(pcfg.n_ctx, 128),
                                windows_per_pass=windows_per_pass, seed=seed)
