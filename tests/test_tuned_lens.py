@@ -225,7 +225,7 @@ def test_shipped_lens_beats_the_logit_lens_on_held_out_documentation():
     probe = gpt2probe.load(model_dir, device="cpu")
     lens = TunedLens.load(model_dir / "tuned-lens", probe)
     trained = json.loads((model_dir / "training.json").read_text())
-    assert lens.training["corpus"]["n_tokens"] == trained["train_tokens"]  # the model's own training split
+    assert lens.training["corpus"]["n_tokens"] == trained["train_tokens_by_source"]["docs"]  # the model's documentation split
     held_out = [pydoc_data.topics.topics[name] for name in ("try", "yield")]
     assert set(("try", "yield")) <= set(trained["val_topics"])
     windows, _ = pack_windows(probe, held_out, 128)
