@@ -170,3 +170,19 @@ def test_layer_norm_matches_torch_and_the_hand_formulas():
     (expected,) = torch.autograd.grad(module(leaf), leaf, grad)
     assert_close(ln.backward(grad, x), expected, 1e-10)
     assert ln.detach().weight.requires_grad is False and ln.to(dtype=torch.float32).bias.dtype == torch.float32
+
+
+def test_frozen_layernorm_transposes_are_the_adjoints_autograd_finds():
+    """``frozen_transpose`` and ``frozen_normalize_transpose`` equal the vector-Jacobian products of their maps."""
+    from gpt2probe.model.layernorm import LayerNorm, frozen_normalize_transpose
+
+    gen = torch.Generator().manual_seed(0)
+    ln = LayerNorm(1 + 0.3 * torch.randn(16, generator=gen, dtype=torch.float64),
+                   0.2 * torch.randn(16, generator=gen, dtype=torch.float64), 1e-5)
+    x = torch.randn(3, 5, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    scale = 0.5 + torch.rand(3, 5, 1, generator=gen, dtype=torch.float64)
+    grad = torch.randn(3, 5, 16, generator=gen, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(ln.frozen(x, scale), x, grad)
+    assert_close(ln.frozen_transpose(grad, scale), expected, tol=1e-12)
+    (expected,) = torch.autograd.grad((x - x.mean(-1, keepdim=True)) / scale, x, grad)
+    assert_close(frozen_normalize_transpose(grad, scale), expected, tol=1e-12)

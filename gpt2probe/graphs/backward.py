@@ -12,7 +12,9 @@ therefore a fixed linear map, which this module applies block by block, from the
     G += centre(w1[l] * attn^T(G)) / s1[l]   (attention with its pattern frozen: only the OV path)
 
 where ``centre`` subtracts the mean over ``d_model`` (LayerNorm's centring, the transpose of
-itself), ``s1``/``s2`` are ``ln1``/``ln2``'s frozen scales, ``w1`` ``ln1``'s weight, and
+itself), ``s1``/``s2`` are ``ln1``/``ln2``'s frozen scales, ``w1`` ``ln1``'s weight (these
+transposes are :meth:`gpt2probe.model.layernorm.LayerNorm.frozen_transpose` and
+:func:`~gpt2probe.model.layernorm.frozen_normalize_transpose`), and
 ``attn^T(G)[k] = sum_h sum_q A[h, q, k] (G[q] @ W_O[h]^T) @ W_V[h]^T``.
 
 Why not autograd through the model, as circuit-tracer does? On a CPU the backward pass is
@@ -36,18 +38,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
+from ..model.layernorm import LayerNorm, frozen_normalize_transpose
 from .replacement import PromptRun
 from .transcoders import Probe, TranscoderLike
 
 
-def _centre(x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-    return x - x.mean(dim=-1, keepdim=True)
-
-
-def ln1_weights(probe: Probe) -> list[Tensor]:
-    """Each block's ``ln1`` weight, read through the model seam (:meth:`gpt2probe.model.weights.Weights.block`)."""
+def ln1s(probe: Probe) -> list[LayerNorm]:
+    """Each block's ``ln1``, read through the model seam (:meth:`gpt2probe.model.weights.Weights.block`), detached."""
     weights = probe.weights
-    return [weights.block(layer).ln1.weight.detach() for layer in range(probe.cfg.n_layers)]
+    return [weights.block(layer).ln1.detach() for layer in range(probe.cfg.n_layers)]
 
 
 class LinearBackward:
@@ -67,8 +66,8 @@ class LinearBackward:
             self.s2 = [run.frozen[N.ln_scale(layer, 2)][0, :, 0] for layer in range(n_layers)]
             self.pattern = [run.frozen[N.pattern(layer)][0] for layer in range(n_layers)]  # [head, q, k]
             self.s_final = run.frozen[N.LN_FINAL_SCALE][0, :, 0]
-            self.w_final = probe.weights.ln_final.weight.detach()
-            self.w1 = ln1_weights(probe)
+            self.ln_final = probe.weights.ln_final.detach()
+            self.ln1 = ln1s(probe)
             W_V, W_O = probe.W_V.detach(), probe.W_O.detach()  # [layer, head, d_model, d_head], [layer, head, d_head, d_model]
             self.n_heads = W_V.shape[1]
             # flattened over heads, so each map is one matmul: G @ W_O_flat^T and M @ W_V_flat^T
@@ -78,7 +77,7 @@ class LinearBackward:
 
     def targets_at_final(self, vectors: Float[Tensor, "n d_model"], positions: Int[Tensor, " n"]) -> Tensor:
         """Gradient at ``resid_post[last layer]`` of ``vectors . ln_final(stream)`` (logit targets)."""
-        return _centre(vectors * self.w_final) / self.s_final[positions, None]
+        return self.ln_final.frozen_transpose(vectors, self.s_final[positions, None])
 
     def attention_transpose(self, layer: int, grad: Float[Tensor, "b p d_model"]) -> Float[Tensor, "b p d_model"]:
         """What ``grad`` at the attention output sends back to the block's input (the OV path, pattern frozen)."""
@@ -86,15 +85,15 @@ class LinearBackward:
         heads = rearrange(grad @ self.W_O_flat[layer].T, "b q (h e) -> b q h e", h=self.n_heads)
         mixed = einsum(self.pattern[layer][:, :p, :p], heads, "h q k, b q h e -> b k h e")
         back = rearrange(mixed, "b k h e -> b k (h e)") @ self.W_V_flat[layer].T
-        return _centre(back * self.w1[layer]) / self.s1[layer][:p, None]
+        return self.ln1[layer].frozen_transpose(back, self.s1[layer][:p, None])
 
     def skip_transpose(self, layer: int, grad: Float[Tensor, "b p d_model"]) -> Float[Tensor, "b p d_model"] | None:
         """What ``grad`` at the MLP output sends back through the transcoder's skip connection (``None``: no skip)."""
         W_skip = self.W_skip[layer]
         if W_skip is None:
             return None
-        return _centre(grad @ W_skip.T) / self.s2[layer][: grad.shape[1], None]
+        return frozen_normalize_transpose(grad @ W_skip.T, self.s2[layer][: grad.shape[1], None])
 
     def targets_at_mlp_in(self, layer: int, vectors: Float[Tensor, "n d_model"], positions: Int[Tensor, " n"]) -> Tensor:
         """Gradient at ``resid_mid[layer]`` of ``vectors . mlp_in[layer]`` (feature targets: encoder rows)."""
-        return _centre(vectors) / self.s2[layer][positions, None]
+        return frozen_normalize_transpose(vectors, self.s2[layer][positions, None])

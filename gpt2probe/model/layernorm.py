@@ -75,6 +75,15 @@ class LayerNorm:
         """
         return (x - x.mean(-1, keepdim=True)) / scale * self.weight.to(x.device, x.dtype)
 
+    def frozen_transpose(self, grad: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"]) -> Float[Tensor, "... d_model"]:
+        """The transpose of :meth:`frozen` (a gradient on ``frozen(x, scale)`` pulled back to ``x``).
+
+        ``frozen`` is ``x -> centre(x) / scale * weight``; centring is its own transpose, so the
+        transpose is ``centre(grad * weight) / scale``: the backward pass of a model whose
+        LayerNorm scales are frozen (attribution graphs).
+        """
+        return frozen_normalize_transpose(grad * self.weight.to(grad.device, grad.dtype), scale)
+
     def backward(self, grad: Float[Tensor, "... d_model"], x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """Pull a gradient on ``LN(x)`` back to ``x`` (the Jacobian-vector product at ``x``, scale not frozen)."""
         return self.normalized_backward(grad * self.weight.to(grad.dtype), x)
@@ -84,3 +93,12 @@ class LayerNorm:
         centered, sigma = self.center_and_scale(x)
         xhat = centered / sigma
         return (grad - grad.mean(-1, keepdim=True) - xhat * (grad * xhat).mean(-1, keepdim=True)) / sigma
+
+
+def frozen_normalize_transpose(grad: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"]) -> Float[Tensor, "... d_model"]:
+    """The transpose of ``x -> (x - mean(x)) / scale`` with ``scale`` fixed (no weight): ``centre(grad) / scale``.
+
+    What a gradient on a frozen-scale LayerNorm's normalised output (before its weight) sends
+    back to the stream, e.g. through a transcoder that reads ``hook_normalized``.
+    """
+    return (grad - grad.mean(dim=-1, keepdim=True)) / scale
