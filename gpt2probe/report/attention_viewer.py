@@ -43,7 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..atomic import atomic_path
-from ..display.escape import EMPTY_TOKEN, visible_whitespace
+from ..display.escape import token_text
 from ..errors import InvalidArgumentError, ShapeError
 from .html import CONTENT_SECURITY_POLICY, STYLE, _header
 
@@ -140,7 +140,7 @@ def _payload(data: AttentionData, heads: list[str], threshold: int) -> str:
         "n_tokens": data.n_tokens,
         "n_layers": data.n_layers,
         "n_heads": data.n_heads,
-        "tokens": [visible_whitespace(t) if t else EMPTY_TOKEN for t in data.tokens],
+        "tokens": [token_text(t) for t in data.tokens],
         "thumb": min(THUMB, data.n_tokens),
         "thumbs": base64.b64encode(b"".join(data.thumbs)).decode("ascii"),
         "heads": heads,
