@@ -225,3 +225,24 @@ def test_small_page_in_chromium_reads_at_a_glance(small_page):
             const b = t.getBoundingClientRect(), s = t.querySelector('.s').getBoundingClientRect();
             return s.left < b.left || s.right > b.right || s.bottom > b.bottom; }).length""")
         assert outside == 0
+
+
+def test_a_longer_prompt_keeps_the_page_in_the_window(tmp_path):
+    """150 tokens: the token list wraps (it made the page 6,600 px wide), and the query labels sit against the pattern."""
+    browser = pytest.importorskip("browser")
+    if not browser.chromium_available():
+        pytest.skip("chromium is not installed")
+    n = 150
+    path = tmp_path / "attention.html"
+    write_attention_viewer(path, encode_attention(random_patterns(1, 2, n, seed=2), [f" w{i}" for i in range(n)]),
+                           title="t", model_name="m", prompt="p")
+    with browser.open_page(path, offline=True, wait_for=VIEWER_READY) as page:
+        page.send("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 900, "deviceScaleFactor": 1,
+                                                          "mobile": False})  # a laptop's window
+        assert page.evaluate("document.getElementById('selfcheck').dataset.status") == "ok"
+        width, window = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width <= window, (width, window)
+        gap = page.evaluate("document.getElementById('stage').getBoundingClientRect().left"
+                            " - document.getElementById('yaxis').getBoundingClientRect().right")
+        assert 0 <= gap <= 10
+        assert page.evaluate("attentionViewer.axis.labelled") == list(range(0, n, 3))  # 5 px rows: every 3rd token

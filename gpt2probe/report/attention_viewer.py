@@ -213,9 +213,10 @@ body { max-width: none; }
 .thumb canvas { border: 1px solid #ccc; background: #f3f3f3; }
 .thumb .s { display: flex; flex-wrap: wrap; justify-content: center; column-gap: 3px; font-size: 9px; line-height: 1.2;
             max-width: 100%; }
-#main { display: flex; flex-direction: column; gap: .4rem; }
+#main { display: flex; flex-direction: column; gap: .4rem; min-width: 0; max-width: 100%; }
 #plot { display: grid; grid-template-columns: auto auto auto; grid-template-rows: auto auto; gap: 0 6px;
-        align-items: start; }
+        align-items: start; justify-content: start; }
+#yaxis { justify-self: end; } #xaxis { align-self: end; }
 #plot .axis-title { font: 12px system-ui; color: #444; }
 #stage { position: relative; border: 1px solid #bbb; align-self: start; }
 #stage canvas { display: block; image-rendering: pixelated; }
@@ -223,7 +224,8 @@ body { max-width: none; }
 #colorbar { display: flex; flex-direction: column; align-items: flex-start; font: 11px system-ui; color: #444; }
 #info { font: 13px system-ui; min-height: 1.3em; }
 #tip { font: 12px ui-monospace, monospace; min-height: 1.2em; color: #333; }
-#tokens { font: 12px/1.9 ui-monospace, monospace; max-height: 40vh; overflow: auto; border: 1px solid #ddd; padding: .3rem; }
+#tokens { font: 12px/1.9 ui-monospace, monospace; max-height: 40vh; overflow: auto; border: 1px solid #ddd; padding: .3rem;
+          display: flex; flex-wrap: wrap; max-width: 1100px; }
 #tokens span { padding: 1px 1px; margin: 0 1px; border-radius: 2px; white-space: pre; cursor: default; }
 #tokens span.focus { outline: 2px solid #d62728; }
 .legend { font: 12px system-ui; color: #444; }
@@ -325,7 +327,7 @@ function drawAxes() {
   for (const ctx of [x, y]) { ctx.font = '11px ui-monospace, monospace'; ctx.fillStyle = '#333'; ctx.textBaseline = 'middle'; }
   y.textAlign = 'right'; x.textAlign = 'left';
   for (const i of labelled) {
-    const mid = i * cell + cell / 2;
+    const mid = Math.min(Math.max(i * cell + cell / 2, 6), W - 6);  // the first and last labels stay whole
     y.fillText(axisText(i), AXIS - 4, mid);                                     // queries: rows, left of the pattern
     x.save(); x.translate(mid, AXIS - 4); x.rotate(-Math.PI / 2); x.fillText(axisText(i), 0, 0); x.restore();  // keys: columns, above
   }
