@@ -162,3 +162,87 @@ def test_every_head_draws_in_chromium(wide_page):
             assert got == [int(expected[q, k]) for q, k in [(1023, 0), (1023, 1022), (700, 699), (512, 100)]]
         assert page.evaluate("document.getElementById('selfcheck').dataset.status") == "ok"
         assert page.errors == []
+
+
+# -- a small page, read as a person would: axes, colour bar, no default tint, sharp thumbnails ----------
+@pytest.fixture(scope="module")
+def small_page(tmp_path_factory):
+    n = 20
+    tokens = [f" t{i}" if i % 5 else "    " for i in range(n)]  # an indent among them
+    patterns = random_patterns(2, 3, n, seed=5)
+    scores = {key: torch.rand(2, 3, generator=torch.Generator().manual_seed(i)) for i, key in
+              enumerate(("previous_token", "induction", "first_token"))}
+    scores["first_token"][1, 2] = -0.5  # a negative score is the widest text a cell holds
+    scores["induction"][0, 1] = 1.0
+    path = tmp_path_factory.mktemp("small") / "attention.html"
+    write_attention_viewer(path, encode_attention(patterns, tokens, scores), title="t", model_name="m", prompt="p")
+    return path, tokens
+
+
+def test_the_page_has_axes_and_a_colour_bar(small_page):
+    html = small_page[0].read_text(encoding="utf-8")
+    for element in ('id="xaxis"', 'id="yaxis"', 'id="cbar"', "query ↓ · key →"):
+        assert element in html
+
+
+def test_small_page_in_chromium_reads_at_a_glance(small_page):
+    browser = pytest.importorskip("browser")
+    if not browser.chromium_available():
+        pytest.skip("chromium is not installed")
+    path, tokens = small_page
+    with browser.open_page(path, offline=True, wait_for=VIEWER_READY) as page:
+        # a high-density screen: the thumbnails must be drawn at its resolution, not scaled up blurred
+        page.send("Emulation.setDeviceMetricsOverride", {"width": 1600, "height": 1000, "deviceScaleFactor": 2,
+                                                          "mobile": False})
+        page.send("Page.reload")
+        page.wait_for("window.attentionViewer && " + VIEWER_READY)
+        page.wait_for("document.getElementById('selfcheck').dataset.status !== undefined")
+        assert page.evaluate("document.getElementById('selfcheck').dataset.status") == "ok"
+        assert page.errors == []
+        assert page.evaluate("attentionViewer.dpr") == 2
+        sizes = page.evaluate("""[...document.querySelectorAll('.thumb canvas')].map(c =>
+            [c.width, c.height, c.getBoundingClientRect().width - 2])""")  # minus the 1 px border each side
+        px = page.evaluate("attentionViewer.THUMB_PX")
+        assert len(sizes) == 6 and all(s == [2 * px, 2 * px, px] for s in sizes), sizes
+        # every token labelled on both axes of the large pattern (20 tokens leave 38 px a row)
+        from gpt2probe.display.escape import visible_whitespace
+
+        assert page.evaluate("attentionViewer.axis.labelled") == list(range(20))
+        assert page.evaluate("attentionViewer.axis.text") == [f"{i} {visible_whitespace(t)}" for i, t in enumerate(tokens)]
+        axes = page.evaluate("""['xaxis', 'yaxis', 'cbar'].map(id => {
+            const c = document.getElementById(id), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let ink = 0; for (let i = 3; i < d.length; i += 4) ink += d[i] > 0;
+            return [c.getBoundingClientRect().width, c.getBoundingClientRect().height, ink]; })""")
+        assert all(w > 10 and h > 10 and ink > 100 for w, h, ink in axes), axes
+        # nothing tinted until the pointer is on the pattern: no row, no column, no token
+        tint = page.evaluate("""(() => { const c = document.getElementById('overlay');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let a = 0; for (let i = 3; i < d.length; i += 4) a += d[i]; return a; })()""")
+        assert tint == 0 and page.evaluate("attentionViewer.focused()") is None
+        assert page.evaluate("[...document.querySelectorAll('#tokens span')].filter(s => s.style.background).length") == 0
+        # every score line inside its own cell
+        outside = page.evaluate("""[...document.querySelectorAll('.thumb')].filter(t => {
+            const b = t.getBoundingClientRect(), s = t.querySelector('.s').getBoundingClientRect();
+            return s.left < b.left || s.right > b.right || s.bottom > b.bottom; }).length""")
+        assert outside == 0
+
+
+def test_a_longer_prompt_keeps_the_page_in_the_window(tmp_path):
+    """150 tokens: the token list wraps (it made the page 6,600 px wide), and the query labels sit against the pattern."""
+    browser = pytest.importorskip("browser")
+    if not browser.chromium_available():
+        pytest.skip("chromium is not installed")
+    n = 150
+    path = tmp_path / "attention.html"
+    write_attention_viewer(path, encode_attention(random_patterns(1, 2, n, seed=2), [f" w{i}" for i in range(n)]),
+                           title="t", model_name="m", prompt="p")
+    with browser.open_page(path, offline=True, wait_for=VIEWER_READY) as page:
+        page.send("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 900, "deviceScaleFactor": 1,
+                                                          "mobile": False})  # a laptop's window
+        assert page.evaluate("document.getElementById('selfcheck').dataset.status") == "ok"
+        width, window = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width <= window, (width, window)
+        gap = page.evaluate("document.getElementById('stage').getBoundingClientRect().left"
+                            " - document.getElementById('yaxis').getBoundingClientRect().right")
+        assert 0 <= gap <= 10
+        assert page.evaluate("attentionViewer.axis.labelled") == list(range(0, n, 3))  # 5 px rows: every 3rd token

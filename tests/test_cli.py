@@ -102,7 +102,8 @@ def test_bad_patching_options(argv, tmp_path, capsys, no_loading):
     assert_one_error(code, err, out)
 
 
-@pytest.mark.parametrize("argv", [["--alpha", "nan"], ["--max-new-tokens", "0"], ["--temperature", "0"]])
+@pytest.mark.parametrize("argv", [["--alpha", "nan"], ["--max-new-tokens", "0"], ["--temperature", "0"],
+                                  ["--alpha", "2", "--norm-ratio", "0.5"], ["--norm-ratio", "0"], ["--norm-ratio", "inf"]])
 def test_bad_steering_options(argv, tmp_path, capsys, no_loading):
     out = tmp_path / "r.html"
     code, _, err = run(capsys, ["steering", *argv, "--out", str(out)])

@@ -61,3 +61,44 @@ def test_tables_show_invisible_characters():
     out = table.to_html()
     assert "prompt\\u202e" in out and "a\\u2066b" in out and "line\none\\x00" in out and "c\\u200b" in out
     assert not {"\u202e", "\u2066", "\x00", "\u200b"} & set(out)
+
+
+# -- one token rendering in every report ------------------------------------------------------------
+AWKWARD_TOKENS = [" Paris", "    ", "\n\n", "\xa0\xa0\xa0\xa0", " \xa0 \xa0", "\t", "", "\u3000", "<b>", " &amp;"]
+
+
+def test_every_whitespace_token_of_gpt2_is_drawn_visibly():
+    """No whitespace-only token of GPT-2's vocabulary renders as blank (its no-break-space runs included)."""
+    import unicodedata
+
+    from gpt2probe.display.escape import token_text
+    from gpt2probe.tokenizer import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+    assert len(blank) > 15
+    for i in blank:
+        shown = token_text(tokenizer.decode([i]))
+        assert shown and not any(unicodedata.category(c).startswith("Z") or c.isspace() for c in shown), (i, shown)
+
+
+def test_one_token_rendering_in_every_report():
+    """Plotly figures, tables, the attention viewer and the graph viewer all show a token as ``token_text`` does."""
+    import html
+    import json
+
+    import torch
+
+    from gpt2probe.display.escape import token_text
+    from gpt2probe.report.attention_viewer import _payload, encode_attention
+    from gpt2probe.report.steering import top_tokens_table
+
+    expected = [token_text(t) for t in AWKWARD_TOKENS]
+    assert expected[1:4] == ["␣␣␣␣", "↵↵", "⍽⍽⍽⍽"]
+    assert [html.unescape(display_token(t)) for t in AWKWARD_TOKENS] == expected  # Plotly decodes the entities
+    n = len(AWKWARD_TOKENS)
+    pattern = torch.full((1, 1, n, n), 1.0 / n).tril()
+    data = encode_attention(pattern, AWKWARD_TOKENS)
+    assert json.loads(_payload(data, [], 0))["tokens"] == expected
+    table = top_tokens_table(AWKWARD_TOKENS, [0.1] * n, AWKWARD_TOKENS, [0.1] * n)
+    assert [row[1] for row in table.rows] == expected and [row[3] for row in table.rows] == expected

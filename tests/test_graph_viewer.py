@@ -9,6 +9,7 @@ import re
 import pytest
 from graph_helpers import random_transcoders
 
+from gpt2probe.display.escape import token_text
 from gpt2probe.graphs import attribution_graph
 from gpt2probe.graphs.viewer import write_graph_html
 
@@ -47,7 +48,7 @@ def test_page_draws_in_chromium(page):
         n_nodes = opened.evaluate("document.querySelectorAll('circle').length")
         assert n_nodes == opened.evaluate("graphViewer.nodes.length") > graph.n_pos
         labels = opened.evaluate("Array.from(document.querySelectorAll('text.tok')).map(t => t.textContent)")
-        assert labels == [json.dumps(t, ensure_ascii=False) for t in NASTY]
+        assert labels == [token_text(t) for t in NASTY]  # as every gpt2probe report shows tokens
         logit_id = opened.evaluate("graphViewer.nodes.find(n => n.feature_type === 'logit').node_id")
         opened.evaluate(f"graphViewer.show({json.dumps(logit_id)})")
         rows = opened.evaluate("document.querySelectorAll('#panel tr').length")
@@ -123,8 +124,8 @@ def test_clicked_feature_shows_its_contexts(page, tmp_path):
     with browser.open_page(path, offline=True, wait_for=READY, timeout=60) as opened:
         opened.evaluate(f"graphViewer.show({json.dumps(f'{layer}_{feature}_{pos}')})")
         shown = opened.evaluate("Array.from(document.querySelectorAll('#panel .ctx span')).map(s => s.textContent)")
-        assert shown == ["2.500  ", "<b>a", " peak", "&amp;"]
-        assert opened.evaluate("document.querySelector('#panel .ctx span.peak').textContent") == " peak"
+        assert shown == ["2.500  ", "<b>a", "␣peak", "&amp;"]  # literally, with the space shown as in every report
+        assert opened.evaluate("document.querySelector('#panel .ctx span.peak').textContent") == "␣peak"
         assert opened.errors == []
 
 

@@ -378,3 +378,61 @@ def test_every_corpus_format_reads_the_same_documents(texts, tmp_path):
     (tmp_path / "long.txt").write_text(long)
     pieces = [t for _, t in Corpus([tmp_path / "long.txt"], max_doc_chars=500).documents()]
     assert "".join(pieces) == long and all(len(p) <= 500 for p in pieces) and len(pieces) > 1
+
+
+# -- the progress bar: a total known from the start, a count that only grows ------------------------
+class RecordingBar:
+    """Stands in for tqdm: records every (count, total, postfix) the bar would show."""
+
+    shown: list = []
+
+    def __init__(self, *args, total=None, initial=0, **kwargs):
+        self.total, self.n, self.last_print_n, self.postfix = total, initial, initial, ""
+        RecordingBar.shown.append((self.n, self.total, ""))
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def update(self, step):
+        self.n += step
+        RecordingBar.shown.append((self.n, self.total, self.postfix))
+
+    def refresh(self):
+        RecordingBar.shown.append((self.n, self.total, self.postfix))
+
+    close = refresh
+
+
+def test_progress_total_never_changes_and_the_count_only_grows(tiny, texts, tmp_path, monkeypatch):
+    import tqdm
+
+    from gpt2probe.harvest.corpus import block_sizes
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    RecordingBar.shown = []
+    done = _run(tiny, texts, tmp_path / "h", progress=True, block_chars=1200)
+    shown = RecordingBar.shown
+    corpus_chars = sum(block_sizes(Corpus(texts=texts), 1200))
+    assert corpus_chars == sum(len(t) for t in texts) and len(block_sizes(Corpus(texts=texts), 1200)) > 3
+    assert {total for _, total, _ in shown} == {corpus_chars}  # the same total from the first line to the last
+    counts = [n for n, _, _ in shown]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == corpus_chars
+    assert len(set(counts)) > 5  # it moves within blocks, not only at their ends
+    assert shown[-1][2] == f"{done.manifest['totals']['tokens']:,} tokens"  # the exact count beside it
+
+
+def test_progress_of_a_resumed_run_starts_where_it_stopped(tiny, texts, tmp_path, monkeypatch):
+    import tqdm
+
+    from gpt2probe.harvest.runner import Options, run_harvest
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    options = Options(top_k=5, window=3, seq_len=SEQ, batch_size=3, block_chars=1200)
+    out, corpus = tmp_path / "cut", Corpus(texts=texts)
+    assert run_harvest(tiny, corpus, HOOKS, out, options=options, checkpoint_every=2, progress=False,
+                       stop_after_windows=8) is None
+    RecordingBar.shown = []
+    _run(tiny, texts, out, progress=True, block_chars=1200, resume=True)
+    counts = [n for n, _, _ in RecordingBar.shown]
+    total = sum(len(t) for t in texts)
+    assert counts == sorted(counts) and counts[-1] == total and {t for _, t, _ in RecordingBar.shown} == {total}

@@ -106,3 +106,76 @@ def _exit_status(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exit_:
         return exit_.code
+
+
+# -- reads at a glance: opening hook, the address, split characters, peak and histogram axes ---------------
+def test_the_page_opens_on_an_mlp_hook_not_attention(harvested):
+    from gpt2probe.report.harvest_dashboard import opening_hook
+
+    assert harvested.kind(harvested.hooks[0]) == "attention"  # forward order puts the layer-0 pattern first
+    assert harvested.hooks[opening_hook(harvested, harvested.hooks)] == "blocks.0.mlp.hook_post"
+    assert opening_hook(harvested, ["blocks.0.attn.hook_pattern", "blocks.3.hook_resid_post"]) == 1
+
+
+def test_a_character_split_across_tokens_shows_as_the_character():
+    from gpt2probe.report.harvest_dashboard import TokenDecoder, context_row
+    from gpt2probe.tokenizer import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    text = "a 😀 b \u6f22 c"
+    ids = tokenizer(text)["input_ids"]
+    decode = TokenDecoder(tokenizer)
+    assert any("\ufffd" in decode(t) for t in ids)  # single tokens cannot show these characters
+    pieces = decode.pieces(ids)
+    assert "".join(p for _, _, p in pieces) == text and all("\ufffd" not in p for _, _, p in pieces)
+    assert [stop - start for start, stop, _ in pieces] != [1] * len(pieces)
+    acts = [float(i) * (-1) ** i for i in range(len(ids))]
+    center = next(i for i, t in enumerate(ids) if "\ufffd" in decode(t)) + 1  # inside the emoji's tokens
+    row = context_row(decode, ids, acts, center)
+    emoji = next(i for i, t in enumerate(row["tokens"]) if "😀" in t)
+    start, stop, _ = pieces[emoji]
+    assert row["center"] == emoji and row["sizes"][emoji] == stop - start > 1
+    assert row["acts"][emoji] == max((round(a, 3) for a in acts[start:stop]), key=abs)
+    assert row["parts"][str(emoji)] == [round(a, 3) for a in acts[start:stop]]
+    # a piece whose character begins before the context stays visibly broken, never silently dropped
+    assert "".join(p for _, _, p in decode.pieces(ids[center:])).count("\ufffd") >= 1
+
+
+@needs_chromium
+def test_dashboard_opens_on_the_best_unit_and_the_address_selects_hook_unit_and_sort(tiny, harvested, tmp_path):
+    from urllib.parse import parse_qs
+
+    path = write_dashboard(harvested, tmp_path / "dash.html", probe=tiny, examples=3)
+    ready = "document.readyState === 'complete' && document.querySelectorAll('#hook option').length > 0"
+    mlp = "blocks.0.mlp.hook_post"
+    best = int(harvested.stats(mlp)["max"].argmax())
+    with open_page(path, offline=True, wait_for=ready) as page:
+        state = page.evaluate("""({hook: document.getElementById('hook').selectedOptions[0].textContent,
+            sort: document.getElementById('sort').value, hash: location.hash,
+            title: document.querySelector('#unit h2').textContent,
+            peak: [...document.querySelectorAll('.ctx')].map(c => [c.querySelector('.peak').textContent,
+                                                                  c.querySelector('span.center').textContent]),
+            axes: ['xlabel', 'ylabel', 'xtick', 'ytick'].map(c => document.querySelectorAll('#unit svg text.' + c).length)})""")
+        assert state["hook"] == mlp and state["sort"] == "max"
+        assert state["title"] == harvested.unit_label(mlp, best)
+        assert parse_qs(state["hash"][1:]) == {"hook": [mlp], "unit": [str(best)], "sort": ["max"]}
+        assert state["peak"] and all(p == c for p, c in state["peak"])
+        assert state["axes"] == [1, 1, 2, 2]
+        # the user changes the sort: the address follows
+        page.evaluate("document.getElementById('sort').value = 'index';"
+                      "document.getElementById('sort').dispatchEvent(new Event('change'))")
+        assert parse_qs(page.evaluate("location.hash")[1:])["sort"] == ["index"]
+        # an address picks hook, unit and sort (a fresh load, and a change of fragment)
+        resid = "blocks.3.hook_resid_post"
+        url = path.resolve().as_uri()
+        for how in ("load", "fragment"):
+            unit = 5 if how == "load" else 7
+            if how == "load":
+                page.send("Page.navigate", {"url": "about:blank"})
+                page.wait_for("location.href === 'about:blank'")
+            page.send("Page.navigate", {"url": f"{url}#hook={resid}&unit={unit}&sort=freq"})
+            page.wait_for(ready + f" && document.querySelector('#unit h2') && "
+                          f"document.querySelector('#unit h2').textContent === {harvested.unit_label(resid, unit)!r}")
+            assert page.evaluate("document.getElementById('hook').selectedOptions[0].textContent") == resid
+            assert page.evaluate("document.getElementById('sort').value") == "freq"
+        assert page.errors == []

@@ -138,14 +138,18 @@ def lens() -> PromptLens:
     ("", "∅"),
     ("\x00", "\\x00"),
     ("é", "é"),
+    ("\xa0\xa0\xa0\xa0", "⍽⍽⍽⍽"),  # GPT-2's no-break-space tokens, blank if drawn as they are
+    (" \xa0 \xa0", "␣⍽␣⍽"),
+    ("\u3000", "\\u3000"),  # other spaces (category Zs) as escapes
+    ("    ", "␣␣␣␣"),
 ])
 def test_display_token(token, expected):
     assert display_token(token) == expected
 
 
-_VISIBLE_SYMBOLS = "␣↵␍⇥∅\\"
-_plain_text = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"),
-                                    blacklist_characters=_VISIBLE_SYMBOLS))
+_VISIBLE_SYMBOLS = "␣↵␍⇥⍽∅\\"
+_plain_text = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp", "Zs"),
+                                    blacklist_characters=_VISIBLE_SYMBOLS, whitelist_characters=" \xa0"))
 
 
 @given(_plain_text)
@@ -154,7 +158,7 @@ def test_display_token_is_markup_free_and_reversible(token):
     assert not set(out) & set("<> \n$"), out
     assert "&" not in re.sub(r"&(amp|lt|gt|#36);", "", out), out  # only our own entities
     # Plotly decodes the entities; mapping the visible symbols back recovers the token.
-    decoded = html.unescape(out).replace("␣", " ").replace("↵", "\n")
+    decoded = html.unescape(out).replace("␣", " ").replace("↵", "\n").replace("⍽", "\xa0")
     assert decoded == token or (token == "" and out == "∅")
 
 

@@ -128,3 +128,65 @@ def test_errors(vocab_probe):
         with steer(probe, 0, v, 1.0):
             raise RuntimeError("boom")
     assert count_torch_hooks(probe.model) == 0
+
+
+# -- the vector's size relative to the stream it is added to ---------------------------------------
+def hand_reference_norm(probe, prompts, layer):
+    """Mean norm of resid_pre at each prompt's last token, one prompt at a time (no padding)."""
+    norms = []
+    for prompt in prompts:
+        _, cache = probe.run_with_cache(prompt, names=[N.resid_pre(layer)])
+        norms.append(float(cache[N.resid_pre(layer)][0, -1].norm()))
+    return sum(norms) / len(norms)
+
+
+def test_alpha_for_ratio_scales_the_vector_to_the_stream(vocab_probe):
+    from gpt2probe.interventions import alpha_for_ratio, residual_norm
+
+    probe, prompts = vocab_probe, ["The cat sat on", "Great", "I think you are"]
+    reference = residual_norm(probe, prompts, 1)
+    assert reference == pytest.approx(hand_reference_norm(probe, prompts, 1), rel=1e-5)
+    v = mean_difference_vector(probe, POSITIVE, NEGATIVE, layer=1)
+    for ratio in (0.25, 0.5, 2.0):
+        alpha = alpha_for_ratio(v, reference, ratio)
+        _, plain = probe.run_with_cache(prompts[0], names=[N.resid_pre(1)])
+        with steer(probe, 1, v, alpha):
+            _, steered = probe.run_with_cache(prompts[0], names=[N.resid_pre(1)])
+        added = (steered[N.resid_pre(1)] - plain[N.resid_pre(1)])[0, -1]  # what the model actually received
+        assert float(added.norm()) / reference == pytest.approx(ratio, rel=1e-4)
+
+
+def test_alpha_for_ratio_refuses_what_it_cannot_scale(vocab_probe):
+    from gpt2probe.errors import InvalidArgumentError
+    from gpt2probe.interventions import alpha_for_ratio
+
+    v = vector(vocab_probe)
+    with pytest.raises(InvalidArgumentError, match="vector is zero"):
+        alpha_for_ratio(torch.zeros(5), 3.0, 0.5)
+    for ratio, norm in ((0.0, 3.0), (-1.0, 3.0), (0.5, 0.0)):
+        with pytest.raises(InvalidArgumentError, match="must be > 0"):
+            alpha_for_ratio(v, norm, ratio)
+    with pytest.raises(InvalidArgumentError, match="finite"):
+        alpha_for_ratio(v, 3.0, float("nan"))
+
+
+@pytest.mark.parametrize("extra, ratio", [([], 0.5), (["--norm-ratio", "0.2"], 0.2)])
+def test_steering_command_scales_its_default_vector_to_the_stream(vocab_dir, vocab_probe, tmp_path, capsys, extra, ratio):
+    """The command's |alpha v| is the printed ratio of the stream's mean norm, checked against a hand computation."""
+    import re
+
+    from gpt2probe.cli import main
+
+    prompt, layer = "I think you are", vocab_probe.cfg.n_layers // 2
+    assert main(["steering", "--model", str(vocab_dir), "--device", "cpu", "--greedy", "--max-new-tokens", "2",
+                 "--prompt", prompt, "--out", str(tmp_path / "s.html"), *extra]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"alpha = ([-\d.e+]+) .*set by --norm-ratio ([\d.]+).*\|alpha v\| = ([\d.]+) = ([\d.]+) x the mean "
+                      r"\|resid\| at the prompts' last tokens \(([\d.]+)\)", out)
+    assert found, out
+    alpha, printed_ratio = float(found.group(1)), float(found.group(4))
+    v = mean_difference_vector(vocab_probe, ["Love"], ["Hate"], layer=layer)  # the command's default prompts
+    reference = hand_reference_norm(vocab_probe, [prompt], layer)
+    assert alpha * float(v.norm()) / reference == pytest.approx(ratio, rel=2e-3)  # alpha printed to 4 digits
+    assert printed_ratio == pytest.approx(ratio, abs=0.005)
+    assert f"= {ratio:.2f} x the mean |resid|" in (tmp_path / "s.html").read_text(encoding="utf-8")  # in the report too

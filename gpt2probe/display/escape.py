@@ -7,6 +7,12 @@ differs from ``"Paris"``) that a label would hide. Every string a figure shows g
 through :func:`display_token` (tokens) or :func:`escape_text` (free text) exactly once, and
 every string the page's own HTML shows through :func:`escape_html`.
 
+Every report shows a token through the same function: :func:`display_token` where Plotly
+draws it, :func:`token_text` where a page's script puts it in ``textContent`` (the attention
+viewer, the graph viewer). Whitespace is drawn as symbols (``␣`` space, ``↵`` newline, ``⇥``
+tab, ``⍽`` no-break space, so GPT-2's ``"\xa0\xa0\xa0\xa0"`` tokens are not blank), other
+spaces of Unicode's category Zs (thin, ideographic...) as escapes such as ``\u3000``.
+
 Characters that are invisible or that change how the text around them is drawn are
 shown as visible escapes (``\u202e``, ``\x00``) everywhere: controls (NUL, ESC...), bidi
 embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069, which would display
@@ -26,6 +32,7 @@ VISIBLE = {
     "\n": "↵",
     "\r": "␍",
     "\t": "⇥",
+    "\xa0": "⍽",  # no-break space: GPT-2 has tokens of 1 to 16 of them, which would show as blanks
 }
 EMPTY_TOKEN = "∅"
 
@@ -51,9 +58,25 @@ def show_invisible(s: str, keep: str = "") -> str:
     )
 
 
+def _visible_char(ch: str) -> str:
+    symbol = VISIBLE.get(ch)
+    if symbol is not None:
+        return symbol
+    return _escape_code(ch) if unicodedata.category(ch) == "Zs" else ch  # thin, ideographic... spaces
+
+
 def visible_whitespace(s: str) -> str:
     """Show spaces, newlines, tabs and every invisible character as visible symbols or escapes."""
-    return show_invisible("".join(VISIBLE.get(ch, ch) for ch in s))
+    return show_invisible("".join(_visible_char(ch) for ch in s))
+
+
+def token_text(s: str) -> str:
+    """A token as every report shows it, for text never read as markup (a script's ``textContent``).
+
+    >>> token_text("\n\n"), token_text("\xa0\xa0"), token_text("")
+    ('↵↵', '⍽⍽', '∅')
+    """
+    return visible_whitespace(s) if s else EMPTY_TOKEN
 
 
 def display_token(s: str) -> str:
@@ -62,9 +85,7 @@ def display_token(s: str) -> str:
     >>> display_token(" <b>&amp;")
     '␣&lt;b&gt;&amp;amp;'
     """
-    if s == "":
-        return EMPTY_TOKEN
-    return _escape_markup(visible_whitespace(s))
+    return _escape_markup(token_text(s))
 
 
 def escape_text(s: str, max_chars: int | None = None) -> str:

@@ -1,8 +1,12 @@
 """Steer GPT-2 with a mean-difference vector: continuations with and without it: ``gpt2probe steering``.
 
 The vector is the mean residual stream entering ``--layer`` at the last token of the
-``--positive`` prompts minus that of the ``--negative`` prompts. ``--alpha`` times it is
-added at every position while the prompt runs and while tokens are generated. Both runs
+``--positive`` prompts minus that of the ``--negative`` prompts. It is scaled so that its
+norm is ``--norm-ratio`` (default 0.5) times the mean norm of the stream it is added to
+(at the ``--prompt`` texts' last tokens, at that layer), a size that matters but does not
+drown the stream; ``--alpha`` gives the multiple of the raw vector instead. The scaled
+vector is added at every position while the prompt runs and while tokens are generated;
+the run prints the multiple and the ratio it used. Both runs
 use the same seed, so they differ only through the vector. The report shows the two
 continuations side by side, the top next tokens before and after, and the tokens whose
 probability changed most.
@@ -32,6 +36,7 @@ from .common import (
 PROMPT = "I think you are"
 POSITIVE, NEGATIVE = ["Love"], ["Hate"]
 DEFAULT_OUT = "reports/steering.html"
+NORM_RATIO = 0.5  # |alpha v| / mean |resid| by default: half the stream's size
 TOP_K = 50  # sampling draws from the 50 most likely tokens unless --top-k says otherwise
 
 
@@ -46,7 +51,11 @@ def build_parser() -> Parser:
     parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre",
                         help="where in the layer the vector is read from and added to: entering it (resid_pre, "
                              "the default), between attention and MLP (resid_mid), or leaving it (resid_post)")
-    parser.add_argument("--alpha", type=finite_float, default=4.0, help="multiple of the vector added (default: 4)")
+    parser.add_argument("--norm-ratio", type=finite_float,
+                        help="size of the added vector as a multiple of the stream's mean norm at the prompts' last "
+                             f"tokens (default: {NORM_RATIO}; not with --alpha)")
+    parser.add_argument("--alpha", type=finite_float,
+                        help="multiple of the raw mean-difference vector added, instead of --norm-ratio")
     parser.add_argument("--max-new-tokens", type=positive_int, default=30, help="tokens generated per run (default: 30)")
     parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature (default: 1)")
     parser.add_argument("--top-k", type=positive_int, help=f"sample from the k most likely tokens (default: {TOP_K}; "
@@ -82,9 +91,10 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace) -> Path:
+    from ..errors import InvalidArgumentError
     from ..generation import generate
-    from ..interventions import mean_difference_vector, steer
-    from ..interventions.steering import stream_at, stream_name
+    from ..interventions import alpha_for_ratio, mean_difference_vector, residual_norm, steer
+    from ..interventions.steering import stream_name
     from ..report import change_bars, continuations_table, top_tokens_table, write_html
 
     if args.temperature <= 0 and not args.greedy:
@@ -92,6 +102,11 @@ def _run(args: argparse.Namespace) -> Path:
     if args.greedy and (args.top_k is not None or args.temperature != 1.0):
         raise UsageError("--greedy takes the most likely token at every step: --top-k and --temperature would be "
                          "ignored, so give them only without --greedy")
+    if args.alpha is not None and args.norm_ratio is not None:
+        raise UsageError("--alpha and --norm-ratio both set the vector's size: give one of them")
+    if args.norm_ratio is not None and args.norm_ratio <= 0:
+        raise UsageError(f"--norm-ratio must be > 0 (got {args.norm_ratio:g}); flip --positive and --negative to "
+                         "steer the other way")
     top_k = TOP_K if args.top_k is None else args.top_k
     probe, fell_back = load_model(args)
     cfg = probe.cfg
@@ -107,13 +122,23 @@ def _run(args: argparse.Namespace) -> Path:
     name = stream_name(probe, layer, args.stream)
 
     vector = mean_difference_vector(probe, positive, negative, layer, stream=args.stream)
-    typical = float(stream_at(probe, prompts, layer, args.stream).norm(dim=-1).mean())
-    print(f"Steering {name} with alpha = {args.alpha:g} x mean({positive}) - mean({negative}): "
-          f"|alpha v| = {args.alpha * float(vector.norm()):.2f} (mean |resid| at the prompts' last token: {typical:.2f})")
+    typical = residual_norm(probe, prompts, layer, args.stream)
+    if args.alpha is None:
+        ratio = NORM_RATIO if args.norm_ratio is None else args.norm_ratio
+        try:
+            alpha = alpha_for_ratio(vector, typical, ratio)
+        except InvalidArgumentError as error:
+            raise UsageError(f"{error} (--positive {positive}, --negative {negative})") from None
+        how = f"--norm-ratio {ratio:g}"
+    else:
+        alpha, how = args.alpha, "--alpha"
+    size = abs(alpha) * float(vector.norm())
+    print(f"Steering {name} with alpha = {alpha:.4g} x (mean({positive}) - mean({negative})), set by {how}: "
+          f"|alpha v| = {size:.2f} = {size / typical:.2f} x the mean |resid| at the prompts' last tokens ({typical:.2f})")
 
     sampling = dict(greedy=True) if args.greedy else dict(temperature=args.temperature, top_k=top_k, seed=args.seed)
     plain = generate(probe, prompts, args.max_new_tokens, **sampling)
-    with steer(probe, layer, vector, args.alpha, stream=args.stream):
+    with steer(probe, layer, vector, alpha, stream=args.stream):
         steered = generate(probe, prompts, args.max_new_tokens, **sampling)
         p_after = probe(prompts[0])[0, -1].float().softmax(-1)
     p_before = probe(prompts[0])[0, -1].float().softmax(-1)
@@ -146,8 +171,8 @@ def _run(args: argparse.Namespace) -> Path:
         metadata={
             "Hook": name,
             "Vector": f"mean over {positive!r} - mean over {negative!r} (last token)",
-            "alpha": args.alpha,
-            "|alpha v|": f"{args.alpha * float(vector.norm()):.3f}",
+            "alpha": f"{alpha:.4g} (set by {how})",
+            "|alpha v|": f"{size:.3f} = {size / typical:.2f} x the mean |resid| ({typical:.3f}) at the prompts' last tokens",
             "Decoding": "greedy" if args.greedy else f"sampled, temperature {args.temperature}, top-k {top_k}, seed {args.seed}",
         },
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text_atomic
+from ..display.escape import token_text
 from .files import graph_json
 from .viewer_script import SCRIPT, STYLE
 
@@ -45,7 +46,11 @@ def graph_html(graph: Any, *, node_threshold: float | None = 0.8, edge_threshold
     """
     document = graph_json(graph, node_threshold=node_threshold, edge_threshold=edge_threshold, slug=None,
                           supernodes=supernodes)
+    # Tokens as every gpt2probe report shows them (display.escape.token_text), beside the raw strings the JSON keeps
+    document["gpt2probe_token_labels"] = [token_text(t) for t in document["metadata"]["prompt_tokens"]]
     document["gpt2probe_contexts"] = contexts or {}
+    document["gpt2probe_context_labels"] = {key: [[token_text(t) for t in c["tokens"]] for c in rows]
+                                            for key, rows in (contexts or {}).items()}
     summary = (f"{graph.model_name}: {graph.n_features} of {graph.n_active_features} active features, "
                f"replacement score {graph.replacement_score():.3f}, completeness {graph.completeness_score():.3f}; "
                f"shown: {len(document['nodes'])} nodes, {len(document['links'])} edges")

@@ -40,6 +40,7 @@ const doc = JSON.parse(dataEl.textContent);
 const NS = "http://www.w3.org/2000/svg";
 const meta = doc.metadata, nodes = doc.nodes, links = doc.links;
 const contexts = doc.gpt2probe_contexts || {};
+const contextLabels = doc.gpt2probe_context_labels || {};  // the contexts' tokens as every report shows them
 const nLayers = meta.gpt2probe.n_layers, nPos = meta.prompt_tokens.length;
 const colW = 90, rowH = 46, left = 60, top = 20;
 const width = left + nPos * colW + 40, height = top + (nLayers + 3) * rowH + 40;
@@ -113,7 +114,8 @@ function label(text, x, y, cls) {
   t.textContent = text; labelLayer.append(t);
 }
 for (let r = 0; r <= nLayers + 1; r++) label(r === 0 ? "logits" : r === nLayers + 1 ? "emb" : "L" + (nLayers - r), 4, top + r * rowH + 16);
-meta.prompt_tokens.forEach((tok, p) => label(JSON.stringify(tok), left + p * colW, top + (nLayers + 2) * rowH + 16, "tok"));
+const tokenLabels = doc.gpt2probe_token_labels;  // rendered in Python by display.escape.token_text, as every report
+tokenLabels.forEach((tok, p) => label(tok, left + p * colW, top + (nLayers + 2) * rowH + 16, "tok"));
 const colour = n => ({"cross layer transcoder": "#8ab4f8", "mlp reconstruction error": "#bbbbbb",
                       "embedding": "#a8e6a1", "logit": "#f6c26b"})[n.feature_type] || "#ffffff";
 const MAX_DRAWN = 3000;
@@ -157,7 +159,7 @@ function drawNodes() {
 function describeNode(n) {
   if (n.feature_type === "cross layer transcoder") return "L" + n.layer + " f" + n.feature + " @" + n.ctx_idx;
   if (n.feature_type === "mlp reconstruction error") return "error L" + n.layer + " @" + n.ctx_idx;
-  if (n.feature_type === "embedding") return "emb " + JSON.stringify(meta.prompt_tokens[n.ctx_idx]) + " @" + n.ctx_idx;
+  if (n.feature_type === "embedding") return "emb " + tokenLabels[n.ctx_idx] + " @" + n.ctx_idx;
   return n.clerp;
 }
 const describe = v => v.group ? "supernode " + JSON.stringify(v.group.name) + " (" + v.group.members.length + ")"
@@ -186,17 +188,17 @@ function contextBlock(n) {
   if (list === undefined) return [];
   const out = [el("h3", "top contexts")];
   if (!list.length) out.push(el("p", "not active in any of the texts"));
-  for (const c of list) {
+  list.forEach((c, j) => {
     const div = el("div", undefined, "ctx");
     div.append(el("span", c.value.toFixed(3) + "  "));
-    c.tokens.forEach((tok, i) => {
+    contextLabels[n.layer + "_" + n.feature][j].forEach((tok, i) => {
       const s = el("span", tok, i === c.center ? "peak" : undefined);
       const a = Math.max(0, Math.min(1, c.acts[i] / (Math.abs(c.value) || 1)));
       s.style.background = "rgba(255, 140, 0, " + a.toFixed(3) + ")";
       div.append(s);
     });
     out.push(div);
-  }
+  });
   return out;
 }
 let focus = null;
@@ -245,6 +247,8 @@ function safeJson(value) {
 function exportJson() {
   const out = Object.assign({}, doc, {qParams: Object.assign({}, doc.qParams, {supernodes: groupList()})});
   delete out.gpt2probe_contexts;
+  delete out.gpt2probe_token_labels;
+  delete out.gpt2probe_context_labels;
   return JSON.stringify(out);
 }
 function exportHtml() {

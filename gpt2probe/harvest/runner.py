@@ -329,8 +329,8 @@ def _forward(probe, tokens: Tensor, pairs: list) -> None:
 def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank, world, checkpoint_every,
           show_progress, sizes, stop_after_windows) -> None:
     mine = [owner == rank for owner in assign_blocks(sizes, world)]
-    bar = _progress_bar(sizes, mine) if show_progress else None
     done_chars = sum(size for b, size in enumerate(sizes) if mine[b] and b < state["block"])
+    bar = _progress_bar(sizes, mine, done_chars) if show_progress else None
     since = 0
     batch_meta: dict = {}
 
@@ -363,6 +363,8 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
                     continue
                 packed = pack(block, probe.tokenizer, seq_len=options.seq_len, eos=eos, seed=options.seed)
                 start = state["window"] if block.index == state["block"] else 0
+                if bar is not None and start:  # resumed inside this block: its first windows were done before
+                    bar.resume_at(done_chars + block.chars * start // packed.n_windows)
                 for w in range(start, packed.n_windows, options.batch_size):
                     sl = slice(w, min(w + options.batch_size, packed.n_windows))
                     batch_meta.update(block=block.index, window=w, tokens=packed.tokens[sl], doc=packed.doc[sl],
@@ -376,7 +378,7 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
                         state.update(block=block.index + 1, window=0)
                     since += n_win
                     if bar is not None:
-                        bar.update(n_tok)
+                        bar.advance_to(done_chars + block.chars * sl.stop // packed.n_windows, state["tokens"])
                     due = since >= checkpoint_every if checkpoint_every else now - last_checkpoint >= CHECKPOINT_SECONDS
                     if due:
                         _checkpoint(ckpt, summaries, state, raw)
@@ -384,9 +386,8 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
                         if stop_after_windows is not None and state["windows"] >= stop_after_windows:
                             return
                 done_chars += block.chars
-                if bar is not None and done_chars:
-                    bar.total = max(bar.n, int(bar.n / done_chars * bar.rank_chars))
-                    bar.refresh()
+                if bar is not None:
+                    bar.advance_to(done_chars, state["tokens"])
         state["done"] = True
         _checkpoint(ckpt, summaries, state, raw)
     finally:
@@ -394,13 +395,46 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
             bar.close()
 
 
-def _progress_bar(sizes: list[int], mine: list[bool]):
-    from tqdm import tqdm
+def _progress_bar(sizes: list[int], mine: list[bool], done_chars: int) -> HarvestProgress:
+    return HarvestProgress(sum(size for b, size in enumerate(sizes) if mine[b]), done_chars)
 
-    bar = tqdm(unit="tok", unit_scale=True, file=sys.stderr, desc="harvest", dynamic_ncols=True)
-    bar.rank_chars = sum(size for b, size in enumerate(sizes) if mine[b])
-    bar.total = max(1, bar.rank_chars // 4)  # ~4 characters a token until the first block says better
-    return bar
+
+class HarvestProgress:
+    """The harvest's progress bar, counted in characters of the corpus (this rank's share).
+
+    The corpus's characters are known exactly before the first window runs (the pass that
+    checks every record counts them), its tokens only once all of it is tokenized. A bar in
+    tokens had to guess its total and re-guess it after every block (625k, then 760k, then
+    701k tokens on one run), and its time estimate jumped with it. Counted in characters,
+    the total never changes, the count only grows (a block's characters are credited in
+    proportion to its windows done) and the time left follows from a fixed total. The tokens
+    harvested so far, an exact count, are shown beside it.
+    """
+
+    def __init__(self, total_chars: int, done_chars: int = 0) -> None:
+        from tqdm import tqdm
+
+        self.total = max(1, total_chars)
+        self.bar = tqdm(total=self.total, initial=done_chars, unit="char", unit_scale=True, file=sys.stderr,
+                        desc="harvest", dynamic_ncols=True)
+
+    @property
+    def n(self) -> int:
+        return self.bar.n
+
+    def resume_at(self, chars: int) -> None:
+        """Credit work done before a resume without counting it in the speed (and so in the time left)."""
+        self.bar.n = self.bar.last_print_n = min(max(chars, self.bar.n), self.total)
+
+    def advance_to(self, chars: int, tokens: int) -> None:
+        """Move to ``chars`` characters done (never back) with ``tokens`` harvested so far."""
+        step = min(chars, self.total) - self.bar.n
+        self.bar.set_postfix_str(f"{tokens:,} tokens", refresh=False)
+        if step > 0:
+            self.bar.update(step)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _checkpoint(path: Path, summaries, state: dict, raw) -> None:

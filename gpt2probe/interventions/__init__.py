@@ -12,7 +12,7 @@ from .feature_patching import FeatureEffects, feature_attribution, feature_patch
 from .graph import Edge, Node
 from .patching import KINDS, PatchingResult, logit_diff_metric, patch, patch_hook
 from .pruning import FalseNegativeBound, PruningCheck
-from .steering import mean_difference_vector, steer, steering_hook
+from .steering import alpha_for_ratio, mean_difference_vector, residual_norm, steer, steering_hook
 
 __all__ = [
     "FeatureEffects",
@@ -30,6 +30,7 @@ __all__ = [
     "PruningCheck",
     "ablate",
     "ablation_hooks",
+    "alpha_for_ratio",
     "attribution_patch",
     "circuit",
     "circuit_of_nodes",
@@ -41,6 +42,7 @@ __all__ = [
     "patch",
     "patch_hook",
     "resample_ablation_hook",
+    "residual_norm",
     "steer",
     "steering_hook",
     "zero_ablation_hook",

@@ -8,6 +8,12 @@ output towards the property.
 >>> v = mean_difference_vector(probe, ["Love"], ["Hate"], layer=6)
 >>> with steer(probe, 6, v, alpha=4.0):
 ...     logits = probe("I think you are")
+
+How strong ``alpha`` is depends on the size of the stream it is added to, which differs by
+model and layer (GPT-2 small's middle residual stream has norms near 100, tiny-english's
+near 10). :func:`alpha_for_ratio` picks the ``alpha`` that makes ``|alpha v|`` a given
+fraction of the stream's typical norm (:func:`residual_norm`); ``gpt2probe steering`` does
+so by default (``--norm-ratio``) and prints the ratio it used.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
-from ..errors import PromptError, ShapeError
+from ..errors import InvalidArgumentError, PromptError, ShapeError
 from ..model.hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
@@ -121,3 +127,37 @@ def mean_difference_vector(
     nothing.
     """
     return stream_at(probe, prompts_a, layer, stream, position).mean(0) - stream_at(probe, prompts_b, layer, stream, position).mean(0)
+
+
+@torch.no_grad()
+def residual_norm(probe: GPT2Probe, prompts: Inputs, layer: int, stream: str = "resid_pre") -> float:
+    """The mean norm of the residual stream at ``layer``/``stream`` over ``prompts``' last real tokens.
+
+    The last token, because that is where :func:`mean_difference_vector` reads its vectors;
+    the first position is left out of the reference on purpose (GPT-2's stream there is many
+    times larger than anywhere else).
+    """
+    return float(stream_at(probe, prompts, layer, stream).float().norm(dim=-1).mean())
+
+
+def alpha_for_ratio(vector: Float[Tensor, " d_model"], reference_norm: float, ratio: float) -> float:
+    """The ``alpha`` for which ``|alpha * vector| == ratio * reference_norm``.
+
+    Args:
+        vector: the steering direction (any size; only its norm matters here).
+        reference_norm: the stream's typical norm, e.g. :func:`residual_norm`.
+        ratio: the size of the added vector relative to that norm (0.5: half the stream's size).
+
+    Raises:
+        InvalidArgumentError: a ratio or norm that is not finite and positive, or a zero vector
+            (the two sets of prompts gave the same stream), which no ``alpha`` can scale.
+    """
+    ratio = validate.finite_number("the norm ratio", ratio)
+    reference_norm = validate.finite_number("the reference norm", reference_norm)
+    if ratio <= 0 or reference_norm <= 0:
+        raise InvalidArgumentError(f"the norm ratio and the reference norm must be > 0, got {ratio:g} and {reference_norm:g}")
+    size = float(vector.detach().double().norm())
+    if not size > 0:
+        raise InvalidArgumentError("the steering vector is zero (both sets of prompts give the same stream): "
+                                   "no alpha can scale it; use prompts that differ")
+    return ratio * reference_norm / size

@@ -43,7 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..atomic import atomic_path
-from ..display.escape import EMPTY_TOKEN, visible_whitespace
+from ..display.escape import token_text
 from ..errors import InvalidArgumentError, ShapeError
 from .html import CONTENT_SECURITY_POLICY, STYLE, _header
 
@@ -140,7 +140,7 @@ def _payload(data: AttentionData, heads: list[str], threshold: int) -> str:
         "n_tokens": data.n_tokens,
         "n_layers": data.n_layers,
         "n_heads": data.n_heads,
-        "tokens": [visible_whitespace(t) if t else EMPTY_TOKEN for t in data.tokens],
+        "tokens": [token_text(t) for t in data.tokens],
         "thumb": min(THUMB, data.n_tokens),
         "thumbs": base64.b64encode(b"".join(data.thumbs)).decode("ascii"),
         "heads": heads,
@@ -203,21 +203,29 @@ def _page(title: str, model_name: str, prompt: str, notes: list[str], metadata: 
 VIEWER_STYLE = """
 body { max-width: none; }
 #viewer { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
-#grid { display: grid; gap: 2px 4px; align-items: center; max-height: 88vh; overflow: auto; padding-right: .5rem; }
-#grid .layer { font: 600 11px system-ui; color: #555; text-align: right; padding-right: 2px; }
+#grid { display: grid; gap: 2px 4px; align-items: start; max-height: 88vh; overflow: auto; padding-right: .5rem; }
+#grid .layer { font: 600 11px system-ui; color: #555; text-align: right; padding-right: 2px; align-self: center; }
 .thumb { display: flex; flex-direction: column; align-items: center; cursor: pointer; border: 2px solid transparent;
-         border-radius: 3px; padding: 1px; font: 10px/1.15 ui-monospace, monospace; color: #333; }
+         border-radius: 3px; padding: 1px; font: 10px/1.15 ui-monospace, monospace; color: #333; box-sizing: border-box;
+         overflow: hidden; }
 .thumb:hover { border-color: #9ab; }
 .thumb.selected { border-color: #d62728; background: #fff3f0; }
-.thumb canvas { width: 56px; height: 56px; image-rendering: pixelated; border: 1px solid #ccc; background: #f3f3f3; }
-.thumb .s { white-space: nowrap; }
-#main { display: flex; flex-direction: column; gap: .4rem; }
-#stage { position: relative; border: 1px solid #bbb; align-self: flex-start; }
+.thumb canvas { border: 1px solid #ccc; background: #f3f3f3; }
+.thumb .s { display: flex; flex-wrap: wrap; justify-content: center; column-gap: 3px; font-size: 9px; line-height: 1.2;
+            max-width: 100%; }
+#main { display: flex; flex-direction: column; gap: .4rem; min-width: 0; max-width: 100%; }
+#plot { display: grid; grid-template-columns: auto auto auto; grid-template-rows: auto auto; gap: 0 6px;
+        align-items: start; justify-content: start; }
+#yaxis { justify-self: end; } #xaxis { align-self: end; }
+#plot .axis-title { font: 12px system-ui; color: #444; }
+#stage { position: relative; border: 1px solid #bbb; align-self: start; }
 #stage canvas { display: block; image-rendering: pixelated; }
 #overlay { position: absolute; left: 0; top: 0; pointer-events: none; }
+#colorbar { display: flex; flex-direction: column; align-items: flex-start; font: 11px system-ui; color: #444; }
 #info { font: 13px system-ui; min-height: 1.3em; }
 #tip { font: 12px ui-monospace, monospace; min-height: 1.2em; color: #333; }
-#tokens { font: 12px/1.9 ui-monospace, monospace; max-height: 40vh; overflow: auto; border: 1px solid #ddd; padding: .3rem; }
+#tokens { font: 12px/1.9 ui-monospace, monospace; max-height: 40vh; overflow: auto; border: 1px solid #ddd; padding: .3rem;
+          display: flex; flex-wrap: wrap; max-width: 1100px; }
 #tokens span { padding: 1px 1px; margin: 0 1px; border-radius: 2px; white-space: pre; cursor: default; }
 #tokens span.focus { outline: 2px solid #d62728; }
 .legend { font: 12px system-ui; color: #444; }
@@ -227,14 +235,19 @@ body { max-width: none; }
 VIEWER_BODY = """<main>
 <p class="legend">Every head of every layer (rows: layers; columns: heads) with its scores:
 <b>p</b> previous-token, <b>i</b> induction, <b>f</b> first-token. Click a head (or use the arrow keys) to draw it large:
-rows are queries, columns keys, darker is more attention (weights stored as multiples of 1/255).
+rows are queries, columns keys, darker is more attention (weights stored as multiples of 1/255; the colour bar gives the scale).
 Hover a token or the pattern: <b class="q">blue</b> = what that token attends to, <b class="k">orange</b> = what attends to it.</p>
 <label class="legend">colour scale <select id="scale"><option value="linear">linear</option><option value="sqrt">square root (shows small weights)</option></select></label>
 <div id="viewer">
 <div id="grid" role="listbox" aria-label="attention heads"></div>
 <div id="main">
 <div id="info"></div>
+<div id="plot">
+<div class="axis-title" id="corner">query ↓ · key →</div><canvas id="xaxis" aria-label="key tokens"></canvas><div></div>
+<canvas id="yaxis" aria-label="query tokens"></canvas>
 <div id="stage"><canvas id="big"></canvas><canvas id="overlay"></canvas></div>
+<div id="colorbar"><span>attention</span><canvas id="cbar" aria-label="colour bar"></canvas></div>
+</div>
 <div id="tip"></div>
 <div id="tokens"></div>
 </div>
@@ -252,9 +265,17 @@ const rowStart = q => q * (q + 1) / 2;
 const grid = document.getElementById('grid'), big = document.getElementById('big'), overlay = document.getElementById('overlay');
 const info = document.getElementById('info'), tip = document.getElementById('tip'), tokenBox = document.getElementById('tokens');
 const check = document.getElementById('selfcheck');
+const dpr = Math.max(1, window.devicePixelRatio || 1);
 const cell = Math.max(1, Math.floor(768 / n));
 big.width = big.height = overlay.width = overlay.height = n * cell;
 const fail = msg => { check.dataset.status = 'fail'; check.textContent += msg + '\n'; console.error('attention viewer: ' + msg); };
+
+// A canvas of css size w x h drawn at the screen's device pixel ratio (sharp on high-density screens).
+function sharpCanvas(canvas, w, h) {
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  canvas.style.width = w + 'px'; canvas.style.height = h + 'px';
+  const ctx = canvas.getContext('2d'); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); return ctx;
+}
 
 function bytesOf(b64) {
   const bin = atob(b64), out = new Uint8Array(bin.length);
@@ -283,50 +304,89 @@ async function head(l, h) {
 const weight = (tri, q, k) => (k > q ? 0 : tri[rowStart(q) + k]);
 
 let scale = 'linear';
+const shade = v => (scale === 'sqrt' ? Math.sqrt(v / 255) : v / 255);
 function lut() {
   const out = new Uint8ClampedArray(256 * 3);
   for (let v = 0; v < 256; v++) {
-    const t = scale === 'sqrt' ? Math.sqrt(v / 255) : v / 255;
+    const t = shade(v);
     out[3 * v] = Math.round(255 - t * (255 - 8)); out[3 * v + 1] = Math.round(255 - t * (255 - 48)); out[3 * v + 2] = Math.round(255 - t * (255 - 107));
   }
   return out;
 }
 let colours = lut();
 
+// -- axes and colour bar of the large pattern -------------------------------------------------
+const AXIS = 150, LABEL_PX = 12;                 // room for the labels; at least 12 px between two labels
+const axisStep = Math.ceil(LABEL_PX / cell);     // every token labelled when a cell is 12 px or more
+const axisText = i => { const t = `${i} ${D.tokens[i]}`; return t.length > 22 ? t.slice(0, 21) + '…' : t; };
+const labelled = [];
+for (let i = 0; i < n; i += axisStep) labelled.push(i);
+function drawAxes() {
+  const W = n * cell;
+  const y = sharpCanvas(document.getElementById('yaxis'), AXIS, W), x = sharpCanvas(document.getElementById('xaxis'), W, AXIS);
+  for (const ctx of [x, y]) { ctx.font = '11px ui-monospace, monospace'; ctx.fillStyle = '#333'; ctx.textBaseline = 'middle'; }
+  y.textAlign = 'right'; x.textAlign = 'left';
+  for (const i of labelled) {
+    const mid = Math.min(Math.max(i * cell + cell / 2, 6), W - 6);  // the first and last labels stay whole
+    y.fillText(axisText(i), AXIS - 4, mid);                                     // queries: rows, left of the pattern
+    x.save(); x.translate(mid, AXIS - 4); x.rotate(-Math.PI / 2); x.fillText(axisText(i), 0, 0); x.restore();  // keys: columns, above
+  }
+}
+const BAR_H = Math.min(256, Math.max(120, n * cell)), BAR_TICKS = [0, 0.25, 0.5, 0.75, 1];
+function drawColorbar() {
+  const ctx = sharpCanvas(document.getElementById('cbar'), 64, BAR_H + 12);
+  for (let py = 0; py < BAR_H; py++) {  // top = weight 1, bottom = weight 0
+    const v = Math.round(255 * (1 - py / (BAR_H - 1)));
+    ctx.fillStyle = `rgb(${colours[3 * v]},${colours[3 * v + 1]},${colours[3 * v + 2]})`; ctx.fillRect(0, py + 6, 16, 1);
+  }
+  ctx.strokeStyle = '#999'; ctx.strokeRect(0.5, 6.5, 15, BAR_H - 1);
+  ctx.font = '11px system-ui'; ctx.fillStyle = '#333'; ctx.textBaseline = 'middle';
+  for (const w of BAR_TICKS) {
+    const py = 6 + (1 - w) * (BAR_H - 1);
+    ctx.fillRect(16, py, 4, 1); ctx.fillText(w.toFixed(2), 23, py);
+  }
+}
+
 // -- thumbnails --------------------------------------------------------------------------
 const thumbs = bytesOf(D.thumbs);
+const THUMB_PX = T * Math.max(1, Math.floor(64 / T));  // css size: a whole number of css pixels per thumbnail pixel
 const label = (l, h) => `L${l}H${h}`;
-const fmt = v => (v === undefined || v === null || Number.isNaN(v) ? '–' : v.toFixed(2).replace(/^0\./, '.'));
-function scoreLine(l, h) {
+const fmt = v => (v === undefined || v === null || Number.isNaN(v) ? '–' : v.toFixed(2).replace(/^0\./, '.').replace(/^-0\./, '-.'));
+function scoreParts(l, h) {
   const s = D.scores, parts = [];
-  if (s.previous_token) parts.push('p ' + fmt(s.previous_token[l][h]));
-  if (s.induction) parts.push('i ' + fmt(s.induction[l][h]));
-  if (s.first_token) parts.push('f ' + fmt(s.first_token[l][h]));
-  return parts.join(' ');
+  if (s.previous_token) parts.push('p' + fmt(s.previous_token[l][h]));
+  if (s.induction) parts.push('i' + fmt(s.induction[l][h]));
+  if (s.first_token) parts.push('f' + fmt(s.first_token[l][h]));
+  return parts;
 }
 function scoreTitle(l, h) {
   return label(l, h) + Object.keys(D.scores).map(k => `\n${D.score_labels[k] || k}: ${fmt(D.scores[k][l][h])}`).join('');
 }
+const small = document.createElement('canvas'); small.width = small.height = T;  // one thumbnail at its own resolution
 function drawThumb(canvas, l, h) {
-  const ctx = canvas.getContext('2d'), img = ctx.createImageData(T, T), off = (l * H + h) * T * T;
+  const sctx = small.getContext('2d'), img = sctx.createImageData(T, T), off = (l * H + h) * T * T;
   for (let i = 0; i < T * T; i++) {
     const q = Math.floor(i / T), k = i % T, v = thumbs[off + i];
     const future = k > q;
     img.data[4 * i] = future ? 243 : colours[3 * v]; img.data[4 * i + 1] = future ? 243 : colours[3 * v + 1];
     img.data[4 * i + 2] = future ? 243 : colours[3 * v + 2]; img.data[4 * i + 3] = 255;
   }
-  ctx.putImageData(img, 0, 0);
+  sctx.putImageData(img, 0, 0);
+  const ctx = sharpCanvas(canvas, THUMB_PX, THUMB_PX);
+  ctx.imageSmoothingEnabled = false;  // nearest neighbour: each stored pixel a sharp square
+  ctx.drawImage(small, 0, 0, THUMB_PX, THUMB_PX);
 }
-grid.style.gridTemplateColumns = `auto repeat(${H}, auto)`;
+grid.style.gridTemplateColumns = `auto repeat(${H}, ${Math.max(THUMB_PX + 8, 76)}px)`;
 const thumbEls = [];
 for (let l = L - 1; l >= 0; l--) {  // layer 0 at the bottom, as in every gpt2probe figure
   const name = document.createElement('div'); name.className = 'layer'; name.textContent = 'L' + l; grid.appendChild(name);
   for (let h = 0; h < H; h++) {
     const box = document.createElement('div'); box.className = 'thumb'; box.title = scoreTitle(l, h);
     box.setAttribute('role', 'option'); box.dataset.layer = l; box.dataset.head = h;
-    const canvas = document.createElement('canvas'); canvas.width = canvas.height = T;
+    const canvas = document.createElement('canvas');
     const name2 = document.createElement('div'); name2.textContent = label(l, h);
-    const s = document.createElement('div'); s.className = 's'; s.textContent = scoreLine(l, h);
+    const s = document.createElement('div'); s.className = 's';
+    for (const part of scoreParts(l, h)) { const span = document.createElement('span'); span.textContent = part; s.appendChild(span); }
     box.append(canvas, name2, s); grid.appendChild(box); thumbEls.push(box);
     drawThumb(canvas, l, h);
     box.addEventListener('click', () => select(l, h));
@@ -372,7 +432,7 @@ function focus(i) {
   if (!current) return;
   tokenEls.forEach((el, j) => {
     const v = j <= i ? weight(current.tri, i, j) : weight(current.tri, j, i);
-    const a = (scale === 'sqrt' ? Math.sqrt(v / 255) : v / 255).toFixed(3);
+    const a = shade(v).toFixed(3);
     el.style.background = v === 0 ? '' : (j <= i ? `rgba(31,119,180,${a})` : `rgba(255,127,14,${a})`);
     el.classList.toggle('focus', j === i);
   });
@@ -384,6 +444,7 @@ function unfocus() {  // nothing tinted: a row and a column are shaded only whil
   tokenEls.forEach(el => { el.style.background = ''; el.classList.remove('focus'); });
 }
 overlay.parentElement.addEventListener('mouseleave', unfocus);
+tokenBox.addEventListener('mouseleave', unfocus);
 overlay.parentElement.addEventListener('mousemove', e => {
   const r = big.getBoundingClientRect();
   const k = Math.floor((e.clientX - r.left) / r.width * n), q = Math.floor((e.clientY - r.top) / r.height * n);
@@ -395,6 +456,7 @@ overlay.parentElement.addEventListener('mousemove', e => {
 document.getElementById('scale').addEventListener('change', e => {
   scale = e.target.value; colours = lut();
   thumbEls.forEach(el => drawThumb(el.querySelector('canvas'), +el.dataset.layer, +el.dataset.head));
+  drawColorbar();
   if (current) select(current.l, current.h);
 });
 document.addEventListener('keydown', e => {
@@ -404,6 +466,8 @@ document.addEventListener('keydown', e => {
   const l = (current.l + moves[e.key][0] + L) % L, h = (current.h + moves[e.key][1] + H) % H;
   e.preventDefault(); select(l, h);
 });
+drawAxes();
+drawColorbar();
 
 // -- self-check: what is drawn and highlighted is the data ---------------------------------
 async function selfCheck(l, h) {
@@ -424,8 +488,11 @@ async function selfCheck(l, h) {
   }
   return true;
 }
-window.attentionViewer = { select, head, focus, weight, selfCheck, n, L, H, D };
+window.attentionViewer = { select, head, focus, unfocus, weight, selfCheck, n, L, H, D, dpr, cell, THUMB_PX,
+                           axis: { labelled, text: labelled.map(axisText) }, colorbarTicks: BAR_TICKS,
+                           focused: () => focused };
 selfCheck(0, 0).then(() => { unfocus(); if (check.dataset.status !== 'fail') check.dataset.status = 'ok'; })
   .catch(err => fail(String(err && err.stack || err)));
 })();
 """
+

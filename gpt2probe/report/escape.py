@@ -14,8 +14,9 @@ from ..display.escape import (
     escape_html,
     escape_text,
     show_invisible,
+    token_text,
     visible_whitespace,
 )
 
 __all__ = ["EMPTY_TOKEN", "INVISIBLE_CATEGORIES", "VISIBLE", "display_token", "escape_html", "escape_text",
-           "show_invisible", "visible_whitespace"]
+           "show_invisible", "token_text", "visible_whitespace"]

@@ -32,7 +32,7 @@ from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from ..harvest.units import FEATURE_SUFFIX, coder_digest
 from ..names import is_mlp, is_residual_stream, layer_of
-from .harvest_dashboard import logit_effects, token_decoder
+from .harvest_dashboard import context_row, logit_effects, token_decoder
 from .html import CONTENT_SECURITY_POLICY
 
 LOGIT_NOTE = ("Logit effects: the feature's decoder row times W_U, without the final LayerNorm "
@@ -96,10 +96,9 @@ def feature_data(harvest, name: str, *, coder=None, probe=None, decode, examples
         hist = harvest.histogram(name, f)
         exs, words = [], []
         for ex in harvest.top_examples(name, f)[:examples]:
-            texts = [decode(t) for t in ex.tokens]
-            words += texts
-            exs.append({"value": _r(ex.value), "doc": ex.doc, "pos": ex.pos, "center": ex.center,
-                        "tokens": [display_token(t) for t in texts], "acts": [_r(a, 3) for a in ex.acts]})
+            words += [text for _, _, text in decode.pieces(ex.tokens)]
+            exs.append({"value": _r(ex.value), "doc": ex.doc, "pos": ex.pos,
+                        **context_row(decode, ex.tokens, ex.acts, ex.center)})
         feature = {"id": f, "active": int(stats["active"][f]), "density": float(stats["frequency"][f]),
                    "mean": _r(stats["mean"][f]), "max": _r(stats["max"][f]) if int(stats["active"][f]) else 0.0,
                    "hist": hist.counts[1:].tolist(), "lo": _r(hist.edges[0], 6), "hi": _r(hist.edges[-1]),

@@ -24,7 +24,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -90,8 +90,8 @@ def _hook_data(harvest, hook: str, probe, decode, examples: int) -> dict:
         hist = harvest.histogram(hook, u)
         exs = []
         for ex in harvest.top_examples(hook, u)[:examples]:
-            exs.append({"value": _r(ex.value), "doc": ex.doc, "pos": ex.pos, "center": ex.center,
-                        "tokens": [display_token(decode(t)) for t in ex.tokens], "acts": [_r(a, 3) for a in ex.acts]})
+            exs.append({"value": _r(ex.value), "doc": ex.doc, "pos": ex.pos,
+                        **context_row(decode, ex.tokens, ex.acts, ex.center)})
         unit = {"label": harvest.unit_label(hook, u), "mean": _r(stats["mean"][u]), "std": _r(stats["std"][u]),
                 "min": _r(stats["min"][u]), "max": _r(stats["max"][u]), "freq": _r(stats["frequency"][u]),
                 "hist": hist.counts.tolist(), "lo": _r(hist.edges[0]), "hi": _r(hist.edges[-1]), "examples": exs}
@@ -132,8 +132,72 @@ def check_token_ids(harvest, hooks: Sequence[str], d_vocab: int) -> None:
                 "show them: pass the harvested model (--model) so that its tokenizer decodes them")
 
 
-def token_decoder(harvest, hooks: Sequence[str], probe=None) -> Callable[[int], str]:
-    """A cached one-token decoder for the contexts of ``hooks``.
+REPLACEMENT = "\ufffd"  # what a tokenizer decodes an incomplete UTF-8 sequence to
+MAX_CHAR_TOKENS = 4  # a UTF-8 character has at most 4 bytes, so it spans at most 4 byte-level tokens
+
+
+class TokenDecoder:
+    """Token ids to text with one tokenizer: single tokens (cached) and runs of tokens.
+
+    Byte-level BPE (GPT-2's) splits a character such as ``é`` or an emoji over several tokens;
+    each piece alone decodes to ``"\ufffd"``. :meth:`pieces` groups such tokens back into the
+    character they spell.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._one = functools.cache(self.many_uncached)
+
+    def many_uncached(self, *ids: int) -> str:
+        return self._tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
+
+    def __call__(self, token: int) -> str:
+        return self._one(int(token))
+
+    def pieces(self, tokens: Sequence[int]) -> list[tuple[int, int, str]]:
+        """``(start, stop, text)`` runs covering ``tokens``, whole characters where the tokens allow.
+
+        One token each, except that a token decoding to ``"\ufffd"`` is joined with the next ones (up to :data:`MAX_CHAR_TOKENS`) when together they decode to
+        whole characters. A piece whose character starts or ends outside ``tokens`` stays ``"\ufffd"``.
+        """
+        ids = [int(t) for t in tokens]
+        out, i = [], 0
+        while i < len(ids):
+            text, stop = self(ids[i]), i + 1
+            if REPLACEMENT in text:
+                for j in range(i + 2, min(len(ids), i + MAX_CHAR_TOKENS) + 1):
+                    joined = self._one(*ids[i:j])
+                    if REPLACEMENT not in joined:
+                        text, stop = joined, j
+                        break
+            out.append((i, stop, text))
+            i = stop
+        return out
+
+
+def context_row(decode: TokenDecoder, tokens: Sequence[int], acts: Sequence[float], center: int) -> dict:
+    """A context as the page shows it: escaped texts (split characters joined), one activation per piece.
+
+    A piece of several tokens shows the activation of largest size among them (``sizes`` says
+    how many tokens each piece holds; ``parts`` lists every token's activation of such pieces),
+    and ``center`` is the piece holding the example's own token.
+    """
+    row: dict = {"tokens": [], "acts": [], "sizes": [], "parts": {}, "center": center}
+    for index, (start, stop, text) in enumerate(decode.pieces(tokens)):
+        values = [_r(a, 3) for a in acts[start:stop]]
+        finite = [v for v in values if v is not None]
+        row["tokens"].append(display_token(text))
+        row["acts"].append(max(finite, key=abs) if finite else None)
+        row["sizes"].append(stop - start)
+        if stop - start > 1:
+            row["parts"][str(index)] = values
+        if start <= center < stop:
+            row["center"] = index
+    return row
+
+
+def token_decoder(harvest, hooks: Sequence[str], probe=None) -> TokenDecoder:
+    """A cached decoder for the contexts of ``hooks``.
 
     The probe's tokenizer (the probe checked to be the harvested model), or GPT-2's own when no
     probe is given; ids the tokenizer cannot decode are refused first.
@@ -146,12 +210,17 @@ def token_decoder(harvest, hooks: Sequence[str], probe=None) -> Callable[[int], 
         check_model(harvest, probe)
         tokenizer = probe.tokenizer
     check_token_ids(harvest, hooks, len(tokenizer) if probe is None else min(len(tokenizer), probe.cfg.d_vocab))
+    return TokenDecoder(tokenizer)
 
-    @functools.cache
-    def decode(token: int) -> str:
-        return tokenizer.decode([token])
 
-    return decode
+# The hook the page opens on: features and MLP neurons first (their contexts are the dashboard's point), attention last.
+OPENING_KINDS = ("feature", "neuron", "direction", "dim", "head_norm", "attention")
+
+
+def opening_hook(harvest, hooks: Sequence[str]) -> int:
+    """Index in ``hooks`` of the hook the page opens on: the first of the most interesting kind (:data:`OPENING_KINDS`)."""
+    rank = {kind: i for i, kind in enumerate(OPENING_KINDS)}
+    return min(range(len(hooks)), key=lambda i: (rank.get(harvest.kind(hooks[i]), len(rank)), i))
 
 
 def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequence[str] | None = None,
@@ -187,10 +256,12 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
         out.write("</header>\n")
         out.write('<nav><label>Hook <select id="hook"></select></label> '
                   '<label>Unit <input id="search" type="search" placeholder="number or label, e.g. 12 or L0N12"></label> '
-                  '<select id="sort"><option value="index">by index</option><option value="max">by max</option>'
-                  '<option value="freq">by frequency</option></select></nav>\n'
+                  '<label>Sort <select id="sort"><option value="max">by max</option><option value="index">by index</option>'
+                  '<option value="freq">by frequency</option></select></label> '
+                  '<span class="meta">the address (#hook=…&amp;unit=…&amp;sort=…) keeps what is shown</span></nav>\n'
                   '<main><ol id="units"></ol><section id="unit"></section></main>\n')
-        out.write(_json_block([{"name": h, "kind": harvest.kind(h)} for h in chosen], "hooks"))
+        out.write(_json_block({"hooks": [{"name": h, "kind": harvest.kind(h)} for h in chosen],
+                               "opening": opening_hook(harvest, chosen)}, "hooks"))
         for i, hook in enumerate(chosen):
             out.write(_json_block(_hook_data(harvest, hook, probe, decode, examples), f"hook-{i}"))
         out.write(f"<script>{SCRIPT}</script>\n</body>\n</html>\n")
@@ -208,7 +279,9 @@ main { display: grid; grid-template-columns: 14rem 1fr; gap: 1rem; }
 #units li { cursor: pointer; padding: .1rem .4rem; font-family: monospace; }
 #units li.sel { background: #dbe7ff; }
 .ctx { font-family: monospace; white-space: pre-wrap; margin: .2rem 0; line-height: 1.6; }
-.ctx span { border-radius: 2px; } .ctx span.center { outline: 2px solid #c00; }
+.ctx span { border-radius: 2px; padding: 0 1px; } .ctx span.dark { color: #fff; }
+.ctx span.center { outline: 2px solid #111; outline-offset: 1px; font-weight: 700; }
+.peak { font-family: monospace; font-size: 1.1em; background: #f3f3f3; padding: 0 .25em; border: 1px solid #bbb; border-radius: 2px; }
 .meta { color: #666; font-size: .85em; margin-right: .5rem; }
 table { border-collapse: collapse; } td, th { padding: .1rem .6rem; border-bottom: 1px solid #eee; text-align: left; }
 td.num { text-align: right; font-family: monospace; } td.tok { font-family: monospace; }
@@ -216,58 +289,99 @@ td.num { text-align: right; font-family: monospace; } td.tok { font-family: mono
 """
 
 SCRIPT = r"""
-const hooks = JSON.parse(document.getElementById('hooks').textContent);
+const meta = JSON.parse(document.getElementById('hooks').textContent), hooks = meta.hooks;
 const cache = {};
 const hookSel = document.getElementById('hook'), search = document.getElementById('search');
 const sortSel = document.getElementById('sort'), list = document.getElementById('units'), panel = document.getElementById('unit');
 hooks.forEach((h, i) => { const o = document.createElement('option'); o.value = i; o.textContent = h.name; hookSel.appendChild(o); });
 function data(i) { if (!(i in cache)) cache[i] = JSON.parse(document.getElementById('hook-' + i).textContent); return cache[i]; }
 function fmt(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.001) ? x.toExponential(3) : x.toFixed(4)); }
-function shade(a, max) {
-  if (a === null || !(max > 0)) return 'transparent';
-  const t = Math.max(-1, Math.min(1, a / max));
-  return t >= 0 ? `rgba(220,60,40,${t.toFixed(3)})` : `rgba(40,90,220,${(-t).toFixed(3)})`;
-}
+function short(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.01) ? x.toExponential(1) : String(+x.toFixed(2))); }
+function strength(a, max) { return a === null || !(max > 0) ? 0 : Math.max(-1, Math.min(1, a / max)); }
+function shade(t) { return t === 0 ? 'transparent' : t > 0 ? `rgba(220,60,40,${t.toFixed(3)})` : `rgba(40,90,220,${(-t).toFixed(3)})`; }
+// The histogram with its axes: x the activation (bin edges lo..hi), y the number of tokens in each bin.
 function histogram(u) {
-  const w = 420, h = 120, n = u.hist.length, top = Math.max(1, ...u.hist), bw = w / n;
-  let bars = '';
-  u.hist.forEach((c, i) => { const bh = c / top * (h - 14);
-    bars += `<rect x="${(i * bw).toFixed(2)}" y="${(h - 14 - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${i === 0 || i === n - 1 ? '#999' : '#4a72c4'}"><title>${c}</title></rect>`; });
-  return `<svg width="${w}" height="${h}" role="img" aria-label="histogram">${bars}` +
-    `<text x="0" y="${h - 2}" font-size="10">${fmt(u.lo)}</text><text x="${w}" y="${h - 2}" font-size="10" text-anchor="end">${fmt(u.hi)}</text></svg>` +
+  const W = 460, H = 150, left = 44, right = 8, top = 6, bottom = 34, w = W - left - right, h = H - top - bottom;
+  const n = u.hist.length, peak = Math.max(1, ...u.hist), bw = w / n;
+  let s = '';
+  u.hist.forEach((c, i) => { const bh = c / peak * h;
+    s += `<rect x="${(left + i * bw).toFixed(2)}" y="${(top + h - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${i === 0 || i === n - 1 ? '#999' : '#4a72c4'}"><title>${c} tokens</title></rect>`; });
+  s += `<line class="axis" x1="${left}" y1="${top + h}" x2="${left + w}" y2="${top + h}" stroke="#333"/>` +
+       `<line class="axis" x1="${left}" y1="${top}" x2="${left}" y2="${top + h}" stroke="#333"/>`;
+  const xt = [[left + bw, u.lo], [left + w - bw, u.hi]];  // the inner bins run from lo to hi
+  xt.forEach(([x, v], j) => { s += `<line x1="${x}" y1="${top + h}" x2="${x}" y2="${top + h + 4}" stroke="#333"/>` +
+    `<text class="xtick" x="${x}" y="${top + h + 14}" font-size="10" text-anchor="${j ? 'end' : 'start'}">${fmt(v)}</text>`; });
+  [[0, top + h], [peak, top]].forEach(([v, y]) => { s += `<line x1="${left - 4}" y1="${y}" x2="${left}" y2="${y}" stroke="#333"/>` +
+    `<text class="ytick" x="${left - 6}" y="${y + 3}" font-size="10" text-anchor="end">${v.toLocaleString('en')}</text>`; });
+  s += `<text class="xlabel" x="${left + w / 2}" y="${H - 4}" font-size="11" text-anchor="middle">activation</text>` +
+       `<text class="ylabel" transform="translate(11 ${top + h / 2}) rotate(-90)" font-size="11" text-anchor="middle">tokens</text>`;
+  return `<svg width="${W}" height="${H}" role="img" aria-label="histogram of the unit's activations">${s}</svg>` +
     `<div class="meta">grey: below ${fmt(u.lo)} / at or above ${fmt(u.hi)}</div>`;
 }
 function tokens(rows) { return '<table>' + rows.map(r => `<tr><td class="tok">${r[0]}</td><td class="num">${fmt(r[1])}</td></tr>`).join('') + '</table>'; }
+function spanTitle(e, i) {
+  const parts = e.parts[String(i)];
+  return parts ? `${e.sizes[i]} tokens spell this character: ${parts.map(fmt).join(', ')}` : fmt(e.acts[i]);
+}
+// The address keeps what is shown: #hook=NAME&unit=K&sort=max (and &q=SEARCH)
+let currentUnit = null;
+function writeHash() {
+  const p = new URLSearchParams();
+  p.set('hook', hooks[hookSel.value].name);
+  if (currentUnit !== null) p.set('unit', currentUnit);
+  p.set('sort', sortSel.value);
+  if (search.value.trim()) p.set('q', search.value.trim());
+  const hash = '#' + p.toString();
+  if (location.hash !== hash) history.replaceState(null, '', hash);
+}
+function readHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const i = hooks.findIndex(h => h.name === p.get('hook'));
+  hookSel.value = i >= 0 ? i : meta.opening;
+  sortSel.value = ['index', 'max', 'freq'].includes(p.get('sort')) ? p.get('sort') : 'max';
+  search.value = p.get('q') || '';
+  const u = p.get('unit');
+  return u !== null && /^\d+$/.test(u) ? Number(u) : null;
+}
 function showUnit(d, k) {
   const u = d.units[k];
+  currentUnit = k;
   [...list.children].forEach(li => li.classList.toggle('sel', Number(li.dataset.k) === k));
   let s = `<h2>${u.label}</h2><p>mean ${fmt(u.mean)} · std ${fmt(u.std)} · min ${fmt(u.min)} · max ${fmt(u.max)} · active ${(100 * u.freq).toFixed(2)}% of tokens</p>`;
-  s += '<h3>Max-activating contexts</h3>';
+  s += '<h3>Max-activating contexts</h3><p class="meta">each token shaded by the activation there (red positive, blue negative); the boxed token is the peak</p>';
   u.examples.forEach(e => {
-    s += `<div class="ctx"><span class="meta">${fmt(e.value)} · doc ${e.doc} · pos ${e.pos}</span>`;
-    e.tokens.forEach((t, i) => { s += `<span class="${i === e.center ? 'center' : ''}" style="background:${shade(e.acts[i], u.max)}" title="${fmt(e.acts[i])}">${t}</span>`; });
+    s += `<div class="ctx"><span class="meta">${fmt(e.value)} at <b class="peak">${e.tokens[e.center]}</b> · doc ${e.doc} · pos ${e.pos}</span>`;
+    e.tokens.forEach((t, i) => { const a = strength(e.acts[i], u.max);
+      const cls = (i === e.center ? 'center' : '') + (Math.abs(a) > 0.55 ? ' dark' : '');
+      s += `<span class="${cls.trim()}" style="background:${shade(a)}" title="${spanTitle(e, i)}">${t}</span>`; });
     s += '</div>';
   });
   s += '<div class="cols"><div><h3>Histogram</h3>' + histogram(u) + '</div>';
   if (u.up) s += '<div><h3>Promoted tokens</h3>' + tokens(u.up) + '</div><div><h3>Suppressed tokens</h3>' + tokens(u.down) + '</div>';
   else s += '<div><h3>Logit effect</h3><p class="meta">none: this unit has no single output direction, or no model was given</p></div>';
   panel.innerHTML = s + '</div>';
+  writeHash();
 }
-function render() {
+function render(unit = null) {
   const d = data(hookSel.value);
-  list.innerHTML = ''; panel.innerHTML = '';
+  list.innerHTML = ''; panel.innerHTML = ''; currentUnit = null;
   if (d.kind === 'attention') {
     panel.innerHTML = '<h2>Mean attention per head</h2><table><tr><th>head</th><th>to first token</th><th>to previous token</th></tr>' +
       d.heads.map(h => `<tr><td>${h.label}</td><td class="num">${fmt(h.first)}</td><td class="num">${fmt(h.prev)}</td></tr>`).join('') + '</table>';
+    writeHash();
     return;
   }
   const q = search.value.trim().toLowerCase();
   let idx = d.units.map((u, k) => k).filter(k => !q || String(k) === q || d.units[k].label.toLowerCase().includes(q));
   if (sortSel.value !== 'index') idx.sort((a, b) => (d.units[b][sortSel.value] ?? -Infinity) - (d.units[a][sortSel.value] ?? -Infinity));
+  if (/^\d+$/.test(q) && Number(q) < d.units.length) idx = [Number(q), ...idx.filter(k => k !== Number(q))];  // the unit typed first
   idx.slice(0, 2000).forEach(k => { const li = document.createElement('li'); li.dataset.k = k;
-    li.textContent = `${d.units[k].label}  ${fmt(d.units[k].max)}`; li.onclick = () => showUnit(d, k); list.appendChild(li); });
-  if (idx.length) showUnit(d, idx[0]);
+    li.textContent = `${d.units[k].label}  ${short(d.units[k].max)}`; li.onclick = () => showUnit(d, k); list.appendChild(li); });
+  if (unit !== null && unit < d.units.length) showUnit(d, unit);
+  else if (idx.length) showUnit(d, idx[0]);
+  else writeHash();
 }
-hookSel.onchange = render; search.oninput = render; sortSel.onchange = render;
-render();
+hookSel.onchange = () => render(); search.oninput = () => render(); sortSel.onchange = () => render(currentUnit);
+window.addEventListener('hashchange', () => render(readHash()));
+render(readHash());
 """

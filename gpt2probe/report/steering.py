@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from ..display.escape import display_token, visible_whitespace
+from ..display.escape import display_token, token_text
 from .html import Table
 from .style import SIGNED_RULE, TOP_MARGIN, category_axis, signed_colour, title_layout
 
@@ -25,7 +25,7 @@ def continuations_table(prompts: Sequence[str], plain: Sequence[str], steered: S
 def top_tokens_table(tokens_before: Sequence[str], p_before: Sequence[float],
                      tokens_after: Sequence[str], p_after: Sequence[float]) -> Table:
     """The top next tokens before and after steering, with their probabilities (tokens with visible spaces)."""
-    rows = [(rank, visible_whitespace(tb), f"{pb:.4f}", visible_whitespace(ta), f"{pa:.4f}")
+    rows = [(rank, token_text(tb), f"{pb:.4f}", token_text(ta), f"{pa:.4f}")
             for rank, (tb, pb, ta, pa) in enumerate(zip(tokens_before, p_before, tokens_after, p_after), 1)]
     return Table.of(["rank", "before", "p", "after", "p"], rows, caption="Top next tokens (first prompt); ␣ is a space")
 
