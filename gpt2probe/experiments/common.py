@@ -181,8 +181,11 @@ def check_same_length(args: argparse.Namespace) -> None:
     Patching matches positions one to one. The check needs only a tokenizer: for the default
     model and the others of :data:`GPT2_VOCAB_MODELS` it is GPT-2's, shipped with gpt2probe,
     so a mistake costs no model loading (and no fallback message first). Other models are
-    checked by the library once loaded.
+    checked by the library once loaded, and so is a pair one of whose prompts is left to the
+    model's default (known only once the model is; see :mod:`.pairs`).
     """
+    if args.clean is None or args.corrupted is None:
+        return
     if args.model is not None and args.model not in GPT2_VOCAB_MODELS:
         return
     if args.model is not None and Path(args.model).exists():  # a directory that happens to bear the name
