@@ -32,6 +32,7 @@ from .common import (
     announce_model,
     check_same_length,
     check_single_token,
+    check_text_model,
     load_model,
     positive_int,
     run_command,
@@ -53,7 +54,7 @@ def build_parser() -> Parser:
                              "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
     options.add(parser, "--top", "edges kept in the circuit (default: 20)", default=20)
-    add_common_arguments(parser, DEFAULT_OUT)
+    add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
     return parser
 
@@ -93,7 +94,9 @@ def run(args: argparse.Namespace) -> Path:
     if args.steps is not None and args.method != "ig":
         raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
     check_same_length(args)
+    check_text_model(args, "circuit")
     probe, fell_back = load_model(args)
+    check_text_model(args, "circuit", probe)
     cfg = probe.cfg
     notes = announce_model(probe, fell_back, "A circuit found in such a small model means little for GPT-2: it has "
                                              "not learned the indirect-object circuit GPT-2 is known for, so the "

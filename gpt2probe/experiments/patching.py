@@ -37,6 +37,7 @@ from .common import (
     announce_model,
     check_same_length,
     check_single_token,
+    check_text_model,
     load_model,
     positive_int,
     run_command,
@@ -73,7 +74,7 @@ def build_parser() -> Parser:
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
     parser.add_argument("--compare-exact", action="store_true",
                         help="also run exact patching and show the estimate against it, cell by cell")
-    add_common_arguments(parser, DEFAULT_OUT)
+    add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
     return parser
 
@@ -144,7 +145,9 @@ def run(args: argparse.Namespace) -> Path:
     from ..interventions import attribution_patch, patch
     from ..report import patching_heatmap, write_html
 
+    check_text_model(args, "patching")
     probe, fell_back = load_model(args)
+    check_text_model(args, "patching", probe)
     cfg = probe.cfg
     notes = announce_model(probe, fell_back, "Patching results from such a small model mean little for GPT-2: "
                                              "it has not learned the indirect-object circuit GPT-2 is known for, so "
