@@ -73,3 +73,16 @@ def test_gap_warning_fires_on_a_small_gap_only():
     warning = pairs.gap_warning(0.0501, 0.0509, 0.0509, "Normalised values divide by that gap")
     assert warning is not None and "+0.0501" in warning and "gap of 0.0008" in warning and "noise" in warning
     assert pairs.gap_warning(10.47, -7.90, 10.47, "Normalised values divide by that gap") is None
+
+
+def test_flag_small_gap_marks_a_figure_once():
+    import plotly.graph_objects as go
+
+    fig = go.Figure(layout={"title": {"text": "Circuit: 5 of 479 edges"}})
+    pairs.flag_small_gap(fig)
+    pairs.flag_small_gap(fig)
+    title = fig.layout.title.text
+    assert title.startswith("Circuit: 5 of 479 edges<br>") and title.count(pairs.SMALL_GAP_FLAG) == 1
+    flagged_by_itself = go.Figure(layout={"title": {"text": "heads<br>(a small gap next to values up to 3.5)"}})
+    pairs.flag_small_gap(flagged_by_itself)
+    assert pairs.SMALL_GAP_FLAG not in flagged_by_itself.layout.title.text
