@@ -2,7 +2,10 @@
 
 On a GPT-2-small-sized model (random weights, fixed seed, float32), with the clean prompt
 "When Mary and John went to the store, John gave a drink to" and the corrupted one with
-"Mary" in place of the second "John" (metric: logit(" Mary") - logit(" John")):
+"Mary" in place of the second "John" (metric: logit(" Mary") - logit(" John")), 14 GPT-2
+tokens. Random weights have no behaviour, so the metric's values mean nothing here: the pair
+fixes the shapes (12 x 14 = 168 layer x position cells, 12 x 12 = 144 heads on GPT-2 small,
+counted by :func:`cells` from the tokenizer), and the times depend on nothing else.
 
 - ``exact_resid`` / ``atp_resid``: :func:`patch` and :func:`attribution_patch` over layer x position
   of ``hook_resid_pre`` (the same cells);

@@ -7,6 +7,7 @@ from test_cli import assert_one_error, run
 
 from gpt2probe.cli import main
 from gpt2probe.experiments import circuit as circuit_command
+from gpt2probe.experiments import pairs
 from gpt2probe.experiments import patching as patching_command
 
 from browser import chromium_available, open_page
@@ -65,6 +66,36 @@ def test_circuit_report(vocab_dir, tmp_path, capsys):
         with open_page(out, offline=True) as page:
             assert page.errors == []
             assert "recovers" in page.text()
+
+
+def test_circuit_default_offline_is_copying_with_a_large_gap(tmp_path, capsys):
+    """GPT-2 is unavailable (tests run offline): tiny-english runs on its own default pair and recovers most of it."""
+    import re
+
+    out = tmp_path / "circuit.html"
+    code, printed, err = run(capsys, ["circuit", "--top", "10", "--out", str(out)])
+    assert code == 0, err
+    assert "Falling back" in err and "Default pair for tiny-english" in printed
+    found = re.search(r"clean ([-+]\d+\.\d+), corrupted ([-+]\d+\.\d+), gap ([-+]\d+\.\d+)", printed)
+    clean, corrupted, gap = map(float, found.groups())
+    assert gap > 10.0 and abs(clean - corrupted - gap) < 2e-4, printed
+    assert "WARNING" not in printed
+    recovered = float(re.search(r"recovers (-?\d+\.\d)%", printed).group(1))
+    assert recovered > 50.0, printed  # the induction heads carry the copy (measured: 89% with 20 edges)
+    text = out.read_text(encoding="utf-8")
+    assert "Default pair for tiny-english" in text and pairs.SMALL_GAP_FLAG not in text
+
+
+def test_circuit_warns_on_a_pair_the_model_barely_tells_apart(tmp_path, capsys):
+    out = tmp_path / "circuit.html"
+    code, printed, err = run(capsys, ["circuit", "--model", "tiny-english", "--method", "atp", "--top", "5",
+                                      "--clean", pairs.IOI.clean, "--corrupted", pairs.IOI.corrupted,
+                                      "--answer", pairs.IOI.answer, "--wrong", pairs.IOI.wrong, "--out", str(out)])
+    assert code == 0, err
+    assert "WARNING: The clean and corrupted runs barely differ" in printed and "(see the warning" in printed
+    text = out.read_text(encoding="utf-8")
+    assert "barely differ on the metric" in text
+    assert text.count(pairs.SMALL_GAP_FLAG) >= 2  # the circuit graph and the edge table, both normalised by the gap
 
 
 def test_circuit_command_is_listed(capsys):

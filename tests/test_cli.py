@@ -205,3 +205,36 @@ def test_default_model_falls_back_and_says_so(tmp_path, capsys, monkeypatch):
     assert "Note:" in stdout and "tiny-english" in out.read_text(encoding="utf-8")
     code, _, err = run(capsys, ["logit-lens", "--no-fallback", "--out", str(tmp_path / "s.html")])
     assert_one_error(code, err, tmp_path / "s.html")
+
+
+@pytest.mark.parametrize("command", ["logit-lens", "patching", "circuit"])
+def test_text_commands_do_not_offer_a_model_without_text(command, tmp_path, capsys, no_loading, monkeypatch):
+    """toy-induction has a 64-id vocabulary: commands that read text prompts neither name it nor load it."""
+    monkeypatch.setattr("gpt2probe.experiments.circuit.load_model", no_loading_refusal)
+    assert "toy-induction" not in help_text(command, capsys)
+    out = tmp_path / "r.html"
+    code, _, err = run(capsys, [command, "--model", "toy-induction", "--out", str(out)])
+    assert_one_error(code, err, out, contains=("'toy-induction' has its own vocabulary", "gpt2probe attention --tokens"))
+
+
+def help_text(command, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def no_loading_refusal(args):
+    raise AssertionError("the model was loaded before the arguments were checked")
+
+
+def test_a_directory_holding_a_model_without_text_is_refused_once_loaded(tmp_path, capsys):
+    from gpt2probe.shipped import shipped_model
+
+    out = tmp_path / "r.html"
+    code, _, err = run(capsys, ["logit-lens", "--model", str(shipped_model("toy-induction")), "--out", str(out)])
+    assert_one_error(code, err, out, contains=("its own 64-token vocabulary", "reads text prompts only"))
+
+
+def test_attention_still_offers_the_toy_model(capsys):
+    assert "toy-induction" in help_text("attention", capsys)

@@ -206,6 +206,31 @@ def test_code_on_the_page_runs(page: str, runs):
     _check_ran(runs, page)
 
 
+PAGES_WITH_OUTPUT = ["attribution-patching.md"]
+"""Pages whose ```text blocks show what their Python blocks print: every printed line must be shown."""
+
+
+def printed_lines_not_shown(printed: str, page: str) -> list[str]:
+    """The lines of ``printed`` that no ```text block of ``page`` shows (numbers compared up to their last digits)."""
+    shown = [line for m in _FENCE.finditer(page) if m["info"].strip() == "text" for line in m["body"].splitlines()]
+    return [line for line in printed.splitlines()
+            if line.strip() and not any(same_text_up_to_float_digits(s, line) for s in shown)]
+
+
+def test_printed_lines_are_found_on_a_page_up_to_float_digits():
+    page = "```python\nprint(x)\n```\n\n```text\ngap +18.37\nL3H0 +0.54\n```\n"
+    assert printed_lines_not_shown("gap +18.37\nL3H0 +0.54\n", page) == []
+    assert printed_lines_not_shown("gap +18.38\n", page) == []  # the last digit, another CPU
+    assert printed_lines_not_shown("gap +0.03\nL3H2 +0.54\n", page) == ["gap +0.03", "L3H2 +0.54"]
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_OUTPUT)
+def test_what_the_code_prints_is_what_the_page_shows(page: str, runs):
+    printed = _check_ran(runs, page)
+    missing = printed_lines_not_shown(printed, (DOCS / page).read_text(encoding="utf-8"))
+    assert printed.strip() and not missing, f"{page} does not show these printed lines (re-run its code):\n" + "\n".join(missing)
+
+
 def test_every_code_block_is_run_or_marked_as_not_run():
     """A ```python block runs (here, or as a tutorial script, or in test_readme.py) unless its
     title tells the reader it is not run and why; other blocks must say they are shell or text."""

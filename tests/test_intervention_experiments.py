@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from gpt2probe.errors import WeightsUnavailableError
+from gpt2probe.experiments import pairs, steering
 from gpt2probe.experiments import patching as activation_patching
-from gpt2probe.experiments import steering
 from gpt2probe.shipped import shipped_model
 
 from browser import chromium_available, open_page
@@ -46,11 +46,26 @@ def test_patching_writes_a_report_with_four_heatmaps(patching_report, model_dir)
 
 
 def test_patching_default_pair_states_the_model(model_dir, tmp_path, capsys):
+    import gpt2probe
+
+    pair = pairs.pair_for(gpt2probe.load(model_dir, device="cpu").cfg.model_name)
     out = tmp_path / "default.html"
     assert activation_patching.main(["--model", model_dir, "--out", str(out), "--direction", "noise"]) == 0
     printed = capsys.readouterr().out
-    assert "Model: " in printed and "logit(' Mary') - logit(' John')" in printed and str(out) in printed
+    assert "Model: " in printed and f"logit({pair.answer!r}) - logit({pair.wrong!r})" in printed and str(out) in printed
+    assert "Default pair for " in printed and pair.behaviour in printed
     assert out.is_file()
+
+
+def printed_gap(printed: str) -> tuple[float, float]:
+    """The clean and corrupted metric from the line ``logit(..) - logit(..) at the last token: clean X, corrupted Y``."""
+    import re
+
+    found = re.search(r"at the last token: clean ([-+]\d+\.\d+), corrupted ([-+]\d+\.\d+), gap ([-+]\d+\.\d+)", printed)
+    assert found is not None, printed
+    clean, corrupted, gap = map(float, found.groups())
+    assert abs(clean - corrupted - gap) < 2e-4
+    return clean, corrupted
 
 
 def test_patching_falls_back_and_says_so(tmp_path, capsys):
@@ -60,9 +75,24 @@ def test_patching_falls_back_and_says_so(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "Falling back" in captured.err
     assert "mean little" in captured.out
-    assert "mean little" in out.read_text(encoding="utf-8")
-    # The offline model barely tells the default pair apart: the normalised maps would show noise, and both say so.
-    assert "WARNING: The clean and corrupted runs barely differ" in captured.out
+    text = out.read_text(encoding="utf-8")
+    assert "mean little" in text
+    # The default pair is one the offline model tells apart (in-context copying): a gap worth patching, no warning.
+    assert "Default pair for tiny-english" in captured.out and "Default pair for tiny-english" in text
+    clean, corrupted = printed_gap(captured.out)
+    assert clean - corrupted > 10.0, (clean, corrupted)
+    assert "WARNING" not in captured.out and "barely differ on the metric" not in text
+
+
+def test_patching_warns_on_a_pair_the_model_barely_tells_apart(tmp_path, capsys):
+    """The offline model has no indirect-object circuit: on that pair the normalised maps show noise, and both say so."""
+    out = tmp_path / "ioi.html"
+    assert activation_patching.main(["--model", "tiny-english", "--clean", pairs.IOI.clean, "--corrupted",
+                                     pairs.IOI.corrupted, "--answer", pairs.IOI.answer, "--wrong", pairs.IOI.wrong,
+                                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: The clean and corrupted runs barely differ" in printed
+    assert "Default pair" not in printed
     text = out.read_text(encoding="utf-8")
     assert "barely differ on the metric" in text and "raw metric: clean" in text
 

@@ -28,6 +28,7 @@ from .common import (
     load_model,
     positive_int,
     run_command,
+    uses_gpt2_vocab,
 )
 
 if TYPE_CHECKING:
@@ -61,11 +62,6 @@ def build_parser() -> Parser:
                         help=f"largest page in MB (default: {MAX_BYTES / 1e6:.0f}); small weights are dropped, announced, to fit")
     options.add_deprecated(parser, "attention")
     return parser
-
-
-def uses_gpt2_vocab(probe: GPT2Probe) -> bool:
-    """Whether the probe's tokenizer fits the model's vocabulary (text prompts make sense)."""
-    return probe.cfg.d_vocab >= len(probe.tokenizer)
 
 
 def parse_ids(text: str) -> list[int]:

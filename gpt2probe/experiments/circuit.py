@@ -1,13 +1,19 @@
 """Edge attribution and an exactly measured circuit on a clean/corrupted prompt pair: ``gpt2probe circuit``.
 
-By default the indirect-object pair: "When Mary and John went to the store, John gave a
-drink to" (answer " Mary") against the same prompt with the second name swapped (answer
-" John"). Every edge between components (token embedding, each head, each MLP -> each
-later head's query/key/value input, each later MLP, the logits) is scored from gradients
-(``--method``); the ``--top`` edges form the circuit, which is then run exactly with every
-other edge carrying its corrupted value. The report draws the circuit (layers left to
-right, edge width by score) with the fraction of the clean - corrupted logit difference it
-recovers, and lists the top edges.
+Every edge between components (token embedding, each head, each MLP -> each later head's
+query/key/value input, each later MLP, the logits) is scored from gradients (``--method``);
+the ``--top`` edges form the circuit, which is then run exactly with every other edge
+carrying its corrupted value. The report draws the circuit (layers left to right, edge
+width by score) with the fraction of the clean - corrupted logit difference it recovers,
+and lists the top edges. When clean and corrupted barely differ on the metric, the fraction
+recovered and the normalised scores divide by noise: the terminal and the report say so.
+
+By default a pair the model tells apart, as for ``gpt2probe patching``: on GPT-2 the
+indirect-object pair "When Mary and John went to the store, John gave a drink to" (answer
+" Mary") against the same prompt with the second name swapped (answer " John"); on the
+offline tiny-english, in-context copying (a sentence whose ending repeats "lock on the";
+the answer is the word that followed it earlier, " queue", against the same text with
+" file" there).
 """
 
 from __future__ import annotations
@@ -17,20 +23,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import options
+from . import options, pairs
 from .common import (
     Parser,
     UsageError,
     add_common_arguments,
     add_plotly_argument,
+    announce_model,
     check_same_length,
     check_single_token,
-    fallback_note,
+    check_text_model,
     load_model,
     positive_int,
     run_command,
 )
-from .patching import ANSWER, CLEAN, CORRUPTED, WRONG
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -42,16 +48,13 @@ METHODS = ("atp", "atp*", "ig")
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe circuit", description=__doc__.split("\n\n")[0],
                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clean", default=CLEAN, help="the clean prompt")
-    parser.add_argument("--corrupted", default=CORRUPTED, help="the corrupted prompt (same number of tokens)")
-    parser.add_argument("--answer", default=ANSWER, help="the clean prompt's answer, one token (default: ' Mary')")
-    parser.add_argument("--wrong", default=WRONG, help="the corrupted prompt's answer, one token (default: ' John')")
+    pairs.add_pair_arguments(parser)
     parser.add_argument("--method", choices=METHODS, default="atp*",
                         help="edge scores: atp (gradients), atp* (exact attention softmax for query/key edges), "
                              "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
     options.add(parser, "--top", "edges kept in the circuit (default: 20)", default=20)
-    add_common_arguments(parser, DEFAULT_OUT)
+    add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
     return parser
 
@@ -76,16 +79,10 @@ def edge_table(scored, n: int) -> go.Figure:
 
 def circuit_gap_warning(result) -> str | None:
     """A warning when clean and corrupted barely differ, so that the fraction recovered divides by noise."""
-    from ..report.style import SMALL_GAP, small_gap
-
     clean, corrupted = result.clean_metric, result.corrupted_metric
     scale = max(abs(clean), abs(corrupted), abs(result.circuit_metric))
-    if not small_gap(clean, corrupted, scale):
-        return None
-    return (f"The clean and corrupted runs barely differ on the metric: clean {clean:+.4f}, corrupted "
-            f"{corrupted:+.4f}, a gap of {abs(clean - corrupted):.4f} against values up to {scale:.4f} (less than "
-            f"{SMALL_GAP:.0%}). The fraction recovered ({result.recovered:.1%}) and the normalised edge scores divide "
-            "by that gap, so they mostly show noise: choose a prompt pair the model tells apart.")
+    return pairs.gap_warning(clean, corrupted, scale, f"The fraction recovered ({result.recovered:.1%}) and the "
+                                                      "normalised edge scores divide by that gap")
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -97,17 +94,20 @@ def run(args: argparse.Namespace) -> Path:
     if args.steps is not None and args.method != "ig":
         raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
     check_same_length(args)
+    check_text_model(args, "circuit")
     probe, fell_back = load_model(args)
+    check_text_model(args, "circuit", probe)
+    cfg = probe.cfg
+    notes = announce_model(probe, fell_back, "A circuit found in such a small model means little for GPT-2: it has "
+                                             "not learned the indirect-object circuit GPT-2 is known for, so the "
+                                             "default pair here is one it does tell apart (in-context copying).",
+                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
+    default = pairs.fill_pair(args, cfg.model_name)
+    if default:
+        print(default)
+        notes.append(default)
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")
-    cfg = probe.cfg
-    notes = []
-    if fell_back:
-        notes.append(fallback_note(probe, "A circuit found in such a small model means little: it has not "
-                                          "learned the indirect-object circuit GPT-2 is known for."))
-    print(f"Model: {cfg.model_name} ({cfg.n_layers} layers, {cfg.n_heads} heads per layer)")
-    for note in notes:
-        print(f"NOTE: {note}")
     common = dict(answer=args.answer, wrong=args.wrong)
     scored = edge_attribution_patch(probe, args.clean, args.corrupted, method=args.method, steps=args.steps, **common)
     top = min(args.top, len(scored))
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> Path:
     result = faithfulness(probe, chosen, args.clean, args.corrupted, **common)
     print(f"Clean:     {args.clean!r}\nCorrupted: {args.corrupted!r}")
     print(f"logit({args.answer!r}) - logit({args.wrong!r}) at the last token: "
-          f"clean {result.clean_metric:+.4f}, corrupted {result.corrupted_metric:+.4f}")
+          f"clean {result.clean_metric:+.4f}, corrupted {result.corrupted_metric:+.4f}, "
+          f"gap {result.clean_metric - result.corrupted_metric:+.4f}")
     warning = circuit_gap_warning(result)
     if warning is not None:
         notes.append(warning)
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace) -> Path:
     print(f"Circuit of the top {top} of {len(scored)} edges recovers {result.recovered:.1%} of the metric "
           f"({result.circuit_metric:+.4f})" + (" (see the warning: the gap is small)" if warning else ""))
     figures = {"Circuit": circuit_graph(scored, chosen, result), "Top edges": edge_table(scored, top)}
+    if warning:  # both show values divided by the gap
+        for fig in figures.values():
+            pairs.flag_small_gap(fig)
     path = write_html(
         args.out, figures,
         plotlyjs=args.plotly, title="Circuit", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],

@@ -50,11 +50,20 @@ class Parser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
-    """``--model``, ``--device``, ``--out`` and ``--no-fallback``, the same for every command."""
+OWN_VOCABULARY_MODELS = ("toy-induction",)
+"""Shipped models with their own small vocabulary: text cannot be tokenized for them, only token ids."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_out: str, *, text_only: bool = False) -> None:
+    """``--model``, ``--device``, ``--out`` and ``--no-fallback``, the same for every command.
+
+    ``text_only``: the command reads text prompts only, so its help names no shipped model of
+    :data:`OWN_VOCABULARY_MODELS` (and :func:`check_text_model` refuses one).
+    """
+    shipped = "tiny-english" if text_only else "tiny-english, toy-induction"
     parser.add_argument("--model", default=None,
-                        help=f"hub id, save_pretrained directory, or a shipped model by name (tiny-english, "
-                             f"toy-induction); default: {DEFAULT_MODEL}, or tiny-english when GPT-2's weights "
+                        help=f"hub id, save_pretrained directory, or a shipped model by name ({shipped}); "
+                             f"default: {DEFAULT_MODEL}, or tiny-english when GPT-2's weights "
                              "cannot be had (said in the terminal and the report)")
     parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--out", type=Path, default=Path(default_out), help=f"report path (default: {default_out})")
@@ -171,6 +180,33 @@ def check_single_token(probe: GPT2Probe, text: str, option: str) -> int:
     return int(ids[0])
 
 
+def uses_gpt2_vocab(probe: GPT2Probe) -> bool:
+    """Whether the probe's tokenizer fits the model's vocabulary (text prompts make sense)."""
+    return probe.cfg.d_vocab >= len(probe.tokenizer)
+
+
+def check_text_model(args: argparse.Namespace, command: str, probe: GPT2Probe | None = None) -> None:
+    """Refuse a model that cannot read text, for a command that takes text prompts only.
+
+    Without ``probe`` (before loading) a shipped model of :data:`OWN_VOCABULARY_MODELS` named
+    by ``--model`` is refused at once; with it, any model whose vocabulary is smaller than
+    its tokenizer's (a directory holding such a model).
+    """
+    name = args.model
+    if probe is None:
+        if name not in OWN_VOCABULARY_MODELS or Path(name).exists():
+            return
+        size = "its own"
+    elif uses_gpt2_vocab(probe):
+        return
+    else:
+        name, size = probe.cfg.model_name, f"its own {probe.cfg.d_vocab}-token"
+    raise UsageError(f"--model {name!r} has {size} vocabulary, so text prompts cannot be tokenized for it, and "
+                     f"gpt2probe {command} reads text prompts only: use a model with GPT-2's vocabulary (gpt2, "
+                     "tiny-english), or look at this one with gpt2probe attention --tokens (token ids) or from "
+                     "Python with token ids")
+
+
 GPT2_VOCAB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny-english")
 """Models known, before loading, to read text with GPT-2's own tokenizer (which gpt2probe ships)."""
 
@@ -181,8 +217,11 @@ def check_same_length(args: argparse.Namespace) -> None:
     Patching matches positions one to one. The check needs only a tokenizer: for the default
     model and the others of :data:`GPT2_VOCAB_MODELS` it is GPT-2's, shipped with gpt2probe,
     so a mistake costs no model loading (and no fallback message first). Other models are
-    checked by the library once loaded.
+    checked by the library once loaded, and so is a pair one of whose prompts is left to the
+    model's default (known only once the model is; see :mod:`.pairs`).
     """
+    if args.clean is None or args.corrupted is None:
+        return
     if args.model is not None and args.model not in GPT2_VOCAB_MODELS:
         return
     if args.model is not None and Path(args.model).exists():  # a directory that happens to bear the name

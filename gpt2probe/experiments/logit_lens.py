@@ -29,6 +29,7 @@ from .common import (
     add_common_arguments,
     add_plotly_argument,
     check_single_token,
+    check_text_model,
     load_model,
     read_prompts_file,
     run_command,
@@ -57,7 +58,7 @@ def build_parser() -> Parser:
                 "one line per lens in its plots")
     parser.add_argument("--no-tuned-lens", action="store_true",
                         help="on the shipped tiny-english, do not read through its shipped tuned lens")
-    add_common_arguments(parser, DEFAULT_OUT)
+    add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
     options.add_deprecated(parser, "logit-lens")
     return parser
@@ -127,7 +128,9 @@ def run(args: argparse.Namespace) -> Path:
         write_html,
     )
 
+    check_text_model(args, "logit-lens")
     probe, fell_back = load_model(args)
+    check_text_model(args, "logit-lens", probe)
     tuned_lens, tuned_note = choose_tuned_lens(args, probe)
     if tuned_lens is not None and args.include_mid and not tuned_lens.include_mid:
         raise UsageError("--include-mid: the tuned lens has no translators for the mid-block streams "

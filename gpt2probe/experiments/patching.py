@@ -1,14 +1,19 @@
 """Activation patching on a clean/corrupted prompt pair, as an HTML report of heatmaps: ``gpt2probe patching``.
 
-By default the indirect-object pair: "When Mary and John went to the store, John gave a
-drink to" (answer " Mary") against the same prompt with the second name swapped (answer
-" John"). Each clean activation is patched into the corrupted run in turn (``--direction
-noise`` does the reverse) and the logit difference ``answer - wrong`` at the last token is
-reported, normalised so that the clean run is 1 and the corrupted run 0: the residual
-stream by layer and position, each layer's attention and MLP output by position, and each
-attention head. When the clean and corrupted runs barely differ on the metric, the
-normalised values amplify noise: the terminal and the report say so, and the report gives
-the raw metric beside the normalised one.
+Each clean activation is patched into the corrupted run in turn (``--direction noise`` does
+the reverse) and the logit difference ``answer - wrong`` at the last token is reported,
+normalised so that the clean run is 1 and the corrupted run 0: the residual stream by layer
+and position, each layer's attention and MLP output by position, and each attention head.
+When the clean and corrupted runs barely differ on the metric, the normalised values amplify
+noise: the terminal and the report say so, and the report gives the raw metric beside the
+normalised one.
+
+By default a pair the model tells apart: on GPT-2 the indirect-object pair "When Mary and
+John went to the store, John gave a drink to" (answer " Mary") against the same prompt with
+the second name swapped (answer " John"); on the offline tiny-english, which has not learned
+that task, in-context copying: "Each thread holds a lock on the queue while it reads. When
+the thread is done it releases the lock on the" (answer " queue", copied) against the same
+text with " file" in place of the first " queue" (answer " file").
 
 ``--method atp|atp*|ig`` estimates every cell from gradients instead (attribution
 patching, a few passes instead of one per cell); ``--compare-exact`` also runs exact
@@ -23,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import pairs
 from .common import (
     Parser,
     UsageError,
@@ -31,6 +37,7 @@ from .common import (
     announce_model,
     check_same_length,
     check_single_token,
+    check_text_model,
     load_model,
     positive_int,
     run_command,
@@ -41,12 +48,8 @@ if TYPE_CHECKING:
 
     from ..interventions import PatchingResult
 
-CLEAN = "When Mary and John went to the store, John gave a drink to"
-CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
-ANSWER, WRONG = " Mary", " John"
 DEFAULT_OUT = "reports/activation_patching.html"
 METHODS = ("exact", "atp", "atp*", "ig")
-SMALL_GAP = 0.1  # warn when |clean - corrupted| is below this fraction of the metric's scale
 
 # kind -> (section heading, what one cell means)
 PANELS = {
@@ -60,10 +63,7 @@ PANELS = {
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe patching", description=__doc__.split("\n\n")[0],
                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clean", default=CLEAN, help="the clean prompt")
-    parser.add_argument("--corrupted", default=CORRUPTED, help="the corrupted prompt (same number of tokens)")
-    parser.add_argument("--answer", default=ANSWER, help="the clean prompt's answer, one token (default: ' Mary')")
-    parser.add_argument("--wrong", default=WRONG, help="the corrupted prompt's answer, one token (default: ' John')")
+    pairs.add_pair_arguments(parser)
     parser.add_argument("--direction", choices=("denoise", "noise"), default="denoise",
                         help="denoise: clean activations into the corrupted run (default); noise: the reverse")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="patched runs per forward pass (default: 16)")
@@ -74,7 +74,7 @@ def build_parser() -> Parser:
     parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
     parser.add_argument("--compare-exact", action="store_true",
                         help="also run exact patching and show the estimate against it, cell by cell")
-    add_common_arguments(parser, DEFAULT_OUT)
+    add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
     return parser
 
@@ -89,14 +89,8 @@ def metric_scale(results: Sequence[PatchingResult]) -> float:
 def small_gap_warning(results: Sequence[PatchingResult]) -> str | None:
     """A warning when ``|clean - corrupted|`` is small next to the metric's scale, else ``None``."""
     first = results[0]
-    gap = abs(first.clean_metric - first.corrupted_metric)
-    scale = metric_scale(results)
-    if scale > 0 and gap >= SMALL_GAP * scale:
-        return None
-    return (f"The clean and corrupted runs barely differ on the metric: clean {first.clean_metric:+.4f}, "
-            f"corrupted {first.corrupted_metric:+.4f}, a gap of {gap:.4f} against values up to {scale:.4f} "
-            f"(less than {SMALL_GAP:.0%}). Normalised values divide by that gap, so they mostly show noise: "
-            "read the raw metric in each cell's hover, or choose a prompt pair the model tells apart.")
+    return pairs.gap_warning(first.clean_metric, first.corrupted_metric, metric_scale(results),
+                             "Normalised values divide by that gap (read the raw metric in each cell's hover)")
 
 
 def top_cells(result: PatchingResult, n: int = 5) -> list[str]:
@@ -151,13 +145,20 @@ def run(args: argparse.Namespace) -> Path:
     from ..interventions import attribution_patch, patch
     from ..report import patching_heatmap, write_html
 
+    check_text_model(args, "patching")
     probe, fell_back = load_model(args)
+    check_text_model(args, "patching", probe)
+    cfg = probe.cfg
+    notes = announce_model(probe, fell_back, "Patching results from such a small model mean little for GPT-2: "
+                                             "it has not learned the indirect-object circuit GPT-2 is known for, so "
+                                             "the default pair here is one it does tell apart (in-context copying).",
+                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
+    default = pairs.fill_pair(args, cfg.model_name)
+    if default:
+        print(default)
+        notes.append(default)
     for option in ("answer", "wrong"):
         check_single_token(probe, getattr(args, option), f"--{option}")
-    cfg = probe.cfg
-    notes = announce_model(probe, fell_back, "Patching results from such a small model mean little: it has not "
-                                             "learned the indirect-object circuit GPT-2 is known for.",
-                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
     common = dict(answer=args.answer, wrong=args.wrong, direction=args.direction, batch_size=args.batch_size)
     exact = {kind: patch(probe, args.clean, args.corrupted, kind=kind, **common)
              for kind in PANELS} if args.method == "exact" or args.compare_exact else {}
@@ -171,7 +172,8 @@ def run(args: argparse.Namespace) -> Path:
     first = results["resid_pre"]
     print(f"Clean:     {args.clean!r}\nCorrupted: {args.corrupted!r}")
     print(f"logit({args.answer!r}) - logit({args.wrong!r}) at the last token: "
-          f"clean {first.clean_metric:+.4f}, corrupted {first.corrupted_metric:+.4f}")
+          f"clean {first.clean_metric:+.4f}, corrupted {first.corrupted_metric:+.4f}, "
+          f"gap {first.clean_metric - first.corrupted_metric:+.4f}")
     warning = small_gap_warning(list(results.values()))
     if warning:
         print(f"WARNING: {warning}")
@@ -194,6 +196,9 @@ def run(args: argparse.Namespace) -> Path:
             exact_heading = f"{heading}, exact patching"
             figures[exact_heading] = patching_heatmap(exact[kind], exact_heading, meaning)
             figures.update(estimate_figures(exact[kind], results[kind], heading, args.method))
+    if warning:  # the heatmaps flag a small gap themselves; the estimate's scatter plots and tables do not
+        for fig in figures.values():
+            pairs.flag_small_gap(fig)
     path = write_html(
         args.out, figures,
         plotlyjs=args.plotly, title="Activation patching", model_name=cfg.model_name, prompts=[args.clean, args.corrupted],
@@ -204,6 +209,7 @@ def run(args: argparse.Namespace) -> Path:
             "Method": label + (", compared with exact patching" if args.compare_exact else ""),
             "Clean logit difference": f"{first.clean_metric:+.4f}",
             "Corrupted logit difference": f"{first.corrupted_metric:+.4f}",
+            "Gap (clean - corrupted)": f"{first.clean_metric - first.corrupted_metric:+.4f}",
             "Metric scale (largest |value|)": f"{metric_scale(list(results.values())):.4f}",
         },
     )
