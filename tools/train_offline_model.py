@@ -43,7 +43,6 @@ import copy
 import json
 import math
 import platform
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,7 +51,6 @@ import torch
 import transformers
 from offline_corpus import EOT_ID, BatchSampler, Corpus, build_corpus, load_corpus
 from transformers import GPT2Config, GPT2LMHeadModel
-
 
 VOCAB_SIZE = 50257
 DEFAULT_MIX = "code=0.3,docstrings=0.1,docs=0.2,repeats=0.4"
