@@ -23,13 +23,13 @@ def no_loading(monkeypatch):
 
 
 @pytest.mark.parametrize("argv,contains", [
-    (["patching", "--method", "atp", "--steps", "4"], "--steps is only used with --method ig"),
+    (["patching", "--method", "atp", "--ig-steps", "4"], "--ig-steps is only used with --method ig"),
     (["patching", "--compare-exact"], "--compare-exact compares an estimate"),
     (["patching", "--method", "eap"], "--method"),
-    (["patching", "--method", "ig", "--steps", "0"], "--steps"),
+    (["patching", "--method", "ig", "--ig-steps", "0"], "--ig-steps"),
     (["circuit", "--top", "0"], "--top"),
     (["circuit", "--method", "exact"], "--method"),
-    (["circuit", "--method", "atp*", "--steps", "8"], "--steps is only used with --method ig"),
+    (["circuit", "--method", "atp*", "--ig-steps", "8"], "--ig-steps is only used with --method ig"),
 ])
 def test_mistakes_are_one_error_line(argv, contains, tmp_path, capsys, no_loading):
     out = tmp_path / "r.html"

@@ -52,10 +52,12 @@ def build_parser() -> Parser:
     parser.add_argument("--method", choices=METHODS, default="atp*",
                         help="edge scores: atp (gradients), atp* (exact attention softmax for query/key edges), "
                              "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
-    parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
+    parser.add_argument("--ig-steps", dest="steps", type=positive_int, default=None,
+                        help="integration points for --method ig (default 16)")
     options.add(parser, "--top", "edges kept in the circuit (default: 20)", default=20)
     add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
+    options.add_deprecated(parser, "circuit")
     return parser
 
 
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> Path:
     from ..report.style import fmt_score
 
     if args.steps is not None and args.method != "ig":
-        raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
+        raise UsageError(f"--ig-steps is only used with --method ig (got --method {args.method})")
     check_same_length(args)
     check_text_model(args, "circuit")
     probe, fell_back = load_model(args)

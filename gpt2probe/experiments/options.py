@@ -77,6 +77,8 @@ RENAMED: tuple[Renamed, ...] = (
     Renamed("diff", "--tuned", "--finetuned", "--tuned was a model here but a lens in logit-lens"),
     Renamed("finetune", "--text", "--corpus", "training text is --corpus in every command"),
     Renamed("attention", "--prompt-file", "--prompt-from", "--prompt-file sat beside --prompts-file (one per line)"),
+    Renamed("patching", "--steps", "--ig-steps", "--steps is optimiser steps in finetune, sae and tuned-lens"),
+    Renamed("circuit", "--steps", "--ig-steps", "--steps is optimiser steps in finetune, sae and tuned-lens"),
 )
 """Every deprecated spelling; each parser adds its own with :func:`add_deprecated`."""
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import pairs
+from . import options, pairs
 from .common import (
     Parser,
     UsageError,
@@ -71,11 +71,13 @@ def build_parser() -> Parser:
                         help="exact: one patched run per cell (default); atp: attribution patching, a gradient "
                              "estimate of every cell; atp*: atp with the attention softmax recomputed exactly for "
                              "queries/keys, plus GradDrop; ig: integrated gradients")
-    parser.add_argument("--steps", type=positive_int, default=None, help="integration points for --method ig (default 16)")
+    parser.add_argument("--ig-steps", dest="steps", type=positive_int, default=None,
+                        help="integration points for --method ig (default 16)")
     parser.add_argument("--compare-exact", action="store_true",
                         help="also run exact patching and show the estimate against it, cell by cell")
     add_common_arguments(parser, DEFAULT_OUT, text_only=True)
     add_plotly_argument(parser)
+    options.add_deprecated(parser, "patching")
     return parser
 
 
@@ -119,9 +121,9 @@ SIGNED_CAVEATS = {
 
 
 def check_method(args: argparse.Namespace) -> None:
-    """``--steps`` needs ``--method ig``; ``--compare-exact`` needs an estimating method."""
+    """``--ig-steps`` needs ``--method ig``; ``--compare-exact`` needs an estimating method."""
     if args.steps is not None and args.method != "ig":
-        raise UsageError(f"--steps is only used with --method ig (got --method {args.method})")
+        raise UsageError(f"--ig-steps is only used with --method ig (got --method {args.method})")
     if args.compare_exact and args.method == "exact":
         raise UsageError("--compare-exact compares an estimate with exact patching: "
                          "add --method atp, atp* or ig")
