@@ -29,10 +29,7 @@ from .common import (
     UsageError,
     add_common_arguments,
     add_plotly_argument,
-    announce_model,
     check_same_length,
-    check_single_token,
-    check_text_model,
     load_model,
     positive_int,
     run_command,
@@ -96,20 +93,11 @@ def run(args: argparse.Namespace) -> Path:
     if args.steps is not None and args.method != "ig":
         raise UsageError(f"--ig-steps is only used with --method ig (got --method {args.method})")
     check_same_length(args)
-    check_text_model(args, "circuit")
-    probe, fell_back = load_model(args)
-    check_text_model(args, "circuit", probe)
+    probe, notes = pairs.load_for_pair(args, "circuit", "A circuit found in such a small model means little for GPT-2: it "
+                                       "has not learned the indirect-object circuit GPT-2 is known for, so the "
+                                       "default pair here is one it does tell apart (in-context copying).",
+                                       load_model)
     cfg = probe.cfg
-    notes = announce_model(probe, fell_back, "A circuit found in such a small model means little for GPT-2: it has "
-                                             "not learned the indirect-object circuit GPT-2 is known for, so the "
-                                             "default pair here is one it does tell apart (in-context copying).",
-                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
-    default = pairs.fill_pair(args, cfg.model_name)
-    if default:
-        print(default)
-        notes.append(default)
-    for option in ("answer", "wrong"):
-        check_single_token(probe, getattr(args, option), f"--{option}")
     common = dict(answer=args.answer, wrong=args.wrong)
     scored = edge_attribution_patch(probe, args.clean, args.corrupted, method=args.method, steps=args.steps, **common)
     top = min(args.top, len(scored))

@@ -17,7 +17,14 @@ user left out from that model's pair and says so.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .common import announce_model, check_single_token, check_text_model
+
+if TYPE_CHECKING:
+    from ..probe import GPT2Probe
 
 OPTIONS = ("clean", "corrupted", "answer", "wrong")
 
@@ -106,3 +113,29 @@ def flag_small_gap(fig) -> None:
     if "small gap" in title or SMALL_GAP_FLAG in title:
         return
     fig.update_layout(title_text=f'{title}<br><span style="color:{NEGATIVE}"><b>{SMALL_GAP_FLAG}</b></span>')
+
+
+def load_for_pair(args: argparse.Namespace, command: str, caveat: str,
+                  load: Callable[[argparse.Namespace], tuple[GPT2Probe, bool]]) -> tuple[GPT2Probe, list[str]]:
+    """Load ``command``'s model with ``load`` and settle its prompt pair: the probe and the notes for its report.
+
+    ``load`` is the command module's ``load_model`` (:func:`.common.load_model`), passed in so
+    that it stays the one name a test replaces to check that mistakes end before loading.
+
+    Refuses a model that does not read text before and after loading, says which model runs
+    (with ``caveat`` for the shipped offline one), fills the options left out from that
+    model's default pair (printed, and kept in the notes), and checks that ``--answer`` and
+    ``--wrong`` are single tokens.
+    """
+    check_text_model(args, command)
+    probe, fell_back = load(args)
+    check_text_model(args, command, probe)
+    cfg = probe.cfg
+    notes = announce_model(probe, fell_back, caveat, f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
+    default = fill_pair(args, cfg.model_name)
+    if default:
+        print(default)
+        notes.append(default)
+    for option in ("answer", "wrong"):
+        check_single_token(probe, getattr(args, option), f"--{option}")
+    return probe, notes

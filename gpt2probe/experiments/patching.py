@@ -34,10 +34,7 @@ from .common import (
     UsageError,
     add_common_arguments,
     add_plotly_argument,
-    announce_model,
     check_same_length,
-    check_single_token,
-    check_text_model,
     load_model,
     positive_int,
     run_command,
@@ -147,20 +144,11 @@ def run(args: argparse.Namespace) -> Path:
     from ..interventions import attribution_patch, patch
     from ..report import patching_heatmap, write_html
 
-    check_text_model(args, "patching")
-    probe, fell_back = load_model(args)
-    check_text_model(args, "patching", probe)
+    probe, notes = pairs.load_for_pair(args, "patching", "Patching results from such a small model mean little for GPT-2: "
+                                       "it has not learned the indirect-object circuit GPT-2 is known for, so "
+                                       "the default pair here is one it does tell apart (in-context copying).",
+                                       load_model)
     cfg = probe.cfg
-    notes = announce_model(probe, fell_back, "Patching results from such a small model mean little for GPT-2: "
-                                             "it has not learned the indirect-object circuit GPT-2 is known for, so "
-                                             "the default pair here is one it does tell apart (in-context copying).",
-                           f"{cfg.n_layers} layers, {cfg.n_heads} heads per layer")
-    default = pairs.fill_pair(args, cfg.model_name)
-    if default:
-        print(default)
-        notes.append(default)
-    for option in ("answer", "wrong"):
-        check_single_token(probe, getattr(args, option), f"--{option}")
     common = dict(answer=args.answer, wrong=args.wrong, direction=args.direction, batch_size=args.batch_size)
     exact = {kind: patch(probe, args.clean, args.corrupted, kind=kind, **common)
              for kind in PANELS} if args.method == "exact" or args.compare_exact else {}
