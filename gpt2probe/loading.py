@@ -102,33 +102,13 @@ def load(
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
-        return _check_device(device)
+        # a device this machine lacks is refused now, not deep inside .to()
+        return validate.device("device", device, unavailable=UnsupportedError)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def _check_device(device: object) -> torch.device:
-    """A device that exists here: ``"cuda"`` on a machine without CUDA is refused now, not deep inside ``.to()``."""
-    if not isinstance(device, str | torch.device):
-        raise InvalidTypeError(f"device must be a string such as 'cpu' or 'cuda:0', or a torch.device; got {type(device).__name__}")
-    try:
-        target = torch.device(device)
-    except RuntimeError:
-        raise InvalidArgumentError(f"device {device!r} is not a device; valid: 'cpu', 'cuda', 'cuda:0', 'mps'") from None
-    if target.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UnsupportedError(f"device {device!r} asks for CUDA, but no CUDA device is available here "
-                                   "(torch built without CUDA, or no GPU visible): use device='cpu'")
-        if target.index is not None and target.index >= torch.cuda.device_count():
-            raise UnsupportedError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if target.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UnsupportedError(f"device {device!r} asks for Apple's MPS, which is not available here: use device='cpu'")
-    return target
 
 
 def _pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import validate
 from .errors import DamagedFileError, FileFormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
 from .jsonfile import check_kind, parse_value
 
@@ -88,7 +89,7 @@ def read(path: str | os.PathLike, *, fmt: str, what: str, writer: str, device: s
     from safetensors import SafetensorError, safe_open
 
     where = str(path)
-    device = check_device(device)  # before the file: a bad device is not a damaged file
+    device = validate.device("device", device)  # before the file: a bad device is not a damaged file
     if not Path(path).exists():
         raise MissingFileError(f"no such file: {where!r}")
     if Path(path).is_dir():
@@ -107,22 +108,6 @@ def read(path: str | os.PathLike, *, fmt: str, what: str, writer: str, device: s
     except OSError as error:
         raise FileFormatError(f"cannot read {where!r} as a {what} file: {error.strerror or error}") from None
     return metadata, tensors
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that exists here, or an error naming it and what is valid."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InvalidArgumentError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'"
-                                   ) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
-    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise InvalidArgumentError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvalidArgumentError(f"device {device!r}: MPS is not available on this machine; use 'cpu'")
-    return parsed
 
 
 def entry(metadata: Mapping[str, str], key: str, where: str, kind: type | tuple[type, ...], *, parse: bool = True) -> Any:

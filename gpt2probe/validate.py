@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from .errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, NonFiniteError
+from .errors import GPT2ProbeError, InvalidArgumentError, InvalidTypeError, LayerIndexError, NonFiniteError
 
 
 def integer(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -49,16 +49,55 @@ def float_dtype(name: str, value: object) -> torch.dtype | None:
     return value
 
 
-def device(name: str, value: object) -> torch.device | None:
-    """``None`` or a device as a ``torch.device`` or a string such as ``"cpu"`` or ``"cuda:0"``."""
-    if value is None or isinstance(value, torch.device):
-        return value
-    if not isinstance(value, str):
+def device(name: str, value: object, *, unavailable: type[GPT2ProbeError] = InvalidArgumentError) -> torch.device | None:
+    """``None`` or a device this machine has, as a ``torch.device`` (given as one or as ``"cpu"``, ``"cuda:0"``...).
+
+    Existence is checked here, before any work: ``"cuda"`` on a machine without CUDA, or ``"cuda:3"``
+    on one with a single GPU, raises ``unavailable`` naming the devices this machine has, rather than
+    a raw torch error from inside a capture hook or from ``.to()``. The one check for every
+    ``device=`` argument (captures, :func:`gpt2probe.load`, files read onto a device).
+    """
+    if value is None:
+        return None
+    if isinstance(value, torch.device):
+        target = value
+    elif isinstance(value, str):
+        try:
+            target = torch.device(value)
+        except (RuntimeError, ValueError):
+            raise InvalidArgumentError(f"{name} {value!r} is not a device; valid here: {devices_here()} "
+                                       "(a device string is 'cpu', 'cuda', 'cuda:N' or 'mps')") from None
+    else:
         raise InvalidTypeError(f"{name} must be a device such as 'cpu' or 'cuda' (or None), got {type(value).__name__}")
-    try:
-        return torch.device(value)
-    except RuntimeError:
-        raise InvalidArgumentError(f"{name} {value!r} is not a device; valid: 'cpu', 'cuda', 'cuda:0', 'mps'...") from None
+    problem = _missing(target)
+    if problem is not None:
+        raise unavailable(f"{name} {str(value)!r} {problem}; valid here: {devices_here()}")
+    return target
+
+
+def _missing(target: torch.device) -> str | None:
+    """Why this machine cannot hold tensors on ``target``, or ``None`` when it can (other device types pass to torch)."""
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            return "asks for CUDA, but CUDA is not available on this machine (torch built without CUDA, or no GPU visible)"
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            return f"asks for CUDA device {target.index}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if target.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "asks for Apple's MPS, which is not available on this machine"
+    return None
+
+
+def devices_here() -> str:
+    """The devices this machine has, quoted for an error message: ``'cpu'``, then ``'cuda:0'``... and ``'mps'``."""
+    here = ["cpu"]
+    if torch.cuda.is_available():
+        here += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        here.append("mps")
+    return ", ".join(map(repr, here))
 
 
 def choice(name: str, value: object, options: Iterable[str]) -> str:

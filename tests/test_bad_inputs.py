@@ -282,7 +282,7 @@ def test_a_malicious_pickle_is_refused_with_our_error_and_never_runs(tmp_path):
 
 def test_loading_options(tmp_path):
     if not torch.cuda.is_available():
-        _refused(lambda: gpt2probe.load("toy-induction", device="cuda"), ValueError, "no CUDA device is available")
+        _refused(lambda: gpt2probe.load("toy-induction", device="cuda"), ValueError, "CUDA is not available")
     _refused(lambda: gpt2probe.load("toy-induction", device="banana"), ValueError, "'banana' is not a device")
     _refused(lambda: gpt2probe.load("toy-induction", device="cpu", dtype=torch.int32), ValueError, "floating-point")
     _refused(lambda: gpt2probe.load("~nonexistentuser24/x", device="cpu"), OSError, "nonexistentuser24")
@@ -291,6 +291,64 @@ def test_loading_options(tmp_path):
     except ImportError:
         _refused(lambda: gpt2probe.load("toy-induction", device="cpu", attn_implementation="flash_attention_2"),
                  ValueError, "flash_attention_2")
+
+
+def _captures(probe, device):
+    """Every public capture that takes ``device=``."""
+    return [lambda: probe.run_with_cache(IDS, names=N.EMBED, device=device),
+            lambda: probe.run_until(IDS, N.resid_pre(1), device=device)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_capture_onto_cuda_without_cuda(small_probe):
+    """The GPU check's finding: ``device='cuda:99'`` was a raw torch error raised inside the capture hook.
+
+    Without CUDA it was ``AssertionError: Torch not compiled with CUDA enabled``, on an H200
+    ``AcceleratorError: invalid device ordinal``; now our error before the forward, naming what exists.
+    """
+    before = count_torch_hooks(small_probe.model)
+    for device in ("cuda", "cuda:99", torch.device("cuda", 0)):
+        for call in _captures(small_probe, device):
+            error = _refused(call, ValueError, "CUDA is not available on this machine")
+            assert "valid here: 'cpu'" in str(error), str(error)
+    assert count_torch_hooks(small_probe.model) == before
+    _, cache = small_probe.run_with_cache(IDS, names=N.EMBED, device="cpu")
+    assert cache[N.EMBED].device.type == "cpu"
+
+
+def test_a_capture_onto_a_gpu_this_machine_lacks(small_probe, monkeypatch):
+    """The H200's case, ``cuda:99`` on a one-GPU machine, with the device count mocked (no GPU needed).
+
+    Validation must stop it before the forward: were it to pass, the capture hook's ``.to('cuda:99')``
+    would fail inside the forward with a raw torch error (here, without CUDA, an AssertionError).
+    """
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    before = count_torch_hooks(small_probe.model)
+    for call in _captures(small_probe, "cuda:99"):
+        error = _refused(call, ValueError, r"'cuda:99' asks for CUDA device 99, but this machine has 1 CUDA device")
+        assert "valid here: 'cpu', 'cuda:0'" in str(error), str(error)
+    assert count_torch_hooks(small_probe.model) == before
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 100)  # the same call passes validation and reaches torch
+    with pytest.raises(Exception) as info:
+        small_probe.run_with_cache(IDS, names=N.EMBED, device="cuda:99")
+    assert not isinstance(info.value, GPT2ProbeError), info.value
+    assert count_torch_hooks(small_probe.model) == before
+
+
+def test_one_device_check_for_captures_loading_and_files(monkeypatch, tmp_path):
+    """``load``, captures, SAEs and files read onto a device refuse a missing GPU with the same words."""
+    from gpt2probe import validate
+    from gpt2probe.errors import InvalidArgumentError, UnsupportedError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    _refused(lambda: gpt2probe.load("toy-induction", device="cuda:2"), UnsupportedError, "this machine has 2 CUDA device")
+    _refused(lambda: validate.device("device", "cuda:2"), InvalidArgumentError, "valid here: 'cpu', 'cuda:0', 'cuda:1'")
+    gpt2probe.SAE(gpt2probe.SAEConfig(d_in=6, d_sae=10, hook_name=N.resid_post(0))).save(tmp_path / "sae")
+    _refused(lambda: gpt2probe.SAE.load(tmp_path / "sae", device="cuda:2"), InvalidArgumentError, "has 2 CUDA device")
+    assert validate.device("device", "cuda:1") == torch.device("cuda:1")
+    assert validate.device("device", None) is None
 
 
 # -- wrongly typed arguments, as a plain script meets them ---------------------------------------

@@ -463,7 +463,7 @@ def test_a_directory_and_a_bad_device_are_named(vocab_cache, tmp_path):
     with pytest.raises(FileFormatError, match="is a directory"):
         ActivationCache.load(tmp_path)
     vocab_cache.write_bytes(vocab_cache.read_bytes()[:100])  # damaged too: the device is named first
-    with pytest.raises(InvalidArgumentError, match="device 'banana' is not a torch device"):
+    with pytest.raises(InvalidArgumentError, match="device 'banana' is not a device"):
         ActivationCache.load(vocab_cache, device="banana")
     if not torch.cuda.is_available():
         with pytest.raises(InvalidArgumentError, match="CUDA is not available"):

@@ -272,6 +272,35 @@ def test_kl_to_final_is_exact_where_small_and_never_negative(scale):
     assert float(((got[:-1] - expected) / expected).abs().max()) < 1e-3, (scale, float(expected.min()))
 
 
+def test_exact_small_kls_land_in_their_own_chunks():
+    """One position per chunk, small and large KLs alternating: each chunk's exact KLs go back to that chunk.
+
+    The exact path runs after the chunk loop (one host sync per read-out, not one per chunk), so a
+    chunk paired with the wrong mask or the wrong positions would show here.
+    """
+    from gpt2probe.lens.logit_lens import EXACT_KL_BELOW, read_out
+
+    gen = torch.Generator().manual_seed(3)
+    d_model, d_vocab, n_pos = 24, 3001, 11
+    ln = torch.nn.LayerNorm(d_model)
+    with torch.no_grad():
+        ln.weight.add_(0.2 * torch.randn(d_model, generator=gen))
+        ln.bias.add_(0.2 * torch.randn(d_model, generator=gen))
+    W_U = torch.randn(d_model, d_vocab, generator=gen)
+    final = 3 * torch.randn(n_pos, d_model, generator=gen)
+    scales = torch.tensor([1e-3 if pos % 3 == 0 else 1.0 for pos in range(n_pos)])[:, None]
+    streams = torch.stack([final + scales * torch.randn(n_pos, d_model, generator=gen),
+                           final + 0.5 * scales * torch.randn(n_pos, d_model, generator=gen), final])
+    expected = _float64_kl_to_final(streams, ln, W_U)
+    small = expected < EXACT_KL_BELOW
+    assert small[:, ::3].all() and not small[:, 1::3].any()  # both kinds, in separate chunks
+    for chunk_bytes in (4 * d_vocab * 3, 4 * d_vocab * 6, 64 * 2**20):  # one, two, or all positions per chunk
+        got = read_out(streams, ln, W_U, k=1, max_chunk_bytes=chunk_bytes).kl_to_final.double()
+        assert got[-1].abs().max() == 0
+        assert float(((got[:-1][small] - expected[small]) / expected[small]).abs().max()) < 1e-3, chunk_bytes
+        torch.testing.assert_close(got[:-1][~small], expected[~small], atol=1e-5, rtol=0)
+
+
 def test_kl_to_final_through_logit_lens_on_a_nearly_inert_last_block():
     """A model whose last block barely writes: the lens's KL of the second-to-last stream equals float64."""
     from models import SMALL, build_gpt2

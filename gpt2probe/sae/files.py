@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .. import validate
 from ..errors import InvalidArgumentError, MissingFileError
 from .config import SAEConfig
 from .dunefsky_format import read_dunefsky
@@ -55,7 +56,8 @@ def build(cls: type[T], cfg: SAEConfig, tensors: dict[str, torch.Tensor], *,
           device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> T:
     """``cls(cfg)`` with its parameters set to ``tensors``, on ``device`` (CPU by default) in ``dtype`` (the file's by default)."""
     target_dtype = _dtype(dtype) or cfg.dtype
-    cfg = cfg.replace(device=torch.device(device) if device is not None else torch.device("cpu"), dtype=target_dtype)
+    target_device = validate.device("device", device) or torch.device("cpu")  # a GPU this machine lacks: our error
+    cfg = cfg.replace(device=target_device, dtype=target_dtype)
     coder: Any = cls(cfg)
     with torch.no_grad():
         for name, param in coder.named_parameters():
