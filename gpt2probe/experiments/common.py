@@ -83,24 +83,21 @@ def add_plotly_argument(parser: argparse.ArgumentParser) -> None:
 # -- checks made before anything is loaded ---------------------------------------------------
 
 def check_device(device: str | None) -> None:
-    """Refuse a device string torch does not know, or one this machine does not have."""
+    """Refuse a device string torch does not know, or one this machine does not have (before loading).
+
+    The check is :func:`gpt2probe.validate.device`, the one every ``device=`` goes through, with
+    its message turned into a usage error (one ``error:`` line, exit status 2).
+    """
     if device is None:
         return
-    import torch
+    from ..errors import InvalidArgumentError
+    from ..validate import device as valid_device
 
     try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {device!r} is not a device; valid: cpu, cuda, cuda:N, mps") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif parsed.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UsageError(f"--device {device!r}: MPS is not available on this machine (use --device cpu)")
-    elif parsed.type != "cpu":
+        target = valid_device("--device", device, unavailable=UsageError)
+    except InvalidArgumentError as error:
+        raise UsageError(str(error)) from None
+    if target is not None and target.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"--device {device!r} is not supported; valid: cpu, cuda, cuda:N, mps")
 
 
