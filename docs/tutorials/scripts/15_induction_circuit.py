@@ -1,10 +1,10 @@
 """A circuit that training made: induction heads in tiny-english
 
-Tutorials 9 to 11 found a circuit in `toy-induction`, whose weights were set by hand so
-that the answer was known in advance. `tiny-english` was trained instead: its weights come
-from gradient descent on Python's documentation, docstrings and source code (plus
-passages and random blocks that repeat), and nothing told it how to copy. It learned to
-anyway. This tutorial follows that circuit with the same tools, without assuming which
+Tutorials [9](09_attention.md) to [11](11_patching.md) found a circuit in
+`toy-induction`, whose weights were set by hand so that the answer was known in advance.
+`tiny-english` was trained instead: its weights come from gradient descent on Python's
+documentation, docstrings and source code (plus passages and random blocks that repeat),
+and nothing told it how to copy. It learned to anyway. This tutorial follows that circuit with the same tools, without assuming which
 heads form it: the loss on a repeated sequence, head scores, attention patterns,
 zero-ablation, exact activation patching and attribution patching.
 """
