@@ -192,11 +192,11 @@ for label, heads in cases.items():
 
 # %%
 # Either induction head alone gives back part of the advantage and the two together
-# most of it: they share the work. The previous-token head matters as much as both,
-# although it never looks at the repeated token itself: without it, the induction heads
-# cannot find the earlier occurrence. The controls give back little under mean-ablation;
-# zeroing eight middle heads costs more, because it also removes the typical output the
-# last layer is used to reading.
+# most of it: they share the work. The previous-token head matters about as much as
+# both: it copies nothing itself, but without it the induction heads cannot find the
+# earlier occurrence. The controls give back little under mean-ablation; zeroing eight
+# middle heads costs more, probably because it also removes the typical output that the
+# last layer expects (zero-ablation raises the first half's loss too).
 #
 # The figure: the repeated half's loss under each ablation, against the first half's loss
 # without one (dashed), which is what no copying at all would cost.
