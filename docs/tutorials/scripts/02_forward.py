@@ -47,15 +47,17 @@ print("identical to HF:", torch.equal(logits, hf_logits))
 # ## A batch equals separate runs
 #
 # A batch is left-padded with `<|endoftext|>`. The probe passes the attention mask *and*
-# position ids that skip the pads, so each row matches a run of its prompt alone.
+# position ids that skip the pads, so each row matches a run of its prompt alone, up to
+# float32 rounding: the padded batch multiplies matrices of other shapes, so the last
+# digits can differ. The tolerance is relative to the size of the logits.
 prompts = ["import os", "The function returns a list of"]
 batch = probe.to_tokens(prompts)
 batch_logits = probe(batch)
 for row, prompt in enumerate(prompts):
     alone = probe(prompt)[0]
     real = batch_logits[row, batch.real_positions(row)]
-    close = torch.allclose(real, alone, atol=1e-5)
-    print(f"row {row} {prompt!r}: equals its run alone (atol 1e-5): {close}")
+    close = torch.allclose(real, alone, rtol=0.0, atol=1e-5 * alone.abs().max().item())
+    print(f"row {row} {prompt!r}: equals its run alone (to 1e-5 of the largest logit): {close}")
 
 # %%
 # Calling the Hugging Face model with the mask but *without* position ids numbers the

@@ -37,7 +37,7 @@ print("same as by hand:", out.texts[0] == probe.to_string(ids[0]))
 # ## Greedy text repeats
 #
 # Longer greedy continuations fall into a cycle. This small model, trained on Python's
-# documentation, full of blank lines and indentation, ends up emitting whitespace forever.
+# documentation and source code, full of indentation, ends up emitting spaces forever.
 out = generate(probe, "The module provides", max_new_tokens=60, greedy=True)
 new = out.new_tokens(0).tolist()
 print(probe.to_str_tokens(new)[:12], "...")
@@ -65,10 +65,11 @@ print("period:", p, "repeating unit:", probe.to_str_tokens(new[-p:]) if p else N
 #
 # Greedy decoding ignores how sure the model was. One forward pass over the prompt and
 # its continuation gives the probability the model assigned to each token greedy chose.
-# Most choices are far from certain: through the run of newlines, the chosen token has
-# about 12% of the probability, and other continuations were nearly as likely (sampling,
-# the next tutorial, would take them). Once the model has switched to spaces, every
-# repetition makes the next one more likely, from 0.6 to 0.8.
+# The words at the start are far from certain: the chosen token often has a third of
+# the probability or less, and other continuations were nearly as likely (sampling, the
+# next tutorial, would take them). Once the model has switched to spaces, another space
+# takes almost all of the probability at every step, so greedy decoding can never leave
+# the loop, although the model grows slightly less sure as the run of spaces lengthens.
 sequence = out.sequence(0)
 n_prompt = len(sequence) - len(new)
 probs = probe(sequence)[0].softmax(-1)
@@ -81,8 +82,9 @@ for step in (0, 1, 2, 5, 10, 20, 30, 40, 50, 59):
 # ## The figure: how sure each greedy step was
 #
 # The probability the model gave to each token greedy decoding chose, step by step (hover
-# for the token). The early steps are uncertain; once the continuation has fallen into
-# its cycle, every repetition is more probable than the last.
+# for the token). The early steps are uncertain (except inside a word the model knows,
+# such as `__dict__`); once the continuation has fallen into its cycle, every repetition
+# is close to certain.
 import plotly.graph_objects as go  # noqa: E402
 
 from gpt2probe.report import display_token  # noqa: E402

@@ -105,8 +105,10 @@ except gpt2probe.HookNameError as error:
 #
 # The norm of the residual stream entering each block (and the final one), at every
 # position of the prompt: the `accumulated_resid` stack from above. Each block adds to
-# the stream, so at every position the norm grows from the embeddings (bottom) to the
-# final stream (top); the first token's stream ends up the largest.
+# the stream, and at most positions the norm grows from the embeddings (bottom) to the
+# final stream (top). Adding can also shrink a vector: the first token's stream grows far
+# larger than the others through the middle blocks, and the last block takes most of that
+# away again.
 import plotly.graph_objects as go  # noqa: E402
 
 from gpt2probe.report import display_token  # noqa: E402

@@ -40,9 +40,11 @@ for s, label in enumerate(item.stream_labels):
 # ## Following the actual next token
 #
 # `targets="next"` tracks, at each position, the probability and rank of the token that
-# really comes next. In this 4-layer model the jump happens in block 0: the embeddings
-# alone give the actual next token almost no probability, and after the first block it
-# has about as much as it will get; the later blocks move it up or down.
+# really comes next. In this 4-layer model the jump mostly happens in block 0: the
+# embeddings alone give the actual next token almost no probability, and after the first
+# block it often has about as much as it will get; the later blocks move it up or down.
+# The exceptions are the first two tokens, `' function'` and `' returns'`, which gain
+# their probability only in the last block.
 lens = gpt2probe.logit_lens(probe, prompt, targets="next")
 item = lens[0]
 print("stream  " + " ".join(f"{t!r:>10}" for t in item.target_tokens[:-1]))

@@ -5,7 +5,9 @@ earlier key position: its *pattern*, `[batch, head, query_pos, key_pos]`, rows s
 to 1. This tutorial captures patterns from `toy-induction`, a two-layer model whose
 weights were built by hand so that head `L0H0` attends to the previous token and `L1H0`
 is an induction head, then scores every head, and shows why Hugging Face's own
-`output_attentions` cannot be trusted for this.
+`output_attentions` cannot be trusted for this. [Tutorial 15](15_induction_circuit.md)
+does the same on a circuit that training made: the previous-token and induction heads
+`tiny-english` learned.
 """
 
 import torch

@@ -4,7 +4,8 @@ To test whether a component matters, remove its contribution and see how the mod
 behaviour changes. This tutorial ablates heads of `toy-induction`, whose circuit is
 known (`L0H0` previous-token head, `L1H0` induction head), first with a hand-written hook
 and then with `gpt2probe.interventions.ablate`, in the three usual ways: zero, mean and
-resample.
+resample. [Tutorial 15](15_induction_circuit.md) ablates the induction heads that
+`tiny-english` learned in training, whose roles nobody set by hand.
 """
 
 import torch

@@ -5,6 +5,8 @@ decides an answer is. Run a *clean* input and a *corrupted* one that differs in 
 token, then rerun the corrupted input with one activation copied from the clean run: if
 the clean answer comes back, that activation carried it. This tutorial patches the
 residual stream position by position, and then each head, in `toy-induction`.
+[Tutorial 15](15_induction_circuit.md) patches the heads of the copying circuit that
+`tiny-english` learned, and compares exact patching with attribution patching there.
 """
 
 import torch

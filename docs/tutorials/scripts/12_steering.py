@@ -109,7 +109,9 @@ for alpha in (0.0, 4.0):
 # The log ratio `log p(' exception') / p(' list')` on the neutral prompt as the strength
 # `alpha` grows, for the mean-difference direction and for three random directions of
 # the same norm. The mean-difference line climbs all the way from `alpha = -4` to `+4`;
-# the random lines stay near the unsteered value and drift down on both sides.
+# the random lines move much less, mostly down from the unsteered value: any vector this
+# large disturbs the prediction, but only the mean-difference direction moves it
+# consistently from one word to the other.
 import plotly.graph_objects as go  # noqa: E402
 
 alphas = [-4.0, -2.0, 0.0, 2.0, 4.0]
