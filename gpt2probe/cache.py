@@ -37,6 +37,9 @@ class ActivationCache(Mapping[str, Tensor]):
     or a model: the cache depends on the weights it was given and nothing else.
     """
 
+    metadata: dict[str, str]
+    """The file's metadata; only a cache read by :meth:`load` has it."""
+
     def __init__(
         self,
         activations: Mapping[str, Tensor],
@@ -344,9 +347,11 @@ def _check_model(where: str, model_name: str, n_layers: int, d_vocab: int | None
 
     if probe is not None:
         mine = (probe.cfg.model_name, probe.cfg.n_layers, probe.cfg.d_model, probe.cfg.d_vocab)
-    else:
+    elif weights is not None:
         W_U = weights.W_U
         mine = ("the weights given", weights.n_layers, W_U.shape[0], W_U.shape[1])
+    else:
+        raise InvalidArgumentError("a loaded cache is checked against a probe or weights, and neither was given")
     name, layers, d_model, vocab = mine
     widths = {t.shape[-1] for key, t in data.items() if N.is_residual_width(key)}
     problems = [f"n_layers {n_layers} vs {layers}"] if n_layers != layers else []

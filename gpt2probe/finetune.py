@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Int
@@ -39,6 +39,7 @@ from .errors import FileWriteError, InvalidArgumentError, InvalidTypeError, Prom
 from .model.parameters import component_path as component_path  # re-exported: it was defined here
 from .probe import GPT2Probe, require_probe
 from .schedule import lr_factor
+from .tokens import required_special_id
 from .windows import pack_ids, tokenize
 
 
@@ -66,7 +67,7 @@ def pack_windows(probe: GPT2Probe, texts: Sequence[str], seq_len: int) -> Int[Te
     """Tokenise ``texts`` (each followed by ``<|endoftext|>``), concatenate, and cut into ``seq_len`` windows."""
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise PromptError("texts must be a list of strings (one per document)")
-    eos = probe.tokenizer.eos_token_id
+    eos = required_special_id(probe.tokenizer, "eos", "separating the documents")
     documents = tokenize(probe.tokenizer, texts)
     largest, d_vocab = max((max(d, default=eos) for d in documents), default=eos), probe.cfg.d_vocab
     if largest >= d_vocab:
@@ -98,9 +99,10 @@ class FinetuneResult:
 
 
 def _check_positive(name: str, value: object, kind: type = int) -> None:
-    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0  # kind is int
     if not ok:
         raise InvalidArgumentError(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
@@ -133,12 +135,15 @@ def finetune(
     if config is not None and settings:
         raise InvalidArgumentError(f"give the settings either as config or as keyword arguments, not both "
                                    f"(got config and {', '.join(sorted(settings))})")
-    config = build(FinetuneConfig, settings) if config is None else config
+    if config is None:  # build() returns an instance of the class it is given (or raises)
+        config = cast(FinetuneConfig, build(FinetuneConfig, settings))
     steps, batch_size, seq_len, lr = config.steps, config.batch_size, config.seq_len, config.lr
     weight_decay, warmup, seed = config.weight_decay, config.warmup, config.seed
     train = list(config.train) if isinstance(config.train, tuple) else config.train
     freeze = list(config.freeze) if isinstance(config.freeze, tuple) else config.freeze
     _check_positive("steps", steps)
+    if steps is None:  # required; _check_positive refuses None, which the type checker cannot see
+        raise InvalidArgumentError("steps must be a positive int, got None")
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)
     validate.finite_number("weight_decay", weight_decay)

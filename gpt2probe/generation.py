@@ -40,7 +40,7 @@ from .model.config import ProbeConfig, model_eos_candidates
 from .model.decoding import KVCache
 from .model.hooks import HookFn, HookPoint, HookRegistry
 from .model.weights import Weights
-from .tokens import Inputs, Tokens
+from .tokens import Inputs, Tokens, decode, special_id
 from .validate import finite_result
 
 Hooks = Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
@@ -256,7 +256,7 @@ class NextTokens:
 def _prompt_texts(probe: ProbeLike, tokens: Tokens) -> list[str]:
     if tokens.prompts is not None:
         return list(tokens.prompts)
-    return [probe.tokenizer.decode(tokens.ids[i, tokens.real_positions(i)].tolist()) for i in range(tokens.ids.shape[0])]
+    return [decode(probe.tokenizer, tokens.ids[i, tokens.real_positions(i)].tolist()) for i in range(tokens.ids.shape[0])]
 
 
 def next_token(probe: ProbeLike, prompt: Inputs, k: int = 10, *, prepend_bos: bool = False) -> NextTokens:
@@ -277,7 +277,7 @@ def next_token(probe: ProbeLike, prompt: Inputs, k: int = 10, *, prepend_bos: bo
     return NextTokens(
         prompts=_prompt_texts(probe, tokens),
         ids=ids,
-        tokens=[[probe.tokenizer.decode([i]) for i in row] for row in ids.tolist()],
+        tokens=[[decode(probe.tokenizer, [i]) for i in row] for row in ids.tolist()],
         probs=probs.cpu(),
         logits=top.values.cpu(),
     )
@@ -372,7 +372,7 @@ def _is_attention(name: str) -> bool:
 def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
     if seed is None:
         seed = secrets.randbits(62)
-    if _is_number(seed, (int,)):
+    if isinstance(seed, int) and _is_number(seed, (int,)):
         seeds = tuple(seed + i for i in range(batch))
     elif isinstance(seed, str | bytes) or not isinstance(seed, Sequence):
         raise InvalidTypeError(f"seed must be an integer or a list of one integer per prompt, got {type(seed).__name__} {seed!r}")
@@ -405,9 +405,18 @@ def _eos_ids(probe: ProbeLike, eos_token_id: int | Sequence[int] | None) -> Tens
         if bad:
             raise InvalidArgumentError(f"eos_token_id {bad} is outside the vocabulary [0, {d_vocab})")
         return torch.tensor(ids, dtype=torch.long)
-    candidates = (*model_eos_candidates(probe.model), probe.tokenizer.eos_token_id)
+    candidates = (*model_eos_candidates(probe.model), special_id(probe.tokenizer, "eos"))
     found = next((c for c in candidates if c is not None), None)
-    ids = [] if found is None else [found] if isinstance(found, int) else list(found)
+    if found is None:
+        ids = []
+    elif isinstance(found, int):
+        ids = [found]
+    elif isinstance(found, list | tuple) and all(isinstance(i, int) for i in found):
+        ids = list(found)
+    else:
+        raise InvalidArgumentError(
+            f"the model's eos_token_id is {found!r}, neither a token id nor a list of ids: pass eos_token_id=..."
+        )
     return torch.tensor([i for i in ids if 0 <= i < d_vocab], dtype=torch.long)
 
 

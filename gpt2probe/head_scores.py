@@ -33,7 +33,7 @@ from . import validate
 from .cache import ActivationCache
 from .errors import HookNameError, InvalidArgumentError, InvalidTypeError, ShapeError
 from .probe import GPT2Probe, require_probe
-from .tokens import Inputs
+from .tokens import Inputs, special_id
 from .toy import repeated_random_tokens
 
 PATTERN_NAMES = "blocks.*.attn.hook_pattern"
@@ -225,7 +225,7 @@ def induction_scores(
         validate.integer("half_len", half_len)
     if not 2 <= vocab <= d_vocab:
         raise InvalidArgumentError(f"vocab must be in [2, {d_vocab}] (the model's vocabulary), got {vocab}")
-    bos = probe.tokenizer.bos_token_id
+    bos = special_id(probe.tokenizer, "bos")
     bos = bos if bos is not None and bos < d_vocab else 0
     pool = vocab - (1 if bos < vocab else 0)
     longest = min((n_ctx - 1) // 2, pool)

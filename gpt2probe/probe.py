@@ -19,7 +19,18 @@ from .model import decoding, modules
 from .model.config import ProbeConfig
 from .model.hooks import HookFn, HookRegistry, hook_pairs
 from .model.weights import Weights
-from .tokens import Inputs, Tokens, check_text, check_tokens, from_tensor, id_list, position_ids, tokenize
+from .tokens import (
+    Inputs,
+    Tokens,
+    check_text,
+    check_tokens,
+    decode,
+    from_tensor,
+    id_list,
+    position_ids,
+    required_special_id,
+    tokenize,
+)
 
 
 class _StopForward(Exception):
@@ -90,18 +101,18 @@ class GPT2Probe:
         if isinstance(text, str):
             ids = self.tokenizer(check_text(text, "the text"), add_special_tokens=False)["input_ids"]
             if validate.boolean("prepend_bos", prepend_bos):
-                ids = [self.tokenizer.bos_token_id, *ids]
+                ids = [required_special_id(self.tokenizer, "bos", "prepend_bos=True"), *ids]
         else:
             if validate.boolean("prepend_bos", prepend_bos):
                 raise InvalidArgumentError("prepend_bos=True applies to text; given token ids are decoded as they are")
             ids = self._id_list(text)
-        return [self.tokenizer.decode([i]) for i in ids]
+        return [decode(self.tokenizer, [i]) for i in ids]
 
     def to_string(self, ids: Int[Tensor, "... pos"] | Sequence[int]) -> str | list[str]:
         """Decode ids back to text (a list of strings for a ``[batch, pos]`` tensor); ids outside the vocabulary are refused."""
         if isinstance(ids, Tensor) and ids.ndim == 2:
-            return [self.tokenizer.decode(self._id_list(row, f"token ids of row {i}")) for i, row in enumerate(ids)]
-        return self.tokenizer.decode(self._id_list(ids))
+            return [decode(self.tokenizer, self._id_list(row, f"token ids of row {i}")) for i, row in enumerate(ids)]
+        return decode(self.tokenizer, self._id_list(ids))
 
     def _id_list(self, ids: object, what: str = "token ids") -> list[int]:
         return id_list(ids, d_vocab=self.cfg.d_vocab, n_tokenizer=len(self.tokenizer), what=what)

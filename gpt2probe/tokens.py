@@ -81,7 +81,8 @@ def tokenize(
         check_text(text, "the prompt" if len(batch) == 1 else f"prompt {i}")
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in batch]
     if prepend_bos:
-        encoded = [[tokenizer.bos_token_id, *ids] for ids in encoded]
+        bos = required_special_id(tokenizer, "bos", "prepend_bos=True")
+        encoded = [[bos, *ids] for ids in encoded]
     for i, ids in enumerate(encoded):
         where = "the prompt" if len(batch) == 1 else f"prompt {i}"
         if not ids:
@@ -95,7 +96,40 @@ def tokenize(
                 f"{where} has token id {max(ids)} but the model's vocabulary has only {d_vocab} tokens: "
                 "this model needs its own tokenizer (pass token ids or load(..., tokenizer=...))"
             )
-    return pad_left(encoded, pad_id=tokenizer.pad_token_id, prompts=tuple(batch))
+    return pad_left(encoded, pad_id=required_special_id(tokenizer, "pad", "padding a batch"), prompts=tuple(batch))
+
+
+def special_id(tokenizer: PreTrainedTokenizerBase, which: str) -> int | None:
+    """The id of the tokenizer's ``which`` special token (``"bos"``, ``"eos"``, ``"pad"``), or None if it has none.
+
+    transformers types these ids as ``int | list[int] | str | ...`` (one ``__getattr__`` serves
+    them all); a special token is one id, so anything else is refused.
+    """
+    value = getattr(tokenizer, f"{which}_token_id")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise InvalidArgumentError(
+        f"the tokenizer's {which}_token_id must be one integer, got {value!r}: set tokenizer.{which}_token"
+    )
+
+
+def decode(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """The text of one sequence of ids (transformers' ``decode`` is typed for batches too, ``str | list[str]``)."""
+    text = tokenizer.decode(list(ids))
+    if not isinstance(text, str):  # a flat list of ids decodes to one string in every tokenizer
+        raise InvalidTypeError(f"the tokenizer decoded one sequence of ids to {type(text).__name__}, not a string")
+    return text
+
+
+def required_special_id(tokenizer: PreTrainedTokenizerBase, which: str, needed_for: str) -> int:
+    """:func:`special_id`, where a missing token is an error (naming ``needed_for``) rather than a None among ids."""
+    value = special_id(tokenizer, which)
+    if value is None:
+        raise InvalidArgumentError(
+            f"{needed_for} needs the tokenizer's {which} token, but it has none: set tokenizer.{which}_token "
+            "(GPT-2 uses <|endoftext|>)"
+        )
+    return value
 
 
 def check_text(text: str, where: str) -> str:
@@ -167,7 +201,7 @@ def id_list(ids: object, *, d_vocab: int, n_tokenizer: int, what: str = "token i
     for i, item in enumerate(items):
         if isinstance(item, bool) or not isinstance(item, numbers.Integral):
             raise InvalidTypeError(f"{what}[{i}] is {type(item).__name__} {item!r}, not an integer token id")
-        if not 0 <= item < limit:
+        if not 0 <= int(item) < limit:
             sizes = (f"the model's vocabulary has {d_vocab} tokens" if limit == d_vocab
                      else f"the tokenizer has {n_tokenizer} tokens (the model {d_vocab})")
             raise PromptError(f"{what}[{i}] = {item} is outside the vocabulary [0, {limit}): {sizes}")

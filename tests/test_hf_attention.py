@@ -100,3 +100,22 @@ def test_configs_that_scale_scores_otherwise_keep_the_models_patterns(tmp_path, 
         with pytest.raises(UnsupportedError, match="attn_implementation='eager'"):
             sdpa.run_with_cache(ids, names=[N.pattern(1)])
         assert count_torch_hooks(sdpa.model) == 0
+
+
+def test_scaling_by_layer_index_without_a_layer_index_is_an_error_not_a_type_error():
+    """transformers 5.0's path (no ``scaling`` attribute): a bare attention module without ``layer_idx`` cannot be scaled."""
+    from transformers import GPT2Config
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
+    from gpt2probe.errors import UnsupportedError
+    from gpt2probe.model.attention import attention_scaling
+
+    module = GPT2Attention(GPT2Config(n_embd=12, n_head=3), layer_idx=None)
+    if hasattr(module, "scaling"):
+        del module.scaling  # as in transformers 5.0, which computes the factor from the flags
+    assert attention_scaling(module) == pytest.approx(4**-0.5, rel=1e-12)
+    module.scale_attn_by_inverse_layer_idx = True
+    with pytest.raises(UnsupportedError, match="layer_idx"):
+        attention_scaling(module)
+    module.layer_idx = 2
+    assert attention_scaling(module) == pytest.approx(4**-0.5 / 3, rel=1e-12)

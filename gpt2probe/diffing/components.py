@@ -19,7 +19,9 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from transformers import GPT2LMHeadModel
 
+from ..errors import NotGPT2Error
 from ..model.weights import Weights
 
 EMBED, POS_EMBED, LN_FINAL = "embed", "pos_embed", "ln_final"
@@ -53,6 +55,8 @@ def component_tensors(model: torch.nn.Module) -> Iterator[tuple[str, list[Tensor
     Head tensors are slices of the TransformerLens-oriented weights (views, no copies of the
     model); the other components are the HF parameters themselves, detached.
     """
+    if not isinstance(model, GPT2LMHeadModel):
+        raise NotGPT2Error(f"components are those of a GPT2LMHeadModel, got {type(model).__name__}")
     weights = Weights(model)
     per_head = [weights.W_Q, weights.W_K, weights.W_V, weights.W_O, weights.b_Q, weights.b_K, weights.b_V]
     yield EMBED, [weights.W_E]

@@ -46,7 +46,7 @@ class Localisation:
     """Per head (its output ``z_h @ W_O[h]`` patched), or ``None`` when heads were not swept."""
 
     def __repr__(self) -> str:
-        best = self.layers.nan_to_num(-1.0).flatten().argmax().item()
+        best = int(self.layers.nan_to_num(-1.0).flatten().argmax())
         layer, site = divmod(best, len(SITES))
         return (f"Localisation(total KL {self.total_kl:.4g} nats; most restored by layer {layer} {SITES[site]}: "
                 f"{float(self.layers[layer, site]):.3f})")

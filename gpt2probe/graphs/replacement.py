@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import names as N
+from ..errors import UnsupportedError
 from ..tokens import Tokens
 from .transcoders import Probe, TranscoderLike, skip_out
 
@@ -131,4 +132,7 @@ def replacement_pass(
         hooks += [(N.ln_normalized(layer, 2), read_mlp_in), (N.mlp_out(layer), set_mlp_out)]
     with probe.hooks(hooks), torch.set_grad_enabled(grad):
         final, _ = probe.run_with_cache(Tokens(ids, torch.ones_like(ids)), names=[], grad=grad, unembed=False)
-    return ReplacementPass(mlp_in=mlp_in, final=final, embed_anchor=embed_anchor, mlp_anchors=mlp_anchors)
+    read = [t for t in mlp_in if t is not None]
+    if len(read) != n_layers:  # the ln2 hook runs once per block in every forward pass
+        raise UnsupportedError(f"the replacement run read the MLP input of {len(read)} of {n_layers} blocks")
+    return ReplacementPass(mlp_in=read, final=final, embed_anchor=embed_anchor, mlp_anchors=mlp_anchors)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -48,7 +48,7 @@ def harvest(
     model_source: str | None = None,
     sae_sources: Sequence[str | None] | None = None,
     **settings: Any,
-) -> Harvest:
+) -> Harvest | None:
     """Run ``probe`` over ``corpus`` and keep running summaries of every unit of ``hooks`` in ``out``.
 
     What changes the result is a :class:`HarvestConfig`: pass one as ``config``, or its fields
@@ -78,7 +78,8 @@ def harvest(
         settings: :class:`HarvestConfig` fields, when ``config`` is not given.
 
     Returns:
-        The :class:`Harvest` (on every process that can read ``out``).
+        The :class:`Harvest` on every process that can read ``out``; ``None`` on a process that cannot
+        (another node under torchrun without a shared ``out``).
     """
     validate.boolean("resume", resume)
     validate.boolean("progress", progress)
@@ -88,7 +89,7 @@ def harvest(
     if config is None:
         if settings.get("block_chars") is None:  # None has always meant the default block size
             settings.pop("block_chars", None)
-        config = build(HarvestConfig, settings)
+        config = cast(HarvestConfig, build(HarvestConfig, settings))  # build() returns an instance of the class it is given
     if not isinstance(corpus, Corpus):
         corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
     return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=config,
@@ -99,7 +100,7 @@ def harvest(
 class _CallableModule(sys.modules[__name__].__class__):
     """``gpt2probe.harvest`` is this package and, called, :func:`harvest`: ``gpt2probe.harvest(probe, ...)``."""
 
-    def __call__(self, *args, **kwargs) -> Harvest:
+    def __call__(self, *args, **kwargs) -> Harvest | None:
         return harvest(*args, **kwargs)
 
 

@@ -191,9 +191,17 @@ def _load_dataset(path: Path):
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
-        raise CorpusError(f"{str(path)!r} holds several splits ({', '.join(ds)}); pass one split's directory, "
-                          f"e.g. {str(path / next(iter(ds)))!r}")
+        splits = [str(split) for split in ds]
+        raise CorpusError(f"{str(path)!r} holds several splits ({', '.join(splits)}); pass one split's directory, "
+                          f"e.g. {str(path / splits[0])!r}")
     return ds
+
+
+def _column(source: Source) -> str:
+    """The JSONL field or the Parquet/dataset column a source reads (set whenever such a source is built)."""
+    if source.key is None:
+        raise CorpusError(f"{source.path!r} ({source.kind}) names no field or column to read the text from")
+    return source.key
 
 
 def _read(source: Source, corpus: Corpus) -> Iterator[str]:
@@ -202,16 +210,17 @@ def _read(source: Source, corpus: Corpus) -> Iterator[str]:
     elif source.kind == TEXT:
         yield from _read_text(Path(source.path), corpus.max_doc_chars)
     elif source.kind == JSONL:
-        yield from _read_jsonl(Path(source.path), source.key)  # type: ignore[arg-type]
+        yield from _read_jsonl(Path(source.path), _column(source))
     elif source.kind == PARQUET:
         import pyarrow.parquet as pq
 
         for batch in pq.ParquetFile(source.path).iter_batches(columns=[source.key], batch_size=1024):
             yield from _strings(batch.column(0).to_pylist(), source)
     else:
-        ds = _load_dataset(Path(source.path)).select_columns([source.key])
+        column = _column(source)
+        ds = _load_dataset(Path(source.path)).select_columns([column])
         for batch in ds.iter(batch_size=1024):
-            yield from _strings(batch[source.key], source)
+            yield from _strings(batch[column], source)
 
 
 def _strings(values: list, source: Source) -> Iterator[str]:

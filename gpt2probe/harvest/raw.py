@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_path, write_text_atomic
+from ..errors import FileFormatError
 
 RAW_DIR = "raw"
 ROWS_PER_SHARD = 1 << 16
@@ -37,7 +38,7 @@ class RawWriter:
     def __init__(self, out: Path, rank: int, plans: dict) -> None:
         self.out, self.rank, self.plans = out, rank, plans
         self._rows: dict[str, list[dict[str, Tensor]]] = {name: [] for name in plans}
-        self._start: dict[str, tuple[int, int] | None] = {name: None for name in plans}
+        self._start: dict[str, tuple[int, int]] = {}  # (block, window) of each hook's first unwritten row
         self._count = {name: 0 for name in plans}
 
     def add(self, hook: str, activation: Tensor, meta: dict) -> None:
@@ -47,7 +48,7 @@ class RawWriter:
         flat = activation.detach().reshape(n_batch * n_pos, -1).float().cpu()[keep]
         rows = {"doc": meta["doc"].reshape(-1)[keep], "pos": meta["pos"].reshape(-1)[keep],
                 "token": meta["tokens"].reshape(-1)[keep].to(torch.int32), "activation": flat}
-        if self._start[hook] is None:
+        if hook not in self._start:
             self._start[hook] = (meta["block"], meta["window"])
         self._rows[hook].append(rows)
         self._count[hook] += flat.shape[0]
@@ -73,11 +74,11 @@ class RawWriter:
             "token": pa.array(cols["token"].numpy()),
             "activation": pa.FixedSizeListArray.from_arrays(pa.array(acts.reshape(-1).numpy()), acts.shape[1]),
         })
-        block, window = self._start[hook]
+        block, window = self._start.pop(hook)
         path = _hook_dir(self.out, hook) / f"rank-{self.rank:05d}-b{block:08d}-w{window:06d}.parquet"
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-        self._rows[hook], self._start[hook], self._count[hook] = [], None, 0
+        self._rows[hook], self._count[hook] = [], 0
 
 
 def discard_after(out: Path, rank: int, position: tuple[int, int]) -> None:
@@ -91,6 +92,15 @@ def discard_after(out: Path, rank: int, position: tuple[int, int]) -> None:
             path.unlink()
 
 
+def _shard_position(path: Path) -> tuple[int, int]:
+    """A shard's ``(block, window)`` from its name; a foreign ``.parquet`` file in the directory is refused."""
+    m = _SHARD.search(path.name)
+    if m is None:
+        raise FileFormatError(f"{str(path)!r} is not a raw shard written by the harvest (rank-R-bB-wW.parquet): "
+                              "move it out of the harvest's directory")
+    return int(m.group(2)), int(m.group(3))
+
+
 def write_raw_manifest(out: Path, plans, options) -> Path:
     """List every shard per hook (sorted: block order within each rank), with the columns' meaning."""
     hooks = {}
@@ -98,7 +108,7 @@ def write_raw_manifest(out: Path, plans, options) -> Path:
         if plan.name not in options.save_raw:
             continue
         shards = sorted(_hook_dir(out, plan.name).glob("*.parquet"),
-                        key=lambda p: tuple(int(x) for x in _SHARD.search(p.name).groups()[1:]))
+                        key=_shard_position)
         hooks[plan.name] = [str(p.relative_to(out / RAW_DIR)) for p in shards]
     manifest = {
         "format": "parquet",

@@ -65,6 +65,8 @@ class HookPlan:
         if self.kind == "head_norm":
             return activation.float().norm(dim=-1)
         if self.kind == "direction":
+            if self.directions is None:
+                raise HarvestConfigError(f"{self.name}: a 'direction' plan needs its directions ([unit, d_model])")
             return einsum(activation.float(), self.directions.to(activation.device), "b p d, u d -> b p u")
         if self.kind == "feature":
             return self.coder.encode(activation.float())

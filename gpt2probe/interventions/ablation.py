@@ -46,7 +46,7 @@ from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, ShapeError
 from ..model.hooks import HookFn, HookPoint
 from ..probe import GPT2Probe, require_probe
-from ..tokens import Inputs
+from ..tokens import Inputs, Tokens
 
 MODES = ("zero", "mean", "resample")
 
@@ -156,12 +156,19 @@ class _SourceDraw:
         return self._current
 
 
+def _ran_tokens(tokens: Tokens | None) -> Tokens:
+    """The tokens of a reference run (``run_with_cache`` always records them; a cache without them is refused)."""
+    if tokens is None:
+        raise InvalidArgumentError("the reference run's cache holds no tokens, so its pads cannot be told apart")
+    return tokens
+
+
 def reference_means(
     probe: GPT2Probe, reference: Inputs, hook_names: Sequence[str]
 ) -> dict[str, Tensor]:
     """Each hook's activation averaged over the reference's prompts and real (non-pad) positions."""
     _, cache = probe.run_with_cache(reference, names=list(hook_names))
-    mask = cache.tokens.attention_mask
+    mask = _ran_tokens(cache.tokens).attention_mask
     means = {}
     for name in hook_names:
         act = cache[name]
@@ -195,21 +202,25 @@ def _targets(
     heads, neurons = _pair_list("heads", heads, "(layer, head)"), _pair_list("neurons", neurons, "(layer, neuron)")
     if isinstance(mlps, str | bytes) or not isinstance(mlps, Sequence | Tensor):
         raise InvalidTypeError(f"mlps must be a list of layer indices, e.g. [0, 2]; got {type(mlps).__name__} {mlps!r}")
-    by_name: dict[str, list[int] | None] = {}
+    per_head: dict[str, list[int]] = {}
     for layer, head in heads:
         _check_layer(probe, layer, f"head ({layer}, {head})")
         if not 0 <= validate.integer(f"head ({layer}, {head!r}): the head", head) < cfg.n_heads:
             raise LayerIndexError(f"head ({layer}, {head}): this model has heads 0..{cfg.n_heads - 1}")
-        by_name.setdefault(N.z(layer), []).append(head)
+        per_head.setdefault(N.z(layer), []).append(head)
+    whole: dict[str, None] = {}
     for layer in mlps:
         _check_layer(probe, layer, f"MLP {layer}")
-        by_name[N.mlp_out(layer)] = None
+        whole[N.mlp_out(layer)] = None
+    per_neuron: dict[str, list[int]] = {}
     for layer, neuron in neurons:
         _check_layer(probe, layer, f"neuron ({layer}, {neuron})")
         if not 0 <= validate.integer(f"neuron ({layer}, {neuron!r}): the neuron", neuron) < cfg.d_mlp:
             raise LayerIndexError(f"neuron ({layer}, {neuron}): this model has neurons 0..{cfg.d_mlp - 1}")
-        by_name.setdefault(N.mlp_post(layer), []).append(neuron)
-    return {name: sorted(set(index)) if index is not None else None for name, index in by_name.items()}
+        per_neuron.setdefault(N.mlp_post(layer), []).append(neuron)
+    # heads (hook_z), whole MLPs (hook_mlp_out), neurons (hook_post): three kinds of name, in this order
+    return {**{name: sorted(set(index)) for name, index in per_head.items()}, **whole,
+            **{name: sorted(set(index)) for name, index in per_neuron.items()}}
 
 
 def ablation_hooks(
@@ -240,7 +251,7 @@ def ablation_hooks(
         means = reference_means(probe, reference, list(targets))
         return [(name, mean_ablation_hook(means[name], index)) for name, index in targets.items()]
     _, cache = probe.run_with_cache(reference, names=list(targets))
-    draw = _SourceDraw(cache.tokens.ids.shape[0], seed)
+    draw = _SourceDraw(_ran_tokens(cache.tokens).ids.shape[0], seed)
     pairs: list[tuple[str, HookFn]] = [(N.EMBED, draw.new_pass)]
     return pairs + [(name, resample_ablation_hook(cache[name], draw.sources, index)) for name, index in targets.items()]
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
+from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, eager_attention_forward
 
 from ..errors import ConcurrentUseError, UnsupportedError
 
@@ -51,7 +51,7 @@ _OURS_FOR = {"sdpa": _SDPA, "eager": _EAGER}
 _HOOKED: weakref.WeakKeyDictionary[torch.nn.Module, PatternDispatch] = weakref.WeakKeyDictionary()
 
 
-def attention_scaling(module: torch.nn.Module) -> float:
+def attention_scaling(module: GPT2Attention) -> float:
     """The factor that multiplies one layer's ``q . k`` before the mask and the softmax.
 
     Recent transformers releases store it on the attention module (``scaling``); transformers
@@ -64,6 +64,11 @@ def attention_scaling(module: torch.nn.Module) -> float:
         return float(scaling)
     factor = module.head_dim**-0.5 if module.scale_attn_weights else 1.0
     if module.scale_attn_by_inverse_layer_idx:
+        if module.layer_idx is None:  # GPT2Block always passes its index; a bare module may not
+            raise UnsupportedError(
+                "this attention module's config sets scale_attn_by_inverse_layer_idx but the module has no "
+                "layer_idx, so its score scaling is unknown: build it with its layer index (as GPT2Block does)"
+            )
         factor /= float(module.layer_idx + 1)
     return factor
 
@@ -113,7 +118,7 @@ def _make_attention(name: str) -> Callable[..., tuple[Tensor, Tensor | None]]:
     passthrough = _PASSTHROUGH[name]
 
     def attention(
-        module: torch.nn.Module,
+        module: GPT2Attention,
         query: Tensor,
         key: Tensor,
         value: Tensor,

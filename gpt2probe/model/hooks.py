@@ -21,15 +21,16 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
 from torch import Tensor
 from transformers import GPT2LMHeadModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
 from .. import names as N
-from ..errors import ConcurrentUseError, HookNameError, HookReturnError, InvalidTypeError
+from ..errors import ConcurrentUseError, HookNameError, HookReturnError, InvalidTypeError, UnsupportedError
 from .attention import AttentionSeam
 from .layernorm import LayerNorm
 from .modules import attention_modules
@@ -181,7 +182,7 @@ class BlockTailSite(Site):
     before ``resid_post`` hooks see the block's output.
     """
 
-    def __init__(self, block: torch.nn.Module, layer: int) -> None:
+    def __init__(self, block: GPT2Block, layer: int) -> None:
         super().__init__([N.resid_mid(layer), N.mlp_out(layer), N.resid_post(layer)])
         self.block = block
 
@@ -203,7 +204,16 @@ class BlockTailSite(Site):
         def at_block(module, args, output):
             hidden = _first(output)
             new_mid, mlp_out = state.pop("mid", None), state.pop("mlp_out", None)
-            post = hidden if new_mid is None else new_mid + mlp_out
+            if new_mid is None:
+                post = hidden
+            elif mlp_out is None:  # ln_2's input was replaced but the MLP's forward hook never ran
+                raise UnsupportedError(
+                    f"{mid_name} was replaced but this block's MLP did not run between ln_2 and the block's "
+                    f"output, so {post_name} cannot be recomputed; this transformers release's GPT2Block "
+                    "is not supported"
+                )
+            else:
+                post = new_mid + mlp_out
             new = dispatch(post_name, post)
             return None if new is hidden else _replace_first(output, new)
 
@@ -234,7 +244,8 @@ def build_sites(model: GPT2LMHeadModel, seam: AttentionSeam) -> list[Site]:
     """
     transformer, n_heads = model.transformer, model.config.n_head
     sites: list[Site] = [OutputSite(transformer.wte, N.EMBED), OutputSite(transformer.wpe, N.POS_EMBED)]
-    for layer, block in enumerate(transformer.h):
+    # GPT2Model builds ``h`` from GPT2Block only; ModuleList types its items as plain Modules.
+    for layer, block in enumerate(cast("list[GPT2Block]", transformer.h)):
         sites += [
             InputSite(block, N.resid_pre(layer)),
             LayerNormSite(block.ln_1, f"blocks.{layer}.ln1"),

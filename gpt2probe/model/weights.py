@@ -17,14 +17,16 @@ no code outside :mod:`gpt2probe.model` reads them from the module tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 from transformers import GPT2LMHeadModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
 from ..validate import layer_in
 from .attention import attention_scaling
@@ -51,7 +53,9 @@ class Weights:
 
     def __init__(self, model: GPT2LMHeadModel) -> None:
         self._model = model
-        self._blocks = model.transformer.h
+        # GPT2Model builds ``h`` from GPT2Block only; ModuleList types its items as plain Modules.
+        # (The live ModuleList, not a copy: a block replaced in it is seen on the next access.)
+        self._blocks = cast("Sequence[GPT2Block]", model.transformer.h)
         self._n_heads = model.config.n_head
         self._stacked: dict[str, tuple[tuple, Tensor]] = {}
 
@@ -60,7 +64,7 @@ class Weights:
         """The number of blocks (without stacking any weight)."""
         return len(self._blocks)
 
-    def _cached(self, name: str, params: list[Tensor], build: Callable[[], Tensor]) -> Tensor:
+    def _cached(self, name: str, params: Sequence[Tensor], build: Callable[[], Tensor]) -> Tensor:
         """``build()``, reused while none of ``params`` has been moved, replaced or edited in place."""
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         hit = self._stacked.get(name)
@@ -70,7 +74,7 @@ class Weights:
         self._stacked[name] = (key, value)
         return value
 
-    def _stack(self, name: str, get: Callable[[torch.nn.Module], Tensor]) -> Tensor:
+    def _stack(self, name: str, get: Callable[[GPT2Block], Tensor]) -> Tensor:
         params = [get(b) for b in self._blocks]
         return self._cached(name, params, lambda: torch.stack([p.detach() for p in params]))
 
@@ -167,7 +171,7 @@ class Weights:
         """GPT-2's final layer norm (``ln_f``): its weight, bias and eps; calling it applies it."""
         return LayerNorm.of(self._model.transformer.ln_f).detach()
 
-    def _block(self, layer: int) -> torch.nn.Module:
+    def _block(self, layer: int) -> GPT2Block:
         return self._blocks[layer_in(layer, len(self._blocks))]
 
     def block(self, layer: int) -> BlockWeights:
