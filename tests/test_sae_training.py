@@ -180,3 +180,18 @@ def test_pytorch_train_mode_still_works_on_an_instance():
     sae = SAE.fit(sparse_sums(n=600)[2], d_sae=8, k=2, hook_name=HOOK, steps=2, batch_size=64, progress=False)
     assert sae.eval() is sae and not sae.training
     assert sae.train() is sae and sae.training
+
+
+def test_geometric_median_meets_its_optimality_condition():
+    """At the geometric median the unit vectors towards the points sum to zero (checked in float64, not by Weiszfeld)."""
+    from gpt2probe.sae.training import geometric_median
+
+    gen = torch.Generator().manual_seed(3)
+    points = torch.randn(3001, 11, generator=gen) * torch.linspace(0.5, 3.0, 11) + 2.0
+    points[:300] += 40.0  # a tenth are far outliers: they pull the mean, hardly the median
+    median = geometric_median(points).double()
+    units = points.double() - median
+    units /= units.norm(dim=-1, keepdim=True)
+    assert float(units.sum(0).norm()) / points.shape[0] < 1e-4
+    assert float((median - 2.0).abs().max()) < 0.6 < float((points.double().mean(0) - 2.0).abs().min())
+    assert geometric_median(torch.ones(5, 3)).tolist() == [1.0, 1.0, 1.0]
