@@ -69,6 +69,8 @@ class SAETrainConfig:
         init_sample: rows used for normalisation and ``b_dec``'s initialisation.
         seed: every random choice (initialisation, shuffling).
         buffer_tokens: rows of the shuffle buffer when streaming (memory: rows x width x 4 bytes).
+            When a model's activations over the whole corpus fit (one pass has at most this many
+            tokens), the model runs over it once and the rows are kept, not recomputed every epoch.
         checkpoint_dir, checkpoint_every: save a checkpoint there every that many steps (and at the end).
         resume: continue from ``checkpoint_dir``'s checkpoint (same data and options) if there is one.
         progress: a progress bar with loss, L0, explained variance and dead fraction.

@@ -540,7 +540,14 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
         raise ActivationError("the corpus holds no text (every document is empty)")
     gen = torch.Generator().manual_seed(seed + 1)
     opts = opts.with_batch_size(n_tokens)
-    batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
+    if n_tokens <= opts.buffer_tokens and n_tokens >= opts.batch_size:
+        # One pass fits in the buffer: run the model over the corpus once and keep the rows,
+        # instead of running it again every epoch (a default run repeats small data 15 times
+        # or more). Memory stays within the buffer's bound.
+        source.epochs = 1
+        batches: Batches = TensorBatches(torch.cat(list(source.chunks())), opts.batch_size, gen)
+    else:
+        batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
     data_id = {"model": weights_digest(probe.model), "corpus": corpus.describe(), "hooks": hooks,
                "seq_len": source.seq_len, "windows_per_pass": windows_per_pass}
     return run(coder_cls, cfg, batches, n_tokens, data_id, opts, callback)
