@@ -61,7 +61,8 @@ class SAETrainConfig:
             billions of tokens; with them a threshold learnt in log space moves too little in a
             few thousand steps, measured on the known-answer data).
         aux_k: dead features used by the aux-k loss. Default ``d_in // 2`` (as SAELens).
-        aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32).
+        aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32, on their normalised error: see
+            :func:`gpt2probe.sae.losses.aux_k_loss`; SAELens's 1 weighs an unnormalised one).
         dead_after_tokens: tokens without firing after which a feature is dead. Default
             ``min(10M, max(batch_size, steps * batch_size // 10))``.
         threshold_decay: batch top-k's threshold estimate's moving-average decay.

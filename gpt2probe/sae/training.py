@@ -8,12 +8,13 @@ resolved for a coder and its data by :func:`resolve`):
   sparsity coefficient fit every model; the scale is folded into the returned weights,
   which therefore read and write raw activations (``normalize_activations="none"``).
 - **Initialisation.** ``W_dec`` rows random unit vectors, ``W_enc = W_dec.T`` (SAE),
-  ``b_enc = 0``, ``b_dec`` the geometric median (or mean) of a sample of the targets.
+  ``b_enc = 0``, ``b_dec`` the geometric median (float32 Weiszfeld) or mean of a sample of the targets.
 - **Optimisation.** Adam; linear warm-up, constant, linear decay to zero over the last
   fifth; decoder rows kept at unit norm (the gradient's radial part removed, rows
   renormalised after every step).
 - **Dead features.** A feature that has not fired for ``dead_after_tokens`` tokens is dead;
-  the aux-k loss (Gao et al. 2024) trains the dead features to predict the residual error.
+  the aux-k loss (Gao et al. 2024) trains the dead features to predict the residual error,
+  weighed as in their reference code (an error normalised by the residual's variance).
 - **Checkpoints.** Everything that decides the next step (weights, Adam's moments, the data
   position and shuffle buffer, generators, counters) is saved, so a resumed run is
   bit-identical to an uninterrupted one.
