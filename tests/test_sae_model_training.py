@@ -139,3 +139,25 @@ def test_evaluate_a_transcoder_splices_the_mlp(vocab_probe):
     with pytest.raises(GPT2ProbeError):
         SAE(SAEConfig(d_in=40, d_sae=8, architecture="topk", k=2, hook_name="blocks.1.hook_resid_post")).evaluate(
             vocab_probe, TEXTS[:2])
+
+
+def test_a_corpus_that_fits_the_buffer_runs_the_model_once(vocab_probe, monkeypatch):
+    """One pass within buffer_tokens: the rows are kept, not recomputed every epoch; the result is the same as fitting them."""
+    calls = []
+    run = CorpusActivations._run
+    monkeypatch.setattr(CorpusActivations, "_run", lambda self, tokens: calls.append(len(tokens)) or run(self, tokens))
+    settings = dict(hook="blocks.1.hook_resid_post", d_sae=20, k=4, seed=3, seq_len=16, steps=40, batch_size=64,
+                    progress=False)
+    sae = SAE.train(vocab_probe, TEXTS, buffer_tokens=4096, **settings)
+    source = CorpusActivations(vocab_probe, Corpus(texts=TEXTS), ["blocks.1.hook_resid_post"], seq_len=16, epochs=1,
+                                seed=3)
+    windows = sum(pack(b, vocab_probe.tokenizer, seq_len=16, eos=vocab_probe.tokenizer.eos_token_id).n_windows
+                  for b in blocks(Corpus(texts=TEXTS)))
+    assert sum(calls) == windows and 40 * 64 > 2 * source.count_tokens()  # 40 steps are several passes
+    calls.clear()
+    SAE.train(vocab_probe, TEXTS, buffer_tokens=256, **settings)  # streamed: the model runs every pass
+    assert sum(calls) > 2 * windows
+    rows = torch.cat(list(source.chunks()))
+    fitted = SAE.fit(rows, d_sae=20, k=4, hook_name="blocks.1.hook_resid_post", steps=40, batch_size=64, seed=3,
+                     progress=False)
+    torch.testing.assert_close(sae.W_enc, fitted.W_enc)

@@ -80,3 +80,28 @@ def test_an_sae_among_the_transcoders_is_refused(model_dir):
     coders["blocks.0.hook_resid_post"].save(root / "transcoders" / "stray")
     with pytest.raises(GPT2ProbeError, match="(?i)transcoder"):
         gpt2probe.load_transcoders(root)
+
+
+def test_tiny_english_ships_an_sae_per_layer_and_a_transcoder_per_mlp_as_measured():
+    """The real shipped coders: one per layer, fitting the model, and the metrics file is what they measure."""
+    import json
+    import pydoc_data.topics
+
+    from gpt2probe.shipped import shipped_model
+
+    probe = gpt2probe.load("tiny-english")
+    n_layers = probe.cfg.n_layers
+    saes = gpt2probe.load_saes("tiny-english")
+    transcoders = gpt2probe.load_transcoders("tiny-english")
+    assert list(saes) == [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    assert list(transcoders) == list(range(n_layers))
+    for coder in [*saes.values(), *transcoders.values()]:
+        assert coder.cfg.d_in == probe.cfg.d_model and coder.cfg.d_out == probe.cfg.d_model
+        assert "gpt2probe_training" in coder.cfg.metadata  # the settings it was trained with
+    directory = shipped_model("tiny-english")
+    held_out = json.loads((directory / "training.json").read_text(encoding="utf-8"))["val_topics"]
+    texts = [pydoc_data.topics.topics[name] for name in sorted(held_out)]
+    recorded = json.loads((directory / "saes" / "metrics.json").read_text(encoding="utf-8"))["coders"]
+    result = saes["blocks.2.hook_resid_post"].evaluate(probe, texts)
+    for key in ("explained_variance", "ce_loss_clean", "ce_loss_spliced", "dead_fraction", "l0"):
+        assert getattr(result, key) == pytest.approx(recorded["blocks.2.hook_resid_post"][key], abs=2e-3), key

@@ -180,3 +180,41 @@ def test_pytorch_train_mode_still_works_on_an_instance():
     sae = SAE.fit(sparse_sums(n=600)[2], d_sae=8, k=2, hook_name=HOOK, steps=2, batch_size=64, progress=False)
     assert sae.eval() is sae and not sae.training
     assert sae.train() is sae and sae.training
+
+
+def test_geometric_median_meets_its_optimality_condition():
+    """At the geometric median the unit vectors towards the points sum to zero (checked in float64, not by Weiszfeld)."""
+    from gpt2probe.sae.training import geometric_median
+
+    gen = torch.Generator().manual_seed(3)
+    points = torch.randn(3001, 11, generator=gen) * torch.linspace(0.5, 3.0, 11) + 2.0
+    points[:300] += 40.0  # a tenth are far outliers: they pull the mean, hardly the median
+    median = geometric_median(points).double()
+    units = points.double() - median
+    units /= units.norm(dim=-1, keepdim=True)
+    assert float(units.sum(0).norm()) / points.shape[0] < 1e-4
+    assert float((median - 2.0).abs().max()) < 0.6 < float((points.double().mean(0) - 2.0).abs().min())
+    assert geometric_median(torch.ones(5, 3)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_aux_k_loss_is_a_normalised_error_weighed_by_the_target_variance():
+    """Gao et al.'s weighting, computed by hand: top-k_aux dead features, error over the residual's variance."""
+    from gpt2probe.sae.losses import aux_k_loss
+
+    gen = torch.Generator().manual_seed(5)
+    pre_dead = torch.randn(7, 5, generator=gen)  # 5 dead features among 9
+    dead_features = torch.tensor([0, 2, 3, 6, 8])
+    W_dec = torch.randn(9, 4, generator=gen)
+    residual = torch.randn(7, 4, generator=gen) * 0.1
+    expected_recons = torch.zeros(7, 4)
+    for row in range(7):
+        for j in pre_dead[row].argsort(descending=True)[:2].tolist():  # k_aux = 2 of the 5 dead
+            expected_recons[row] += max(float(pre_dead[row, j]), 0.0) * W_dec[dead_features[j]]
+    error = (expected_recons - residual).pow(2).sum(-1).mean()
+    variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
+    got = aux_k_loss(pre_dead, dead_features, residual, W_dec, 2, torch.tensor(3.0))
+    torch.testing.assert_close(got, 3.0 * error / variance)  # min(5 / 2, 1) = 1
+    # The weight does not shrink with the residual: a residual 10 times smaller, the same loss per unit of it.
+    assert float(aux_k_loss(pre_dead * 0.1, dead_features, residual * 0.1, W_dec, 2, torch.tensor(3.0))) \
+        == pytest.approx(float(got), rel=1e-5)
+    assert float(aux_k_loss(pre_dead[:, :0], dead_features[:0], residual, W_dec, 2, torch.tensor(3.0))) == 0.0

@@ -95,7 +95,10 @@ def main(argv=None) -> dict:
     probe = gpt2probe.load(directory, device="cpu")
     train_texts, test_texts = split_topics(directory)
     layers = args.layers if args.layers is not None else list(range(probe.cfg.n_layers))
-    settings = {"d_sae": args.d_sae, "architecture": args.architecture, "k": args.k, "seed": args.seed}
+    # A buffer that holds one pass over the documentation (132k tokens): the model runs over it
+    # once and the activations are kept (256k rows of a transcoder's 2 x 128 floats: 256 MiB).
+    settings = {"d_sae": args.d_sae, "architecture": args.architecture, "k": args.k, "seed": args.seed,
+                "buffer_tokens": 1 << 18}
     settings.update({k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
                      if v is not None})
     jobs = ([] if args.no_saes else [("saes", layer) for layer in layers])

@@ -61,7 +61,8 @@ class SAETrainConfig:
             billions of tokens; with them a threshold learnt in log space moves too little in a
             few thousand steps, measured on the known-answer data).
         aux_k: dead features used by the aux-k loss. Default ``d_in // 2`` (as SAELens).
-        aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32).
+        aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32, on their normalised error: see
+            :func:`gpt2probe.sae.losses.aux_k_loss`; SAELens's 1 weighs an unnormalised one).
         dead_after_tokens: tokens without firing after which a feature is dead. Default
             ``min(10M, max(batch_size, steps * batch_size // 10))``.
         threshold_decay: batch top-k's threshold estimate's moving-average decay.
@@ -69,6 +70,8 @@ class SAETrainConfig:
         init_sample: rows used for normalisation and ``b_dec``'s initialisation.
         seed: every random choice (initialisation, shuffling).
         buffer_tokens: rows of the shuffle buffer when streaming (memory: rows x width x 4 bytes).
+            When a model's activations over the whole corpus fit (one pass has at most this many
+            tokens), the model runs over it once and the rows are kept, not recomputed every epoch.
         checkpoint_dir, checkpoint_every: save a checkpoint there every that many steps (and at the end).
         resume: continue from ``checkpoint_dir``'s checkpoint (same data and options) if there is one.
         progress: a progress bar with loss, L0, explained variance and dead fraction.

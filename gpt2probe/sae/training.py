@@ -8,12 +8,13 @@ resolved for a coder and its data by :func:`resolve`):
   sparsity coefficient fit every model; the scale is folded into the returned weights,
   which therefore read and write raw activations (``normalize_activations="none"``).
 - **Initialisation.** ``W_dec`` rows random unit vectors, ``W_enc = W_dec.T`` (SAE),
-  ``b_enc = 0``, ``b_dec`` the geometric median (or mean) of a sample of the targets.
+  ``b_enc = 0``, ``b_dec`` the geometric median (float32 Weiszfeld) or mean of a sample of the targets.
 - **Optimisation.** Adam; linear warm-up, constant, linear decay to zero over the last
   fifth; decoder rows kept at unit norm (the gradient's radial part removed, rows
   renormalised after every step).
 - **Dead features.** A feature that has not fired for ``dead_after_tokens`` tokens is dead;
-  the aux-k loss (Gao et al. 2024) trains the dead features to predict the residual error.
+  the aux-k loss (Gao et al. 2024) trains the dead features to predict the residual error,
+  weighed as in their reference code (an error normalised by the residual's variance).
 - **Checkpoints.** Everything that decides the next step (weights, Adam's moments, the data
   position and shuffle buffer, generators, counters) is saved, so a resumed run is
   bit-identical to an uninterrupted one.
@@ -73,14 +74,24 @@ def resolve(options: SAETrainConfig, cfg: SAEConfig, n_tokens: int | None) -> SA
     )
 
 
-def geometric_median(points: Tensor, iterations: int = 200) -> Tensor:
-    """The point minimising the summed distances to ``points`` ``[n, width]`` (Weiszfeld's iteration, float64)."""
-    x = points.double()
+def geometric_median(points: Tensor, iterations: int = 100, tolerance: float = 1e-5) -> Tensor:
+    """The point minimising the summed distances to ``points`` ``[n, width]`` (Weiszfeld's iteration, float32).
+
+    Starts at the mean and stops when a step moves less than ``tolerance`` times the points'
+    mean distance to it, or after ``iterations`` steps: ``b_dec`` is only a starting point, so
+    float32 and a loose stop suffice (float64 and 200 iterations cost more than a hundred
+    training steps of a small SAE). Distances are floored at a millionth of that mean
+    distance, so a point on the median does not divide by zero.
+    """
+    x = points.float()
     median = x.mean(0)
+    spread = float((x - median).norm(dim=-1).mean())
+    if spread == 0:
+        return median.to(points.dtype)
     for _ in range(iterations):
-        weights = 1.0 / (x - median).norm(dim=-1).clamp_min(1e-8)
-        new = (weights[:, None] * x).sum(0) / weights.sum()
-        done = (new - median).norm() <= 1e-9 * (1 + median.norm())
+        weights = 1.0 / (x - median).norm(dim=-1).clamp_min(1e-6 * spread)
+        new = (weights @ x) / weights.sum()
+        done = float((new - median).norm()) <= tolerance * spread
         median = new
         if done:
             break
@@ -140,8 +151,8 @@ class Trainer:
     def _forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c, o, coder = self.cfg, self.opts, self.coder
         x_in = x - coder.b_dec if c.apply_b_dec_to_input else x
-        pre = x_in @ coder.W_enc + coder.b_enc
         terms: dict[str, Tensor] = {}
+        pre = x_in @ coder.W_enc + coder.b_enc
         if c.architecture in ("topk", "batchtopk"):
             # Sparse: decode only the kept (token, feature) pairs, k per token on average,
             # instead of a dense [batch, d_sae] @ [d_sae, d_out] product (d_sae / k times the work).
@@ -152,7 +163,7 @@ class Trainer:
                 values, features = values.flatten(), features.flatten()
             else:
                 values, rows, features = losses.batch_topk_sparse(pre, c.k)
-            recons = torch.zeros_like(y).index_add(0, rows, values[:, None] * coder.W_dec[features]) + coder.b_dec
+            recons = losses.sparse_decode(values, rows, features, coder.W_dec, pre.shape[0]) + coder.b_dec
             active = values > 0
             fired = torch.zeros(c.d_sae, dtype=torch.bool)
             fired[features[active]] = True
@@ -177,9 +188,12 @@ class Trainer:
             recons = recons + x @ coder.W_skip
         terms["mse"] = losses.mse(recons, y)
         dead = self.since_fired >= o.dead_after_tokens
-        if o.aux_coefficient > 0:
-            terms["aux_loss"] = o.aux_coefficient * losses.aux_k_loss(pre, dead, (y - recons).detach(),
-                                                                      coder.W_dec, o.aux_k)
+        if o.aux_coefficient > 0 and bool(dead.any()):
+            dead_features = dead.nonzero().squeeze(-1)
+            pre_dead = pre.index_select(1, dead_features)
+            target_variance = (y - y.mean(0)).pow(2).sum(-1).mean()
+            terms["aux_loss"] = o.aux_coefficient * losses.aux_k_loss(
+                pre_dead, dead_features, (y - recons).detach(), coder.W_dec, o.aux_k, target_variance)
         loss = sum(terms.values())
         with torch.no_grad():
             # Sums over this process's rows, added up over processes in train_step.
@@ -527,7 +541,14 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
         raise ActivationError("the corpus holds no text (every document is empty)")
     gen = torch.Generator().manual_seed(seed + 1)
     opts = opts.with_batch_size(n_tokens)
-    batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
+    if n_tokens <= opts.buffer_tokens and n_tokens >= opts.batch_size:
+        # One pass fits in the buffer: run the model over the corpus once and keep the rows,
+        # instead of running it again every epoch (a default run repeats small data 15 times
+        # or more). Memory stays within the buffer's bound.
+        source.epochs = 1
+        batches: Batches = TensorBatches(torch.cat(list(source.chunks())), opts.batch_size, gen)
+    else:
+        batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
     data_id = {"model": weights_digest(probe.model), "corpus": corpus.describe(), "hooks": hooks,
                "seq_len": source.seq_len, "windows_per_pass": windows_per_pass}
     return run(coder_cls, cfg, batches, n_tokens, data_id, opts, callback)
