@@ -6,7 +6,7 @@ the same block again (so the next token is predictable only by copying), its att
 the scores, and the strongest paths into the top logit, with the features on them at the
 repeated token (the induction head's query) and the token before its earlier copy.
 
-    python tools/graph_induction.py --model tiny-english --transcoders runs/te-saes --out reports/induction-graph.html
+    python tools/graph_induction.py --model tiny-english --out reports/induction-graph.html
 """
 
 from __future__ import annotations
@@ -77,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         influence = graph.node_influence()
         top = sorted(at, key=lambda i: -float(influence[i]))[:5]
         print(f"most influential features {label} (@{pos}): " + ", ".join(graph.describe(i) for i in top))
+    # The graph freezes attention, so heads are not nodes: which heads carry the hops is read off
+    # the frozen patterns, at the two hops an induction circuit makes.
+    from gpt2probe import names as N
+
+    patterns = [N.pattern(layer) for layer in range(probe.cfg.n_layers)]
+    _, cache = probe.run_with_cache(ids[None], names=patterns)
+    for label, query, key in (("repeated token -> token after its earlier copy", last, earlier),
+                              ("token after the earlier copy -> the earlier copy", earlier, earlier - 1)):
+        weights = torch.stack([cache[name][0, :, query, key] for name in patterns])  # [layer, head]
+        top = torch.argsort(weights.flatten(), descending=True)[:3].tolist()
+        heads = ", ".join(f"L{i // weights.shape[1]}H{i % weights.shape[1]} {float(weights.flatten()[i]):.2f}" for i in top)
+        print(f"attention {label} (@{query} -> @{key}): {heads}")
     write_graph_html(graph, args.out, title=f"Induction graph: {args.model}")
     print(f"Page written to {args.out}")
     return 0
