@@ -1,7 +1,7 @@
 """Models that ship inside the package, so that experiments run where GPT-2's weights cannot be had.
 
 ``tiny-english`` is a 4-layer GPT-2 with GPT-2's tokenizer, trained for minutes on the
-documentation that ships with Python: enough to show layer-by-layer structure in a logit
+documentation, docstrings and source code that ship with Python (mostly code): enough to show layer-by-layer structure in a logit
 lens, nothing like GPT-2's knowledge. ``toy-induction`` has hand-built weights with a
 known previous-token head and induction head (vocabulary of 64 ids, no text tokenizer).
 """
@@ -17,8 +17,9 @@ OFFLINE_MODEL = "tiny-english"
 
 NOTES = {
     "tiny-english": (
-        "This report was made with gpt2probe's small offline model 'tiny-english' (4 layers, d_model 64), "
-        "trained for a few minutes on Python's documentation, because GPT-2's weights were not available. "
+        "This report was made with gpt2probe's small offline model 'tiny-english' (4 layers, d_model 128), "
+        "trained for minutes on Python's documentation, docstrings and standard-library source code, "
+        "because GPT-2's weights were not available. "
         "It shows how the tools read a real trained model; its predictions, heads and circuits say nothing "
         "about GPT-2 itself."
     ),

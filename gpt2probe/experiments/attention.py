@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> Path:
         except (OSError, UnicodeDecodeError) as error:
             raise UsageError(f"--prompt-from {str(args.prompt_from)!r} cannot be read as UTF-8 text: {error}") from None
     probe, fell_back = load_model(args)
-    note = fallback_note(probe, "Its heads are those of a model trained for minutes on Python's documentation: "
+    note = fallback_note(probe, "Its heads are those of a model trained for minutes on Python's docs and source code: "
                                 "they say nothing about GPT-2's.") if fell_back else None
     ids, labels, described, input_notes = choose_input(probe, args, prompt_text)
     _, cache = probe.run_with_cache(ids, names=H.PATTERN_NAMES, device="cpu", dtype=torch.float32)
