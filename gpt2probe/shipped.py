@@ -19,8 +19,8 @@ OFFLINE_MODEL = "tiny-english"
 NOTES = {
     "tiny-english": (
         "This report was made with gpt2probe's small offline model 'tiny-english' (4 layers, d_model 128), "
-        "trained for a few minutes on Python's documentation and source code, because GPT-2's weights were "
-        "not available. "
+        "trained for minutes on Python's documentation, docstrings and standard-library source code, "
+        "because GPT-2's weights were not available. "
         "It shows how the tools read a real trained model; its predictions, heads and circuits say nothing "
         "about GPT-2 itself."
     ),

@@ -190,3 +190,48 @@ def test_steering_command_scales_its_default_vector_to_the_stream(vocab_dir, voc
     assert alpha * float(v.norm()) / reference == pytest.approx(ratio, rel=2e-3)  # alpha printed to 4 digits
     assert printed_ratio == pytest.approx(ratio, abs=0.005)
     assert f"= {ratio:.2f} x the mean |resid|" in (tmp_path / "s.html").read_text(encoding="utf-8")  # in the report too
+
+
+def test_steering_default_on_tiny_english_has_a_real_effect(tmp_path, capsys):
+    """Offline, the default vector (code minus prose) visibly pushes tiny-english's prose toward code.
+
+    The command's own alpha and layer are read from its output; the effect is measured independently
+    over the unsteered greedy continuation of the default prompt (23 positions). Measured at the
+    commit that set the default: mean KL(steered || plain) 2.16 nats, p(code-like tokens) 0.069 -> 0.197
+    (2.9x), and the negated vector lowers it (0.043). Love/Hate, the GPT-2 default, gave newlines either way.
+    """
+    import re
+
+    import gpt2probe
+    from gpt2probe.cli import main
+    from gpt2probe.experiments.steering import OFFLINE_NEGATIVE, OFFLINE_POSITIVE, OFFLINE_PROMPT, default_texts
+    from gpt2probe.generation import generate
+    from gpt2probe.shipped import shipped_model
+
+    assert default_texts("tiny-english") == ([OFFLINE_PROMPT], OFFLINE_POSITIVE, OFFLINE_NEGATIVE)
+    assert default_texts("gpt2") == (["I think you are"], ["Love"], ["Hate"])  # real GPT-2 keeps its default
+    assert main(["steering", "--model", "tiny-english", "--device", "cpu", "--greedy", "--max-new-tokens", "2",
+                 "--out", str(tmp_path / "s.html")]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"Steering blocks\.(\d+)\.hook_resid_pre with alpha = ([-\d.e+]+) x \(mean\((.*?)\) - mean\((.*?)\)\)",
+                      out)
+    assert found, out
+    layer, alpha = int(found.group(1)), float(found.group(2))
+    assert (found.group(3), found.group(4)) == (str(OFFLINE_POSITIVE), str(OFFLINE_NEGATIVE))
+
+    probe = gpt2probe.load(shipped_model("tiny-english"), device="cpu")
+    tokenizer = probe.tokenizer
+    code = [i for i in range(probe.cfg.d_vocab) if any(c in tokenizer.decode([i]) for c in "_()=[]{}")]
+    vector = mean_difference_vector(probe, OFFLINE_POSITIVE, OFFLINE_NEGATIVE, layer=layer)
+    with torch.no_grad():
+        text = OFFLINE_PROMPT + generate(probe, [OFFLINE_PROMPT], 20, greedy=True).continuations[0]
+        before = probe(text)[0].double().softmax(-1)
+        with steer(probe, layer, vector, alpha):
+            after = probe(text)[0].double().softmax(-1)
+        with steer(probe, layer, vector, -alpha):
+            reversed_ = probe(text)[0].double().softmax(-1)
+    kl = (after * (after.log() - before.log())).sum(-1).mean()
+    p_before, p_after, p_reversed = (p[:, code].sum(-1).mean() for p in (before, after, reversed_))
+    assert torch.isfinite(kl) and kl > 1.0, kl  # measured 2.16
+    assert p_after > 2.0 * p_before, (p_before, p_after)  # measured 2.9x
+    assert p_reversed < p_before, (p_before, p_reversed)  # measured 0.043 < 0.069

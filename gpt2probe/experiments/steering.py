@@ -35,6 +35,14 @@ from .common import (
 
 PROMPT = "I think you are"
 POSITIVE, NEGATIVE = ["Love"], ["Hate"]
+# The shipped tiny-english model (85% Python source) has no sentiment to steer: with Love/Hate its
+# continuations are newlines with or without the vector. What it does have is the difference between
+# code and English prose, so its default steers a docstring-like sentence toward code. Measured at
+# layer 2 (the middle), ratio 0.5, seed 0: "This module provides" goes on as prose without the
+# vector and as imports and dotted names with it (tests/test_steering.py holds the effect).
+OFFLINE_MODEL = "tiny-english"
+OFFLINE_PROMPT = "This module provides"
+OFFLINE_POSITIVE, OFFLINE_NEGATIVE = ["def", "import", "class"], ["The", "This", "It"]
 DEFAULT_OUT = "reports/steering.html"
 NORM_RATIO = 0.5  # |alpha v| / mean |resid| by default: half the stream's size
 TOP_K = 50  # sampling draws from the 50 most likely tokens unless --top-k says otherwise
@@ -43,10 +51,12 @@ TOP_K = 50  # sampling draws from the 50 most likely tokens unless --top-k says 
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe steering", description=__doc__.split("\n\n")[0],
                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    options.add(parser, "--prompt", f"continued with and without steering; repeat for several (default: {PROMPT!r})",
-                action="append")
-    parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE})")
-    parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE})")
+    options.add(parser, "--prompt", f"continued with and without steering; repeat for several (default: {PROMPT!r}; "
+                                    f"on {OFFLINE_MODEL}: {OFFLINE_PROMPT!r})", action="append")
+    parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE}; "
+                                                            f"on {OFFLINE_MODEL}: {OFFLINE_POSITIVE}, code)")
+    parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE}; "
+                                                            f"on {OFFLINE_MODEL}: {OFFLINE_NEGATIVE}, prose)")
     parser.add_argument("--layer", type=int, help="the layer whose stream is steered (default: the middle one)")
     parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre",
                         help="where in the layer the vector is read from and added to: entering it (resid_pre, "
@@ -83,6 +93,13 @@ def side_by_side(prompt: str, plain: str, steered: str, width: int | None = None
     return "\n".join(lines)
 
 
+def default_texts(model_name: str) -> tuple[list[str], list[str], list[str]]:
+    """The default ``(prompts, positive, negative)`` for a model: code vs prose on tiny-english, Love/Hate elsewhere."""
+    if model_name == OFFLINE_MODEL:
+        return [OFFLINE_PROMPT], list(OFFLINE_POSITIVE), list(OFFLINE_NEGATIVE)
+    return [PROMPT], list(POSITIVE), list(NEGATIVE)
+
+
 def run(args: argparse.Namespace) -> Path:
     import torch
 
@@ -116,8 +133,12 @@ def _run(args: argparse.Namespace) -> Path:
     notes = announce_model(probe, fell_back, "Steering a model this small means little: its continuations are "
                                              "barely fluent with or without the vector.",
                            f"{cfg.n_layers} layers, d_model {cfg.d_model}")
-    prompts = args.prompt or [PROMPT]
-    positive, negative = args.positive or POSITIVE, args.negative or NEGATIVE
+    default_prompts, default_positive, default_negative = default_texts(cfg.model_name)
+    prompts = args.prompt or default_prompts
+    positive, negative = args.positive or default_positive, args.negative or default_negative
+    if cfg.model_name == OFFLINE_MODEL and not (args.prompt and args.positive and args.negative):
+        print(f"Defaults for {OFFLINE_MODEL}, a model of Python code with no sentiment to steer: steering prose "
+              f"toward code (--positive {positive}, --negative {negative}, --prompt {prompts})")
     layer = cfg.n_layers // 2 if args.layer is None else args.layer % cfg.n_layers
     name = stream_name(probe, layer, args.stream)
 
