@@ -130,8 +130,8 @@ def _run(args: argparse.Namespace) -> Path:
     if args.layer is not None and not -cfg.n_layers <= args.layer < cfg.n_layers:
         raise UsageError(f"--layer {args.layer} is outside the model: it has {cfg.n_layers} layers "
                          f"(valid: 0 to {cfg.n_layers - 1}, or -1 to {-cfg.n_layers})")
-    notes = announce_model(probe, fell_back, "Steering a model this small means little: its continuations are "
-                                             "barely fluent with or without the vector.",
+    notes = announce_model(probe, fell_back, "Steering a model this small says little about GPT-2: its default "
+                                             "here steers prose toward the Python code it mostly learned.",
                            f"{cfg.n_layers} layers, d_model {cfg.d_model}")
     default_prompts, default_positive, default_negative = default_texts(cfg.model_name)
     prompts = args.prompt or default_prompts
