@@ -89,13 +89,13 @@ def read(path: str | os.PathLike, *, fmt: str, what: str, writer: str, device: s
     from safetensors import SafetensorError, safe_open
 
     where = str(path)
-    device = validate.device("device", device)  # before the file: a bad device is not a damaged file
+    target = validate.device("device", device)  # before the file: a bad device is not a damaged file
     if not Path(path).exists():
         raise MissingFileError(f"no such file: {where!r}")
     if Path(path).is_dir():
         raise FileFormatError(f"{where!r} is a directory, not a {what} written by {writer}: give the file's path")
     try:
-        with safe_open(where, framework="pt", device=str(device)) as f:
+        with safe_open(where, framework="pt", device=str(target)) as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != fmt:
                 raise FileFormatError(f"{where!r} is not a {what} written by {writer}: its format is "
