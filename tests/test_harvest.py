@@ -10,10 +10,10 @@ import torch
 from harvest_helpers import assert_same_harvest, topic_texts, write_text_corpus
 
 import gpt2probe
-from gpt2probe.errors import HookNameError
+from gpt2probe.errors import HookNameError, InvalidTypeError
 from gpt2probe.harvest import Corpus, CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError, harvest
 from gpt2probe.harvest.corpus import assign_blocks, blocks, pack
-from gpt2probe.harvest.summaries import UnitSummary
+from gpt2probe.harvest.summaries import AttentionSummary, UnitSummary, merge_summaries
 from gpt2probe.harvest.topk import TopK, batch_candidates
 
 SEQ = 32
@@ -154,7 +154,7 @@ def test_topk_and_summaries_merge_in_any_order():
     lo, hi = torch.zeros(5), torch.full((5,), 3.0)
 
     def summary(rows):
-        s = UnitSummary(lo=lo, hi=hi, n_bins=6, threshold=1.0, window=2, k=4)
+        s = UnitSummary.empty(lo, hi, n_bins=6, threshold=1.0, window=2, k=4)
         for r in rows:
             r = [r] if isinstance(r, int) else r
             s.update(acts[r], tokens[r], doc[r], pos[r], valid[r])
@@ -193,8 +193,17 @@ def _random_batches(n_batches=4, n_batch=3, n_pos=10, n_units=70, seed=11):
 
 
 def _summary(n_units):
-    return UnitSummary(lo=torch.full((n_units,), -4.0), hi=torch.full((n_units,), 6.0), n_bins=9, threshold=0.5,
-                       window=2, k=4)
+    return UnitSummary.empty(torch.full((n_units,), -4.0), torch.full((n_units,), 6.0), n_bins=9, threshold=0.5,
+                             window=2, k=4)
+
+
+def test_only_summaries_of_the_same_kind_merge():
+    units, heads = _summary(3), AttentionSummary.empty(3)
+    assert isinstance(merge_summaries(units, _summary(3)), UnitSummary)
+    assert isinstance(merge_summaries(heads, AttentionSummary.empty(3)), AttentionSummary)
+    for a, b in ((units, heads), (heads, units)):
+        with pytest.raises(InvalidTypeError, match="only summaries of the same hook"):
+            merge_summaries(a, b)
 
 
 def test_summaries_are_the_same_whatever_slice_of_units_is_summarised_at_once(monkeypatch):
@@ -261,8 +270,8 @@ def test_threshold_filtered_topk_equals_merging_every_batch_in_full(read_every_b
     doc, pos = ids // 7, ids % 7  # documents in shuffled order
     valid = torch.full((n_batches, n_batch), n_pos)
     valid[2, 0], valid[5, 2], valid[7, 1] = 4, 9, 0  # padding mid-batch, at the end, a whole empty window
-    summary = UnitSummary(lo=torch.full((n_units,), -2.0), hi=torch.full((n_units,), 2.0), n_bins=5, threshold=0.0,
-                          window=window, k=k)
+    summary = UnitSummary.empty(torch.full((n_units,), -2.0), torch.full((n_units,), 2.0), n_bins=5, threshold=0.0,
+                                window=window, k=k)
     reference = TopK.empty(n_units, k, window)
     for i in range(n_batches):
         summary.update(acts[i], tokens[i], doc[i], pos[i], valid[i])
@@ -366,11 +375,14 @@ def test_every_corpus_format_reads_the_same_documents(texts, tmp_path):
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
     pq.write_table(pa.table({"body": texts}), tmp_path / "c.parquet")
     datasets.Dataset.from_dict({"body": texts}).save_to_disk(str(tmp_path / "ds"))
+    # A dataset saved with a format (here pandas: batches are DataFrames) reads as plain Python strings.
+    datasets.Dataset.from_dict({"body": texts}).with_format("pandas").save_to_disk(str(tmp_path / "ds_pandas"))
     expected = list(enumerate(texts))
     assert list(Corpus([str(tmp_path / "txt" / "*.txt")]).documents()) == expected
     assert list(Corpus([tmp_path / "c.jsonl"], field="text").documents()) == expected
     assert list(Corpus([tmp_path / "c.parquet"], column="body").documents()) == expected
     assert list(Corpus([tmp_path / "ds"], column="body").documents()) == expected
+    assert list(Corpus([tmp_path / "ds_pandas"], column="body").documents()) == expected
     with pytest.raises(CorpusError, match="no column 'text'"):
         Corpus([tmp_path / "c.parquet"], column="text")
     # A long text file is cut at line ends into several documents, never losing a character.

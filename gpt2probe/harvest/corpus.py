@@ -27,7 +27,7 @@ import glob
 import heapq
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -206,7 +206,9 @@ def _column(source: Source) -> str:
 
 def _read(source: Source, corpus: Corpus) -> Iterator[str]:
     if source.kind == MEMORY:
-        yield from corpus.texts  # type: ignore[misc]
+        if corpus.texts is None:  # a corpus has a memory source exactly when it was given texts
+            raise CorpusError("the corpus has an in-memory source but no texts (build it with Corpus(texts=[...]))")
+        yield from corpus.texts
     elif source.kind == TEXT:
         yield from _read_text(Path(source.path), corpus.max_doc_chars)
     elif source.kind == JSONL:
@@ -218,8 +220,11 @@ def _read(source: Source, corpus: Corpus) -> Iterator[str]:
             yield from _strings(batch.column(0).to_pylist(), source)
     else:
         column = _column(source)
-        ds = _load_dataset(Path(source.path)).select_columns([column])
+        # Plain Python batches ({column: [values]}) whatever format the dataset was saved with.
+        ds = _load_dataset(Path(source.path)).select_columns([column]).with_format(None)
         for batch in ds.iter(batch_size=1024):
+            if not isinstance(batch, Mapping):  # datasets types a batch as a dict or a list
+                raise CorpusError(f"{source.path!r}: datasets returned a {type(batch).__name__} batch, not columns")
             yield from _strings(batch[column], source)
 
 

@@ -46,7 +46,7 @@ from .store import (
     save_tensors,
     summaries_from_state,
 )
-from .summaries import AttentionSummary, NonFiniteActivationError, UnitSummary
+from .summaries import AttentionSummary, NonFiniteActivationError, Summary, UnitSummary, merge_summaries
 from .units import HookPlan, coder_digest, plan_features, plan_hooks
 
 CHECKPOINT_DIR = "checkpoint"
@@ -244,7 +244,7 @@ def _read_progress(ckpt: Path, out: Path) -> dict:
     return dict(progress.value)
 
 
-def _fresh_summaries(probe, corpus, plans, options) -> dict[str, UnitSummary | AttentionSummary]:
+def _fresh_summaries(probe, corpus, plans, options) -> dict[str, Summary]:
     """Empty summaries, with histogram ranges calibrated on the corpus's first windows (identical on every rank)."""
     first = pack(next(blocks(corpus, options.block_chars)), probe.tokenizer, seq_len=options.seq_len,
                  eos=_eos(probe), seed=options.seed)
@@ -264,10 +264,10 @@ def _fresh_summaries(probe, corpus, plans, options) -> dict[str, UnitSummary | A
 
     if unit_plans:
         _forward(probe, first.tokens[:n], [(p.hook, observe(p)) for p in unit_plans])
-    out: dict[str, UnitSummary | AttentionSummary] = {}
+    out: dict[str, Summary] = {}
     for plan in plans:
         if plan.kind == "attention":
-            out[plan.name] = AttentionSummary(plan.n_units)
+            out[plan.name] = AttentionSummary.empty(plan.n_units)
             continue
         if plan.kind == "feature":
             lo, hi = feature_edges(highs[plan.name])
@@ -277,8 +277,8 @@ def _fresh_summaries(probe, corpus, plans, options) -> dict[str, UnitSummary | A
             span = (hi - lo).clamp_min(1e-3)
             lo, hi = (lo - 0.25 * span).float(), (hi + 0.5 * span).float()  # room for the rest of the corpus
             floor = None
-        out[plan.name] = UnitSummary(lo=lo, hi=hi, n_bins=options.n_bins, threshold=options.threshold,
-                                     window=options.window, k=options.top_k, floor=floor)
+        out[plan.name] = UnitSummary.empty(lo, hi, n_bins=options.n_bins, threshold=options.threshold,
+                                           window=options.window, k=options.top_k, floor=floor)
     return out
 
 
@@ -447,18 +447,19 @@ def _finish(probe, corpus, plans, summaries, options, state, out, fingerprint, r
             sae_sources: dict[str, str | None]):
     dist = group()
     totals = {"tokens": state["tokens"], "windows": state["windows"], "seconds": state["seconds"]}
+    mine = ({k: s.state() for k, s in summaries.items()}, totals)
     if dist:
-        gathered: list | None = [None] * world if rank == 0 else None
-        dist.gather_object(({k: s.state() for k, s in summaries.items()}, totals), gathered, dst=0)
+        gathered: list = [None] * world if rank == 0 else []  # filled on rank 0 only
+        dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
     else:
-        gathered = [({k: s.state() for k, s in summaries.items()}, totals)]
+        gathered = [mine]
     if rank == 0:
-        merged = None
+        merged: dict[str, Summary] = {}
         tokens = windows = 0
         seconds = []
-        for groups, t in gathered:  # rank order: the same merge order every time
+        for i, (groups, t) in enumerate(gathered):  # rank order: the same merge order every time
             parts = summaries_from_state(groups, fingerprint["hooks"], fingerprint["options"])
-            merged = parts if merged is None else {k: merged[k].merge(parts[k]) for k in merged}
+            merged = parts if i == 0 else {k: merge_summaries(merged[k], parts[k]) for k in merged}
             tokens, windows = tokens + t["tokens"], windows + t["windows"]
             seconds.append(round(t["seconds"], 3))
         groups = {k: s.state() for k, s in merged.items()}

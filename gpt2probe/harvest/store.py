@@ -22,7 +22,7 @@ from ..atomic import write_text_atomic
 from ..errors import DamagedFileError, FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
 from ..jsonfile import JsonObject, read_object
 from ..savefile import write_safetensors
-from .summaries import AttentionSummary, UnitSummary
+from .summaries import AttentionSummary, Summary, UnitSummary
 
 FORMAT = "gpt2probe-harvest/1"
 MANIFEST = "harvest.json"
@@ -160,9 +160,9 @@ def check_groups(groups: dict[str, dict[str, Tensor]], hooks: list[dict], option
 
 
 def summaries_from_state(groups: dict[str, dict[str, Tensor]], hooks: list[dict], options: dict
-                         ) -> dict[str, UnitSummary | AttentionSummary]:
+                         ) -> dict[str, Summary]:
     """Rebuild each hook's summary objects from their saved tensors and options."""
-    out: dict[str, UnitSummary | AttentionSummary] = {}
+    out: dict[str, Summary] = {}
     for hook in hooks:
         state = {k: v for k, v in groups[hook["name"]].items() if k != "directions"}
         if hook["kind"] == "attention":

@@ -16,12 +16,13 @@ bins: one underflow bin, ``n_bins`` bins between each unit's edges, one overflow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import NonFiniteActivationError
+from ..errors import InvalidTypeError, NonFiniteActivationError
 from .topk import FIELDS as TOPK_FIELDS
 from .topk import TopK, batch_candidates, contexts, merge_sparse
 
@@ -110,6 +111,7 @@ class UnitSummary:
     histograms from different ranks add up bin by bin); ``threshold`` defines "active".
     Candidates for the top-k are collected over several batches and inserted together
     (:meth:`flush`); reading :attr:`top`, :meth:`state` and :meth:`merge` flush first.
+    Start a run with :meth:`empty`; :meth:`from_state` and :meth:`merge` build one from existing tensors.
 
     ``floor`` (SAE features): only values above it enter the top-k, so a feature that fired
     on fewer than ``k`` tokens keeps empty slots instead of zeros from arbitrary tokens. Then
@@ -122,28 +124,29 @@ class UnitSummary:
     n_bins: int
     threshold: float
     window: int
-    count: Tensor | None = None
-    mean: Tensor | None = None
-    m2: Tensor | None = None
-    min: Tensor | None = None
-    max: Tensor | None = None
-    active: Tensor | None = None
-    hist: Tensor | None = None
-    settled_top: TopK | None = None
+    count: Tensor  # [] int64: tokens summarised
+    mean: Float[Tensor, " unit"]  # float64
+    m2: Float[Tensor, " unit"]  # float64 sum of squared deviations
+    min: Float[Tensor, " unit"]
+    max: Float[Tensor, " unit"]
+    active: Tensor  # [unit] int64: values above the threshold
+    hist: Tensor  # [unit, bin] int64
+    settled_top: TopK
     k: int = 20
     floor: float | None = None
 
+    @classmethod
+    def empty(cls, lo: Float[Tensor, " unit"], hi: Float[Tensor, " unit"], *, n_bins: int, threshold: float,
+              window: int, k: int = 20, floor: float | None = None) -> UnitSummary:
+        """A summary of no tokens yet, with fixed histogram ranges ``lo``/``hi``."""
+        u = lo.shape[0]
+        return cls(lo=lo, hi=hi, n_bins=n_bins, threshold=threshold, window=window, k=k, floor=floor,
+                   count=torch.zeros((), dtype=torch.int64), mean=torch.zeros(u, dtype=torch.float64),
+                   m2=torch.zeros(u, dtype=torch.float64), min=torch.full((u,), torch.inf),
+                   max=torch.full((u,), -torch.inf), active=torch.zeros(u, dtype=torch.int64),
+                   hist=torch.zeros(u, n_bins + 2, dtype=torch.int64), settled_top=TopK.empty(u, k, window))
+
     def __post_init__(self) -> None:
-        u = self.lo.shape[0]
-        if self.count is None:
-            self.count = torch.zeros((), dtype=torch.int64)
-            self.mean = torch.zeros(u, dtype=torch.float64)
-            self.m2 = torch.zeros(u, dtype=torch.float64)
-            self.min = torch.full((u,), torch.inf)
-            self.max = torch.full((u,), -torch.inf)
-            self.active = torch.zeros(u, dtype=torch.int64)
-            self.hist = torch.zeros(u, self.n_bins + 2, dtype=torch.int64)
-            self.settled_top = TopK.empty(u, self.k, self.window)
         # Histogram bin of x: floor(x * scale + shift), clamped to [0, n_bins + 1] (bin 0 below lo).
         self._scale = (self.n_bins / (self.hi.double() - self.lo.double())).float()
         self._shift = (1 - self.lo.double() * self._scale.double()).float()
@@ -302,17 +305,17 @@ class AttentionSummary:
     """
 
     n_heads: int
-    first_sum: Tensor | None = None
-    first_count: Tensor | None = None
-    prev_sum: Tensor | None = None
-    prev_count: Tensor | None = None
+    first_sum: Float[Tensor, " head"]  # float64
+    first_count: Tensor  # [] int64
+    prev_sum: Float[Tensor, " head"]  # float64
+    prev_count: Tensor  # [] int64
 
-    def __post_init__(self) -> None:
-        if self.first_sum is None:
-            self.first_sum = torch.zeros(self.n_heads, dtype=torch.float64)
-            self.prev_sum = torch.zeros(self.n_heads, dtype=torch.float64)
-            self.first_count = torch.zeros((), dtype=torch.int64)
-            self.prev_count = torch.zeros((), dtype=torch.int64)
+    @classmethod
+    def empty(cls, n_heads: int) -> AttentionSummary:
+        """A summary of no queries yet."""
+        return cls(n_heads, first_sum=torch.zeros(n_heads, dtype=torch.float64),
+                   first_count=torch.zeros((), dtype=torch.int64),
+                   prev_sum=torch.zeros(n_heads, dtype=torch.float64), prev_count=torch.zeros((), dtype=torch.int64))
 
     def update(self, pattern: Float[Tensor, "batch head query_pos key_pos"], valid: Tensor) -> None:
         n_pos = pattern.shape[-1]
@@ -337,3 +340,17 @@ class AttentionSummary:
     @classmethod
     def from_state(cls, state: dict[str, Tensor]) -> AttentionSummary:
         return cls(state["first_sum"].shape[0], **state)
+
+
+Summary: TypeAlias = UnitSummary | AttentionSummary  # one hook's running summary, by its kind
+
+
+def merge_summaries(a: Summary, b: Summary) -> Summary:
+    """``a.merge(b)`` for two summaries of the same hook (so of the same kind)."""
+    if isinstance(a, UnitSummary) and isinstance(b, UnitSummary):
+        return a.merge(b)
+    if isinstance(a, AttentionSummary) and isinstance(b, AttentionSummary):
+        return a.merge(b)
+    raise InvalidTypeError(f"cannot merge a {type(a).__name__} with a {type(b).__name__}: "
+                           "only summaries of the same hook (UnitSummary with UnitSummary, "
+                           "AttentionSummary with AttentionSummary) merge")
