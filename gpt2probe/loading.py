@@ -13,10 +13,17 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    # transformers 5 makes GPT2TokenizerFast a lazy alias of GPT2Tokenizer at import time, which pyright cannot see.
+    GPT2TokenizerFast,  # pyright: ignore[reportAttributeAccessIssue]
+    PreTrainedTokenizerBase,
+)
 
 from . import validate
 from .checkpoint import check_directory, check_loading_info, read_json_object
@@ -81,16 +88,15 @@ def load(
     target_device = _pick_device(device)
     target_dtype = _pick_dtype(dtype)
     if isinstance(model, torch.nn.Module):
-        hf_model, name = _check_model_object(model), model.config.name_or_path or type(model).__name__
-        if target_dtype is not None:
-            hf_model = hf_model.to(dtype=target_dtype)
-        hf_model = hf_model.to(target_device)
+        hf_model = _check_model_object(model)
+        name = hf_model.config.name_or_path or type(model).__name__
+        _move(hf_model, target_device, target_dtype)
     else:
         hf_model, name, tokenizer_dir = _load_from_name(
             str(model), allow_pickle=allow_pickle, dtype=target_dtype or torch.float32,
             attn_implementation=attn_implementation, revision=revision,
         )
-        hf_model = hf_model.to(target_device)
+        _move(hf_model, target_device)
         hf_model.requires_grad_(False)
         if tokenizer is None and tokenizer_dir is not None:
             tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir, trust_remote_code=False)
@@ -101,9 +107,10 @@ def load(
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        # a device this machine lacks is refused now, not deep inside .to()
-        return validate.device("device", device, unavailable=UnsupportedError)
+    # a device this machine lacks is refused now, not deep inside .to()
+    explicit = validate.device("device", device, unavailable=UnsupportedError)
+    if explicit is not None:
+        return explicit
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -123,6 +130,19 @@ def _pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype not in _DTYPES:
         raise InvalidArgumentError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def _move(model: GPT2LMHeadModel, device: torch.device, dtype: torch.dtype | None = None) -> None:
+    """Cast ``model`` to ``dtype`` (when given), then move it to ``device``, in place.
+
+    Through transformers' own ``to``, which refuses to cast a quantized model. transformers
+    decorates it with ``functools.wraps(torch.nn.Module.to)``, which typeshed types as a
+    plain function whose ``self`` is never bound: pyright wants ``self`` passed again, so
+    these two calls carry a narrow ignore (the stub is wrong, not the call).
+    """
+    if dtype is not None:
+        model.to(dtype=dtype)  # pyright: ignore[reportCallIssue]
+    model.to(device)  # pyright: ignore[reportArgumentType]
 
 
 def _check_model_object(model: torch.nn.Module) -> GPT2LMHeadModel:
@@ -202,10 +222,12 @@ def _load_directory(path: Path, *, allow_pickle: bool, dtype: torch.dtype,
         check_directory(path, config)  # before loading: HF would fill gaps with random values
     with quiet_transformers():
         try:
-            model, info = GPT2LMHeadModel.from_pretrained(
+            # from_pretrained is annotated as returning the model alone; with output_loading_info=True it
+            # returns (model, info), so the annotation is wrong here.
+            model, info = GPT2LMHeadModel.from_pretrained(  # pyright: ignore[reportGeneralTypeIssues]
                 path, config=config, dtype=dtype, use_safetensors=has_safe, trust_remote_code=False,
                 output_loading_info=True,
-                **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+                **_attention_kwargs(attn_implementation),
             )
         except pickle.UnpicklingError as error:
             raise UnsafeCheckpointError(_refused_pickle(path, error)) from None
@@ -217,6 +239,11 @@ def _load_directory(path: Path, *, allow_pickle: bool, dtype: torch.dtype,
     check_loading_info(info, tied=bool(config.tie_word_embeddings), where=repr(str(path)))
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
     return model, path.name, path if has_tokenizer else None
+
+
+def _attention_kwargs(attn_implementation: str | None) -> dict[str, Any]:
+    """``from_pretrained``'s ``attn_implementation`` when one was asked for (else transformers' default)."""
+    return {"attn_implementation": attn_implementation} if attn_implementation else {}
 
 
 def _refused_pickle(where: object, error: Exception) -> str:
@@ -256,7 +283,7 @@ def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_impleme
               revision: str | None) -> GPT2LMHeadModel:
     from transformers import AutoConfig
 
-    kwargs = dict(revision=revision, trust_remote_code=False)
+    kwargs: dict[str, Any] = dict(revision=revision, trust_remote_code=False)
     try:  # the HF cache first: works offline
         config = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
         local_only = True
@@ -278,10 +305,11 @@ def _load_hub(name: str, *, allow_pickle: bool, dtype: torch.dtype, attn_impleme
     _require_gpt2(config.model_type, list(config.architectures or []), where=repr(name))
     try:
         with quiet_transformers():
-            model, info = GPT2LMHeadModel.from_pretrained(
+            # (model, info) with output_loading_info=True, whatever from_pretrained's annotation says (see above)
+            model, info = GPT2LMHeadModel.from_pretrained(  # pyright: ignore[reportGeneralTypeIssues]
                 name, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
                 output_loading_info=True,
-                **kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+                **kwargs, **_attention_kwargs(attn_implementation),
             )
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(_refused_pickle(name, error)) from None
@@ -304,7 +332,7 @@ def _hf_cache_dir() -> str:
     return f"HF_HOME={constants.HF_HOME}"
 
 
-def _check_tied(model: PreTrainedModel, name: str) -> None:
+def _check_tied(model: GPT2LMHeadModel, name: str) -> None:
     """GPT-2 ties ``lm_head`` to ``wte`` (``W_U = W_E.T``); a fine-tune that broke the tie is worth a warning."""
     if not embeddings_tied(model):
         warnings.warn(

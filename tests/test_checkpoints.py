@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 import gpt2probe
 from gpt2probe import CheckpointError, GPT2ProbeError, WeightsUnavailableError
 
-from models import SMALL, assert_close, random_ids, save_gpt2
+from models import SMALL, assert_close, build_gpt2, random_ids, save_gpt2
 
 IDS = random_ids(SMALL, 1, 5, seed=3)
 
@@ -147,6 +147,17 @@ def test_shipped_models_by_name():
     assert english.cfg.model_name == "tiny-english" and english.cfg.n_layers == 4
     toy = gpt2probe.load("toy-induction", device="cpu")
     assert toy.cfg.model_name == "toy-induction" and toy.cfg.d_vocab == 64
+
+
+def test_dtype_applies_to_a_model_object_and_to_a_directory(small_dir):
+    model = build_gpt2(SMALL)
+    reference = model(IDS).logits.double()
+    from_object = gpt2probe.load(model, device="cpu", dtype="float64")
+    from_directory = gpt2probe.load(small_dir, device="cpu", dtype=torch.float64)
+    for probe in (from_object, from_directory):
+        assert {p.dtype for p in probe.model.parameters()} == {torch.float64}
+        assert_close(probe.model(IDS).logits, reference, what="float64 logits")
+    assert gpt2probe.load(build_gpt2(SMALL), device="cpu").model.dtype == torch.float32  # no dtype: kept
 
 
 def test_a_local_directory_wins_over_a_shipped_name(tmp_path, monkeypatch, small_probe):
