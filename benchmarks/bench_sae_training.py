@@ -95,7 +95,7 @@ def time_gpt2probe(acts: torch.Tensor, args: argparse.Namespace, steps: int) -> 
     from gpt2probe import SAE
 
     started = time.perf_counter()
-    SAE.fit(acts, d_sae=args.d_sae, k=args.k, hook_name=args.hook, steps=steps, batch_size=args.batch_size, lr=args.lr,
+    SAE.fit(acts, d_sae=args.d_sae, k=args.k, hook_name=args.hook, steps=steps, train_batch_size_tokens=args.batch_size, lr=args.lr,
             progress=False)
     return time.perf_counter() - started
 

@@ -80,6 +80,9 @@ directory for those that train or harvest (each command's `--help` says which).
 
 ## Every option
 
+Beside each command, in brackets, what it says for itself after the shared meaning: which
+sequences `--batch-size` counts there, what `--out` is.
+
 {table}
 
 ## Old spellings

@@ -89,6 +89,21 @@ def random_ids(spec: Spec, batch: int, pos: int, seed: int) -> torch.Tensor:
     return torch.randint(0, spec.vocab_size, (batch, pos), generator=gen)
 
 
+def repeated_tokens(n_seqs: int, half: int, *, seed: int, bos: int, pool: torch.Tensor | None = None) -> torch.Tensor:
+    """``[n_seqs, 1 + 2 * half]`` token ids: ``bos``, ``half`` random tokens, then the same ``half`` again.
+
+    Only copying predicts the second half, so these prompts show an induction circuit. The
+    tokens are drawn from ``pool`` (distinct within a sequence), e.g. a corpus's commonest, or
+    else uniformly from ids 256..3255 (GPT-2's earliest merges, common words).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if pool is None:
+        halves = torch.randint(256, 256 + 3000, (n_seqs, half), generator=gen)
+    else:
+        halves = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:half]] for _ in range(n_seqs)])
+    return torch.cat([torch.full((n_seqs, 1), bos), halves, halves], dim=1)
+
+
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """``max |a - b|`` after checking the shapes agree (broadcasting would hide a swapped axis)."""
     assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"

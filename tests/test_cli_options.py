@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpt2probe.cli import COMMANDS, main, options_page, parsers
-from gpt2probe.experiments.options import RENAMED, SHARED, renamed_table
+from gpt2probe.experiments.options import RENAMED, SHARED, meanings, renamed_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -58,15 +58,34 @@ def test_a_flag_means_one_thing(all_parsers):
     assert set(takers("--corpus")) >= {"finetune", "tuned-lens", "harvest", "sae"}
     assert len(takers("--device")) == len(COMMANDS)
     assert takers("--tuned-lens") == ["logit-lens"] and takers("--finetuned") == ["diff"]
+    assert takers("--checkpoint-every") == ["sae", "tuned-lens"]  # optimiser steps; a harvest counts windows
+    assert takers("--checkpoint-windows") == ["harvest"]
+    assert takers("--train-batch-size-tokens") == ["sae"]  # tokens per SAE step; --batch-size counts sequences
+    assert set(takers("--batch-size")) == {"finetune", "graph", "harvest", "patching", "sae", "tuned-lens"}
+
+
+def test_every_flag_name_has_exactly_one_meaning(all_parsers):
+    """Issue 23: --batch-size was windows, tokens, patched runs or targets; --checkpoint-every steps or windows.
+
+    A flag that more than one command (or action) takes is defined once in options.SHARED,
+    with one help text; what a command adds after it (which sequences --batch-size counts
+    there) is detail, not a second meaning. Any other flag has one help text (up to its
+    default) wherever it appears.
+    """
+    two = {flag: sorted(by_meaning) for flag, by_meaning in meanings(all_parsers).items() if len(by_meaning) > 1}
+    assert two == {}, f"flags with more than one meaning (define them once in options.SHARED): {two}"
 
 
 @pytest.mark.parametrize("renamed", RENAMED, ids=lambda r: f"{r.command} {r.old}")
 def test_old_spellings_still_work_and_warn(renamed, all_parsers, capsys):
-    parser = all_parsers[renamed.command]
+    command, *action = renamed.command.split()  # "sae train": the sae command's train action
+    parser = all_parsers[command]
     new = visible_options(parser)[renamed.new]
     value = [] if new.nargs == 0 else ["7"]
-    required = {"diff": ["--base", "b"], "finetune": ["--model", "m", "--steps", "1", "--out", "o"],
-                "harvest": ["--model", "m", "--hooks", "h", "--out", "o", "--corpus", "c"]}.get(renamed.command, [])
+    required = action + {"diff": ["--base", "b"], "finetune": ["--model", "m", "--steps", "1", "--out", "o"],
+                         "harvest": ["--model", "m", "--hooks", "h", "--out", "o", "--corpus", "c"],
+                         "sae train": ["--model", "m", "--corpus", "c", "--out", "o", "--d-sae", "8", "--hook", "h"],
+                         }.get(renamed.command, [])
     new_args = parser.parse_args([*required, renamed.new, *value])
     assert capsys.readouterr().err == ""
     old_args = parser.parse_args([*required, renamed.old, *value])

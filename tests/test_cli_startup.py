@@ -68,7 +68,8 @@ def test_a_subcommand_help_lists_its_config_without_torch(command):
     """The training settings' flags come from torch-free configs (gpt2probe.configs), so their --help is instant."""
     done = parse_only(*command.split(), "--help")
     assert done.returncode == 0, done.stderr
-    assert "--seed" in done.stdout and "--batch-size" in done.stdout
+    batch = {"sae train": "--train-batch-size-tokens", "tuned-lens train": "--batch-size"}[command]
+    assert "--seed" in done.stdout and batch in done.stdout
     assert heavy_modules(done) == "", command
 
 

@@ -85,6 +85,22 @@ def test_harvest_refuses_config_and_keywords_together(tmp_path):
         gpt2probe.harvest(None, ["x"], hooks="h", out=tmp_path, config=HarvestConfig(), top_k=3)
 
 
+def test_harvest_takes_its_old_checkpoint_every_keyword_for_one_release(tmp_path, monkeypatch, own_deprecations):
+    """Issue 23: a harvest's checkpoint cadence counts windows, so it is checkpoint_windows (checkpoint_every: steps)."""
+    import gpt2probe
+    import gpt2probe.harvest as harvest_package
+
+    calls = []
+    monkeypatch.setattr(harvest_package, "run_harvest", lambda *args, **kwargs: calls.append(kwargs))
+    gpt2probe.harvest(None, ["x"], hooks="h", out=tmp_path, checkpoint_windows=3)
+    with pytest.warns(DeprecationWarning, match="checkpoint_every is now checkpoint_windows") as caught:
+        gpt2probe.harvest(None, ["x"], hooks="h", out=tmp_path, checkpoint_every=3)
+    assert [w.filename for w in caught] == [__file__]
+    assert calls[0]["checkpoint_windows"] == calls[1]["checkpoint_windows"] == 3 and calls[0] == calls[1]
+    with pytest.raises(HarvestConfigError, match="not both"):
+        gpt2probe.harvest(None, ["x"], hooks="h", out=tmp_path, checkpoint_every=3, checkpoint_windows=3)
+
+
 # ---- tuned-lens training: TunedLensTrainConfig ----
 
 def test_tuned_lens_flags_are_the_config_fields_and_defaults():
@@ -142,7 +158,8 @@ def test_tuned_lens_saved_training_record_is_the_config(vocab_probe):
 # ---- SAE and transcoder training: SAETrainConfig ----
 
 # The options a checkpoint's fingerprint recorded before SAETrainConfig (TrainOptions in sae/training.py):
-# a run started then must still resume, so the keys may not change.
+# a run started then must still resume, so the keys may only change by a rename that reads old files
+# (issue 23: batch_size, tokens per step, is SAELens's train_batch_size_tokens).
 OLD_SAE_FINGERPRINT_KEYS = {"steps", "batch_size", "lr", "warmup_steps", "decay_steps", "min_steps", "l1_coefficient",
                             "l1_warmup_steps", "l0_coefficient", "jumprelu_bandwidth", "jumprelu_init_threshold",
                             "aux_k", "aux_coefficient", "dead_after_tokens", "threshold_decay", "b_dec_init",
@@ -167,10 +184,10 @@ def test_sae_train_flags_are_the_config_fields_and_defaults():
     assert {f.name for f in dataclasses.fields(SAETrainConfig)} - {f.name for f in cli_fields(SAETrainConfig)} == {
         "checkpoint_dir", "checkpoint_every", "resume", "progress"}  # the command's own --checkpoint-every...
     assert from_args(SAETrainConfig, parser.parse_args(SAE_TRAIN)) == SAETrainConfig()
-    args = parser.parse_args(SAE_TRAIN + ["--steps", "5", "--batch-size", "64", "--lr", "0.5", "--seed", "3",
+    args = parser.parse_args(SAE_TRAIN + ["--steps", "5", "--train-batch-size-tokens", "64", "--lr", "0.5", "--seed", "3",
                                           "--warmup", "0", "--aux-k", "4", "--b-dec-init", "mean",
                                           "--threshold-decay", "0.9", "--l1-coefficient", "2"])
-    assert from_args(SAETrainConfig, args) == SAETrainConfig(steps=5, batch_size=64, lr=0.5, seed=3, warmup_steps=0,
+    assert from_args(SAETrainConfig, args) == SAETrainConfig(steps=5, train_batch_size_tokens=64, lr=0.5, seed=3, warmup_steps=0,
                                                              aux_k=4, b_dec_init="mean", threshold_decay=0.9,
                                                              l1_coefficient=2.0)
 
@@ -185,7 +202,9 @@ def test_sae_train_config_is_torch_free_and_keeps_the_checkpoint_keys():
     from gpt2probe.sae import config as sae_config
     from gpt2probe.sae import training
 
-    assert set(SAETrainConfig().fingerprint()) == OLD_SAE_FINGERPRINT_KEYS
+    renamed = dict(SAETrainConfig.RENAMED_FIELDS)
+    assert renamed == {"batch_size": "train_batch_size_tokens"}
+    assert set(SAETrainConfig().fingerprint()) == {renamed.get(key, key) for key in OLD_SAE_FINGERPRINT_KEYS}
     assert training.TrainOptions is SAETrainConfig  # the old name still imports
     assert sae_config.ARCHITECTURES is ARCHITECTURES
     code = "import sys, gpt2probe.configs.sae; print('torch' in sys.modules)"
@@ -223,9 +242,9 @@ def test_a_trained_coder_saves_its_settings_and_they_read_back(tmp_path):
     from gpt2probe.sae.training import resolve
 
     x = torch.randn(300, 5, generator=torch.Generator().manual_seed(1))
-    sae = SAE.fit(x, d_sae=7, k=2, hook_name="blocks.0.hook_resid_post", steps=3, batch_size=64, aux_k=3,
+    sae = SAE.fit(x, d_sae=7, k=2, hook_name="blocks.0.hook_resid_post", steps=3, train_batch_size_tokens=64, aux_k=3,
                   progress=False)
-    expected = resolve(SAETrainConfig(steps=3, batch_size=64, aux_k=3), sae.cfg, 300).fingerprint()
+    expected = resolve(SAETrainConfig(steps=3, train_batch_size_tokens=64, aux_k=3), sae.cfg, 300).fingerprint()
     assert expected["lr"] == pytest.approx(2e-4 * (16384 / 7) ** 0.5) and expected["decay_steps"] == 0
     assert sae.cfg.metadata[TRAINING_METADATA] == expected
     sae.save(tmp_path / "a")
@@ -235,3 +254,35 @@ def test_a_trained_coder_saves_its_settings_and_they_read_back(tmp_path):
     assert from_dict(SAETrainConfig, record).fingerprint() == expected
     SAE.load(tmp_path / "a").save(tmp_path / "b")  # saving a loaded coder keeps the record
     assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"][TRAINING_METADATA] == expected
+
+
+
+def test_a_coder_saved_before_batch_size_was_renamed_reads_its_settings_back(tmp_path):
+    """A cfg.json written before issue 23's rename records ``batch_size``: it reads as train_batch_size_tokens."""
+    import json
+
+    import torch
+
+    from gpt2probe import SAE
+    from gpt2probe.configs.sae import TRAINING_METADATA, SAETrainConfig
+
+    x = torch.randn(300, 5, generator=torch.Generator().manual_seed(1))
+    SAE.fit(x, d_sae=7, k=2, hook_name="blocks.0.hook_resid_post", steps=3, train_batch_size_tokens=64,
+            progress=False).save(tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    record = cfg["metadata"][TRAINING_METADATA]
+    new = from_dict(SAETrainConfig, record)
+    record["batch_size"] = record.pop("train_batch_size_tokens")  # as the older version wrote it
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    old = from_dict(SAETrainConfig, SAE.load(tmp_path).cfg.metadata[TRAINING_METADATA])  # no warning: a file, not a call
+    assert old == new and old.train_batch_size_tokens == 64
+    with pytest.raises(GPT2ProbeError, match="not both"):
+        from_dict(SAETrainConfig, {**record, "train_batch_size_tokens": 64})
+
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).resolve().parents[1] / "gpt2probe" / "assets" / "tiny-english").glob("*/*/cfg.json"))
+    assert len(shipped) == 8  # tiny-english's SAEs and transcoders, trained before the rename
+    for path in shipped:
+        record = json.loads(path.read_text())["metadata"][TRAINING_METADATA]
+        assert from_dict(SAETrainConfig, record).train_batch_size_tokens == record["batch_size"], path

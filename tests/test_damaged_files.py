@@ -338,7 +338,7 @@ def test_a_damaged_run_file_or_rank_checkpoint_is_a_clear_error(tiny, tmp_path):
     options = Options(top_k=3, window=2, seq_len=32, batch_size=2)
     out = tmp_path / "cut"
     assert run_harvest(tiny, Corpus(texts=texts), ["blocks.0.mlp.hook_post"], out, options=options,
-                       checkpoint_every=1, progress=False, stop_after_windows=2) is None
+                       checkpoint_windows=1, progress=False, stop_after_windows=2) is None
     run_file = out / "checkpoint" / "run.json"
     ckpt = next((out / "checkpoint").glob("rank-*.safetensors"))
     good_run, good_ckpt = run_file.read_bytes(), ckpt.read_bytes()

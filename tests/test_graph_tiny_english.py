@@ -21,6 +21,8 @@ from gpt2probe import head_scores
 from gpt2probe import names as N
 from gpt2probe.shipped import shipped_model
 
+from models import repeated_tokens
+
 BLOCK = 12
 
 
@@ -31,9 +33,8 @@ def probe():
 
 @pytest.fixture(scope="module")
 def prompt(probe) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(256, 256 + 3000, (BLOCK,), generator=gen)
-    return torch.cat([torch.tensor([probe.tokenizer.bos_token_id]), ids, ids[:-1]])
+    """``<|endoftext|>``, BLOCK tokens, the same again up to the last one: the next token is the copy's."""
+    return repeated_tokens(1, BLOCK, seed=0, bos=probe.tokenizer.bos_token_id)[0, :-1]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,7 @@ def test_the_strongest_edge_into_the_copy_crosses_through_the_induction_heads(pr
     # induction heads found from head scores alone (repeated random tokens, no graph).
     _, cache = probe.run_with_cache(prompt[None], names=[N.pattern(layer) for layer in range(probe.cfg.n_layers)])
     weight = torch.stack([cache[N.pattern(layer)][0, :, last, BLOCK] for layer in range(probe.cfg.n_layers)])
-    halves = torch.randint(256, 256 + 3000, (8, 20), generator=torch.Generator().manual_seed(1))
-    repeated = torch.cat([torch.full((8, 1), probe.tokenizer.bos_token_id), halves, halves], dim=1)
+    repeated = repeated_tokens(8, 20, seed=1, bos=probe.tokenizer.bos_token_id)
     _, rep_cache = probe.run_with_cache(repeated, names=head_scores.PATTERN_NAMES)
     induction = head_scores.induction_scores_from_cache(rep_cache, 20)
     top_two = set(induction.flatten().argsort(descending=True)[:2].tolist())

@@ -291,7 +291,7 @@ def test_interrupted_and_resumed_run_is_identical(tiny, texts, tmp_path):
     options = Options(top_k=5, window=3, seq_len=SEQ, batch_size=3, block_chars=2500,
                       save_raw=("blocks.0.mlp.hook_post",))
     out = tmp_path / "cut"
-    stopped = run_harvest(tiny, corpus, HOOKS, out, options=options, checkpoint_every=3, progress=False,
+    stopped = run_harvest(tiny, corpus, HOOKS, out, options=options, checkpoint_windows=3, progress=False,
                           stop_after_windows=9)
     assert stopped is None and (out / "checkpoint").is_dir() and not (out / "harvest.json").exists()
     with pytest.raises(OutputDirError, match="--resume"):
@@ -441,7 +441,7 @@ def test_progress_of_a_resumed_run_starts_where_it_stopped(tiny, texts, tmp_path
     monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
     options = Options(top_k=5, window=3, seq_len=SEQ, batch_size=3, block_chars=1200)
     out, corpus = tmp_path / "cut", Corpus(texts=texts)
-    assert run_harvest(tiny, corpus, HOOKS, out, options=options, checkpoint_every=2, progress=False,
+    assert run_harvest(tiny, corpus, HOOKS, out, options=options, checkpoint_windows=2, progress=False,
                        stop_after_windows=8) is None
     RecordingBar.shown = []
     _run(tiny, texts, out, progress=True, block_chars=1200, resume=True)

@@ -154,7 +154,7 @@ def test_two_processes_and_resume_equal_one_run(tiny, texts, sae, tmp_path):
     options = Options(top_k=K, window=WINDOW, seq_len=SEQ, batch_size=3, block_chars=2500)
     out = tmp_path / "cut"
     stopped = run_harvest(tiny, Corpus(texts=texts), ["blocks.0.mlp.hook_post"], out, options=options,
-                          checkpoint_every=3, progress=False, stop_after_windows=6, saes=[sae])
+                          checkpoint_windows=3, progress=False, stop_after_windows=6, saes=[sae])
     assert stopped is None and (out / "checkpoint").is_dir()
     other = _randomize(SAE(sae.cfg), 9)
     with pytest.raises(ResumeMismatchError, match="hooks"):

@@ -72,7 +72,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(corpus, single, tmp_path):
     out = tmp_path / "killed"
-    args = _args(corpus, out, "--checkpoint-every", "4")
+    args = _args(corpus, out, "--checkpoint-windows", "4")
     child = subprocess.Popen([sys.executable, "-c", CHILD, *args], env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
     try:

@@ -251,13 +251,13 @@ def _float64_kl_to_final(streams, ln, W_U):
     return (logp[-1].exp() * (logp[-1] - logp[:-1])).sum(-1)
 
 
-@pytest.mark.parametrize("scale", [1e-1, 1e-2, 1e-3, 1e-4])
-def test_kl_to_final_is_exact_where_small_and_never_negative(scale):
-    """Streams a small step from the final one: KL from 1e-2 down to 1e-8 nats, all within 1e-3 relative."""
-    from gpt2probe.lens.logit_lens import read_out
+def _near_final_streams(seed: int, n_pos: int, scale: float | torch.Tensor):
+    """A perturbed LayerNorm, an unembedding, and three streams: two ``scale`` steps from the final one, then it.
 
-    gen = torch.Generator().manual_seed(1)
-    d_model, d_vocab, n_pos = 24, 3001, 9
+    ``scale`` is one number, or ``[n_pos, 1]``: a step per position. Returns ``(streams, ln, W_U)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    d_model, d_vocab = 24, 3001
     ln = torch.nn.LayerNorm(d_model)
     with torch.no_grad():
         ln.weight.add_(0.2 * torch.randn(d_model, generator=gen))
@@ -266,6 +266,15 @@ def test_kl_to_final_is_exact_where_small_and_never_negative(scale):
     final = 3 * torch.randn(n_pos, d_model, generator=gen)
     streams = torch.stack([final + scale * torch.randn(n_pos, d_model, generator=gen),
                            final + 0.5 * scale * torch.randn(n_pos, d_model, generator=gen), final])
+    return streams, ln, W_U
+
+
+@pytest.mark.parametrize("scale", [1e-1, 1e-2, 1e-3, 1e-4])
+def test_kl_to_final_is_exact_where_small_and_never_negative(scale):
+    """Streams a small step from the final one: KL from 1e-2 down to 1e-8 nats, all within 1e-3 relative."""
+    from gpt2probe.lens.logit_lens import read_out
+
+    streams, ln, W_U = _near_final_streams(seed=1, n_pos=9, scale=scale)
     got = read_out(streams, ln, W_U, k=1, max_chunk_bytes=2**16).kl_to_final.double()
     expected = _float64_kl_to_final(streams, ln, W_U)
     assert (got >= 0).all() and got[-1].abs().max() == 0
@@ -280,17 +289,10 @@ def test_exact_small_kls_land_in_their_own_chunks():
     """
     from gpt2probe.lens.logit_lens import EXACT_KL_BELOW, read_out
 
-    gen = torch.Generator().manual_seed(3)
-    d_model, d_vocab, n_pos = 24, 3001, 11
-    ln = torch.nn.LayerNorm(d_model)
-    with torch.no_grad():
-        ln.weight.add_(0.2 * torch.randn(d_model, generator=gen))
-        ln.bias.add_(0.2 * torch.randn(d_model, generator=gen))
-    W_U = torch.randn(d_model, d_vocab, generator=gen)
-    final = 3 * torch.randn(n_pos, d_model, generator=gen)
+    n_pos = 11
     scales = torch.tensor([1e-3 if pos % 3 == 0 else 1.0 for pos in range(n_pos)])[:, None]
-    streams = torch.stack([final + scales * torch.randn(n_pos, d_model, generator=gen),
-                           final + 0.5 * scales * torch.randn(n_pos, d_model, generator=gen), final])
+    streams, ln, W_U = _near_final_streams(seed=3, n_pos=n_pos, scale=scales)
+    d_vocab = W_U.shape[1]
     expected = _float64_kl_to_final(streams, ln, W_U)
     small = expected < EXACT_KL_BELOW
     assert small[:, ::3].all() and not small[:, 1::3].any()  # both kinds, in separate chunks

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 TEXTS = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times, and then it rests." * 3
          for i in range(12)]
 # 64 rows a step split 32 + 32; windows_per_pass=3 splits each pass 2 + 1 windows.
-SETTINGS = {"d_sae": 20, "k": 4, "seed": 3, "seq_len": 16, "windows_per_pass": 3, "steps": 12, "batch_size": 64,
+SETTINGS = {"d_sae": 20, "k": 4, "seed": 3, "seq_len": 16, "windows_per_pass": 3, "steps": 12, "train_batch_size_tokens": 64,
             "buffer_tokens": 256, "progress": False}
 RUNS = {"sae": (SAE, {"hook": "blocks.1.hook_resid_post"}),
         "transcoder": (Transcoder, {"layer": 0, "skip": True}),

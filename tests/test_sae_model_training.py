@@ -12,7 +12,7 @@ from gpt2probe.sae.stream import CorpusActivations
 
 TEXTS = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times, and then it rests." * 3
          for i in range(12)]
-SMALL = {"steps": 12, "batch_size": 64, "buffer_tokens": 256, "progress": False}
+SMALL = {"steps": 12, "train_batch_size_tokens": 64, "buffer_tokens": 256, "progress": False}
 
 
 def test_streamed_activations_are_the_models(vocab_probe):
@@ -146,7 +146,7 @@ def test_a_corpus_that_fits_the_buffer_runs_the_model_once(vocab_probe, monkeypa
     calls = []
     run = CorpusActivations._run
     monkeypatch.setattr(CorpusActivations, "_run", lambda self, tokens: calls.append(len(tokens)) or run(self, tokens))
-    settings = dict(hook="blocks.1.hook_resid_post", d_sae=20, k=4, seed=3, seq_len=16, steps=40, batch_size=64,
+    settings = dict(hook="blocks.1.hook_resid_post", d_sae=20, k=4, seed=3, seq_len=16, steps=40, train_batch_size_tokens=64,
                     progress=False)
     sae = SAE.train(vocab_probe, TEXTS, buffer_tokens=4096, **settings)
     source = CorpusActivations(vocab_probe, Corpus(texts=TEXTS), ["blocks.1.hook_resid_post"], seq_len=16, epochs=1,
@@ -158,6 +158,6 @@ def test_a_corpus_that_fits_the_buffer_runs_the_model_once(vocab_probe, monkeypa
     SAE.train(vocab_probe, TEXTS, buffer_tokens=256, **settings)  # streamed: the model runs every pass
     assert sum(calls) > 2 * windows
     rows = torch.cat(list(source.chunks()))
-    fitted = SAE.fit(rows, d_sae=20, k=4, hook_name="blocks.1.hook_resid_post", steps=40, batch_size=64, seed=3,
+    fitted = SAE.fit(rows, d_sae=20, k=4, hook_name="blocks.1.hook_resid_post", steps=40, train_batch_size_tokens=64, seed=3,
                      progress=False)
     torch.testing.assert_close(sae.W_enc, fitted.W_enc)

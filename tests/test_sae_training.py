@@ -32,7 +32,7 @@ def explained_variance(x: torch.Tensor, recons: torch.Tensor) -> float:
     return float(1 - (recons - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
-FAST = {"steps": 400, "batch_size": 256, "progress": False}
+FAST = {"steps": 400, "train_batch_size_tokens": 256, "progress": False}
 # ReLU and JumpReLU learn sparsity from a penalty, which takes longer than a fixed k.
 SETTINGS = {"topk": {"k": 3}, "batchtopk": {"k": 3}, "standard": {"steps": 900}, "jumprelu": {"steps": 900}}
 
@@ -81,13 +81,13 @@ def test_transcoder_learns_a_sparse_map():
 def test_an_iterator_of_chunks_trains_through_the_buffer():
     _, directions, x = sparse_sums(n=12000)
     chunks = iter(x.split(500))
-    sae = SAE.fit(chunks, d_sae=32, k=3, hook_name=HOOK, steps=40, batch_size=256, buffer_tokens=2048,
+    sae = SAE.fit(chunks, d_sae=32, k=3, hook_name=HOOK, steps=40, train_batch_size_tokens=256, buffer_tokens=2048,
                   progress=False)
     assert sae.cfg.d_in == 16
     with pytest.raises(GPT2ProbeError, match="steps"):
         SAE.fit(iter(x.split(500)), d_sae=32, k=3, hook_name=HOOK, progress=False)
     with pytest.raises(GPT2ProbeError, match="ran out"):
-        SAE.fit(iter(x[:1000].split(500)), d_sae=32, k=3, hook_name=HOOK, steps=40, batch_size=256,
+        SAE.fit(iter(x[:1000].split(500)), d_sae=32, k=3, hook_name=HOOK, steps=40, train_batch_size_tokens=256,
                 buffer_tokens=2048, progress=False)
 
 
@@ -108,7 +108,7 @@ class Interrupt(Exception):
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
 def test_resume_is_bit_identical(tmp_path, architecture):
     _, _, x = sparse_sums(n=3000)
-    settings = dict(d_sae=32, architecture=architecture, hook_name=HOOK, steps=30, batch_size=128, progress=False,
+    settings = dict(d_sae=32, architecture=architecture, hook_name=HOOK, steps=30, train_batch_size_tokens=128, progress=False,
                     **({"k": 3} if architecture != "jumprelu" else {}))
     whole = SAE.fit(x, **settings)
 
@@ -129,34 +129,77 @@ def test_resume_is_bit_identical(tmp_path, architecture):
         assert torch.equal(param, getattr(resumed, name)), name
 
 
+def test_a_checkpoint_saved_before_batch_size_was_renamed_resumes(tmp_path):
+    """Issue 23: ``batch_size`` (tokens per step) is now ``train_batch_size_tokens``; a run started before still resumes."""
+    import json
+
+    _, _, x = sparse_sums(n=3000)
+    settings = dict(d_sae=32, k=3, hook_name=HOOK, steps=30, train_batch_size_tokens=128, progress=False)
+    whole = SAE.fit(x, **settings)
+
+    def stop(step, metrics):
+        if step == 17:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SAE.fit(x, checkpoint_dir=tmp_path, checkpoint_every=5, callback=stop, **settings)
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    fingerprint = json.loads(state["fingerprint"])
+    options = fingerprint["options"]
+    options["batch_size"] = options.pop("train_batch_size_tokens")  # as the older version wrote it
+    state["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+    torch.save(state, path)
+    with pytest.raises(GPT2ProbeError, match=r"different options \(dead_after_tokens, train_batch_size_tokens\)"):
+        SAE.fit(x, checkpoint_dir=tmp_path, resume=True, **{**settings, "train_batch_size_tokens": 64})
+    steps = []
+    resumed = SAE.fit(x, checkpoint_dir=tmp_path, resume=True, callback=lambda s, m: steps.append(s), **settings)
+    assert steps[0] == 16
+    for name, param in whole.named_parameters():
+        assert torch.equal(param, getattr(resumed, name)), name
+
+
+def test_the_old_batch_size_keyword_still_trains_with_a_deprecation_warning(own_deprecations):
+    _, _, x = sparse_sums(n=600)
+    settings = dict(d_sae=8, k=2, hook_name=HOOK, steps=3, progress=False)
+    new = SAE.fit(x, train_batch_size_tokens=64, **settings)
+    with pytest.warns(DeprecationWarning, match="batch_size is now train_batch_size_tokens") as caught:
+        old = SAE.fit(x, batch_size=64, **settings)
+    assert [w.filename for w in caught] == [__file__]  # points at the caller's line, not into gpt2probe
+    for name, param in new.named_parameters():
+        assert torch.equal(param, getattr(old, name)), name
+    with pytest.raises(GPT2ProbeError, match="not both"):
+        SAE.fit(x, batch_size=64, train_batch_size_tokens=64, **settings)
+
+
 def test_runs_that_cannot_be_done_say_why_before_starting():
     _, _, x = sparse_sums(n=300)
     with pytest.raises(GPT2ProbeError, match="fewer than one batch"):
-        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, batch_size=4096, progress=False)
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=4096, progress=False)
     with pytest.raises(GPT2ProbeError, match=r"fewer than one batch \(256\)"):  # the smallest default batch
         SAE.fit(x[:200], d_sae=8, k=2, hook_name=HOOK, progress=False)
     with pytest.raises(GPT2ProbeError, match="needs k"):
-        SAE.fit(x, d_sae=8, hook_name=HOOK, batch_size=64, progress=False)
+        SAE.fit(x, d_sae=8, hook_name=HOOK, train_batch_size_tokens=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="hook_name"):
-        SAE.fit(x, d_sae=8, k=2, batch_size=64, progress=False)
+        SAE.fit(x, d_sae=8, k=2, train_batch_size_tokens=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="d_sae"):
-        SAE.fit(x, k=2, hook_name=HOOK, batch_size=64, progress=False)
+        SAE.fit(x, k=2, hook_name=HOOK, train_batch_size_tokens=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="cannot exceed d_sae"):
-        SAE.fit(x, d_sae=8, k=9, hook_name=HOOK, batch_size=64, progress=False)
+        SAE.fit(x, d_sae=8, k=9, hook_name=HOOK, train_batch_size_tokens=64, progress=False)
     bad = x.clone()
     bad[7, 2] = float("nan")
     with pytest.raises(GPT2ProbeError, match="NaN"):
-        SAE.fit(bad, d_sae=8, k=2, hook_name=HOOK, batch_size=64, progress=False)
+        SAE.fit(bad, d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="all zero"):
-        SAE.fit(torch.zeros(300, 4), d_sae=8, k=2, hook_name=HOOK, batch_size=64, steps=2, progress=False)
+        SAE.fit(torch.zeros(300, 4), d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=64, steps=2, progress=False)
     with pytest.raises(GPT2ProbeError, match="targets"):
-        Transcoder.fit(x, layer=0, d_sae=8, k=2, batch_size=64, progress=False)
+        Transcoder.fit(x, layer=0, d_sae=8, k=2, train_batch_size_tokens=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="pair up"):
-        Transcoder.fit(x, x[:100], layer=0, d_sae=8, k=2, batch_size=64, progress=False)
+        Transcoder.fit(x, x[:100], layer=0, d_sae=8, k=2, train_batch_size_tokens=64, progress=False)
     with pytest.raises(GPT2ProbeError, match="lr"):
-        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, batch_size=64, lr=-1.0, progress=False)
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=64, lr=-1.0, progress=False)
     with pytest.raises(GPT2ProbeError, match="checkpoint_dir"):
-        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, batch_size=64, resume=True, progress=False)
+        SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=64, resume=True, progress=False)
 
 
 def test_default_schedule_follows_the_data():
@@ -167,17 +210,17 @@ def test_default_schedule_follows_the_data():
     cfg = SAEConfig(d_in=64, d_sae=512, architecture="topk", k=8, hook_name=HOOK)
     small = resolve(SAETrainConfig(), cfg, 100_000)
     assert small.steps == 2000 and small.warmup_steps == 100 and small.decay_steps == 400
-    assert small.batch_size == 512  # about 128 steps per pass over 100,000 rows, a power of two
-    assert resolve(SAETrainConfig(), cfg, 132_129).batch_size == 1024 and resolve(
-        SAETrainConfig(batch_size=300), cfg, 100_000).batch_size == 300
+    assert small.train_batch_size_tokens == 512  # about 128 steps per pass over 100,000 rows, a power of two
+    assert resolve(SAETrainConfig(), cfg, 132_129).train_batch_size_tokens == 1024 and resolve(
+        SAETrainConfig(train_batch_size_tokens=300), cfg, 100_000).train_batch_size_tokens == 300
     assert small.lr == pytest.approx(2e-4 * (16384 / 512) ** 0.5)
     big = resolve(SAETrainConfig(), cfg, 4096 * 5000 + 1)
-    assert big.steps == 5001 and big.warmup_steps == 250 and big.batch_size == 4096
+    assert big.steps == 5001 and big.warmup_steps == 250 and big.train_batch_size_tokens == 4096
     assert [round(big.learning_rate(s) / big.lr, 4) for s in (0, 249, 2000, 5000)] == [0.004, 1.0, 1.0, 0.001]
 
 
 def test_pytorch_train_mode_still_works_on_an_instance():
-    sae = SAE.fit(sparse_sums(n=600)[2], d_sae=8, k=2, hook_name=HOOK, steps=2, batch_size=64, progress=False)
+    sae = SAE.fit(sparse_sums(n=600)[2], d_sae=8, k=2, hook_name=HOOK, steps=2, train_batch_size_tokens=64, progress=False)
     assert sae.eval() is sae and not sae.training
     assert sae.train() is sae and sae.training
 

@@ -21,6 +21,8 @@ from gpt2probe import head_scores
 from gpt2probe.interventions import ablate, attribution_patch, patch
 from gpt2probe.shipped import shipped_model
 
+from models import repeated_tokens
+
 HALF = 20
 N_SEQS = 16
 EOT = 50256
@@ -36,9 +38,7 @@ def repeated(probe) -> torch.Tensor:
     counts = Counter(t for text in pydoc_data.topics.topics.values() for t in probe.tokenizer(text).input_ids)
     counts.pop(EOT, None)
     pool = torch.tensor([t for t, _ in counts.most_common(3000)])
-    gen = torch.Generator().manual_seed(1)
-    halves = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:HALF]] for _ in range(N_SEQS)])
-    return torch.cat([torch.full((N_SEQS, 1), EOT), halves, halves], dim=1)
+    return repeated_tokens(N_SEQS, HALF, seed=1, bos=EOT, pool=pool)
 
 
 def half_losses(logits: torch.Tensor, ids: torch.Tensor) -> tuple[float, float]:

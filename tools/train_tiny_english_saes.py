@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--architecture", default="topk")
     p.add_argument("--steps", type=int, default=None, help="default: gpt2probe's (from the data size)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: gpt2probe's (from the data size)")
+    p.add_argument("--train-batch-size-tokens", type=int, default=None, help="default: gpt2probe's (from the data size)")
     p.add_argument("--lr", type=float, default=None, help="default: gpt2probe's")
     p.add_argument("--layers", type=int, nargs="*", help="default: every layer")
     p.add_argument("--no-saes", action="store_true")
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     # once and the activations are kept (256k rows of a transcoder's 2 x 128 floats: 256 MiB).
     settings = {"d_sae": args.d_sae, "architecture": args.architecture, "k": args.k, "seed": args.seed,
                 "buffer_tokens": 1 << 18}
-    settings.update({k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
+    settings.update({k: v for k, v in (("steps", args.steps), ("train_batch_size_tokens", args.train_batch_size_tokens), ("lr", args.lr))
                      if v is not None})
     jobs = ([] if args.no_saes else [("saes", layer) for layer in layers])
     jobs += [] if args.no_transcoders else [("transcoders", layer) for layer in layers]

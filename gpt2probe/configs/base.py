@@ -10,6 +10,10 @@ and :func:`add_arguments` adds ``--examples`` (type, default and help from the f
 parser, :func:`from_args` builds the config from the parsed namespace, :func:`to_dict` gives
 the JSON to save, :func:`from_dict` reads it back (keys a newer version added are refused by
 name; keys missing from an older file take their defaults).
+
+A field renamed in this release is listed in the class's ``RENAMED_FIELDS`` (old name -> new):
+:func:`from_dict` reads an old file's key under its new name, and :func:`build` still takes the
+old keyword for one release, with a ``DeprecationWarning`` naming the new one.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
+import warnings
 from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any
 
 from ..errors import InvalidArgumentError
@@ -120,8 +127,52 @@ def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     return build(cls, {**values, **overrides})
 
 
+def renamed_fields(cls: type) -> dict[str, str]:
+    """Old name -> new name of the fields of ``cls`` renamed in this release (its ``RENAMED_FIELDS``)."""
+    return dict(getattr(cls, "RENAMED_FIELDS", ()))
+
+
+def upgrade(cls: type, values: Mapping[str, Any], *, warn: bool) -> dict[str, Any]:
+    """``values`` with each renamed field's old key under its new name; both given is refused.
+
+    ``warn``: a caller's keyword (a ``DeprecationWarning`` naming the new name, pointing at the
+    first frame outside gpt2probe), not a saved file (read as it is, silently).
+    """
+    values = dict(values)
+    for old, new in renamed_fields(cls).items():
+        if old not in values:
+            continue
+        if new in values:
+            raise InvalidArgumentError(f"{cls.__name__}: give {new} only ({old} is its old name), not both")
+        if warn:
+            warnings.warn(f"{cls.__name__}'s {old} is now {new}; {old} will stop working in the next release",
+                          DeprecationWarning, stacklevel=user_stacklevel(sys._getframe()))
+        values[new] = values.pop(old)
+    return values
+
+
+_OWN_MODULES = ("gpt2probe", "jaxtyping", "beartype")
+
+
+def user_stacklevel(frame: FrameType) -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` called in ``frame`` point at gpt2probe's caller.
+
+    For a warning about the caller's own code (an old keyword). Pass ``sys._getframe()``: the
+    frame is given, not found, because the shape checkers of the test run (jaxtyping, beartype)
+    wrap this function too; their frames count as gpt2probe's.
+    """
+    level, current = 2, frame.f_back  # stacklevel 1 is frame itself, 2 its caller
+    while current is not None and current.f_globals.get("__name__", "").split(".")[0] in _OWN_MODULES:
+        level, current = level + 1, current.f_back
+    return level
+
+
 def build(cls: type, values: Mapping[str, Any]) -> Any:
-    """``cls(**values)``, with an unknown name refused by name (and the valid ones listed), lists made tuples."""
+    """``cls(**values)``, with an unknown name refused by name (and the valid ones listed), lists made tuples.
+
+    A renamed field's old name still works for one release, with a ``DeprecationWarning`` (:func:`upgrade`).
+    """
+    values = upgrade(cls, values, warn=True)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -137,5 +188,5 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """A config from :func:`to_dict`'s output; fields an older file lacks take their defaults."""
-    return build(cls, data)
+    """A config from :func:`to_dict`'s output; fields an older file lacks take their defaults, renamed ones their new name."""
+    return build(cls, upgrade(cls, data, warn=False))

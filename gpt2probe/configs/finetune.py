@@ -21,7 +21,7 @@ class FinetuneConfig:
 
     Attributes:
         steps: optimiser steps of ``batch_size`` windows of ``seq_len`` tokens.
-        batch_size: windows per step.
+        batch_size: windows per optimiser step (one forward and backward pass).
         seq_len: tokens per window; ``None``: the model's context, at most 128.
         lr: AdamW's peak learning rate (linear warm-up, cosine decay to 10%).
         weight_decay: AdamW's decoupled weight decay.
@@ -31,7 +31,7 @@ class FinetuneConfig:
     """
 
     steps: int | None = setting(None, "optimiser steps", type=positive_int, required=True)
-    batch_size: int = setting(8, "windows per step")
+    batch_size: int = setting(8, "windows per optimiser step")
     seq_len: int | None = setting(None, "tokens per window", type=positive_int,
                                   default_text=f"the model's context, at most {MAX_DEFAULT_SEQ_LEN}")
     lr: float = setting(3e-4, "peak learning rate")

@@ -40,7 +40,7 @@ class HarvestConfig:
 
     top_k: int = setting(20, "max-activating examples per unit", flag="--examples")
     window: int = setting(8, "context tokens kept either side of an example", type=non_negative_int)
-    seq_len: int | None = setting(None, "tokens per packed window", type=positive_int,
+    seq_len: int | None = setting(None, "tokens per window: documents packed end to end", type=positive_int,
                                   default_text=f"the model's context, at most {MAX_DEFAULT_SEQ_LEN}")
     batch_size: int = setting(8, "windows per forward pass")
     threshold: float = setting(0.0, "'active' means above this")

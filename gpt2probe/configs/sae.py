@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import no_type_check
+from typing import ClassVar, no_type_check
 
 from ..errors import InvalidArgumentError
 from ..schedule import lr_factor
@@ -33,6 +33,8 @@ DEFAULT_BATCH_SIZE = 4096
 NOT_RESULT = ("checkpoint_dir", "checkpoint_every", "resume", "progress")
 """Fields that do not change the trained coder: left out of the fingerprint a resume compares and of the record."""
 TRAINING_METADATA = "gpt2probe_training"
+RENAMED_FIELDS = (("batch_size", "train_batch_size_tokens"),)
+"""Old name -> new name: a checkpoint or ``cfg.json`` saved before the rename reads under the new one."""
 """The key of a trained coder's ``cfg.metadata`` (and ``cfg.json``'s ``metadata``) holding its resolved settings."""
 
 
@@ -44,7 +46,9 @@ class SAETrainConfig:
     Attributes:
         steps: optimiser steps. Default: one pass over the data, but at least ``min_steps``
             (small data is repeated; an iterator needs ``steps``).
-        batch_size: tokens per step. Default: SAELens's 4,096, or for small data the power of
+        train_batch_size_tokens: tokens (activation rows) per optimiser step, SAELens's name
+            (``batch_size`` until this release, which everywhere else counts sequences through the
+            model per pass; the old name still works for one release). Default: SAELens's 4,096, or for small data the power of
             two that gives one pass over the data about 128 steps (at least 256): a few hundred
             thousand tokens are seen many times, and more, smaller steps learn more from them
             (measured on tiny-english: 1,024 rows a step reach a higher explained variance
@@ -64,7 +68,7 @@ class SAETrainConfig:
         aux_coefficient: the aux-k loss's weight (Gao et al.'s 1/32, on their normalised error: see
             :func:`gpt2probe.sae.losses.aux_k_loss`; SAELens's 1 weighs an unnormalised one).
         dead_after_tokens: tokens without firing after which a feature is dead. Default
-            ``min(10M, max(batch_size, steps * batch_size // 10))``.
+            ``min(10M, max(train_batch_size_tokens, steps * train_batch_size_tokens // 10))``.
         threshold_decay: batch top-k's threshold estimate's moving-average decay.
         b_dec_init: ``"geometric_median"``, ``"mean"`` or ``"zeros"`` of a sample of the targets.
         init_sample: rows used for normalisation and ``b_dec``'s initialisation.
@@ -79,8 +83,9 @@ class SAETrainConfig:
 
     steps: int | None = setting(None, "optimiser steps", type=positive_int,
                                 default_text="one pass over the corpus, at least --min-steps")
-    batch_size: int | None = setting(None, "tokens per step", type=positive_int,
-                                     default_text=f"from the corpus size, at most {DEFAULT_BATCH_SIZE}")
+    train_batch_size_tokens: int | None = setting(None, "tokens per optimiser step (SAELens's train_batch_size_tokens)",
+                                                  type=positive_int,
+                                                  default_text=f"from the corpus size, at most {DEFAULT_BATCH_SIZE}")
     lr: float | None = setting(None, "peak learning rate", type=finite_float,
                                default_text="2e-4 / sqrt(d_sae / 16384)")
     warmup_steps: int | None = setting(None, "warm-up steps", flag="--warmup", type=non_negative_int,
@@ -111,8 +116,10 @@ class SAETrainConfig:
     resume: bool = setting(False, "continue from checkpoint_dir's checkpoint", cli=False)
     progress: bool = setting(True, "show a progress bar", cli=False)
 
+    RENAMED_FIELDS: ClassVar[tuple[tuple[str, str], ...]] = RENAMED_FIELDS
+
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "min_steps", "warmup_steps", "decay_steps", "l1_warmup_steps", "aux_k",
+        for name in ("steps", "train_batch_size_tokens", "min_steps", "warmup_steps", "decay_steps", "l1_warmup_steps", "aux_k",
                      "dead_after_tokens", "init_sample", "buffer_tokens", "checkpoint_every"):
             value = getattr(self, name)
             low = 0 if name in ("warmup_steps", "decay_steps", "l1_warmup_steps") else 1
@@ -132,14 +139,14 @@ class SAETrainConfig:
         if (self.checkpoint_every is not None or self.resume) and self.checkpoint_dir is None:
             raise InvalidArgumentError("checkpoint_every and resume need a checkpoint_dir")
 
-    def with_batch_size(self, n_tokens: int | None) -> SAETrainConfig:
-        """``batch_size`` chosen from ``n_tokens`` rows of data (``None``: unknown) if it was not given."""
-        if self.batch_size is not None:
+    def with_train_batch_size(self, n_tokens: int | None) -> SAETrainConfig:
+        """``train_batch_size_tokens`` chosen from ``n_tokens`` rows of data (``None``: unknown) if it was not given."""
+        if self.train_batch_size_tokens is not None:
             return self
         size = DEFAULT_BATCH_SIZE
         if n_tokens is not None:
             size = min(DEFAULT_BATCH_SIZE, max(256, 1 << max(0, (n_tokens // 128).bit_length() - 1)))
-        return dataclasses.replace(self, batch_size=size)
+        return dataclasses.replace(self, train_batch_size_tokens=size)
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of ``step`` (0-based) on a resolved schedule."""

@@ -25,7 +25,7 @@ class TunedLensTrainConfig:
 
     Attributes:
         steps: optimiser steps, each of ``batch_size`` fresh windows.
-        batch_size: windows per step, across all processes.
+        batch_size: windows per optimiser step (one forward and backward pass), across all processes.
         seq_len: tokens per window; ``None``: the model's context (the command: at most 256).
         optimizer: ``"sgd"`` (the reference's Nesterov SGD) or ``"adam"`` (AdamW with AMSGrad).
         lr: peak learning rate; ``None``: 1.0 for sgd (the reference's lr_scale), 1e-3 for adam.
@@ -38,7 +38,7 @@ class TunedLensTrainConfig:
 
     steps: int | None = setting(None, "optimiser steps (each uses --batch-size new windows)", type=positive_int,
                                 required=True)
-    batch_size: int = setting(8, "windows per step, across all processes")
+    batch_size: int = setting(8, "windows per optimiser step, across all processes")
     seq_len: int | None = setting(None, "tokens per window", type=positive_int,
                                   default_text=f"{DEFAULT_SEQ_LEN}, or the model's context length if shorter: a step "
                                                "costs about in proportion to the window; GPT-2 small trains with "
@@ -52,4 +52,4 @@ class TunedLensTrainConfig:
     warmup: float | None = setting(None, "fraction of the steps spent warming up", cli=False)
     clip_grad_norm: float | None = setting(1.0, "clip the gradient's global norm to this", cli=False)
     seed: int = setting(0, "orders the windows", type=int)
-    include_mid: bool = setting(False, "also translate the mid-block streams")
+    include_mid: bool = setting(False, "also the streams between attention and MLP (resid_mid): a translator each")

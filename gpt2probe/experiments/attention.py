@@ -51,9 +51,8 @@ def build_parser() -> Parser:
     source = parser.add_mutually_exclusive_group()
     options.add(source, "--prompt", "for models with GPT-2's vocabulary")
     options.add(source, "--prompt-from")
-    source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9 (for models with their own vocabulary)")
-    parser.add_argument("--prepend-bos", action="store_true",
-                        help="start the prompt with <|endoftext|> as TransformerLens does (default: off, as everywhere in gpt2probe)")
+    options.add(source, "--tokens", "(for models with their own vocabulary)")
+    options.add(parser, "--prepend-bos", "as TransformerLens does (default: off, as everywhere in gpt2probe)")
     options.add(parser, "--top", "heads listed per score in the terminal (default: 5)", default=5)
     options.add(parser, "--seed", "of the random tokens for induction scores (default: 0)", default=0)
     parser.add_argument("--n-seqs", type=positive_int, default=8,

@@ -46,9 +46,9 @@ def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe circuit", description=__doc__.split("\n\n")[0],
                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     pairs.add_pair_arguments(parser)
-    parser.add_argument("--method", choices=METHODS, default="atp*",
-                        help="edge scores: atp (gradients), atp* (exact attention softmax for query/key edges), "
-                             "ig (integrated gradients from the corrupted to the clean embeddings); default atp*")
+    options.add(parser, "--method", "of the edges: atp (gradients), atp* (exact attention softmax for query/key "
+                "edges), ig (integrated gradients from the corrupted to the clean embeddings); default atp*",
+                choices=METHODS, default="atp*")
     parser.add_argument("--ig-steps", dest="steps", type=positive_int, default=None,
                         help="integration points for --method ig (default 16)")
     options.add(parser, "--top", "edges kept in the circuit (default: 20)", default=20)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import GPT2ProbeError, UsageError
+from . import options
 from .options import DEVICE_HELP, check_required
 from .options import finite_float as finite_float  # argument types, re-exported for the commands
 from .options import non_negative_int as non_negative_int
@@ -61,12 +62,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str, *, t
     :data:`OWN_VOCABULARY_MODELS` (and :func:`check_text_model` refuses one).
     """
     shipped = "tiny-english" if text_only else "tiny-english, toy-induction"
-    parser.add_argument("--model", default=None,
-                        help=f"hub id, save_pretrained directory, or a shipped model by name ({shipped}); "
-                             f"default: {DEFAULT_MODEL}, or tiny-english when GPT-2's weights "
-                             "cannot be had (said in the terminal and the report)")
+    options.add(parser, "--model", f"({shipped}); default: {DEFAULT_MODEL}, or tiny-english when GPT-2's weights "
+                "cannot be had (said in the terminal and the report)", default=None)
     parser.add_argument("--device", help=DEVICE_HELP)
-    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"report path (default: {default_out})")
+    options.add(parser, "--out", f"a report file (default: {default_out})", default=Path(default_out))
     parser.add_argument("--no-fallback", action="store_true",
                         help=f"fail instead of falling back to the shipped offline model when {DEFAULT_MODEL}'s "
                              "weights are unavailable")

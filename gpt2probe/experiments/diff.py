@@ -34,7 +34,7 @@ def build_parser() -> Parser:
     parser.add_argument("--no-lens", action="store_true", help="skip the per-layer logit-lens comparison")
     parser.add_argument("--layers-only", action="store_true", help="patch layer outputs only, not each head")
     options.add(parser, "--device")
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report path (default: {DEFAULT_OUT})")
+    options.add(parser, "--out", f"a report file (default: {DEFAULT_OUT})", default=Path(DEFAULT_OUT))
     add_plotly_argument(parser)
     parser.set_defaults(model=None)  # the shared checks look at --model; this command has --base and --finetuned
     options.add_deprecated(parser, "diff")

@@ -21,9 +21,9 @@ from .common import Parser, UsageError, check_device, check_out_dir, load_model,
 
 def build_parser() -> Parser:
     parser = Parser(prog="gpt2probe finetune", description="Fine-tune a GPT-2 on text files with a seeded AdamW loop.")
-    parser.add_argument("--model", required=True, help="hub id, directory, or shipped name (tiny-english)")
+    options.add(parser, "--model", "(tiny-english)", required=True)
     options.add(parser, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="output directory (save_pretrained)")
+    options.add(parser, "--out", "a directory (save_pretrained)", required=True)
     # the training settings: one flag per FinetuneConfig field, help and defaults from its fields
     add_arguments(FinetuneConfig, parser, shared=options.SHARED, add_shared=options.add)
     options.add(parser, "--device")

@@ -56,8 +56,8 @@ def build_parser() -> Parser:
     source = parser.add_mutually_exclusive_group(required=True)
     options.add(source, "--prompt", "whose next-token prediction is traced")
     options.add(source, "--prompt-from", "traced as one prompt")
-    source.add_argument("--tokens", help="comma-separated token ids, e.g. 0,5,9,2,5,9")
-    parser.add_argument("--prepend-bos", action="store_true", help="start a text prompt with <|endoftext|>")
+    options.add(source, "--tokens")
+    options.add(parser, "--prepend-bos")
     parser.add_argument("--transcoders", type=Path,
                         help="a directory of transcoders, one SAELens-format folder per layer (default: the shipped "
                              "model's shipped transcoders)")
@@ -66,12 +66,13 @@ def build_parser() -> Parser:
                         help="logit nodes: the likeliest tokens until their probabilities sum to this (default: 0.95)")
     parser.add_argument("--max-feature-nodes", type=non_negative_int,
                         help="keep at most this many features, the most influential on the logits (default: all active)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="targets per backward pass (default: 32)")
+    options.add(parser, "--batch-size", "copies of the prompt per backward pass, one per target node (default: 32)",
+                default=32)
     parser.add_argument("--node-threshold", type=finite_float, default=0.8,
                         help="the page and --json keep the nodes holding this share of the influence (default: 0.8)")
     parser.add_argument("--edge-threshold", type=finite_float, default=0.98,
                         help="... and the edges holding this share (default: 0.98)")
-    parser.add_argument("--json", type=Path, help="also write the pruned graph as circuit-tracer / Neuronpedia JSON")
+    options.add(parser, "--json", "the pruned graph in circuit-tracer / Neuronpedia's format")
     parser.add_argument("--supernodes", type=Path,
                         help="a graph JSON saved from the page (or by --json) whose supernodes the page starts with")
     contexts = parser.add_mutually_exclusive_group()

@@ -23,12 +23,11 @@ from .common import Parser, UsageError, check_device, positive_int, run_command
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="gpt2probe harvest",
                 description="Per-unit statistics and max-activating examples of GPT-2 hooks over a whole corpus.")
-    p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
+    options.add(p, "--model", "(tiny-english)", required=True)
     options.add(p, "--corpus", "text files or globs, .jsonl, .parquet, datasets dirs", required=True)
-    p.add_argument("--hooks", nargs="+", default=[], help="hook names or globs, e.g. 'blocks.*.mlp.hook_post'")
-    p.add_argument("--sae", nargs="+", default=[], type=Path, metavar="DIR",
-                   help="SAE or transcoder folders: summarise their features as units (gpt2probe sae report shows them)")
-    p.add_argument("--out", required=True, type=Path, help="output directory (new or empty, or the one to --resume)")
+    options.add(p, "--hooks", "(or globs, e.g. 'blocks.*.mlp.hook_post')", default=[])
+    options.add(p, "--sae", "summarise their features as units (gpt2probe sae report shows them)", nargs="+", default=[])
+    options.add(p, "--out", "a directory, new or empty, or the one to --resume", required=True)
     options.add(p, "--field")
     options.add(p, "--column")
     # the settings that change the result: one flag per HarvestConfig field, help and defaults from its fields
@@ -36,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--directions", type=Path,
                    help="safetensors file {hook name: [n, d_model]}: summarise projections on these directions")
     options.add(p, "--max-documents")
-    p.add_argument("--checkpoint-every", type=positive_int,
-                   help="windows between checkpoints (default: after the first batch past 60 s since the last)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted harvest in --out")
+    p.add_argument("--checkpoint-windows", type=positive_int, metavar="WINDOWS",
+                   help="windows harvested between checkpoints (default: after the first batch past 60 s since the last)")
+    options.add(p, "--resume")
     options.add(p, "--device")
     p.add_argument("--dtype", help="float32 (default), float16, bfloat16")
     options.add(p, "--no-progress")
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace):
     probe = load_model(args.model, local_device(args.device), args.dtype)
     result = harvest(probe, corpus, hooks=args.hooks, saes=saes, sae_sources=[str(p.resolve()) for p in args.sae],
                      out=args.out, config=config, directions=directions,
-                     resume=args.resume, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                     resume=args.resume, checkpoint_windows=args.checkpoint_windows, progress=not args.no_progress,
                      model_source=args.model)
     if result is not None and rank_from_env() == 0:
         t = result.manifest["totals"]

@@ -14,11 +14,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="gpt2probe harvest-report",
                description="Write a self-contained offline HTML dashboard of a finished harvest.")
     p.add_argument("dir", type=Path, help="the harvest's output directory")
-    p.add_argument("--out", type=Path, help="HTML file to write (default: DIR/dashboard.html)")
-    p.add_argument("--model", help="model for the logit effects (default: the one the harvest used)")
-    p.add_argument("--hooks", nargs="+", help="only these hooks (default: all)")
+    options.add(p, "--out", "an HTML file (default: DIR/dashboard.html)")
+    options.add(p, "--model", "for the logit effects (default: the one the harvest used)")
+    options.add(p, "--hooks", "only these (default: all)")
     options.add(p, "--examples", "shown per unit (default: 8)", default=8)
-    p.add_argument("--no-logits", action="store_true", help="skip the direct effect on the logits (no model needed)")
+    options.add(p, "--no-logits", "(the direct effects)")
     options.add(p, "--device", "for the logit effects")
     return p
 

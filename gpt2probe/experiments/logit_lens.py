@@ -53,7 +53,7 @@ def build_parser() -> Parser:
     parser.add_argument("--target", help="a token to follow through the layers, e.g. ' Paris' "
                                          "(default: each prompt's final top-1)")
     options.add(parser, "--top", "predictions kept per cell (default: 5)", default=5)
-    parser.add_argument("--include-mid", action="store_true", help="also read the stream between attention and MLP")
+    options.add(parser, "--include-mid", "read as well")
     options.add(parser, "--tuned-lens", "also read the prompts through it; the report shows both lenses, "
                 "one line per lens in its plots")
     parser.add_argument("--no-tuned-lens", action="store_true",

@@ -4,7 +4,9 @@ A flag means one thing in every command: ``--prompt`` is one prompt, ``--prompts
 file of prompts one per line, ``--top`` how many of the highest-ranked items are listed or
 kept, ``--examples`` how many max-activating examples per unit, ``--corpus`` the text a
 command trains or harvests on, ``--tuned-lens`` a tuned lens directory and ``--finetuned`` a
-fine-tuned model. Commands add these with :func:`add` (one help text each, e.g. for
+fine-tuned model, ``--batch-size`` how many sequences go through the model in one pass
+(forward, or forward and backward: each command's help names the sequences) and
+``--checkpoint-every`` how many optimiser steps pass between checkpoints. Commands add these with :func:`add` (one help text each, e.g. for
 ``--device``), and their own options with ``parser.add_argument`` as usual.
 
 Old spellings keep working for one release through :func:`add_deprecated`: the value goes
@@ -52,8 +54,24 @@ SHARED: dict[str, Option] = {o.flag: o for o in (
     Option("--max-documents", "only the first N documents", {"type": positive_int, "metavar": "N"}),
     Option("--tuned-lens", "a tuned lens directory (from gpt2probe tuned-lens train)", {"type": Path, "metavar": "DIR"}),
     Option("--finetuned", "the fine-tuned model: hub id, directory, or shipped name"),
+    Option("--model", "hub id, save_pretrained directory, or shipped model name"),
+    Option("--out", "where the result goes", {"type": Path}),
+    Option("--batch-size", "sequences per pass through the model", {"type": positive_int, "metavar": "N"}),
+    Option("--checkpoint-every", "optimiser steps between checkpoints", {"type": positive_int, "metavar": "STEPS"}),
     Option("--seed", "random seed", {"type": int}),
     Option("--no-progress", "no progress bar", {"action": "store_true"}),
+    Option("--steps", "optimiser steps", {"type": positive_int}),
+    Option("--seq-len", "tokens per window", {"type": positive_int}),
+    Option("--resume", "continue the interrupted run in --out", {"action": "store_true"}),
+    Option("--hooks", "hook names", {"nargs": "+", "metavar": "HOOK"}),
+    Option("--sae", "SAE or transcoder directories (SAELens's format)", {"type": Path, "metavar": "DIR"}),
+    Option("--layer", "a block's index", {"type": int}),
+    Option("--include-mid", "also the streams between attention and MLP (resid_mid)", {"action": "store_true"}),
+    Option("--tokens", "comma-separated token ids, e.g. 0,5,9,2,5,9"),
+    Option("--prepend-bos", "start a text prompt with <|endoftext|>", {"action": "store_true"}),
+    Option("--method", "how the scores are computed"),
+    Option("--json", "also write this JSON file", {"type": Path, "metavar": "FILE"}),
+    Option("--no-logits", "skip the effects on the logits (no model needed)", {"action": "store_true"}),
 )}
 """Flag -> its one definition. A command may say more about its use in ``detail`` (see :func:`add`)."""
 
@@ -79,6 +97,10 @@ RENAMED: tuple[Renamed, ...] = (
     Renamed("attention", "--prompt-file", "--prompt-from", "--prompt-file sat beside --prompts-file (one per line)"),
     Renamed("patching", "--steps", "--ig-steps", "--steps is optimiser steps in finetune, sae and tuned-lens"),
     Renamed("circuit", "--steps", "--ig-steps", "--steps is optimiser steps in finetune, sae and tuned-lens"),
+    Renamed("sae train", "--batch-size", "--train-batch-size-tokens",
+            "--batch-size counts sequences per pass through the model; tokens per step are SAELens's train_batch_size_tokens"),
+    Renamed("harvest", "--checkpoint-every", "--checkpoint-windows",
+            "--checkpoint-every counts optimiser steps in sae and tuned-lens; a harvest counts windows"),
 )
 """Every deprecated spelling; each parser adds its own with :func:`add_deprecated`."""
 
@@ -102,6 +124,8 @@ def add(parser: argparse.ArgumentParser | argparse._ActionsContainer, flag: str,
 
 def add_deprecated(parser: argparse.ArgumentParser | argparse._ActionsContainer, command: str) -> None:
     """Add every old spelling that :data:`RENAMED` lists for ``command``, hidden from ``--help``.
+
+    ``command`` is a command or a command and its action (``"sae train"``), as :data:`RENAMED` names it.
 
     Call it after the new options are added: an old spelling takes the new option's type,
     number of values and destination, and warns on stderr when used.
@@ -152,20 +176,41 @@ def options_table(parsers: dict[str, argparse.ArgumentParser]) -> str:
     Sub-command parsers (``tuned-lens train``) count as their command. Hidden options (old
     spellings) are left out; they have their own table, :func:`renamed_table`.
     """
-    rows: dict[str, dict[str, list[str]]] = {}
+    rows = meanings(parsers)
+    lines = ["| option | meaning | commands |", "|---|---|---|"]
+    for flag in sorted(rows):
+        for meaning, uses in rows[flag].items():
+            shared = " (shared)" if flag in SHARED else ""
+            commands = ", ".join(f"{command} ({detail})" if detail else command for command, detail in sorted(set(uses)))
+            lines.append(f"| `{flag}`{shared} | {_cell(meaning)} | {_cell(commands)} |")
+    return "\n".join(lines)
+
+
+def meanings(parsers: dict[str, argparse.ArgumentParser]) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Flag -> its meaning(s) -> the commands that take it with that meaning, each with what it adds for itself.
+
+    A shared option's meaning is its one help text, and what a command says after it (which
+    sequences ``--batch-size`` counts there) is that command's detail; another option's meaning
+    is its help's first sentence. A flag with two meanings is a flag that means two things.
+    """
+    rows: dict[str, dict[str, list[tuple[str, str]]]] = {}
     for command, parser in parsers.items():
         for action in _visible_actions(parser):
             for flag in action.option_strings:
                 if not flag.startswith("--") or flag == "--help":
                     continue
-                meaning = SHARED[flag].help if flag in SHARED else _first_sentence(action.help or "")
-                rows.setdefault(flag, {}).setdefault(meaning, []).append(command)
-    lines = ["| option | meaning | commands |", "|---|---|---|"]
-    for flag in sorted(rows):
-        for meaning, commands in rows[flag].items():
-            shared = " (shared)" if flag in SHARED else ""
-            lines.append(f"| `{flag}`{shared} | {_cell(meaning)} | {', '.join(sorted(set(commands)))} |")
-    return "\n".join(lines)
+                text = action.help or ""
+                if flag in SHARED and text.startswith(SHARED[flag].help):
+                    meaning = SHARED[flag].help
+                    detail = _first_sentence(text[len(meaning):].strip(" :"))
+                    if detail.startswith("(default"):
+                        detail = ""
+                    elif detail.startswith("(") and detail.endswith(")") and detail.count("(") == 1:
+                        detail = detail[1:-1]  # "--tokens (for models with their own vocabulary)"
+                else:
+                    meaning, detail = _first_sentence(text), ""
+                rows.setdefault(flag, {}).setdefault(meaning, []).append((command, detail))
+    return rows
 
 
 def renamed_table() -> str:

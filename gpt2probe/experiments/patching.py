@@ -63,11 +63,10 @@ def build_parser() -> Parser:
     pairs.add_pair_arguments(parser)
     parser.add_argument("--direction", choices=("denoise", "noise"), default="denoise",
                         help="denoise: clean activations into the corrupted run (default); noise: the reverse")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="patched runs per forward pass (default: 16)")
-    parser.add_argument("--method", choices=METHODS, default="exact",
-                        help="exact: one patched run per cell (default); atp: attribution patching, a gradient "
-                             "estimate of every cell; atp*: atp with the attention softmax recomputed exactly for "
-                             "queries/keys, plus GradDrop; ig: integrated gradients")
+    options.add(parser, "--batch-size", "patched copies of the prompt per forward pass (default: 16)", default=16)
+    options.add(parser, "--method", "of the cells: exact, one patched run per cell (default); atp: attribution "
+                "patching, a gradient estimate of every cell; atp*: atp with the attention softmax recomputed exactly "
+                "for queries/keys, plus GradDrop; ig: integrated gradients", choices=METHODS, default="exact")
     parser.add_argument("--ig-steps", dest="steps", type=positive_int, default=None,
                         help="integration points for --method ig (default 16)")
     parser.add_argument("--compare-exact", action="store_true",

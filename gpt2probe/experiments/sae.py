@@ -26,12 +26,12 @@ from .harvest import load_model
 
 
 def _corpus_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="hub id, save_pretrained directory, or shipped model (tiny-english)")
+    options.add(p, "--model", "(tiny-english)", required=True)
     options.add(p, "--corpus", "text files or globs, .jsonl, .parquet, datasets dirs", required=True)
     options.add(p, "--field")
     options.add(p, "--column")
     options.add(p, "--max-documents")
-    p.add_argument("--seq-len", type=positive_int, help="tokens per packed window (default: model context, at most 128)")
+    options.add(p, "--seq-len", "documents packed end to end (default: the model's context, at most 128)")
     options.add(p, "--device")
 
 
@@ -42,32 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
     _corpus_args(t)
     what = t.add_mutually_exclusive_group(required=True)
     what.add_argument("--hook", help="the hook an SAE reads and reconstructs, e.g. blocks.2.hook_resid_post")
-    what.add_argument("--layer", type=int, help="with --transcoder: the block whose MLP it replaces")
+    options.add(what, "--layer", "with --transcoder: the block whose MLP it replaces")
     t.add_argument("--transcoder", action="store_true", help="train a transcoder (needs --layer)")
-    t.add_argument("--out", required=True, type=Path, help="directory for the trained coder (cfg.json + weights)")
+    options.add(t, "--out", "a directory for the trained coder (cfg.json + weights)", required=True)
     t.add_argument("--d-sae", type=positive_int, required=True, help="number of features")
     t.add_argument("--architecture", default="topk", choices=list(ARCHITECTURES), help="the coder's activation "
                    "(default: topk)")
     t.add_argument("--k", type=positive_int, help="active features per token (topk, batchtopk)")
     # the training settings: one flag per SAETrainConfig field, help and defaults from its fields
     add_arguments(SAETrainConfig, t, shared=options.SHARED, add_shared=options.add)
-    t.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (in OUT/checkpoint)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    options.add(t, "--checkpoint-every", "(in OUT/checkpoint)")
+    options.add(t, "--resume", "from OUT/checkpoint")
     options.add(t, "--no-progress")
+    options.add_deprecated(t, "sae train")
     e = sub.add_parser("evaluate", help="reconstruction, sparsity and spliced language-model loss on a corpus")
     _corpus_args(e)
-    e.add_argument("--sae", required=True, type=Path, help="an SAE or transcoder directory (SAELens's format)")
-    e.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)")
-    e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    options.add(e, "--sae", "one, to evaluate", required=True)
+    options.add(e, "--batch-size", "windows per forward pass (default: 8)", default=8)
+    options.add(e, "--json", "the figures")
     r = sub.add_parser("report", help="an offline HTML feature browser of a harvest made with --sae")
     r.add_argument("dir", type=Path, help="the harvest's output directory (gpt2probe harvest --sae ...)")
-    r.add_argument("--out", type=Path, help="HTML file to write (default: DIR/features.html)")
-    r.add_argument("--sae", nargs="+", type=Path, metavar="DIR",
-                   help="the harvested SAE or transcoder folders (default: the folders the harvest recorded)")
-    r.add_argument("--model", help="model for tokens and logit effects (default: the one the harvest used)")
-    r.add_argument("--hooks", nargs="+", help="only these feature hooks (default: all)")
+    options.add(r, "--out", "an HTML file (default: DIR/features.html)")
+    options.add(r, "--sae", "the harvested ones (default: the folders the harvest recorded)", nargs="+")
+    options.add(r, "--model", "for tokens and logit effects (default: the one the harvest used)")
+    options.add(r, "--hooks", "only these feature hooks (default: all)")
     options.add(r, "--examples", "top contexts shown per feature (default: 10)", default=10)
-    r.add_argument("--no-logits", action="store_true", help="skip the logit effects (no model or SAE weights needed)")
+    options.add(r, "--no-logits", "(nor SAE weights)")
     options.add(r, "--device", "for the logit effects")
     return p
 

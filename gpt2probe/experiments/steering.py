@@ -57,7 +57,7 @@ def build_parser() -> Parser:
                                                             f"on {OFFLINE_MODEL}: {OFFLINE_POSITIVE}, code)")
     parser.add_argument("--negative", action="append", help=f"a prompt without it (repeatable; default: {NEGATIVE}; "
                                                             f"on {OFFLINE_MODEL}: {OFFLINE_NEGATIVE}, prose)")
-    parser.add_argument("--layer", type=int, help="the layer whose stream is steered (default: the middle one)")
+    options.add(parser, "--layer", "whose stream is steered (default: the middle one)")
     parser.add_argument("--stream", choices=("resid_pre", "resid_mid", "resid_post"), default="resid_pre",
                         help="where in the layer the vector is read from and added to: entering it (resid_pre, "
                              "the default), between attention and MLP (resid_mid), or leaving it (resid_post)")

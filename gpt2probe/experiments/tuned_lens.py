@@ -19,7 +19,7 @@ from pathlib import Path
 from ..configs.base import add_arguments, from_args, to_dict
 from ..configs.tuned_lens import DEFAULT_SEQ_LEN, TunedLensTrainConfig
 from . import options
-from .common import Parser, UsageError, check_device, check_out_dir, load_model, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out_dir, load_model, run_command
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -30,11 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train a lens on text files and save it to --out",
                            description="Train a tuned lens on text files (each file one document) and save it.")
-    train.add_argument("--model", required=True, help="hub id, save_pretrained directory or shipped model name")
+    options.add(train, "--model", "(tiny-english)", required=True)
     options.add(train, "--corpus", "UTF-8 text files, one document each", required=True, type=Path)
-    train.add_argument("--out", type=Path, required=True, help="directory to write the lens into")
+    options.add(train, "--out", "a directory for the lens", required=True)
     add_arguments(TunedLensTrainConfig, train, shared=options.SHARED, add_shared=options.add)
-    train.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (default 25)")
+    options.add(train, "--checkpoint-every", "(default: 25)", default=25)
     options.add(train, "--device")
     options.add(train, "--no-progress")
     return parser

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
 from torch import Tensor
 
 from .. import validate
-from ..configs.base import build
+from ..configs.base import build, user_stacklevel
 from ..configs.harvest import HarvestConfig
 from .corpus import Corpus
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
@@ -43,7 +44,7 @@ def harvest(
     saes: Sequence = (),
     directions: dict[str, Tensor] | None = None,
     resume: bool = False,
-    checkpoint_every: int | None = None,
+    checkpoint_windows: int | None = None,
     progress: bool = True,
     model_source: str | None = None,
     sae_sources: Sequence[str | None] | None = None,
@@ -72,7 +73,9 @@ def harvest(
         sae_sources: where each of ``saes`` was loaded from (recorded for ``gpt2probe sae report``).
         directions: ``{hook: [n, d_model]}``: summarise projections on these instead of the dimensions.
         resume: continue an interrupted run in ``out`` (same model, corpus, hooks and settings).
-        checkpoint_every: windows between checkpoints (per process); ``None``: one a minute or so.
+        checkpoint_windows: windows harvested between checkpoints (per process); ``None``: one a minute or so.
+            (``checkpoint_every`` until this release, still taken with a ``DeprecationWarning``:
+            elsewhere ``checkpoint_every`` counts optimiser steps.)
         progress: show a progress bar.
         model_source: how the model was named, recorded so the dashboard can load it again.
         settings: :class:`HarvestConfig` fields, when ``config`` is not given.
@@ -86,6 +89,13 @@ def harvest(
     if config is not None and settings:
         raise HarvestConfigError(f"give the settings either as config or as keyword arguments, not both "
                                  f"(got config and {', '.join(sorted(settings))})")
+    if "checkpoint_every" in settings:  # the old name of checkpoint_windows, kept for one release
+        if checkpoint_windows is not None:
+            raise HarvestConfigError("give checkpoint_windows only (checkpoint_every is its old name), not both")
+        warnings.warn("harvest's checkpoint_every is now checkpoint_windows (checkpoint_every counts optimiser steps in "
+                      "SAE and tuned-lens training); checkpoint_every will stop working in the next release",
+                      DeprecationWarning, stacklevel=user_stacklevel(sys._getframe()))
+        checkpoint_windows = settings.pop("checkpoint_every")
     if config is None:
         if settings.get("block_chars") is None:  # None has always meant the default block size
             settings.pop("block_chars", None)
@@ -93,7 +103,7 @@ def harvest(
     if not isinstance(corpus, Corpus):
         corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
     return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=config,
-                       directions=directions, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                       directions=directions, resume=resume, checkpoint_windows=checkpoint_windows, progress=progress,
                        model_source=model_source, saes=list(saes), sae_sources=sae_sources)
 
 

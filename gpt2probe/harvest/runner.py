@@ -77,7 +77,7 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathLike, *, options: Options,
-                directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_every: int | None = None,
+                directions: dict[str, Tensor] | None = None, resume: bool = False, checkpoint_windows: int | None = None,
                 progress: bool = True, model_source: str | None = None, stop_after_windows: int | None = None,
                 saes: Sequence = (), sae_sources: Sequence[str | None] | None = None) -> Harvest | None:
     """Harvest ``hooks`` and the features of ``saes`` over ``corpus`` into ``out``; see :func:`gpt2probe.harvest`.
@@ -89,8 +89,8 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
     out = Path(out)
     cfg = probe.cfg
     options = options.resolved(cfg.n_ctx)
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise HarvestConfigError(f"checkpoint_every must be at least 1 window, got {checkpoint_every}")
+    if checkpoint_windows is not None and checkpoint_windows < 1:
+        raise HarvestConfigError(f"checkpoint_windows must be at least 1 window, got {checkpoint_windows}")
     saes = list(saes)
     if sae_sources is not None and len(sae_sources) != len(saes):
         raise HarvestConfigError(f"{len(sae_sources)} sae_sources for {len(saes)} SAEs; give one (or None) per SAE")
@@ -115,7 +115,7 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
                                      "save the hook the SAE reads and encode its shards")
     sources = {p.name: (None if sae_sources is None else sae_sources[i]) for i, p in enumerate(features)}
     with process_group(cfg.device):
-        return _run(probe, corpus, plans, out, options, resume, checkpoint_every, progress, model_source,
+        return _run(probe, corpus, plans, out, options, resume, checkpoint_windows, progress, model_source,
                     stop_after_windows, sources)
 
 
@@ -192,7 +192,7 @@ def _coder_entry(coder) -> dict:
 
 
 def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Options, resume: bool,
-         checkpoint_every: int | None, progress: bool, model_source: str | None, stop_after_windows: int | None,
+         checkpoint_windows: int | None, progress: bool, model_source: str | None, stop_after_windows: int | None,
          sae_sources: dict[str, str | None] | None = None):
     rank, world = rank_world()
     fingerprint = _fingerprint(probe, corpus, plans, options, world)
@@ -223,7 +223,7 @@ def _run(probe, corpus: Corpus, plans: list[HookPlan], out: Path, options: Optio
 
     if not progress_state["done"]:
         _loop(probe, corpus, plans, summaries, options, progress_state, out, ckpt, raw, rank, world,
-              checkpoint_every, progress and rank == 0, sizes, stop_after_windows)
+              checkpoint_windows, progress and rank == 0, sizes, stop_after_windows)
         if stop_after_windows is not None and not progress_state["done"]:
             return None
     return _finish(probe, corpus, plans, summaries, options, progress_state, out, fingerprint, rank, world,
@@ -326,7 +326,7 @@ def _forward(probe, tokens: Tensor, pairs: list) -> None:
         run(tokens)
 
 
-def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank, world, checkpoint_every,
+def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank, world, checkpoint_windows,
           show_progress, sizes, stop_after_windows) -> None:
     mine = [owner == rank for owner in assign_blocks(sizes, world)]
     done_chars = sum(size for b, size in enumerate(sizes) if mine[b] and b < state["block"])
@@ -379,7 +379,7 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
                     since += n_win
                     if bar is not None:
                         bar.advance_to(done_chars + block.chars * sl.stop // packed.n_windows, state["tokens"])
-                    due = since >= checkpoint_every if checkpoint_every else now - last_checkpoint >= CHECKPOINT_SECONDS
+                    due = since >= checkpoint_windows if checkpoint_windows else now - last_checkpoint >= CHECKPOINT_SECONDS
                     if due:
                         _checkpoint(ckpt, summaries, state, raw)
                         since, last_checkpoint = 0, time.perf_counter()

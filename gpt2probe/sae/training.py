@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
-from ..configs.base import build
+from ..configs.base import build, upgrade
 from ..configs.sae import TRAINING_METADATA, SAETrainConfig
 from ..configs.sae import TrainOptions as TrainOptions
 from ..errors import InvalidArgumentError
@@ -49,19 +49,19 @@ CHECKPOINT = "checkpoint.pt"
 
 def resolve(options: SAETrainConfig, cfg: SAEConfig, n_tokens: int | None) -> SAETrainConfig:
     """``options`` with every ``None`` replaced by its default for ``cfg`` and ``n_tokens`` rows of data (``None``: unknown)."""
-    opts = options.with_batch_size(n_tokens)
+    opts = options.with_train_batch_size(n_tokens)
     steps = opts.steps
     if steps is None:
         if n_tokens is None:
             raise InvalidArgumentError("the amount of data is unknown (an iterator): say how many steps to train "
                                        "(steps=...)")
-        steps = max(math.ceil(n_tokens / opts.batch_size), opts.min_steps)
-    if n_tokens is not None and n_tokens < opts.batch_size:
-        raise ActivationError(f"{n_tokens} activations are fewer than one batch ({opts.batch_size}); pass more "
-                              "data or a smaller batch_size")
-    if opts.buffer_tokens < 2 * opts.batch_size and n_tokens is None:
+        steps = max(math.ceil(n_tokens / opts.train_batch_size_tokens), opts.min_steps)
+    if n_tokens is not None and n_tokens < opts.train_batch_size_tokens:
+        raise ActivationError(f"{n_tokens} activations are fewer than one batch ({opts.train_batch_size_tokens}); pass more "
+                              "data or a smaller train_batch_size_tokens")
+    if opts.buffer_tokens < 2 * opts.train_batch_size_tokens and n_tokens is None:
         raise InvalidArgumentError(f"buffer_tokens ({opts.buffer_tokens}) must hold two batches "
-                                   f"({2 * opts.batch_size})")
+                                   f"({2 * opts.train_batch_size_tokens})")
     return dataclasses.replace(
         opts, steps=steps,
         lr=opts.lr if opts.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 16384),
@@ -70,7 +70,7 @@ def resolve(options: SAETrainConfig, cfg: SAEConfig, n_tokens: int | None) -> SA
         l1_warmup_steps=opts.l1_warmup_steps if opts.l1_warmup_steps is not None else steps // 20,
         aux_k=min(opts.aux_k if opts.aux_k is not None else max(1, cfg.d_in // 2), cfg.d_sae),
         dead_after_tokens=opts.dead_after_tokens if opts.dead_after_tokens is not None
-        else min(10_000_000, max(opts.batch_size, steps * opts.batch_size // 10)),
+        else min(10_000_000, max(opts.train_batch_size_tokens, steps * opts.train_batch_size_tokens // 10)),
     )
 
 
@@ -272,8 +272,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
-        if state["fingerprint"] != json.dumps(self.fingerprint, sort_keys=True, default=str):
-            saved, now = json.loads(state["fingerprint"]), json.loads(json.dumps(self.fingerprint, default=str))
+        saved = _current_names(json.loads(state["fingerprint"]))  # a checkpoint from before a rename still resumes
+        if json.dumps(saved, sort_keys=True) != json.dumps(self.fingerprint, sort_keys=True, default=str):
+            now = json.loads(json.dumps(self.fingerprint, default=str))
             diffs = []
             for group in sorted(now):
                 if saved.get(group) != now[group]:
@@ -363,6 +364,14 @@ class Trainer:
         return out
 
 
+def _current_names(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A saved checkpoint's fingerprint with its options under their current names (``batch_size`` was renamed)."""
+    options = fingerprint.get("options")
+    if not isinstance(options, dict):
+        return fingerprint
+    return {**fingerprint, "options": upgrade(SAETrainConfig, options, warn=False)}
+
+
 def _scale(rows: Tensor, what: str) -> float:
     norm = float(rows.double().norm(dim=-1).mean())
     if not norm > 0:
@@ -413,8 +422,8 @@ def run(coder_cls: type, cfg: SAEConfig, batches: Batches, n_tokens: int | None,
     cfg_id = {f.name: str(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in ("metadata",)}
     fingerprint = {"config": cfg_id, "options": opts.fingerprint(), "data": data_id}
     with distributed.joined() as world:  # under torchrun: data parallel (see gpt2probe.sae.distributed)
-        if opts.batch_size < world.size:
-            raise InvalidArgumentError(f"batch_size ({opts.batch_size}) must be at least the number of processes "
+        if opts.train_batch_size_tokens < world.size:
+            raise InvalidArgumentError(f"train_batch_size_tokens ({opts.train_batch_size_tokens}) must be at least the number of processes "
                                        f"({world.size})")
         trainer = Trainer(coder_cls, cfg, opts, batches, fingerprint, callback, world)
         trainer.run()
@@ -449,8 +458,8 @@ def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None 
             rows = torch.cat([x, y], dim=-1)
         cfg = build_config(coder_cls, width_in, width_out, cfg=cfg, d_sae=d_sae, architecture=architecture, k=k,
                            hook_name=hook_name, layer=layer, skip=skip, model_name=model_name)
-        opts = opts.with_batch_size(rows.shape[0])
-        batches: Batches = TensorBatches(rows, opts.batch_size, gen)
+        opts = opts.with_train_batch_size(rows.shape[0])
+        batches: Batches = TensorBatches(rows, opts.train_batch_size_tokens, gen)
         data_id = {"rows": rows.shape[0], "width": rows.shape[1], "sha256": _digest(rows)}
         return run(coder_cls, cfg, batches, rows.shape[0], data_id, opts, callback)
     if targets is not None:
@@ -484,8 +493,8 @@ def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None 
         source = IteratorSource((c.float().cpu() for c in _chain(first, iterator)), width_in)
     cfg = build_config(coder_cls, width_in, width_out, cfg=cfg, d_sae=d_sae, architecture=architecture, k=k,
                        hook_name=hook_name, layer=layer, skip=skip, model_name=model_name)
-    opts = opts.with_batch_size(None)
-    batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
+    opts = opts.with_train_batch_size(None)
+    batches = StreamBatches(source, opts.train_batch_size_tokens, max(opts.buffer_tokens, 2 * opts.train_batch_size_tokens), gen)
     return run(coder_cls, cfg, batches, None, {"iterator": True}, opts, callback)
 
 
@@ -540,15 +549,15 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
     if n_tokens == 0:
         raise ActivationError("the corpus holds no text (every document is empty)")
     gen = torch.Generator().manual_seed(seed + 1)
-    opts = opts.with_batch_size(n_tokens)
-    if n_tokens <= opts.buffer_tokens and n_tokens >= opts.batch_size:
+    opts = opts.with_train_batch_size(n_tokens)
+    if n_tokens <= opts.buffer_tokens and n_tokens >= opts.train_batch_size_tokens:
         # One pass fits in the buffer: run the model over the corpus once and keep the rows,
         # instead of running it again every epoch (a default run repeats small data 15 times
         # or more). Memory stays within the buffer's bound.
         source.epochs = 1
-        batches: Batches = TensorBatches(torch.cat(list(source.chunks())), opts.batch_size, gen)
+        batches: Batches = TensorBatches(torch.cat(list(source.chunks())), opts.train_batch_size_tokens, gen)
     else:
-        batches = StreamBatches(source, opts.batch_size, max(opts.buffer_tokens, 2 * opts.batch_size), gen)
+        batches = StreamBatches(source, opts.train_batch_size_tokens, max(opts.buffer_tokens, 2 * opts.train_batch_size_tokens), gen)
     data_id = {"model": weights_digest(probe.model), "corpus": corpus.describe(), "hooks": hooks,
                "seq_len": source.seq_len, "windows_per_pass": windows_per_pass}
     return run(coder_cls, cfg, batches, n_tokens, data_id, opts, callback)
