@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2probe import SAE, Transcoder
+from gpt2probe import SAE, SAEConfig, Transcoder
 from gpt2probe.errors import GPT2ProbeError
 from gpt2probe.sae.buffer import IteratorSource, StreamBatches
 
@@ -200,6 +200,17 @@ def test_runs_that_cannot_be_done_say_why_before_starting():
         SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=64, lr=-1.0, progress=False)
     with pytest.raises(GPT2ProbeError, match="checkpoint_dir"):
         SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, train_batch_size_tokens=64, resume=True, progress=False)
+    # A batch top-k config may lack k (a record only, at inference); training one needs it.
+    with pytest.raises(GPT2ProbeError, match="needs k"):
+        SAE.fit(x, cfg=SAEConfig(d_in=16, d_sae=8, hook_name=HOOK, architecture="batchtopk"), train_batch_size_tokens=64,
+                progress=False)
+    # A config of the other kind of coder, refused by name before any data is used.
+    with pytest.raises(GPT2ProbeError, match="train a Transcoder"):
+        SAE.fit(x, cfg=SAEConfig.for_transcoder(0, d_model=16, d_sae=8, architecture="topk", k=2), train_batch_size_tokens=64,
+                progress=False)
+    with pytest.raises(GPT2ProbeError, match="train an SAE"):
+        Transcoder.fit(x, x, cfg=SAEConfig(d_in=16, d_sae=8, hook_name=HOOK, architecture="topk", k=2), train_batch_size_tokens=64,
+                       progress=False)
 
 
 def test_default_schedule_follows_the_data():

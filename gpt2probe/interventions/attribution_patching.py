@@ -71,14 +71,29 @@ from .patching import (
     _position_labels,
     _scalar,
     check_aligned,
-    check_metric_options,
-    logit_diff_metric,
-    token_ids,
+    chosen_metric,
 )
 from .pruning import FalseNegativeBound, PruningCheck, bound_false_negatives
 
 METHODS = ("atp", "atp*", "ig")
 DEFAULT_IG_STEPS = 16
+
+
+def ig_steps(method: str, steps: object) -> int:
+    """``"ig"``'s integration points (``DEFAULT_IG_STEPS`` when ``steps`` is ``None``); 0 for the other methods.
+
+    Raises:
+        InvalidArgumentError: ``steps`` given to another method, or not a positive integer.
+    """
+    if method != "ig":
+        if steps is not None:
+            raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
+        return 0
+    if steps is None:
+        return DEFAULT_IG_STEPS
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InvalidArgumentError(f"steps must be a positive integer, got {steps!r}")
+    return steps
 
 
 @dataclass(frozen=True)
@@ -151,10 +166,7 @@ def prepare(probe: GPT2Probe, clean: Inputs, corrupted: Inputs, *, metric: Metri
     clean_t = probe.as_tokens(clean, prepend_bos=prepend_bos).to(probe.cfg.device)
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)
-    check_metric_options(metric, answer, wrong)
-    if metric is None:
-        n_batch = clean_t.ids.shape[0]
-        metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
+    metric = chosen_metric(probe, metric, answer, wrong, clean_t.ids.shape[0])
     base, source = (corrupted_t, clean_t) if direction == "denoise" else (clean_t, corrupted_t)
     return Prepared(clean_t, corrupted_t, metric, base, source)
 
@@ -246,6 +258,8 @@ def _graddrop(probe: GPT2Probe, prep: Prepared, grad_names, keep, estimate, batc
     for rows, run in graddrop_runs(probe, prep, grad_names, keep, batch_size):
         cells = [e.abs() for e in estimate(run.acts, run.grads, rows)]
         total = cells if total is None else [t + e for t, e in zip(total, cells)]
+    if total is None:  # one run per layer, and atp* needs at least 2 layers
+        raise InvalidArgumentError("GradDrop needs layers to drop; this model has none")
     return [t / (probe.cfg.n_layers - 1) for t in total]
 
 
@@ -323,12 +337,7 @@ def attribution_patch(
     validate.boolean("per_position", per_position)
     validate.boolean("normalize", normalize)
     validate.choice("method", method, METHODS)
-    if steps is not None and method != "ig":
-        raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
-    if method == "ig":
-        steps = DEFAULT_IG_STEPS if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidArgumentError(f"steps must be a positive integer, got {steps!r}")
+    n_steps = ig_steps(method, steps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     if pruning_check is not None and not isinstance(pruning_check, PruningCheck):
@@ -352,7 +361,7 @@ def attribution_patch(
         with torch.no_grad():
             base_logits, base_cache = probe.run_with_cache(prep.base, names=source_names)
             base_metric = _scalar(prep.metric(base_logits))
-        cells = _integrated(probe, prep, spec, per_position, source, dict(base_cache), steps, batch_size)
+        cells = _integrated(probe, prep, spec, per_position, source, dict(base_cache), n_steps, batch_size)
     else:
         grad_names, keep, estimate = _estimator(probe, kind, spec, per_position, method, source)
         run = grad_run(probe, prep.base, grad_names, prep.metric, keep=keep)
@@ -384,7 +393,7 @@ def attribution_patch(
         axes, labels = ("layer",), (layers,)
     result = AttributionResult(kind=kind, direction=direction, values=values, axis_names=axes, axis_labels=labels,
                                clean_metric=clean_metric, corrupted_metric=corrupted_metric, normalized=normalize,
-                               method=method, steps=steps if method == "ig" else None, graddrop=graddrop)
+                               method=method, steps=n_steps if method == "ig" else None, graddrop=graddrop)
     if pruning_check is None:
         return result
     if normalize:

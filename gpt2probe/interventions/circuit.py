@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError
-from ..model.hooks import HookPoint
+from ..model.hooks import HookFn, HookPoint
 from ..model.layernorm import LayerNorm
 from ..probe import GPT2Probe, Inputs
 from .attribution_patching import prepare
@@ -155,18 +155,23 @@ def faithfulness(
     def on_embed(activation: Tensor, point: HookPoint) -> None:
         sent[EMBED] = activation - corr[N.EMBED]
 
-    def on_z(activation: Tensor, point: HookPoint) -> None:
-        layer = point.layer
-        dz = activation - corr[N.z(layer)]
-        for h in range(n_heads):
-            sent[Node("head", layer, h)] = dz[:, :, h] @ W_O[layer, h]
+    # Each hook is made for its block's layer (a HookPoint's layer is Optional: the embeddings have none).
+    def on_z(layer: int) -> HookFn:
+        def hook(activation: Tensor, point: HookPoint) -> None:
+            dz = activation - corr[N.z(layer)]
+            for h in range(n_heads):
+                sent[Node("head", layer, h)] = dz[:, :, h] @ W_O[layer, h]
 
-    def on_mlp_out(activation: Tensor, point: HookPoint) -> None:
-        sent[Node("mlp", point.layer)] = activation - corr[N.mlp_out(point.layer)]
+        return hook
 
-    def on_qkv(which: str):
+    def on_mlp_out(layer: int) -> HookFn:
+        def hook(activation: Tensor, point: HookPoint) -> None:
+            sent[Node("mlp", layer)] = activation - corr[N.mlp_out(layer)]
+
+        return hook
+
+    def on_qkv(which: str, layer: int) -> HookFn:
         def hook(activation: Tensor, point: HookPoint) -> Tensor:
-            layer = point.layer
             ln = ln1[layer]
             out = corr[getattr(N, which)(layer)].clone()
             for h in range(n_heads):
@@ -178,7 +183,7 @@ def faithfulness(
 
         return hook
 
-    def on_normalized(receiver: Node, resid: str, ln: LayerNorm):
+    def on_normalized(receiver: Node, resid: str, ln: LayerNorm) -> HookFn:
         def hook(activation: Tensor, point: HookPoint) -> Tensor:
             delta = delta_in(receiver)
             x = corr[resid] if delta is None else corr[resid] + delta
@@ -186,11 +191,11 @@ def faithfulness(
 
         return hook
 
-    hooks = [(N.EMBED, on_embed)]
+    hooks: list[tuple[str, HookFn]] = [(N.EMBED, on_embed)]
     for l in range(n_layers):
-        hooks += [(N.q(l), on_qkv("q")), (N.k(l), on_qkv("k")), (N.v(l), on_qkv("v")), (N.z(l), on_z),
+        hooks += [(N.q(l), on_qkv("q", l)), (N.k(l), on_qkv("k", l)), (N.v(l), on_qkv("v", l)), (N.z(l), on_z(l)),
                   (N.ln_normalized(l, 2), on_normalized(Node("mlp", l), N.resid_mid(l), probe.weights.block(l).ln2)),
-                  (N.mlp_out(l), on_mlp_out)]
+                  (N.mlp_out(l), on_mlp_out(l))]
     hooks.append((N.LN_FINAL_NORMALIZED,
                   on_normalized(LOGITS, N.resid_post(n_layers - 1), probe.weights.ln_final)))
     circuit_metric = _scalar(prep.metric(probe.run_with_hooks(prep.clean, hooks)))

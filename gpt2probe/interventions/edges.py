@@ -46,7 +46,7 @@ from .. import names as N
 from .. import validate
 from ..errors import InvalidArgumentError, ShapeError
 from ..probe import GPT2Probe, Inputs
-from .attribution_patching import prepare
+from .attribution_patching import ig_steps, prepare
 from .gradients import Edit, copy_rows, grad_run
 from .graph import Edge, Node, all_edges, feeds, receivers, senders
 from .patching import Metric, Token, _scalar
@@ -197,12 +197,7 @@ def edge_attribution_patch(
         batch_size: path points per forward pass for ``"ig"``, dropped layers per pass for ``"atp*"``.
     """
     validate.choice("method", method, EDGE_METHODS)
-    if steps is not None and method != "ig":
-        raise InvalidArgumentError(f"steps={steps} is only used by method='ig' (got method={method!r})")
-    if method == "ig":
-        steps = 16 if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidArgumentError(f"steps must be a positive integer, got {steps!r}")
+    n_steps = ig_steps(method, steps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     prep = prepare(probe, clean, corrupted, metric=metric, answer=answer, wrong=wrong, direction=direction,
@@ -227,15 +222,17 @@ def edge_attribution_patch(
         base = dict(base_cache)
         grad_sum = None
         n_batch = prep.base.ids.shape[0]
-        alphas = [(k + 0.5) / steps for k in range(steps)]
-        for start in range(0, steps, batch_size):
+        alphas = [(k + 0.5) / n_steps for k in range(n_steps)]
+        for start in range(0, n_steps, batch_size):
             chunk = alphas[start : start + batch_size]
             run = grad_run(probe, prep.base, grad_names, prep.metric, copies=len(chunk), keep=keep,
                            edits={N.EMBED: _interpolate(chunk, source[N.EMBED], n_batch)})
             for c in range(len(chunk)):
                 g = _receiver_grads(W, run.acts, run.grads, copy_rows(c, n_batch), n_layers)
                 grad_sum = g if grad_sum is None else grad_sum + g
-        receiver_grads = grad_sum / steps
+        if grad_sum is None:  # ig_steps gave at least one point
+            raise InvalidArgumentError(f"steps must be a positive integer, got {n_steps}")
+        receiver_grads = grad_sum / n_steps
     else:
         run = grad_run(probe, prep.base, grad_names, prep.metric, keep=keep)
         base_metric = run.metrics[0]
@@ -266,7 +263,7 @@ def edge_attribution_patch(
         (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric))
     return EdgeScores(edges=tuple(edges[i] for i in order), scores=scores[order].float(), clean_metric=clean_metric,
                       corrupted_metric=corrupted_metric, method=method, direction=direction, n_layers=n_layers,
-                      n_heads=n_heads, steps=steps if method == "ig" else None,
+                      n_heads=n_heads, steps=n_steps if method == "ig" else None,
                       graddrop=None if dropped is None else dropped[order].float())
 
 
@@ -298,6 +295,8 @@ def _graddrop(probe: GPT2Probe, prep, W: _Weights, deltas: Tensor, grad_names: l
         grads = _receiver_grads(W, run.acts, run.grads, rows, n_layers)
         matrix = _edge_matrix(W, deltas, grads, run.acts, run.grads, rows, n_layers, n_heads, True).abs()
         total = matrix if total is None else total + matrix
+    if total is None:  # one run per layer, and atp* needs at least 2 layers
+        raise InvalidArgumentError("GradDrop needs layers to drop; this model has none")
     return total
 
 

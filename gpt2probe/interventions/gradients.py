@@ -37,7 +37,7 @@ def grad_run(
     probe: GPT2Probe,
     tokens: Tokens,
     names: Sequence[str],
-    metric: Callable[[Tensor], Tensor],
+    metric: Callable[[Tensor], Tensor | float],
     *,
     copies: int = 1,
     edits: dict[str, Edit] | None = None,
@@ -48,6 +48,8 @@ def grad_run(
     Copies are independent rows of one batch, so the gradient at copy ``c``'s rows is the
     gradient of copy ``c``'s own metric. ``keep`` names activations captured (detached) without
     gradients. Returns detached activations (after ``edits``) and gradients on ``names``.
+    ``metric`` is typed as patching's metrics are; one that returns anything but a one-element
+    tensor (a float cannot be differentiated) is refused by name.
     """
     n_batch = tokens.ids.shape[0]
     stacked = tokens if copies == 1 else Tokens(tokens.ids.repeat(copies, 1), tokens.attention_mask.repeat(copies, 1))
@@ -71,11 +73,12 @@ def grad_run(
     hooked = list(dict.fromkeys([*names, *edits, *keep]))
     with torch.enable_grad():
         logits = probe.run_with_hooks(stacked, [(name, make(name)) for name in hooked], grad=True)
-        values = [metric(logits[c * n_batch : (c + 1) * n_batch]) for c in range(copies)]
-        for value in values:
+        values: list[Tensor] = []
+        for value in [metric(logits[c * n_batch : (c + 1) * n_batch]) for c in range(copies)]:
             if not isinstance(value, Tensor) or value.numel() != 1:
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise InvalidArgumentError(f"attribution needs a metric that returns a one-element tensor (to differentiate), got {got}")
+            values.append(value)
         total = torch.stack([v.reshape(()) for v in values]).sum()
         if not total.requires_grad:
             raise InvalidArgumentError(

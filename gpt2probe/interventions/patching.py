@@ -266,12 +266,16 @@ def _scalar(value: Tensor | float, where: str = "") -> float:
     return number
 
 
-def check_metric_options(metric: object, answer: object, wrong: object) -> None:
-    """``metric`` replaces the default metric built from ``answer`` and ``wrong``: giving both would ignore one."""
+def chosen_metric(probe: GPT2Probe, metric: Metric | None, answer: Token | Sequence[Token] | None,
+                  wrong: Token | Sequence[Token] | None, n_batch: int) -> Metric:
+    """``metric``, or the default ``logit[answer] - logit[wrong]`` (:func:`logit_diff_metric`) when it is ``None``.
+
+    ``metric`` replaces the default metric built from ``answer`` and ``wrong``: giving both would ignore one.
+    """
     if metric is None:
         if answer is None or wrong is None:
             raise InvalidArgumentError("the default metric needs answer=... and wrong=... (or pass metric=fn(logits) -> scalar)")
-        return
+        return logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
     if not callable(metric):
         raise InvalidTypeError(f"metric must be a function fn(logits) -> scalar, got {type(metric).__name__}")
     if answer is not None or wrong is not None:
@@ -280,6 +284,7 @@ def check_metric_options(metric: object, answer: object, wrong: object) -> None:
             f"metric= and {given} were both given, but answer and wrong only build the default metric "
             "(logit[answer] - logit[wrong]), which metric= replaces: give one or the other"
         )
+    return metric
 
 
 def _position_labels(probe: GPT2Probe, clean: Tokens, corrupted: Tokens) -> tuple[str, ...]:
@@ -334,9 +339,7 @@ def patch(
     corrupted_t = probe.as_tokens(corrupted, prepend_bos=prepend_bos).to(probe.cfg.device)
     check_aligned(clean_t, corrupted_t)
     n_batch, n_pos = clean_t.ids.shape
-    check_metric_options(metric, answer, wrong)
-    if metric is None:
-        metric = logit_diff_metric(token_ids(probe, answer, n_batch, "answer"), token_ids(probe, wrong, n_batch, "wrong"))
+    metric = chosen_metric(probe, metric, answer, wrong, n_batch)
 
     spec = KINDS[kind]
     units, shape = _units(probe, spec, n_pos, per_position)

@@ -100,6 +100,8 @@ def stream_at(
     name = stream_name(probe, layer, stream)
     _, cache = probe.run_with_cache(prompts, names=[name])
     acts, tokens = cache[name], cache.tokens
+    if tokens is None:  # run_with_cache records the tokens it ran
+        raise InvalidArgumentError("the run's cache holds no tokens, so its pads cannot be told apart")
     rows = []
     for i in range(acts.shape[0]):
         real = acts[i, tokens.real_positions(i)]

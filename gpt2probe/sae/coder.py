@@ -71,7 +71,7 @@ class SparseCoder(nn.Module):
         self._check_kind(cfg)
         self._cfg = cfg
         factory = {"dtype": cfg.dtype, "device": cfg.device}
-        w_dec = torch.empty(cfg.d_sae, cfg.d_out, dtype=torch.float32)
+        w_dec = torch.empty(cfg.d_sae, cfg.write_width, dtype=torch.float32)
         nn.init.kaiming_uniform_(w_dec, generator=generator)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
         if cfg.is_transcoder:
@@ -82,9 +82,9 @@ class SparseCoder(nn.Module):
         self.W_enc = nn.Parameter(w_enc.to(**factory).contiguous())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **factory))
         self.W_dec = nn.Parameter(w_dec.to(**factory))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, **factory))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.write_width, **factory))
         self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, **factory)) if cfg.thresholded else None
-        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out, **factory)) if cfg.skip else None
+        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.write_width, **factory)) if cfg.skip else None
 
     @staticmethod
     def _check_kind(cfg: SAEConfig) -> None:
@@ -134,8 +134,11 @@ class SparseCoder(nn.Module):
         if arch == "standard":
             return activations.relu(pre)
         if arch == "topk":
-            return activations.topk(pre, self._cfg.k)
-        return activations.jumprelu(pre, self.threshold)
+            return activations.topk(pre, self._cfg.topk_k)
+        threshold = self.threshold  # built for the thresholded architectures, the only ones left here
+        if threshold is None:
+            raise InvalidArgumentError(f"this {arch!r} {type(self).__name__} has no threshold parameter")
+        return activations.jumprelu(pre, threshold)
 
     def _encode(self, x: Float[Tensor, "*batch d_in"], tap: Tap) -> Float[Tensor, "*batch d_sae"]:
         return tap(ACTS_POST, self._activate(self._pre(x, tap)))
@@ -257,7 +260,7 @@ class SparseCoder(nn.Module):
 
     # -- training and evaluation (gpt2probe.sae.training, gpt2probe.sae.evaluation) ----------
     fit = classmethod(training.fit)
-    train = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
+    train: training.TrainMethod = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
 
     def evaluate(self, probe, texts, **options) -> evaluation.Evaluation:
         """Reconstruction, sparsity and spliced-in language-model loss on ``texts``; see :func:`gpt2probe.sae.evaluation.evaluate`."""

@@ -26,11 +26,13 @@ NORMALIZATIONS = ("none", "expected_average_only_in")
 THRESHOLDED = ("jumprelu", "batchtopk")
 
 
-def _check_int(name: str, value: object, *, low: int = 1) -> None:
+def _check_int(name: str, value: object, *, low: int = 1) -> int:
+    """``value`` if it is an integer ``>= low``, else an error naming ``SAEConfig.<name>``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidTypeError(f"SAEConfig.{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < low:
         raise InvalidArgumentError(f"SAEConfig.{name} must be >= {low}, got {value}")
+    return value
 
 
 def _check_hook_name(what: str, name: object) -> None:
@@ -147,8 +149,7 @@ class SAEConfig:
 
     def _check_k(self) -> None:
         if self.architecture == "topk":
-            _check_int("k", self.k)
-            if self.k > self.d_sae:
+            if _check_int("k", self.k) > self.d_sae:
                 raise InvalidArgumentError(f"top-k's k ({self.k}) cannot exceed d_sae ({self.d_sae})")
         elif self.architecture == "batchtopk":
             if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, (int, float))
@@ -178,6 +179,19 @@ class SAEConfig:
     def write_hook(self) -> str:
         """Where the reconstruction goes: ``hook_name_out`` for a transcoder, else ``hook_name``."""
         return self.hook_name_out if self.hook_name_out is not None else self.hook_name
+
+    @property
+    def write_width(self) -> int:
+        """The width of what is written: ``d_out`` (``__post_init__`` set a ``None`` to ``d_in``)."""
+        return self.d_in if self.d_out is None else self.d_out
+
+    @property
+    def topk_k(self) -> int:
+        """Top-k's ``k``, the integer ``__post_init__`` checked; an error for the other architectures."""
+        if self.architecture != "topk" or not isinstance(self.k, int):
+            raise InvalidArgumentError(f"only architecture 'topk' keeps exactly k features per token; this config is "
+                                       f"{self.architecture!r} with k={self.k!r}")
+        return self.k
 
     @property
     def thresholded(self) -> bool:

@@ -11,10 +11,12 @@ module needs nothing from :mod:`.coder` and the classes' ``load``/``save`` call 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from .. import validate
 from ..errors import InvalidArgumentError, MissingFileError
@@ -22,7 +24,7 @@ from .config import SAEConfig
 from .dunefsky_format import read_dunefsky
 from .saelens_format import CFG_FILE, WEIGHTS_FILE, config_from_saelens, read_sae_cfg_json, read_weights, write_folder
 
-T = TypeVar("T")
+T = TypeVar("T", bound=nn.Module)
 _DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -52,20 +54,20 @@ def read_any(path: str | os.PathLike) -> tuple[SAEConfig, dict[str, torch.Tensor
     raise MissingFileError(f"no such file or folder: {str(path)!r}")
 
 
-def build(cls: type[T], cfg: SAEConfig, tensors: dict[str, torch.Tensor], *,
+def build(cls: Callable[[SAEConfig], T], cfg: SAEConfig, tensors: dict[str, torch.Tensor], *,
           device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> T:
     """``cls(cfg)`` with its parameters set to ``tensors``, on ``device`` (CPU by default) in ``dtype`` (the file's by default)."""
     target_dtype = _dtype(dtype) or cfg.dtype
     target_device = validate.device("device", device) or torch.device("cpu")  # a GPU this machine lacks: our error
     cfg = cfg.replace(device=target_device, dtype=target_dtype)
-    coder: Any = cls(cfg)
+    coder = cls(cfg)
     with torch.no_grad():
         for name, param in coder.named_parameters():
             param.copy_(tensors[name].to(dtype=target_dtype))
     return coder
 
 
-def load_coder(cls: type[T], path: str | os.PathLike, *, device: str | torch.device | None = None,
+def load_coder(cls: Callable[[SAEConfig], T], path: str | os.PathLike, *, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None) -> T:
     """Read ``path`` (any supported format) into a ``cls``."""
     cfg, tensors, _ = read_any(path)

@@ -50,9 +50,13 @@ RELEASES: dict[str, Release] = {
 
 
 def _local_folder(release: str, sae_id: str) -> Path | None:
+    """``sae_id``'s folder when ``release`` is a local directory; ``None`` when it is not one."""
     root = Path(release).expanduser()
-    if not root.is_dir():
-        return None
+    return _folder_in(root, sae_id) if root.is_dir() else None
+
+
+def _folder_in(root: Path, sae_id: str) -> Path:
+    """``root / sae_id``, or an error listing the SAE folders ``root`` has."""
     folder = root / sae_id
     if not folder.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "cfg.json").is_file())
@@ -97,9 +101,10 @@ def locate(release: str, sae_id: str, directory: str | os.PathLike | None = None
         raise InvalidArgumentError(f"release and sae_id are strings, got {type(release).__name__} and {type(sae_id).__name__}")
     known = RELEASES.get(release)
     if directory is not None:
-        if not Path(directory).expanduser().is_dir():
+        root = Path(directory).expanduser()
+        if not root.is_dir():
             raise WeightsUnavailableError(f"no such directory: {str(directory)!r}")
-        return _local_folder(str(directory), sae_id), bool(known and known.trained_on_centered_stream)
+        return _folder_in(root, sae_id), bool(known and known.trained_on_centered_stream)
     local = _local_folder(release, sae_id)
     if local is not None:
         return local, False

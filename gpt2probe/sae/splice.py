@@ -110,7 +110,7 @@ def _pair_hooks(sae: Any, registry: HookRegistry, use_error_term: bool) -> list[
                                        f"{cfg.hook_name_out!r}: the input hook must come first in the forward pass")
         return replace(slot.pop("x"), target)
 
-    return [(prefix, read_input), (cfg.hook_name_out, write_output)]
+    return [(prefix, read_input), (cfg.write_hook, write_output)]  # write_hook: hook_name_out, as a str
 
 
 @contextmanager

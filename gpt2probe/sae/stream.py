@@ -63,8 +63,8 @@ class CorpusActivations:
         self.epochs, self.eos = epochs, int(eos)
         order = {n: i for i, n in enumerate(probe.hook_names)}
         self.last = max(self.hooks, key=order.__getitem__)
-        widths = [stream_width(h, cfg) for h in self.hooks]
-        if None in widths:
+        widths = [width for width in (stream_width(h, cfg) for h in self.hooks) if width is not None]
+        if len(widths) != len(self.hooks):
             raise InvalidArgumentError(f"{self.hooks} are not all [batch, pos, width] streams; train on the residual "
                                        "stream, attention and MLP outputs, LayerNorm outputs or MLP neurons")
         self.width = sum(widths)

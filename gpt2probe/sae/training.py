@@ -30,7 +30,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -45,23 +45,40 @@ from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, Ten
 from .config import SAEConfig
 
 CHECKPOINT = "checkpoint.pt"
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, name: str) -> T:
+    """A setting that :func:`resolve` fills in (``None`` means "chosen from the data" until then)."""
+    if value is None:
+        raise InvalidArgumentError(f"{name} is not set: resolve the options first (gpt2probe.sae.training.resolve)")
+    return value
+
+
+def _trained_k(cfg: SAEConfig) -> int | float:
+    """The ``k`` a top-k or batch top-k coder trains with (batch top-k's may be ``None`` at inference, not here)."""
+    if cfg.k is None:
+        raise InvalidArgumentError(f"training architecture {cfg.architecture!r} needs k, the active features per "
+                                   "token (k=...)")
+    return cfg.k
 
 
 def resolve(options: SAETrainConfig, cfg: SAEConfig, n_tokens: int | None) -> SAETrainConfig:
     """``options`` with every ``None`` replaced by its default for ``cfg`` and ``n_tokens`` rows of data (``None``: unknown)."""
     opts = options.with_train_batch_size(n_tokens)
+    batch_size = _resolved(opts.train_batch_size_tokens, "train_batch_size_tokens")  # chosen above if it was None
     steps = opts.steps
     if steps is None:
         if n_tokens is None:
             raise InvalidArgumentError("the amount of data is unknown (an iterator): say how many steps to train "
                                        "(steps=...)")
-        steps = max(math.ceil(n_tokens / opts.train_batch_size_tokens), opts.min_steps)
-    if n_tokens is not None and n_tokens < opts.train_batch_size_tokens:
-        raise ActivationError(f"{n_tokens} activations are fewer than one batch ({opts.train_batch_size_tokens}); pass more "
+        steps = max(math.ceil(n_tokens / batch_size), opts.min_steps)
+    if n_tokens is not None and n_tokens < batch_size:
+        raise ActivationError(f"{n_tokens} activations are fewer than one batch ({batch_size}); pass more "
                               "data or a smaller train_batch_size_tokens")
-    if opts.buffer_tokens < 2 * opts.train_batch_size_tokens and n_tokens is None:
+    if opts.buffer_tokens < 2 * batch_size and n_tokens is None:
         raise InvalidArgumentError(f"buffer_tokens ({opts.buffer_tokens}) must hold two batches "
-                                   f"({2 * opts.train_batch_size_tokens})")
+                                   f"({2 * batch_size})")
     return dataclasses.replace(
         opts, steps=steps,
         lr=opts.lr if opts.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 16384),
@@ -70,7 +87,7 @@ def resolve(options: SAETrainConfig, cfg: SAEConfig, n_tokens: int | None) -> SA
         l1_warmup_steps=opts.l1_warmup_steps if opts.l1_warmup_steps is not None else steps // 20,
         aux_k=min(opts.aux_k if opts.aux_k is not None else max(1, cfg.d_in // 2), cfg.d_sae),
         dead_after_tokens=opts.dead_after_tokens if opts.dead_after_tokens is not None
-        else min(10_000_000, max(opts.train_batch_size_tokens, steps * opts.train_batch_size_tokens // 10)),
+        else min(10_000_000, max(batch_size, steps * batch_size // 10)),
     )
 
 
@@ -108,13 +125,17 @@ class Trainer:
         self.world = world or distributed.World()
         self.callback = callback
         self.fingerprint = fingerprint
+        # Settings resolve() filled in, read once as the numbers they are.
+        self.steps = _resolved(opts.steps, "steps")
+        self.dead_after_tokens = _resolved(opts.dead_after_tokens, "dead_after_tokens")
+        self.aux_k = _resolved(opts.aux_k, "aux_k")
         gen = torch.Generator().manual_seed(opts.seed)
         work_cfg = cfg.replace(dtype=torch.float32, device=torch.device("cpu"), normalize_activations="none")
         self.coder = coder_cls(work_cfg, generator=gen)
         self.params: list[torch.nn.Parameter] = [self.coder.W_enc, self.coder.b_enc, self.coder.W_dec, self.coder.b_dec]
         if self.coder.W_skip is not None:
             self.params.append(self.coder.W_skip)
-        self.log_threshold = None
+        self.log_threshold: torch.nn.Parameter | None = None  # JumpReLU's trained parameter
         if cfg.thresholded:
             self.coder.threshold.requires_grad_(False)
             if cfg.architecture == "jumprelu":
@@ -123,7 +144,7 @@ class Trainer:
                 self.params.append(self.log_threshold)
                 with torch.no_grad():
                     self.coder.threshold.copy_(self.log_threshold.exp())
-        self.optimizer = torch.optim.Adam(self.params, lr=opts.lr, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(self.params, lr=_resolved(opts.lr, "lr"), betas=(0.9, 0.999))
         self.step = 0
         self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.int64)
         self.estimate = losses.ThresholdEstimate(opts.threshold_decay)
@@ -157,12 +178,12 @@ class Trainer:
             # Sparse: decode only the kept (token, feature) pairs, k per token on average,
             # instead of a dense [batch, d_sae] @ [d_sae, d_out] product (d_sae / k times the work).
             if c.architecture == "topk":
-                values, features = torch.topk(pre, c.k, dim=-1, sorted=False)
+                values, features = torch.topk(pre, c.topk_k, dim=-1, sorted=False)
                 values = values.relu()
-                rows = torch.arange(pre.shape[0]).repeat_interleave(c.k)
+                rows = torch.arange(pre.shape[0]).repeat_interleave(c.topk_k)
                 values, features = values.flatten(), features.flatten()
             else:
-                values, rows, features = losses.batch_topk_sparse(pre, c.k)
+                values, rows, features = losses.batch_topk_sparse(pre, _trained_k(c))
             recons = losses.sparse_decode(values, rows, features, coder.W_dec, pre.shape[0]) + coder.b_dec
             active = values > 0
             fired = torch.zeros(c.d_sae, dtype=torch.bool)
@@ -173,6 +194,8 @@ class Trainer:
             if c.architecture == "standard":
                 acts = pre.relu()
             else:
+                if self.log_threshold is None:  # made in __init__ for jumprelu, the only architecture left here
+                    raise InvalidArgumentError(f"architecture {c.architecture!r} has no trained threshold")
                 threshold = self.log_threshold.exp()
                 acts = losses.jumprelu(pre, threshold, o.jumprelu_bandwidth)
                 terms["l0_loss"] = o.l0_coefficient * losses.step_l0(pre, threshold, o.jumprelu_bandwidth)
@@ -187,14 +210,15 @@ class Trainer:
         if coder.W_skip is not None:
             recons = recons + x @ coder.W_skip
         terms["mse"] = losses.mse(recons, y)
-        dead = self.since_fired >= o.dead_after_tokens
+        dead = self.since_fired >= self.dead_after_tokens
         if o.aux_coefficient > 0 and bool(dead.any()):
             dead_features = dead.nonzero().squeeze(-1)
             pre_dead = pre.index_select(1, dead_features)
             target_variance = (y - y.mean(0)).pow(2).sum(-1).mean()
             terms["aux_loss"] = o.aux_coefficient * losses.aux_k_loss(
-                pre_dead, dead_features, (y - recons).detach(), coder.W_dec, o.aux_k, target_variance)
-        loss = sum(terms.values())
+                pre_dead, dead_features, (y - recons).detach(), coder.W_dec, self.aux_k, target_variance)
+        first, *rest = terms.values()  # "mse" is always there
+        loss = sum(rest, first)
         with torch.no_grad():
             # Sums over this process's rows, added up over processes in train_step.
             sums = torch.cat([torch.stack([loss.detach().double() * y.shape[0], terms["mse"].detach().double() * y.shape[0],
@@ -238,7 +262,7 @@ class Trainer:
         self.since_fired += n
         self.since_fired[fired] = 0
         self.step += 1
-        dead = float((self.since_fired >= self.opts.dead_after_tokens).double().mean())
+        dead = float((self.since_fired >= self.dead_after_tokens).double().mean())
         loss_sum, mse_sum, l0_sum, sse, sum_sq, count = sums[:6].tolist()
         sst = sum_sq - float(sums[6:].pow(2).sum()) / count
         return {"loss": loss_sum / count, "mse": mse_sum / count, "l0": l0_sum / count,
@@ -248,14 +272,16 @@ class Trainer:
         """Add up the processes' gradients (one flat all-reduce), or check they agree when each saw the whole batch."""
         if not sharded:  # batch top-k: every process computed the same whole-batch gradient
             return
+        grads: list[Tensor] = []
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        flat = self.world.sum_(torch.cat([p.grad.flatten() for p in self.params]))
+            grads.append(p.grad)
+        flat = self.world.sum_(torch.cat([g.flatten() for g in grads]))
         offset = 0
-        for p in self.params:
-            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -318,17 +344,17 @@ class Trainer:
         if o.progress and self.world.main:
             from tqdm import tqdm
 
-            bar = tqdm(total=o.steps, initial=self.step, unit="step", file=sys.stderr, dynamic_ncols=True,
+            bar = tqdm(total=self.steps, initial=self.step, unit="step", file=sys.stderr, dynamic_ncols=True,
                        desc=f"{self.cfg.architecture} {self.cfg.hook_name}")
         try:
-            while self.step < o.steps:
+            while self.step < self.steps:
                 metrics = self.train_step()
                 if (path is not None and self.world.main
-                        and (self.step == o.steps or (o.checkpoint_every and self.step % o.checkpoint_every == 0))):
+                        and (self.step == self.steps or (o.checkpoint_every and self.step % o.checkpoint_every == 0))):
                     self.save(path)
                 if bar is not None:
                     bar.update(1)
-                    if self.step % 10 == 0 or self.step == o.steps:
+                    if self.step % 10 == 0 or self.step == self.steps:
                         bar.set_postfix(loss=f"{metrics['loss']:.4g}", l0=f"{metrics['l0']:.1f}",
                                         ev=f"{metrics['explained_variance']:.3f}",
                                         dead=f"{metrics['dead_fraction']:.3f}", refresh=False)
@@ -403,6 +429,13 @@ def build_config(coder_cls: type, width_in: int, width_out: int | None, *, cfg: 
                 raise InvalidArgumentError("say which hook the activations come from (hook_name=..., e.g. "
                                            "'blocks.2.hook_resid_post'); it is saved with the SAE")
             cfg = SAEConfig(d_in=width_in, hook_name=hook_name, **settings)
+    if cfg.is_transcoder != transcoder:
+        raise InvalidArgumentError(
+            f"{coder_cls.__name__} cannot train this config: "
+            + (f"it writes to {cfg.hook_name_out!r}, elsewhere than it reads; train a Transcoder" if cfg.is_transcoder
+               else "it has no hook_name_out (where a transcoder writes); train an SAE"))
+    if cfg.architecture in ("topk", "batchtopk"):
+        _trained_k(cfg)  # a batch top-k config may lack k (it is only a record at inference); training needs it
     if cfg.rescale_acts_by_decoder_norm:
         raise InvalidArgumentError("training with rescale_acts_by_decoder_norm is not supported (decoder rows are "
                                    "kept at unit norm, which makes it a no-op)")
@@ -422,8 +455,9 @@ def run(coder_cls: type, cfg: SAEConfig, batches: Batches, n_tokens: int | None,
     cfg_id = {f.name: str(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in ("metadata",)}
     fingerprint = {"config": cfg_id, "options": opts.fingerprint(), "data": data_id}
     with distributed.joined() as world:  # under torchrun: data parallel (see gpt2probe.sae.distributed)
-        if opts.train_batch_size_tokens < world.size:
-            raise InvalidArgumentError(f"train_batch_size_tokens ({opts.train_batch_size_tokens}) must be at least the number of processes "
+        if _resolved(opts.train_batch_size_tokens, "train_batch_size_tokens") < world.size:
+            raise InvalidArgumentError(f"train_batch_size_tokens ({opts.train_batch_size_tokens}) must be at least the "
+                                       "number of processes "
                                        f"({world.size})")
         trainer = Trainer(coder_cls, cfg, opts, batches, fingerprint, callback, world)
         trainer.run()
@@ -450,7 +484,7 @@ def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None 
         x = check_rows(activations, width_in, "the activations" if not transcoder else "the inputs").float().cpu()
         rows = x
         width_out = None
-        if transcoder:
+        if targets is not None:  # a transcoder's (checked above)
             width_out = targets.shape[-1] if isinstance(targets, Tensor) and targets.ndim else 0
             y = check_rows(targets, width_out, "the targets").float().cpu()
             if y.shape[0] != x.shape[0]:
@@ -519,22 +553,27 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
     transcoder = coder_cls.__name__ == "Transcoder"
     pcfg = probe.cfg
     if transcoder:
-        if layer is None and cfg is None:
+        if cfg is not None:
+            hooks = [cfg.hook_name, cfg.write_hook]
+        elif layer is not None:
+            hooks = [N.ln_normalized(layer, 2), N.mlp_out(layer)]
+        else:
             raise InvalidArgumentError("say which block's MLP the transcoder replaces (layer=...)")
         if hook is not None:
             raise InvalidArgumentError("a transcoder reads blocks.L.ln2.hook_normalized and writes blocks.L.hook_mlp_out: "
                                        "give layer=L, not hook")
         if layer is not None and not (isinstance(layer, int) and 0 <= layer < pcfg.n_layers):
             raise InvalidArgumentError(f"layer must be in [0, {pcfg.n_layers}) for {pcfg.model_name}, got {layer!r}")
-        hooks = [cfg.hook_name, cfg.hook_name_out] if cfg is not None else [N.ln_normalized(layer, 2), N.mlp_out(layer)]
+    elif cfg is not None:
+        hooks = [cfg.hook_name]
+    elif hook is not None:
+        hooks = [hook]
     else:
-        if hook is None and cfg is None:
-            raise InvalidArgumentError("say which hook to train on (hook=..., e.g. 'blocks.2.hook_resid_post')")
-        hooks = [cfg.hook_name if cfg is not None else hook]
+        raise InvalidArgumentError("say which hook to train on (hook=..., e.g. 'blocks.2.hook_resid_post')")
     if hooks[0] not in probe.hook_names:
         raise InvalidArgumentError(f"{hooks[0]!r} is not a hook of {pcfg.model_name} ({pcfg.n_layers} layers)")
-    widths = [stream_width(h, pcfg) for h in hooks]
-    if None in widths:
+    widths = [width for width in (stream_width(h, pcfg) for h in hooks) if width is not None]
+    if len(widths) != len(hooks):
         raise InvalidArgumentError(f"{hooks[0]!r} is not a [batch, pos, width] stream; train on the residual stream, "
                                    "attention and MLP outputs, LayerNorm outputs or MLP neurons")
     cfg = build_config(coder_cls, widths[0], widths[1] if transcoder else None, cfg=cfg, d_sae=d_sae,
