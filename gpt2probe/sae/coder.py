@@ -257,7 +257,7 @@ class SparseCoder(nn.Module):
 
     # -- training and evaluation (gpt2probe.sae.training, gpt2probe.sae.evaluation) ----------
     fit = classmethod(training.fit)
-    train = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
+    train: training.TrainMethod = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
 
     def evaluate(self, probe, texts, **options) -> evaluation.Evaluation:
         """Reconstruction, sparsity and spliced-in language-model loss on ``texts``; see :func:`gpt2probe.sae.evaluation.evaluate`."""
