@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from typing import overload
 
 import torch
 from jaxtyping import Float, Int
@@ -108,6 +109,10 @@ class GPT2Probe:
             ids = self._id_list(text)
         return [decode(self.tokenizer, [i]) for i in ids]
 
+    @overload
+    def to_string(self, ids: Sequence[int]) -> str: ...
+    @overload
+    def to_string(self, ids: Int[Tensor, "... pos"]) -> str | list[str]: ...  # which one depends on ids.ndim
     def to_string(self, ids: Int[Tensor, "... pos"] | Sequence[int]) -> str | list[str]:
         """Decode ids back to text (a list of strings for a ``[batch, pos]`` tensor); ids outside the vocabulary are refused."""
         if isinstance(ids, Tensor) and ids.ndim == 2:

@@ -179,6 +179,22 @@ def test_include_mid_adds_the_stream_between_attention_and_mlp(probe):
     assert torch.equal(item.top_ids[3], logits.topk(5, -1).indices)
 
 
+def test_target_statistics_come_together(probe):
+    import dataclasses
+
+    from gpt2probe.errors import ShapeError
+
+    item = logit_lens(probe, PROMPTS[1], targets=NEXT_TOKEN)[0]
+    for name in ("target_ids", "target_prob", "target_logprob", "target_rank"):
+        with pytest.raises(ShapeError, match="come together"):
+            dataclasses.replace(item, **{name: None})
+    plain = logit_lens(probe, PROMPTS[1])[0]
+    assert plain.target_ids is None and plain.target_tokens is None
+    with pytest.raises(ShapeError, match="target_tokens were given without"):
+        dataclasses.replace(plain, target_tokens=item.target_tokens)
+    assert dataclasses.replace(item, target_tokens=None).target_tokens is None  # strings are optional
+
+
 def test_bad_arguments(probe):
     with pytest.raises(ValueError, match="k must be between 1"):
         logit_lens(probe, PROMPTS[0], k=0)

@@ -141,7 +141,7 @@ def test_gradients_reach_only_the_translators(vocab_probe):
     windows, _ = pack_windows(vocab_probe, TEXTS, 16)
     vocab_probe.model.requires_grad_(True)  # even a trainable model gets no gradient
     try:
-        loss = _accumulate(vocab_probe, lens, lens.translators, windows[:2], False, 2**20)
+        loss = _accumulate(vocab_probe, lens, lens.translators, windows[:2], None, 2**20)
         assert all(p.grad is None for p in vocab_probe.model.parameters())
     finally:
         vocab_probe.model.requires_grad_(False)
@@ -156,7 +156,7 @@ def test_kl_gradient_matches_autograd_through_full_logits(vocab_probe):
     windows, _ = pack_windows(vocab_probe, TEXTS, 8)
     lens = randomized(TunedLens.identity(vocab_probe), seed=2, scale=0.1)
     lens.translators.requires_grad_(True)
-    loss = _accumulate(vocab_probe, lens, lens.translators, windows[:2], False, 2**16)
+    loss = _accumulate(vocab_probe, lens, lens.translators, windows[:2], None, 2**16)
     grad = lens.translators.weight.grad.clone()
     lens.translators.zero_grad()
     _, cache = vocab_probe.run_with_cache(windows[:2])
@@ -263,7 +263,7 @@ def test_first_sgd_step_is_the_clipped_gradient_times_lr_scale_times_one_minus_m
     fresh.translators.requires_grad_(True)
     windows, _ = pack_windows(vocab_probe, TEXTS, FAST["seq_len"])
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
-    _accumulate(vocab_probe, fresh, fresh.translators, windows[order[:FAST["batch_size"]]], False,
+    _accumulate(vocab_probe, fresh, fresh.translators, windows[order[:FAST["batch_size"]]], None,
                 FAST["max_chunk_bytes"])
     grad = torch.cat([fresh.translators.weight.grad.flatten(), fresh.translators.bias.grad.flatten()])
     if clip is not None:

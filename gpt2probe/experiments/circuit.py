@@ -30,6 +30,7 @@ from .common import (
     add_common_arguments,
     add_plotly_argument,
     check_same_length,
+    doc_help,
     load_model,
     positive_int,
     run_command,
@@ -43,8 +44,9 @@ METHODS = ("atp", "atp*", "ig")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="gpt2probe circuit", description=__doc__.split("\n\n")[0],
-                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = doc_help(__doc__)
+    parser = Parser(prog="gpt2probe circuit", description=description,
+                    epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     pairs.add_pair_arguments(parser)
     options.add(parser, "--method", "of the edges: atp (gradients), atp* (exact attention softmax for query/key "
                 "edges), ig (integrated gradients from the corrupted to the clean embeddings); default atp*",

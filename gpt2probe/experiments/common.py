@@ -51,6 +51,17 @@ class Parser(argparse.ArgumentParser):
         return namespace, extras
 
 
+def doc_help(doc: str | None) -> tuple[str | None, str | None]:
+    """A command module's docstring as its ``--help`` description (the first paragraph) and epilog (the rest).
+
+    ``python -OO`` strips docstrings (``__doc__`` is None): the help then has neither, and the command still runs.
+    """
+    if doc is None:
+        return None, None
+    description, _, epilog = doc.partition("\n\n")
+    return description, epilog
+
+
 OWN_VOCABULARY_MODELS = ("toy-induction",)
 """Shipped models with their own small vocabulary: text cannot be tokenized for them, only token ids."""
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..display.escape import visible_whitespace
+from ..errors import InvalidArgumentError
 from ..shipped import NOTES, shipped_model
 from . import options
 from .common import (
@@ -30,13 +31,17 @@ from .common import (
     add_plotly_argument,
     check_single_token,
     check_text_model,
+    doc_help,
     load_model,
     read_prompts_file,
     run_command,
 )
 
 if TYPE_CHECKING:
-    from ..lens import LensResult, TunedLens
+    import plotly.graph_objects as go
+    from tqdm import tqdm
+
+    from ..lens import LensResult, PromptLens, TunedLens
 
 METADATA_FILE = "tuned_lens.json"  # gpt2probe.lens.tuned.METADATA_FILE, named here so that parsing imports no torch
 
@@ -46,8 +51,9 @@ DEFAULT_OUT = "reports/logit_lens.html"
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="gpt2probe logit-lens", description=__doc__.split("\n\n")[0],
-                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = doc_help(__doc__)
+    parser = Parser(prog="gpt2probe logit-lens", description=description,
+                    epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add(parser, "--prompt", "repeat for several", action="append")
     options.add(parser, "--prompts-file")
     parser.add_argument("--target", help="a token to follow through the layers, e.g. ' Paris' "
@@ -69,20 +75,28 @@ def summary_table(result: LensResult) -> str:
     blocks = []
     for item in result:
         width = max(len("stream"), *(len(label) for label in item.stream_labels))
-        has_target = item.target_prob is not None and item.target_rank is not None and item.target_tokens is not None
+        target = _target_columns(item)
         lines = [f"Prompt: {item.prompt!r}"]
-        if has_target:
-            lines.append(f"Target: {item.target_tokens[-1]!r}")
+        if target is not None:
+            lines.append(f"Target: {target[0]!r}")
         header = f"  {'stream':<{width}}  top-1 next token      prob"
-        lines.append(header + ("   p(target)  rank" if has_target else ""))
+        lines.append(header + ("   p(target)  rank" if target is not None else ""))
         for s, label in enumerate(item.stream_labels):
             token, prob = item.top1(stream=s, position=-1)
             line = f"  {label:<{width}}  {token!r:<20}  {prob:6.3f}"
-            if has_target:
-                line += f"   {float(item.target_prob[s, -1]):9.3g}  {int(item.target_rank[s, -1]) + 1:>4}"
+            if target is not None:
+                line += target[1][s]
             lines.append(line)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _target_columns(item: PromptLens) -> tuple[str, list[str]] | None:
+    """The target token at the last position and, per stream there, its probability and rank (1 = top) as printed."""
+    prob, rank, tokens = item.target_prob, item.target_rank, item.target_tokens
+    if prob is None or rank is None or tokens is None:
+        return None
+    return tokens[-1], [f"   {float(prob[s, -1]):9.3g}  {int(rank[s, -1]) + 1:>4}" for s in range(item.n_streams)]
 
 
 def shipped_tuned_lens(model_name: str) -> Path | None:
@@ -146,19 +160,22 @@ def run(args: argparse.Namespace) -> Path:
         targets = [int(t) for t in final]
     progress = _progress_bar(len(prompts))
     result = logit_lens(probe, prompts, k=args.top, targets=targets, include_mid=args.include_mid,
-                        progress=progress.update_to if progress else None)
+                        progress=_update_to(progress) if progress else None)
     if progress:
         progress.close()
     tuned = None
     if tuned_lens is not None:
         tuned = logit_lens(probe, prompts, k=args.top, targets=targets, include_mid=args.include_mid, lens=tuned_lens)
-    figures: dict[str, object] = {}
+    figures: dict[str, go.Figure] = {}
     if len(result) > 1:
         figures[f"All {len(result)} prompts: KL to the final prediction and target rank per layer"] = lens_aggregate(
             result if tuned is None else {"logit lens": result, "tuned lens": tuned})
     for i, item in enumerate(result):
         tag = f" (prompt {i + 1})" if len(result) > 1 else ""
-        target = visible_whitespace(item.target_tokens[-1])
+        target_ids, target_tokens = item.target_ids, item.target_tokens
+        if target_ids is None or target_tokens is None:  # logit_lens was given targets for every prompt
+            raise InvalidArgumentError(f"prompt {i + 1}'s lens has no target; every prompt should have one")
+        target = visible_whitespace(target_tokens[-1])
         figures[f"Top-1 prediction by layer and position{tag}"] = lens_heatmap(item, "prob")
         if tuned is not None:
             figures[f"Tuned lens: top-1 prediction by layer and position{tag}"] = lens_heatmap(
@@ -169,7 +186,7 @@ def run(args: argparse.Namespace) -> Path:
             figures[f"KL divergence to the final prediction{tag}"] = kl_per_layer(item)
         figures[f"Target {target} across layers{tag}"] = target_trajectory(
             item if tuned is None else {"logit lens": item, "tuned lens": tuned[i]})
-        attr = direct_logit_attribution(probe, prompts[i], int(item.target_ids[-1]))
+        attr = direct_logit_attribution(probe, prompts[i], int(target_ids[-1]))
         figures[f"Direct logit attribution of {target}{tag}"] = attribution_bars(attr)
     note = NOTES[probe.cfg.model_name] if fell_back else None
     notes = [text for text in (note, tuned_note) if text]
@@ -190,14 +207,21 @@ def run(args: argparse.Namespace) -> Path:
     return path
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int) -> tqdm | None:
     if total < 2:
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="prompt", desc="logit lens", file=sys.stderr)
-    bar.update_to = lambda done: bar.update(done - bar.n)
-    return bar
+    return tqdm(total=total, unit="prompt", desc="logit lens", file=sys.stderr)
+
+
+def _update_to(bar: tqdm) -> Callable[[int], None]:
+    """``logit_lens``'s ``progress``: it reports prompts done so far, ``tqdm.update`` takes the increment."""
+
+    def update_to(done: int) -> None:
+        bar.update(done - bar.n)
+
+    return update_to
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from .common import (
     add_common_arguments,
     add_plotly_argument,
     check_same_length,
+    doc_help,
     load_model,
     positive_int,
     run_command,
@@ -58,8 +59,9 @@ PANELS = {
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="gpt2probe patching", description=__doc__.split("\n\n")[0],
-                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = doc_help(__doc__)
+    parser = Parser(prog="gpt2probe patching", description=description,
+                    epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     pairs.add_pair_arguments(parser)
     parser.add_argument("--direction", choices=("denoise", "noise"), default="denoise",
                         help="denoise: clean activations into the corrupted run (default); noise: the reverse")

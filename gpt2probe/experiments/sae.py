@@ -113,19 +113,18 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ..sae import coder as coder_module
+    from ..sae import SAE, Transcoder
 
     check_device(args.device)
     if not args.sae.is_dir():
         raise UsageError(f"--sae {str(args.sae)!r} is not a directory")
     corpus = _corpus(args)
-    loaders = [getattr(coder_module, name, None) for name in ("SAE", "Transcoder")]
-    if not all(hasattr(cls, "load") for cls in loaders):
+    if not all(hasattr(cls, "load") for cls in (SAE, Transcoder)):
         raise UsageError("this installation's SAE has no load() yet (gpt2probe.sae's file support)")
     meta = json.loads((args.sae / "cfg.json").read_text(encoding="utf-8")) if (args.sae / "cfg.json").is_file() else {}
     transcoder = bool(meta.get("hook_name_out") or meta.get("metadata", {}).get("hook_name_out")
                       or meta.get("d_out", meta.get("d_in")) != meta.get("d_in"))
-    coder = (loaders[1] if transcoder else loaders[0]).load(args.sae)
+    coder = (Transcoder if transcoder else SAE).load(args.sae)
     probe = load_model(args.model, args.device)
     result = coder.to(probe.cfg.device).evaluate(probe, corpus, seq_len=args.seq_len, batch_size=args.batch_size)
     print(result)

@@ -18,6 +18,7 @@ import argparse
 import shutil
 import textwrap
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from . import options
@@ -27,6 +28,7 @@ from .common import (
     add_common_arguments,
     add_plotly_argument,
     announce_model,
+    doc_help,
     finite_float,
     load_model,
     positive_int,
@@ -49,8 +51,9 @@ TOP_K = 50  # sampling draws from the 50 most likely tokens unless --top-k says 
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="gpt2probe steering", description=__doc__.split("\n\n")[0],
-                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    description, epilog = doc_help(__doc__)
+    parser = Parser(prog="gpt2probe steering", description=description,
+                    epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add(parser, "--prompt", f"continued with and without steering; repeat for several (default: {PROMPT!r}; "
                                     f"on {OFFLINE_MODEL}: {OFFLINE_PROMPT!r})", action="append")
     parser.add_argument("--positive", action="append", help=f"a prompt with the property (repeatable; default: {POSITIVE}; "
@@ -113,6 +116,7 @@ def _run(args: argparse.Namespace) -> Path:
     from ..interventions import alpha_for_ratio, mean_difference_vector, residual_norm, steer
     from ..interventions.steering import stream_name
     from ..report import change_bars, continuations_table, top_tokens_table, write_html
+    from ..tokens import decode as decode_text
 
     if args.temperature <= 0 and not args.greedy:
         raise UsageError(f"--temperature must be > 0 (got {args.temperature:g}); use --greedy for greedy decoding")
@@ -157,15 +161,16 @@ def _run(args: argparse.Namespace) -> Path:
     print(f"Steering {name} with alpha = {alpha:.4g} x (mean({positive}) - mean({negative})), set by {how}: "
           f"|alpha v| = {size:.2f} = {size / typical:.2f} x the mean |resid| at the prompts' last tokens ({typical:.2f})")
 
-    sampling = dict(greedy=True) if args.greedy else dict(temperature=args.temperature, top_k=top_k, seed=args.seed)
-    plain = generate(probe, prompts, args.max_new_tokens, **sampling)
+    continue_prompts = (partial(generate, greedy=True) if args.greedy else
+                        partial(generate, temperature=args.temperature, top_k=top_k, seed=args.seed))
+    plain = continue_prompts(probe, prompts, args.max_new_tokens)
     with steer(probe, layer, vector, alpha, stream=args.stream):
-        steered = generate(probe, prompts, args.max_new_tokens, **sampling)
+        steered = continue_prompts(probe, prompts, args.max_new_tokens)
         p_after = probe(prompts[0])[0, -1].float().softmax(-1)
     p_before = probe(prompts[0])[0, -1].float().softmax(-1)
 
     def decode(ids: list[int]) -> list[str]:
-        return [probe.tokenizer.decode([i]) for i in ids]
+        return [decode_text(probe.tokenizer, [i]) for i in ids]
 
     k = min(args.top, cfg.d_vocab)
     top_before, top_after = p_before.topk(k).indices.tolist(), p_after.topk(k).indices.tolist()

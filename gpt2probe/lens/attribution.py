@@ -137,7 +137,7 @@ def direct_logit_attribution(
     target_str = probe.to_string([target_id])
     label = f"logit({target_str!r})" + (f" - logit({probe.to_string([baseline_id])!r})" if baseline_id is not None else "")
     return Attribution(
-        prompt=tokens.prompts[0] if tokens.prompts else probe.to_string(tokens.ids[0]),
+        prompt=tokens.prompts[0] if tokens.prompts else probe.to_string(tokens.ids[0].tolist()),
         position=position,
         position_token=probe.to_string([int(tokens.ids[0, position])]),
         metric_label=label,

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
-from ..errors import InvalidArgumentError, InvalidTypeError, PromptError
+from ..errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError
 from ..model.layernorm import LayerNorm
 from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs, Tokens, per_prompt
@@ -185,8 +185,24 @@ def read_out(
                                         max_chunk_bytes).to(kl.dtype)
         kl = torch.cat([kl, torch.zeros_like(kl[:1])])  # KL(final || final) is 0 by definition
         parts.append(LensStats(top_ids, top_probs, entropy, kl, target_logprob, target_rank))
-    cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts], 1)  # noqa: E731
-    return LensStats(*(cat(name) for name in ("top_ids", "top_probs", "entropy", "kl_to_final", "target_logprob", "target_rank")))
+    return LensStats(
+        top_ids=torch.cat([p.top_ids for p in parts], 1),
+        top_probs=torch.cat([p.top_probs for p in parts], 1),
+        entropy=torch.cat([p.entropy for p in parts], 1),
+        kl_to_final=torch.cat([p.kl_to_final for p in parts], 1),
+        target_logprob=_cat_targets([p.target_logprob for p in parts]),
+        target_rank=_cat_targets([p.target_rank for p in parts]),
+    )
+
+
+def _cat_targets(chunks: list[Tensor | None]) -> Tensor | None:
+    """The chunks' target statistics joined along ``pos``: None when there were no targets (every chunk alike)."""
+    present = [chunk for chunk in chunks if chunk is not None]
+    if not present:
+        return None
+    if len(present) != len(chunks):
+        raise ShapeError(f"{len(present)} of {len(chunks)} chunks hold target statistics: all or none should")
+    return torch.cat(present, 1)
 
 
 def logit_lens(
@@ -324,8 +340,8 @@ def token_strings(probe: GPT2Probe, ids: Tensor) -> list:
 
 def _prompt_lens(probe: GPT2Probe, batch: Tokens, row: int, ids: Tensor, chosen: Tensor, labels: list[str],
                  stats: LensStats, target_ids: Tensor | None) -> PromptLens:
-    prompt = batch.prompts[row] if batch.prompts else probe.to_string(ids)
-    has_target = target_ids is not None
+    prompt = batch.prompts[row] if batch.prompts else probe.to_string(ids.tolist())
+    logprob, rank = stats.target_logprob, stats.target_rank  # present with target_ids: PromptLens checks it
     return PromptLens(
         prompt=prompt,
         str_tokens=token_strings(probe, ids),
@@ -338,8 +354,8 @@ def _prompt_lens(probe: GPT2Probe, batch: Tokens, row: int, ids: Tensor, chosen:
         entropy=stats.entropy.cpu(),
         kl_to_final=stats.kl_to_final.cpu(),
         target_ids=target_ids,
-        target_tokens=token_strings(probe, target_ids) if has_target else None,
-        target_prob=stats.target_logprob.exp().cpu() if has_target else None,
-        target_logprob=stats.target_logprob.cpu() if has_target else None,
-        target_rank=stats.target_rank.cpu() if has_target else None,
+        target_tokens=token_strings(probe, target_ids) if target_ids is not None else None,
+        target_prob=logprob.exp().cpu() if logprob is not None else None,
+        target_logprob=logprob.cpu() if logprob is not None else None,
+        target_rank=rank.cpu() if rank is not None else None,
     )

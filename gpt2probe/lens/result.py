@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import TypedDict
 
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -64,6 +65,11 @@ class PromptLens:
                 raise ShapeError(f"{name} has shape {tuple(value.shape)} but should have shape {(n_stream, n_pos)}")
         if len(self.top_tokens) != n_stream or any(len(row) != n_pos for row in self.top_tokens):
             raise ShapeError("top_tokens must be nested [stream][pos][k]")
+        given = [name for name in _TARGET if getattr(self, name) is not None]
+        if given and len(given) != len(_TARGET):
+            raise ShapeError(f"the target statistics {list(_TARGET)} come together, but only {given} were given")
+        if self.target_tokens is not None and not given:
+            raise ShapeError(f"target_tokens were given without the target statistics {list(_TARGET)}")
 
     @property
     def n_streams(self) -> int:
@@ -99,7 +105,7 @@ class PromptLens:
         for s, label in enumerate(self.stream_labels):
             row = [label, Tok(self.top_tokens[s][position][0]), float(self.top_probs[s, position, 0]),
                    float(self.entropy[s, position]), float(self.kl_to_final[s, position])]
-            if self.target_prob is not None:
+            if self.target_prob is not None and self.target_rank is not None:  # together (__post_init__)
                 row += [float(self.target_prob[s, position]), int(self.target_rank[s, position])]
             rows.append(row)
         target = ""
@@ -150,7 +156,7 @@ class LensResult:
         for i, item in enumerate(self.items):
             token, prob = item.top1()
             row = [i, item.prompt, len(item.str_tokens), item.n_streams, Tok(token), prob]
-            if item.target_prob is not None:
+            if item.target_prob is not None and item.target_rank is not None:  # together (PromptLens.__post_init__)
                 row += [float(item.target_prob[-1, -1]), int(item.target_rank[-1, -1])]
             rows.append(row)
         headers = ["#", "prompt", "tokens", "streams", "final top-1", "p"]
@@ -210,8 +216,7 @@ class LensResult:
         for i, text in enumerate(texts):
             savefile.require(isinstance(text, dict) and set(text) == set(cls._LISTS), where,
                              f"prompt {i}'s entry must have the keys {list(cls._LISTS)}")
-            values = {name: tensors.get(f"{i}.{name}") for name in cls._TENSORS}
-            _check_item(values, k, i, where)
+            values = _check_item({name: tensors.get(f"{i}.{name}") for name in cls._TENSORS}, k, i, where)
             try:
                 items.append(PromptLens(**text, **values))
             except (ShapeError, TypeError, ValueError, IndexError) as error:
@@ -225,7 +230,22 @@ _TARGET = ("target_ids", "target_prob", "target_logprob", "target_rank")
 _INTEGER = ("token_ids", "positions", "top_ids", "target_ids", "target_rank")
 
 
-def _check_item(values: dict[str, Tensor | None], k: int, i: int, where: str) -> None:
+class _ItemTensors(TypedDict):
+    """The tensors of one saved prompt, as :class:`PromptLens` takes them: the required ones present."""
+
+    token_ids: Tensor
+    positions: Tensor
+    top_ids: Tensor
+    top_probs: Tensor
+    entropy: Tensor
+    kl_to_final: Tensor
+    target_ids: Tensor | None
+    target_prob: Tensor | None
+    target_logprob: Tensor | None
+    target_rank: Tensor | None
+
+
+def _check_item(values: dict[str, Tensor | None], k: int, i: int, where: str) -> _ItemTensors:
     """The tensors of prompt ``i`` in a saved result: present, of the right kind, consistent with ``k``."""
     from ..savefile import require
 
@@ -239,13 +259,25 @@ def _check_item(values: dict[str, Tensor | None], k: int, i: int, where: str) ->
         integer = name in _INTEGER
         require(value.is_floating_point() != integer and not value.is_complex(), where,
                 f"prompt {i}'s {name} has dtype {value.dtype}; expected {'an integer' if integer else 'a floating-point'} dtype")
-    top_ids, token_ids, positions = values["top_ids"], values["token_ids"], values["positions"]
+
+    def present(name: str) -> Tensor:
+        value = values[name]
+        if value is None:  # refused above with every missing name; here for the type checker
+            raise FileFormatError(f"{where!r}: prompt {i} lacks the tensor {name!r}")
+        return value
+
+    top_ids, token_ids, positions = present("top_ids"), present("token_ids"), present("positions")
     require(top_ids.ndim == 3 and top_ids.shape[-1] == k, where,
             f"prompt {i}'s top_ids has shape {tuple(top_ids.shape)}, expected [stream, pos, k={k}]")
     require(token_ids.ndim == 1 and positions.ndim == 1, where, f"prompt {i}'s token_ids and positions must be 1-D")
     n_tokens = token_ids.shape[0]
     require(bool(((positions >= 0) & (positions < n_tokens)).all()), where,
             f"prompt {i}'s positions lie outside its {n_tokens} tokens")
-    if values["target_ids"] is not None:
-        require(tuple(values["target_ids"].shape) == tuple(positions.shape), where,
-                f"prompt {i}'s target_ids has shape {tuple(values['target_ids'].shape)}, positions {tuple(positions.shape)}")
+    target_ids = values["target_ids"]
+    if target_ids is not None:
+        require(tuple(target_ids.shape) == tuple(positions.shape), where,
+                f"prompt {i}'s target_ids has shape {tuple(target_ids.shape)}, positions {tuple(positions.shape)}")
+    return _ItemTensors(token_ids=token_ids, positions=positions, top_ids=top_ids, top_probs=present("top_probs"),
+                        entropy=present("entropy"), kl_to_final=present("kl_to_final"), target_ids=target_ids,
+                        target_prob=values["target_prob"], target_logprob=values["target_logprob"],
+                        target_rank=values["target_rank"])

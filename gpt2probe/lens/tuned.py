@@ -33,6 +33,7 @@ from ..errors import DamagedFileError, LensMismatchError, ShapeError
 from ..jsonfile import read_object
 from ..savefile import write_safetensors
 from ..versions import versions
+from .translators import Translators
 
 if TYPE_CHECKING:
     from ..probe import GPT2Probe
@@ -80,19 +81,6 @@ def _check_sizes(model: dict[str, Any], probe: GPT2Probe) -> None:
             raise LensMismatchError(
                 f"this tuned lens was trained for {model.get('model_name')!r} with {key}={model.get(key)}, "
                 f"but the model {c.model_name!r} has {key}={value}: train a lens for this model")
-
-
-class Translators(torch.nn.Module):
-    """The trainable part: one ``h -> h + h @ weight[i].T + bias[i]`` per translated stream."""
-
-    def __init__(self, n_streams: int, d_model: int) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(n_streams, d_model, d_model))
-        self.bias = torch.nn.Parameter(torch.zeros(n_streams, d_model))
-
-    def forward(self, h: Float[Tensor, "... d_model"], index: int) -> Float[Tensor, "... d_model"]:
-        weight, bias = self.weight[index], self.bias[index]
-        return h + (h.to(weight.dtype) @ weight.T + bias).to(h.dtype)
 
 
 class TunedLens:

@@ -55,9 +55,13 @@ from ..errors import CorpusError, DamagedFileError, LensMismatchError
 from ..jsonfile import check_kind, parse_object, parse_value
 from ..savefile import write_safetensors
 from ..schedule import lr_factor
+from ..tokens import special_id
 from ..windows import pack_ids, tokenize
+from .translators import Translators
 
 if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
+
     from ..probe import GPT2Probe
 
 CHECKPOINT_FILE = "tuned_lens_checkpoint.safetensors"
@@ -82,7 +86,7 @@ def pack_windows(probe: GPT2Probe, texts: Sequence[str], seq_len: int) -> tuple[
     if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
         raise CorpusError("texts must be a list of strings (documents), e.g. [open(f).read() for f in files]; "
                           f"got {type(texts).__name__}" + (" (a single string)" if isinstance(texts, str) else ""))
-    eos = probe.tokenizer.eos_token_id
+    eos = special_id(probe.tokenizer, "eos")
     if eos is None or not 0 <= eos < probe.cfg.d_vocab:
         raise CorpusError(f"the tokenizer's end-of-text id {eos} is not in the model's vocabulary (d_vocab="
                           f"{probe.cfg.d_vocab}): a tuned lens is trained on text, which this model cannot read")
@@ -189,19 +193,19 @@ def train_tuned_lens(
     del settings["warmup"]  # recorded as the steps it resolved to, as checkpoints and lenses always have
     run = {**settings, "warmup_steps": warmup_steps, "momentum": MOMENTUM,
            "model_fingerprint": lens.model["fingerprint"], "corpus_digest": corpus_digest}
-    translators = lens.translators
+    translators: Translators = lens.translators
     translators.requires_grad_(True)
     params = list(translators.parameters())
     opt = make_optimizer(params, optimizer, lr, weight_decay)
     base_lr = opt.param_groups[0]["lr"]  # lr as torch sees it (SGD: scaled by 1 - momentum)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     start = _resume(checkpoint, run, translators, opt) if checkpoint is not None and checkpoint.is_file() else 0
-    module: torch.nn.Module = translators
+    ddp = None
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         on_gpu = translators.weight.device.type == "cuda"
-        module = DistributedDataParallel(translators, device_ids=[translators.weight.device] if on_gpu else None)
+        ddp = DistributedDataParallel(translators, device_ids=[translators.weight.device] if on_gpu else None)
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
     local = batch_size // world
     began, began_cpu, loss = time.perf_counter(), time.process_time(), float("nan")
@@ -214,7 +218,7 @@ def train_tuned_lens(
             first = step * batch_size + rank * local
             batch = windows[order[first : first + local]]
             opt.zero_grad(set_to_none=True)
-            loss = _accumulate(probe, lens, module, batch, world > 1, max_chunk_bytes)
+            loss = _accumulate(probe, lens, translators, batch, ddp, max_chunk_bytes)
             if clip_grad_norm is not None:  # after DDP's all-reduce: every rank clips the same averaged gradient
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             opt.step()
@@ -271,8 +275,8 @@ def _check_settings(probe: GPT2Probe, steps: int, batch_size: int, seq_len: int,
         bad(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
 
 
-def _accumulate(probe: GPT2Probe, lens: Any, module: torch.nn.Module, batch: Int[Tensor, "batch pos"],
-                ddp: bool, max_chunk_bytes: int) -> float:
+def _accumulate(probe: GPT2Probe, lens: Any, translators: Translators, batch: Int[Tensor, "batch pos"],
+                ddp: DistributedDataParallel | None, max_chunk_bytes: int) -> float:
     """Forward ``batch`` (frozen model), then backpropagate the KL of every stream, block of rows by block.
 
     Each backward call frees its graph, so memory holds one ``[rows, d_vocab]`` block of one
@@ -311,8 +315,9 @@ def _accumulate(probe: GPT2Probe, lens: Any, module: torch.nn.Module, batch: Int
                 del final_p
             last_chunk = w0 + per_forward >= n_windows and r0 + rows_per_chunk >= n_rows
             for s in range(len(names)):
-                sync = not ddp or (last_chunk and s == len(names) - 1)
-                with nullcontext() if sync else module.no_sync():
+                sync = ddp is None or (last_chunk and s == len(names) - 1)
+                module = translators if ddp is None else ddp
+                with ddp.no_sync() if ddp is not None and not sync else nullcontext():
                     normalized = norm(module(streams[s][r0 : r0 + rows_per_chunk], s))
                     # KL(final || q) = sum p log p - sum p logit + logsumexp(logit), since sum p = 1
                     kl = neg_entropy - (normalized * expected_unembed).sum(-1) + _logsumexp_of_projection(normalized, W_U)
@@ -350,7 +355,7 @@ def _logsumexp_of_projection(x: Tensor, W: Tensor) -> Tensor:
     return _LogSumExpOfProjection.apply(x, W)
 
 
-def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: torch.nn.Module,
+def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: Translators,
                      opt: torch.optim.Optimizer) -> None:
     tensors = {"weight": translators.weight.detach().cpu().contiguous(),
                "bias": translators.bias.detach().cpu().contiguous()}
@@ -362,7 +367,7 @@ def _save_checkpoint(path: Path, run: dict[str, Any], step: int, translators: to
     write_safetensors(path, tensors, metadata)
 
 
-def _resume(path: Path, run: dict[str, Any], translators: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+def _resume(path: Path, run: dict[str, Any], translators: Translators, opt: torch.optim.Optimizer) -> int:
     """Load the checkpoint at ``path`` into ``translators`` and ``opt``; returns the number of steps done.
 
     Everything is checked before anything is copied: a damaged checkpoint is an error naming

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
+from torch import Tensor
 
 from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, PositionError
@@ -64,15 +65,24 @@ def _has_target(item: PromptLens, p: int) -> bool:
 def _target_token(item: PromptLens, p: int) -> str:
     if item.target_tokens is not None:
         return item.target_tokens[p]
+    if item.target_ids is None:
+        raise InvalidArgumentError("this PromptLens has no targets: compute the lens with targets")
     return f"id {int(item.target_ids[p])}"
 
 
 def _target_line(item: PromptLens, stream: int, p: int) -> str | None:
-    if not _has_target(item, p):
+    if item.target_prob is None or not _has_target(item, p):
         return None
     prob = float(item.target_prob[stream, p])
     rank = "" if item.target_rank is None else f", rank {int(item.target_rank[stream, p]) + 1}"  # 1 = top
     return f"target {display_token(_target_token(item, p))}: p = {fmt_prob(prob)}{rank}"
+
+
+def _last_rank(item: PromptLens) -> Tensor | None:
+    """The target's rank per stream at the last analysed position (1 = top), or None where it has no target."""
+    if item.target_rank is None or item.target_ids is None or int(item.target_ids[-1]) < 0:
+        return None
+    return item.target_rank[:, -1].float() + 1
 
 
 def _cell_hover(item: PromptLens, stream: int, p: int) -> str:
@@ -382,8 +392,7 @@ def lens_aggregate(result: LensResult | Mapping[str, LensResult]) -> go.Figure:
         prefix = f"{escape_text(lens_name)}, " if several else ""
         thin = dict(width=1, color=lens_colour(lens_name))
         kl_rows = [item.kl_to_final.float().nanmean(dim=1) for item in items]
-        ranks = [(item.target_rank[:, -1].float() + 1) if item.target_rank is not None and int(item.target_ids[-1]) >= 0
-                 else None for item in items]
+        ranks = [_last_rank(item) for item in items]
         for i, (item, kl, rank) in enumerate(zip(items, kl_rows, ranks)):
             name = f"{prefix}prompt {i + 1}: {escape_text(item.prompt, 40)}"
             fig.add_trace(go.Scatter(x=streams, y=kl.tolist(), mode="lines", line=thin, opacity=0.35,

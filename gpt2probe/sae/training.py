@@ -609,7 +609,7 @@ class TrainMethod:
     PyTorch's meaning while the class gets the issue's ``gpt2probe.SAE.train(probe, ...)``.
     """
 
-    def __get__(self, obj, cls):
+    def __get__(self, obj: object, cls: type) -> Callable[..., Any]:  # either signature, by how it is reached
         if obj is None:
             return types.MethodType(train, cls)
         return torch.nn.Module.train.__get__(obj, cls)
