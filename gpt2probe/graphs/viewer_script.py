@@ -14,7 +14,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1rem; color: #222; }
 #wrap { display: flex; gap: 1rem; }
 #graph { border: 1px solid #ccc; flex: 1 1 auto; overflow: auto; max-height: 85vh; position: relative; }
-#graph canvas, #graph svg { position: absolute; left: 0; top: 0; }
+#graph canvas { position: absolute; left: 0; top: 0; }
+#graph svg { position: relative; display: block; }  /* in the flow: it gives the box its size (scrolls past 85vh) */
 #panel { width: 28rem; flex: 0 0 auto; font-size: .9rem; max-height: 85vh; overflow: auto; }
 #panel table { border-collapse: collapse; width: 100%; }
 #panel td { border-bottom: 1px solid #eee; padding: .1rem .3rem; white-space: pre; }
@@ -22,6 +23,10 @@ body { font-family: system-ui, sans-serif; margin: 1rem; color: #222; }
 #panel tr.link:hover { background: #eef; }
 #tools { margin: .5rem 0; display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
 #notes p { margin: .2rem 0; color: #555; font-size: .9rem; }
+#legend { margin: .3rem 0; font-size: .9rem; }
+#legend .swatch { display: inline-block; width: 1.6em; height: .7em; margin: 0 .25em 0 .6em; vertical-align: middle; }
+#legend .dot { display: inline-block; width: .8em; height: .8em; border-radius: 50%; border: 1px solid #333;
+  margin: 0 .25em 0 .6em; vertical-align: middle; }
 .node { cursor: pointer; stroke: #333; stroke-width: .5; }
 .node.selected { stroke: #000; stroke-width: 2.5; }
 .node.picked { stroke: #e8710a; stroke-width: 2.5; }
@@ -282,7 +287,9 @@ document.getElementById("load-json").addEventListener("change", e => {
   reader.readAsText(file);
 });
 
-document.getElementById("graph").append(canvas, svg);
+const graphBox = document.getElementById("graph");
+graphBox.append(canvas, svg);
+graphBox.scrollLeft = graphBox.scrollWidth;  // open on the last positions, where the traced prediction is
 panelIntro();
 setGroups((doc.qParams && doc.qParams.supernodes) || []);
 window.graphViewer = {show: show, nodes: nodes, group: group, ungroup: ungroup, groups: groupList, setGroups: setGroups,
