@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from harvest_helpers import assert_one_error_line
 
 import gpt2probe
 from gpt2probe import SAE, SAEConfig, Transcoder
@@ -205,14 +206,5 @@ def test_harvest_and_report_from_the_command_line(tiny, coders, texts, tmp_path,
                   str(tmp_path / "o")],
                  ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "corpus" / "*.txt"), "--sae",
                   str(tmp_path / "nope"), "--out", str(tmp_path / "o")]):
-        assert _exit_status(argv) == 2, argv
-        err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
-        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+        assert_one_error_line(argv, capsys)
     assert not (tmp_path / "o").exists()
-
-
-def _exit_status(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return exit_.code

@@ -18,7 +18,6 @@ the coder given must be the one harvested (its digest is checked). As in
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -28,12 +27,12 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..display.escape import display_token, escape_text
+from ..display.escape import display_token
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from ..harvest.units import FEATURE_SUFFIX, coder_digest
 from ..names import is_mlp, is_residual_stream, layer_of
+from .data_page import write_page_head
 from .harvest_dashboard import context_row, logit_effects, token_decoder
-from .html import CONTENT_SECURITY_POLICY
 
 LOGIT_NOTE = ("Logit effects: the feature's decoder row times W_U, without the final LayerNorm "
               "(its direct effect on the logits, up to the final LayerNorm's scale).")
@@ -169,13 +168,8 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
     }
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                  f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
-                  f"<title>Features: {html.escape(m['model']['name'])}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n")
-        out.write(f"<header><h1>Features of {html.escape(m['model']['name'])}</h1><dl>")
-        out.write("".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in header.items()))
-        out.write("</dl>")
-        out.write(f'<p class="note">{escape_text(LOGIT_NOTE)}</p></header>\n')
+        write_page_head(out, title=f"Features: {m['model']['name']}", heading=f"Features of {m['model']['name']}",
+                        header=header, style=STYLE, note=LOGIT_NOTE)
         out.write('<nav><label>SAE <select id="hook"></select></label> '
                   '<label>Search <input id="search" type="search" placeholder="feature number, or token text"></label> '
                   '<select id="sort"><option value="id">by number</option><option value="density">by density</option>'

@@ -20,7 +20,6 @@ reports); the file is written atomically.
 from __future__ import annotations
 
 import functools
-import html
 import json
 import math
 import os
@@ -30,11 +29,11 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..display.escape import display_token, escape_text
+from ..display.escape import display_token
 from ..errors import InvalidArgumentError, ModelMismatchError
 from ..names import is_residual_stream, layer_of
 from ..validate import finite_result
-from .html import CONTENT_SECURITY_POLICY
+from .data_page import write_page_head
 
 LOGIT_NOTE = ("Direct effect on the logits: the unit's output direction times W_U, without the final LayerNorm "
               "(for an MLP neuron, its row of W_out).")
@@ -61,9 +60,11 @@ def logit_effects(directions: torch.Tensor, probe, k: int = 8, chunk: int = 512)
                                directions[start:start + chunk].to(w_u.device) @ w_u,
                                "the model's weights or the harvested directions hold NaN or inf")
         v, i = logits.topk(k, dim=-1)
-        up_v.append(v.cpu()), up_i.append(i.cpu())
+        up_v.append(v.cpu())
+        up_i.append(i.cpu())
         v, i = logits.topk(k, dim=-1, largest=False)
-        down_v.append(v.cpu()), down_i.append(i.cpu())
+        down_v.append(v.cpu())
+        down_i.append(i.cpu())
     return torch.cat(up_v), torch.cat(up_i), torch.cat(down_v), torch.cat(down_i)
 
 
@@ -245,15 +246,8 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
     }
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                  f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
-                  f"<title>Harvest: {html.escape(m['model']['name'])}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n")
-        out.write(f"<header><h1>Harvest of {html.escape(m['model']['name'])}</h1><dl>")
-        out.write("".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in header.items()))
-        out.write("</dl>")
-        if probe is not None:
-            out.write(f'<p class="note">{escape_text(LOGIT_NOTE)}</p>')
-        out.write("</header>\n")
+        write_page_head(out, title=f"Harvest: {m['model']['name']}", heading=f"Harvest of {m['model']['name']}",
+                        header=header, style=STYLE, note=LOGIT_NOTE if probe is not None else None)
         out.write('<nav><label>Hook <select id="hook"></select></label> '
                   '<label>Unit <input id="search" type="search" placeholder="number or label, e.g. 12 or L0N12"></label> '
                   '<label>Sort <select id="sort"><option value="max">by max</option><option value="index">by index</option>'
