@@ -60,3 +60,9 @@ def assert_one_error_line(argv: list[str], capsys) -> None:
     err = [line for line in capsys.readouterr().err.strip().splitlines()
            if not line.startswith("Loading weights")]  # transformers' own bar while loading the model
     assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+
+
+def assert_blue(css_colour: str) -> None:
+    """A computed CSS colour (``rgb(...)`` / ``rgba(...)``) that is visibly blue: gpt2probe's colour for positive values."""
+    r, g, b, *alpha = (float(x) for x in css_colour[css_colour.index("(") + 1:-1].split(","))
+    assert b > r + 50 and (not alpha or alpha[0] > 0.3), css_colour

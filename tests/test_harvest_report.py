@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from harvest_helpers import assert_one_error_line
+from harvest_helpers import assert_blue, assert_one_error_line
 
 import gpt2probe
 from gpt2probe.display.escape import visible_whitespace
@@ -65,6 +65,7 @@ def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, h
         first_context = page.evaluate("[...document.querySelector('.ctx').querySelectorAll('span:not(.meta)')]"
                                       ".map(s => s.textContent).join('')")
         spans = page.evaluate("document.querySelectorAll('.ctx span').length")
+        peak_colour = page.evaluate("getComputedStyle(document.querySelector('.ctx span.center')).backgroundColor")
         page.evaluate(f"document.getElementById('hook').value = '{order.index(HOOKS[2])}';"
                       "document.getElementById('hook').dispatchEvent(new Event('change'))")
         heads = page.evaluate("document.querySelectorAll('#unit tr').length")
@@ -77,6 +78,7 @@ def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, h
     expected = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
     assert first_context == expected and any(c in expected for c in "<&$")  # shown literally, not interpreted
     assert spans > 3 and "Promoted tokens" in text
+    assert_blue(peak_colour)  # the peak's positive activation: blue = positive, as in every report
     assert heads == tiny.cfg.n_heads + 1
 
 

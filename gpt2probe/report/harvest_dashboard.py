@@ -263,6 +263,7 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
 
 
 STYLE = """
+#search { width: 17em; }  /* the whole placeholder shows */
 body { font-family: system-ui, sans-serif; margin: 1rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
 header dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 header dt { font-weight: 600; } header dd { margin: 0; }
@@ -292,7 +293,8 @@ function data(i) { if (!(i in cache)) cache[i] = JSON.parse(document.getElementB
 function fmt(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.001) ? x.toExponential(3) : x.toFixed(4)); }
 function short(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.01) ? x.toExponential(1) : String(+x.toFixed(2))); }
 function strength(a, max) { return a === null || !(max > 0) ? 0 : Math.max(-1, Math.min(1, a / max)); }
-function shade(t) { return t === 0 ? 'transparent' : t > 0 ? `rgba(220,60,40,${t.toFixed(3)})` : `rgba(40,90,220,${(-t).toFixed(3)})`; }
+// Blue positive, red negative, as in every gpt2probe figure (report/style.py); the lighter ends of RdBu keep text legible.
+function shade(t) { return t === 0 ? 'transparent' : t > 0 ? `rgba(67,147,195,${t.toFixed(3)})` : `rgba(214,96,77,${(-t).toFixed(3)})`; }
 // The histogram with its axes: x the activation (bin edges lo..hi), y the number of tokens in each bin.
 function histogram(u) {
   const W = 460, H = 150, left = 44, right = 8, top = 6, bottom = 34, w = W - left - right, h = H - top - bottom;
@@ -342,7 +344,7 @@ function showUnit(d, k) {
   currentUnit = k;
   [...list.children].forEach(li => li.classList.toggle('sel', Number(li.dataset.k) === k));
   let s = `<h2>${u.label}</h2><p>mean ${fmt(u.mean)} · std ${fmt(u.std)} · min ${fmt(u.min)} · max ${fmt(u.max)} · active ${(100 * u.freq).toFixed(2)}% of tokens</p>`;
-  s += '<h3>Max-activating contexts</h3><p class="meta">each token shaded by the activation there (red positive, blue negative); the boxed token is the peak</p>';
+  s += '<h3>Max-activating contexts</h3><p class="meta">each token shaded by the activation there (blue positive, red negative); the boxed token is the peak</p>';
   u.examples.forEach(e => {
     s += `<div class="ctx"><span class="meta">${fmt(e.value)} at <b class="peak">${e.tokens[e.center]}</b> · doc ${e.doc} · pos ${e.pos}</span>`;
     e.tokens.forEach((t, i) => { const a = strength(e.acts[i], u.max);
