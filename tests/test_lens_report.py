@@ -157,10 +157,14 @@ def test_long_prompt_report_in_a_browser(tmp_path):
         page.evaluate("(gd => Plotly.Plots.resize(gd).then(() => 1))(document.getElementById('figure-0'))")
         title_right, figure_right = page.evaluate(
             "['#figure-0 .gtitle', '#figure-0 .main-svg'].map(s => document.querySelector(s).getBoundingClientRect().right)")
+        title_bottom, menus_top = page.evaluate("""[document.querySelector('#figure-0 .gtitle').getBoundingClientRect().bottom,
+            Math.min(...[...document.querySelectorAll('#figure-0 .updatemenu-button, #figure-0 .updatemenu-header-group')]
+                     .map(e => e.getBoundingClientRect().top))]""")
         errors = list(page.errors)
     assert errors == []
     assert after == before
     assert title_right <= figure_right
+    assert title_bottom <= menus_top  # the subtitle's last line (the cut prompt's note) clears the metric buttons
     assert box["colorbar"][2] <= MAX_WIDTH + 40  # the colour bar is on screen, not 5,000 px to the right
     assert box["slider"] is None and box["menu"] is not None
     title, modebar = box["title"], box["modebar"]

@@ -24,6 +24,7 @@ from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
 from .style import (
     LENS_DASH,
+    SUBTITLE_LINE,
     TOP_MARGIN,
     category_axis,
     colorbar,
@@ -238,9 +239,9 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
                     title=dict(text="actual next token"), **category_axis(next_labels, positions)),
         yaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
         updatemenus=menus,
-        height=max(380, 26 * n_streams + 330) + 16 * (prompt.count("<br>") + bool(hidden)),
+        height=max(380, 26 * n_streams + 330) + SUBTITLE_LINE * (prompt.count("<br>") + bool(hidden)),
         width=width,
-        margin=dict(l=130, t=TOP_MARGIN + 70 + 16 * (prompt.count("<br>") + bool(hidden))),
+        margin=dict(l=130, t=TOP_MARGIN + 70 + SUBTITLE_LINE * (prompt.count("<br>") + bool(hidden))),
         dragmode="pan",
     )
     return fig
@@ -316,9 +317,9 @@ def target_trajectory(item: PromptLens | Mapping[str, PromptLens], position: int
                            f"<br>{prompt}</sup>"),
         showlegend=len(lenses) > 1,
         legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-        height=600 + 16 * prompt.count("<br>"),
+        height=600 + SUBTITLE_LINE * prompt.count("<br>"),
         width=width,
-        margin=dict(t=TOP_MARGIN + 16 * prompt.count("<br>")),
+        margin=dict(t=TOP_MARGIN + SUBTITLE_LINE * prompt.count("<br>")),
     )
     return fig
 
@@ -348,9 +349,9 @@ def kl_per_layer(item: PromptLens, position: int | None = None) -> go.Figure:
         title=title_layout(f"KL divergence to the final prediction<br><sup>{where}<br>{prompt}</sup>"),
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
-        height=460 + 16 * prompt.count("<br>"),  # a cut prompt adds a line saying so
+        height=460 + SUBTITLE_LINE * prompt.count("<br>"),  # a cut prompt adds a line saying so
         width=width,
-        margin=dict(t=TOP_MARGIN + 16 * prompt.count("<br>")),
+        margin=dict(t=TOP_MARGIN + SUBTITLE_LINE * prompt.count("<br>")),
     )
     return fig
 
@@ -456,10 +457,10 @@ def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
         title=title_layout(f"KL divergence to the final prediction, by lens<br><sup>mean over "
                            f"{int(first.positions.shape[0])} analysed positions<br>{prompt}</sup>"),
         legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-        margin=dict(t=TOP_MARGIN + 16 * prompt.count("<br>")),  # a cut prompt adds a line saying so
+        margin=dict(t=TOP_MARGIN + SUBTITLE_LINE * prompt.count("<br>")),  # a cut prompt adds a line saying so
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(first)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
-        height=460 + 16 * prompt.count("<br>"),
+        height=460 + SUBTITLE_LINE * prompt.count("<br>"),
         width=width,
     )
     return fig

@@ -123,6 +123,7 @@ def fmt_nats(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
 
+SUBTITLE_LINE = 22  # px: the height of one more <sup> line in a figure's title, as Chromium draws it
 TOP_MARGIN = 120  # px above the plot: the title starts below Plotly's toolbar (the mode bar, shown on hover)
 
 
