@@ -42,3 +42,27 @@ def assert_same_harvest(a, b, *, exact: bool, atol: float = 1e-5) -> None:
             else:
                 torch.testing.assert_close(sa[key], sb[key], atol=atol, rtol=0)
         assert torch.equal(a._units(hook).hist, b._units(hook).hist), hook
+
+
+def exit_status(argv: list[str]) -> int:
+    """``gpt2probe.cli.main``'s status, whether it returns it or argparse exits with it."""
+    from gpt2probe.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def assert_one_error_line(argv: list[str], capsys) -> None:
+    """The command ``argv`` exits with status 2 and prints exactly one line, starting ``error: ``, on stderr."""
+    assert exit_status(argv) == 2, argv
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("Loading weights")]  # transformers' own bar while loading the model
+    assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+
+
+def assert_blue(css_colour: str) -> None:
+    """A computed CSS colour (``rgb(...)`` / ``rgba(...)``) that is visibly blue: gpt2probe's colour for positive values."""
+    r, g, b, *alpha = (float(x) for x in css_colour[css_colour.index("(") + 1:-1].split(","))
+    assert b > r + 50 and (not alpha or alpha[0] > 0.3), css_colour

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from harvest_helpers import assert_blue, assert_one_error_line
 
 import gpt2probe
 from gpt2probe import SAE, SAEConfig, Transcoder
@@ -162,6 +163,7 @@ def test_the_browser_searches_by_number_and_token_and_shows_tokens_literally(tin
         first_context = page.evaluate(f"[...document.querySelectorAll('.ctx')[{slot}].querySelectorAll('span.tok')]"
                                       ".map(s => s.textContent).join('')")
         promoted = page.evaluate("document.getElementById('feature').textContent")
+        peak_colour = page.evaluate("getComputedStyle(document.querySelector('.ctx span.center')).backgroundColor")
         set_value("search", word.upper(), "input")  # search ignores case
         found = page.evaluate("[...document.querySelectorAll('#features li')].map(li => Number(li.dataset.k))")
         pwned = page.evaluate("window.__pwned === undefined ? null : window.__pwned")
@@ -177,6 +179,7 @@ def test_the_browser_searches_by_number_and_token_and_shows_tokens_literally(tin
     shown = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
     assert first_context == shown and any(c in shown for c in "<>&$")  # shown literally, never interpreted
     assert "Promoted tokens" in promoted and "Suppressed tokens" in promoted
+    assert_blue(peak_colour)  # a positive activation is blue, as on the harvest dashboard and in every figure
     assert sorted(found) == sorted(expected)
 
 
@@ -205,14 +208,5 @@ def test_harvest_and_report_from_the_command_line(tiny, coders, texts, tmp_path,
                   str(tmp_path / "o")],
                  ["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "corpus" / "*.txt"), "--sae",
                   str(tmp_path / "nope"), "--out", str(tmp_path / "o")]):
-        assert _exit_status(argv) == 2, argv
-        err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
-        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+        assert_one_error_line(argv, capsys)
     assert not (tmp_path / "o").exists()
-
-
-def _exit_status(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return exit_.code

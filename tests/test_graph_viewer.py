@@ -49,6 +49,23 @@ def test_page_draws_in_chromium(page):
         assert n_nodes == opened.evaluate("graphViewer.nodes.length") > graph.n_pos
         labels = opened.evaluate("Array.from(document.querySelectorAll('text.tok')).map(t => t.textContent)")
         assert labels == [token_text(t) for t in NASTY]  # as every gpt2probe report shows tokens
+        # The graph's box is as tall as the drawing (up to 85% of the window, then it scrolls), not a 60 px strip
+        box, drawn, window = opened.evaluate("[document.getElementById('graph').clientHeight, "
+                                             "document.querySelector('#graph svg').getBoundingClientRect().height, "
+                                             "window.innerHeight]")
+        assert box >= min(drawn, 0.85 * window) - 2, (box, drawn, window)
+        left, most = opened.evaluate("(b => [b.scrollLeft, b.scrollWidth - b.clientWidth])(document.getElementById('graph'))")
+        assert abs(left - most) <= 1  # opens on the last positions (the prediction traced)
+        rows_at = ("(b => [...b.querySelectorAll('text.row')].map(t => t.getBoundingClientRect().left - "
+                   "b.getBoundingClientRect().left))(document.getElementById('graph'))")
+        opened_rows = opened.evaluate(rows_at)
+        opened.evaluate("(b => { b.scrollLeft = 0; b.dispatchEvent(new Event('scroll')); return 1; })"
+                        "(document.getElementById('graph'))")
+        scrolled_rows = opened.evaluate(rows_at)
+        assert len(opened_rows) == graph.n_layers + 2  # logits, each layer, embeddings
+        assert all(0 <= x <= 10 for x in opened_rows + scrolled_rows)  # the row names stay in sight
+        legend = opened.evaluate("document.getElementById('legend').textContent")
+        assert "positive" in legend and "negative" in legend and "layer 0 at the bottom" in legend
         logit_id = opened.evaluate("graphViewer.nodes.find(n => n.feature_type === 'logit').node_id")
         opened.evaluate(f"graphViewer.show({json.dumps(logit_id)})")
         rows = opened.evaluate("document.querySelectorAll('#panel tr').length")

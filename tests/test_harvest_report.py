@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harvest_helpers import assert_blue, assert_one_error_line
 
 import gpt2probe
-from gpt2probe.cli import main
 from gpt2probe.display.escape import visible_whitespace
 from gpt2probe.harvest import Corpus, harvest
 from gpt2probe.report.harvest_dashboard import logit_effects, output_directions, write_dashboard
@@ -65,6 +65,7 @@ def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, h
         first_context = page.evaluate("[...document.querySelector('.ctx').querySelectorAll('span:not(.meta)')]"
                                       ".map(s => s.textContent).join('')")
         spans = page.evaluate("document.querySelectorAll('.ctx span').length")
+        peak_colour = page.evaluate("getComputedStyle(document.querySelector('.ctx span.center')).backgroundColor")
         page.evaluate(f"document.getElementById('hook').value = '{order.index(HOOKS[2])}';"
                       "document.getElementById('hook').dispatchEvent(new Event('change'))")
         heads = page.evaluate("document.querySelectorAll('#unit tr').length")
@@ -77,6 +78,7 @@ def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, h
     expected = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
     assert first_context == expected and any(c in expected for c in "<&$")  # shown literally, not interpreted
     assert spans > 3 and "Promoted tokens" in text
+    assert_blue(peak_colour)  # the peak's positive activation: blue = positive, as in every report
     assert heads == tiny.cfg.n_heads + 1
 
 
@@ -93,19 +95,8 @@ def test_cli_mistakes_print_one_error_line_and_exit_2(tmp_path, capsys):
     cases.append(["harvest", "--model", "tiny-english", "--corpus", str(tmp_path / "a.txt"), "--hooks",
                   "blocks.0.mlp.hook_psot", "--out", str(tmp_path / "o"), "--no-progress"])
     for argv in cases:
-        assert _exit_status(argv) == 2, argv
-        err = [line for line in capsys.readouterr().err.strip().splitlines()
-               if not line.startswith("Loading weights")]  # transformers' own bar while loading the model
-        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
+        assert_one_error_line(argv, capsys)
     assert not (tmp_path / "o").exists()
-
-
-def _exit_status(argv: list[str]) -> int:
-    """``main``'s status, whether it returns it or argparse exits with it."""
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return exit_.code
 
 
 # -- reads at a glance: opening hook, the address, split characters, peak and histogram axes ---------------

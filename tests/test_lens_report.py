@@ -85,6 +85,12 @@ def test_metric_switch_restyles_to_each_metric(item):
     rank_bar = by_label["target rank"]["colorbar"][0]
     assert rank_bar["ticktext"][0] == "1" and rank_bar["tickvals"][0] == 0.0  # log10(rank 1) = 0
     assert menu.active == 0 and lens_heatmap(item, "kl").layout.updatemenus[0].active == 2
+    # Scales travel as explicit lists: a name would be resolved by plotly.js in the browser, whose "Blues" is
+    # another scale (dark blue to grey) than plotly.py's, so a click would change what a colour means.
+    scales = {label: args["colorscale"][0] for label, args in by_label.items()}
+    assert all(isinstance(scale, (list, tuple)) and len(scale) > 2 for scale in scales.values())
+    assert [list(stop) for stop in fig.data[0].colorscale] == [list(stop) for stop in scales["p(top-1)"]]
+    assert scales["p(target)"] == scales["p(top-1)"] and by_label["target rank"]["reversescale"] == [True]
 
 
 def test_long_prompt_gets_a_fixed_width_and_a_menu_of_readable_windows():
@@ -137,9 +143,28 @@ def test_long_prompt_report_in_a_browser(tmp_path):
                   cbticks: [...document.querySelectorAll('#figure-0 .cbaxis text')].map(e => {
                       const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; })};
         })()""")
-        page.evaluate("1")
+        # The metric buttons keep the colours' meaning: p(top-1) reads the same before and after a round trip
+        scale = "JSON.stringify(document.getElementById('figure-0')._fullData[0].colorscale)"
+        before = page.evaluate(scale)
+        for button in (4, 0):
+            page.evaluate(f"(gd => {{ const b = gd.layout.updatemenus[0].buttons[{button}]; "
+                          "return Plotly.restyle(gd, b.args[0], b.args[1]).then(() => 1); })"
+                          "(document.getElementById('figure-0'))")
+        after = page.evaluate(scale)
+        # On a laptop's window no subtitle line (the cut prompt) runs off the figure
+        page.send("Emulation.setDeviceMetricsOverride", {"width": 1366, "height": 768, "deviceScaleFactor": 1,
+                                                          "mobile": False})
+        page.evaluate("(gd => Plotly.Plots.resize(gd).then(() => 1))(document.getElementById('figure-0'))")
+        title_right, figure_right = page.evaluate(
+            "['#figure-0 .gtitle', '#figure-0 .main-svg'].map(s => document.querySelector(s).getBoundingClientRect().right)")
+        title_bottom, menus_top = page.evaluate("""[document.querySelector('#figure-0 .gtitle').getBoundingClientRect().bottom,
+            Math.min(...[...document.querySelectorAll('#figure-0 .updatemenu-button, #figure-0 .updatemenu-header-group')]
+                     .map(e => e.getBoundingClientRect().top))]""")
         errors = list(page.errors)
     assert errors == []
+    assert after == before
+    assert title_right <= figure_right
+    assert title_bottom <= menus_top  # the subtitle's last line (the cut prompt's note) clears the metric buttons
     assert box["colorbar"][2] <= MAX_WIDTH + 40  # the colour bar is on screen, not 5,000 px to the right
     assert box["slider"] is None and box["menu"] is not None
     title, modebar = box["title"], box["modebar"]

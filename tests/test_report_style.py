@@ -27,6 +27,12 @@ def test_scores_keep_three_significant_digits(value, text):
     assert fmt_score(value) not in ("-0.0000", "+0.0000")
 
 
+def test_rank_ticks_thin_to_decades_where_they_would_crowd():
+    assert rank_ticks(1.0, 50_000.0, max_ticks=8) == ([1.0, 10.0, 100.0, 1000.0, 10000.0],
+                                                       ["1", "10", "100", "1,000", "10,000"])
+    assert rank_ticks(1.0, 200.0, max_ticks=8) == rank_ticks(1.0, 200.0)  # 8 ticks fit: 1-2-5 kept
+
+
 def test_rank_ticks_are_1_2_5_per_decade_written_out():
     values, texts = rank_ticks(1.0, 300.0)
     assert texts == ["1", "2", "5", "10", "20", "50", "100", "200", "500"][: len(texts)]
@@ -61,6 +67,8 @@ def test_prompt_lines_wrap_and_say_when_cut():
     assert wrapped.count("<br>") == 2 and "more characters" not in wrapped
     cut = prompt_lines("y" * 130, 40)
     assert "… (10 more characters: the whole prompt is in the report's header)" in cut
+    *shown, said = cut.removeprefix("prompt: ").split("<br>")
+    assert [len(line) for line in shown] == [40, 40, 40] and said.startswith("… (")  # no line runs past the width
 
 
 def test_lens_colours_are_neither_signed_colour():

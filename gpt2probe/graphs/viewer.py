@@ -25,6 +25,17 @@ from .viewer_script import SCRIPT, STYLE
 
 CONTENT_SECURITY_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
+# What the colours mean, on the page (the script draws with the same colours).
+LEGEND = (
+    '<p id="legend">edges (width: |weight|):'
+    '<span class="swatch" style="background:#1a73e8"></span>positive (raises its target)'
+    '<span class="swatch" style="background:#d93025"></span>negative (lowers it); nodes:'
+    '<span class="dot" style="background:#a8e6a1"></span>token embedding'
+    '<span class="dot" style="background:#8ab4f8"></span>transcoder feature'
+    '<span class="dot" style="background:#bbbbbb"></span>MLP reconstruction error'
+    '<span class="dot" style="background:#f6c26b"></span>logit; rows: layers, layer 0 at the bottom</p>'
+)
+
 
 def _safe_json(document: dict) -> str:
     """JSON that cannot end the ``<script>`` block it sits in."""
@@ -64,7 +75,7 @@ def graph_html(graph: Any, *, node_threshold: float | None = 0.8, edge_threshold
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CONTENT_SECURITY_POLICY}\">"
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{escape(title)}</h1><p>{escape(summary)}</p><div id=\"static-notes\">{note_html}</div><div id=\"notes\"></div>"
-        f"{tools}<div id=\"wrap\"><div id=\"graph\"></div><div id=\"panel\"></div></div>"
+        f"{LEGEND}{tools}<div id=\"wrap\"><div id=\"graph\"></div><div id=\"panel\"></div></div>"
         f"<script type=\"application/json\" id=\"graph-data\">{_safe_json(document)}</script>"
         f"<script>{SCRIPT}</script></body></html>\n"
     )

@@ -14,7 +14,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1rem; color: #222; }
 #wrap { display: flex; gap: 1rem; }
 #graph { border: 1px solid #ccc; flex: 1 1 auto; overflow: auto; max-height: 85vh; position: relative; }
-#graph canvas, #graph svg { position: absolute; left: 0; top: 0; }
+#graph canvas { position: absolute; left: 0; top: 0; }
+#graph svg { position: relative; display: block; }  /* in the flow: it gives the box its size (scrolls past 85vh) */
 #panel { width: 28rem; flex: 0 0 auto; font-size: .9rem; max-height: 85vh; overflow: auto; }
 #panel table { border-collapse: collapse; width: 100%; }
 #panel td { border-bottom: 1px solid #eee; padding: .1rem .3rem; white-space: pre; }
@@ -22,10 +23,15 @@ body { font-family: system-ui, sans-serif; margin: 1rem; color: #222; }
 #panel tr.link:hover { background: #eef; }
 #tools { margin: .5rem 0; display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
 #notes p { margin: .2rem 0; color: #555; font-size: .9rem; }
+#legend { margin: .3rem 0; font-size: .9rem; }
+#legend .swatch { display: inline-block; width: 1.6em; height: .7em; margin: 0 .25em 0 .6em; vertical-align: middle; }
+#legend .dot { display: inline-block; width: .8em; height: .8em; border-radius: 50%; border: 1px solid #333;
+  margin: 0 .25em 0 .6em; vertical-align: middle; }
 .node { cursor: pointer; stroke: #333; stroke-width: .5; }
 .node.selected { stroke: #000; stroke-width: 2.5; }
 .node.picked { stroke: #e8710a; stroke-width: 2.5; }
 text.tok { font: 11px ui-monospace, monospace; }
+g.rows { pointer-events: none; }
 text.sn { font: 10px system-ui, sans-serif; pointer-events: none; }
 .ctx { font: 12px ui-monospace, monospace; margin: .2rem 0; white-space: pre-wrap; }
 .ctx span.peak { font-weight: bold; text-decoration: underline; }
@@ -107,13 +113,21 @@ const ctx2d = canvas.getContext("2d"); ctx2d.scale(ratio, ratio);
 const svg = document.createElementNS(NS, "svg");
 svg.setAttribute("width", width); svg.setAttribute("height", height);
 const labelLayer = document.createElementNS(NS, "g"), nodeLayer = document.createElementNS(NS, "g");
-svg.append(labelLayer, nodeLayer);
-function label(text, x, y, cls) {
+// The row names stay at the box's left edge however far the graph is scrolled (over a white strip, above the edges).
+const rowLayer = document.createElementNS(NS, "g");
+rowLayer.setAttribute("class", "rows");
+svg.append(labelLayer, nodeLayer, rowLayer);
+function label(text, x, y, cls, layer) {
   const t = document.createElementNS(NS, "text");
   t.setAttribute("x", x); t.setAttribute("y", y); if (cls) t.setAttribute("class", cls);
-  t.textContent = text; labelLayer.append(t);
+  t.textContent = text; (layer || labelLayer).append(t);
 }
-for (let r = 0; r <= nLayers + 1; r++) label(r === 0 ? "logits" : r === nLayers + 1 ? "emb" : "L" + (nLayers - r), 4, top + r * rowH + 16);
+const strip = document.createElementNS(NS, "rect");
+strip.setAttribute("x", 0); strip.setAttribute("y", 0); strip.setAttribute("width", left - 8);
+strip.setAttribute("height", height); strip.setAttribute("fill", "rgba(255,255,255,0.85)");
+rowLayer.append(strip);
+for (let r = 0; r <= nLayers + 1; r++)
+  label(r === 0 ? "logits" : r === nLayers + 1 ? "emb" : "L" + (nLayers - r), 4, top + r * rowH + 16, "row", rowLayer);
 const tokenLabels = doc.gpt2probe_token_labels;  // rendered in Python by display.escape.token_text, as every report
 tokenLabels.forEach((tok, p) => label(tok, left + p * colW, top + (nLayers + 2) * rowH + 16, "tok"));
 const colour = n => ({"cross layer transcoder": "#8ab4f8", "mlp reconstruction error": "#bbbbbb",
@@ -282,7 +296,11 @@ document.getElementById("load-json").addEventListener("change", e => {
   reader.readAsText(file);
 });
 
-document.getElementById("graph").append(canvas, svg);
+const graphBox = document.getElementById("graph");
+graphBox.append(canvas, svg);
+graphBox.addEventListener("scroll", () => rowLayer.setAttribute("transform", "translate(" + graphBox.scrollLeft + ",0)"));
+graphBox.scrollLeft = graphBox.scrollWidth;  // open on the last positions, where the traced prediction is
+rowLayer.setAttribute("transform", "translate(" + graphBox.scrollLeft + ",0)");
 panelIntro();
 setGroups((doc.qParams && doc.qParams.supernodes) || []);
 window.graphViewer = {show: show, nodes: nodes, group: group, ungroup: ungroup, groups: groupList, setGroups: setGroups,

@@ -18,7 +18,6 @@ the coder given must be the one harvested (its digest is checked). As in
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -28,12 +27,12 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..display.escape import display_token, escape_text
+from ..display.escape import display_token
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from ..harvest.units import FEATURE_SUFFIX, coder_digest
 from ..names import is_mlp, is_residual_stream, layer_of
+from .data_page import write_page_head
 from .harvest_dashboard import context_row, logit_effects, token_decoder
-from .html import CONTENT_SECURITY_POLICY
 
 LOGIT_NOTE = ("Logit effects: the feature's decoder row times W_U, without the final LayerNorm "
               "(its direct effect on the logits, up to the final LayerNorm's scale).")
@@ -169,13 +168,8 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
     }
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                  f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
-                  f"<title>Features: {html.escape(m['model']['name'])}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n")
-        out.write(f"<header><h1>Features of {html.escape(m['model']['name'])}</h1><dl>")
-        out.write("".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in header.items()))
-        out.write("</dl>")
-        out.write(f'<p class="note">{escape_text(LOGIT_NOTE)}</p></header>\n')
+        write_page_head(out, title=f"Features: {m['model']['name']}", heading=f"Features of {m['model']['name']}",
+                        header=header, style=STYLE, note=LOGIT_NOTE)
         out.write('<nav><label>SAE <select id="hook"></select></label> '
                   '<label>Search <input id="search" type="search" placeholder="feature number, or token text"></label> '
                   '<select id="sort"><option value="id">by number</option><option value="density">by density</option>'
@@ -205,6 +199,7 @@ def _coders_by_name(saes: Mapping[str, object] | Sequence) -> dict[str, object]:
 
 
 STYLE = """
+#search { width: 17em; }  /* the whole placeholder shows */
 body { font-family: system-ui, sans-serif; margin: 1rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
 header dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 header dt { font-weight: 600; } header dd { margin: 0; }
@@ -215,7 +210,7 @@ main { display: grid; grid-template-columns: 16rem 1fr; gap: 1rem; }
 #features li { cursor: pointer; padding: .1rem .4rem; font-family: monospace; }
 #features li.sel { background: #dbe7ff; } #features li.dead { color: #999; }
 .ctx { font-family: monospace; white-space: pre-wrap; margin: .2rem 0; line-height: 1.6; }
-.ctx span.tok { border-radius: 2px; } .ctx span.center { outline: 2px solid #c00; }
+.ctx span.tok { border-radius: 2px; } .ctx span.center { outline: 2px solid #111; outline-offset: 1px; }
 .meta { color: #666; font-size: .85em; margin-right: .5rem; }
 .density { font-size: 1.1em; }
 table { border-collapse: collapse; } td, th { padding: .1rem .6rem; border-bottom: 1px solid #eee; text-align: left; }
@@ -236,13 +231,13 @@ function fmt(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 &
 function pct(x) { return x === 0 ? '0%' : (100 * x < 0.001 ? (100 * x).toExponential(2) : (100 * x).toPrecision(3)) + '%'; }
 function shade(a, max) {
   if (a === null || !(max > 0) || a <= 0) return 'transparent';
-  return `rgba(230,110,20,${Math.min(1, a / max).toFixed(3)})`;
+  return `rgba(67,147,195,${Math.min(1, a / max).toFixed(3)})`;  // blue = positive, as on the harvest dashboard
 }
 function histogram(f) {
   const w = 420, h = 120, n = f.hist.length, top = Math.max(1, ...f.hist), bw = w / n;
   let bars = '';
   f.hist.forEach((c, i) => { const bh = c / top * (h - 14);
-    bars += `<rect x="${(i * bw).toFixed(2)}" y="${(h - 14 - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${i === n - 1 ? '#999' : '#e6761a'}"><title>${c}</title></rect>`; });
+    bars += `<rect x="${(i * bw).toFixed(2)}" y="${(h - 14 - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${i === n - 1 ? '#999' : '#4a72c4'}"><title>${c}</title></rect>`; });
   return `<svg width="${w}" height="${h}" role="img" aria-label="histogram of positive activations">${bars}` +
     `<text x="0" y="${h - 2}" font-size="10">${fmt(f.lo)}</text><text x="${w}" y="${h - 2}" font-size="10" text-anchor="end">${fmt(f.hi)}</text></svg>` +
     `<div class="meta">active tokens by activation; grey: at or above ${fmt(f.hi)}</div>`;

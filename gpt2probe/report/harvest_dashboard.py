@@ -20,7 +20,6 @@ reports); the file is written atomically.
 from __future__ import annotations
 
 import functools
-import html
 import json
 import math
 import os
@@ -30,11 +29,11 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..display.escape import display_token, escape_text
+from ..display.escape import display_token
 from ..errors import InvalidArgumentError, ModelMismatchError
 from ..names import is_residual_stream, layer_of
 from ..validate import finite_result
-from .html import CONTENT_SECURITY_POLICY
+from .data_page import write_page_head
 
 LOGIT_NOTE = ("Direct effect on the logits: the unit's output direction times W_U, without the final LayerNorm "
               "(for an MLP neuron, its row of W_out).")
@@ -61,9 +60,11 @@ def logit_effects(directions: torch.Tensor, probe, k: int = 8, chunk: int = 512)
                                directions[start:start + chunk].to(w_u.device) @ w_u,
                                "the model's weights or the harvested directions hold NaN or inf")
         v, i = logits.topk(k, dim=-1)
-        up_v.append(v.cpu()), up_i.append(i.cpu())
+        up_v.append(v.cpu())
+        up_i.append(i.cpu())
         v, i = logits.topk(k, dim=-1, largest=False)
-        down_v.append(v.cpu()), down_i.append(i.cpu())
+        down_v.append(v.cpu())
+        down_i.append(i.cpu())
     return torch.cat(up_v), torch.cat(up_i), torch.cat(down_v), torch.cat(down_i)
 
 
@@ -245,15 +246,8 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
     }
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                  f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
-                  f"<title>Harvest: {html.escape(m['model']['name'])}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n")
-        out.write(f"<header><h1>Harvest of {html.escape(m['model']['name'])}</h1><dl>")
-        out.write("".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in header.items()))
-        out.write("</dl>")
-        if probe is not None:
-            out.write(f'<p class="note">{escape_text(LOGIT_NOTE)}</p>')
-        out.write("</header>\n")
+        write_page_head(out, title=f"Harvest: {m['model']['name']}", heading=f"Harvest of {m['model']['name']}",
+                        header=header, style=STYLE, note=LOGIT_NOTE if probe is not None else None)
         out.write('<nav><label>Hook <select id="hook"></select></label> '
                   '<label>Unit <input id="search" type="search" placeholder="number or label, e.g. 12 or L0N12"></label> '
                   '<label>Sort <select id="sort"><option value="max">by max</option><option value="index">by index</option>'
@@ -269,6 +263,7 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
 
 
 STYLE = """
+#search { width: 17em; }  /* the whole placeholder shows */
 body { font-family: system-ui, sans-serif; margin: 1rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
 header dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 header dt { font-weight: 600; } header dd { margin: 0; }
@@ -298,7 +293,8 @@ function data(i) { if (!(i in cache)) cache[i] = JSON.parse(document.getElementB
 function fmt(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.001) ? x.toExponential(3) : x.toFixed(4)); }
 function short(x) { return x === null ? 'n/a' : (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.01) ? x.toExponential(1) : String(+x.toFixed(2))); }
 function strength(a, max) { return a === null || !(max > 0) ? 0 : Math.max(-1, Math.min(1, a / max)); }
-function shade(t) { return t === 0 ? 'transparent' : t > 0 ? `rgba(220,60,40,${t.toFixed(3)})` : `rgba(40,90,220,${(-t).toFixed(3)})`; }
+// Blue positive, red negative, as in every gpt2probe figure (report/style.py); the lighter ends of RdBu keep text legible.
+function shade(t) { return t === 0 ? 'transparent' : t > 0 ? `rgba(67,147,195,${t.toFixed(3)})` : `rgba(214,96,77,${(-t).toFixed(3)})`; }
 // The histogram with its axes: x the activation (bin edges lo..hi), y the number of tokens in each bin.
 function histogram(u) {
   const W = 460, H = 150, left = 44, right = 8, top = 6, bottom = 34, w = W - left - right, h = H - top - bottom;
@@ -348,7 +344,7 @@ function showUnit(d, k) {
   currentUnit = k;
   [...list.children].forEach(li => li.classList.toggle('sel', Number(li.dataset.k) === k));
   let s = `<h2>${u.label}</h2><p>mean ${fmt(u.mean)} · std ${fmt(u.std)} · min ${fmt(u.min)} · max ${fmt(u.max)} · active ${(100 * u.freq).toFixed(2)}% of tokens</p>`;
-  s += '<h3>Max-activating contexts</h3><p class="meta">each token shaded by the activation there (red positive, blue negative); the boxed token is the peak</p>';
+  s += '<h3>Max-activating contexts</h3><p class="meta">each token shaded by the activation there (blue positive, red negative); the boxed token is the peak</p>';
   u.examples.forEach(e => {
     s += `<div class="ctx"><span class="meta">${fmt(e.value)} at <b class="peak">${e.tokens[e.center]}</b> · doc ${e.doc} · pos ${e.pos}</span>`;
     e.tokens.forEach((t, i) => { const a = strength(e.acts[i], u.max);

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import plotly.colors
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -24,6 +25,7 @@ from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
 from .style import (
     LENS_DASH,
+    SUBTITLE_LINE,
     TOP_MARGIN,
     category_axis,
     colorbar,
@@ -105,6 +107,7 @@ def _stream_axis(item: PromptLens) -> dict:
     return category_axis([escape_text(label) for label in item.stream_labels])
 
 
+RANK_PANEL_TICKS = 8  # the rank panels are ~180 px tall: more ticks than this overlap (1-2-5 become decades)
 CELL_WIDTH = 64  # px per position
 MAX_WIDTH = 1300  # px: wider prompts get windows onto them (a menu, and panning)
 
@@ -185,7 +188,10 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
         bar = colorbar(title)
         if name == "target_rank":
             bar["tickvals"], bar["ticktext"] = _rank_ticks(zmax)
-        return dict(z=z, zmin=zmin, zmax=zmax, colorscale=scale, reversescale=name == "target_rank", colorbar=bar)
+        # The scale as an explicit list: the buttons restyle in the browser, where plotly.js's own "Blues" is
+        # another scale (dark blue to grey) than plotly.py's, and the colours would change meaning on a click.
+        return dict(z=z, zmin=zmin, zmax=zmax, colorscale=[list(stop) for stop in plotly.colors.get_colorscale(scale)],
+                    reversescale=name == "target_rank", colorbar=bar)
 
     heatmap = go.Heatmap(
         x=positions,
@@ -243,9 +249,9 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
                     title=dict(text="actual next token"), **category_axis(next_labels, positions)),
         yaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
         updatemenus=menus,
-        height=max(380, 26 * n_streams + 330) + 16 * (prompt.count("<br>") + bool(hidden)),
+        height=max(380, 26 * n_streams + 330) + SUBTITLE_LINE * (prompt.count("<br>") + bool(hidden)),
         width=width,
-        margin=dict(l=130, t=TOP_MARGIN + 70 + 16 * (prompt.count("<br>") + bool(hidden))),
+        margin=dict(l=130, t=TOP_MARGIN + 70 + SUBTITLE_LINE * (prompt.count("<br>") + bool(hidden))),
         dragmode="pan",
     )
     return fig
@@ -305,7 +311,7 @@ def target_trajectory(item: PromptLens | Mapping[str, PromptLens], position: int
                                      showlegend=row == 1 and len(lenses) > 1, line=_lens_line(name),
                                      meta=what, hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"),
                           row=row, col=1)
-    tickvals, ticktext = rank_ticks(1.0, top_rank)
+    tickvals, ticktext = rank_ticks(1.0, top_rank, max_ticks=RANK_PANEL_TICKS)
     # Rank 1 is the best: reversed so that up means "more predicted" in both panels.
     fig.update_yaxes(title=dict(text="p(target)"), range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title=dict(text="rank (1 = top)"), type="log", autorange="reversed", tickmode="array",
@@ -321,9 +327,9 @@ def target_trajectory(item: PromptLens | Mapping[str, PromptLens], position: int
                            f"<br>{prompt}</sup>"),
         showlegend=len(lenses) > 1,
         legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-        height=600 + 16 * prompt.count("<br>"),
+        height=600 + SUBTITLE_LINE * prompt.count("<br>"),
         width=width,
-        margin=dict(t=TOP_MARGIN + 16 * prompt.count("<br>")),
+        margin=dict(t=TOP_MARGIN + SUBTITLE_LINE * prompt.count("<br>")),
     )
     return fig
 
@@ -348,14 +354,14 @@ def kl_per_layer(item: PromptLens, position: int | None = None) -> go.Figure:
     fig = go.Figure(go.Scatter(x=streams, y=values, mode="lines+markers", name="KL to final",
                                line=_lens_line("logit lens"), hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
     width = max(640, 45 * item.n_streams + 200)
+    prompt = prompt_lines(item.prompt, prompt_chars(width), max_lines=1)
     fig.update_layout(
-        title=title_layout(f"KL divergence to the final prediction<br><sup>{where}<br>"
-                           f"{prompt_lines(item.prompt, prompt_chars(width), max_lines=1)}</sup>"),
+        title=title_layout(f"KL divergence to the final prediction<br><sup>{where}<br>{prompt}</sup>"),
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(item)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
-        height=460,
+        height=460 + SUBTITLE_LINE * prompt.count("<br>"),  # a cut prompt adds a line saying so
         width=width,
-        margin=dict(t=TOP_MARGIN),
+        margin=dict(t=TOP_MARGIN + SUBTITLE_LINE * prompt.count("<br>")),
     )
     return fig
 
@@ -418,7 +424,7 @@ def lens_aggregate(result: LensResult | Mapping[str, LensResult]) -> go.Figure:
                                      legendgroup=lens_name, showlegend=False,
                                      hovertemplate=f"{prefix}geometric mean rank %{{y:,.1f}}<extra></extra>"),
                           row=2, col=1)
-    tickvals, ticktext = rank_ticks(1.0, top_rank)
+    tickvals, ticktext = rank_ticks(1.0, top_rank, max_ticks=RANK_PANEL_TICKS)
     fig.update_yaxes(title=dict(text="KL (nats)"), rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title=dict(text="rank"), type="log", autorange="reversed", tickmode="array",
                      tickvals=tickvals, ticktext=ticktext, row=2, col=1)
@@ -455,15 +461,15 @@ def kl_per_layer_compare(items: Mapping[str, PromptLens]) -> go.Figure:
         fig.add_trace(go.Scatter(x=streams, y=values, mode="lines+markers", name=escape_text(name),
                                  line=_lens_line(name), hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
     width = max(640, 45 * first.n_streams + 200)
+    prompt = prompt_lines(first.prompt, prompt_chars(width), max_lines=1)
     fig.update_layout(
         title=title_layout(f"KL divergence to the final prediction, by lens<br><sup>mean over "
-                           f"{int(first.positions.shape[0])} analysed positions<br>"
-                           f"{prompt_lines(first.prompt, prompt_chars(width), max_lines=1)}</sup>"),
+                           f"{int(first.positions.shape[0])} analysed positions<br>{prompt}</sup>"),
         legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-        margin=dict(t=TOP_MARGIN),
+        margin=dict(t=TOP_MARGIN + SUBTITLE_LINE * prompt.count("<br>")),  # a cut prompt adds a line saying so
         xaxis=dict(title=dict(text="residual stream"), **_stream_axis(first)),
         yaxis=dict(title=dict(text="KL to final (nats)"), rangemode="tozero"),
-        height=460,
+        height=460 + SUBTITLE_LINE * prompt.count("<br>"),
         width=width,
     )
     return fig

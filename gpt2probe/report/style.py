@@ -78,19 +78,26 @@ def fmt_score(value: float, sign: bool = True) -> str:
     return f"{value:+.3g}" if sign else f"{value:.3g}"
 
 
-def rank_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+def rank_ticks(low: float, high: float, max_ticks: int | None = None) -> tuple[list[float], list[str]]:
     """Tick values and texts for a log-scale rank axis from ``low`` to ``high``: 1, 2, 5, 10, 20, 50, 100...
 
     Written out in full (``1,000``), so that Plotly's own log ticks (``2 5 10 2 5 100``,
-    with superscript exponents) never appear.
+    with superscript exponents) never appear. With ``max_ticks``, an axis that would need
+    more ticks than that keeps the powers of ten only (1, 10, 100, 1,000...), so that a short
+    panel spanning many decades does not print its labels on top of each other.
     """
-    values: list[float] = []
-    decade = 1
-    while decade <= max(high, 1) * 10:
-        values.extend(m * decade for m in (1, 2, 5))
-        decade *= 10
-    kept = [v for v in values if low / 1.01 <= v <= high * 1.01] or [1.0]
-    return [float(v) for v in kept], [f"{int(v):,}" for v in kept]
+    def ticks(multiples: tuple[int, ...]) -> list[int]:
+        values: list[int] = []
+        decade = 1
+        while decade <= max(high, 1) * 10:
+            values.extend(m * decade for m in multiples)
+            decade *= 10
+        return [v for v in values if low / 1.01 <= v <= high * 1.01] or [1]
+
+    kept = ticks((1, 2, 5))
+    if max_ticks is not None and len(kept) > max_ticks:
+        kept = ticks((1,))
+    return [float(v) for v in kept], [f"{v:,}" for v in kept]
 
 
 # One colour per lens, on every page: neither blue nor red, which mean positive and negative.
@@ -116,6 +123,7 @@ def fmt_nats(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
 
+SUBTITLE_LINE = 22  # px: the height of one more <sup> line in a figure's title, as Chromium draws it
 TOP_MARGIN = 120  # px above the plot: the title starts below Plotly's toolbar (the mode bar, shown on hover)
 
 
@@ -132,8 +140,9 @@ def prompt_chars(width: int) -> int:
 def prompt_lines(prompt: str, chars: int, max_lines: int = 3) -> str:
     """``prompt: ...`` for a figure's subtitle, wrapped over up to ``max_lines`` lines of ``chars`` characters.
 
-    A prompt longer than that is cut where the reader sees it: the last line ends in
-    ``… (N more characters; the whole prompt is in the report's header)``.
+    A prompt longer than that is cut where the reader sees it: a line of its own after the
+    last one says ``… (N more characters: the whole prompt is in the report's header)`` (on
+    its own line so that no line is longer than ``chars``, which would run off the figure).
     """
     from ..display.escape import escape_text
 
@@ -143,5 +152,5 @@ def prompt_lines(prompt: str, chars: int, max_lines: int = 3) -> str:
     rest = len(flat) - sum(len(p) for p in shown)
     lines = [escape_text(p) for p in shown]
     if rest > 0:
-        lines[-1] += f"… ({rest:,} more characters: the whole prompt is in the report's header)"
+        lines.append(f"… ({rest:,} more characters: the whole prompt is in the report's header)")
     return "prompt: " + "<br>".join(lines)
