@@ -51,11 +51,11 @@ print(f"{len(train_texts)} training topics, {len(held_out)} held out:", ", ".joi
 # each SAE's `cfg.json`, printed below).
 hook = "blocks.2.hook_resid_post"
 quick = SAE.train(probe, train_texts[:12], hook=hook, d_sae=512, architecture="topk", k=8,
-                  steps=150, batch_size=512, seed=0, progress=False)
+                  steps=150, train_batch_size_tokens=512, seed=0, progress=False)
 sae = saes[hook]
 for label, coder in (("trained here", quick), ("shipped", sae)):
     settings = coder.cfg.metadata["gpt2probe_training"]
-    print(f"{label:>12}: {settings['steps']:,} steps of {settings['batch_size']:,} activations")
+    print(f"{label:>12}: {settings['steps']:,} steps of {settings['train_batch_size_tokens']:,} activations")
 
 # %%
 # ## Evaluate
