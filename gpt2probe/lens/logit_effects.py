@@ -16,6 +16,13 @@ it changes the sizes but not the order of the effects. The final centring over t
 subtracts one number from the whole row (the order is unchanged again; softmax ignores it).
 ``ln_f``'s bias adds the same logits whatever the direction, and is not an effect of it.
 
+(Sources: ``transformer_lens/HookedTransformer.py``, ``fold_layer_norm`` and ``center_unembed``;
+SAEDashboard's ``sae_vis_runner.py`` multiplies ``feature_resid_dir`` by ``model.W_U``. Its
+Neuronpedia runner loaded the model with ``HookedTransformer.from_pretrained`` from 2024, when
+the GPT-2 small dashboards were made, until December 2025; since then it uses
+``from_pretrained_no_processing`` (no folding by default), so dashboards made since may show
+the plain ``d @ W_U``.)
+
 Every place that shows a unit's or feature's logit effects (the harvest dashboard, the feature
 browser) calls :func:`logit_effects` or :func:`top_logit_effects`, so they cannot drift apart.
 """

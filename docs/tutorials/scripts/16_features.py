@@ -20,6 +20,7 @@ import torch
 import gpt2probe
 from gpt2probe import SAE
 from gpt2probe.harvest import Corpus
+from gpt2probe.lens import logit_effects
 from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
@@ -51,11 +52,13 @@ print(f"{len(train_texts)} training topics, {len(held_out)} held out:", ", ".joi
 # each SAE's `cfg.json`, printed below).
 hook = "blocks.2.hook_resid_post"
 quick = SAE.train(probe, train_texts[:12], hook=hook, d_sae=512, architecture="topk", k=8,
-                  steps=150, batch_size=512, seed=0, progress=False)
+                  steps=150, train_batch_size_tokens=512, seed=0, progress=False)
 sae = saes[hook]
 for label, coder in (("trained here", quick), ("shipped", sae)):
     settings = coder.cfg.metadata["gpt2probe_training"]
-    print(f"{label:>12}: {settings['steps']:,} steps of {settings['batch_size']:,} activations")
+    # The shipped SAEs were saved before `batch_size` was renamed `train_batch_size_tokens`.
+    per_step = settings["train_batch_size_tokens"] if "train_batch_size_tokens" in settings else settings["batch_size"]
+    print(f"{label:>12}: {settings['steps']:,} steps of {per_step:,} activations")
 
 # %%
 # ## Evaluate
@@ -128,10 +131,12 @@ for ex in harvest.top_examples(name, feature)[:8]:
     print(f"{ex.value:6.2f}  {probe.to_string(t[:c]) + '[' + probe.to_string(t[c:c + 1]) + ']' + probe.to_string(t[c + 1:])!r}")
 
 # %%
-# The feature's *logit effects* are its decoder row read through the unembedding: the
-# next tokens it pushes up and down directly (the final LayerNorm is left out: its scale
-# depends on the whole residual stream).
-effect = sae.W_dec[feature].detach() @ probe.W_U  # [d_vocab]
+# The feature's *logit effects* are its decoder row read through the final LayerNorm's
+# weight and the unembedding: the next tokens it pushes up and down directly.
+# `logit_effects(d, probe)` is `d` times TransformerLens's folded `W_U` (`fold_ln=True`),
+# the one Neuronpedia's pages use; the LayerNorm's division by the stream's norm is left out
+# (it depends on the whole residual stream and scales every token alike).
+effect = logit_effects(sae.W_dec[feature], probe)  # [d_vocab]
 print("promotes:  ", probe.to_str_tokens(effect.topk(10).indices))
 print("suppresses:", probe.to_str_tokens(effect.topk(10, largest=False).indices))
 
