@@ -89,11 +89,15 @@ def test_the_pages_numbers_match_independent_computation(tiny, coders, texts, ha
     assert list(data) == [TC_NAME, SAE_NAME]  # only feature hooks, in forward order
     padded, valid = _all_tokens(tiny, texts)
     _, cache = tiny.run_with_cache(padded, names=[SAE_HOOK, "blocks.1.ln2.hook_normalized"])
-    w_u = tiny.model.lm_head.weight.detach().T  # [d_model, d_vocab], read from the module, not probe.W_U
+    # TransformerLens's folded W_U (what Neuronpedia multiplies by), built from the modules, not probe.W_U:
+    # ln_f's weight folded in, each column centred over d_model, each row over the vocabulary.
+    w_u = tiny.model.transformer.ln_f.weight.detach()[:, None] * tiny.model.lm_head.weight.detach().T
+    w_u = w_u - w_u.mean(0, keepdim=True)
+    w_u = w_u - w_u.mean(1, keepdim=True)  # [d_model, d_vocab]
     for coder, name, hook in ((sae, SAE_NAME, SAE_HOOK), (tc, TC_NAME, "blocks.1.ln2.hook_normalized")):
         with torch.no_grad():
             acts = coder.encode(cache[hook])[valid]  # [token, feature]: every token encoded
-            logits = coder.W_dec @ w_u  # [feature, d_vocab]: the decoder rows through W_U, no final LayerNorm
+            logits = coder.W_dec @ w_u  # [feature, d_vocab]: the decoder rows through the folded W_U
         page = data[name]
         assert page["tokens"] == acts.shape[0] and len(page["features"]) == coder.cfg.d_sae
         for f, feature in enumerate(page["features"]):

@@ -9,7 +9,8 @@ from harvest_helpers import assert_blue, assert_one_error_line
 import gpt2probe
 from gpt2probe.display.escape import visible_whitespace
 from gpt2probe.harvest import Corpus, harvest
-from gpt2probe.report.harvest_dashboard import logit_effects, output_directions, write_dashboard
+from gpt2probe.lens import top_logit_effects
+from gpt2probe.report.harvest_dashboard import output_directions, write_dashboard
 
 from browser import chromium_available, open_page
 
@@ -33,10 +34,15 @@ def harvested(tiny, tmp_path_factory):
                    top_k=4, window=3, progress=False)
 
 
-def test_logit_effect_of_a_neuron_is_its_w_out_row_through_w_u(tiny, harvested):
+def test_logit_effect_of_a_neuron_is_its_w_out_row_through_ln_f_weight_and_w_u(tiny, harvested):
     dirs = output_directions(harvested, "blocks.0.mlp.hook_post", tiny)
-    up_v, up_i, _, down_i = logit_effects(dirs[5:6], tiny, k=3)
-    reference = tiny.model.transformer.h[0].mlp.c_proj.weight[5].float() @ tiny.model.lm_head.weight.float().T
+    up_v, up_i, _, down_i = top_logit_effects(dirs[5:6], tiny, k=3)
+    row = tiny.model.transformer.h[0].mlp.c_proj.weight[5].detach().float()
+    gamma = tiny.model.transformer.ln_f.weight.detach().float()
+    # TransformerLens's folded W_U (Neuronpedia's): ln_f's weight in, columns centred over d_model, rows over the vocab.
+    folded = gamma[:, None] * tiny.model.lm_head.weight.detach().float().T
+    folded = folded - folded.mean(0, keepdim=True)
+    reference = row @ (folded - folded.mean(1, keepdim=True))
     assert up_i[0].tolist() == reference.topk(3).indices.tolist()
     assert down_i[0].tolist() == reference.topk(3, largest=False).indices.tolist()
     torch.testing.assert_close(up_v[0], reference.topk(3).values, atol=1e-5, rtol=1e-5)

@@ -4,8 +4,9 @@ It reads a harvest that summarised features (``gpt2probe harvest --sae DIR``, or
 ``gpt2probe.harvest(..., saes=[sae])``) and, for every feature: its density (the fraction
 of the corpus's tokens where it is active), its top activating contexts with each token
 shaded by the feature's activation there, the histogram of its positive activations, and
-its logit effects: the decoder row through ``W_U``, *without* the final LayerNorm (the
-direct effect of the direction the feature writes; for an SAE on ``mlp.hook_post`` the row
+its logit effects: :func:`gpt2probe.lens.logit_effects.logit_effects` of the direction the
+feature writes (its decoder row, centred, times the final LayerNorm's weight, times ``W_U``,
+centred over the vocabulary, as Neuronpedia shows them; for an SAE on ``mlp.hook_post`` the row
 is first mapped through the layer's ``W_out``). A search box finds features by number and
 by token text (in their top contexts and their promoted and suppressed tokens).
 
@@ -30,12 +31,12 @@ from ..atomic import atomic_path
 from ..display.escape import display_token
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from ..harvest.units import FEATURE_SUFFIX, coder_digest
+from ..lens.logit_effects import FORMULA, top_logit_effects
 from ..names import is_mlp, is_residual_stream, layer_of
 from .data_page import write_page_head
-from .harvest_dashboard import context_row, logit_effects, token_decoder
+from .harvest_dashboard import context_row, token_decoder
 
-LOGIT_NOTE = ("Logit effects: the feature's decoder row times W_U, without the final LayerNorm "
-              "(its direct effect on the logits, up to the final LayerNorm's scale).")
+LOGIT_NOTE = f"Logit effects of the direction d the feature writes (its decoder row): {FORMULA}."
 
 
 def feature_hooks(harvest) -> list[str]:
@@ -88,7 +89,7 @@ def feature_data(harvest, name: str, *, coder=None, probe=None, decode, examples
     if coder is not None and probe is not None:
         directions = decoder_directions(coder, probe)
         if directions is not None:
-            effects = logit_effects(directions, probe, k=k_logits)
+            effects = top_logit_effects(directions, probe, k=k_logits)
     tokens_total = int(stats["count"][0]) if stats["count"].numel() else 0
     features = []
     for f in range(harvest.n_units(name)):

@@ -4,10 +4,11 @@ For every harvested hook: a unit selector with search; for the chosen unit its s
 its max-activating contexts with each token shaded by the unit's activation there, its
 histogram, and its direct effect on the logits. Attention patterns get a per-head table.
 
-The direct effect is the unit's output direction multiplied by ``W_U``, *without* the final
-LayerNorm (its scale depends on the whole residual stream, so no single direction captures
-it): for an MLP neuron the row of ``W_out`` it writes, for a residual dimension the unit
-vector, for a user direction the direction itself. Heads summarised by ``hook_z`` norms have
+The direct effect is :func:`gpt2probe.lens.logit_effects.logit_effects` of the unit's output
+direction: the direction centred, times the final LayerNorm's weight, times ``W_U``, centred over
+the vocabulary (what Neuronpedia shows; ``ln_f``'s division by the stream's norm is left out, it
+depends on the whole residual stream): for an MLP neuron the row of ``W_out`` it writes, for a
+residual dimension the unit vector, for a user direction the direction itself. Heads summarised by ``hook_z`` norms have
 no single direction and show none.
 
 Every token string goes through :func:`gpt2probe.display.escape.display_token` once, here;
@@ -31,12 +32,11 @@ import torch
 from ..atomic import atomic_path
 from ..display.escape import display_token
 from ..errors import InvalidArgumentError, ModelMismatchError
+from ..lens.logit_effects import FORMULA, top_logit_effects
 from ..names import is_residual_stream, layer_of
-from ..validate import finite_result
 from .data_page import write_page_head
 
-LOGIT_NOTE = ("Direct effect on the logits: the unit's output direction times W_U, without the final LayerNorm "
-              "(for an MLP neuron, its row of W_out).")
+LOGIT_NOTE = f"Direct effect on the logits of the unit's output direction d (for an MLP neuron, its row of W_out): {FORMULA}."
 
 
 def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
@@ -49,23 +49,6 @@ def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
     if kind == "dim" and is_residual_stream(hook):
         return torch.eye(probe.cfg.d_model)
     return None
-
-
-def logit_effects(directions: torch.Tensor, probe, k: int = 8, chunk: int = 512) -> tuple[torch.Tensor, ...]:
-    """Top-``k`` promoted and suppressed tokens of each direction through ``W_U`` (chunked: no [unit, d_vocab])."""
-    w_u = probe.W_U.float()
-    up_v, up_i, down_v, down_i = [], [], [], []
-    for start in range(0, directions.shape[0], chunk):
-        logits = finite_result("the logit effects (directions through W_U)",
-                               directions[start:start + chunk].to(w_u.device) @ w_u,
-                               "the model's weights or the harvested directions hold NaN or inf")
-        v, i = logits.topk(k, dim=-1)
-        up_v.append(v.cpu())
-        up_i.append(i.cpu())
-        v, i = logits.topk(k, dim=-1, largest=False)
-        down_v.append(v.cpu())
-        down_i.append(i.cpu())
-    return torch.cat(up_v), torch.cat(up_i), torch.cat(down_v), torch.cat(down_i)
 
 
 def _r(x: float | torch.Tensor, digits: int = 4) -> float | None:
@@ -85,7 +68,7 @@ def _hook_data(harvest, hook: str, probe, decode, examples: int) -> dict:
     if probe is not None:
         dirs = output_directions(harvest, hook, probe)
         if dirs is not None:
-            effects = logit_effects(dirs, probe)
+            effects = top_logit_effects(dirs, probe)
     units = []
     for u in range(harvest.n_units(hook)):
         hist = harvest.histogram(hook, u)

@@ -20,6 +20,7 @@ import torch
 import gpt2probe
 from gpt2probe import SAE
 from gpt2probe.harvest import Corpus
+from gpt2probe.lens import logit_effects
 from gpt2probe.shipped import shipped_model
 
 torch.manual_seed(0)
@@ -128,10 +129,12 @@ for ex in harvest.top_examples(name, feature)[:8]:
     print(f"{ex.value:6.2f}  {probe.to_string(t[:c]) + '[' + probe.to_string(t[c:c + 1]) + ']' + probe.to_string(t[c + 1:])!r}")
 
 # %%
-# The feature's *logit effects* are its decoder row read through the unembedding: the
-# next tokens it pushes up and down directly (the final LayerNorm is left out: its scale
-# depends on the whole residual stream).
-effect = sae.W_dec[feature].detach() @ probe.W_U  # [d_vocab]
+# The feature's *logit effects* are its decoder row read through the final LayerNorm's
+# weight and the unembedding: the next tokens it pushes up and down directly.
+# `logit_effects(d, probe)` is `d` times TransformerLens's folded `W_U` (`fold_ln=True`),
+# the one Neuronpedia's pages use; the LayerNorm's division by the stream's norm is left out
+# (it depends on the whole residual stream and scales every token alike).
+effect = logit_effects(sae.W_dec[feature], probe)  # [d_vocab]
 print("promotes:  ", probe.to_str_tokens(effect.topk(10).indices))
 print("suppresses:", probe.to_str_tokens(effect.topk(10, largest=False).indices))
 
