@@ -18,6 +18,9 @@ SIGNED_COLORSCALE = "RdBu"  # low (negative) = red, high (positive) = blue
 POSITIVE = "#2166ac"  # the blue end of RdBu
 NEGATIVE = "#b2182b"  # the red end of RdBu
 SIGNED_RULE = "blue = positive, red = negative"
+# The outline of a marked cell (the logit lens's correct predictions), as the dashboards' peak token: near-black, a
+# colour no line, bar or colour scale uses.
+OUTLINE = "#111111"
 
 
 def signed_colour(value: float) -> str:
