@@ -10,6 +10,8 @@ from gpt2probe.experiments.circuit import circuit_gap_warning
 from gpt2probe.report.lens import position_windows
 from gpt2probe.report.style import fmt_cell, fmt_score, lens_colour, prompt_lines, rank_ticks, small_gap
 
+from browser import chromium_available, open_page
+
 
 @pytest.mark.parametrize("value,sign,text", [
     (-0.001, False, "0.00"), (-0.004, True, "0.00"), (0.0, True, "0.00"), (-0.006, False, "-0.01"),
@@ -74,3 +76,30 @@ def test_prompt_lines_wrap_and_say_when_cut():
 def test_lens_colours_are_neither_signed_colour():
     assert lens_colour("logit lens") != lens_colour("tuned lens")
     assert {lens_colour("logit lens"), lens_colour("Tuned lens")}.isdisjoint({"#2166ac", "#b2182b"})
+
+
+needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
+
+
+@needs_chromium
+def test_table_rows_line_up_when_some_cells_hold_markup(tmp_path):
+    from gpt2probe.experiments.circuit import edge_table
+    from gpt2probe.report import write_html
+
+    class Scored:  # what edge_table reads of an EdgeScores
+        clean_metric, corrupted_metric, method = 2.0, -1.0, "atp*"
+
+        def top(self, n):  # "->" escapes to "-&gt;": markup in the edge column only
+            return [("MLP0 -> L3H0.v", 7.69), ("embed -> L0H1.q", -1.5), ("L3H0 -> logits", 9.8)][:n]
+
+        def __len__(self):
+            return 479
+
+    path = write_html(tmp_path / "t.html", {"Top edges": edge_table(Scored(), 3)}, title="t", model_name="m", prompts="p")
+    with open_page(path) as page:
+        columns = page.evaluate("""[...document.querySelectorAll('.y-column')].map(c =>
+            [...c.querySelectorAll('.cell-text')].map(t => [t.textContent, t.getBoundingClientRect().y]))""")
+    assert [text for text, _ in columns[1]] == ["MLP0 -> L3H0.v", "embed -> L0H1.q", "L3H0 -> logits", "edge"]
+    tops = [[y for _, y in column] for column in columns]
+    for row in zip(*tops):  # every cell of a row (the header included) starts at the same height
+        assert max(row) - min(row) < 0.5, columns
