@@ -103,3 +103,24 @@ def test_table_rows_line_up_when_some_cells_hold_markup(tmp_path):
     tops = [[y for _, y in column] for column in columns]
     for row in zip(*tops):  # every cell of a row (the header included) starts at the same height
         assert max(row) - min(row) < 0.5, columns
+
+
+@needs_chromium
+def test_patching_heatmaps_start_just_under_their_subtitle(tmp_path):
+    import torch
+
+    from gpt2probe.interventions.patching import PatchingResult
+    from gpt2probe.report import write_html
+    from gpt2probe.report.patching import patching_heatmap
+
+    values = torch.linspace(-0.2, 1.0, 4 * 6).view(4, 6)
+    result = PatchingResult(kind="head", direction="denoise", values=values, axis_names=("layer", "head"),
+                            axis_labels=(("L0", "L1", "L2", "L3"), tuple(f"H{h}" for h in range(6))),
+                            clean_metric=2.0, corrupted_metric=-1.0, normalized=True)
+    fig = patching_heatmap(result, "Head outputs", "one head's output at every position")
+    path = write_html(tmp_path / "p.html", [fig], title="t", model_name="m", prompts="p")
+    with open_page(path) as page:
+        subtitle_end, plot_top = page.evaluate("""[
+            Math.max(...[...document.querySelector('.gtitle').querySelectorAll('tspan')].map(t => t.getBoundingClientRect().bottom)),
+            document.querySelector('.nsewdrag').getBoundingClientRect().top]""")
+    assert 5 < plot_top - subtitle_end < 40  # a small gap under the subtitle, not an empty band (was ~65 px)
