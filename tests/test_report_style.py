@@ -82,27 +82,42 @@ needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's c
 
 
 @needs_chromium
-def test_table_rows_line_up_when_some_cells_hold_markup(tmp_path):
+def test_table_rows_line_up_and_every_row_shows(tmp_path):
+    import torch
+
     from gpt2probe.experiments.circuit import edge_table
+    from gpt2probe.interventions.agreement import Agreement
     from gpt2probe.report import write_html
+    from gpt2probe.report.attribution_patching import disagreement_table
 
     class Scored:  # what edge_table reads of an EdgeScores
         clean_metric, corrupted_metric, method = 2.0, -1.0, "atp*"
 
         def top(self, n):  # "->" escapes to "-&gt;": markup in the edge column only
-            return [("MLP0 -> L3H0.v", 7.69), ("embed -> L0H1.q", -1.5), ("L3H0 -> logits", 9.8)][:n]
+            return [(f"MLP{i % 4} -> L3H{i % 3}.v", 7.69 - i) for i in range(n)]
 
         def __len__(self):
             return 479
 
-    path = write_html(tmp_path / "t.html", {"Top edges": edge_table(Scored(), 3)}, title="t", model_name="m", prompts="p")
+    worst = tuple((f"L{i % 4} pos {i} ␣queue", 0.5 * i, -0.25 * i) for i in range(10))  # no markup anywhere
+    agreement = Agreement(pearson=0.5, spearman=0.5, k=3, top_k_overlap=1.0, worst=worst,
+                          labels=tuple(label for label, _, _ in worst), exact=torch.zeros(10), estimate=torch.zeros(10))
+    figures = {"Top edges": edge_table(Scored(), 20), "Disagree": disagreement_table(agreement, method="atp")}
+    path = write_html(tmp_path / "t.html", figures, title="t", model_name="m", prompts="p")
     with open_page(path) as page:
-        columns = page.evaluate("""[...document.querySelectorAll('.y-column')].map(c =>
-            [...c.querySelectorAll('.cell-text')].map(t => [t.textContent, t.getBoundingClientRect().y]))""")
-    assert [text for text, _ in columns[1]] == ["MLP0 -> L3H0.v", "embed -> L0H1.q", "L3H0 -> logits", "edge"]
-    tops = [[y for _, y in column] for column in columns]
-    for row in zip(*tops):  # every cell of a row (the header included) starts at the same height
-        assert max(row) - min(row) < 0.5, columns
+        tables = page.evaluate("""[...document.querySelectorAll('.js-plotly-plot')].map(gd => {
+            const bottom = gd.getBoundingClientRect().bottom;
+            return [...gd.querySelectorAll('.y-column')].map(c => [...c.querySelectorAll('.cell-text')]
+                .map(t => { const b = t.getBoundingClientRect(); return [t.textContent, b.y, bottom - b.bottom]; }));
+        })""")
+    edges, disagree = tables
+    assert [text for text, _, _ in edges[1]][:2] == ["MLP0 -> L3H0.v", "MLP1 -> L3H1.v"]  # shown literally
+    for columns, n in ((edges, 20), (disagree, 10)):
+        assert all(len(column) == n + 1 for column in columns)  # every row and the header drawn
+        for row in zip(*([y for _, y, _ in column] for column in columns)):  # a row's cells start at one height
+            assert max(row) - min(row) < 0.5, columns
+        room = [below for column in columns for _, _, below in column]
+        assert 0 < min(room) < 60, room  # the last row inside the figure, and no wide empty band under it
 
 
 @needs_chromium

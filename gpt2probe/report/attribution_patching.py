@@ -15,7 +15,7 @@ from ..interventions.agreement import Agreement
 from ..interventions.circuit import Circuit, FaithfulnessResult
 from ..interventions.edges import EdgeScores
 from ..interventions.graph import INPUTS, Node
-from .style import NEGATIVE, POSITIVE, signed_colour, table_cells
+from .style import NEGATIVE, POSITIVE, TABLE_ROW, signed_colour, table_cells, table_layout
 
 HIGHLIGHT = "#d95f02"  # the cells that disagree most: not a sign, so neither blue nor red
 
@@ -55,10 +55,10 @@ def disagreement_table(agreement: Agreement, *, method: str) -> go.Figure:
     difference = [f"{s - e:+.4g}" for _, e, s in agreement.worst]
     fig = go.Figure(go.Table(
         header={"values": table_cells([["cell"], ["exact effect"], [f"{escape_text(method)} effect"],
-                                       ["estimate - exact"]])},
-        cells={"values": table_cells([labels, exact, estimate, difference]), "align": "left"}))
+                                       ["estimate - exact"]]), "height": TABLE_ROW},
+        cells={"values": table_cells([labels, exact, estimate, difference]), "align": "left", "height": TABLE_ROW}))
     fig.update_layout(title=f"The {len(labels)} cells where {escape_text(method)} and exact patching disagree most",
-                      height=170 + 32 * len(labels))
+                      **table_layout(len(labels)))
     return fig
 
 

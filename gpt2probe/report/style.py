@@ -55,6 +55,18 @@ def table_cells(columns: Sequence[Sequence[object]]) -> list[list[str]]:
     return [[f"<span>{value}</span>" for value in column] for column in columns]
 
 
+TABLE_ROW = 30  # px: one row of a table_cells table (a 14 px line, 8 px of padding above and below)
+
+
+def table_layout(n_rows: int) -> dict:
+    """Height and margins of a figure holding one ``go.Table`` of ``n_rows`` rows under its header.
+
+    Every row is :data:`TABLE_ROW` high (pass ``height=TABLE_ROW`` to the table's header and
+    cells), so that every row shows and no band is left empty under the last.
+    """
+    return dict(height=100 + 20 + TABLE_ROW * (n_rows + 1), margin=dict(t=100, b=20))
+
+
 def colorbar(title: str, **extra: object) -> dict:
     """A colour bar whose title sits above it, where it cannot overlap the tick labels."""
     return dict(title=dict(text=title, side="top"), **extra)
