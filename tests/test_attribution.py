@@ -41,6 +41,15 @@ def test_parts_sum_to_the_models_logit(probe, baseline):
     assert attr.values.abs().max() > 0.1  # the parts are not all negligible
 
 
+def test_the_metric_label_writes_tokens_as_every_report(probe):
+    from gpt2probe.report.attribution import attribution_bars
+
+    attr = direct_logit_attribution(probe, PROMPT, "\n", baseline=" John")
+    assert attr.metric_label == "logit(↵) - logit(␣John)"  # as the section heading and every axis write them
+    title = attribution_bars(attr).layout.title.text
+    assert "logit(↵) - logit(␣John)" in title and "\\n" not in title and "'" not in title
+
+
 @torch.no_grad()
 def test_heads_and_mlps_match_transformer_lens(probe, model_dir):
     TransformerBridge = transformer_lens_bridge()

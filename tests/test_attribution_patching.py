@@ -310,6 +310,24 @@ def test_non_tensor_metric_and_hooks_never_leak(small_probe):
 
 # -- agreement between an estimate and exact patching ---------------------------------------------
 
+def test_cells_that_disagree_are_labelled_with_tokens_as_every_report_writes_them():
+    from gpt2probe.interventions.agreement import Agreement, cell_labels
+    from gpt2probe.interventions.patching import PatchingResult
+    from gpt2probe.report.attribution_patching import disagreement_table
+
+    result = PatchingResult(kind="resid_pre", direction="denoise", values=torch.zeros(2, 3), axis_names=("layer", "pos"),
+                            axis_labels=(("L0", "L1"), (" queue", "\n", "<b>")), clean_metric=1.0,
+                            corrupted_metric=0.0, normalized=False)
+    labels = cell_labels(result)
+    assert labels == ["L0 pos 0 ␣queue", "L0 pos 1 ↵", "L0 pos 2 <b>", "L1 pos 0 ␣queue", "L1 pos 1 ↵", "L1 pos 2 <b>"]
+    worst = tuple((label, 0.5, -0.5) for label in labels[:3])
+    agreement = Agreement(pearson=0.0, spearman=0.0, k=1, top_k_overlap=0.0, worst=worst, labels=tuple(labels),
+                          exact=torch.zeros(6), estimate=torch.zeros(6))
+    shown = list(disagreement_table(agreement, method="atp").data[0].cells.values[0])
+    shown = [text.removeprefix("<span>").removesuffix("</span>") for text in shown]  # report.style.table_cells
+    assert shown == ["L0 pos 0 ␣queue", "L0 pos 1 ↵", "L0 pos 2 &lt;b&gt;"]  # as the heatmaps' axes, markup escaped
+
+
 def test_agreement_statistics_by_hand(small_probe):
     from gpt2probe.interventions.agreement import compare
 

@@ -118,6 +118,38 @@ def test_the_pages_numbers_match_independent_computation(tiny, coders, texts, ha
     assert [f["active"] for f in data[SAE_NAME]["features"][-2:]] == [0, 0]
 
 
+def test_the_dashboards_feature_histogram_holds_the_active_tokens_as_the_browsers(tiny, coders, harvested, tmp_path):
+    from gpt2probe.report.harvest_dashboard import write_dashboard
+
+    sae, tc = coders
+    browser = {d["name"]: d for d in _page_data(write_feature_browser(harvested, tmp_path / "f.html", examples=1))}
+    path = write_dashboard(harvested, tmp_path / "d.html", examples=1)
+    dashboard = {d["name"]: d for d in _page_data(path)}
+    n_bins = harvested.manifest["options"]["n_bins"]
+    for name in (SAE_NAME, TC_NAME):
+        total = browser[name]["tokens"]
+        for unit, feature in zip(dashboard[name]["units"], browser[name]["features"]):
+            # the zeros (underflow bin) left out: the bars hold exactly the active tokens, as in the feature browser
+            assert unit["hist"] == feature["hist"] and len(unit["hist"]) == n_bins + 1
+            assert unit["drawn"] == sum(unit["hist"]) == feature["active"] and unit["tokens"] == total
+    for unit in dashboard["blocks.0.mlp.hook_post"]["units"]:  # dense MLP neurons keep every bin, zeros included
+        assert len(unit["hist"]) == n_bins + 2 and "drawn" not in unit
+    if not chromium_available():
+        return
+    live = next(f for f, feature in enumerate(browser[SAE_NAME]["features"]) if feature["active"])
+    active, total = browser[SAE_NAME]["features"][live]["active"], browser[SAE_NAME]["tokens"]
+    ready = "document.readyState === 'complete' && document.querySelectorAll('#hook option').length > 0"
+    with open_page(path, offline=True, wait_for=ready) as page:
+        page.evaluate(f"location.hash = {json.dumps(f'hook={SAE_NAME}&unit={live}&sort=index')}")
+        page.wait_for(f"document.querySelector('#unit h2').textContent === {harvested.unit_label(SAE_NAME, live)!r}")
+        note = page.evaluate("document.querySelector('.hist-note').textContent")
+        first_bar = page.evaluate("document.querySelector('#unit svg rect').getAttribute('fill')")
+        errors = list(page.errors)
+    assert errors == []
+    assert note.startswith(f"activations > 0: {active:,} of {total:,} tokens")
+    assert first_bar != "#999"  # the first bar is an active one, not a grey underflow bin
+
+
 def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny, coders, harvested, tmp_path):
     sae, tc = coders
     other = _randomize(SAE(sae.cfg), 7)

@@ -60,6 +60,13 @@ def test_cells_whose_top1_is_the_next_token_are_marked(item):
                 if int(item.top_ids[s, p, 0]) == IDS[p + 1]}
     assert set(HITS) <= {(s, p) for p, s in expected}  # the planted hits are found...
     assert set(zip(marks.x, marks.y)) == expected  # ...and exactly the cells where top-1 = next token
+    # Outlined in a near-black without hue (as the dashboards' peak token), never in a hue of a lens's line (the tuned
+    # lens's orange) or of a colour scale, and lined with white inside so that it shows on the darkest cells.
+    r, g, b = (int(marks.marker.color[i:i + 2], 16) for i in (1, 3, 5))
+    assert r == g == b < 0x40 and marks.marker.symbol == "square-open"
+    lining = fig.data[2]
+    assert lining.marker.color == "#fff" and (lining.x, lining.y) == (marks.x, marks.y)
+    assert lining.marker.size < marks.marker.size
 
 
 def test_next_tokens_on_a_second_axis(item):

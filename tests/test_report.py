@@ -174,7 +174,8 @@ def test_escape_text_keeps_spaces_and_cuts_before_escaping():
 @pytest.mark.parametrize("metric", ["prob", "entropy", "kl"])
 def test_lens_heatmap_values_and_axes(lens, metric):
     fig = lens_heatmap(lens, metric=metric)
-    heatmap, marks = fig.data  # the heatmap, and the outlines of cells whose top-1 is the next token
+    heatmap, marks, lining = fig.data  # the heatmap, the outlines of cells whose top-1 is the next token, their lining
+    assert (lining.x, lining.y) == (marks.x, marks.y)
     assert isinstance(heatmap, go.Heatmap)
     expected = {"prob": lens.top_probs[:, :, 0], "entropy": lens.entropy, "kl": lens.kl_to_final}[metric]
     torch.testing.assert_close(torch.tensor(heatmap.z, dtype=torch.float32), expected)

@@ -10,6 +10,8 @@ from gpt2probe.experiments.circuit import circuit_gap_warning
 from gpt2probe.report.lens import position_windows
 from gpt2probe.report.style import fmt_cell, fmt_score, lens_colour, prompt_lines, rank_ticks, small_gap
 
+from browser import chromium_available, open_page
+
 
 @pytest.mark.parametrize("value,sign,text", [
     (-0.001, False, "0.00"), (-0.004, True, "0.00"), (0.0, True, "0.00"), (-0.006, False, "-0.01"),
@@ -74,3 +76,66 @@ def test_prompt_lines_wrap_and_say_when_cut():
 def test_lens_colours_are_neither_signed_colour():
     assert lens_colour("logit lens") != lens_colour("tuned lens")
     assert {lens_colour("logit lens"), lens_colour("Tuned lens")}.isdisjoint({"#2166ac", "#b2182b"})
+
+
+needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
+
+
+@needs_chromium
+def test_table_rows_line_up_and_every_row_shows(tmp_path):
+    import torch
+
+    from gpt2probe.experiments.circuit import edge_table
+    from gpt2probe.interventions.agreement import Agreement
+    from gpt2probe.report import write_html
+    from gpt2probe.report.attribution_patching import disagreement_table
+
+    class Scored:  # what edge_table reads of an EdgeScores
+        clean_metric, corrupted_metric, method = 2.0, -1.0, "atp*"
+
+        def top(self, n):  # "->" escapes to "-&gt;": markup in the edge column only
+            return [(f"MLP{i % 4} -> L3H{i % 3}.v", 7.69 - i) for i in range(n)]
+
+        def __len__(self):
+            return 479
+
+    worst = tuple((f"L{i % 4} pos {i} ␣queue", 0.5 * i, -0.25 * i) for i in range(10))  # no markup anywhere
+    agreement = Agreement(pearson=0.5, spearman=0.5, k=3, top_k_overlap=1.0, worst=worst,
+                          labels=tuple(label for label, _, _ in worst), exact=torch.zeros(10), estimate=torch.zeros(10))
+    figures = {"Top edges": edge_table(Scored(), 20), "Disagree": disagreement_table(agreement, method="atp")}
+    path = write_html(tmp_path / "t.html", figures, title="t", model_name="m", prompts="p")
+    with open_page(path) as page:
+        tables = page.evaluate("""[...document.querySelectorAll('.js-plotly-plot')].map(gd => {
+            const bottom = gd.getBoundingClientRect().bottom;
+            return [...gd.querySelectorAll('.y-column')].map(c => [...c.querySelectorAll('.cell-text')]
+                .map(t => { const b = t.getBoundingClientRect(); return [t.textContent, b.y, bottom - b.bottom]; }));
+        })""")
+    edges, disagree = tables
+    assert [text for text, _, _ in edges[1]][:2] == ["MLP0 -> L3H0.v", "MLP1 -> L3H1.v"]  # shown literally
+    for columns, n in ((edges, 20), (disagree, 10)):
+        assert all(len(column) == n + 1 for column in columns)  # every row and the header drawn
+        for row in zip(*([y for _, y, _ in column] for column in columns)):  # a row's cells start at one height
+            assert max(row) - min(row) < 0.5, columns
+        room = [below for column in columns for _, _, below in column]
+        assert 0 < min(room) < 60, room  # the last row inside the figure, and no wide empty band under it
+
+
+@needs_chromium
+def test_patching_heatmaps_start_just_under_their_subtitle(tmp_path):
+    import torch
+
+    from gpt2probe.interventions.patching import PatchingResult
+    from gpt2probe.report import write_html
+    from gpt2probe.report.patching import patching_heatmap
+
+    values = torch.linspace(-0.2, 1.0, 4 * 6).view(4, 6)
+    result = PatchingResult(kind="head", direction="denoise", values=values, axis_names=("layer", "head"),
+                            axis_labels=(("L0", "L1", "L2", "L3"), tuple(f"H{h}" for h in range(6))),
+                            clean_metric=2.0, corrupted_metric=-1.0, normalized=True)
+    fig = patching_heatmap(result, "Head outputs", "one head's output at every position")
+    path = write_html(tmp_path / "p.html", [fig], title="t", model_name="m", prompts="p")
+    with open_page(path) as page:
+        subtitle_end, plot_top = page.evaluate("""[
+            Math.max(...[...document.querySelector('.gtitle').querySelectorAll('tspan')].map(t => t.getBoundingClientRect().bottom)),
+            document.querySelector('.nsewdrag').getBoundingClientRect().top]""")
+    assert 5 < plot_top - subtitle_end < 40  # a small gap under the subtitle, not an empty band (was ~65 px)

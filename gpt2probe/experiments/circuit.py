@@ -64,17 +64,19 @@ def edge_table(scored, n: int) -> go.Figure:
     import plotly.graph_objects as go
 
     from ..display.escape import escape_text
-    from ..report.style import fmt_score
+    from ..report.style import TABLE_ROW, fmt_score, table_cells, table_layout
 
     top = scored.top(n)
     gap = scored.clean_metric - scored.corrupted_metric
     fig = go.Figure(go.Table(
-        header={"values": ["rank", "edge", "score", "score / (clean - corrupted)"]},
-        cells={"values": [list(range(1, len(top) + 1)), [escape_text(str(e)) for e, _ in top],
-                          [fmt_score(s) for _, s in top], [fmt_score(s / gap) if gap else "n/a" for _, s in top]],
-               "align": "left"}))
+        header={"values": table_cells([["rank"], ["edge"], ["score"], ["score / (clean - corrupted)"]]),
+                "height": TABLE_ROW},
+        cells={"values": table_cells([list(range(1, len(top) + 1)), [escape_text(str(e)) for e, _ in top],
+                                      [fmt_score(s) for _, s in top],
+                                      [fmt_score(s / gap) if gap else "n/a" for _, s in top]]),
+               "align": "left", "height": TABLE_ROW}))
     fig.update_layout(title=f"The {len(top)} highest-ranked of {len(scored)} edges ({escape_text(scored.method)})",
-                      height=170 + 32 * len(top))
+                      **table_layout(len(top)))
     return fig
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..display.escape import visible_whitespace
+from ..display.escape import token_text
 from ..errors import InvalidArgumentError
 from ..shipped import NOTES, shipped_model
 from . import options
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> Path:
         target_ids, target_tokens = item.target_ids, item.target_tokens
         if target_ids is None or target_tokens is None:  # logit_lens was given targets for every prompt
             raise InvalidArgumentError(f"prompt {i + 1}'s lens has no target; every prompt should have one")
-        target = visible_whitespace(target_tokens[-1])
+        target = token_text(target_tokens[-1])
         figures[f"Top-1 prediction by layer and position{tag}"] = lens_heatmap(item, "prob")
         if tuned is not None:
             figures[f"Tuned lens: top-1 prediction by layer and position{tag}"] = lens_heatmap(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..display.escape import token_text
 from ..errors import InvalidArgumentError, InvalidTypeError
 from .patching import PatchingResult
 
@@ -36,12 +37,16 @@ class Agreement:
 
 
 def cell_labels(result: PatchingResult) -> list[str]:
-    """One label per cell, in ``values.flatten()`` order: ``"L3 pos 5 ' John'"``, ``"L1H0"``, ``"L2"``."""
+    """One label per cell, in ``values.flatten()`` order: ``"L3 pos 5 ␣John"``, ``"L1H0"``, ``"L2"``.
+
+    Tokens are written as every report writes them (:func:`~gpt2probe.display.escape.token_text`:
+    ``␣`` for a space, ``↵`` for a newline), since the labels end up in the report's figures.
+    """
     layers = result.axis_labels[0]
     if result.axis_names == ("layer", "head"):
         return [f"{l}{h}" for l in layers for h in result.axis_labels[1]]
     if result.axis_names == ("layer", "pos"):
-        return [f"{l} pos {p} {t!r}" for l in layers for p, t in enumerate(result.axis_labels[1])]
+        return [f"{l} pos {p} {token_text(t)}" for l in layers for p, t in enumerate(result.axis_labels[1])]
     return list(layers)
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .. import names as N
 from .. import validate
+from ..display.escape import token_text
 from ..errors import PromptError, ShapeError
 from ..probe import GPT2Probe, require_probe
 from ..tokens import Inputs
@@ -135,7 +136,9 @@ def direct_logit_attribution(
     row = logits[0, position].float()
     total = float(row[target_id] - (row[baseline_id] if baseline_id is not None else 0))
     target_str = probe.to_string([target_id])
-    label = f"logit({target_str!r})" + (f" - logit({probe.to_string([baseline_id])!r})" if baseline_id is not None else "")
+    # Tokens as every report writes them (logit(↵), logit(␣Paris)): this label is the report's figure title.
+    label = f"logit({token_text(target_str)})" + (
+        f" - logit({token_text(probe.to_string([baseline_id]))})" if baseline_id is not None else "")
     return Attribution(
         prompt=tokens.prompts[0] if tokens.prompts else probe.to_string(tokens.ids[0].tolist()),
         position=position,

@@ -15,7 +15,7 @@ from ..interventions.agreement import Agreement
 from ..interventions.circuit import Circuit, FaithfulnessResult
 from ..interventions.edges import EdgeScores
 from ..interventions.graph import INPUTS, Node
-from .style import NEGATIVE, POSITIVE, signed_colour
+from .style import NEGATIVE, POSITIVE, TABLE_ROW, signed_colour, table_cells, table_layout
 
 HIGHLIGHT = "#d95f02"  # the cells that disagree most: not a sign, so neither blue nor red
 
@@ -54,10 +54,11 @@ def disagreement_table(agreement: Agreement, *, method: str) -> go.Figure:
     estimate = [f"{s:.4g}" for _, _, s in agreement.worst]
     difference = [f"{s - e:+.4g}" for _, e, s in agreement.worst]
     fig = go.Figure(go.Table(
-        header={"values": ["cell", "exact effect", f"{escape_text(method)} effect", "estimate - exact"]},
-        cells={"values": [labels, exact, estimate, difference], "align": "left"}))
+        header={"values": table_cells([["cell"], ["exact effect"], [f"{escape_text(method)} effect"],
+                                       ["estimate - exact"]]), "height": TABLE_ROW},
+        cells={"values": table_cells([labels, exact, estimate, difference]), "align": "left", "height": TABLE_ROW}))
     fig.update_layout(title=f"The {len(labels)} cells where {escape_text(method)} and exact patching disagree most",
-                      height=170 + 32 * len(labels))
+                      **table_layout(len(labels)))
     return fig
 
 

@@ -56,6 +56,12 @@ def _r(x: float | torch.Tensor, digits: int = 4) -> float | None:
     return round(x, digits) if math.isfinite(x) else None
 
 
+# Units zero on most tokens (SAE and transcoder features): their histogram shows the active tokens only, as the
+# feature browser's does. The harvest bins them from a tiny positive edge (harvest.runner.feature_edges), so the
+# zeros fall in the underflow bin, left out here; MLP neurons (GELU, rarely exactly 0) keep every bin.
+SPARSE_KINDS = frozenset({"feature"})
+
+
 def _hook_data(harvest, hook: str, probe, decode, examples: int) -> dict:
     kind = harvest.kind(hook)
     if kind == "attention":
@@ -70,15 +76,21 @@ def _hook_data(harvest, hook: str, probe, decode, examples: int) -> dict:
         if dirs is not None:
             effects = top_logit_effects(dirs, probe)
     units = []
+    sparse = kind in SPARSE_KINDS
     for u in range(harvest.n_units(hook)):
         hist = harvest.histogram(hook, u)
+        # A sparse unit's underflow bin holds its zeros (most tokens): drawn, it would flatten every other bar.
+        counts = hist.counts[1:] if sparse else hist.counts
         exs = []
         for ex in harvest.top_examples(hook, u)[:examples]:
             exs.append({"value": _r(ex.value), "doc": ex.doc, "pos": ex.pos,
                         **context_row(decode, ex.tokens, ex.acts, ex.center)})
         unit = {"label": harvest.unit_label(hook, u), "mean": _r(stats["mean"][u]), "std": _r(stats["std"][u]),
                 "min": _r(stats["min"][u]), "max": _r(stats["max"][u]), "freq": _r(stats["frequency"][u]),
-                "hist": hist.counts.tolist(), "lo": _r(hist.edges[0]), "hi": _r(hist.edges[-1]), "examples": exs}
+                "hist": counts.tolist(), "lo": _r(hist.edges[0], 6 if sparse else 4), "hi": _r(hist.edges[-1]),
+                "examples": exs}
+        if sparse:  # how many tokens the bars hold, of how many
+            unit["drawn"], unit["tokens"] = int(counts.sum()), int(stats["count"][u])
         if effects is not None:
             up_v, up_i, down_v, down_i = effects
             unit["up"] = [[display_token(decode(int(i))), _r(v, 3)] for v, i in zip(up_v[u], up_i[u])]
@@ -279,23 +291,29 @@ function strength(a, max) { return a === null || !(max > 0) ? 0 : Math.max(-1, M
 // Blue positive, red negative, as in every gpt2probe figure (report/style.py); the lighter ends of RdBu keep text legible.
 function shade(t) { return t === 0 ? 'transparent' : t > 0 ? `rgba(67,147,195,${t.toFixed(3)})` : `rgba(214,96,77,${(-t).toFixed(3)})`; }
 // The histogram with its axes: x the activation (bin edges lo..hi), y the number of tokens in each bin.
+// A sparse unit (u.drawn set: an SAE or transcoder feature) has no underflow bin: its bars are the active tokens.
 function histogram(u) {
+  const sparse = u.drawn !== undefined;
+  if (sparse && u.drawn === 0) return '<p class="meta">no active token</p>';
   const W = 460, H = 150, left = 44, right = 8, top = 6, bottom = 34, w = W - left - right, h = H - top - bottom;
   const n = u.hist.length, peak = Math.max(1, ...u.hist), bw = w / n;
   let s = '';
   u.hist.forEach((c, i) => { const bh = c / peak * h;
-    s += `<rect x="${(left + i * bw).toFixed(2)}" y="${(top + h - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${i === 0 || i === n - 1 ? '#999' : '#4a72c4'}"><title>${c} tokens</title></rect>`; });
+    s += `<rect x="${(left + i * bw).toFixed(2)}" y="${(top + h - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${(i === 0 && !sparse) || i === n - 1 ? '#999' : '#4a72c4'}"><title>${c} tokens</title></rect>`; });
   s += `<line class="axis" x1="${left}" y1="${top + h}" x2="${left + w}" y2="${top + h}" stroke="#333"/>` +
        `<line class="axis" x1="${left}" y1="${top}" x2="${left}" y2="${top + h}" stroke="#333"/>`;
-  const xt = [[left + bw, u.lo], [left + w - bw, u.hi]];  // the inner bins run from lo to hi
+  const xt = [[left + (sparse ? 0 : bw), u.lo], [left + w - bw, u.hi]];  // the inner bins run from lo to hi
   xt.forEach(([x, v], j) => { s += `<line x1="${x}" y1="${top + h}" x2="${x}" y2="${top + h + 4}" stroke="#333"/>` +
     `<text class="xtick" x="${x}" y="${top + h + 14}" font-size="10" text-anchor="${j ? 'end' : 'start'}">${fmt(v)}</text>`; });
   [[0, top + h], [peak, top]].forEach(([v, y]) => { s += `<line x1="${left - 4}" y1="${y}" x2="${left}" y2="${y}" stroke="#333"/>` +
     `<text class="ytick" x="${left - 6}" y="${y + 3}" font-size="10" text-anchor="end">${v.toLocaleString('en')}</text>`; });
   s += `<text class="xlabel" x="${left + w / 2}" y="${H - 4}" font-size="11" text-anchor="middle">activation</text>` +
        `<text class="ylabel" transform="translate(11 ${top + h / 2}) rotate(-90)" font-size="11" text-anchor="middle">tokens</text>`;
+  const note = sparse ? `activations > 0: ${u.drawn.toLocaleString('en')} of ${u.tokens.toLocaleString('en')} tokens ` +
+    `(bins from ${fmt(u.lo)}; the zeros are not drawn); grey: at or above ${fmt(u.hi)}`
+    : `grey: below ${fmt(u.lo)} / at or above ${fmt(u.hi)}`;
   return `<svg width="${W}" height="${H}" role="img" aria-label="histogram of the unit's activations">${s}</svg>` +
-    `<div class="meta">grey: below ${fmt(u.lo)} / at or above ${fmt(u.hi)}</div>`;
+    `<div class="meta hist-note">${note}</div>`;
 }
 function tokens(rows) { return '<table>' + rows.map(r => `<tr><td class="tok">${r[0]}</td><td class="num">${fmt(r[1])}</td></tr>`).join('') + '</table>'; }
 function spanTitle(e, i) {
@@ -335,7 +353,7 @@ function showUnit(d, k) {
       s += `<span class="${cls.trim()}" style="background:${shade(a)}" title="${spanTitle(e, i)}">${t}</span>`; });
     s += '</div>';
   });
-  s += '<div class="cols"><div><h3>Histogram</h3>' + histogram(u) + '</div>';
+  s += `<div class="cols"><div><h3>Histogram${u.drawn !== undefined ? ' of activations > 0' : ''}</h3>` + histogram(u) + '</div>';
   if (u.up) s += '<div><h3>Promoted tokens</h3>' + tokens(u.up) + '</div><div><h3>Suppressed tokens</h3>' + tokens(u.down) + '</div>';
   else s += '<div><h3>Logit effect</h3><p class="meta">none: this unit has no single output direction, or no model was given</p></div>';
   panel.innerHTML = s + '</div>';

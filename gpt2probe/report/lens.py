@@ -25,6 +25,7 @@ from ..errors import InvalidArgumentError, PositionError
 from ..lens.result import LensResult, PromptLens
 from .style import (
     LENS_DASH,
+    OUTLINE,
     SUBTITLE_LINE,
     TOP_MARGIN,
     category_axis,
@@ -208,12 +209,20 @@ def lens_heatmap(item: PromptLens, metric: str = "prob", *, lens_name: str = "Lo
     next_ids = _next_token_ids(item)
     hits = [(positions[p], s) for s in streams for p in analysed
             if next_ids[p] >= 0 and int(item.top_ids[s, p, 0]) == next_ids[p]]
+    # A dark outline (as the dashboards' peak token), lined with white inside so that it shows on dark cells too;
+    # no hue the lenses' lines or the colour scales use.
+    size = min(CELL_WIDTH - 8, 30)
     marks = go.Scatter(
         x=[x for x, _ in hits], y=[y for _, y in hits], xaxis="x2", mode="markers", hoverinfo="skip",
-        marker=dict(symbol="square-open", size=min(CELL_WIDTH - 8, 30), color="#d9a400", line=dict(width=2.5)),
+        marker=dict(symbol="square-open", size=size, color=OUTLINE, line=dict(width=2.5)),
         name="top-1 = the actual next token", showlegend=False,
     )
-    fig = go.Figure([heatmap, marks])
+    lining = go.Scatter(
+        x=marks.x, y=marks.y, xaxis="x2", mode="markers", hoverinfo="skip",
+        marker=dict(symbol="square-open", size=size - 5, color="#fff", line=dict(width=1.5)),
+        name="top-1 = the actual next token (lining)", showlegend=False,
+    )
+    fig = go.Figure([heatmap, marks, lining])
     n_tokens = len(item.str_tokens)
     next_labels = [display_token(item.str_tokens[p + 1]) if p + 1 < n_tokens else "?" for p in positions]
     fits = (MAX_WIDTH - 260) // CELL_WIDTH

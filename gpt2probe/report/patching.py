@@ -71,8 +71,9 @@ def patching_heatmap(result: PatchingResult, heading: str, meaning: str) -> go.F
         xaxis=dict(title=dict(text="position (clean/corrupted token)" if is_pos else "head"), **category_axis(col_text)),
         # layer 0 at the bottom, as in every gpt2probe figure (the residual stream grows upwards)
         yaxis=dict(title=dict(text="layer"), **category_axis([escape_text(r) for r in rows])),
-        height=plot_height + TOP_MARGIN + 40 + 90,
+        # the title's three subtitle lines end ~95 px down: TOP_MARGIN leaves a small gap under them, no empty band
+        height=plot_height + TOP_MARGIN + 90,
         width=max(760, (60 if is_pos else 44) * len(cols) + 260),
-        margin=dict(t=TOP_MARGIN + 40),
+        margin=dict(t=TOP_MARGIN),
     )
     return fig

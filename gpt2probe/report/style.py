@@ -18,6 +18,9 @@ SIGNED_COLORSCALE = "RdBu"  # low (negative) = red, high (positive) = blue
 POSITIVE = "#2166ac"  # the blue end of RdBu
 NEGATIVE = "#b2182b"  # the red end of RdBu
 SIGNED_RULE = "blue = positive, red = negative"
+# The outline of a marked cell (the logit lens's correct predictions), as the dashboards' peak token: near-black, a
+# colour no line, bar or colour scale uses.
+OUTLINE = "#111111"
 
 
 def signed_colour(value: float) -> str:
@@ -40,6 +43,28 @@ def category_axis(labels: Sequence[str], values: Sequence[int] | None = None) ->
     """Axis settings for a category axis: numeric positions with ``labels`` (already escaped) as tick texts."""
     return dict(tickmode="array", tickvals=list(range(len(labels))) if values is None else list(values),
                 ticktext=list(labels))
+
+
+def table_cells(columns: Sequence[Sequence[object]]) -> list[list[str]]:
+    """The columns of a ``go.Table`` (header or cells), every text wrapped in ``<span>`` so that its rows line up.
+
+    Plotly draws a cell holding markup (an entity such as ``&gt;``, which escaped text often has:
+    ``L0H1 -&gt; MLP2``) about 2 px lower than a plain one (``+9.8``), so a row mixing the two
+    looks misaligned; markup in every cell draws them all alike. Texts must already be escaped.
+    """
+    return [[f"<span>{value}</span>" for value in column] for column in columns]
+
+
+TABLE_ROW = 30  # px: one row of a table_cells table (a 14 px line, 8 px of padding above and below)
+
+
+def table_layout(n_rows: int) -> dict:
+    """Height and margins of a figure holding one ``go.Table`` of ``n_rows`` rows under its header.
+
+    Every row is :data:`TABLE_ROW` high (pass ``height=TABLE_ROW`` to the table's header and
+    cells), so that every row shows and no band is left empty under the last.
+    """
+    return dict(height=100 + 20 + TABLE_ROW * (n_rows + 1), margin=dict(t=100, b=20))
 
 
 def colorbar(title: str, **extra: object) -> dict:
