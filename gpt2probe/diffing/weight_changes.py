@@ -62,6 +62,19 @@ def weight_changes(base: GPT2Probe, tuned: GPT2Probe) -> dict[str, float]:
     return component_changes(base.model, tuned.model)
 
 
+def _non_finite(weights: torch.Tensor) -> int:
+    """How many values of ``weights`` are NaN or infinite.
+
+    One sum decides the common case: it is finite only if every value is (a NaN or an
+    infinity never sums back to a finite number), and it allocates nothing, where an
+    ``isfinite`` mask of a 124M-parameter model costs about a second on one CPU thread. Only
+    a sum that is not finite, which may also be an overflow, counts the values one by one.
+    """
+    if torch.isfinite(weights.sum()):
+        return 0
+    return int((~torch.isfinite(weights)).sum())
+
+
 @torch.no_grad()
 def component_changes(base: torch.nn.Module, tuned: torch.nn.Module) -> dict[str, float]:
     """:func:`weight_changes` of two ``GPT2LMHeadModel`` objects already known to share an architecture."""
@@ -69,7 +82,7 @@ def component_changes(base: torch.nn.Module, tuned: torch.nn.Module) -> dict[str
     for (name, base_parts), (_, tuned_parts) in zip(component_tensors(base), component_tensors(tuned)):
         pairs = [(b, t.to(b.device)) for b, t in zip(base_parts, tuned_parts)]
         for which, parts in (("base", base_parts), ("tuned", tuned_parts)):
-            bad = sum(int((~torch.isfinite(p)).sum()) for p in parts if p.is_floating_point())
+            bad = sum(_non_finite(p) for p in parts if p.is_floating_point())
             if bad:  # NaN != NaN: the change would be NaN, and "change > 0" would count it as unchanged
                 raise NonFiniteError(
                     f"the {which} model's {name} weights hold {bad} NaN or infinite value(s): its change cannot be "
