@@ -16,11 +16,20 @@ Three measurements, all with one intra-op thread per process:
    cores: >= 1.6x. Blocks of work are shared out by size, so the corpus must hold many
    blocks (the default corpus, ~240k tokens in blocks of 16k characters, makes ~58; the
    ``--quick`` corpus used to be a single block, leaving rank 1 idle).
+4. Features vs neurons (tiny-english only; ``--features-only`` runs it alone): the harvest of
+   every layer's SAE features (the shipped SAEs, one per ``blocks.L.hook_resid_post``, 512
+   features each) vs the harvest of every layer's ``mlp.hook_post`` neurons (4 x 128 = 512 per
+   layer: as many units), over the same packed windows, with the plain body forward as the
+   floor. Interleaved repeats; the ratio is the median of each round's paired ratio, so load
+   that hits one round hits both harvests alike. Target: features >= ~1.0x the neurons'
+   tokens/s (docs/saes.md: "feature harvesting costs about what the neuron harvest costs").
 
     python -m benchmarks.bench_harvest --out benchmarks/results/cpu-harvest.md           # ~240k tokens
     python -m benchmarks.bench_harvest --quick          # small, to check it runs
     python -m benchmarks.bench_harvest --model gpt2-small-random --max-documents 36 --repeats 1 \
         --skip-memory --skip-scaling --out benchmarks/results/cpu-harvest-gpt2-small.md  # ~50k tokens, ~12 min
+    python -m benchmarks.bench_harvest --features-only --max-files 20 --repeats 3 \
+        --out benchmarks/results/cpu-harvest-features.md  # features vs neurons alone
 
 On a shared machine every figure is noise: re-measure on an idle one.
 """
@@ -116,6 +125,55 @@ def throughput(args, corpus: list[str], work: Path) -> dict:
     per_batch = [sum(update_seconds[i:i + n_hooks]) for i in range(0, len(update_seconds), n_hooks)]
     return {"tokens": tokens, "blocks": n_blocks, "seconds": {k: statistics.median(v) for k, v in runs.items()},
             "summary_seconds_per_batch": per_batch, "loop_seconds": runs["harvest loop"][-1]}
+
+
+def features(args, corpus: list[str], work: Path) -> dict:
+    """Harvest every layer's SAE features vs every layer's MLP neurons (as many units), interleaved."""
+    import torch
+
+    import gpt2probe
+    from gpt2probe.experiments.harvest import load_model
+    from gpt2probe.harvest.corpus import blocks, pack
+
+    torch.set_num_threads(1)
+    probe = load_model(args.model, "cpu")
+    saes = list(gpt2probe.load_saes(args.model).values())
+    c = _corpus_object(corpus, args)
+    batches, tokens = [], 0
+    for block in blocks(c, args.block_chars):
+        packed = pack(block, probe.tokenizer, seq_len=args.seq_len, eos=probe.tokenizer.eos_token_id)
+        tokens += int(packed.valid.sum())
+        batches += list(packed.tokens.split(args.batch_size))
+
+    @torch.no_grad()
+    def body() -> None:
+        for b in batches:
+            probe.model.transformer(input_ids=b, use_cache=False)
+
+    kinds = {"neurons": {"hooks": HOOKS}, "features": {"saes": saes}}
+    loop: dict[str, list[float]] = {"plain body forward": [], "neurons": [], "features": []}
+    end_to_end: dict[str, list[float]] = {"neurons": [], "features": []}
+    units: dict[str, int] = {}
+    for r in range(args.repeats):
+        start = time.perf_counter()
+        body()
+        loop["plain body forward"].append(time.perf_counter() - start)
+        for kind, selection in kinds.items():
+            start = time.perf_counter()
+            h = gpt2probe.harvest(probe, c, out=work / f"feat-{kind}-{r}", seq_len=args.seq_len,
+                                  batch_size=args.batch_size, block_chars=args.block_chars, progress=False, **selection)
+            end_to_end[kind].append(time.perf_counter() - start)
+            loop[kind].append(max(h.manifest["timing"]["loop_seconds_per_rank"]))
+            assert h.manifest["totals"]["tokens"] == tokens
+            units[kind] = sum(hook["n_units"] for hook in h.manifest["hooks"])
+    if units["neurons"] != units["features"]:
+        raise RuntimeError(f"unequal unit counts, the comparison would not be fair: {units}")
+    # Each round's features tokens/s over its neurons tokens/s (= neurons seconds / features seconds).
+    paired = [n / f for n, f in zip(loop["neurons"], loop["features"], strict=True)]
+    return {"tokens": tokens, "units": units, "n_layers": len(saes),
+            "seconds": {k: statistics.median(v) for k, v in loop.items()},
+            "end_to_end": {k: statistics.median(v) for k, v in end_to_end.items()},
+            "paired": paired, "load": os.getloadavg()}
 
 
 @contextlib.contextmanager
@@ -238,6 +296,40 @@ def report(args, tp: dict, mem: dict, scale: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _setting(args) -> str:
+    """Corpus, settings, machine and command, for a report of the features-vs-neurons runs alone."""
+    return (f"seq_len {args.seq_len}, batch {args.batch_size}, 1 thread, corpus: "
+            f"{'documentation topics + ' if TOPICS else ''}docstrings of the first {args.max_files} stdlib files"
+            f"{f', first {args.max_documents} documents' if args.max_documents else ''}, blocks of {args.block_chars} "
+            f"characters. {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}. "
+            f"Command: `python -m benchmarks.bench_harvest {' '.join(sys.argv[1:])}`. The machine was shared: absolute "
+            "figures move with its other load; the paired ratio cancels most of it.\n")
+
+
+def features_report(args, ft: dict) -> str:
+    s, n_layers = ft["seconds"], ft["n_layers"]
+    per_layer = ft["units"]["neurons"] // n_layers
+    lines = [
+        f"## Features vs neurons: {args.label}",
+        "",
+        f"Loop tokens/s of a harvest of every layer's `mlp.hook_post` neurons ({n_layers} x {per_layer} units) and of "
+        f"every layer's shipped SAE features ({n_layers} x {per_layer} units, `blocks.L.hook_resid_post`), "
+        f"{ft['tokens']:,} tokens, {args.repeats} interleaved rounds (body forward, neurons, features), medians; "
+        f"load average after the rounds {', '.join(f'{x:.1f}' for x in ft['load'])} (1, 5, 15 min).",
+        "",
+        "| run | median loop s | tokens/s | vs plain body forward | median end to end s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, sec in s.items():
+        e2e = ft["end_to_end"].get(name)
+        lines.append(f"| {name} | {sec:.2f} | {ft['tokens'] / sec:,.0f} | {s['plain body forward'] / sec:.2f}x | "
+                     f"{'-' if e2e is None else f'{e2e:.2f}'} |")
+    ratio = statistics.median(ft["paired"])
+    lines += ["", f"Features / neurons (loop tokens/s, median of the per-round ratios "
+              f"{', '.join(f'{x:.2f}' for x in ft['paired'])}): **{ratio:.2f}x** (target >= ~1.0x: not slower)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny-english",
@@ -252,10 +344,15 @@ def main(argv=None) -> int:
     p.add_argument("--max-documents", type=int, help="only the first N documents (for GPT-2 small on CPU)")
     p.add_argument("--skip-memory", action="store_true", help="skip the 1x / 10x peak-memory runs (slow for GPT-2 small)")
     p.add_argument("--skip-scaling", action="store_true", help="skip the 1- vs 2-process runs (slow for GPT-2 small)")
+    p.add_argument("--skip-features", action="store_true", help="skip the features-vs-neurons harvests")
+    p.add_argument("--features-only", action="store_true",
+                   help="only the features-vs-neurons harvests (tiny-english: its shipped SAEs)")
     p.add_argument("--quick", action="store_true", help="tiny corpus, one repeat: checks that it runs")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     args.label = args.model
+    if args.features_only and (args.skip_features or args.model != "tiny-english"):
+        p.error("--features-only needs --model tiny-english (the model that ships SAEs) and no --skip-features")
     if args.model == "gpt2-small-random":  # GPT-2 small's shapes and compute, seeded random weights
         from benchmarks.common import GPT2_SMALL, model_dir
 
@@ -267,10 +364,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         corpus = _corpus(work / "corpus", args.max_files)
-        tp = throughput(args, corpus, work)
-        mem = None if args.skip_memory else memory(args, work)
-        scale = None if args.skip_scaling else scaling(args, corpus, work)
-    text = report(args, tp, mem, scale)
+        ft = None if args.skip_features or args.label != "tiny-english" else features(args, corpus, work)
+        if args.features_only:
+            text = f"# Harvest benchmark: {args.label}, features vs neurons\n\n{_setting(args)}\n{features_report(args, ft)}"
+        else:
+            tp = throughput(args, corpus, work)
+            mem = None if args.skip_memory else memory(args, work)
+            scale = None if args.skip_scaling else scaling(args, corpus, work)
+            text = report(args, tp, mem, scale) + ("" if ft is None else "\n" + features_report(args, ft))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
