@@ -8,6 +8,7 @@ NaN is tested here.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -46,6 +47,16 @@ def test_a_non_finite_weight_in_the_tuned_model_is_named_not_counted_as_unchange
     with pytest.raises(NonFiniteError, match="the base model's blocks.0.mlp"):
         weight_changes(tuned, base)
     assert issubclass(NonFiniteError, InvalidArgumentError) and issubclass(NonFiniteError, ValueError)
+
+
+def test_finite_weights_whose_sum_overflows_are_not_called_non_finite(base):
+    # The finiteness check sums each tensor first; a float32 sum of huge finite weights is inf,
+    # which must send it to the exact count rather than to an error.
+    huge = torch.finfo(torch.float32).max / 2
+    tuned = _copy_with(base, lambda m: m.transformer.h[0].mlp.c_fc.weight.view(-1)[:4].fill_(huge))
+    assert math.isinf(float(tuned.model.transformer.h[0].mlp.c_fc.weight.detach().sum()))
+    changes = weight_changes(base, tuned)
+    assert changes["blocks.0.mlp"] > 0 and math.isfinite(changes["blocks.0.mlp"])
 
 
 def test_a_nan_activation_is_named(base, ids):
