@@ -105,6 +105,17 @@ class Interrupt(Exception):
     pass
 
 
+def _checkpoint_then_stop(x, checkpoint_dir, settings):
+    """Train with a checkpoint every 5 steps and stop during step 17 (the last checkpoint: after step 15)."""
+
+    def stop(step, metrics):
+        if step == 17:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SAE.fit(x, checkpoint_dir=checkpoint_dir, checkpoint_every=5, callback=stop, **settings)
+
+
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
 def test_resume_is_bit_identical(tmp_path, architecture):
     _, _, x = sparse_sums(n=3000)
@@ -112,12 +123,7 @@ def test_resume_is_bit_identical(tmp_path, architecture):
                     **({"k": 3} if architecture != "jumprelu" else {}))
     whole = SAE.fit(x, **settings)
 
-    def stop(step, metrics):
-        if step == 17:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        SAE.fit(x, checkpoint_dir=tmp_path, checkpoint_every=5, callback=stop, **settings)
+    _checkpoint_then_stop(x, tmp_path, settings)
     with pytest.raises(GPT2ProbeError, match="already holds a checkpoint"):
         SAE.fit(x, checkpoint_dir=tmp_path, **settings)
     with pytest.raises(GPT2ProbeError, match=r"different options \(lr\)"):
@@ -137,12 +143,7 @@ def test_a_checkpoint_saved_before_batch_size_was_renamed_resumes(tmp_path):
     settings = dict(d_sae=32, k=3, hook_name=HOOK, steps=30, train_batch_size_tokens=128, progress=False)
     whole = SAE.fit(x, **settings)
 
-    def stop(step, metrics):
-        if step == 17:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        SAE.fit(x, checkpoint_dir=tmp_path, checkpoint_every=5, callback=stop, **settings)
+    _checkpoint_then_stop(x, tmp_path, settings)
     path = tmp_path / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     fingerprint = json.loads(state["fingerprint"])
