@@ -123,12 +123,14 @@ def test_every_from_pretrained_call_refuses_remote_code():
     calls = []
     for path in Path(gpt2probe.__file__).parent.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        assigned = [(node.targets[0], node.value) for node in ast.walk(tree)  # name = ... (or name: type = ...)
+                    if isinstance(node, ast.Assign) and len(node.targets) == 1]
+        assigned += [(node.target, node.value) for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)]
         kwargs_dicts = {  # name = dict(..., trust_remote_code=False)
-            node.targets[0].id for node in ast.walk(tree)
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name) and any(
+            target.id for target, value in assigned
+            if isinstance(target, ast.Name) and isinstance(value, ast.Call) and any(
                 k.arg == "trust_remote_code" and isinstance(k.value, ast.Constant) and k.value.value is False
-                for k in node.value.keywords)
+                for k in value.keywords)
         }
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained":
