@@ -241,7 +241,7 @@ function histogram(f) {
     bars += `<rect x="${(i * bw).toFixed(2)}" y="${(h - 14 - bh).toFixed(2)}" width="${Math.max(bw - 0.5, 0.5).toFixed(2)}" height="${bh.toFixed(2)}" fill="${i === n - 1 ? '#999' : '#4a72c4'}"><title>${c}</title></rect>`; });
   return `<svg width="${w}" height="${h}" role="img" aria-label="histogram of positive activations">${bars}` +
     `<text x="0" y="${h - 2}" font-size="10">${fmt(f.lo)}</text><text x="${w}" y="${h - 2}" font-size="10" text-anchor="end">${fmt(f.hi)}</text></svg>` +
-    `<div class="meta">active tokens by activation; grey: at or above ${fmt(f.hi)}</div>`;
+    `<div class="meta">activations > 0 (the zeros are not drawn); grey: at or above ${fmt(f.hi)}</div>`;
 }
 function tokens(rows) { return '<table>' + rows.map(r => `<tr><td class="tok">${r[0]}</td><td class="num">${fmt(r[1])}</td></tr>`).join('') + '</table>'; }
 function showFeature(d, k) {
