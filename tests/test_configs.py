@@ -223,6 +223,18 @@ def test_sae_train_keywords_are_the_config_fields():
         SAE.fit(x, d_sae=8, k=2, hook_name="blocks.0.hook_resid_post", stpes=3, progress=False)
 
 
+def test_sae_train_keyword_types_are_the_config_fields():
+    """What type checkers see for SAE.train's and SAE.fit's ``**options``: every field, with its type."""
+    from gpt2probe.configs.sae import FitKeywords, SAETrainConfig, TrainKeywords
+
+    def spelled(hint: object) -> object:  # a TypedDict keeps a postponed annotation as a ForwardRef
+        return getattr(hint, "__forward_arg__", hint)
+
+    fields = {f.name: f.type for f in dataclasses.fields(SAETrainConfig)}
+    assert {name: spelled(hint) for name, hint in FitKeywords.__annotations__.items()} == fields
+    assert set(TrainKeywords.__annotations__) == set(fields) - {"seed"}  # SAE.train takes seed as its own keyword
+
+
 def test_a_bad_sae_training_value_is_one_error_line_before_the_model_loads(capsys):
     from gpt2probe.cli import main
 

@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, no_type_check
+from typing import ClassVar, TypedDict, no_type_check
 
 from ..errors import InvalidArgumentError
 from ..schedule import lr_factor
@@ -159,6 +159,46 @@ class SAETrainConfig:
     def fingerprint(self) -> dict:
         """What must match for a resume (not where checkpoints go or whether a bar is shown)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_RESULT}
+
+
+class TrainKeywords(TypedDict, total=False):
+    """:class:`SAETrainConfig`'s fields but ``seed``, as ``SAE.train(probe, texts, **options)`` takes them.
+
+    For type checkers only: ``SAE.train`` and ``SAE.fit`` type their ``**options`` with these,
+    so a misspelt or mistyped option is flagged in the editor (at run time :func:`~gpt2probe.configs.base.build`
+    refuses it by name). The same names and types as the fields (tests/test_configs.py holds
+    them to it); ``SAE.train`` takes ``seed`` as its own keyword.
+    The old name ``batch_size`` still runs, with a warning, but is not listed.
+    """
+
+    steps: int | None
+    train_batch_size_tokens: int | None
+    lr: float | None
+    warmup_steps: int | None
+    decay_steps: int | None
+    min_steps: int
+    l1_coefficient: float
+    l1_warmup_steps: int | None
+    l0_coefficient: float
+    jumprelu_bandwidth: float
+    jumprelu_init_threshold: float
+    aux_k: int | None
+    aux_coefficient: float
+    dead_after_tokens: int | None
+    threshold_decay: float
+    b_dec_init: str
+    init_sample: int
+    buffer_tokens: int
+    checkpoint_dir: str | Path | None
+    checkpoint_every: int | None
+    resume: bool
+    progress: bool
+
+
+class FitKeywords(TrainKeywords, total=False):
+    """Every :class:`SAETrainConfig` field, as ``SAE.fit(activations, **options)`` takes them (``seed`` included)."""
+
+    seed: int
 
 
 TrainOptions = SAETrainConfig

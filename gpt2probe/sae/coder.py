@@ -260,7 +260,12 @@ class SparseCoder(nn.Module):
 
     # -- training and evaluation (gpt2probe.sae.training, gpt2probe.sae.evaluation) ----------
     fit = classmethod(training.fit)
-    train: training.TrainMethod = training.TrainMethod()  # on the class: train on a model; on an instance: nn.Module.train(mode)
+
+    @training.train_method(training.train)  # on the class: training.train, e.g. SAE.train(probe, texts, hook=...)
+    def train(self: C, mode: bool = True) -> C:
+        """On an instance, PyTorch's ``nn.Module.train(mode)`` (``eval()`` calls it): switch training mode."""
+        nn.Module.train(self, mode)
+        return self
 
     def evaluate(self, probe, texts, **options) -> evaluation.Evaluation:
         """Reconstruction, sparsity and spliced-in language-model loss on ``texts``; see :func:`gpt2probe.sae.evaluation.evaluate`."""

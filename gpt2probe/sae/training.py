@@ -30,22 +30,30 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
 from ..configs.base import build, upgrade
-from ..configs.sae import TRAINING_METADATA, SAETrainConfig
+from ..configs.sae import TRAINING_METADATA, FitKeywords, SAETrainConfig, TrainKeywords
 from ..configs.sae import TrainOptions as TrainOptions
 from ..errors import InvalidArgumentError
 from . import distributed, losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
 
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions: a dependency of torch, declared for Python 3.10 in pyproject.toml
+    from typing_extensions import Unpack
+
 CHECKPOINT = "checkpoint.pt"
 T = TypeVar("T")
+Coder = TypeVar("Coder", bound=torch.nn.Module)  # the SAE or Transcoder class trained, and what training returns
+Coder_co = TypeVar("Coder_co", bound=torch.nn.Module, covariant=True)
+P = ParamSpec("P")
 
 
 def _resolved(value: T | None, name: str) -> T:
@@ -445,8 +453,8 @@ def build_config(coder_cls: type, width_in: int, width_out: int | None, *, cfg: 
     return cfg
 
 
-def run(coder_cls: type, cfg: SAEConfig, batches: Batches, n_tokens: int | None, data_id: dict,
-        options: SAETrainConfig, callback: Callable[[int, dict], None] | None):
+def run(coder_cls: type[Coder], cfg: SAEConfig, batches: Batches, n_tokens: int | None, data_id: dict,
+        options: SAETrainConfig, callback: Callable[[int, dict], None] | None) -> Coder:
     """Resolve the options, train, and return the coder (see :func:`fit`)."""
     opts = resolve(options, cfg, n_tokens)
     if opts.resume and not getattr(getattr(batches, "source", None), "resumable", True):
@@ -464,10 +472,11 @@ def run(coder_cls: type, cfg: SAEConfig, batches: Batches, n_tokens: int | None,
         return trainer.result()
 
 
-def fit(coder_cls: type, activations: Tensor | Iterator, targets: Tensor | None = None, *,
+def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor | None = None, *,
         cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str = "topk",
         k: int | float | None = None, hook_name: str | None = None, layer: int | None = None, skip: bool = False,
-        model_name: str | None = None, callback: Callable[[int, dict], None] | None = None, **options: Any):
+        model_name: str | None = None, callback: Callable[[int, dict], None] | None = None,
+        **options: Unpack[FitKeywords]) -> Coder:
     """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields (``steps``, ``lr``, ``aux_k``...).
@@ -537,10 +546,10 @@ def _chain(first, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, layer: int | None = None,
+def train(coder_cls: type[Coder], probe, texts_or_corpus, *, hook: str | None = None, layer: int | None = None,
           d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None, seed: int = 0,
           skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8, cfg: SAEConfig | None = None,
-          callback: Callable[[int, dict], None] | None = None, **options: Any):
+          callback: Callable[[int, dict], None] | None = None, **options: Unpack[TrainKeywords]) -> Coder:
     """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields besides ``seed``.
@@ -602,14 +611,48 @@ def train(coder_cls: type, probe, texts_or_corpus, *, hook: str | None = None, l
     return run(coder_cls, cfg, batches, n_tokens, data_id, opts, callback)
 
 
-class TrainMethod:
+@runtime_checkable  # the shape checks (beartype) test the overloads' return types with isinstance
+class ModeSwitch(Protocol[Coder_co]):
+    """``nn.Module.train``'s signature bound to a coder: ``sae.train(False)`` returns the SAE."""
+
+    def __call__(self, mode: bool = True) -> Coder_co: ...
+
+
+class TrainMethod(Generic[P]):
     """``SAE.train(probe, texts, ...)`` on the class (training); ``sae.train(mode)`` on an instance (PyTorch's).
 
     ``nn.Module.train`` switches training mode and ``eval()`` calls it, so an instance keeps
     PyTorch's meaning while the class gets the issue's ``gpt2probe.SAE.train(probe, ...)``.
+    The overloads of ``__get__`` give type checkers both signatures: on the class, that of
+    ``trainer`` (:func:`train`) without its first parameter, returning the class's coder; on
+    an instance, ``nn.Module.train``'s, returning the coder. Made by :func:`train_method`.
     """
 
-    def __get__(self, obj: object, cls: type) -> Callable[..., Any]:  # either signature, by how it is reached
+    def __init__(self, trainer: Callable[Concatenate[type[Any], P], Any], mode_switch: Callable[..., Any]) -> None:
+        self.trainer = trainer
+        self.mode_switch = mode_switch
+
+    @overload
+    def __get__(self, obj: None, cls: type[Coder]) -> Callable[P, Coder]: ...
+
+    @overload
+    def __get__(self, obj: Coder, cls: type[Coder] | None = None) -> ModeSwitch[Coder]: ...
+
+    def __get__(self, obj: torch.nn.Module | None, cls: type | None = None) -> Callable[..., Any]:
         if obj is None:
-            return types.MethodType(train, cls)
-        return torch.nn.Module.train.__get__(obj, cls)
+            return types.MethodType(self.trainer, cls)
+        return self.mode_switch.__get__(obj, cls)
+
+
+def train_method(trainer: Callable[Concatenate[type[Any], P], Any]
+                 ) -> Callable[[Callable[..., Any]], TrainMethod[P]]:
+    """Decorates a coder class's ``train(self, mode=True)`` so that ``Coder.train(...)`` is ``trainer(Coder, ...)``.
+
+    A decorator rather than ``train = TrainMethod(...)``: type checkers take an undecorated
+    assignment's type from ``nn.Module.train``'s declaration and would never see the trainer's
+    signature, whereas a decorated ``def`` declares its own.
+    """
+    def wrap(mode_switch: Callable[..., Any]) -> TrainMethod[P]:
+        return TrainMethod(trainer, mode_switch)
+
+    return wrap
