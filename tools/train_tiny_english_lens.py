@@ -71,11 +71,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default: {ADAM_LR:g} for adam, as the shipped lens; the library's "
                         f"{OPTIMIZERS['sgd']:g} for sgd)")
-    p.add_argument("--warmup", type=float, default=None,
+    p.add_argument("--warmup-fraction", type=float, default=None,
                    help="warm-up fraction of the steps (default: the reference's rule, see train_tuned_lens)")
+    # The old spelling: gpt2probe's --warmup (finetune, sae) counts steps, this one a fraction.
+    p.add_argument("--warmup", type=float, dest="old_warmup", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.old_warmup is not None:
+        if args.warmup_fraction is not None:
+            p.error("--warmup is the old spelling of --warmup-fraction: give only the new one")
+        print("warning: --warmup is deprecated here: it is a fraction of the steps, --warmup-fraction "
+              "(--warmup counts steps in gpt2probe finetune and sae)", file=sys.stderr)
+        args.warmup_fraction = args.old_warmup
+    del args.old_warmup  # not a setting of its own (evaluation.json records the settings)
+    return args
 
 
 def main(argv=None) -> dict:
@@ -91,7 +101,7 @@ def main(argv=None) -> dict:
     began = time.perf_counter()
     lens = gpt2probe.TunedLens.train(
         probe, [topics[name] for name in train_names], steps=args.steps, batch_size=args.batch_size,
-        seq_len=args.seq_len, optimizer=args.optimizer, lr=args.lr, warmup=args.warmup, seed=args.seed,
+        seq_len=args.seq_len, optimizer=args.optimizer, lr=args.lr, warmup=args.warmup_fraction, seed=args.seed,
         checkpoint_dir=checkpoints,
         corpus=f"pydoc_data.topics of Python {sys.version.split()[0]}: the {len(train_names)} topics tiny-english "
                f"was trained on (held out: {', '.join(held_out)})",
