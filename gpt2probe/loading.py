@@ -67,7 +67,10 @@ def load(
             ``"distilgpt2"``...), a model shipped with gpt2probe (``"tiny-english"``,
             ``"toy-induction"``: no download), a local directory written by ``save_pretrained``,
             or an already-built ``GPT2LMHeadModel``. A checkpoint whose tensors do not match
-            its config.json is refused (:class:`~gpt2probe.errors.CheckpointError`).
+            its config.json is refused (:class:`~gpt2probe.errors.CheckpointError`). A model
+            object is wrapped, not copied: it is cast to ``dtype`` (when given), moved to
+            ``device`` (the default one too) and put in eval mode in place, so the caller's
+            object changes.
         tokenizer: overrides the tokenizer; by default a directory's own tokenizer files,
             else GPT-2's real tokenizer shipped with gpt2probe.
         device: explicit, or the first of cuda, mps, cpu.
