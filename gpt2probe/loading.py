@@ -78,6 +78,10 @@ def load(
         allow_pickle: also accept ``pytorch_model.bin`` checkpoints (pickle can run code).
         attn_implementation: passed to Hugging Face (``"sdpa"`` by default, or ``"eager"``);
             attention patterns are captured correctly either way.
+        revision: the hub revision (branch, tag or commit) to download.
+
+    ``allow_pickle``, ``attn_implementation`` and ``revision`` choose how a model is read, so
+    they are refused with a model object (it has been read already) rather than ignored.
     """
     validate.boolean("allow_pickle", allow_pickle)
     if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
@@ -91,6 +95,7 @@ def load(
     target_device = _pick_device(device)
     target_dtype = _pick_dtype(dtype)
     if isinstance(model, torch.nn.Module):
+        _refuse_reading_options(allow_pickle=allow_pickle, attn_implementation=attn_implementation, revision=revision)
         hf_model = _check_model_object(model)
         name = hf_model.config.name_or_path or type(model).__name__
         _move(hf_model, target_device, target_dtype)
@@ -107,6 +112,17 @@ def load(
     tokenizer = prepare_for_batches(tokenizer) if tokenizer is not None else gpt2_tokenizer()
     _check_tied(hf_model, name)
     return GPT2Probe(hf_model, tokenizer, model_name=name)
+
+
+def _refuse_reading_options(**options: Any) -> None:
+    """Options that only apply to reading a checkpoint, given with a model object: refused, not ignored."""
+    given = [name for name, value in options.items() if value not in (None, False)]
+    if given:
+        raise InvalidArgumentError(
+            f"{', '.join(given)} only apply when gpt2probe reads the checkpoint (a hub id, shipped name or "
+            f"directory), not to a model object, which is already built; build the object with them instead "
+            f"(GPT2LMHeadModel.from_pretrained(path, attn_implementation='eager', revision=...)) or pass the "
+            f"path to gpt2probe.load")
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:

@@ -293,6 +293,19 @@ def test_loading_options(tmp_path):
                  ValueError, "flash_attention_2")
 
 
+def test_reading_options_with_a_model_object_are_refused_not_ignored(small_probe):
+    """``attn_implementation``, ``revision`` and ``allow_pickle`` say how to read a checkpoint; an object was read already."""
+    model = small_probe.model
+    before = model.config._attn_implementation
+    for option in ({"attn_implementation": "sdpa" if before == "eager" else "eager"}, {"revision": "main"},
+                   {"allow_pickle": True}):
+        name = next(iter(option))
+        _refused(lambda option=option: gpt2probe.load(model, device="cpu", **option), ValueError,
+                 f"{name} only apply when gpt2probe reads the checkpoint")
+    assert model.config._attn_implementation == before
+    assert gpt2probe.load(model, device="cpu").model is model  # without them the object is wrapped as before
+
+
 def _captures(probe, device):
     """Every public capture that takes ``device=``."""
     return [lambda: probe.run_with_cache(IDS, names=N.EMBED, device=device),

@@ -137,7 +137,7 @@ def test_attention_scaling_follows_the_config():
 
     from models import SMALL, build_gpt2
 
-    probe = load(build_gpt2(SMALL, scale_attn_by_inverse_layer_idx=True), device="cpu", attn_implementation="eager")
+    probe = load(build_gpt2(SMALL, scale_attn_by_inverse_layer_idx=True), device="cpu")
     d_head = SMALL.n_embd // SMALL.n_head
     for layer in range(SMALL.n_layer):
         assert probe.weights.block(layer).attention_scaling == pytest.approx(d_head**-0.5 / (layer + 1))
