@@ -56,10 +56,8 @@ def entries(flat: Float[Tensor, "token unit"], rows: Int[Tensor, " token"] | Non
         return Entries(token, unit, flat[token, unit])
     by_position = support.reshape(-1, support.shape[-1])
     kept = by_position[:n] if rows is None else by_position.index_select(0, rows.to(by_position.device))
-    slots = kept.shape[1]
-    token = torch.arange(n, device=flat.device).repeat_interleave(slots)
-    unit = kept.reshape(-1)
-    return Entries(token, unit, flat[token, unit])
+    token = torch.arange(n, device=flat.device)[:, None].expand(kept.shape).reshape(-1)
+    return Entries(token, kept.reshape(-1), flat.gather(1, kept).reshape(-1))
 
 
 def batch_stats(e: Entries, n: int, n_units: int, *, threshold: float, scale: Float[Tensor, " unit"],
@@ -75,20 +73,23 @@ def batch_stats(e: Entries, n: int, n_units: int, *, threshold: float, scale: Fl
     """
     unit, values = e.unit, e.values
     zeros = n - torch.bincount(unit, minlength=n_units)  # unlisted values: all exactly 0
+    some_zero = zeros > 0
     x = values.double()
     mean = torch.bincount(unit, weights=x, minlength=n_units) / n
-    dev = x - mean[unit]
+    dev = x - mean.index_select(0, unit)
     m2 = torch.bincount(unit, weights=dev * dev, minlength=n_units) + zeros * mean * mean
-    lo = torch.full((n_units,), torch.inf, dtype=values.dtype).scatter_reduce_(0, unit, values, "amin")
-    hi = torch.full((n_units,), -torch.inf, dtype=values.dtype).scatter_reduce_(0, unit, values, "amax")
-    some_zero = zeros > 0
-    lo = torch.where(some_zero, lo.clamp_max(0), lo)
-    hi = torch.where(some_zero, hi.clamp_min(0), hi)
-    active = torch.bincount(unit[values > threshold], minlength=n_units)
+    # Minimum and maximum: a unit with an unlisted zero starts from 0.
+    lo = torch.full((n_units,), torch.inf, dtype=values.dtype).masked_fill_(some_zero, 0.0)
+    hi = torch.full((n_units,), -torch.inf, dtype=values.dtype).masked_fill_(some_zero, 0.0)
+    lo.scatter_reduce_(0, unit, values, "amin")
+    hi.scatter_reduce_(0, unit, values, "amax")
+    # Counts as float64 weights (exact below 2**53): far cheaper than selecting the entries above the threshold.
+    active = torch.bincount(unit, weights=(values > threshold).to(x.dtype), minlength=n_units).to(torch.int64)
     if 0.0 > threshold:
         active += zeros
-    bins = torch.addcmul(shift[unit], values, scale[unit]).clamp_(0, n_cells - 1).to(torch.int64)
-    hist = torch.bincount(unit * n_cells + bins, minlength=n_units * n_cells).view(n_units, n_cells)
+    bins = torch.addcmul(shift.index_select(0, unit), values, scale.index_select(0, unit))
+    cells = bins.clamp_(0, n_cells - 1).to(torch.int64).add_(unit * n_cells)
+    hist = torch.bincount(cells, minlength=n_units * n_cells).view(n_units, n_cells)
     zero_bin = shift.clamp(0, n_cells - 1).to(torch.int64)
-    hist[torch.arange(n_units), zero_bin] += zeros
+    hist.index_put_((torch.arange(n_units), zero_bin), zeros, accumulate=True)
     return BatchStats(mean, m2, lo, hi, active, hist)

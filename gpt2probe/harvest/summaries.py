@@ -258,9 +258,10 @@ class UnitSummary:
                                   n_cells=self.n_bins + 2))
         # Top-k candidates: listed values above the floor and at or above their unit's k-th (a zero is neither).
         kth = torch.maximum(self.settled_top.values[:, -1], above_floor)
-        take = e.values >= kth[e.unit]
-        if bool(take.any()):
-            self._keep(e.token[take], e.unit[take], e.values[take].float(), rows, acts, tokens, doc, pos, valid)
+        take = torch.ge(e.values, kth.index_select(0, e.unit)).nonzero().squeeze(1)
+        if take.numel():
+            self._keep(e.token.index_select(0, take), e.unit.index_select(0, take), e.values.index_select(0, take),
+                       rows, acts, tokens, doc, pos, valid)
 
     def _fold(self, n: int, b: BatchStats) -> None:
         """Add one batch's statistics (of ``n`` tokens) to the running ones."""
@@ -293,14 +294,22 @@ class UnitSummary:
         Late in a corpus a batch holds a few dozen candidates, and inserting them costs mostly
         a fixed overhead; so they are gathered over batches and inserted at once, when there
         are about :data:`FLUSH_PER_UNIT` per unit. The k-th values used to filter are those of the last
-        insertion (lower or equal to the current ones), so no candidate is missed.
+        insertion (lower or equal to the current ones), so no candidate is missed. A batch
+        with that many candidates by itself (early in a corpus, features whose top-k is not
+        full yet take every value above the floor) is inserted at once, and only the
+        contexts of the candidates that enter a top-k are gathered.
         """
         n_units = acts.shape[-1]
         values, token, unit = values.cpu(), token.cpu(), unit.cpu()
         row = token if rows is None else rows.cpu()[token]  # flat [batch * pos] index of each candidate
+        cand_doc, cand_pos = doc.reshape(-1)[row].cpu(), pos.reshape(-1)[row].cpu()
+        if unit.numel() >= FLUSH_PER_UNIT * n_units + 256:
+            self.flush()
+            merge_sparse(self.settled_top, unit, values, cand_doc, cand_pos,
+                         lambda i: contexts(acts, tokens, valid, row[i], unit[i], self.window))
+            return
         ctx_tokens, ctx_acts = contexts(acts, tokens, valid, row, unit, self.window)
-        self._pending.append((unit, values, doc.reshape(-1)[row].cpu(), pos.reshape(-1)[row].cpu(), ctx_tokens,
-                              ctx_acts))
+        self._pending.append((unit, values, cand_doc, cand_pos, ctx_tokens, ctx_acts))
         self._n_pending += unit.numel()
         if self._n_pending >= FLUSH_PER_UNIT * n_units + 256:
             self.flush()
