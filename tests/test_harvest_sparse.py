@@ -142,3 +142,25 @@ def test_only_features_on_the_cpu_take_the_sparse_path():
     neurons = UnitSummary.empty(torch.zeros(3), torch.ones(3), n_bins=4, threshold=0.0, window=1)
     assert not neurons.sparse(cpu)
     assert set(FIELDS) <= {k.removeprefix("top_") for k in _empty().state()}
+
+
+@pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
+def test_encode_with_support_is_encode_and_its_support_holds_every_non_zero(architecture):
+    from gpt2probe import SAE, SAEConfig
+
+    k = 3 if architecture == "topk" else None
+    sae = SAE(SAEConfig(d_in=5, d_sae=11, hook_name="blocks.0.hook_resid_post", architecture=architecture, k=k),
+              generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.linspace(-0.5, 0.5, 11))
+    x = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        acts, support = sae.encode_with_support(x)
+        assert torch.equal(acts, sae.encode(x))
+    if architecture != "topk":
+        assert support is None
+        return
+    assert support is not None and support.shape == (2, 7, 3)
+    assert bool((support.sort(-1).values.diff(dim=-1) > 0).all())  # distinct units
+    outside = torch.ones_like(acts, dtype=torch.bool).scatter_(-1, support, False)
+    assert bool((acts[outside] == 0).all()) and bool((acts.gather(-1, support) > 0).any())
