@@ -146,20 +146,23 @@ def test_feature_summaries_match_encoding_every_token(tiny, texts, sae, transcod
             assert int((fired == 0).sum()) >= 4
 
 
-def test_two_processes_and_resume_equal_one_run(tiny, texts, sae, tmp_path):
-    """The feature summaries merge across ranks' shares and restarts exactly like the neuron summaries."""
+def test_two_processes_and_resume_equal_one_run(tiny, texts, sae, transcoder, tmp_path):
+    """The feature summaries merge across ranks' shares and restarts exactly like the neuron summaries.
+
+    The ReLU SAE's non-zeros are searched, the top-k transcoder's come from its support.
+    """
     from gpt2probe.harvest.runner import Options, run_harvest
 
-    whole = _run(tiny, texts, tmp_path / "whole", saes=[sae], hooks=["blocks.0.mlp.hook_post"])
+    whole = _run(tiny, texts, tmp_path / "whole", saes=[sae, transcoder], hooks=["blocks.0.mlp.hook_post"])
     options = Options(top_k=K, window=WINDOW, seq_len=SEQ, batch_size=3, block_chars=2500)
     out = tmp_path / "cut"
     stopped = run_harvest(tiny, Corpus(texts=texts), ["blocks.0.mlp.hook_post"], out, options=options,
-                          checkpoint_windows=3, progress=False, stop_after_windows=6, saes=[sae])
+                          checkpoint_windows=3, progress=False, stop_after_windows=6, saes=[sae, transcoder])
     assert stopped is None and (out / "checkpoint").is_dir()
     other = _randomize(SAE(sae.cfg), 9)
     with pytest.raises(ResumeMismatchError, match="hooks"):
-        _run(tiny, texts, out, saes=[other], hooks=["blocks.0.mlp.hook_post"], resume=True)
-    resumed = _run(tiny, texts, out, saes=[sae], hooks=["blocks.0.mlp.hook_post"], resume=True)
+        _run(tiny, texts, out, saes=[other, transcoder], hooks=["blocks.0.mlp.hook_post"], resume=True)
+    resumed = _run(tiny, texts, out, saes=[sae, transcoder], hooks=["blocks.0.mlp.hook_post"], resume=True)
     assert_same_harvest(whole, resumed, exact=True)
 
 

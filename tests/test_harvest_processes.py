@@ -1,7 +1,7 @@
 """Harvesting across processes: torchrun with 2 processes equals 1 process; SIGKILL then --resume equals no kill.
 
-Both run the real command line in subprocesses on the shipped tiny-english model over
-Python's documentation topics (gloo on CPU).
+Both run the real command line in subprocesses on the shipped tiny-english model and one of
+its SAEs over Python's documentation topics (gloo on CPU).
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from harvest_helpers import assert_same_harvest, topic_texts, write_text_corpus
 
 from gpt2probe.cli import main
 from gpt2probe.harvest import Harvest
+from gpt2probe.shipped import shipped_model
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = ["blocks.*.mlp.hook_post", "blocks.1.attn.hook_pattern"]
+# A shipped top-k SAE: its features are summarised from their non-zero values (gpt2probe.harvest.sparse).
+SAE = shipped_model("tiny-english") / "saes" / "blocks.1.hook_resid_post"
 
 
 def _args(corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["harvest", "--model", "tiny-english", "--corpus", str(corpus / "*.txt"), "--hooks", *HOOKS,
-            "--out", str(out), "--seq-len", "32", "--examples", "6", "--window", "3", "--batch-size", "4",
-            "--block-chars", "3000", "--no-progress", *extra]
+            "--sae", str(SAE), "--out", str(out), "--seq-len", "32", "--examples", "6", "--window", "3",
+            "--batch-size", "4", "--block-chars", "3000", "--no-progress", *extra]
 
 
 def _env() -> dict[str, str]:
@@ -53,6 +56,7 @@ def test_two_processes_under_torchrun_equal_one(corpus, single, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     two = Harvest.load(out)
     assert two.manifest["world_size"] == 2 and two.manifest["totals"] == single.manifest["totals"]
+    assert single.kind("blocks.1.hook_resid_post.hook_sae_acts_post") == "feature"
     assert_same_harvest(single, two, exact=False, atol=1e-5)
 
 

@@ -342,9 +342,10 @@ def _loop(probe, corpus, plans, summaries, options, state, out, ckpt, raw, rank,
             if plan.kind == "attention":
                 summary.update(activation, valid)
                 return
-            values = plan.unit_values(activation)
+            values, support = plan.feature_values(activation) if plan.kind == "feature" else (
+                plan.unit_values(activation), None)
             try:
-                summary.update(values, batch_meta["tokens"], batch_meta["doc"], batch_meta["pos"], valid)
+                summary.update(values, batch_meta["tokens"], batch_meta["doc"], batch_meta["pos"], valid, support)
             except NonFiniteActivationError:
                 raise GPT2ProbeError(f"{plan.name}: a NaN or infinite activation in block {batch_meta['block']}; "
                                      "the model's weights or dtype are broken") from None

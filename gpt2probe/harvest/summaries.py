@@ -3,7 +3,8 @@
 Every field is either an integer count (exact in any order), a min/max (exact in any
 order), a float64 mean and sum of squared deviations merged with Chan et al.'s pairwise
 formula (each batch's from float32 sums of deviations, so within float32 rounding of a
-deviation; the same batches merged in any order agree to float64 rounding, and in the same
+deviation, or for sparse units from float64 sums over the non-zero values, :mod:`.sparse`;
+the same batches merged in any order agree to float64 rounding, and in the same
 order bit for bit), or a :class:`~gpt2probe.harvest.topk.TopK` (exact in any order). A resumed run replays the
 same batches in the same order onto the saved state, so it is bit-identical to a run that
 was never interrupted.
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import InvalidTypeError, NonFiniteActivationError
+from .sparse import BatchStats, batch_stats, entries
 from .topk import FIELDS as TOPK_FIELDS
 from .topk import TopK, batch_candidates, contexts, merge_sparse
 
@@ -115,8 +117,10 @@ class UnitSummary:
 
     ``floor`` (SAE features): only values above it enter the top-k, so a feature that fired
     on fewer than ``k`` tokens keeps empty slots instead of zeros from arbitrary tokens. Then
-    every unit takes the sparse path: candidates are the values above the floor (or at or
-    above the k-th value once the top-k is full), which for sparse features are few.
+    every unit's top-k takes only candidates: the values above the floor (or at or above the
+    k-th value once the top-k is full), which for sparse features are few. With a floor at
+    or above 0, on the CPU, every other statistic is computed from the non-zero values too
+    (:meth:`sparse`).
     """
 
     lo: Float[Tensor, " unit"]
@@ -171,21 +175,37 @@ class UnitSummary:
         steps = torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64)
         return self.lo.double()[:, None] + (self.hi - self.lo).double()[:, None] * steps
 
+    def sparse(self, device: torch.device) -> bool:
+        """Whether :meth:`update` reads only the non-zero values (:mod:`.sparse`) rather than every value.
+
+        For units with a ``floor`` at or above 0 (SAE features: a zero never enters their
+        top-k), on the CPU. On an accelerator the dense passes cost little, and the sparse
+        path's per-unit sums (a scatter-add) would use atomics, whose order, and so whose
+        last bits, change from run to run: a resumed run would no longer be bit-identical.
+        """
+        return self.floor is not None and self.floor >= 0 and device.type == "cpu"
+
     def update(self, acts: Float[Tensor, "batch pos unit"], tokens: Tensor, doc: Tensor, pos: Tensor,
-               valid: Tensor) -> None:
+               valid: Tensor, support: Int[Tensor, "batch pos slot"] | None = None) -> None:
         """Add one batch; positions at or after ``valid[b]`` are padding and ignored.
 
         Raises :class:`NonFiniteActivationError` (leaving the summary as it was) for a NaN or
-        infinite value. Every statistic is computed for a cache-sized slice of units at a time.
+        infinite value. Every statistic is computed for a cache-sized slice of units at a
+        time, or, for sparse units (:meth:`sparse`), from the non-zero values alone: those at
+        the ``support`` units of each position when given (every other value must be exactly 0,
+        as :meth:`gpt2probe.SAE.encode_with_support` promises), else those found in ``acts``.
         """
         flat, rows = valid_rows(acts, valid)
         n, n_units = flat.shape
         if n == 0:
             return
         dev = flat.device
+        if self.sparse(dev) and self._above_floor is not None:  # (sparse() implies the floor)
+            self._update_sparse(flat, rows, support, self._above_floor, acts, tokens, doc, pos, valid)
+            return
         kth = self.settled_top.values[:, -1]
         full = torch.isfinite(kth)  # units whose top-k is full take only values that can enter it
-        if self._above_floor is not None:  # every unit on the sparse path: values above the floor at least
+        if self._above_floor is not None:  # every unit takes only candidates: values above the floor at least
             full = torch.ones_like(full)
             kth = torch.maximum(kth, self._above_floor)
         sparse_kth = torch.where(full, kth, torch.inf).to(dev)
@@ -216,13 +236,8 @@ class UnitSummary:
             idx = bins[:, :w]
             idx.copy_(scr).add_(offsets[:w])
             hist[c0:c1] = torch.bincount(idx.reshape(-1), minlength=w * n_cells).view(w, n_cells)
-        self.count, self.mean, self.m2 = chan_merge(self.count, self.mean, self.m2, torch.tensor(n),
-                                                    mean_b.cpu(), m2_b.cpu())
         bmin, bmax = bmin.cpu(), bmax.cpu()
-        self.min = torch.minimum(self.min, bmin)
-        self.max = torch.maximum(self.max, bmax)
-        self.active += active.cpu()
-        self.hist += hist.cpu()
+        self._fold(n, BatchStats(mean_b.cpu(), m2_b.cpu(), bmin, bmax, active.cpu(), hist.cpu()))
         self._collect(flat, rows, bmax >= sparse_kth.cpu(), sparse_kth, acts, tokens, doc, pos, valid)
         dense = (~full).nonzero().squeeze(1)  # units whose top-k is not full yet take every value
         if dense.numel():
@@ -233,14 +248,33 @@ class UnitSummary:
             else:
                 self.settled_top.update_rows(dense, cand)
 
+    def _update_sparse(self, flat, rows, support, above_floor: Tensor, acts, tokens, doc, pos, valid) -> None:
+        """:meth:`update` from the listed (non-zero) values only; see :mod:`.sparse`."""
+        n, n_units = flat.shape
+        e = entries(flat, rows, support)
+        if not bool(torch.isfinite(e.values).all()):  # NaN and infinities are non-zero: always listed
+            raise NonFiniteActivationError("an activation is NaN or infinite")
+        self._fold(n, batch_stats(e, n, n_units, threshold=self.threshold, scale=self._scale, shift=self._shift,
+                                  n_cells=self.n_bins + 2))
+        # Top-k candidates: listed values above the floor and at or above their unit's k-th (a zero is neither).
+        kth = torch.maximum(self.settled_top.values[:, -1], above_floor)
+        take = torch.ge(e.values, kth.index_select(0, e.unit)).nonzero().squeeze(1)
+        if take.numel():
+            self._keep(e.token.index_select(0, take), e.unit.index_select(0, take), e.values.index_select(0, take),
+                       rows, acts, tokens, doc, pos, valid)
+
+    def _fold(self, n: int, b: BatchStats) -> None:
+        """Add one batch's statistics (of ``n`` tokens) to the running ones."""
+        self.count, self.mean, self.m2 = chan_merge(self.count, self.mean, self.m2, torch.tensor(n), b.mean, b.m2)
+        self.min = torch.minimum(self.min, b.min)
+        self.max = torch.maximum(self.max, b.max)
+        self.active += b.active
+        self.hist += b.hist
+
     def _collect(self, flat, rows, need, kth, acts, tokens, doc, pos, valid) -> None:
-        """Keep the batch's candidates (values at or above their unit's k-th), with contexts, for :meth:`flush`.
+        """Find the batch's candidates (values at or above their unit's k-th) and :meth:`_keep` them.
 
         Only the units whose batch maximum reaches their k-th value (``need``) are searched.
-        Late in a corpus a batch holds a few dozen candidates, and inserting them costs mostly
-        a fixed overhead; so they are gathered over batches and inserted at once, when there
-        are about :data:`FLUSH_PER_UNIT` per unit. The k-th values used to filter are those of the last
-        insertion (lower or equal to the current ones), so no candidate is missed.
         """
         n_units = flat.shape[1]
         cols = need.nonzero().squeeze(1).to(flat.device)
@@ -251,12 +285,31 @@ class UnitSummary:
         else:
             token, j = torch.ge(flat.index_select(1, cols), kth[cols]).nonzero(as_tuple=True)
             unit = cols[j]
-        values = flat.reshape(-1).take(token * n_units + unit).float().cpu()
-        token, unit = token.cpu(), unit.cpu()
+        values = flat.reshape(-1).take(token * n_units + unit).float()
+        self._keep(token, unit, values, rows, acts, tokens, doc, pos, valid)
+
+    def _keep(self, token, unit, values, rows, acts, tokens, doc, pos, valid) -> None:
+        """Hold candidates (row ``token`` of the batch's real rows, ``unit``, value), with contexts, for :meth:`flush`.
+
+        Late in a corpus a batch holds a few dozen candidates, and inserting them costs mostly
+        a fixed overhead; so they are gathered over batches and inserted at once, when there
+        are about :data:`FLUSH_PER_UNIT` per unit. The k-th values used to filter are those of the last
+        insertion (lower or equal to the current ones), so no candidate is missed. A batch
+        with that many candidates by itself (early in a corpus, features whose top-k is not
+        full yet take every value above the floor) is inserted at once, and only the
+        contexts of the candidates that enter a top-k are gathered.
+        """
+        n_units = acts.shape[-1]
+        values, token, unit = values.cpu(), token.cpu(), unit.cpu()
         row = token if rows is None else rows.cpu()[token]  # flat [batch * pos] index of each candidate
+        cand_doc, cand_pos = doc.reshape(-1)[row].cpu(), pos.reshape(-1)[row].cpu()
+        if unit.numel() >= FLUSH_PER_UNIT * n_units + 256:
+            self.flush()
+            merge_sparse(self.settled_top, unit, values, cand_doc, cand_pos,
+                         lambda i: contexts(acts, tokens, valid, row[i], unit[i], self.window))
+            return
         ctx_tokens, ctx_acts = contexts(acts, tokens, valid, row, unit, self.window)
-        self._pending.append((unit, values, doc.reshape(-1)[row].cpu(), pos.reshape(-1)[row].cpu(), ctx_tokens,
-                              ctx_acts))
+        self._pending.append((unit, values, cand_doc, cand_pos, ctx_tokens, ctx_acts))
         self._n_pending += unit.numel()
         if self._n_pending >= FLUSH_PER_UNIT * n_units + 256:
             self.flush()

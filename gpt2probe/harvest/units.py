@@ -72,6 +72,17 @@ class HookPlan:
             return self.coder.encode(activation.float())
         return activation.float()
 
+    def feature_values(self, activation: Tensor) -> tuple[Tensor, Tensor | None]:
+        """A feature plan's ``[batch, pos, unit]`` values, and the ``[batch, pos, slot]`` units outside which they are 0.
+
+        The second is the coder's ``encode_with_support`` (a top-k coder's kept features), or
+        ``None`` for a coder that cannot say (then the summaries search the values' zeros).
+        """
+        with_support = getattr(self.coder, "encode_with_support", None)
+        if with_support is None:
+            return self.unit_values(activation), None
+        return with_support(activation.float())
+
 
 FEATURE_SUFFIX = "hook_sae_acts_post"
 

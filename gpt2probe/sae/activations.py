@@ -7,7 +7,7 @@ same shape; all are non-negative.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 
@@ -21,8 +21,17 @@ def topk(pre: Float[Tensor, "*batch d_sae"], k: int) -> Float[Tensor, "*batch d_
 
     Ties at the ``k``-th value are broken by ``torch.topk``'s order (as in SAELens).
     """
+    return topk_with_support(pre, k)[0]
+
+
+def topk_with_support(pre: Float[Tensor, "*batch d_sae"], k: int
+                      ) -> tuple[Float[Tensor, "*batch d_sae"], Int[Tensor, "*batch k"]]:
+    """:func:`topk`, and each token's ``k`` kept features: every activation outside them is exactly 0.
+
+    The kept features are distinct; a kept one may still be 0 (a pre-activation at or below 0).
+    """
     values, indices = torch.topk(pre, k=k, dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+    return torch.zeros_like(pre).scatter_(-1, indices, values.relu()), indices
 
 
 def jumprelu(pre: Float[Tensor, "*batch d_sae"], threshold: Float[Tensor, " d_sae"]) -> Float[Tensor, "*batch d_sae"]:

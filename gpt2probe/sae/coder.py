@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, InvalidTypeError, ShapeError
@@ -172,6 +172,31 @@ class SparseCoder(nn.Module):
         """
         self._check_input(x, self._cfg.d_in, "the input")
         return self._encode(self._centered(x)[0], _no_tap)
+
+    def encode_with_support(self, x: Float[Tensor, "*batch d_in"]
+                            ) -> tuple[Float[Tensor, "*batch d_sae"], Int[Tensor, "*batch slot"] | None]:
+        """:meth:`encode`, and where its non-zero activations can be, when the architecture says so for free.
+
+        A top-k coder keeps ``k`` features per token: their indices (``[..., k]``, distinct)
+        are returned beside the activations, and every activation outside them is exactly 0,
+        so a caller summarising the features (the corpus harvest) reads ``k`` values per token
+        instead of searching all ``d_sae``. Other architectures return ``None``: their zeros
+        must be found in the activations.
+
+        Args:
+            x: activations read at ``cfg.hook_name``, as for :meth:`encode`.
+
+        Returns:
+            ``(acts, support)``: ``acts`` equal to ``encode(x)``; ``support`` the indices, or ``None``.
+
+        Example:
+            >>> acts, support = sae.encode_with_support(cache["blocks.2.hook_resid_post"])  # doctest: +SKIP
+        """
+        self._check_input(x, self._cfg.d_in, "the input")
+        pre = self._pre(self._centered(x)[0], _no_tap)
+        if self._cfg.architecture == "topk":
+            return activations.topk_with_support(pre, self._cfg.topk_k)
+        return self._activate(pre), None
 
     def encode_pre(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
         """The pre-activations ``x_in @ W_enc + b_enc`` before the nonlinearity (SAELens's ``hidden_pre``)."""
