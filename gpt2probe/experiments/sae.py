@@ -90,6 +90,12 @@ def _train(args: argparse.Namespace) -> None:
         raise UsageError(f"--architecture {args.architecture} needs --k")
     if args.architecture not in ("topk", "batchtopk") and args.k is not None:
         raise UsageError(f"--k is for topk and batchtopk, not {args.architecture}")
+    if args.transcoder and args.architecture == "topk":  # refused by save(): say so before training, not after
+        from ..sae.saelens_format import NO_TOPK_TRANSCODER
+
+        raise UsageError(f"a top-k transcoder (--architecture topk, the default) could not be written to --out: "
+                         f"{NO_TOPK_TRANSCODER}; pass --architecture batchtopk (saved as a JumpReLU transcoder with its "
+                         "thresholds), jumprelu or standard")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {str(args.out)!r} is a file, not a directory")
     if not hasattr(Transcoder if args.transcoder else SAE, "save"):
