@@ -174,3 +174,14 @@ def toy():
     from gpt2probe.shipped import shipped_model
 
     return gpt2probe.load(shipped_model("toy-induction"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_english():
+    """The shipped tiny-english (4 layers, trained on English; copies through induction heads), loaded once.
+
+    Read only: a test that edits it does so inside ``with`` blocks (ablate, hooks) that restore it.
+    """
+    from gpt2probe.shipped import shipped_model
+
+    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")

@@ -150,6 +150,41 @@ def test_the_dashboards_feature_histogram_holds_the_active_tokens_as_the_browser
     assert first_bar != "#999"  # the first bar is an active one, not a grey underflow bin
 
 
+def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny, coders, harvested, tmp_path):
+    from gpt2probe.report.feature_browser import decoder_directions, no_logits_reason
+
+    sae, tc = coders
+    no_model = ("none: no model was given. To show them, run gpt2probe sae report without --no-logits (it loads the "
+                "harvested model and the SAE folders the harvest recorded, or those --model and --sae name), or pass "
+                "probe= (the harvested model) and saes= (the harvested coders) to write_feature_browser")
+    path = write_feature_browser(harvested, tmp_path / "plain.html", examples=1)
+    assert [d["no_logits"] for d in _page_data(path)] == [no_model, no_model]
+    data = {d["name"]: d for d in _page_data(write_feature_browser(harvested, tmp_path / "one.html", saes=[sae],
+                                                                    probe=tiny, examples=1))}
+    assert data[SAE_NAME]["logits"] and "no_logits" not in data[SAE_NAME]
+    assert data[TC_NAME]["no_logits"] == ("none: no SAE or transcoder was given for these features. To show them, add "
+                                          "its folder to gpt2probe sae report's --sae, or the coder to "
+                                          "write_feature_browser's saes=")
+    on_ln = SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=4, hook_name="blocks.1.ln2.hook_normalized"))
+    assert decoder_directions(on_ln, tiny) is None
+    assert no_logits_reason(on_ln, tiny) == ("none: this coder writes blocks.1.ln2.hook_normalized, neither the residual "
+                                             "stream nor an MLP's hook_post, so its features have no single direction in "
+                                             "the residual stream")
+    # The harvest dashboard of the same harvest sends features to this page.
+    from gpt2probe.report.harvest_dashboard import write_dashboard
+
+    dashboard = {d["name"]: d for d in _page_data(write_dashboard(harvested, tmp_path / "d.html", probe=tiny, examples=1))}
+    assert dashboard[SAE_NAME]["no_logits"] == ("none here: SAE and transcoder features show their logit effects in the "
+                                                "feature browser (gpt2probe sae report DIR)")
+    if not chromium_available():
+        return
+    ready = "document.readyState === 'complete' && !!document.querySelector('#feature h2')"
+    with open_page(path, offline=True, wait_for=ready) as page:
+        panel = page.evaluate("document.getElementById('feature').textContent")
+        errors = list(page.errors)
+    assert errors == [] and "Logit effects" + no_model in panel
+
+
 def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny, coders, harvested, tmp_path):
     sae, tc = coders
     other = _randomize(SAE(sae.cfg), 7)

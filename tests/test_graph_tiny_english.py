@@ -19,7 +19,6 @@ from graph_helpers import identity_gap
 import gpt2probe
 from gpt2probe import head_scores
 from gpt2probe import names as N
-from gpt2probe.shipped import shipped_model
 
 from models import repeated_tokens
 
@@ -27,43 +26,39 @@ BLOCK = 12
 
 
 @pytest.fixture(scope="module")
-def probe():
-    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def prompt(probe) -> torch.Tensor:
+def prompt(tiny_english) -> torch.Tensor:
     """``<|endoftext|>``, BLOCK tokens, the same again up to the last one: the next token is the copy's."""
-    return repeated_tokens(1, BLOCK, seed=0, bos=probe.tokenizer.bos_token_id)[0, :-1]
+    return repeated_tokens(1, BLOCK, seed=0, bos=tiny_english.tokenizer.bos_token_id)[0, :-1]
 
 
 @pytest.fixture(scope="module")
-def graph(probe, prompt):
-    return gpt2probe.attribution_graph(probe, prompt, transcoders=gpt2probe.load_transcoders("tiny-english"))
+def graph(tiny_english, prompt):
+    return gpt2probe.attribution_graph(tiny_english, prompt, transcoders=gpt2probe.load_transcoders("tiny-english"))
 
 
 def test_the_graph_keeps_its_identity_on_the_shipped_transcoders(graph):
     assert identity_gap(graph) < 1e-4
 
 
-def test_the_graph_predicts_the_copy(probe, graph, prompt):
+def test_the_graph_predicts_the_copy(tiny_english, graph, prompt):
     copied = int(prompt[BLOCK])  # the token that followed the earlier copy of the last token
     assert graph.logit_tokens[0] == copied
     assert float(graph.logit_probabilities[0]) > 0.5
-    assert int(probe(prompt[None])[0, -1].argmax()) == copied
+    assert int(tiny_english(prompt[None])[0, -1].argmax()) == copied
 
 
-def test_the_strongest_edge_into_the_copy_crosses_through_the_induction_heads(probe, graph, prompt):
+def test_the_strongest_edge_into_the_copy_crosses_through_the_induction_heads(tiny_english, graph, prompt):
     last = len(prompt) - 1
     top_logit = graph.logit_slice.start
     strongest = int(graph.adjacency[top_logit].abs().argmax())
     assert strongest == graph.token_node(BLOCK), graph.describe(strongest)  # emb of the copied token, 11 positions back
     # Which heads carry it: the frozen patterns from the last position to BLOCK, against the
     # induction heads found from head scores alone (repeated random tokens, no graph).
-    _, cache = probe.run_with_cache(prompt[None], names=[N.pattern(layer) for layer in range(probe.cfg.n_layers)])
-    weight = torch.stack([cache[N.pattern(layer)][0, :, last, BLOCK] for layer in range(probe.cfg.n_layers)])
-    repeated = repeated_tokens(8, 20, seed=1, bos=probe.tokenizer.bos_token_id)
-    _, rep_cache = probe.run_with_cache(repeated, names=head_scores.PATTERN_NAMES)
+    layers = range(tiny_english.cfg.n_layers)
+    _, cache = tiny_english.run_with_cache(prompt[None], names=[N.pattern(layer) for layer in layers])
+    weight = torch.stack([cache[N.pattern(layer)][0, :, last, BLOCK] for layer in layers])
+    repeated = repeated_tokens(8, 20, seed=1, bos=tiny_english.tokenizer.bos_token_id)
+    _, rep_cache = tiny_english.run_with_cache(repeated, names=head_scores.PATTERN_NAMES)
     induction = head_scores.induction_scores_from_cache(rep_cache, 20)
     top_two = set(induction.flatten().argsort(descending=True)[:2].tolist())
     carriers = weight.flatten().argsort(descending=True)[:2].tolist()

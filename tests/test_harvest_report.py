@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 from harvest_helpers import assert_blue, assert_one_error_line
@@ -176,3 +179,32 @@ def test_dashboard_opens_on_the_best_unit_and_the_address_selects_hook_unit_and_
             assert page.evaluate("document.getElementById('hook').selectedOptions[0].textContent") == resid
             assert page.evaluate("document.getElementById('sort').value") == "freq"
         assert page.errors == []
+
+
+def _hook_data(path) -> dict[str, dict]:
+    page = path.read_text(encoding="utf-8")
+    blocks = re.findall(r'<script type="application/json" id="hook-\d+">(.*?)</script>', page, re.S)
+    return {d["name"]: d for d in map(json.loads, blocks)}
+
+
+def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny, tmp_path):
+    hooks = ["blocks.0.attn.hook_z", "blocks.0.ln1.hook_scale", "blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_post"]
+    h = harvest(tiny, Corpus(texts=["Some text for the model to read, twice. " * 4]), hooks=hooks, out=tmp_path / "h",
+                seq_len=16, top_k=2, window=2, progress=False)
+    shown = _hook_data(write_dashboard(h, tmp_path / "with.html", probe=tiny, examples=1))
+    assert shown["blocks.0.mlp.hook_post"]["logits"] and "no_logits" not in shown["blocks.0.mlp.hook_post"]
+    assert shown["blocks.0.attn.hook_z"]["no_logits"] == (
+        "none: a unit of blocks.0.attn.hook_z is a head's output norm, a size rather than a direction in the residual stream")
+    for hook in ("blocks.0.ln1.hook_scale", "blocks.0.ln2.hook_normalized"):
+        assert shown[hook]["no_logits"] == f"none: {hook} is not in the residual stream, so its units write no direction into it"
+    path = write_dashboard(h, tmp_path / "without.html", examples=1)
+    no_model = ("none: no model was given. To show them, run gpt2probe harvest-report without --no-logits (it loads the "
+                "harvested model, or the one --model names), or pass probe= (the harvested model) to write_dashboard")
+    assert all(d["no_logits"] == no_model for d in _hook_data(path).values())
+    if not chromium_available():
+        return
+    ready = "document.readyState === 'complete' && !!document.querySelector('#unit h2')"
+    with open_page(path, offline=True, wait_for=ready) as page:  # opens on the MLP hook
+        panel = page.evaluate("document.getElementById('unit').textContent")
+        errors = list(page.errors)
+    assert errors == [] and "Logit effect" + no_model in panel

@@ -66,6 +66,32 @@ def test_top_logit_effects_in_chunks_are_the_full_rows_top_k(small_probe):
     torch.testing.assert_close(down_v, full.topk(4, largest=False).values)
 
 
+def test_top_logit_effects_read_w_u_once_per_call_not_per_chunk(small_probe):
+    # W_U.float() copies [d_model, d_vocab] on a float16 or bfloat16 model: one copy per call, whatever the chunks.
+    class Counting:
+        def __init__(self, probe):
+            self.probe, self.reads = probe, 0
+
+        @property
+        def W_U(self):  # noqa: N802 (the probe's name)
+            self.reads += 1
+            return self.probe.W_U
+
+        @property
+        def weights(self):
+            return self.probe.weights
+
+    counting = Counting(small_probe)
+    dirs = _directions(small_probe.cfg.d_model, n=11)
+    up_v, up_i, down_v, down_i = top_logit_effects(dirs, counting, k=4, chunk=3)  # four chunks
+    assert counting.reads == 1
+    # The same numbers, bit for bit, as logit_effects on each chunk (what each chunk computed before).
+    per_chunk = torch.cat([logit_effects(dirs[start:start + 3], small_probe) for start in range(0, 11, 3)])
+    assert torch.equal(up_v, per_chunk.topk(4).values) and torch.equal(up_i, per_chunk.topk(4).indices)
+    assert torch.equal(down_v, per_chunk.topk(4, largest=False).values)
+    assert torch.equal(down_i, per_chunk.topk(4, largest=False).indices)
+
+
 def test_bad_directions_are_refused(small_probe):
     d_model = small_probe.cfg.d_model
     with pytest.raises(ShapeError, match=f"d_model={d_model}"):

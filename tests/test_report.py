@@ -8,6 +8,7 @@ with the network cut off and read back what the page displays.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from datetime import datetime, timezone
@@ -283,6 +284,14 @@ def test_attribution_bars():
     assert f"total {attr.total:.4f}" in fig.layout.title.text
     assert "logit(␣Paris)" not in fig.layout.title.text  # free text keeps its spaces ...
     assert "logit( Paris) - logit( &amp;amp;)" in fig.layout.title.text  # ... and is escaped
+
+
+def test_attribution_repr_and_table_show_the_position_token_as_the_metric_label_shows_tokens():
+    attr = dataclasses.replace(make_attribution(), position_token="\n\n", metric_label="logit(␣Paris)")
+    text = repr(attr)
+    assert text.startswith("Attribution(logit(␣Paris) at position 6 (↵↵): total ") and "\\n" not in text
+    assert "logit(␣Paris) at position 6 (↵↵)" in attr._repr_html_()
+    assert "at position 6 (∅)" in repr(dataclasses.replace(attr, position_token=""))
 
 
 # -- HTML reports -------------------------------------------------------------------------

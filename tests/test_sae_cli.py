@@ -14,6 +14,9 @@ from gpt2probe.cli import main
       "blocks.0.hook_resid_post", "--k", "0"], "--k"),
     (["sae", "train", "--model", "tiny-english", "--corpus", "x.txt", "--out", "o", "--d-sae", "8", "--layer", "0",
       "--k", "2"], "--transcoder"),
+    # A top-k transcoder cannot be saved: refused before the model is loaded or anything is trained.
+    (["sae", "train", "--model", "tiny-english", "--corpus", "x.txt", "--out", "o", "--d-sae", "8", "--transcoder",
+      "--layer", "0", "--k", "2"], "no top-k transcoder"),
     (["sae", "evaluate", "--model", "tiny-english", "--corpus", "x.txt", "--sae", "nowhere"], "nowhere"),
 ])
 def test_mistakes_are_one_error_line(argv, message, capsys):

@@ -53,6 +53,23 @@ def test_save_then_load_gives_the_same_module(tmp_path, kind):
     assert torch.equal(back(x), coder(x))
 
 
+def test_a_top_k_transcoder_is_refused_with_why_and_what_saves(tmp_path):
+    tc = Transcoder(SAEConfig.for_transcoder(0, d_model=D_IN, d_sae=D_SAE, architecture="topk", k=2))
+    with pytest.raises(gpt2probe.FileFormatError) as info:
+        tc.save(tmp_path / "tc")
+    message = str(info.value)
+    assert "SAELens's format has no top-k transcoder" in message and "'batchtopk'" in message
+    assert "JumpReLU transcoder with its thresholds" in message and "not JSON" not in message
+    assert not (tmp_path / "tc").exists()  # refused before a byte is written
+
+
+def test_metadata_that_json_cannot_hold_is_named(tmp_path):
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.0.hook_resid_post", metadata={"when": object()}))
+    with pytest.raises(gpt2probe.FileFormatError, match="metadata is not JSON"):
+        sae.save(tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
 def test_load_converts_device_and_dtype_only_when_asked(tmp_path):
     SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.0.hook_resid_post")).save(tmp_path / "s")
     assert SAE.load(tmp_path / "s").dtype == torch.float32

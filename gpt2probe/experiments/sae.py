@@ -90,10 +90,14 @@ def _train(args: argparse.Namespace) -> None:
         raise UsageError(f"--architecture {args.architecture} needs --k")
     if args.architecture not in ("topk", "batchtopk") and args.k is not None:
         raise UsageError(f"--k is for topk and batchtopk, not {args.architecture}")
+    if args.transcoder and args.architecture == "topk":  # refused by save(): say so before training, not after
+        from ..sae.saelens_format import NO_TOPK_TRANSCODER
+
+        raise UsageError(f"a top-k transcoder (--architecture topk, the default) could not be written to --out: "
+                         f"{NO_TOPK_TRANSCODER}; pass --architecture batchtopk (saved as a JumpReLU transcoder with its "
+                         "thresholds), jumprelu or standard")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {str(args.out)!r} is a file, not a directory")
-    if not hasattr(Transcoder if args.transcoder else SAE, "save"):
-        raise UsageError("this installation's SAE has no save() yet (gpt2probe.sae's file support): cannot write --out")
     checkpoints = dict(checkpoint_dir=args.out / "checkpoint", checkpoint_every=args.checkpoint_every,
                        resume=args.resume) if args.checkpoint_every or args.resume else {}
     config = from_args(SAETrainConfig, args, progress=not args.no_progress, **checkpoints)  # checked before any work
@@ -119,8 +123,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not args.sae.is_dir():
         raise UsageError(f"--sae {str(args.sae)!r} is not a directory")
     corpus = _corpus(args)
-    if not all(hasattr(cls, "load") for cls in (SAE, Transcoder)):
-        raise UsageError("this installation's SAE has no load() yet (gpt2probe.sae's file support)")
     meta = json.loads((args.sae / "cfg.json").read_text(encoding="utf-8")) if (args.sae / "cfg.json").is_file() else {}
     transcoder = bool(meta.get("hook_name_out") or meta.get("metadata", {}).get("hook_name_out")
                       or meta.get("d_out", meta.get("d_in")) != meta.get("d_in"))

@@ -52,7 +52,8 @@ class Attribution:
 
     def __repr__(self) -> str:
         top = ", ".join(f"{label} {value:+.3g}" for label, value in self.largest(3))
-        return (f"Attribution({self.metric_label} at position {self.position} {self.position_token!r}: "
+        # The position's token as the metric label shows its tokens (logit(␣Paris)): token_text, in brackets.
+        return (f"Attribution({self.metric_label} at position {self.position} ({token_text(self.position_token)}): "
                 f"total {self.total:.4g} = parts {float(self.values.sum()):.4g} + ln_f bias {self.bias_term:.3g}; largest {top})")
 
     def _repr_html_(self) -> str:
@@ -64,7 +65,7 @@ class Attribution:
         flat = self.head_values.flatten()
         heads = [f"L{i // n_heads}H{i % n_heads} {float(flat[i]):+.3g}" for i in flat.abs().argsort(descending=True)[:5].tolist()]
         return table(
-            f"Direct logit attribution of {self.metric_label} at position {self.position} ({self.position_token!r})",
+            f"Direct logit attribution of {self.metric_label} at position {self.position} ({token_text(self.position_token)})",
             ["component", "contribution"], rows,
             notes=[f"total {self.total:.4g} = sum of parts {float(self.values.sum()):.4g} + ln_f bias {self.bias_term:.4g}",
                    "largest heads: " + ", ".join(heads), f"prompt: {self.prompt!r}"],

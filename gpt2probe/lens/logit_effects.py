@@ -69,9 +69,18 @@ def logit_effects(directions: Float[Tensor, "*unit d_model"], probe) -> Float[Te
         >>> effect = logit_effects(sae.W_dec[feature].detach(), probe)  # doctest: +SKIP
         >>> probe.to_str_tokens(effect.topk(10).indices)  # doctest: +SKIP
     """
-    w_u = probe.W_U.float()
+    return _effects(directions, *_unembedding(probe))
+
+
+def _unembedding(probe) -> tuple[Float[Tensor, " d_model"], Float[Tensor, "d_model d_vocab"]]:
+    """``ln_f``'s weight and ``W_U`` in float32: a copy of ``[d_model, d_vocab]`` on a float16 or bfloat16 model."""
+    return probe.weights.ln_final.weight.float(), probe.W_U.float()
+
+
+def _effects(directions: Tensor, gamma: Float[Tensor, " d_model"], w_u: Float[Tensor, "d_model d_vocab"]
+             ) -> Float[Tensor, "*unit d_vocab"]:
+    # directions unannotated: _check refuses a wrong shape with a ShapeError naming d_model.
     _check(directions, w_u.shape[0])
-    gamma = probe.weights.ln_final.weight.float()
     d = directions.detach().to(w_u.device, torch.float32)
     # Centre first: ln_f removes the mean of its input, so a direction's mean component has no effect.
     logits = ((d - d.mean(-1, keepdim=True)) * gamma) @ w_u
@@ -103,9 +112,10 @@ def top_logit_effects(directions: Float[Tensor, "unit d_model"], probe, k: int =
     """
     if directions.ndim != 2:
         raise ShapeError(f"top_logit_effects needs directions of shape [unit, d_model], got {tuple(directions.shape)}")
+    unembedding = _unembedding(probe)  # once per call, not per chunk
     up_v, up_i, down_v, down_i = [], [], [], []
     for start in range(0, directions.shape[0], chunk):
-        logits = logit_effects(directions[start:start + chunk], probe)
+        logits = _effects(directions[start:start + chunk], *unembedding)
         v, i = logits.topk(k, dim=-1)
         up_v.append(v.cpu())
         up_i.append(i.cpu())

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..display.escape import display_token
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from ..harvest.units import FEATURE_SUFFIX, coder_digest
 from ..lens.logit_effects import FORMULA, top_logit_effects
@@ -37,6 +37,11 @@ from .data_page import write_page_head
 from .harvest_dashboard import context_row, token_decoder
 
 LOGIT_NOTE = f"Logit effects of the direction d the feature writes (its decoder row): {FORMULA}."
+NO_MODEL = ("none: no model was given. To show them, run gpt2probe sae report without --no-logits (it loads the "
+            "harvested model and the SAE folders the harvest recorded, or those --model and --sae name), or pass "
+            "probe= (the harvested model) and saes= (the harvested coders) to write_feature_browser")
+NO_CODER = ("none: no SAE or transcoder was given for these features. To show them, add its folder to gpt2probe sae "
+            "report's --sae, or the coder to write_feature_browser's saes=")
 
 
 def feature_hooks(harvest) -> list[str]:
@@ -59,6 +64,16 @@ def decoder_directions(coder, probe) -> torch.Tensor | None:
     if is_mlp(hook) and hook.endswith("hook_post"):
         return (w_dec.to(probe.W_out.device) @ probe.W_out[layer_of(hook)].float()).cpu()
     return None
+
+
+def no_logits_reason(coder, probe) -> str:
+    """What the page says in place of a hook's logit effects when it has none: no model, no coder, or no direction."""
+    if probe is None:
+        return NO_MODEL
+    if coder is None:
+        return NO_CODER
+    return (f"none: this coder writes {coder.cfg.write_hook}, neither the residual stream nor an MLP's hook_post, so "
+            "its features have no single direction in the residual stream")
 
 
 def _r(x: float | torch.Tensor, digits: int = 4) -> float | None:
@@ -113,8 +128,11 @@ def feature_data(harvest, name: str, *, coder=None, probe=None, decode, examples
         # Plain text for the search box (compared, never inserted into the page).
         feature["search"] = "\u0000".join(dict.fromkeys(w.lower() for w in words))
         features.append(feature)
-    return {"name": name, "reads": name.removesuffix("." + FEATURE_SUFFIX), "tokens": tokens_total,
+    data = {"name": name, "reads": name.removesuffix("." + FEATURE_SUFFIX), "tokens": tokens_total,
             "coder": None if coder is None else repr(coder), "logits": effects is not None, "features": features}
+    if effects is None:
+        data["no_logits"] = escape_text(no_logits_reason(coder, probe))  # inserted as HTML by the page
+    return data
 
 
 def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str, object] | Sequence = (),
@@ -258,7 +276,7 @@ function showFeature(d, k) {
   });
   s += '<div class="cols"><div><h3>Activation histogram</h3>' + (f.active ? histogram(f) : '<p class="meta">no active token</p>') + '</div>';
   if (f.up) s += '<div><h3>Promoted tokens</h3>' + tokens(f.up) + '</div><div><h3>Suppressed tokens</h3>' + tokens(f.down) + '</div>';
-  else s += '<div><h3>Logit effects</h3><p class="meta">none: no model or coder was given, or this coder writes no single residual direction</p></div>';
+  else s += '<div><h3>Logit effects</h3><p class="meta">' + d.no_logits + '</p></div>';
   panel.innerHTML = s + '</div>';
 }
 function render() {

@@ -9,7 +9,8 @@ direction: the direction centred, times the final LayerNorm's weight, times ``W_
 the vocabulary (what Neuronpedia shows; ``ln_f``'s division by the stream's norm is left out, it
 depends on the whole residual stream): for an MLP neuron the row of ``W_out`` it writes, for a
 residual dimension the unit vector, for a user direction the direction itself. Heads summarised by ``hook_z`` norms have
-no single direction and show none.
+no single direction and show none; the page says why (:func:`no_logits_reason`), and how to get them when no model
+was given.
 
 Every token string goes through :func:`gpt2probe.display.escape.display_token` once, here;
 the page inserts only those escaped strings and numbers. The data rides in
@@ -30,13 +31,15 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from ..display.escape import display_token
+from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, ModelMismatchError
 from ..lens.logit_effects import FORMULA, top_logit_effects
 from ..names import is_residual_stream, layer_of
 from .data_page import write_page_head
 
 LOGIT_NOTE = f"Direct effect on the logits of the unit's output direction d (for an MLP neuron, its row of W_out): {FORMULA}."
+NO_MODEL = ("none: no model was given. To show them, run gpt2probe harvest-report without --no-logits (it loads the "
+            "harvested model, or the one --model names), or pass probe= (the harvested model) to write_dashboard")
 
 
 def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
@@ -49,6 +52,19 @@ def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
     if kind == "dim" and is_residual_stream(hook):
         return torch.eye(probe.cfg.d_model)
     return None
+
+
+def no_logits_reason(harvest, hook: str, probe) -> str:
+    """What the page says in place of ``hook``'s logit effects when it has none: no model, or no output direction."""
+    if probe is None:
+        return NO_MODEL
+    kind = harvest.kind(hook)
+    if kind == "feature":
+        return ("none here: SAE and transcoder features show their logit effects in the feature browser "
+                "(gpt2probe sae report DIR)")
+    if kind == "head_norm":
+        return f"none: a unit of {hook} is a head's output norm, a size rather than a direction in the residual stream"
+    return f"none: {hook} is not in the residual stream, so its units write no direction into it"
 
 
 def _r(x: float | torch.Tensor, digits: int = 4) -> float | None:
@@ -96,7 +112,10 @@ def _hook_data(harvest, hook: str, probe, decode, examples: int) -> dict:
             unit["up"] = [[display_token(decode(int(i))), _r(v, 3)] for v, i in zip(up_v[u], up_i[u])]
             unit["down"] = [[display_token(decode(int(i))), _r(v, 3)] for v, i in zip(down_v[u], down_i[u])]
         units.append(unit)
-    return {"name": hook, "kind": kind, "units": units, "logits": effects is not None}
+    data = {"name": hook, "kind": kind, "units": units, "logits": effects is not None}
+    if effects is None:
+        data["no_logits"] = escape_text(no_logits_reason(harvest, hook, probe))  # inserted as HTML by the page
+    return data
 
 
 def _json_block(data: object, ident: str) -> str:
@@ -355,7 +374,7 @@ function showUnit(d, k) {
   });
   s += `<div class="cols"><div><h3>Histogram${u.drawn !== undefined ? ' of activations > 0' : ''}</h3>` + histogram(u) + '</div>';
   if (u.up) s += '<div><h3>Promoted tokens</h3>' + tokens(u.up) + '</div><div><h3>Suppressed tokens</h3>' + tokens(u.down) + '</div>';
-  else s += '<div><h3>Logit effect</h3><p class="meta">none: this unit has no single output direction, or no model was given</p></div>';
+  else s += '<div><h3>Logit effect</h3><p class="meta">' + d.no_logits + '</p></div>';
   panel.innerHTML = s + '</div>';
   writeHash();
 }

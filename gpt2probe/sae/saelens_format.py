@@ -48,6 +48,10 @@ ARCHITECTURES: dict[str, tuple[str, bool, bool]] = {
     "jumprelu_skip_transcoder": ("jumprelu", True, True),
 }
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+NO_TOPK_TRANSCODER = ("SAELens's format has no top-k transcoder (its transcoders are standard and JumpReLU, each with "
+                      "or without W_skip), and gpt2probe saves coders only in SAELens's format")
+"""Why a top-k transcoder cannot be saved: for :func:`config_to_saelens` and ``gpt2probe sae train``'s early check."""
+
 DERIVED_METADATA = ("gpt2probe_architecture", "gpt2probe_k")
 """Metadata gpt2probe writes from the config itself (batch top-k saved as JumpReLU): written afresh on every save."""
 # Keys of cfg.json that SparseCoder settings come from; everything else is kept as metadata.
@@ -186,8 +190,9 @@ def config_to_saelens(cfg: SAEConfig) -> dict[str, Any]:
                         ("jumprelu", False): "jumprelu_transcoder",
                         ("jumprelu", True): "jumprelu_skip_transcoder"}.get((architecture, cfg.skip), "")
         if not architecture:
-            raise FileFormatError(f"SAELens has no {cfg.architecture!r} transcoder; it stores standard and "
-                                  "JumpReLU transcoders")
+            raise FileFormatError(f"cannot save a {cfg.architecture!r} transcoder: {NO_TOPK_TRANSCODER}. Transcoders "
+                                  "that save: architecture 'standard', 'jumprelu', or 'batchtopk' (written as a JumpReLU "
+                                  "transcoder with its thresholds, read back as batch top-k); a top-k SAE saves too")
     if architecture == "topk":
         raw["k"] = cfg.k
         raw["rescale_acts_by_decoder_norm"] = cfg.rescale_acts_by_decoder_norm
@@ -239,8 +244,9 @@ def write_folder(directory: str | os.PathLike, cfg: SAEConfig, tensors: dict[str
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    raw = config_to_saelens(cfg)  # outside the try: its refusals (a top-k transcoder) say what is wrong themselves
     try:
-        text = json.dumps(config_to_saelens(cfg), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(raw, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as error:  # metadata set in code that JSON cannot hold
         raise FileFormatError(f"cannot write {str(directory / CFG_FILE)!r}: the config's metadata is not JSON ({error})") from None
     stored = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
