@@ -28,3 +28,15 @@ def test_mistakes_are_one_error_line(argv, message, capsys):
 def test_sae_is_listed(capsys):
     assert main(["--help"]) == 0
     assert "sae" in capsys.readouterr().out
+
+
+def test_evaluate_names_a_damaged_cfg_json(tmp_path, capsys):
+    """``sae evaluate`` read cfg.json with a bare json.loads: a damaged file was a raw JSONDecodeError traceback."""
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    (folder / "cfg.json").write_text('{"d_in": 128,', encoding="utf-8")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Some text to evaluate on.", encoding="utf-8")
+    assert main(["sae", "evaluate", "--model", "tiny-english", "--corpus", str(corpus), "--sae", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "cfg.json" in err[0], err

@@ -118,12 +118,14 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ..sae import SAE, Transcoder
+    from ..sae.saelens_format import read_sae_cfg_json
 
     check_device(args.device)
     if not args.sae.is_dir():
         raise UsageError(f"--sae {str(args.sae)!r} is not a directory")
     corpus = _corpus(args)
-    meta = json.loads((args.sae / "cfg.json").read_text(encoding="utf-8")) if (args.sae / "cfg.json").is_file() else {}
+    cfg_file = args.sae / "cfg.json"
+    meta = read_sae_cfg_json(cfg_file) if cfg_file.is_file() else {}  # a damaged file: an error naming it
     transcoder = bool(meta.get("hook_name_out") or meta.get("metadata", {}).get("hook_name_out")
                       or meta.get("d_out", meta.get("d_in")) != meta.get("d_in"))
     coder = (Transcoder if transcoder else SAE).load(args.sae)
