@@ -217,21 +217,13 @@ HARVEST_HOOKS = ["blocks.0.mlp.hook_post", "blocks.0.attn.hook_pattern"]
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    import gpt2probe
-    from gpt2probe.shipped import shipped_model
-
-    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def harvest_dir(tiny, tmp_path_factory) -> Path:
+def harvest_dir(tiny_english, tmp_path_factory) -> Path:
     from harvest_helpers import topic_texts
 
     from gpt2probe.harvest import Corpus, harvest
 
     out = tmp_path_factory.mktemp("harvest") / "h"
-    harvest(tiny, Corpus(texts=topic_texts(3, 600)), hooks=HARVEST_HOOKS, out=out, seq_len=32, top_k=3, window=2,
+    harvest(tiny_english, Corpus(texts=topic_texts(3, 600)), hooks=HARVEST_HOOKS, out=out, seq_len=32, top_k=3, window=2,
             progress=False)
     return out
 
@@ -312,7 +304,7 @@ def test_an_intact_harvest_loads_and_the_report_command_refuses_a_damaged_one(ha
     assert len(err) == 1 and "harvest.json" in err[0] and "should be object" in err[0]
 
 
-def test_the_report_refuses_another_models_vocabulary_and_sizes(harvest_copy, tiny, capsys):
+def test_the_report_refuses_another_models_vocabulary_and_sizes(harvest_copy, tiny_english, capsys):
     from gpt2probe.cli import main
     from gpt2probe.errors import ModelMismatchError
     from gpt2probe.harvest import Harvest
@@ -328,7 +320,7 @@ def test_the_report_refuses_another_models_vocabulary_and_sizes(harvest_copy, ti
     assert not (harvest_copy / "d.html").exists()
 
 
-def test_a_damaged_run_file_or_rank_checkpoint_is_a_clear_error(tiny, tmp_path):
+def test_a_damaged_run_file_or_rank_checkpoint_is_a_clear_error(tiny_english, tmp_path):
     from harvest_helpers import topic_texts
 
     from gpt2probe.harvest import Corpus, harvest
@@ -337,14 +329,14 @@ def test_a_damaged_run_file_or_rank_checkpoint_is_a_clear_error(tiny, tmp_path):
     texts = topic_texts(3, 600)
     options = Options(top_k=3, window=2, seq_len=32, batch_size=2)
     out = tmp_path / "cut"
-    assert run_harvest(tiny, Corpus(texts=texts), ["blocks.0.mlp.hook_post"], out, options=options,
+    assert run_harvest(tiny_english, Corpus(texts=texts), ["blocks.0.mlp.hook_post"], out, options=options,
                        checkpoint_windows=1, progress=False, stop_after_windows=2) is None
     run_file = out / "checkpoint" / "run.json"
     ckpt = next((out / "checkpoint").glob("rank-*.safetensors"))
     good_run, good_ckpt = run_file.read_bytes(), ckpt.read_bytes()
 
     def resume():
-        return harvest(tiny, Corpus(texts=texts), hooks=["blocks.0.mlp.hook_post"], out=out, seq_len=32, top_k=3,
+        return harvest(tiny_english, Corpus(texts=texts), hooks=["blocks.0.mlp.hook_post"], out=out, seq_len=32, top_k=3,
                        window=2, batch_size=2, progress=False, resume=True)
 
     run_file.write_bytes(good_run[:50])

@@ -13,15 +13,8 @@ import argparse
 import pytest
 import torch
 
-import gpt2probe
 from gpt2probe.experiments import pairs
 from gpt2probe.report.style import small_gap
-from gpt2probe.shipped import shipped_model
-
-
-@pytest.fixture(scope="module")
-def tiny_english():
-    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
 
 
 def logit_diff(probe, prompt: str, answer: str, wrong: str) -> float:

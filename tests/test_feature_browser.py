@@ -27,13 +27,6 @@ TC_NAME = "blocks.1.ln2.hook_normalized.hook_sae_acts_post"
 SEQ = 32
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from gpt2probe.shipped import shipped_model
-
-    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
-
-
 def _randomize(coder, seed: int):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -43,11 +36,11 @@ def _randomize(coder, seed: int):
 
 
 @pytest.fixture(scope="module")
-def coders(tiny):
-    sae = _randomize(SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=30, hook_name=SAE_HOOK, architecture="topk", k=3)), 0)
+def coders(tiny_english):
+    sae = _randomize(SAE(SAEConfig(d_in=tiny_english.cfg.d_model, d_sae=30, hook_name=SAE_HOOK, architecture="topk", k=3)), 0)
     with torch.no_grad():
         sae.b_enc[-2:] = -1e4  # two dead features: listed only with "show dead"
-    tc = _randomize(Transcoder(SAEConfig.for_transcoder(1, d_model=tiny.cfg.d_model, d_sae=20)), 1)
+    tc = _randomize(Transcoder(SAEConfig.for_transcoder(1, d_model=tiny_english.cfg.d_model, d_sae=20)), 1)
     return sae, tc
 
 
@@ -59,8 +52,8 @@ def texts():
 
 
 @pytest.fixture(scope="module")
-def harvested(tiny, coders, texts, tmp_path_factory):
-    return harvest(tiny, Corpus(texts=texts), saes=list(coders), hooks=["blocks.0.mlp.hook_post"],
+def harvested(tiny_english, coders, texts, tmp_path_factory):
+    return harvest(tiny_english, Corpus(texts=texts), saes=list(coders), hooks=["blocks.0.mlp.hook_post"],
                    out=tmp_path_factory.mktemp("h") / "h", seq_len=SEQ, top_k=5, window=3, progress=False,
                    block_chars=10**9)
 
@@ -71,27 +64,27 @@ def _page_data(path) -> list[dict]:
     return [json.loads(block) for block in blocks]
 
 
-def _all_tokens(tiny, texts):
+def _all_tokens(tiny_english, texts):
     """Every token of the corpus in the harvest's windows (one block: the documents joined by <|endoftext|>)."""
     ids = []
     for text in texts:
-        ids += tiny.tokenizer(text, add_special_tokens=False)["input_ids"] + [tiny.tokenizer.eos_token_id]
+        ids += tiny_english.tokenizer(text, add_special_tokens=False)["input_ids"] + [tiny_english.tokenizer.eos_token_id]
     n = len(ids)
     n_win = -(-n // SEQ)
-    padded = torch.tensor(ids + [tiny.tokenizer.eos_token_id] * (n_win * SEQ - n)).view(n_win, SEQ)
+    padded = torch.tensor(ids + [tiny_english.tokenizer.eos_token_id] * (n_win * SEQ - n)).view(n_win, SEQ)
     return padded, (torch.arange(n_win * SEQ) < n).view(n_win, SEQ)
 
 
-def test_the_pages_numbers_match_independent_computation(tiny, coders, texts, harvested, tmp_path):
+def test_the_pages_numbers_match_independent_computation(tiny_english, coders, texts, harvested, tmp_path):
     sae, tc = coders
-    path = write_feature_browser(harvested, tmp_path / "f.html", saes=[sae, tc], probe=tiny, examples=3)
+    path = write_feature_browser(harvested, tmp_path / "f.html", saes=[sae, tc], probe=tiny_english, examples=3)
     data = {d["name"]: d for d in _page_data(path)}
     assert list(data) == [TC_NAME, SAE_NAME]  # only feature hooks, in forward order
-    padded, valid = _all_tokens(tiny, texts)
-    _, cache = tiny.run_with_cache(padded, names=[SAE_HOOK, "blocks.1.ln2.hook_normalized"])
+    padded, valid = _all_tokens(tiny_english, texts)
+    _, cache = tiny_english.run_with_cache(padded, names=[SAE_HOOK, "blocks.1.ln2.hook_normalized"])
     # TransformerLens's folded W_U (what Neuronpedia multiplies by), built from the modules, not probe.W_U:
     # ln_f's weight folded in, each column centred over d_model, each row over the vocabulary.
-    w_u = tiny.model.transformer.ln_f.weight.detach()[:, None] * tiny.model.lm_head.weight.detach().T
+    w_u = tiny_english.model.transformer.ln_f.weight.detach()[:, None] * tiny_english.model.lm_head.weight.detach().T
     w_u = w_u - w_u.mean(0, keepdim=True)
     w_u = w_u - w_u.mean(1, keepdim=True)  # [d_model, d_vocab]
     for coder, name, hook in ((sae, SAE_NAME, SAE_HOOK), (tc, TC_NAME, "blocks.1.ln2.hook_normalized")):
@@ -109,16 +102,16 @@ def test_the_pages_numbers_match_independent_computation(tiny, coders, texts, ha
             top = torch.sort(acts[:, f], descending=True).values[: min(3, feature["active"])]
             assert [e["value"] for e in feature["examples"]] == pytest.approx(top.tolist(), abs=1e-4)
             for e, ex in zip(feature["examples"], harvested.top_examples(name, f)):  # every token escaped once
-                assert e["tokens"] == [display_token(tiny.tokenizer.decode([t])) for t in ex.tokens]
+                assert e["tokens"] == [display_token(tiny_english.tokenizer.decode([t])) for t in ex.tokens]
             up, down = logits[f].topk(10), logits[f].topk(10, largest=False)
-            assert [t for t, _ in feature["up"]] == [display_token(tiny.tokenizer.decode([i])) for i in up.indices]
+            assert [t for t, _ in feature["up"]] == [display_token(tiny_english.tokenizer.decode([i])) for i in up.indices]
             assert [v for _, v in feature["up"]] == pytest.approx(up.values.tolist(), abs=2e-3)
-            assert [t for t, _ in feature["down"]] == [display_token(tiny.tokenizer.decode([i])) for i in down.indices]
+            assert [t for t, _ in feature["down"]] == [display_token(tiny_english.tokenizer.decode([i])) for i in down.indices]
             assert [v for _, v in feature["down"]] == pytest.approx(down.values.tolist(), abs=2e-3)
     assert [f["active"] for f in data[SAE_NAME]["features"][-2:]] == [0, 0]
 
 
-def test_the_dashboards_feature_histogram_holds_the_active_tokens_as_the_browsers(tiny, coders, harvested, tmp_path):
+def test_the_dashboards_feature_histogram_holds_the_active_tokens_as_the_browsers(tiny_english, coders, harvested, tmp_path):
     from gpt2probe.report.harvest_dashboard import write_dashboard
 
     sae, tc = coders
@@ -150,7 +143,7 @@ def test_the_dashboards_feature_histogram_holds_the_active_tokens_as_the_browser
     assert first_bar != "#999"  # the first bar is an active one, not a grey underflow bin
 
 
-def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny, coders, harvested, tmp_path):
+def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny_english, coders, harvested, tmp_path):
     from gpt2probe.report.feature_browser import decoder_directions, no_logits_reason
 
     sae, tc = coders
@@ -160,20 +153,20 @@ def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny, coder
     path = write_feature_browser(harvested, tmp_path / "plain.html", examples=1)
     assert [d["no_logits"] for d in _page_data(path)] == [no_model, no_model]
     data = {d["name"]: d for d in _page_data(write_feature_browser(harvested, tmp_path / "one.html", saes=[sae],
-                                                                    probe=tiny, examples=1))}
+                                                                    probe=tiny_english, examples=1))}
     assert data[SAE_NAME]["logits"] and "no_logits" not in data[SAE_NAME]
     assert data[TC_NAME]["no_logits"] == ("none: no SAE or transcoder was given for these features. To show them, add "
                                           "its folder to gpt2probe sae report's --sae, or the coder to "
                                           "write_feature_browser's saes=")
-    on_ln = SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=4, hook_name="blocks.1.ln2.hook_normalized"))
-    assert decoder_directions(on_ln, tiny) is None
-    assert no_logits_reason(on_ln, tiny) == ("none: this coder writes blocks.1.ln2.hook_normalized, neither the residual "
+    on_ln = SAE(SAEConfig(d_in=tiny_english.cfg.d_model, d_sae=4, hook_name="blocks.1.ln2.hook_normalized"))
+    assert decoder_directions(on_ln, tiny_english) is None
+    assert no_logits_reason(on_ln, tiny_english) == ("none: this coder writes blocks.1.ln2.hook_normalized, neither the residual "
                                              "stream nor an MLP's hook_post, so its features have no single direction in "
                                              "the residual stream")
     # The harvest dashboard of the same harvest sends features to this page.
     from gpt2probe.report.harvest_dashboard import write_dashboard
 
-    dashboard = {d["name"]: d for d in _page_data(write_dashboard(harvested, tmp_path / "d.html", probe=tiny, examples=1))}
+    dashboard = {d["name"]: d for d in _page_data(write_dashboard(harvested, tmp_path / "d.html", probe=tiny_english, examples=1))}
     assert dashboard[SAE_NAME]["no_logits"] == ("none here: SAE and transcoder features show their logit effects in the "
                                                 "feature browser (gpt2probe sae report DIR)")
     if not chromium_available():
@@ -185,14 +178,14 @@ def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny, coder
     assert errors == [] and "Logit effects" + no_model in panel
 
 
-def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny, coders, harvested, tmp_path):
+def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny_english, coders, harvested, tmp_path):
     sae, tc = coders
     other = _randomize(SAE(sae.cfg), 7)
     with pytest.raises(ModelMismatchError, match="not the one harvested"):
-        write_feature_browser(harvested, tmp_path / "x.html", saes=[other], probe=tiny)
+        write_feature_browser(harvested, tmp_path / "x.html", saes=[other], probe=tiny_english)
     with pytest.raises(InvalidArgumentError, match="not a harvested feature hook"):
         write_feature_browser(harvested, tmp_path / "x.html", hooks=["blocks.0.mlp.hook_post"])
-    plain = harvest(tiny, Corpus(texts=["Some text for the model."]), hooks="blocks.0.mlp.hook_post",
+    plain = harvest(tiny_english, Corpus(texts=["Some text for the model."]), hooks="blocks.0.mlp.hook_post",
                     out=tmp_path / "plain", seq_len=SEQ, progress=False)
     with pytest.raises(InvalidArgumentError, match="no SAE features"):
         write_feature_browser(plain, tmp_path / "x.html")
@@ -203,16 +196,16 @@ needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's c
 
 
 @needs_chromium
-def test_the_browser_searches_by_number_and_token_and_shows_tokens_literally(tiny, coders, harvested, tmp_path):
+def test_the_browser_searches_by_number_and_token_and_shows_tokens_literally(tiny_english, coders, harvested, tmp_path):
     sae, tc = coders
-    path = write_feature_browser(harvested, tmp_path / "f.html", saes=[sae, tc], probe=tiny, examples=3)
+    path = write_feature_browser(harvested, tmp_path / "f.html", saes=[sae, tc], probe=tiny_english, examples=3)
     order = [TC_NAME, SAE_NAME]
     # A feature with a top context (of the 3 shown) in the hostile document, and which one.
     hostile, slot = next((f, j) for f in range(sae.cfg.d_sae)
                          for j, ex in enumerate(harvested.top_examples(SAE_NAME, f)[:3]) if ex.doc == 0)
     # A word shown on some feature's page (a top context's own token); the search must list every feature showing it.
     word = next(w for f in range(sae.cfg.d_sae) for ex in harvested.top_examples(SAE_NAME, f)
-                if len(w := tiny.tokenizer.decode([ex.tokens[ex.center]]).strip()) >= 3 and w.isalpha())
+                if len(w := tiny_english.tokenizer.decode([ex.tokens[ex.center]]).strip()) >= 3 and w.isalpha())
     expected = [f for f, feat in enumerate(_page_data(path)[1]["features"])
                 if feat["active"] and word.lower() in feat["search"]]
     assert expected
@@ -247,14 +240,14 @@ def test_the_browser_searches_by_number_and_token_and_shows_tokens_literally(tin
     freq = float(harvested.stats(SAE_NAME)["frequency"][hostile])
     assert float(density.rstrip("%")) == pytest.approx(100 * freq, rel=1e-2)
     best = harvested.top_examples(SAE_NAME, hostile)[slot]
-    shown = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
+    shown = "".join(visible_whitespace(tiny_english.tokenizer.decode([t])) for t in best.tokens)
     assert first_context == shown and any(c in shown for c in "<>&$")  # shown literally, never interpreted
     assert "Promoted tokens" in promoted and "Suppressed tokens" in promoted
     assert_blue(peak_colour)  # a positive activation is blue, as on the harvest dashboard and in every figure
     assert sorted(found) == sorted(expected)
 
 
-def test_harvest_and_report_from_the_command_line(tiny, coders, texts, tmp_path, capsys):
+def test_harvest_and_report_from_the_command_line(tiny_english, coders, texts, tmp_path, capsys):
     sae, tc = coders
     sae.save(tmp_path / "sae")
     tc.save(tmp_path / "tc")

@@ -9,7 +9,6 @@ import pytest
 import torch
 from harvest_helpers import assert_blue, assert_one_error_line
 
-import gpt2probe
 from gpt2probe.display.escape import visible_whitespace
 from gpt2probe.harvest import Corpus, harvest
 from gpt2probe.lens import top_logit_effects
@@ -22,42 +21,35 @@ HOOKS = ["blocks.0.mlp.hook_post", "blocks.3.hook_resid_post", "blocks.0.attn.ho
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from gpt2probe.shipped import shipped_model
-
-    return gpt2probe.load(shipped_model("tiny-english"), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def harvested(tiny, tmp_path_factory):
+def harvested(tiny_english, tmp_path_factory):
     from harvest_helpers import topic_texts
 
     texts = [HOSTILE, *topic_texts(4, 800)]
-    return harvest(tiny, Corpus(texts=texts), hooks=HOOKS, out=tmp_path_factory.mktemp("h") / "h", seq_len=32,
+    return harvest(tiny_english, Corpus(texts=texts), hooks=HOOKS, out=tmp_path_factory.mktemp("h") / "h", seq_len=32,
                    top_k=4, window=3, progress=False)
 
 
-def test_logit_effect_of_a_neuron_is_its_w_out_row_through_ln_f_weight_and_w_u(tiny, harvested):
-    dirs = output_directions(harvested, "blocks.0.mlp.hook_post", tiny)
-    up_v, up_i, _, down_i = top_logit_effects(dirs[5:6], tiny, k=3)
-    row = tiny.model.transformer.h[0].mlp.c_proj.weight[5].detach().float()
-    gamma = tiny.model.transformer.ln_f.weight.detach().float()
+def test_logit_effect_of_a_neuron_is_its_w_out_row_through_ln_f_weight_and_w_u(tiny_english, harvested):
+    dirs = output_directions(harvested, "blocks.0.mlp.hook_post", tiny_english)
+    up_v, up_i, _, down_i = top_logit_effects(dirs[5:6], tiny_english, k=3)
+    row = tiny_english.model.transformer.h[0].mlp.c_proj.weight[5].detach().float()
+    gamma = tiny_english.model.transformer.ln_f.weight.detach().float()
     # TransformerLens's folded W_U (Neuronpedia's): ln_f's weight in, columns centred over d_model, rows over the vocab.
-    folded = gamma[:, None] * tiny.model.lm_head.weight.detach().float().T
+    folded = gamma[:, None] * tiny_english.model.lm_head.weight.detach().float().T
     folded = folded - folded.mean(0, keepdim=True)
     reference = row @ (folded - folded.mean(1, keepdim=True))
     assert up_i[0].tolist() == reference.topk(3).indices.tolist()
     assert down_i[0].tolist() == reference.topk(3, largest=False).indices.tolist()
     torch.testing.assert_close(up_v[0], reference.topk(3).values, atol=1e-5, rtol=1e-5)
-    assert output_directions(harvested, "blocks.0.attn.hook_pattern", tiny) is None
+    assert output_directions(harvested, "blocks.0.attn.hook_pattern", tiny_english) is None
 
 
 needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
 
 
 @needs_chromium
-def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, harvested, tmp_path):
-    path = write_dashboard(harvested, tmp_path / "dash.html", probe=tiny, examples=3)
+def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny_english, harvested, tmp_path):
+    path = write_dashboard(harvested, tmp_path / "dash.html", probe=tiny_english, examples=3)
     order = harvested.hooks  # forward order: the layer-0 pattern comes first
     ready = "document.readyState === 'complete' && document.querySelectorAll('#hook option').length > 0"
     with open_page(path, offline=True, wait_for=ready) as page:
@@ -82,13 +74,13 @@ def test_dashboard_in_a_browser_shows_tokens_literally_and_stays_offline(tiny, h
         errors, requests = list(page.errors), list(page.requests)
     assert errors == [] and pwned is None
     assert all(url.startswith(("file:", "data:")) for url in requests)
-    assert hooks == order and sorted(order) == sorted(HOOKS) and n_items == tiny.cfg.d_mlp
+    assert hooks == order and sorted(order) == sorted(HOOKS) and n_items == tiny_english.cfg.d_mlp
     best = harvested.top_examples(HOOKS[0], hostile_unit)[0]
-    expected = "".join(visible_whitespace(tiny.tokenizer.decode([t])) for t in best.tokens)
+    expected = "".join(visible_whitespace(tiny_english.tokenizer.decode([t])) for t in best.tokens)
     assert first_context == expected and any(c in expected for c in "<&$")  # shown literally, not interpreted
     assert spans > 3 and "Promoted tokens" in text
     assert_blue(peak_colour)  # the peak's positive activation: blue = positive, as in every report
-    assert heads == tiny.cfg.n_heads + 1
+    assert heads == tiny_english.cfg.n_heads + 1
 
 
 def test_cli_mistakes_print_one_error_line_and_exit_2(tmp_path, capsys):
@@ -142,10 +134,10 @@ def test_a_character_split_across_tokens_shows_as_the_character():
 
 
 @needs_chromium
-def test_dashboard_opens_on_the_best_unit_and_the_address_selects_hook_unit_and_sort(tiny, harvested, tmp_path):
+def test_dashboard_opens_on_the_best_unit_and_the_address_selects_hook_unit_and_sort(tiny_english, harvested, tmp_path):
     from urllib.parse import parse_qs
 
-    path = write_dashboard(harvested, tmp_path / "dash.html", probe=tiny, examples=3)
+    path = write_dashboard(harvested, tmp_path / "dash.html", probe=tiny_english, examples=3)
     ready = "document.readyState === 'complete' && document.querySelectorAll('#hook option').length > 0"
     mlp = "blocks.0.mlp.hook_post"
     best = int(harvested.stats(mlp)["max"].argmax())
@@ -187,11 +179,11 @@ def _hook_data(path) -> dict[str, dict]:
     return {d["name"]: d for d in map(json.loads, blocks)}
 
 
-def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny, tmp_path):
+def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny_english, tmp_path):
     hooks = ["blocks.0.attn.hook_z", "blocks.0.ln1.hook_scale", "blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_post"]
-    h = harvest(tiny, Corpus(texts=["Some text for the model to read, twice. " * 4]), hooks=hooks, out=tmp_path / "h",
+    h = harvest(tiny_english, Corpus(texts=["Some text for the model to read, twice. " * 4]), hooks=hooks, out=tmp_path / "h",
                 seq_len=16, top_k=2, window=2, progress=False)
-    shown = _hook_data(write_dashboard(h, tmp_path / "with.html", probe=tiny, examples=1))
+    shown = _hook_data(write_dashboard(h, tmp_path / "with.html", probe=tiny_english, examples=1))
     assert shown["blocks.0.mlp.hook_post"]["logits"] and "no_logits" not in shown["blocks.0.mlp.hook_post"]
     assert shown["blocks.0.attn.hook_z"]["no_logits"] == (
         "none: a unit of blocks.0.attn.hook_z is a head's output norm, a size rather than a direction in the residual stream")
