@@ -3,6 +3,7 @@ real browser (search, literal tokens, offline), and the command line from harves
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -16,7 +17,7 @@ from gpt2probe.cli import main
 from gpt2probe.display.escape import display_token, visible_whitespace
 from gpt2probe.errors import InvalidArgumentError, ModelMismatchError
 from gpt2probe.harvest import Corpus, harvest
-from gpt2probe.report.feature_browser import write_feature_browser
+from gpt2probe.report.feature_browser import LOGIT_NOTE, write_feature_browser
 
 from browser import chromium_available, open_page
 
@@ -62,6 +63,13 @@ def _page_data(path) -> list[dict]:
     page = path.read_text(encoding="utf-8")
     blocks = re.findall(r'<script type="application/json" id="hook-\d+">(.*?)</script>', page, re.S)
     return [json.loads(block) for block in blocks]
+
+
+def _note(path) -> str | None:
+    """The page's note above the features (as text), or ``None`` if it has none."""
+    notes = re.findall(r'<p class="note">(.*?)</p>', path.read_text(encoding="utf-8"), re.S)
+    assert len(notes) <= 1
+    return html.unescape(notes[0]) if notes else None
 
 
 def _all_tokens(tiny_english, texts):
@@ -152,17 +160,21 @@ def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny_englis
                 "probe= (the harvested model) and saes= (the harvested coders) to write_feature_browser")
     path = write_feature_browser(harvested, tmp_path / "plain.html", examples=1)
     assert [d["no_logits"] for d in _page_data(path)] == [no_model, no_model]
-    data = {d["name"]: d for d in _page_data(write_feature_browser(harvested, tmp_path / "one.html", saes=[sae],
-                                                                    probe=tiny_english, examples=1))}
+    # The formula note stands only above logit effects: not without a model, nor with a model but no coder.
+    assert _note(path) is None
+    assert _note(write_feature_browser(harvested, tmp_path / "nocoder.html", probe=tiny_english, examples=1)) is None
+    one = write_feature_browser(harvested, tmp_path / "one.html", saes=[sae], probe=tiny_english, examples=1)
+    assert _note(one) == LOGIT_NOTE
+    data = {d["name"]: d for d in _page_data(one)}
     assert data[SAE_NAME]["logits"] and "no_logits" not in data[SAE_NAME]
     assert data[TC_NAME]["no_logits"] == ("none: no SAE or transcoder was given for these features. To show them, add "
                                           "its folder to gpt2probe sae report's --sae, or the coder to "
                                           "write_feature_browser's saes=")
     on_ln = SAE(SAEConfig(d_in=tiny_english.cfg.d_model, d_sae=4, hook_name="blocks.1.ln2.hook_normalized"))
     assert decoder_directions(on_ln, tiny_english) is None
-    assert no_logits_reason(on_ln, tiny_english) == ("none: this coder writes blocks.1.ln2.hook_normalized, neither the residual "
-                                             "stream nor an MLP's hook_post, so its features have no single direction in "
-                                             "the residual stream")
+    assert no_logits_reason(on_ln, tiny_english) == ("none: this coder writes blocks.1.ln2.hook_normalized, neither the "
+                                                     "residual stream nor an MLP's hook_post, so its features have no "
+                                                     "single direction in the residual stream")
     # The harvest dashboard of the same harvest sends features to this page.
     from gpt2probe.report.harvest_dashboard import write_dashboard
 

@@ -58,12 +58,22 @@ def decoder_directions(coder, probe) -> torch.Tensor | None:
     residual stream adds up, and gets ``None``.
     """
     hook = coder.cfg.write_hook
+    if not writes_a_direction(hook):
+        return None
     w_dec = coder.W_dec.detach().float()
     if is_residual_stream(hook):
         return w_dec.cpu()
-    if is_mlp(hook) and hook.endswith("hook_post"):
-        return (w_dec.to(probe.W_out.device) @ probe.W_out[layer_of(hook)].float()).cpu()
-    return None
+    return (w_dec.to(probe.W_out.device) @ probe.W_out[layer_of(hook)].float()).cpu()
+
+
+def writes_a_direction(hook: str) -> bool:
+    """Whether a coder writing ``hook`` has one residual-stream direction per feature (so logit effects)."""
+    return is_residual_stream(hook) or (is_mlp(hook) and hook.endswith("hook_post"))
+
+
+def shows_logit_effects(coder, probe) -> bool:
+    """Whether the page shows logit effects for ``coder``'s features: a model, a coder, and a direction per feature."""
+    return probe is not None and coder is not None and writes_a_direction(coder.cfg.write_hook)
 
 
 def no_logits_reason(coder, probe) -> str:
@@ -185,10 +195,12 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
         "Top-k / context": f"{m['options']['top_k']} / ±{m['options']['window']} tokens",
         "Active means": f"> {m['options']['threshold']}",
     }
+    # The formula note belongs where logit effects are shown: some chosen hook has a model, a coder and a direction.
+    shows_logits = any(shows_logit_effects(coders.get(name), probe) for name in chosen)
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
         write_page_head(out, title=f"Features: {m['model']['name']}", heading=f"Features of {m['model']['name']}",
-                        header=header, style=STYLE, note=LOGIT_NOTE)
+                        header=header, style=STYLE, note=LOGIT_NOTE if shows_logits else None)
         out.write('<nav><label>SAE <select id="hook"></select></label> '
                   '<label>Search <input id="search" type="search" placeholder="feature number, or token text"></label> '
                   '<select id="sort"><option value="id">by number</option><option value="density">by density</option>'
