@@ -164,3 +164,14 @@ def test_a_corpus_that_fits_the_buffer_runs_the_model_once(vocab_probe, monkeypa
     fitted = SAE.fit(rows, d_sae=20, k=4, hook_name="blocks.1.hook_resid_post", steps=40, train_batch_size_tokens=64, seed=3,
                      progress=False)
     torch.testing.assert_close(sae.W_enc, fitted.W_enc)
+
+
+@pytest.mark.parametrize("eos", [None, "<|endoftext|>", [50256, 0]])
+def test_a_tokenizer_without_one_end_of_text_id_is_refused(vocab_probe, eos):
+    from types import SimpleNamespace
+
+    # What CorpusActivations reads before any model runs; a tokenizer whose eos_token_id is not one id.
+    probe = SimpleNamespace(model=vocab_probe.model, cfg=vocab_probe.cfg, hook_names=vocab_probe.hook_names,
+                            run_until=vocab_probe.run_until, tokenizer=SimpleNamespace(eos_token_id=eos))
+    with pytest.raises(GPT2ProbeError, match=r"no end-of-text token id to separate documents \(its eos_token_id is"):
+        CorpusActivations(probe, Corpus(texts=TEXTS), ["blocks.1.hook_resid_post"], seq_len=16)

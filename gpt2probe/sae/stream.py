@@ -16,16 +16,41 @@ process yields the same chunks (:mod:`.distributed`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 
+from .. import names as N
+from ..cache import ActivationCache
 from ..errors import InvalidArgumentError
 from ..harvest.corpus import Corpus, blocks, pack
+from ..model.config import ProbeConfig
+from ..tokens import Inputs
 from . import distributed
 from .buffer import check_rows
 from .config import stream_width
+
+
+@runtime_checkable
+class TrainingProbe(Protocol):
+    """What training an SAE or transcoder on a corpus needs of a probe: :class:`gpt2probe.GPT2Probe` is one.
+
+    A protocol rather than an import: ``probe.py`` imports :mod:`gpt2probe.sae` (for
+    ``probe.saes``), so importing ``GPT2Probe`` here would close an import cycle.
+    """
+
+    model: GPT2LMHeadModel
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def cfg(self) -> ProbeConfig: ...
+
+    @property
+    def hook_names(self) -> list[str]: ...
+
+    def run_until(self, inputs: Inputs, stop_at: str, names: N.NameSelection = None) -> ActivationCache: ...
 
 
 def as_corpus(texts_or_corpus: Corpus | str | Sequence[str]) -> Corpus:
@@ -46,7 +71,7 @@ class CorpusActivations:
 
     resumable = True
 
-    def __init__(self, probe, corpus: Corpus, hooks: Sequence[str], *, seq_len: int, windows_per_pass: int = 8,
+    def __init__(self, probe: TrainingProbe, corpus: Corpus, hooks: Sequence[str], *, seq_len: int, windows_per_pass: int = 8,
                  seed: int = 0, block_chars: int = 1 << 16, epochs: int | None = None) -> None:
         cfg = probe.cfg
         if not 1 <= seq_len <= cfg.n_ctx:
@@ -56,8 +81,9 @@ class CorpusActivations:
             if hook not in valid:
                 raise InvalidArgumentError(f"{hook!r} is not a hook of {cfg.model_name}")
         eos = probe.tokenizer.eos_token_id
-        if eos is None:
-            raise InvalidArgumentError("the tokenizer has no end-of-text token to separate documents")
+        if not isinstance(eos, int):  # None, or a tokenizer's string or list: not one token id
+            raise InvalidArgumentError(f"the tokenizer has no end-of-text token id to separate documents "
+                                       f"(its eos_token_id is {eos!r})")
         self.probe, self.corpus, self.hooks = probe, corpus, list(hooks)
         self.seq_len, self.windows_per_pass, self.seed, self.block_chars = seq_len, windows_per_pass, seed, block_chars
         self.epochs, self.eos = epochs, int(eos)

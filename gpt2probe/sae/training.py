@@ -28,9 +28,9 @@ import json
 import math
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -43,6 +43,10 @@ from ..errors import InvalidArgumentError
 from . import distributed, losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
+
+if TYPE_CHECKING:
+    from ..harvest.corpus import Corpus
+    from .stream import TrainingProbe
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
@@ -546,10 +550,11 @@ def _chain(first, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def train(coder_cls: type[Coder], probe, texts_or_corpus, *, hook: str | None = None, layer: int | None = None,
-          d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None, seed: int = 0,
-          skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8, cfg: SAEConfig | None = None,
-          callback: Callable[[int, dict], None] | None = None, **options: Unpack[TrainKeywords]) -> Coder:
+def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus | Sequence[str], *, hook: str | None = None,
+          layer: int | None = None, d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None,
+          seed: int = 0, skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8,
+          cfg: SAEConfig | None = None, callback: Callable[[int, dict], None] | None = None,
+          **options: Unpack[TrainKeywords]) -> Coder:
     """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields besides ``seed``.
