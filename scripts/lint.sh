@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lint gate (.ci/run runs it before the tests): ruff with pyproject.toml's rules, then
-# pyright's type check of gpt2probe/ at basic strictness ([tool.pyright] in pyproject.toml).
+# pyright's type check of gpt2probe/ at standard strictness ([tool.pyright] in pyproject.toml).
 #   scripts/lint.sh          check, exit 1 on any finding
 #   scripts/lint.sh --fix    apply ruff's safe fixes first (import order, ...), then check
 set -euo pipefail

@@ -215,6 +215,8 @@ def edge_attribution_patch(
         grad_names += [N.pattern(l) for l in range(n_layers)]
         keep += [N.attn_scores(l) for l in range(n_layers)]
 
+    star_acts: dict = {}  # AtP*'s extra terms read the base run's activations and gradients
+    star_grads: dict = {}
     if method == "ig":
         with torch.no_grad():
             base_logits, base_cache = probe.run_with_cache(prep.base, names=sender_names)
@@ -238,10 +240,12 @@ def edge_attribution_patch(
         base_metric = run.metrics[0]
         base = {name: run.acts[name] for name in sender_names}
         receiver_grads = _receiver_grads(W, run.acts, run.grads, slice(None), n_layers)
+        if method == "atp*":
+            star_acts, star_grads = run.acts, run.grads
 
     deltas = _sender_deltas(W, source, base, n_layers)
-    matrix = _edge_matrix(W, deltas, receiver_grads, run.acts if method == "atp*" else {},
-                          run.grads if method == "atp*" else {}, slice(None), n_layers, n_heads, method == "atp*")
+    matrix = _edge_matrix(W, deltas, receiver_grads, star_acts, star_grads, slice(None), n_layers, n_heads,
+                          method == "atp*")
     send, recv = senders(n_layers, n_heads), receivers(n_layers, n_heads)
     dropped = None
     if method == "atp*":

@@ -346,7 +346,8 @@ class _LogSumExpOfProjection(torch.autograd.Function):
         return top.squeeze(-1) + z.log()
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, *grad_outputs):
+        (grad,) = grad_outputs
         e, z, W = ctx.saved_tensors
         return (e @ W.T) * (grad / z)[:, None], None
 

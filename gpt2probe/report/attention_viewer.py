@@ -169,6 +169,7 @@ def write_attention_viewer(
     """Write the viewer page; returns ``(path, threshold)`` (0 unless the budget forced small weights to 0)."""
     if len(data.heads) != data.n_layers * data.n_heads:
         raise ShapeError(f"{len(data.heads)} heads encoded, expected {data.n_layers} x {data.n_heads}")
+    page = ""  # (ENCODINGS is never empty)
     for threshold, level in ENCODINGS:
         body = _payload(data, _compress(data, threshold, level), threshold)
         notes_now = list(notes)

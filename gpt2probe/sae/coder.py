@@ -287,7 +287,8 @@ class SparseCoder(nn.Module):
     fit = classmethod(training.fit)
 
     @training.train_method(training.train)  # on the class: training.train, e.g. SAE.train(probe, texts, hook=...)
-    def train(self: C, mode: bool = True) -> C:
+    # pyright sees a descriptor where nn.Module has a method; on an instance it is Module.train (TrainMethod.__get__).
+    def train(self: C, mode: bool = True) -> C:  # pyright: ignore[reportIncompatibleMethodOverride]
         """On an instance, PyTorch's ``nn.Module.train(mode)`` (``eval()`` calls it): switch training mode."""
         nn.Module.train(self, mode)
         return self

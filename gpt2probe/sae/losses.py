@@ -37,7 +37,8 @@ class _JumpReLU(torch.autograd.Function):
         return pre * (pre > threshold).to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, *grad_outputs: Tensor):
+        (grad,) = grad_outputs
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
         grad_pre = (pre > threshold).to(pre.dtype) * grad
@@ -55,7 +56,8 @@ class _Step(torch.autograd.Function):
         return (pre > threshold).to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, *grad_outputs: Tensor):
+        (grad,) = grad_outputs
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
         grad_threshold = (-(1.0 / bw) * _rectangle((pre - threshold) / bw) * grad).reshape(-1, pre.shape[-1]).sum(0)
