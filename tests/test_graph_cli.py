@@ -126,15 +126,15 @@ def test_contexts_refuse_features_outside_the_transcoders(vocab_probe):
     texts = ["The cat sat on the mat."]
     assert set(contexts_from_texts(vocab_probe, tcs, texts, [(1, D_SAE - 1), (0, 0)], k=2)) == {"0_0", f"1_{D_SAE - 1}"}
     for features, error, match in [
-        ([(1, -1)], gpt2probe.InvalidArgumentError, rf"feature -1 is outside transcoder 1's 0..{D_SAE - 1}"),
-        ([(1, D_SAE)], gpt2probe.InvalidArgumentError, rf"feature {D_SAE} is outside transcoder 1's 0..{D_SAE - 1}"),
-        ([(-1, 0)], gpt2probe.LayerIndexError, rf"layer -1 is outside 0..{VOCAB.n_layer - 1}"),
+        ([(1, -1)], gpt2probe.InvalidArgumentError, rf"transcoder 1's feature -1 is outside 0..{D_SAE - 1}"),
+        ([(1, D_SAE)], gpt2probe.InvalidArgumentError, rf"transcoder 1's feature {D_SAE} is outside 0..{D_SAE - 1}"),
+        ([(-1, 0)], gpt2probe.LayerIndexError, rf"layer of feature pair \(-1, 0\), -1 is outside 0..{VOCAB.n_layer - 1}"),
     ]:
         with pytest.raises(error, match=match):
             contexts_from_texts(vocab_probe, tcs, texts, features)
-    with pytest.raises(gpt2probe.InvalidArgumentError, match="k .* must be an integer >= 1, got 0"):
+    with pytest.raises(gpt2probe.InvalidArgumentError, match=r"k \(contexts per feature\) must be >= 1, got 0"):
         contexts_from_texts(vocab_probe, tcs, texts, [(0, 0)], k=0)
-    with pytest.raises(gpt2probe.InvalidArgumentError, match="window .* got -1"):
+    with pytest.raises(gpt2probe.InvalidArgumentError, match=r"window \(tokens either side\) must be >= 0, got -1"):
         contexts_from_texts(vocab_probe, tcs, texts, [(0, 0)], window=-1)
 
 def test_supernodes_file_is_read_and_checked(tmp_path):

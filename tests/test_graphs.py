@@ -174,14 +174,14 @@ def test_node_indices_outside_the_graph_are_refused_not_wrapped():
     assert graph.token_node(0) == graph.token_slice.start and graph.token_node(n_pos - 1) == graph.token_slice.stop - 1
     for call in (lambda: graph.error_node(0, -1), lambda: graph.error_node(0, n_pos), lambda: graph.token_node(-1),
                  lambda: graph.token_node(n_pos)):
-        with pytest.raises(gpt2probe.PositionError, match=f"position .* outside this graph's 0..{n_pos - 1}"):
+        with pytest.raises(gpt2probe.PositionError, match=f"position -?[0-9]+ is outside 0..{n_pos - 1}"):
             call()
     for layer in (-1, n_layers):
-        with pytest.raises(gpt2probe.LayerIndexError, match=f"layer {layer} is outside this graph's 0..{n_layers - 1}"):
+        with pytest.raises(gpt2probe.LayerIndexError, match=f"layer {layer} is outside 0..{n_layers - 1}"):
             graph.error_node(layer, 0)
     assert graph.describe(graph.n_nodes - 1).startswith("logit")
     for node in (-1, graph.n_nodes):
-        with pytest.raises(InvalidArgumentError, match=f"node {node} is outside this graph's 0..{graph.n_nodes - 1}"):
+        with pytest.raises(InvalidArgumentError, match=f"node {node} is outside 0..{graph.n_nodes - 1}"):
             graph.describe(node)
 
 def test_transcoders_are_checked(small_probe, ids):

@@ -16,41 +16,27 @@ the index of the own token), best first.
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import SupportsIndex
 
 import torch
 
 from .. import names as N
 from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError
+from ..validate import index_below, integer
 from .transcoders import Probe, Transcoders, check_transcoders
 
 Contexts = dict[str, list[dict]]
-
-
-def _integer(value: object) -> int | None:
-    """``value`` as an int if it is an integer (int, NumPy integer, 0-d integer tensor), else ``None`` (floats, bools)."""
-    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:  # a float tensor has __index__ too, and refuses
-        return None
 
 
 def _by_layer(features: Sequence[tuple[int, int]], tcs: list, *, k: object) -> dict[int, list[int]]:
     """``{layer: [feature, ...]}``, every pair checked against the transcoders.
 
     Features index columns of ``W_enc``: a negative index would silently show another
-    feature's contexts (``-1`` is the last one) under the asked feature's key, and ``1.5``
-    would show feature 1's.
+    feature's contexts (``-1`` is the last one) under the asked feature's key.
     """
-    n_contexts = _integer(k)
-    if n_contexts is None or n_contexts < 1:
-        raise InvalidArgumentError(f"k (contexts per feature) must be an integer >= 1, got {k!r}")
+    integer("k (contexts per feature)", k, minimum=1)
     if isinstance(features, (str, bytes)) or not isinstance(features, Iterable):
         raise InvalidTypeError(f"features must be a list of (layer, feature) pairs, got {type(features).__name__}")
     out: dict[int, list[int]] = {}
@@ -58,16 +44,9 @@ def _by_layer(features: Sequence[tuple[int, int]], tcs: list, *, k: object) -> d
     for pair in features:
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
             raise InvalidTypeError(f"features must be (layer, feature) pairs of integers, got {pair!r}")
-        layer, feature = _integer(pair[0]), _integer(pair[1])
-        if layer is None or feature is None:
-            raise InvalidTypeError(f"features must be (layer, feature) pairs of integers, got {pair!r}")
-        if not 0 <= layer < len(tcs):
-            raise LayerIndexError(f"feature {tuple(pair)!r}: layer {layer} is outside 0..{len(tcs) - 1}")
+        layer = index_below(f"the layer of feature pair {tuple(pair)!r},", pair[0], len(tcs), LayerIndexError)
         d_sae = int(tcs[layer].W_enc.shape[1])
-        if not 0 <= feature < d_sae:
-            raise InvalidArgumentError(f"feature {tuple(pair)!r}: feature {feature} is outside transcoder {layer}'s "
-                                       f"0..{d_sae - 1}")
-        pairs.add((layer, feature))
+        pairs.add((layer, index_below(f"transcoder {layer}'s feature", pair[1], d_sae)))
     for layer, feature in sorted(pairs):
         out.setdefault(layer, []).append(feature)
     return out
@@ -83,8 +62,7 @@ def contexts_from_texts(probe: Probe, transcoders: Transcoders, texts: Sequence[
     cfg = probe.cfg
     tcs = check_transcoders(transcoders, n_layers=cfg.n_layers, d_model=cfg.d_model, dtype=cfg.dtype, device=cfg.device)
     wanted = _by_layer(features, tcs, k=k)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise InvalidArgumentError(f"window (tokens either side) must be an integer >= 0, got {window!r}")
+    integer("window (tokens either side)", window, minimum=0)
     names = [N.ln_normalized(layer, 2) for layer in wanted]
     # best[layer]: values, text index and position, [n_features, k], descending
     best = {layer: (torch.full((len(f), k), -torch.inf), torch.full((len(f), k), -1, dtype=torch.long),

@@ -18,15 +18,14 @@ norm of the vector they write (for display only).
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import SupportsIndex
 
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, PositionError, ShapeError
+from ..errors import InvalidArgumentError, LayerIndexError, PositionError, ShapeError
+from ..validate import index_below
 from . import influence as I
 from .files import read_graph_fields, save_graph
 
@@ -106,28 +105,15 @@ class AttributionGraph:
                                        "(inactive on this prompt, or left out by max_feature_nodes)")
         return int(hits[0, 0])
 
-    def _index(self, what: str, value: object, size: int, error: type[Exception]) -> int:
-        """``value`` if it is an integer in ``[0, size)``: node indices are sums, so -1 or ``size`` would name another node."""
-        index = None
-        if isinstance(value, SupportsIndex) and not isinstance(value, bool):
-            try:  # an int, NumPy integer or 0-d integer tensor; never a float or a bool
-                index = operator.index(value)
-            except TypeError:  # a float tensor has __index__ too, and refuses
-                pass
-        if index is None:
-            raise InvalidTypeError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
-        if not 0 <= index < size:
-            raise error(f"{what} {index} is outside this graph's 0..{size - 1}")
-        return index
-
     def error_node(self, layer: int, pos: int) -> int:
         """The node index of layer ``layer``'s error node at position ``pos``."""
-        layer = self._index("layer", layer, self.n_layers, LayerIndexError)
-        return self.error_slice.start + layer * self.n_pos + self._index("position", pos, self.n_pos, PositionError)
+        # node indices are sums of offsets: -1 or n_pos would silently name a neighbouring node
+        layer = index_below("layer", layer, self.n_layers, LayerIndexError)
+        return self.error_slice.start + layer * self.n_pos + index_below("position", pos, self.n_pos, PositionError)
 
     def token_node(self, pos: int) -> int:
         """The node index of the token embedding at position ``pos``."""
-        return self.token_slice.start + self._index("position", pos, self.n_pos, PositionError)
+        return self.token_slice.start + index_below("position", pos, self.n_pos, PositionError)
 
     def logit_node(self, token: int) -> int:
         if token not in self.logit_tokens:
@@ -136,7 +122,7 @@ class AttributionGraph:
 
     def describe(self, node: int) -> str:
         """A short label: ``"L3 f17 @5"``, ``"err L3 @5"``, ``"emb ' cat' @5"``, ``"logit ' mat'"``."""
-        node = self._index("node", node, self.n_nodes, InvalidArgumentError)
+        node = index_below("node", node, self.n_nodes)
         if node < self.n_features:
             layer, pos, feat = self.features[node].tolist()
             return f"L{layer} f{feat} @{pos}"
