@@ -59,6 +59,9 @@ def test_train_refuses_what_cannot_work(vocab_probe):
     with pytest.raises(GPT2ProbeError, match="train an SAE"):  # before the model runs over the corpus
         Transcoder.train(vocab_probe, TEXTS, cfg=SAEConfig(d_in=vocab_probe.cfg.d_model, d_sae=20, architecture="topk",
                                                            k=4, hook_name="blocks.1.hook_resid_post"), **SMALL)
+    with pytest.raises(GPT2ProbeError, match="hook_name='blocks.0.hook_resid_post'"):  # was ignored for cfg's hook
+        SAE.train(vocab_probe, TEXTS, hook="blocks.0.hook_resid_post", cfg=SAEConfig(
+            d_in=vocab_probe.cfg.d_model, d_sae=20, architecture="topk", k=4, hook_name="blocks.1.hook_resid_post"), **SMALL)
     with pytest.raises(GPT2ProbeError, match="fewer than one batch"):
         SAE.train(vocab_probe, ["tiny"], hook="blocks.1.hook_resid_post", d_sae=20, k=4, **SMALL)
     with pytest.raises(GPT2ProbeError, match="list of texts"):

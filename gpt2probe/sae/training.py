@@ -421,12 +421,37 @@ def _digest(rows: Tensor) -> str:
     return hashlib.sha256(rows.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
+def _contradictions(cfg: SAEConfig, *, d_sae: int | None, architecture: str | None, k: int | float | None,
+                    hook_name: str | None, layer: int | None, skip: bool) -> list[str]:
+    """The settings given beside ``cfg`` that say otherwise than it (``None``, and ``skip=False``, say nothing)."""
+    given = {"d_sae": d_sae, "architecture": architecture, "k": k, "hook_name": hook_name}
+    out = [f"{name}={value!r} (cfg.{name} is {getattr(cfg, name)!r})" for name, value in given.items()
+           if value is not None and value != getattr(cfg, name)]
+    if layer is not None and layer != cfg.layer:
+        out.append(f"layer={layer!r} (cfg reads {cfg.hook_name!r})")
+    if skip and not cfg.skip:
+        out.append("skip=True (cfg.skip is False)")
+    return out
+
+
 def build_config(coder_cls: type, width_in: int, width_out: int | None, *, cfg: SAEConfig | None, d_sae: int | None,
-                 architecture: str, k: int | float | None, hook_name: str | None, layer: int | None, skip: bool,
+                 architecture: str | None, k: int | float | None, hook_name: str | None, layer: int | None, skip: bool,
                  model_name: str | None) -> SAEConfig:
-    """The config of the coder to train, from ``cfg`` or the pieces, checked against the data's widths."""
+    """The config of the coder to train, from ``cfg`` or the pieces, checked against the data's widths.
+
+    ``architecture=None`` means ``"topk"`` without ``cfg``. With ``cfg``, a piece that says
+    otherwise (``d_sae=32`` beside a config of 8 features) is refused: it used to be ignored,
+    so the coder trained was not the one asked for.
+    """
     transcoder = coder_cls.__name__ == "Transcoder"
+    if cfg is not None:
+        conflicts = _contradictions(cfg, d_sae=d_sae, architecture=architecture, k=k, hook_name=hook_name, layer=layer,
+                                    skip=skip)
+        if conflicts:
+            raise InvalidArgumentError(f"cfg is given, and so are settings that contradict it: {'; '.join(conflicts)}. "
+                                       "Put every setting in cfg (cfg.replace(...)), or give the pieces without cfg")
     if cfg is None:
+        architecture = architecture or "topk"
         if d_sae is None:
             raise InvalidArgumentError("say how many features to learn (d_sae=...)")
         if architecture in ("topk", "batchtopk") and k is None:
@@ -477,13 +502,15 @@ def run(coder_cls: type[Coder], cfg: SAEConfig, batches: Batches, n_tokens: int 
 
 
 def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor | None = None, *,
-        cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str = "topk",
+        cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str | None = None,
         k: int | float | None = None, hook_name: str | None = None, layer: int | None = None, skip: bool = False,
         model_name: str | None = None, callback: Callable[[int, dict], None] | None = None,
         **options: Unpack[FitKeywords]) -> Coder:
     """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields (``steps``, ``lr``, ``aux_k``...).
+    The coder is ``cfg``, or built from ``d_sae``, ``architecture`` (default ``"topk"``), ``k``,
+    ``hook_name`` / ``layer`` and ``skip``; a piece given beside ``cfg`` must agree with it.
     """
     opts = build(SAETrainConfig, options)  # a misspelt option is refused by name, the valid ones listed
     transcoder = coder_cls.__name__ == "Transcoder"
@@ -551,13 +578,15 @@ def _chain(first, rest: Iterator) -> Iterator:
 
 
 def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus | Sequence[str], *, hook: str | None = None,
-          layer: int | None = None, d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None,
+          layer: int | None = None, d_sae: int | None = None, architecture: str | None = None, k: int | float | None = None,
           seed: int = 0, skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8,
           cfg: SAEConfig | None = None, callback: Callable[[int, dict], None] | None = None,
           **options: Unpack[TrainKeywords]) -> Coder:
     """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields besides ``seed``.
+    The coder is ``cfg``, or built from ``hook`` / ``layer``, ``d_sae``, ``architecture`` (default
+    ``"topk"``), ``k`` and ``skip``; a piece given beside ``cfg`` must agree with it.
     """
     from .. import names as N
     from ..harvest.runner import weights_digest
@@ -591,7 +620,7 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
         raise InvalidArgumentError(f"{hooks[0]!r} is not a [batch, pos, width] stream; train on the residual stream, "
                                    "attention and MLP outputs, LayerNorm outputs or MLP neurons")
     cfg = build_config(coder_cls, widths[0], widths[1] if transcoder else None, cfg=cfg, d_sae=d_sae,
-                       architecture=architecture, k=k, hook_name=hooks[0], layer=layer, skip=skip,
+                       architecture=architecture, k=k, hook_name=None if transcoder else hook, layer=layer, skip=skip,
                        model_name=pcfg.model_name)
     check_fits(cfg, pcfg)
     opts = build(SAETrainConfig, {"seed": seed, **options})
