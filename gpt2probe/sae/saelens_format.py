@@ -211,6 +211,18 @@ def expected_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def check_finite(path: Path, name: str, tensor: torch.Tensor) -> None:
+    """Refuse a NaN or infinite weight (a damaged file: loaded, it would turn every activation spliced through it to NaN).
+
+    A ``threshold`` may be ``+inf`` (a feature that never fires); NaN is refused everywhere.
+    """
+    bad = torch.isnan(tensor) if name == "threshold" else ~torch.isfinite(tensor)
+    if bool(bad.any()):
+        first = bad.nonzero()[0].tolist()
+        raise FileFormatError(f"{str(path)!r}: {name} holds {int(bad.sum())} NaN or infinite value(s), the first at index "
+                              f"{first} ({tensor[tuple(first)].item()}): the file is damaged")
+
+
 def read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
     """The tensors of ``path`` checked against ``cfg`` (names and shapes), in gpt2probe's layout, on the CPU."""
     from safetensors import SafetensorError
@@ -234,6 +246,7 @@ def read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
                                   f"implies {list(shape)}")
         if not tensors[name].dtype.is_floating_point:
             raise FileFormatError(f"{str(path)!r}: {name} is {tensors[name].dtype}, not floating point")
+        check_finite(path, name, tensors[name])
     if "W_skip" in tensors:
         tensors["W_skip"] = tensors["W_skip"].T.contiguous()
     return tensors
