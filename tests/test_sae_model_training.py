@@ -62,6 +62,12 @@ def test_train_refuses_what_cannot_work(vocab_probe):
     with pytest.raises(GPT2ProbeError, match="hook_name='blocks.0.hook_resid_post'"):  # was ignored for cfg's hook
         SAE.train(vocab_probe, TEXTS, hook="blocks.0.hook_resid_post", cfg=SAEConfig(
             d_in=vocab_probe.cfg.d_model, d_sae=20, architecture="topk", k=4, hook_name="blocks.1.hook_resid_post"), **SMALL)
+    # seq_len=0 used to train on the default window (``seq_len or 128``); windows_per_pass=-1 read nothing, forever
+    with pytest.raises(GPT2ProbeError, match=r"seq_len must be an integer in \[1, 29\].*got 0"):
+        SAE.train(vocab_probe, TEXTS, hook="blocks.1.hook_resid_post", d_sae=20, k=4, seq_len=0, **SMALL)
+    for windows in (0, -1):
+        with pytest.raises(GPT2ProbeError, match=f"windows_per_pass must be >= 1, got {windows}"):
+            SAE.train(vocab_probe, TEXTS, hook="blocks.1.hook_resid_post", d_sae=20, k=4, windows_per_pass=windows, **SMALL)
     with pytest.raises(GPT2ProbeError, match="fewer than one batch"):
         SAE.train(vocab_probe, ["tiny"], hook="blocks.1.hook_resid_post", d_sae=20, k=4, **SMALL)
     with pytest.raises(GPT2ProbeError, match="list of texts"):

@@ -625,7 +625,8 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
     check_fits(cfg, pcfg)
     opts = build(SAETrainConfig, {"seed": seed, **options})
     corpus = as_corpus(texts_or_corpus)
-    source = CorpusActivations(probe, corpus, hooks, seq_len=seq_len or min(pcfg.n_ctx, 128),
+    # None is the default; seq_len=0 is refused by CorpusActivations (``seq_len or ...`` used to take it as the default)
+    source = CorpusActivations(probe, corpus, hooks, seq_len=min(pcfg.n_ctx, 128) if seq_len is None else seq_len,
                                windows_per_pass=windows_per_pass, seed=seed)
     n_tokens = source.count_tokens()  # also: a corpus with no text fails here, before any model runs
     if n_tokens == 0:
