@@ -236,6 +236,17 @@ def test_settings_beside_a_config_must_agree_with_it():
         metadata={})
     assert SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, **quick).cfg.architecture == "topk"
 
+
+def test_an_iterator_whose_first_chunk_has_no_width_is_named():
+    """The first chunk sets the width: a 0-d tensor was a raw IndexError, a pair of lists a raw AttributeError."""
+    quick = {"train_batch_size_tokens": 64, "steps": 2, "progress": False}
+    with pytest.raises(GPT2ProbeError, match=r"the activations \(chunk 0\) is a 0-d tensor"):
+        SAE.fit(iter([torch.tensor(1.0)]), d_sae=8, k=2, hook_name=HOOK, **quick)
+    with pytest.raises(GPT2ProbeError, match=r"the activations \(chunk 0\) must be a tensor, got list"):
+        SAE.fit(iter([[1.0, 2.0]]), d_sae=8, k=2, hook_name=HOOK, **quick)
+    with pytest.raises(GPT2ProbeError, match=r"the inputs \(chunk 0\) must be a tensor, got list"):
+        Transcoder.fit(iter([([1.0, 2.0], torch.ones(1, 2))]), d_sae=8, layer=0, **quick)
+
 def test_default_schedule_follows_the_data():
     from gpt2probe import SAEConfig
     from gpt2probe.configs.sae import SAETrainConfig

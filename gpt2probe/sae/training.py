@@ -39,7 +39,7 @@ from ..atomic import atomic_path
 from ..configs.base import build, upgrade
 from ..configs.sae import TRAINING_METADATA, FitKeywords, SAETrainConfig, TrainKeywords
 from ..configs.sae import TrainOptions as TrainOptions
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ShapeError
 from . import distributed, losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
@@ -547,7 +547,7 @@ def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor 
     if transcoder:
         if not (isinstance(first, (tuple, list)) and len(first) == 2):
             raise ActivationError("a transcoder's iterator must yield (inputs, targets) pairs of tensors")
-        width_in, width_out = first[0].shape[-1], first[1].shape[-1]
+        width_in, width_out = _width(first[0], "the inputs (chunk 0)"), _width(first[1], "the targets (chunk 0)")
 
         def pairs() -> Iterator[Tensor]:
             for number, pair in enumerate(_chain(first, iterator)):
@@ -561,15 +561,22 @@ def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor 
 
         source = IteratorSource(pairs(), width_in + width_out)
     else:
-        if not isinstance(first, Tensor):
-            raise ActivationError(f"the iterator must yield tensors, got {type(first).__name__}")
-        width_in, width_out = first.shape[-1], None
+        width_in, width_out = _width(first, "the activations (chunk 0)"), None
         source = IteratorSource((c.float().cpu() for c in _chain(first, iterator)), width_in)
     cfg = build_config(coder_cls, width_in, width_out, cfg=cfg, d_sae=d_sae, architecture=architecture, k=k,
                        hook_name=hook_name, layer=layer, skip=skip, model_name=model_name)
     opts = opts.with_train_batch_size(None)
     batches = StreamBatches(source, opts.train_batch_size_tokens, max(opts.buffer_tokens, 2 * opts.train_batch_size_tokens), gen)
     return run(coder_cls, cfg, batches, None, {"iterator": True}, opts, callback)
+
+
+def _width(chunk: object, what: str) -> int:
+    """The last-axis width of an iterator's first chunk, which sets the coder's width (a 0-d tensor has none)."""
+    if not isinstance(chunk, Tensor):
+        raise ActivationError(f"{what} must be a tensor, got {type(chunk).__name__}")
+    if chunk.ndim == 0:
+        raise ShapeError(f"{what} is a 0-d tensor; chunks are [..., width] activations")
+    return chunk.shape[-1]
 
 
 def _chain(first, rest: Iterator) -> Iterator:
