@@ -247,6 +247,18 @@ def test_an_iterator_whose_first_chunk_has_no_width_is_named():
     with pytest.raises(GPT2ProbeError, match=r"the inputs \(chunk 0\) must be a tensor, got list"):
         Transcoder.fit(iter([([1.0, 2.0], torch.ones(1, 2))]), d_sae=8, layer=0, **quick)
 
+
+def test_options_of_the_wrong_kind_are_refused_before_the_first_step():
+    """seed=1.5 was torch's RuntimeError at the first step, resume="no" read as True, lr=True as 1.0."""
+    _, _, x = sparse_sums(n=300)
+    quick = {"d_sae": 8, "k": 2, "hook_name": HOOK, "train_batch_size_tokens": 64, "steps": 2, "progress": False}
+    with pytest.raises(GPT2ProbeError, match="seed must be an integer, got 1.5"):
+        SAE.fit(x, **{**quick, "seed": 1.5})
+    with pytest.raises(GPT2ProbeError, match="resume must be True or False, got 'no'"):
+        SAE.fit(x, resume="no", checkpoint_dir="unused", **quick)
+    with pytest.raises(GPT2ProbeError, match="lr must be a finite number"):
+        SAE.fit(x, lr=True, **quick)
+
 def test_default_schedule_follows_the_data():
     from gpt2probe import SAEConfig
     from gpt2probe.configs.sae import SAETrainConfig

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..atomic import atomic_path
 from ..configs.base import build, upgrade
 from ..configs.sae import TRAINING_METADATA, FitKeywords, SAETrainConfig, TrainKeywords
@@ -513,6 +514,7 @@ def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor 
     ``hook_name`` / ``layer`` and ``skip``; a piece given beside ``cfg`` must agree with it.
     """
     opts = build(SAETrainConfig, options)  # a misspelt option is refused by name, the valid ones listed
+    validate.function("callback", callback)  # not mid-run, after the first step
     transcoder = coder_cls.__name__ == "Transcoder"
     gen = torch.Generator().manual_seed(opts.seed + 1)
     if isinstance(activations, Tensor):
@@ -601,6 +603,7 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
     from .stream import CorpusActivations, as_corpus
 
     transcoder = coder_cls.__name__ == "Transcoder"
+    validate.function("callback", callback)
     pcfg = probe.cfg
     if transcoder:
         if cfg is not None:
