@@ -171,6 +171,13 @@ def test_non_finite_weights_and_dtype_overflow_are_refused(tmp_path):
     assert torch.equal(SAE.load(_folder(tmp_path, jumprelu, {**good, "threshold": never})).threshold.detach(), never)
     with pytest.raises(gpt2probe.FileFormatError, match="threshold holds"):
         SAE.load(_folder(tmp_path, jumprelu, {**good, "threshold": torch.full((D_SAE,), float("nan"))}))
+    # and what load refuses is not written: a NaN weight (a diverged run) is refused before a byte is written
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.1.hook_resid_pre"))
+    with torch.no_grad():
+        sae.W_enc[1, 2] = float("nan")
+    with pytest.raises(gpt2probe.NonFiniteError, match=r"cannot save .* W_enc holds 1 NaN or infinite value\(s\)"):
+        sae.save(tmp_path / "diverged")
+    assert not (tmp_path / "diverged").exists()
     big = _folder(tmp_path, GOOD, {**good, "b_dec": torch.full((D_IN,), 1e5)})
     assert float(SAE.load(big).b_dec.detach()[0]) == 1e5
     with pytest.raises(gpt2probe.InvalidArgumentError, match="b_dec holds values up to 1e\\+05, which torch.float16 cannot hold"):
