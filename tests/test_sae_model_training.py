@@ -164,6 +164,8 @@ def test_evaluate_refuses_options_it_used_to_replace_or_ignore(vocab_probe):
                            ({"dense_threshold": float("nan")}, "dense_threshold must be finite")]:
         with pytest.raises(GPT2ProbeError, match=match):
             sae.evaluate(vocab_probe, TEXTS[:1], **options)
+    with pytest.raises(GPT2ProbeError, match=r"no texts given \(an empty list\)"):  # said "to train on" here too
+        sae.evaluate(vocab_probe, [])
     with pytest.raises(GPT2ProbeError, match="float64 on cpu but the model is torch.float32"):  # before any run
         SAE(sae.cfg.replace(dtype=torch.float64)).evaluate(vocab_probe, TEXTS[:1])
     assert 0 < sae.evaluate(vocab_probe, TEXTS[:1], seq_len=29, max_tokens=1).n_tokens <= 8 * 29  # one batch of windows

@@ -63,7 +63,7 @@ def as_corpus(texts_or_corpus: Corpus | str | Sequence[str]) -> Corpus:
                                    "(for files: Corpus(paths=[...])), not one string")
     texts = list(texts_or_corpus)
     if not texts:
-        raise InvalidArgumentError("no texts given to train on")
+        raise InvalidArgumentError("no texts given (an empty list): give at least one document")  # train and evaluate
     return Corpus(texts=texts)
 
 
