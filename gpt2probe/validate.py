@@ -175,6 +175,21 @@ def index_in(name: str, value: object, length: int, error: type[Exception] = Inv
     return value
 
 
+def index_below(name: str, value: object, size: int, error: type[Exception] = InvalidArgumentError) -> int:
+    """An integer in ``0..size-1``, with no negative indexing: for indices that are added to offsets or name a unit.
+
+    ``-1`` there would silently name another node or feature (the last one), so it is ``error``,
+    as is ``size``. Ints, NumPy integers and 0-d integer tensors are accepted; bools and floats
+    (``1.5`` would be truncated) are refused.
+    """
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = value.item()
+    value = integer(name, value)
+    if not 0 <= value < size:
+        raise error(f"{name} {value} is outside 0..{size - 1}")
+    return value
+
+
 def layer_in(layer: object, n_layers: int, *, allow_end: bool = False, what: str = "layer") -> int:
     """A layer index in ``0..n_layers-1`` (``0..n_layers`` with ``allow_end``, for "after the last block")."""
     last = n_layers if allow_end else n_layers - 1

@@ -197,6 +197,10 @@ def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny_english, coders,
         write_feature_browser(harvested, tmp_path / "x.html", saes=[other], probe=tiny_english)
     with pytest.raises(InvalidArgumentError, match="not a harvested feature hook"):
         write_feature_browser(harvested, tmp_path / "x.html", hooks=["blocks.0.mlp.hook_post"])
+    # one name given as a string is that hook (it used to be split into characters, the first refused: "'b' is not...")
+    one = f"{SAE_HOOK}.hook_sae_acts_post"
+    write_feature_browser(harvested, tmp_path / "one.html", hooks=one, examples=1)
+    assert [d["name"] for d in _page_data(tmp_path / "one.html")] == [one]
     plain = harvest(tiny_english, Corpus(texts=["Some text for the model."]), hooks="blocks.0.mlp.hook_post",
                     out=tmp_path / "plain", seq_len=SEQ, progress=False)
     with pytest.raises(InvalidArgumentError, match="no SAE features"):

@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+import gpt2probe
 from gpt2probe import Transcoder
 from gpt2probe.cli import main
 from gpt2probe.graphs import AttributionGraph, attribution_graph
@@ -117,6 +118,24 @@ def test_contexts_from_a_prompt_set_and_supernodes_from_a_file(vocab_dir, vocab_
         assert c["acts"][c["center"]] == pytest.approx(c["value"], abs=1e-6)
     assert contexts == contexts_from_texts(vocab_probe, tcs, texts, sorted(features), k=3)
 
+
+
+def test_contexts_refuse_features_outside_the_transcoders(vocab_probe):
+    """A feature index of -1 used to show the last feature's contexts under the key "1_-1"."""
+    tcs = [_transcoder(layer, VOCAB.n_embd, seed=3) for layer in range(VOCAB.n_layer)]
+    texts = ["The cat sat on the mat."]
+    assert set(contexts_from_texts(vocab_probe, tcs, texts, [(1, D_SAE - 1), (0, 0)], k=2)) == {"0_0", f"1_{D_SAE - 1}"}
+    for features, error, match in [
+        ([(1, -1)], gpt2probe.InvalidArgumentError, rf"transcoder 1's feature -1 is outside 0..{D_SAE - 1}"),
+        ([(1, D_SAE)], gpt2probe.InvalidArgumentError, rf"transcoder 1's feature {D_SAE} is outside 0..{D_SAE - 1}"),
+        ([(-1, 0)], gpt2probe.LayerIndexError, rf"layer of feature pair \(-1, 0\), -1 is outside 0..{VOCAB.n_layer - 1}"),
+    ]:
+        with pytest.raises(error, match=match):
+            contexts_from_texts(vocab_probe, tcs, texts, features)
+    with pytest.raises(gpt2probe.InvalidArgumentError, match=r"k \(contexts per feature\) must be >= 1, got 0"):
+        contexts_from_texts(vocab_probe, tcs, texts, [(0, 0)], k=0)
+    with pytest.raises(gpt2probe.InvalidArgumentError, match=r"window \(tokens either side\) must be >= 0, got -1"):
+        contexts_from_texts(vocab_probe, tcs, texts, [(0, 0)], window=-1)
 
 def test_supernodes_file_is_read_and_checked(tmp_path):
     path = tmp_path / "g.json"

@@ -108,3 +108,24 @@ def test_interventions_are_checked(small_probe):
     with pytest.raises(InvalidTypeError):
         small_probe.intervene_features(ids, tcs, {(0, 1): 0.0})
     assert count_torch_hooks(small_probe.model) == 0
+
+
+def test_a_transcoder_that_rescales_by_decoder_norms_is_refused(small_probe):
+    """Its decode divides each activation by ||W_dec[f]||: an intervention computed as value * W_dec[f] was off by that norm.
+
+    Ablating feature f must change the MLP output by -(a_f / ||W_dec[f]||) W_dec[f], as its own decode says; it
+    changed it by -a_f W_dec[f], silently.
+    """
+    ids = random_ids(SMALL, 1, 5, seed=2)[0]
+    tc = gpt2probe.Transcoder(gpt2probe.SAEConfig.for_transcoder(1, d_model=SMALL.n_embd, d_sae=37, architecture="topk",
+                                                                  k=5, rescale_acts_by_decoder_norm=True))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        tc.W_dec.mul_(1 + 2 * torch.rand(37, 1, generator=gen))  # rows of norm 1..3, so the norm matters
+    tcs = random_transcoders(SMALL.n_layer, SMALL.n_embd, 37, seed=1)
+    tcs[1] = tc
+    for run in (lambda: small_probe.intervene_features(ids, tcs, {(1, 2, 0): 0.0}),
+                lambda: attribution_graph(small_probe, ids, transcoders=tcs)):
+        with pytest.raises(gpt2probe.UnsupportedError, match="rescale_acts_by_decoder_norm=True"):
+            run()
+    assert count_torch_hooks(small_probe.model) == 0

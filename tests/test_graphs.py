@@ -164,6 +164,26 @@ def test_toy_graph_finds_exactly_the_known_path():
     assert not bool(pruned.node_mask[graph.error_slice].any())
 
 
+
+def test_node_indices_outside_the_graph_are_refused_not_wrapped():
+    """error_node, token_node and describe add indices: -1 or n_pos would silently name a neighbouring node."""
+    model = toy_model()
+    graph = attribution_graph(gpt2probe.load(model), torch.tensor(PROMPT), transcoders=toy_transcoders(model), max_logits=1)
+    n_pos, n_layers = graph.n_pos, graph.n_layers
+    assert graph.error_node(0, 0) == graph.error_slice.start and graph.error_node(n_layers - 1, n_pos - 1) == graph.error_slice.stop - 1
+    assert graph.token_node(0) == graph.token_slice.start and graph.token_node(n_pos - 1) == graph.token_slice.stop - 1
+    for call in (lambda: graph.error_node(0, -1), lambda: graph.error_node(0, n_pos), lambda: graph.token_node(-1),
+                 lambda: graph.token_node(n_pos)):
+        with pytest.raises(gpt2probe.PositionError, match=f"position -?[0-9]+ is outside 0..{n_pos - 1}"):
+            call()
+    for layer in (-1, n_layers):
+        with pytest.raises(gpt2probe.LayerIndexError, match=f"layer {layer} is outside 0..{n_layers - 1}"):
+            graph.error_node(layer, 0)
+    assert graph.describe(graph.n_nodes - 1).startswith("logit")
+    for node in (-1, graph.n_nodes):
+        with pytest.raises(InvalidArgumentError, match=f"node {node} is outside 0..{graph.n_nodes - 1}"):
+            graph.describe(node)
+
 def test_transcoders_are_checked(small_probe, ids):
     tcs = random_transcoders(SMALL.n_layer, SMALL.n_embd, D_SAE, seed=1)
     with pytest.raises(InvalidArgumentError, match=r"no transcoder for layer\(s\) \[2\]"):

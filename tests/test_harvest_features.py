@@ -144,6 +144,12 @@ def test_feature_summaries_match_encoding_every_token(tiny, texts, sae, transcod
             # differ from the fixture's targets: tokens with the same context have tied activations.)
             assert int(fired.max()) > n // 2 and int(((fired > 0) & (fired < K)).sum()) >= 3
             assert int((fired == 0).sum()) >= 4
+        # A feature index outside 0..d_sae-1 is refused; True used to index the summaries as a mask, so
+        # histogram(name, True) returned every feature's histogram ([1, d_sae, bins]) instead of feature 1's.
+        for unit in (True, -1, coder.cfg.d_sae):
+            for read in (h.histogram, h.top_examples):
+                with pytest.raises((gpt2probe.InvalidTypeError, gpt2probe.LayerIndexError), match=f"the unit of '{name}'"):
+                    read(name, unit)
 
 
 def test_two_processes_and_resume_equal_one_run(tiny, texts, sae, transcoder, tmp_path):

@@ -137,6 +137,8 @@ def test_transcoder_config_for_a_layer_reads_the_mlp_input_and_writes_its_output
         ({"d_sae": 0}, gpt2probe.InvalidArgumentError, "d_sae"),
         ({"hook_name_out": "blocks.1.hook_mlp_out", "apply_b_dec_to_input": True}, gpt2probe.InvalidArgumentError, "b_dec"),
         ({"rescale_acts_by_decoder_norm": True}, gpt2probe.InvalidArgumentError, "top-k"),
+        # a device this machine lacks: was torch's AssertionError ("not compiled with CUDA") when the SAE was built
+        ({"device": torch.device("cuda", 99)}, gpt2probe.InvalidArgumentError, "SAEConfig.device 'cuda:99' asks for CUDA"),
     ],
 )
 def test_bad_configs_are_refused_with_a_reason(settings, error, match):

@@ -101,3 +101,20 @@ def test_bad_arguments_are_refused(small_probe, prompts):
         feature_patch(small_probe, random_sae(), clean, corrupted, metric=metric, features=[40])
     with pytest.raises(gpt2probe.InvalidArgumentError, match="batch_size"):
         feature_patch(small_probe, random_sae(), clean, corrupted, metric=metric, batch_size=0)
+
+
+def test_features_are_indices_in_range_never_wrapped(small_probe, prompts):
+    """top(-1) used to drop the least important feature silently (a slice bound); a non-coder was a raw AttributeError."""
+    clean, corrupted = prompts
+    sae = random_sae()
+    for patching in (feature_patch, feature_attribution):
+        for bad in ([-1], [40], [0, 40]):
+            with pytest.raises(gpt2probe.InvalidArgumentError, match=r"features\[\d\] -?\d+ is outside 0..39"):
+                patching(small_probe, sae, clean, corrupted, metric=metric, features=bad)
+        with pytest.raises(gpt2probe.InvalidTypeError, match="sae must be a gpt2probe SAE or Transcoder"):
+            patching(small_probe, object(), clean, corrupted, metric=metric, features=[0])
+    effects = feature_patch(small_probe, sae, clean, corrupted, metric=metric, features=[5, 3, 9])
+    assert effects.features == (5, 3, 9)
+    assert len(effects.top(3)) == 3 and effects.top(0) == []
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="k must be >= 0, got -1"):
+        effects.top(-1)

@@ -155,6 +155,34 @@ def test_tensors_must_match_the_config(tmp_path):
         SAE.load(_folder(tmp_path, GOOD, {**good, "W_dec": torch.zeros(D_IN, D_SAE)}))
 
 
+
+def test_non_finite_weights_and_dtype_overflow_are_refused(tmp_path):
+    """A NaN weight used to load silently (and turn every spliced activation to NaN); float16 turned 1e5 into inf."""
+    good = {"W_enc": torch.zeros(D_IN, D_SAE), "b_enc": torch.zeros(D_SAE), "W_dec": torch.zeros(D_SAE, D_IN),
+            "b_dec": torch.zeros(D_IN)}
+    nan_dec = good["W_dec"].clone()
+    nan_dec[2, 3] = float("nan")
+    with pytest.raises(gpt2probe.FileFormatError, match=r"W_dec holds 1 NaN or infinite value\(s\), the first at index \[2, 3\]"):
+        SAE.load(_folder(tmp_path, GOOD, {**good, "W_dec": nan_dec}))
+    with pytest.raises(gpt2probe.FileFormatError, match="b_enc holds"):
+        SAE.load(_folder(tmp_path, GOOD, {**good, "b_enc": torch.full((D_SAE,), float("-inf"))}))
+    jumprelu = {**GOOD, "architecture": "jumprelu"}
+    never = torch.full((D_SAE,), float("inf"))  # a feature that never fires: a threshold of +inf is allowed, NaN is not
+    assert torch.equal(SAE.load(_folder(tmp_path, jumprelu, {**good, "threshold": never})).threshold.detach(), never)
+    with pytest.raises(gpt2probe.FileFormatError, match="threshold holds"):
+        SAE.load(_folder(tmp_path, jumprelu, {**good, "threshold": torch.full((D_SAE,), float("nan"))}))
+    # and what load refuses is not written: a NaN weight (a diverged run) is refused before a byte is written
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.1.hook_resid_pre"))
+    with torch.no_grad():
+        sae.W_enc[1, 2] = float("nan")
+    with pytest.raises(gpt2probe.NonFiniteError, match=r"cannot save .* W_enc holds 1 NaN or infinite value\(s\)"):
+        sae.save(tmp_path / "diverged")
+    assert not (tmp_path / "diverged").exists()
+    big = _folder(tmp_path, GOOD, {**good, "b_dec": torch.full((D_IN,), 1e5)})
+    assert float(SAE.load(big).b_dec.detach()[0]) == 1e5
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="b_dec holds values up to 1e\\+05, which torch.float16 cannot hold"):
+        SAE.load(big, dtype="float16")
+
 def test_pre_6_config_layout_loads(tmp_path):
     """SAELens before 6.0 (and gpt2-small-res-jb's files) kept hook_point at the top level."""
     old = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "torch.float32", "hook_point": "blocks.3.hook_resid_pre",
@@ -245,6 +273,23 @@ def test_dunefsky_safetensors_with_explicit_hooks(tmp_path, dunefsky_file):
     cfg, got = read_dunefsky(path, hook_name="blocks.4.ln2.hook_normalized")
     assert cfg.hook_name_out == "blocks.4.hook_mlp_out" and torch.equal(got["W_dec"], tensors["W_dec"])
 
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"state_dict": [1, 2]}, "state_dict is a list, not a dict"),
+    ({"W_enc": torch.randn(6)}, r"W_enc has shape \[6\]; a matrix was expected"),
+    ({"W_enc": torch.randn(6, 10, 2)}, r"W_enc has shape \[6, 10, 2\]; a matrix was expected"),
+    ({"W_enc": torch.ones(6, 10, dtype=torch.long)}, "W_enc is torch.int64, not floating point"),
+    ({"b_dec_out": torch.full((6,), float("nan"))}, "b_dec_out holds 6 NaN or infinite"),
+])
+def test_dunefsky_files_that_do_not_fit_their_format_are_named(tmp_path, dunefsky_file, change, match):
+    """Raw ValueError / AttributeError from unpacking, an integer file read as weights, a NaN loaded silently."""
+    state = {**dunefsky_file[1], **{k: v for k, v in change.items() if k != "state_dict"}}
+    path = tmp_path / "final_sparse_autoencoder_gpt2-small_blocks.4.ln2.hook_normalized_10.pt"
+    torch.save({"cfg": None, "state_dict": change.get("state_dict", state)}, path)
+    with pytest.raises(gpt2probe.FileFormatError, match=match) as info:
+        Transcoder.load(path)
+    assert str(path) in str(info.value)
 
 def test_a_damaged_pt_file_is_named(tmp_path):
     path = tmp_path / "broken.pt"

@@ -59,6 +59,15 @@ def test_train_refuses_what_cannot_work(vocab_probe):
     with pytest.raises(GPT2ProbeError, match="train an SAE"):  # before the model runs over the corpus
         Transcoder.train(vocab_probe, TEXTS, cfg=SAEConfig(d_in=vocab_probe.cfg.d_model, d_sae=20, architecture="topk",
                                                            k=4, hook_name="blocks.1.hook_resid_post"), **SMALL)
+    with pytest.raises(GPT2ProbeError, match="hook_name='blocks.0.hook_resid_post'"):  # was ignored for cfg's hook
+        SAE.train(vocab_probe, TEXTS, hook="blocks.0.hook_resid_post", cfg=SAEConfig(
+            d_in=vocab_probe.cfg.d_model, d_sae=20, architecture="topk", k=4, hook_name="blocks.1.hook_resid_post"), **SMALL)
+    # seq_len=0 used to train on the default window (``seq_len or 128``); windows_per_pass=-1 read nothing, forever
+    with pytest.raises(GPT2ProbeError, match=r"seq_len must be an integer in \[1, 29\].*got 0"):
+        SAE.train(vocab_probe, TEXTS, hook="blocks.1.hook_resid_post", d_sae=20, k=4, seq_len=0, **SMALL)
+    for windows in (0, -1):
+        with pytest.raises(GPT2ProbeError, match=f"windows_per_pass must be >= 1, got {windows}"):
+            SAE.train(vocab_probe, TEXTS, hook="blocks.1.hook_resid_post", d_sae=20, k=4, windows_per_pass=windows, **SMALL)
     with pytest.raises(GPT2ProbeError, match="fewer than one batch"):
         SAE.train(vocab_probe, ["tiny"], hook="blocks.1.hook_resid_post", d_sae=20, k=4, **SMALL)
     with pytest.raises(GPT2ProbeError, match="list of texts"):
@@ -143,6 +152,23 @@ def test_evaluate_a_transcoder_splices_the_mlp(vocab_probe):
         SAE(SAEConfig(d_in=40, d_sae=8, architecture="topk", k=2, hook_name="blocks.1.hook_resid_post")).evaluate(
             vocab_probe, TEXTS[:2])
 
+
+
+def test_evaluate_refuses_options_it_used_to_replace_or_ignore(vocab_probe):
+    """seq_len=0 silently became the default (``seq_len or 128``) and max_tokens=0 or -5 evaluated a batch anyway."""
+    sae = SAE(SAEConfig(d_in=42, d_sae=8, architecture="topk", k=2, hook_name="blocks.1.hook_resid_post"))
+    for options, match in [({"seq_len": 0}, "seq_len must be between 2 and 29, got 0"),
+                           ({"seq_len": 30}, "seq_len must be between 2 and 29, got 30"),
+                           ({"max_tokens": 0}, "max_tokens must be >= 1, got 0"),
+                           ({"max_tokens": -5}, "max_tokens must be >= 1, got -5"),
+                           ({"dense_threshold": float("nan")}, "dense_threshold must be finite")]:
+        with pytest.raises(GPT2ProbeError, match=match):
+            sae.evaluate(vocab_probe, TEXTS[:1], **options)
+    with pytest.raises(GPT2ProbeError, match=r"no texts given \(an empty list\)"):  # said "to train on" here too
+        sae.evaluate(vocab_probe, [])
+    with pytest.raises(GPT2ProbeError, match="float64 on cpu but the model is torch.float32"):  # before any run
+        SAE(sae.cfg.replace(dtype=torch.float64)).evaluate(vocab_probe, TEXTS[:1])
+    assert 0 < sae.evaluate(vocab_probe, TEXTS[:1], seq_len=29, max_tokens=1).n_tokens <= 8 * 29  # one batch of windows
 
 def test_a_corpus_that_fits_the_buffer_runs_the_model_once(vocab_probe, monkeypatch):
     """One pass within buffer_tokens: the rows are kept, not recomputed every epoch; the result is the same as fitting them."""

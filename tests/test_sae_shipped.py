@@ -82,6 +82,15 @@ def test_an_sae_among_the_transcoders_is_refused(model_dir):
         gpt2probe.load_transcoders(root)
 
 
+
+def test_two_saes_for_one_hook_are_refused_not_one_dropped(model_dir):
+    """load_saes is keyed by hook: a second folder for blocks.0 used to replace the first in the dict, silently."""
+    root, coders = model_dir
+    _randomized(SAE(coders["blocks.0.hook_resid_post"].cfg), 5).save(root / "saes" / "blocks.0.hook_resid_post-v2")
+    with pytest.raises(GPT2ProbeError, match=r"two SAEs that read 'blocks.0.hook_resid_post' "
+                                             r"\(blocks.0.hook_resid_post/ and blocks.0.hook_resid_post-v2/\)"):
+        gpt2probe.load_saes(root)
+
 def test_tiny_english_ships_an_sae_per_layer_and_a_transcoder_per_mlp_as_measured():
     """The real shipped coders: one per layer, fitting the model, and the metrics file is what they measure."""
     import json

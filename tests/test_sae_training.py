@@ -214,6 +214,51 @@ def test_runs_that_cannot_be_done_say_why_before_starting():
                        progress=False)
 
 
+
+def test_settings_beside_a_config_must_agree_with_it():
+    """SAE.fit(x, cfg=<8 features>, d_sae=32) used to train 8 features: a piece beside cfg was silently ignored."""
+    _, _, x = sparse_sums(n=300)
+    cfg = SAEConfig(d_in=16, d_sae=8, hook_name=HOOK, architecture="topk", k=2)
+    quick = {"train_batch_size_tokens": 64, "steps": 2, "progress": False}
+    for piece, match in [({"d_sae": 32}, r"d_sae=32 \(cfg.d_sae is 8\)"),
+                         ({"architecture": "jumprelu"}, r"architecture='jumprelu' \(cfg.architecture is 'topk'\)"),
+                         ({"k": 5}, r"k=5 \(cfg.k is 2\)"),
+                         ({"hook_name": "blocks.0.hook_resid_pre"}, "hook_name='blocks.0.hook_resid_pre'")]:
+        with pytest.raises(GPT2ProbeError, match=match):
+            SAE.fit(x, cfg=cfg, **piece, **quick)
+    tc_cfg = SAEConfig.for_transcoder(0, d_model=16, d_sae=8, architecture="standard")
+    with pytest.raises(GPT2ProbeError, match=r"layer=1 \(cfg reads 'blocks.0.ln2.hook_normalized'\)"):
+        Transcoder.fit(x, x, cfg=tc_cfg, layer=1, **quick)
+    with pytest.raises(GPT2ProbeError, match=r"skip=True \(cfg.skip is False\)"):
+        Transcoder.fit(x, x, cfg=tc_cfg, skip=True, **quick)
+    # pieces that agree with cfg are fine, and without cfg the architecture is still top-k by default
+    assert SAE.fit(x, cfg=cfg, d_sae=8, architecture="topk", k=2, hook_name=HOOK, **quick).cfg == cfg.replace(
+        metadata={})
+    assert SAE.fit(x, d_sae=8, k=2, hook_name=HOOK, **quick).cfg.architecture == "topk"
+
+
+def test_an_iterator_whose_first_chunk_has_no_width_is_named():
+    """The first chunk sets the width: a 0-d tensor was a raw IndexError, a pair of lists a raw AttributeError."""
+    quick = {"train_batch_size_tokens": 64, "steps": 2, "progress": False}
+    with pytest.raises(GPT2ProbeError, match=r"the activations \(chunk 0\) is a 0-d tensor"):
+        SAE.fit(iter([torch.tensor(1.0)]), d_sae=8, k=2, hook_name=HOOK, **quick)
+    with pytest.raises(GPT2ProbeError, match=r"the activations \(chunk 0\) must be a tensor, got list"):
+        SAE.fit(iter([[1.0, 2.0]]), d_sae=8, k=2, hook_name=HOOK, **quick)
+    with pytest.raises(GPT2ProbeError, match=r"the inputs \(chunk 0\) must be a tensor, got list"):
+        Transcoder.fit(iter([([1.0, 2.0], torch.ones(1, 2))]), d_sae=8, layer=0, **quick)
+
+
+def test_options_of_the_wrong_kind_are_refused_before_the_first_step():
+    """seed=1.5 was torch's RuntimeError at the first step, resume="no" read as True, lr=True as 1.0."""
+    _, _, x = sparse_sums(n=300)
+    quick = {"d_sae": 8, "k": 2, "hook_name": HOOK, "train_batch_size_tokens": 64, "steps": 2, "progress": False}
+    with pytest.raises(GPT2ProbeError, match="seed must be an integer, got 1.5"):
+        SAE.fit(x, **{**quick, "seed": 1.5})
+    with pytest.raises(GPT2ProbeError, match="resume must be True or False, got 'no'"):
+        SAE.fit(x, resume="no", checkpoint_dir="unused", **quick)
+    with pytest.raises(GPT2ProbeError, match="lr must be a finite number"):
+        SAE.fit(x, lr=True, **quick)
+
 def test_default_schedule_follows_the_data():
     from gpt2probe import SAEConfig
     from gpt2probe.configs.sae import SAETrainConfig

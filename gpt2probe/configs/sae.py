@@ -128,10 +128,15 @@ class SAETrainConfig:
         for name in ("lr", "l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "jumprelu_init_threshold",
                      "aux_coefficient"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
-                                      or (value == 0 and name in ("lr", "jumprelu_bandwidth"))):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                                      or value < 0 or (value == 0 and name in ("lr", "jumprelu_bandwidth"))):
                 raise InvalidArgumentError(f"{name} must be a finite number >= 0 (> 0 for lr and the bandwidth), "
                                            f"got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):  # 1.5 was torch's RuntimeError at the first step
+            raise InvalidArgumentError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("resume", "progress"):  # resume="no" is truthy: it would resume
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgumentError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not 0 < self.threshold_decay < 1:
             raise InvalidArgumentError(f"threshold_decay must be in (0, 1), got {self.threshold_decay!r}")
         if self.b_dec_init not in B_DEC_INITS:

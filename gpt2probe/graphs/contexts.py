@@ -17,21 +17,37 @@ the index of the own token), best first.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
 from .. import names as N
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError
+from ..validate import index_below, integer
 from .transcoders import Probe, Transcoders, check_transcoders
 
 Contexts = dict[str, list[dict]]
 
 
-def _by_layer(features: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+def _by_layer(features: Sequence[tuple[int, int]], tcs: list, *, k: object) -> dict[int, list[int]]:
+    """``{layer: [feature, ...]}``, every pair checked against the transcoders.
+
+    Features index columns of ``W_enc``: a negative index would silently show another
+    feature's contexts (``-1`` is the last one) under the asked feature's key.
+    """
+    integer("k (contexts per feature)", k, minimum=1)
+    if isinstance(features, (str, bytes)) or not isinstance(features, Iterable):
+        raise InvalidTypeError(f"features must be a list of (layer, feature) pairs, got {type(features).__name__}")
     out: dict[int, list[int]] = {}
-    for layer, feature in sorted(set((int(a), int(b)) for a, b in features)):
+    pairs = set()
+    for pair in features:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InvalidTypeError(f"features must be (layer, feature) pairs of integers, got {pair!r}")
+        layer = index_below(f"the layer of feature pair {tuple(pair)!r},", pair[0], len(tcs), LayerIndexError)
+        d_sae = int(tcs[layer].W_enc.shape[1])
+        pairs.add((layer, index_below(f"transcoder {layer}'s feature", pair[1], d_sae)))
+    for layer, feature in sorted(pairs):
         out.setdefault(layer, []).append(feature)
     return out
 
@@ -45,7 +61,8 @@ def contexts_from_texts(probe: Probe, transcoders: Transcoders, texts: Sequence[
     """
     cfg = probe.cfg
     tcs = check_transcoders(transcoders, n_layers=cfg.n_layers, d_model=cfg.d_model, dtype=cfg.dtype, device=cfg.device)
-    wanted = _by_layer(features)
+    wanted = _by_layer(features, tcs, k=k)
+    integer("window (tokens either side)", window, minimum=0)
     names = [N.ln_normalized(layer, 2) for layer in wanted]
     # best[layer]: values, text index and position, [n_features, k], descending
     best = {layer: (torch.full((len(f), k), -torch.inf), torch.full((len(f), k), -1, dtype=torch.long),
@@ -95,8 +112,8 @@ def contexts_from_harvest(probe: Probe, transcoders: Transcoders, directory: str
 
     cfg = probe.cfg
     tcs = check_transcoders(transcoders, n_layers=cfg.n_layers, d_model=cfg.d_model, dtype=cfg.dtype, device=cfg.device)
+    wanted = _by_layer(features, tcs, k=k)
     harvest = Harvest.load(directory)
-    wanted = _by_layer(features)
     out: Contexts = {}
     missing = []
     for layer, feats in wanted.items():

@@ -24,7 +24,8 @@ from pathlib import Path
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ShapeError
+from ..errors import InvalidArgumentError, LayerIndexError, PositionError, ShapeError
+from ..validate import index_below
 from . import influence as I
 from .files import read_graph_fields, save_graph
 
@@ -105,10 +106,14 @@ class AttributionGraph:
         return int(hits[0, 0])
 
     def error_node(self, layer: int, pos: int) -> int:
-        return self.error_slice.start + layer * self.n_pos + pos
+        """The node index of layer ``layer``'s error node at position ``pos``."""
+        # node indices are sums of offsets: -1 or n_pos would silently name a neighbouring node
+        layer = index_below("layer", layer, self.n_layers, LayerIndexError)
+        return self.error_slice.start + layer * self.n_pos + index_below("position", pos, self.n_pos, PositionError)
 
     def token_node(self, pos: int) -> int:
-        return self.token_slice.start + pos
+        """The node index of the token embedding at position ``pos``."""
+        return self.token_slice.start + index_below("position", pos, self.n_pos, PositionError)
 
     def logit_node(self, token: int) -> int:
         if token not in self.logit_tokens:
@@ -117,6 +122,7 @@ class AttributionGraph:
 
     def describe(self, node: int) -> str:
         """A short label: ``"L3 f17 @5"``, ``"err L3 @5"``, ``"emb ' cat' @5"``, ``"logit ' mat'"``."""
+        node = index_below("node", node, self.n_nodes)
         if node < self.n_features:
             layer, pos, feat = self.features[node].tolist()
             return f"L{layer} f{feat} @{pos}"

@@ -112,6 +112,14 @@ def check_transcoders(
 
 
 def _check_one(tc: TranscoderLike, layer: int, *, d_model: int, dtype: torch.dtype, device: torch.device) -> None:
+    if getattr(tc.cfg, "rescale_acts_by_decoder_norm", False) is True:
+        # its decode divides each activation by ||W_dec[f]||: what a feature writes is not a * W_dec[f], so an
+        # intervention (and an edge) computed from W_dec would be off by that norm
+        raise UnsupportedError(
+            f"the transcoder of layer {layer} has rescale_acts_by_decoder_norm=True; graphs and feature interventions "
+            "need out = acts @ W_dec + b_dec: fold the norms into the weights (W_enc and b_enc times each row norm "
+            "of W_dec, W_dec divided by it)"
+        )
     hook = getattr(tc.cfg, "hook_name", None)
     expected_hook = N.ln_normalized(layer, 2)
     if hook is not None and hook != expected_hook:

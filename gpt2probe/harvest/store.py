@@ -22,6 +22,7 @@ from ..atomic import write_text_atomic
 from ..errors import DamagedFileError, FileFormatError, HookNameError, InvalidTypeError, LayerIndexError, MissingFileError
 from ..jsonfile import JsonObject, read_object
 from ..savefile import write_safetensors
+from ..validate import index_below
 from .summaries import AttentionSummary, Summary, UnitSummary
 
 FORMAT = "gpt2probe-harvest/1"
@@ -252,10 +253,9 @@ class Harvest:
         return summary
 
     def _unit(self, hook: str, unit: int) -> int:
-        n = self.n_units(hook)
-        if not isinstance(unit, int) or not 0 <= unit < n:
-            raise LayerIndexError(f"unit {unit!r} is outside {hook!r}'s units [0, {n})")
-        return unit
+        # True passed isinstance(unit, int) and indexed the summaries as a mask: histogram(hook, True) returned every
+        # unit's histogram ([1, n_units, bins]); NumPy integers were refused as "outside". index_below takes both right.
+        return index_below(f"the unit of {hook!r}", unit, self.n_units(hook), LayerIndexError)
 
     # -- results ---------------------------------------------------------------------------
     def top_values(self, hook: str) -> Float[Tensor, "unit k"]:

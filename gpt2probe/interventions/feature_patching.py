@@ -29,9 +29,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ShapeError
+from ..errors import InvalidArgumentError, InvalidTypeError, ShapeError
 from ..probe import GPT2Probe
+from ..sae.config import SAEConfig, check_fits
 from ..tokens import Inputs, Tokens
+from ..validate import boolean, index_below, integer
 from .attribution_patching import prepare
 from .patching import Metric
 
@@ -65,6 +67,7 @@ class FeatureEffects:
 
     def top(self, k: int = 10) -> list[tuple[int, float]]:
         """The ``k`` features (summed over positions, if per position) that move the metric most, with their value."""
+        k = integer("k", k, minimum=0)  # a slice bound: k=-1 would silently drop the least important feature
         values = self.values if self.values.ndim == 1 else self.values.sum(0) - (self.values.shape[0] - 1) * self.base
         order = (values - self.base).abs().argsort(descending=True, stable=True)[:k]
         return [(self.features[i], float(values[i])) for i in order.tolist()]
@@ -103,14 +106,36 @@ def _normalise(raw: Tensor, clean: float, corrupted: float, normalize: bool) -> 
     return (raw - corrupted) / (clean - corrupted)
 
 
-def _features(d_sae: int, features: Sequence[int] | None, source: Tensor, base: Tensor) -> list[int]:
-    if features is None:  # the features whose activation differs between the runs: the others cannot move anything
-        return torch.nonzero((source != base).flatten(0, -2).any(0)).flatten().tolist()
-    chosen = [int(f) for f in features]
-    bad = [f for f in chosen if not 0 <= f < d_sae]
-    if bad:
-        raise InvalidArgumentError(f"features {bad} are outside [0, {d_sae})")
-    return chosen
+def _wanted(d_sae: int, features: Sequence[int] | None) -> list[int] | None:
+    """The features asked for, checked before any run (``None``: those whose activations differ, found later)."""
+    if features is None:
+        return None
+    if isinstance(features, Tensor) and features.ndim == 1:
+        features = features.tolist()
+    if isinstance(features, (str, bytes)) or not isinstance(features, Sequence):
+        raise InvalidTypeError(f"features must be a list of feature indices (or None for those that differ), got "
+                               f"{type(features).__name__}")
+    # int(1.7) would patch feature 1, and -1 the last feature: each must be an integer in 0..d_sae-1
+    return [index_below(f"features[{i}]", f, d_sae) for i, f in enumerate(features)]
+
+
+def _features(wanted: list[int] | None, source: Tensor, base: Tensor) -> list[int]:
+    if wanted is not None:
+        return wanted
+    # the features whose activation differs between the runs: the others cannot move anything
+    return torch.nonzero((source != base).flatten(0, -2).any(0)).flatten().tolist()
+
+
+def _check_coder(sae: Any, probe: GPT2Probe) -> None:
+    """A gpt2probe SAE or transcoder (what splicing takes), refused before any run if it is not one."""
+    if not isinstance(getattr(sae, "cfg", None), SAEConfig) or not callable(getattr(sae, "run_stages", None)):
+        raise InvalidTypeError(f"sae must be a gpt2probe SAE or Transcoder, got {type(sae).__name__}")
+    check_fits(sae.cfg, probe.cfg)
+
+
+def _check_switches(per_position: object, normalize: object) -> None:
+    boolean("per_position", per_position)
+    boolean("normalize", normalize)  # normalize="no" is truthy: it would normalise
 
 
 def feature_patch(
@@ -135,8 +160,11 @@ def feature_patch(
                    prepend_bos=prepend_bos)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_coder(sae, probe)
+    _check_switches(per_position, normalize)
+    wanted = _wanted(sae.cfg.d_sae, features)
     source, base = _source_acts(probe, sae, prep.source), _source_acts(probe, sae, prep.base)
-    chosen = _features(sae.cfg.d_sae, features, source, base)
+    chosen = _features(wanted, source, base)
     n_pos = base.shape[1]
     cells = [(p, f) for p in range(n_pos) for f in chosen] if per_position else [(None, f) for f in chosen]
     n_batch = prep.base.ids.shape[0]
@@ -177,6 +205,9 @@ def feature_attribution(
     """
     prep = prepare(probe, clean, corrupted, metric=metric, answer=answer, wrong=wrong, direction=direction,
                    prepend_bos=prepend_bos)
+    _check_coder(sae, probe)
+    _check_switches(per_position, normalize)
+    wanted = _wanted(sae.cfg.d_sae, features)
     source = _source_acts(probe, sae, prep.source)
     kept: dict[str, Tensor] = {}
 
@@ -191,7 +222,7 @@ def feature_attribution(
     grad = acts.grad if acts.grad is not None else torch.zeros_like(acts)
     product = ((source - acts.detach()) * grad).sum(0)  # over prompts: the metric is a batch mean already
     estimate = float(base_metric.detach()) + (product if per_position else product.sum(0))
-    chosen = _features(sae.cfg.d_sae, features, source, acts.detach())
+    chosen = _features(wanted, source, acts.detach())
     estimate = estimate[..., chosen].float().cpu()
     clean_m, corrupted_m = _metrics(probe, prep)
     base_value = corrupted_m if direction == "denoise" else clean_m

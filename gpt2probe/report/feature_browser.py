@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .. import validate
 from ..atomic import atomic_path
 from ..display.escape import display_token, escape_text
 from ..errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
@@ -173,12 +174,12 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
     if not available:
         raise InvalidArgumentError(f"{str(harvest.directory)!r} holds no SAE features (harvested: "
                                    f"{', '.join(harvest.hooks)}); harvest with --sae DIR (saes=[...]) first")
-    chosen = list(hooks) if hooks else available
+    # one name, as harvest's hooks= takes it (list("blocks...") would be its characters, each refused)
+    chosen = ([hooks] if isinstance(hooks, str) else list(hooks)) if hooks else available
     for name in chosen:
         if name not in available:
             raise InvalidArgumentError(f"{name!r} is not a harvested feature hook; feature hooks: {', '.join(available)}")
-    if examples < 1:
-        raise InvalidArgumentError(f"examples must be at least 1, got {examples}")
+    validate.integer("examples", examples, minimum=1)  # a float was a raw TypeError from slicing
     coders = _coders_by_name(saes)
     for name, coder in coders.items():
         if name not in available:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .. import names as N
+from .. import validate
 from ..configs.sae import ARCHITECTURES as ARCHITECTURES  # declared with the training settings (torch-free, for the CLI)
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
 from ..model.config import ProbeConfig
@@ -142,8 +143,12 @@ class SAEConfig:
                                        "output space (as SAELens requires too)")
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise InvalidTypeError(f"SAEConfig.dtype must be a floating torch.dtype, got {self.dtype!r}")
-        if not isinstance(self.device, torch.device):
-            object.__setattr__(self, "device", torch.device(self.device))
+        # a string such as "cuda:0" becomes a torch.device; one this machine lacks (or "bogus") is our error now, not
+        # an AssertionError or RuntimeError from torch when the parameters are made
+        device = validate.device("SAEConfig.device", self.device)
+        if device is None:
+            raise InvalidTypeError("SAEConfig.device must be a device such as 'cpu' or 'cuda', got None")
+        object.__setattr__(self, "device", device)
         if not isinstance(self.metadata, dict):
             raise InvalidTypeError(f"SAEConfig.metadata must be a dict, got {type(self.metadata).__name__}")
 

@@ -32,6 +32,7 @@ import torch
 from .. import names as N
 from ..errors import FileFormatError, MissingFileError
 from .config import SAEConfig
+from .saelens_format import check_finite
 
 TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec", "b_dec_out")
 _LAYER_IN_NAME = re.compile(r"blocks\.(\d+)\.ln2\.hook_normalized")
@@ -104,9 +105,18 @@ def read_dunefsky(path: Path, *, hook_name: str | None = None, hook_name_out: st
     else:
         loaded = _load_pt(path)
         state, cfg_obj = loaded["state_dict"], loaded.get("cfg")
+    if not isinstance(state, dict):
+        raise FileFormatError(f"{str(path)!r}: its state_dict is a {type(state).__name__}, not a dict of tensors")
     missing = [name for name in TENSORS if not isinstance(state.get(name), torch.Tensor)]
     if missing:
         raise FileFormatError(f"{str(path)!r} lacks {missing}; Dunefsky et al.'s transcoders hold {list(TENSORS)}")
+    for name in TENSORS:
+        if not state[name].dtype.is_floating_point:
+            raise FileFormatError(f"{str(path)!r}: {name} is {state[name].dtype}, not floating point")
+        check_finite(path, name, state[name])
+    for name in ("W_enc", "W_dec"):
+        if state[name].ndim != 2:
+            raise FileFormatError(f"{str(path)!r}: {name} has shape {list(state[name].shape)}; a matrix was expected")
     found_in, found_out = (hook_name, hook_name_out) if cfg_obj is None and hook_name else _hooks_from(path, cfg_obj)
     W_enc, b_enc, W_dec, b_dec, b_dec_out = (state[name].double() for name in TENSORS)
     d_in, d_sae = W_enc.shape

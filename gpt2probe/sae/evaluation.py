@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, SAEMismatchError
+from ..validate import finite_number, integer
 from .config import check_fits
 
 METRICS = ("l0", "explained_variance", "mse", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero",
@@ -142,13 +143,18 @@ def evaluate(coder, probe, texts, *, seq_len: int | None = None, batch_size: int
     from .stream import as_corpus
 
     check_fits(coder.cfg, probe.cfg)
-    if not 0 < dense_threshold < 1:
+    if (coder.cfg.dtype, coder.cfg.device) != (probe.cfg.dtype, probe.cfg.device):
+        raise SAEMismatchError(f"{coder!r} is {coder.cfg.dtype} on {coder.cfg.device} but the model is {probe.cfg.dtype} "
+                               f"on {probe.cfg.device}: move it with coder.to(probe.cfg.device, probe.cfg.dtype) "
+                               "(nothing is cast silently)")
+    if not 0 < finite_number("dense_threshold", dense_threshold) < 1:
         raise InvalidArgumentError(f"dense_threshold must be in (0, 1), got {dense_threshold!r}")
-    if batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
-    seq_len = seq_len or min(probe.cfg.n_ctx, 128)
-    if not 2 <= seq_len <= probe.cfg.n_ctx:
-        raise InvalidArgumentError(f"seq_len must be in [2, {probe.cfg.n_ctx}], got {seq_len}")
+    integer("batch_size", batch_size, minimum=1)
+    # None means the default; 0 is refused like any other seq_len below 2 (``seq_len or ...`` took it as the default)
+    seq_len = integer("seq_len", min(probe.cfg.n_ctx, 128) if seq_len is None else seq_len, minimum=2,
+                      maximum=probe.cfg.n_ctx)
+    if max_tokens is not None:  # a limit of 0 or less used to evaluate one batch of windows anyway
+        integer("max_tokens", max_tokens, minimum=1)
     corpus = as_corpus(texts)
     eos = probe.tokenizer.eos_token_id
     c = coder.cfg

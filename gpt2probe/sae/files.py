@@ -63,7 +63,14 @@ def build(cls: Callable[[SAEConfig], T], cfg: SAEConfig, tensors: dict[str, torc
     coder = cls(cfg)
     with torch.no_grad():
         for name, param in coder.named_parameters():
-            param.copy_(tensors[name].to(dtype=target_dtype))
+            stored = tensors[name]
+            value = stored.to(dtype=target_dtype)
+            overflow = torch.isfinite(stored) & ~torch.isfinite(value)  # dtype="float16" on weights beyond 65504
+            if bool(overflow.any()):
+                raise InvalidArgumentError(f"{name} holds values up to {float(stored[overflow].abs().max()):.4g}, which "
+                                           f"{target_dtype} cannot hold (they would become infinite): load it in "
+                                           f"{stored.dtype} or a wider dtype")
+            param.copy_(value)
     return coder
 
 

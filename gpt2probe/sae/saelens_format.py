@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..errors import FileFormatError, GPT2ProbeError, MissingFileError
+from ..errors import FileFormatError, GPT2ProbeError, MissingFileError, NonFiniteError
 from .config import SAEConfig
 
 CFG_FILE = "cfg.json"
@@ -211,6 +211,22 @@ def expected_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _non_finite(name: str, tensor: torch.Tensor) -> str | None:
+    """What is wrong with a NaN or infinite weight, or ``None``: a ``threshold`` may be ``+inf`` (a feature that never fires)."""
+    bad = torch.isnan(tensor) if name == "threshold" else ~torch.isfinite(tensor)
+    if not bool(bad.any()):
+        return None
+    first = bad.nonzero()[0].tolist()
+    return f"{name} holds {int(bad.sum())} NaN or infinite value(s), the first at index {first} ({tensor[tuple(first)].item()})"
+
+
+def check_finite(path: Path, name: str, tensor: torch.Tensor) -> None:
+    """Refuse a NaN or infinite weight (a damaged file: loaded, it would turn every activation spliced through it to NaN)."""
+    problem = _non_finite(name, tensor)
+    if problem is not None:
+        raise FileFormatError(f"{str(path)!r}: {problem}: the file is damaged")
+
+
 def read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
     """The tensors of ``path`` checked against ``cfg`` (names and shapes), in gpt2probe's layout, on the CPU."""
     from safetensors import SafetensorError
@@ -234,6 +250,7 @@ def read_weights(path: Path, cfg: SAEConfig) -> dict[str, torch.Tensor]:
                                   f"implies {list(shape)}")
         if not tensors[name].dtype.is_floating_point:
             raise FileFormatError(f"{str(path)!r}: {name} is {tensors[name].dtype}, not floating point")
+        check_finite(path, name, tensors[name])
     if "W_skip" in tensors:
         tensors["W_skip"] = tensors["W_skip"].T.contiguous()
     return tensors
@@ -250,6 +267,10 @@ def write_folder(directory: str | os.PathLike, cfg: SAEConfig, tensors: dict[str
     except (TypeError, ValueError) as error:  # metadata set in code that JSON cannot hold
         raise FileFormatError(f"cannot write {str(directory / CFG_FILE)!r}: the config's metadata is not JSON ({error})") from None
     stored = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    for name, tensor in stored.items():  # before a byte is written: load() would refuse the file as damaged
+        problem = _non_finite(name, tensor)
+        if problem is not None:
+            raise NonFiniteError(f"cannot save to {str(directory)!r}: {problem} (a diverged training run, or an edit?)")
     if "W_skip" in stored:
         stored["W_skip"] = stored["W_skip"].T.contiguous()
     with atomic_path(directory / WEIGHTS_FILE) as tmp:

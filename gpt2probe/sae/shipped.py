@@ -56,7 +56,7 @@ def _folders(model: str | os.PathLike, kind: str) -> tuple[list[Path], str]:
     return folders, name
 
 
-def _load_all(cls: type[SparseCoder], model, kind: str, device, dtype) -> list[SparseCoder]:
+def _load_all(cls: type[SparseCoder], model, kind: str, device, dtype) -> list[tuple[Path, SparseCoder]]:
     folders, name = _folders(model, kind)
     coders = []
     for folder in folders:
@@ -64,7 +64,7 @@ def _load_all(cls: type[SparseCoder], model, kind: str, device, dtype) -> list[S
         if coder.cfg.is_transcoder != (cls is Transcoder):
             raise FileFormatError(f"{str(folder)!r} holds {'a transcoder' if coder.cfg.is_transcoder else 'an SAE'}, "
                                   f"not {'a transcoder' if cls is Transcoder else 'an SAE'} as {kind}/ should")
-        coders.append(coder)
+        coders.append((folder, coder))
     return coders
 
 
@@ -87,7 +87,15 @@ def load_saes(model: str | os.PathLike = "tiny-english", *, device: str | torch.
         >>> saes = gpt2probe.load_saes("tiny-english")  # doctest: +SKIP
         >>> logits = probe.run_with_saes("def f(x):", saes=[saes["blocks.2.hook_resid_post"]])  # doctest: +SKIP
     """
-    coders = _load_all(SAE, model, SAES, device, dtype)
+    loaded = _load_all(SAE, model, SAES, device, dtype)
+    seen: dict[str, str] = {}
+    for folder, coder in loaded:  # keyed by hook: a second SAE for a hook would silently replace the first
+        hook = coder.cfg.hook_name
+        if hook in seen:
+            raise FileFormatError(f"{SAES}/ of {model!s} holds two SAEs that read {hook!r} ({seen[hook]}/ and "
+                                  f"{folder.name}/): one per hook is expected")
+        seen[hook] = folder.name
+    coders = [coder for _, coder in loaded]
     order = {n: i for i, n in enumerate(N.all_names(1 + max(c.cfg.layer or 0 for c in coders)))}
     # _load_all(SAE, ...) returns SAEs (a transcoder folder is refused there), so the cast only informs the checker
     return {c.cfg.hook_name: cast(SAE, c) for c in sorted(coders, key=lambda c: order.get(c.cfg.hook_name, len(order)))}
@@ -114,7 +122,7 @@ def load_transcoders(model: str | os.PathLike = "tiny-english", *, device: str |
         'blocks.2.hook_mlp_out'
     """
     out: dict[int, Transcoder] = {}
-    for coder in _load_all(Transcoder, model, TRANSCODERS, device, dtype):
+    for _, coder in _load_all(Transcoder, model, TRANSCODERS, device, dtype):
         layer = N.layer_of(coder.cfg.write_hook)
         if layer is None or layer in out:
             what = "two transcoders for" if layer is not None else "a transcoder without"

@@ -23,6 +23,7 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from .. import names as N
+from .. import validate
 from ..cache import ActivationCache
 from ..errors import InvalidArgumentError
 from ..harvest.corpus import Corpus, blocks, pack
@@ -62,7 +63,7 @@ def as_corpus(texts_or_corpus: Corpus | str | Sequence[str]) -> Corpus:
                                    "(for files: Corpus(paths=[...])), not one string")
     texts = list(texts_or_corpus)
     if not texts:
-        raise InvalidArgumentError("no texts given to train on")
+        raise InvalidArgumentError("no texts given (an empty list): give at least one document")  # train and evaluate
     return Corpus(texts=texts)
 
 
@@ -74,8 +75,10 @@ class CorpusActivations:
     def __init__(self, probe: TrainingProbe, corpus: Corpus, hooks: Sequence[str], *, seq_len: int, windows_per_pass: int = 8,
                  seed: int = 0, block_chars: int = 1 << 16, epochs: int | None = None) -> None:
         cfg = probe.cfg
-        if not 1 <= seq_len <= cfg.n_ctx:
-            raise InvalidArgumentError(f"seq_len must be in [1, {cfg.n_ctx}] (the model's context), got {seq_len}")
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= cfg.n_ctx:
+            raise InvalidArgumentError(f"seq_len must be an integer in [1, {cfg.n_ctx}] (the model's context), got {seq_len!r}")
+        # 0 made range() raise; a negative step read no window, and training waited forever for a batch
+        validate.integer("windows_per_pass", windows_per_pass, minimum=1)
         valid = set(probe.hook_names)
         for hook in hooks:
             if hook not in valid:

@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..atomic import atomic_path
 from ..configs.base import build, upgrade
 from ..configs.sae import TRAINING_METADATA, FitKeywords, SAETrainConfig, TrainKeywords
 from ..configs.sae import TrainOptions as TrainOptions
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ShapeError
 from . import distributed, losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
@@ -421,12 +422,37 @@ def _digest(rows: Tensor) -> str:
     return hashlib.sha256(rows.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
+def _contradictions(cfg: SAEConfig, *, d_sae: int | None, architecture: str | None, k: int | float | None,
+                    hook_name: str | None, layer: int | None, skip: bool) -> list[str]:
+    """The settings given beside ``cfg`` that say otherwise than it (``None``, and ``skip=False``, say nothing)."""
+    given = {"d_sae": d_sae, "architecture": architecture, "k": k, "hook_name": hook_name}
+    out = [f"{name}={value!r} (cfg.{name} is {getattr(cfg, name)!r})" for name, value in given.items()
+           if value is not None and value != getattr(cfg, name)]
+    if layer is not None and layer != cfg.layer:
+        out.append(f"layer={layer!r} (cfg reads {cfg.hook_name!r})")
+    if skip and not cfg.skip:
+        out.append("skip=True (cfg.skip is False)")
+    return out
+
+
 def build_config(coder_cls: type, width_in: int, width_out: int | None, *, cfg: SAEConfig | None, d_sae: int | None,
-                 architecture: str, k: int | float | None, hook_name: str | None, layer: int | None, skip: bool,
+                 architecture: str | None, k: int | float | None, hook_name: str | None, layer: int | None, skip: bool,
                  model_name: str | None) -> SAEConfig:
-    """The config of the coder to train, from ``cfg`` or the pieces, checked against the data's widths."""
+    """The config of the coder to train, from ``cfg`` or the pieces, checked against the data's widths.
+
+    ``architecture=None`` means ``"topk"`` without ``cfg``. With ``cfg``, a piece that says
+    otherwise (``d_sae=32`` beside a config of 8 features) is refused: it used to be ignored,
+    so the coder trained was not the one asked for.
+    """
     transcoder = coder_cls.__name__ == "Transcoder"
+    if cfg is not None:
+        conflicts = _contradictions(cfg, d_sae=d_sae, architecture=architecture, k=k, hook_name=hook_name, layer=layer,
+                                    skip=skip)
+        if conflicts:
+            raise InvalidArgumentError(f"cfg is given, and so are settings that contradict it: {'; '.join(conflicts)}. "
+                                       "Put every setting in cfg (cfg.replace(...)), or give the pieces without cfg")
     if cfg is None:
+        architecture = architecture or "topk"
         if d_sae is None:
             raise InvalidArgumentError("say how many features to learn (d_sae=...)")
         if architecture in ("topk", "batchtopk") and k is None:
@@ -477,15 +503,18 @@ def run(coder_cls: type[Coder], cfg: SAEConfig, batches: Batches, n_tokens: int 
 
 
 def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor | None = None, *,
-        cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str = "topk",
+        cfg: SAEConfig | None = None, d_sae: int | None = None, architecture: str | None = None,
         k: int | float | None = None, hook_name: str | None = None, layer: int | None = None, skip: bool = False,
         model_name: str | None = None, callback: Callable[[int, dict], None] | None = None,
         **options: Unpack[FitKeywords]) -> Coder:
     """Train ``coder_cls`` on activations: see :meth:`gpt2probe.SAE.fit` and :meth:`gpt2probe.Transcoder.fit`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields (``steps``, ``lr``, ``aux_k``...).
+    The coder is ``cfg``, or built from ``d_sae``, ``architecture`` (default ``"topk"``), ``k``,
+    ``hook_name`` / ``layer`` and ``skip``; a piece given beside ``cfg`` must agree with it.
     """
     opts = build(SAETrainConfig, options)  # a misspelt option is refused by name, the valid ones listed
+    validate.function("callback", callback)  # not mid-run, after the first step
     transcoder = coder_cls.__name__ == "Transcoder"
     gen = torch.Generator().manual_seed(opts.seed + 1)
     if isinstance(activations, Tensor):
@@ -520,7 +549,7 @@ def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor 
     if transcoder:
         if not (isinstance(first, (tuple, list)) and len(first) == 2):
             raise ActivationError("a transcoder's iterator must yield (inputs, targets) pairs of tensors")
-        width_in, width_out = first[0].shape[-1], first[1].shape[-1]
+        width_in, width_out = _width(first[0], "the inputs (chunk 0)"), _width(first[1], "the targets (chunk 0)")
 
         def pairs() -> Iterator[Tensor]:
             for number, pair in enumerate(_chain(first, iterator)):
@@ -534,9 +563,7 @@ def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor 
 
         source = IteratorSource(pairs(), width_in + width_out)
     else:
-        if not isinstance(first, Tensor):
-            raise ActivationError(f"the iterator must yield tensors, got {type(first).__name__}")
-        width_in, width_out = first.shape[-1], None
+        width_in, width_out = _width(first, "the activations (chunk 0)"), None
         source = IteratorSource((c.float().cpu() for c in _chain(first, iterator)), width_in)
     cfg = build_config(coder_cls, width_in, width_out, cfg=cfg, d_sae=d_sae, architecture=architecture, k=k,
                        hook_name=hook_name, layer=layer, skip=skip, model_name=model_name)
@@ -545,19 +572,30 @@ def fit(coder_cls: type[Coder], activations: Tensor | Iterator, targets: Tensor 
     return run(coder_cls, cfg, batches, None, {"iterator": True}, opts, callback)
 
 
+def _width(chunk: object, what: str) -> int:
+    """The last-axis width of an iterator's first chunk, which sets the coder's width (a 0-d tensor has none)."""
+    if not isinstance(chunk, Tensor):
+        raise ActivationError(f"{what} must be a tensor, got {type(chunk).__name__}")
+    if chunk.ndim == 0:
+        raise ShapeError(f"{what} is a 0-d tensor; chunks are [..., width] activations")
+    return chunk.shape[-1]
+
+
 def _chain(first, rest: Iterator) -> Iterator:
     yield first
     yield from rest
 
 
 def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus | Sequence[str], *, hook: str | None = None,
-          layer: int | None = None, d_sae: int | None = None, architecture: str = "topk", k: int | float | None = None,
+          layer: int | None = None, d_sae: int | None = None, architecture: str | None = None, k: int | float | None = None,
           seed: int = 0, skip: bool = False, seq_len: int | None = None, windows_per_pass: int = 8,
           cfg: SAEConfig | None = None, callback: Callable[[int, dict], None] | None = None,
           **options: Unpack[TrainKeywords]) -> Coder:
     """Train on ``probe``'s activations over a corpus: see :meth:`gpt2probe.SAE.train`.
 
     ``options`` are :class:`~gpt2probe.configs.sae.SAETrainConfig`'s fields besides ``seed``.
+    The coder is ``cfg``, or built from ``hook`` / ``layer``, ``d_sae``, ``architecture`` (default
+    ``"topk"``), ``k`` and ``skip``; a piece given beside ``cfg`` must agree with it.
     """
     from .. import names as N
     from ..harvest.runner import weights_digest
@@ -565,6 +603,7 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
     from .stream import CorpusActivations, as_corpus
 
     transcoder = coder_cls.__name__ == "Transcoder"
+    validate.function("callback", callback)
     pcfg = probe.cfg
     if transcoder:
         if cfg is not None:
@@ -591,12 +630,13 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
         raise InvalidArgumentError(f"{hooks[0]!r} is not a [batch, pos, width] stream; train on the residual stream, "
                                    "attention and MLP outputs, LayerNorm outputs or MLP neurons")
     cfg = build_config(coder_cls, widths[0], widths[1] if transcoder else None, cfg=cfg, d_sae=d_sae,
-                       architecture=architecture, k=k, hook_name=hooks[0], layer=layer, skip=skip,
+                       architecture=architecture, k=k, hook_name=None if transcoder else hook, layer=layer, skip=skip,
                        model_name=pcfg.model_name)
     check_fits(cfg, pcfg)
     opts = build(SAETrainConfig, {"seed": seed, **options})
     corpus = as_corpus(texts_or_corpus)
-    source = CorpusActivations(probe, corpus, hooks, seq_len=seq_len or min(pcfg.n_ctx, 128),
+    # None is the default; seq_len=0 is refused by CorpusActivations (``seq_len or ...`` used to take it as the default)
+    source = CorpusActivations(probe, corpus, hooks, seq_len=min(pcfg.n_ctx, 128) if seq_len is None else seq_len,
                                windows_per_pass=windows_per_pass, seed=seed)
     n_tokens = source.count_tokens()  # also: a corpus with no text fails here, before any model runs
     if n_tokens == 0:
