@@ -253,7 +253,7 @@ class Harvest:
 
     def _unit(self, hook: str, unit: int) -> int:
         n = self.n_units(hook)
-        if not isinstance(unit, int) or not 0 <= unit < n:
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < n:  # True is no unit 1
             raise LayerIndexError(f"unit {unit!r} is outside {hook!r}'s units [0, {n})")
         return unit
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InvalidArgumentError
 from .config import check_fits
 
@@ -144,9 +145,8 @@ def evaluate(coder, probe, texts, *, seq_len: int | None = None, batch_size: int
     check_fits(coder.cfg, probe.cfg)
     if not 0 < dense_threshold < 1:
         raise InvalidArgumentError(f"dense_threshold must be in (0, 1), got {dense_threshold!r}")
-    if batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
-    seq_len = seq_len or min(probe.cfg.n_ctx, 128)
+    validate.integer("batch_size", batch_size, minimum=1)  # refuses a bool, which Python counts as an int (True: 1)
+    seq_len = min(probe.cfg.n_ctx, 128) if seq_len is None else validate.integer("seq_len", seq_len)
     if not 2 <= seq_len <= probe.cfg.n_ctx:
         raise InvalidArgumentError(f"seq_len must be in [2, {probe.cfg.n_ctx}], got {seq_len}")
     corpus = as_corpus(texts)

@@ -576,7 +576,7 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
         if hook is not None:
             raise InvalidArgumentError("a transcoder reads blocks.L.ln2.hook_normalized and writes blocks.L.hook_mlp_out: "
                                        "give layer=L, not hook")
-        if layer is not None and not (isinstance(layer, int) and 0 <= layer < pcfg.n_layers):
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < pcfg.n_layers):
             raise InvalidArgumentError(f"layer must be in [0, {pcfg.n_layers}) for {pcfg.model_name}, got {layer!r}")
     elif cfg is not None:
         hooks = [cfg.hook_name]
@@ -596,7 +596,7 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
     check_fits(cfg, pcfg)
     opts = build(SAETrainConfig, {"seed": seed, **options})
     corpus = as_corpus(texts_or_corpus)
-    source = CorpusActivations(probe, corpus, hooks, seq_len=seq_len or min(pcfg.n_ctx, 128),
+    source = CorpusActivations(probe, corpus, hooks, seq_len=min(pcfg.n_ctx, 128) if seq_len is None else seq_len,
                                windows_per_pass=windows_per_pass, seed=seed)
     n_tokens = source.count_tokens()  # also: a corpus with no text fails here, before any model runs
     if n_tokens == 0:
