@@ -6,7 +6,12 @@ Random weights (GPT-2 small's shape: 12 layers, d_model 768, 12 heads, vocabular
 
 Issue 22's target: 64 tokens, 24,576 features per transcoder, under 10 minutes on 2 CPU cores.
 
-Run: ``python -m benchmarks.bench_graph [--pos 64] [--d-sae 24576] [--l0 30] [--max-feature-nodes N] [--batch-size 32]``.
+Run: ``python -m benchmarks.bench_graph [--pos 64] [--d-sae 24576] [--l0 30] [--max-feature-nodes N] [--batch-size 32]
+[--n-layers 12]``.
+
+``--n-layers`` is the random model's number of layers; it was ``--layers``, which in gpt2probe's
+tools lists layer indices (``tools/train_tiny_english_saes.py --layers 0 2``), and that spelling
+still works here, with a warning.
 """
 
 from __future__ import annotations
@@ -44,24 +49,42 @@ class RandomTranscoder:
         return torch.relu(x @ self.W_enc + self.b_enc)
 
 
-def main(argv: list[str] | None = None) -> dict:
+N_LAYERS = 12  # GPT-2 small's
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options (``--layers``, the old spelling of ``--n-layers``, taken with a warning)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pos", type=int, default=64)
     parser.add_argument("--d-sae", type=int, default=24576)
     parser.add_argument("--l0", type=int, default=30)
     parser.add_argument("--max-feature-nodes", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--n-layers", type=int, default=None, help=f"layers of the random model (default {N_LAYERS})")
+    parser.add_argument("--layers", type=int, dest="old_layers", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-edge-gib", type=float, default=4.0)
     args = parser.parse_args(argv)
+    if args.old_layers is not None:
+        if args.n_layers is not None:
+            parser.error("--layers is the old spelling of --n-layers: give only the new one")
+        print("warning: --layers is deprecated here: it counted the random model's layers, which is --n-layers "
+              "(--layers lists layer indices in gpt2probe's tools)", file=sys.stderr)
+        args.n_layers = args.old_layers
+    if args.n_layers is None:
+        args.n_layers = N_LAYERS
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=args.layers, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
+    config = GPT2Config(n_layer=args.n_layers, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
     model = GPT2LMHeadModel(config).eval()
     probe = gpt2probe.load(model)
     gen = torch.Generator().manual_seed(0)
-    tcs = [RandomTranscoder(layer, 768, args.d_sae, args.l0, gen) for layer in range(args.layers)]
+    tcs = [RandomTranscoder(layer, 768, args.d_sae, args.l0, gen) for layer in range(args.n_layers)]
     ids = torch.randint(0, 50257, (args.pos,), generator=gen)
     start = time.perf_counter()
     graph = gpt2probe.attribution_graph(probe, ids, transcoders=tcs, max_feature_nodes=args.max_feature_nodes,

@@ -102,3 +102,16 @@ def test_memory_is_measured_in_subprocesses():
 def test_bad_options_say_what_is_valid(argv, message):
     with pytest.raises(SystemExit, match=re.escape(message)):
         bench_capture.main(["--quick", "--no-memory", *argv])
+
+
+def test_bench_graph_counts_layers_with_n_layers_and_takes_the_old_layers_with_a_warning(capsys):
+    from benchmarks import bench_graph
+
+    assert bench_graph.parse_args([]).n_layers == 12
+    assert bench_graph.parse_args(["--n-layers", "3"]).n_layers == 3
+    assert capsys.readouterr().err == ""
+    assert bench_graph.parse_args(["--layers", "3"]).n_layers == 3  # the old spelling, elsewhere a list of layers
+    assert "warning: --layers is deprecated here" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_graph.parse_args(["--layers", "3", "--n-layers", "3"])
+    assert "--layers is the old spelling of --n-layers: give only the new one" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import gpt2probe
 from gpt2probe import SAE, SAEConfig, Transcoder
 from gpt2probe.cli import main
 from gpt2probe.display.escape import display_token, visible_whitespace
-from gpt2probe.errors import InvalidArgumentError, ModelMismatchError
+from gpt2probe.errors import InvalidArgumentError, InvalidTypeError, ModelMismatchError
 from gpt2probe.harvest import Corpus, harvest
 from gpt2probe.report.feature_browser import LOGIT_NOTE, write_feature_browser
 
@@ -205,6 +205,13 @@ def test_a_coder_or_harvest_that_does_not_match_is_refused(tiny_english, coders,
                     out=tmp_path / "plain", seq_len=SEQ, progress=False)
     with pytest.raises(InvalidArgumentError, match="no SAE features"):
         write_feature_browser(plain, tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.parametrize("wrap", [lambda c: [c], lambda c: {SAE_NAME: c}], ids=["list", "mapping"])
+def test_something_that_is_not_a_coder_is_refused_in_a_list_or_a_mapping(harvested, tmp_path, wrap):
+    with pytest.raises(InvalidTypeError, match="saes must be gpt2probe SAE or Transcoder objects, got str"):
+        write_feature_browser(harvested, tmp_path / "x.html", saes=wrap("runs/sae"))
     assert not (tmp_path / "x.html").exists()
 
 

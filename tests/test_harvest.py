@@ -10,7 +10,7 @@ import torch
 from harvest_helpers import assert_same_harvest, topic_texts, write_text_corpus
 
 import gpt2probe
-from gpt2probe.errors import HookNameError, InvalidTypeError
+from gpt2probe.errors import HookNameError, InvalidTypeError, LayerIndexError
 from gpt2probe.harvest import Corpus, CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError, harvest
 from gpt2probe.harvest.corpus import assign_blocks, blocks, pack
 from gpt2probe.harvest.summaries import AttentionSummary, UnitSummary, merge_summaries
@@ -93,6 +93,8 @@ def test_summaries_match_direct_capture(tiny, texts, directions, tmp_path):
             assert best.tokens == padded[w, lo:hi].tolist()
             torch.testing.assert_close(torch.tensor(best.acts), acts[w, lo:hi, unit].float(), atol=1e-6, rtol=0)
             assert best.tokens[best.center] == int(ids[i])
+        with pytest.raises(InvalidTypeError, match="must be an integer, got bool True"):  # an int to Python, not unit 1
+            h.top_examples(hook, True)
         # Histogram: counts of each unit's values in the stored bins.
         for unit in (0, x.shape[1] - 1):
             hist = h.histogram(hook, unit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -12,7 +13,7 @@ from harvest_helpers import assert_blue, assert_one_error_line
 from gpt2probe.display.escape import visible_whitespace
 from gpt2probe.harvest import Corpus, harvest
 from gpt2probe.lens import top_logit_effects
-from gpt2probe.report.harvest_dashboard import output_directions, write_dashboard
+from gpt2probe.report.harvest_dashboard import LOGIT_NOTE, output_directions, write_dashboard
 
 from browser import chromium_available, open_page
 
@@ -179,11 +180,31 @@ def _hook_data(path) -> dict[str, dict]:
     return {d["name"]: d for d in map(json.loads, blocks)}
 
 
+def _note(path) -> str | None:
+    """The page's note above the units (as text), or ``None`` if it has none."""
+    notes = re.findall(r'<p class="note">(.*?)</p>', path.read_text(encoding="utf-8"), re.S)
+    assert len(notes) <= 1
+    return html.unescape(notes[0]) if notes else None
+
+
+def test_the_formula_note_stands_only_where_some_unit_shows_logit_effects(tiny_english, harvested, tmp_path):
+    # A model, but only an attention pattern: no unit shows logit effects, so no formula.
+    path = write_dashboard(harvested, tmp_path / "attention.html", probe=tiny_english, hooks=["blocks.0.attn.hook_pattern"],
+                           examples=1)
+    assert _note(path) is None
+    path = write_dashboard(harvested, tmp_path / "mixed.html", probe=tiny_english, examples=1)
+    assert _note(path) == LOGIT_NOTE and any(d.get("logits") for d in _hook_data(path).values())
+    assert _note(write_dashboard(harvested, tmp_path / "no_model.html", examples=1)) is None
+
+
 def test_without_logit_effects_the_page_says_why_and_how_to_get_them(tiny_english, tmp_path):
     hooks = ["blocks.0.attn.hook_z", "blocks.0.ln1.hook_scale", "blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_post"]
     h = harvest(tiny_english, Corpus(texts=["Some text for the model to read, twice. " * 4]), hooks=hooks, out=tmp_path / "h",
                 seq_len=16, top_k=2, window=2, progress=False)
     shown = _hook_data(write_dashboard(h, tmp_path / "with.html", probe=tiny_english, examples=1))
+    # Only hooks whose units write no direction, with a model: no unit shows logit effects, so no formula note.
+    none_shown = write_dashboard(h, tmp_path / "none.html", probe=tiny_english, hooks=hooks[:3], examples=1)
+    assert _note(none_shown) is None and not any(d["logits"] for d in _hook_data(none_shown).values())
     assert shown["blocks.0.mlp.hook_post"]["logits"] and "no_logits" not in shown["blocks.0.mlp.hook_post"]
     assert shown["blocks.0.attn.hook_z"]["no_logits"] == (
         "none: a unit of blocks.0.attn.hook_z is a head's output norm, a size rather than a direction in the residual stream")

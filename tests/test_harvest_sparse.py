@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -144,16 +146,43 @@ def test_only_features_on_the_cpu_take_the_sparse_path():
     assert set(FIELDS) <= {k.removeprefix("top_") for k in _empty().state()}
 
 
-@pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
+def _rescaling_topk_sae(d_in: int, d_sae: int, k: int, hook_name: str, seed: int):
+    """A top-k SAE with ``rescale_acts_by_decoder_norm``, its decoder rows of norms 0.2 to 5 (so rescaling matters)."""
+    from gpt2probe import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, hook_name=hook_name, architecture="topk", k=k,
+                        rescale_acts_by_decoder_norm=True), generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        norms = torch.logspace(math.log10(0.2), math.log10(5.0), d_sae)[torch.randperm(d_sae, generator=gen)]
+        sae.W_dec.copy_(torch.nn.functional.normalize(torch.randn(d_sae, d_in, generator=gen), dim=-1) * norms[:, None])
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=gen) / d_in)  # activations of order 1
+        sae.b_enc.copy_(torch.randn(d_sae, generator=gen) * 0.1)
+        sae.b_dec.copy_(torch.randn(d_in, generator=gen) * 0.1)
+    return sae
+
+
+def _unscaled_support(sae, x: torch.Tensor) -> torch.Tensor:
+    """The top-k features the same SAE would keep without rescaling (to show that rescaling changes them)."""
+    with torch.no_grad():
+        return (sae.encode_pre(x) / sae.W_dec.norm(dim=-1)).topk(sae.cfg.k, dim=-1).indices.sort(-1).values
+
+
+@pytest.mark.parametrize("architecture", ["topk", "topk-rescaled", "standard", "jumprelu"])
 def test_encode_with_support_is_encode_and_its_support_holds_every_non_zero(architecture):
     from gpt2probe import SAE, SAEConfig
 
-    k = 3 if architecture == "topk" else None
-    sae = SAE(SAEConfig(d_in=5, d_sae=11, hook_name="blocks.0.hook_resid_post", architecture=architecture, k=k),
-              generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        sae.b_enc.copy_(torch.linspace(-0.5, 0.5, 11))
     x = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(1))
+    if architecture == "topk-rescaled":
+        sae = _rescaling_topk_sae(5, 11, 3, "blocks.0.hook_resid_post", seed=0)
+        assert not torch.equal(sae.encode_with_support(x)[1].sort(-1).values, _unscaled_support(sae, x))
+        architecture = "topk"
+    else:
+        k = 3 if architecture == "topk" else None
+        sae = SAE(SAEConfig(d_in=5, d_sae=11, hook_name="blocks.0.hook_resid_post", architecture=architecture, k=k),
+                  generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            sae.b_enc.copy_(torch.linspace(-0.5, 0.5, 11))
     with torch.no_grad():
         acts, support = sae.encode_with_support(x)
         assert torch.equal(acts, sae.encode(x))
@@ -164,3 +193,50 @@ def test_encode_with_support_is_encode_and_its_support_holds_every_non_zero(arch
     assert bool((support.sort(-1).values.diff(dim=-1) > 0).all())  # distinct units
     outside = torch.ones_like(acts, dtype=torch.bool).scatter_(-1, support, False)
     assert bool((acts[outside] == 0).all()) and bool((acts.gather(-1, support) > 0).any())
+
+
+def test_a_rescaling_topk_coders_sparse_harvest_equals_the_dense_one_and_brute_force(tiny_english, tmp_path, monkeypatch):
+    from harvest_helpers import assert_same_harvest, topic_texts
+
+    from gpt2probe import SAE
+    from gpt2probe.harvest import Corpus, harvest
+
+    hook, seq, top_k = "blocks.2.hook_resid_post", 24, 4
+    sae = _rescaling_topk_sae(tiny_english.cfg.d_model, 37, 5, hook, seed=3)
+    texts = topic_texts(3, 500)
+    calls = []
+    with_support = SAE.encode_with_support
+    monkeypatch.setattr(SAE, "encode_with_support", lambda self, x: calls.append(1) or with_support(self, x))
+
+    def run(out):
+        return harvest(tiny_english, Corpus(texts=texts), out=tmp_path / out, saes=[sae], seq_len=seq, top_k=top_k,
+                       window=2, batch_size=4, block_chars=10**9, progress=False)
+
+    sparse = run("sparse")
+    assert calls  # the top-k support fed the summaries
+    with monkeypatch.context() as m:
+        m.setattr(UnitSummary, "sparse", lambda self, device: False)
+        dense = run("dense")
+    assert_same_harvest(sparse, dense, exact=False, atol=1e-6)
+
+    # Brute force: encode every token of the corpus packed as the harvest packs one block.
+    ids, doc, pos = [], [], []
+    for d, text in enumerate(texts):
+        t = tiny_english.tokenizer(text, add_special_tokens=False)["input_ids"] + [tiny_english.tokenizer.eos_token_id]
+        ids, doc, pos = ids + t, doc + [d] * len(t), pos + list(range(len(t)))
+    n, n_win = len(ids), -(-len(ids) // seq)
+    padded = torch.tensor(ids + [tiny_english.tokenizer.eos_token_id] * (n_win * seq - n)).view(n_win, seq)
+    _, cache = tiny_english.run_with_cache(padded, names=[hook])
+    with torch.no_grad():
+        x = sae.encode(cache[hook]).flatten(0, 1)[:n].double()  # [token, feature], in corpus order
+    assert not torch.equal(sae.encode_with_support(cache[hook])[1].sort(-1).values, _unscaled_support(sae, cache[hook]))
+    name = f"{hook}.hook_sae_acts_post"
+    s = sparse.stats(name)
+    assert torch.equal(s["count"], torch.full((37,), n)) and torch.equal(s["active"], (x > 0).sum(0))
+    torch.testing.assert_close(s["mean"], x.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s["max"].double(), x.max(0).values, atol=1e-6, rtol=0)
+    for unit in range(37):
+        column = x[:, unit].tolist()
+        order = sorted((i for i in range(n) if column[i] > 0), key=lambda i: (-column[i], doc[i], pos[i]))[:top_k]
+        assert [(e.doc, e.pos) for e in sparse.top_examples(name, unit)] == [(doc[i], pos[i]) for i in order], unit
+    assert int((x > 0).sum(0).gt(0).sum()) > 10  # many features fire: the check covers more than a few

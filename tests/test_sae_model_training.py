@@ -143,6 +143,15 @@ def test_evaluate_matches_an_independent_computation(vocab_probe):
     assert "ce_loss_recovered" in str(result) and result.n_tokens == n
 
 
+@pytest.mark.parametrize("setting, match", [({"batch_size": True}, "batch_size must be an integer, got bool True"),
+                                            ({"seq_len": True}, "seq_len must be an integer, got bool True"),
+                                            ({"seq_len": 0}, "seq_len must be")])  # 0 read as the default
+def test_evaluate_refuses_a_bool_for_an_integer(vocab_probe, setting, match):
+    sae = SAE(SAEConfig(d_in=42, d_sae=30, architecture="topk", k=5, hook_name="blocks.1.hook_resid_post"))
+    with pytest.raises(GPT2ProbeError, match=match):
+        sae.evaluate(vocab_probe, TEXTS[:2], **setting)
+
+
 def test_evaluate_a_transcoder_splices_the_mlp(vocab_probe):
     tc = Transcoder(SAEConfig.for_transcoder(0, d_model=42, d_sae=16, architecture="topk", k=3),
                     generator=torch.Generator().manual_seed(0))
@@ -192,12 +201,35 @@ def test_a_corpus_that_fits_the_buffer_runs_the_model_once(vocab_probe, monkeypa
     torch.testing.assert_close(sae.W_enc, fitted.W_enc)
 
 
-@pytest.mark.parametrize("eos", [None, "<|endoftext|>", [50256, 0]])
+@pytest.mark.parametrize("eos", [None, "<|endoftext|>", [50256, 0], True])  # True is an int to Python: not token 1
 def test_a_tokenizer_without_one_end_of_text_id_is_refused(vocab_probe, eos):
     from types import SimpleNamespace
 
     # What CorpusActivations reads before any model runs; a tokenizer whose eos_token_id is not one id.
     probe = SimpleNamespace(model=vocab_probe.model, cfg=vocab_probe.cfg, hook_names=vocab_probe.hook_names,
                             run_until=vocab_probe.run_until, tokenizer=SimpleNamespace(eos_token_id=eos))
-    with pytest.raises(GPT2ProbeError, match=r"no end-of-text token id to separate documents \(its eos_token_id is"):
+    with pytest.raises(GPT2ProbeError, match=r"no end-of-text token id to separate documents \(its eos_token_id is "
+                                             r".*valid: one integer token id"):
         CorpusActivations(probe, Corpus(texts=TEXTS), ["blocks.1.hook_resid_post"], seq_len=16)
+
+
+# A bool is an int to Python, so each of these read as 1 (seq_len=0 read as the default) before they were checked.
+@pytest.mark.parametrize("coder, setting, match", [
+    (SAE, {"seq_len": True}, "seq_len must be an integer, got bool True"),
+    (SAE, {"seq_len": 0}, "seq_len must be an integer in"),
+    (SAE, {"windows_per_pass": True}, "windows_per_pass must be an integer, got bool True"),
+    (SAE, {"seed": True}, "seed must be an integer, got True"),
+    (Transcoder, {"layer": True}, "layer must be in"),
+])
+def test_train_refuses_a_bool_for_an_integer(vocab_probe, coder, setting, match):
+    settings = {"layer": 0} if coder is Transcoder else {"hook": "blocks.1.hook_resid_post"}
+    with pytest.raises(GPT2ProbeError, match=match):
+        coder.train(vocab_probe, TEXTS, **{"d_sae": 20, "k": 4, "seq_len": 16, **settings, **setting, **SMALL})
+
+
+@pytest.mark.parametrize("setting", [{"windows_per_pass": True}, {"seed": True}, {"block_chars": True}, {"epochs": True},
+                                     {"windows_per_pass": 0}])
+def test_corpus_activations_refuse_a_bool_or_a_non_positive_count(vocab_probe, setting):
+    name = next(iter(setting))
+    with pytest.raises(GPT2ProbeError, match=name):
+        CorpusActivations(vocab_probe, Corpus(texts=TEXTS), ["blocks.1.hook_resid_post"], **{"seq_len": 16, **setting})

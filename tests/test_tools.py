@@ -27,6 +27,20 @@ def test_train_tool_reuses_the_package_tokenizer():
     assert "GPT2TokenizerFast(" not in source
 
 
+def test_graph_induction_takes_repeat_length_and_the_old_block_with_a_warning(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TOOLS))
+    tool = importlib.import_module("graph_induction")
+    out = ["--out", "g.html"]
+    assert tool.parse_args(out).repeat_length == 12
+    assert tool.parse_args([*out, "--repeat-length", "5"]).repeat_length == 5
+    assert capsys.readouterr().err == ""
+    assert tool.parse_args([*out, "--block", "5"]).repeat_length == 5  # the old spelling; a block is a transformer block
+    assert "warning: --block is deprecated here" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.parse_args([*out, "--block", "5", "--repeat-length", "5"])
+    assert "--block is the old spelling of --repeat-length: give only the new one" in capsys.readouterr().err
+
+
 @pytest.fixture
 def trainer(monkeypatch):
     """``tools/train_offline_model.py`` as a module (it imports its sibling ``offline_corpus``)."""

@@ -125,6 +125,8 @@ class SAETrainConfig:
             low = 0 if name in ("warmup_steps", "decay_steps", "l1_warmup_steps") else 1
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):  # a bool is an int: True would be seed 1
+            raise InvalidArgumentError(f"seed must be an integer, got {self.seed!r}")
         for name in ("lr", "l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "jumprelu_init_threshold",
                      "aux_coefficient"):
             value = getattr(self, name)

@@ -217,16 +217,23 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
 
 
 def _coders_by_name(saes: Mapping[str, object] | Sequence) -> dict[str, object]:
+    """``{feature hook name: coder}`` from a list of coders (named by the hook each reads) or such a mapping.
+
+    A list's entries and a mapping's values go through the same check, so a wrong object in
+    either fails here with our error rather than deep in the page's logit effects.
+    """
     if isinstance(saes, Mapping):
-        return dict(saes)
-    if isinstance(saes, (str, bytes, os.PathLike)) or not isinstance(saes, Sequence):
+        pairs = list(saes.items())
+    elif isinstance(saes, (str, bytes, os.PathLike)) or not isinstance(saes, Sequence):
         raise InvalidTypeError(f"saes must be a list of SAE or Transcoder objects, got {type(saes).__name__}")
+    else:
+        pairs = [(None, coder) for coder in saes]
     out = {}
-    for coder in saes:
+    for name, coder in pairs:
         cfg = getattr(coder, "cfg", None)
         if cfg is None or not hasattr(cfg, "hook_name") or not hasattr(coder, "W_dec"):
             raise InvalidTypeError(f"saes must be gpt2probe SAE or Transcoder objects, got {type(coder).__name__}")
-        out[f"{cfg.hook_name}.{FEATURE_SUFFIX}"] = coder
+        out[f"{cfg.hook_name}.{FEATURE_SUFFIX}" if name is None else name] = coder
     return out
 
 

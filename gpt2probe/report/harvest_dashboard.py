@@ -42,16 +42,22 @@ NO_MODEL = ("none: no model was given. To show them, run gpt2probe harvest-repor
             "harvested model, or the one --model names), or pass probe= (the harvested model) to write_dashboard")
 
 
+def writes_directions(harvest, hook: str) -> bool:
+    """Whether ``hook``'s units each write one direction into the residual stream (so have logit effects)."""
+    kind = harvest.kind(hook)
+    return kind in ("neuron", "direction") or (kind == "dim" and is_residual_stream(hook))
+
+
 def output_directions(harvest, hook: str, probe) -> torch.Tensor | None:
     """``[unit, d_model]`` directions each unit writes into the residual stream, or ``None`` if it has none."""
+    if not writes_directions(harvest, hook):
+        return None
     kind = harvest.kind(hook)
     if kind == "neuron":
         return probe.W_out[layer_of(hook)].float()
     if kind == "direction":
         return harvest.directions(hook).float()
-    if kind == "dim" and is_residual_stream(hook):
-        return torch.eye(probe.cfg.d_model)
-    return None
+    return torch.eye(probe.cfg.d_model)  # a residual stream's dimensions
 
 
 def no_logits_reason(harvest, hook: str, probe) -> str:
@@ -258,10 +264,13 @@ def write_dashboard(harvest, path: str | os.PathLike, *, probe=None, hooks: Sequ
         "Top-k / context": f"{m['options']['top_k']} / ±{m['options']['window']} tokens",
         "Active means": f"> {m['options']['threshold']}",
     }
+    # The formula note belongs where logit effects are shown: a model, and some chosen hook whose units write a direction
+    # (not for attention patterns, head norms or features alone, which show none here).
+    shows_logits = probe is not None and any(writes_directions(harvest, hook) for hook in chosen)
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as out:
         write_page_head(out, title=f"Harvest: {m['model']['name']}", heading=f"Harvest of {m['model']['name']}",
-                        header=header, style=STYLE, note=LOGIT_NOTE if probe is not None else None)
+                        header=header, style=STYLE, note=LOGIT_NOTE if shows_logits else None)
         out.write('<nav><label>Hook <select id="hook"></select></label> '
                   '<label>Unit <input id="search" type="search" placeholder="number or label, e.g. 12 or L0N12"></label> '
                   '<label>Sort <select id="sort"><option value="max">by max</option><option value="index">by index</option>'

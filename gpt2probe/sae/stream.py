@@ -75,18 +75,25 @@ class CorpusActivations:
     def __init__(self, probe: TrainingProbe, corpus: Corpus, hooks: Sequence[str], *, seq_len: int, windows_per_pass: int = 8,
                  seed: int = 0, block_chars: int = 1 << 16, epochs: int | None = None) -> None:
         cfg = probe.cfg
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= cfg.n_ctx:
-            raise InvalidArgumentError(f"seq_len must be an integer in [1, {cfg.n_ctx}] (the model's context), got {seq_len!r}")
-        # 0 made range() raise; a negative step read no window, and training waited forever for a batch
+        # bool is an int: seq_len=True would read as 1 token, seed=True as seed 1.
+        validate.integer("seq_len", seq_len)
         validate.integer("windows_per_pass", windows_per_pass, minimum=1)
+        validate.integer("seed", seed)
+        validate.integer("block_chars", block_chars, minimum=1)
+        if epochs is not None:
+            validate.integer("epochs", epochs, minimum=1)
+        if not 1 <= seq_len <= cfg.n_ctx:
+            raise InvalidArgumentError(f"seq_len must be an integer in [1, {cfg.n_ctx}] (the model's context), got {seq_len!r}")
         valid = set(probe.hook_names)
         for hook in hooks:
             if hook not in valid:
                 raise InvalidArgumentError(f"{hook!r} is not a hook of {cfg.model_name}")
         eos = probe.tokenizer.eos_token_id
-        if not isinstance(eos, int):  # None, or a tokenizer's string or list: not one token id
+        # None, a tokenizer's string or list, or a bool (an int to Python: True would be token 1): not one token id
+        if isinstance(eos, bool) or not isinstance(eos, int):
             raise InvalidArgumentError(f"the tokenizer has no end-of-text token id to separate documents "
-                                       f"(its eos_token_id is {eos!r})")
+                                       f"(its eos_token_id is {eos!r}; valid: one integer token id, such as "
+                                       f"GPT-2's 50256 for <|endoftext|>)")
         self.probe, self.corpus, self.hooks = probe, corpus, list(hooks)
         self.seq_len, self.windows_per_pass, self.seed, self.block_chars = seq_len, windows_per_pass, seed, block_chars
         self.epochs, self.eos = epochs, int(eos)

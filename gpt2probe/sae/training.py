@@ -615,7 +615,7 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
         if hook is not None:
             raise InvalidArgumentError("a transcoder reads blocks.L.ln2.hook_normalized and writes blocks.L.hook_mlp_out: "
                                        "give layer=L, not hook")
-        if layer is not None and not (isinstance(layer, int) and 0 <= layer < pcfg.n_layers):
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < pcfg.n_layers):
             raise InvalidArgumentError(f"layer must be in [0, {pcfg.n_layers}) for {pcfg.model_name}, got {layer!r}")
     elif cfg is not None:
         hooks = [cfg.hook_name]
