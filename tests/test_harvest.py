@@ -10,7 +10,7 @@ import torch
 from harvest_helpers import assert_same_harvest, topic_texts, write_text_corpus
 
 import gpt2probe
-from gpt2probe.errors import HookNameError, InvalidTypeError, LayerIndexError
+from gpt2probe.errors import HookNameError, InvalidTypeError
 from gpt2probe.harvest import Corpus, CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError, harvest
 from gpt2probe.harvest.corpus import assign_blocks, blocks, pack
 from gpt2probe.harvest.summaries import AttentionSummary, UnitSummary, merge_summaries
