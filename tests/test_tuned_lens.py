@@ -218,6 +218,15 @@ def test_a_corpus_too_small_for_the_steps_is_an_error(vocab_probe):
         TunedLens.train(vocab_probe, TEXTS, steps=1, optimizer="lbfgs", **FAST)
 
 
+# A bool is an int to Python: steps=True trained one step. (lr=True, at 1.0, is refused too, but the
+# tests' runtime type checker stops a bool for a float before the code sees it.)
+@pytest.mark.parametrize("setting", [{"steps": True}, {"batch_size": True}, {"checkpoint_every": True}])
+def test_tuned_lens_training_refuses_a_bool_for_a_number(vocab_probe, setting):
+    name = next(iter(setting))
+    with pytest.raises(CorpusError, match=f"{name} "):
+        TunedLens.train(vocab_probe, TEXTS, **{**dict(steps=1, **FAST), **setting})
+
+
 def test_shipped_lens_beats_the_logit_lens_on_held_out_documentation():
     from gpt2probe.shipped import shipped_model
 

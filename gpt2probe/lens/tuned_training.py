@@ -255,23 +255,29 @@ def _check_settings(probe: GPT2Probe, steps: int, batch_size: int, seq_len: int,
     def bad(message: str) -> None:
         raise CorpusError(message)
 
-    if not isinstance(steps, int) or steps < 1:
+    def integer(value: object) -> bool:  # a bool is an int to Python: steps=True would train one step
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not integer(steps) or steps < 1:
         bad(f"steps must be a positive integer, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not integer(batch_size) or batch_size < 1:
         bad(f"batch_size must be a positive integer, got {batch_size!r}")
     if batch_size % world:
         bad(f"batch_size {batch_size} must be a multiple of the {world} processes (each takes an equal share)")
-    if not isinstance(seq_len, int) or not 2 <= seq_len <= probe.cfg.n_ctx:
+    if not integer(seq_len) or not 2 <= seq_len <= probe.cfg.n_ctx:
         bad(f"seq_len must be an integer between 2 and the model's context length {probe.cfg.n_ctx}, got {seq_len!r}")
     if optimizer not in OPTIMIZERS:
         bad(f"unknown optimizer {optimizer!r}; valid: {', '.join(map(repr, OPTIMIZERS))}")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if lr is not None and not (number(lr) and math.isfinite(lr) and lr > 0):
         bad(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+    if not (number(weight_decay) and weight_decay >= 0):
         bad(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if warmup is not None and not (isinstance(warmup, (int, float)) and 0 <= warmup < 1):
+    if warmup is not None and not (number(warmup) and 0 <= warmup < 1):
         bad(f"warmup is a fraction of the steps in [0, 1) or None (the reference's rule), got {warmup!r}")
-    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+    if not integer(checkpoint_every) or checkpoint_every < 1:
         bad(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
 
 
