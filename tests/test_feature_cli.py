@@ -250,3 +250,18 @@ def test_graph_refuses_more_examples_than_the_harvest_kept(neurons, tmp_path, ca
     assert main(["graph", "--model", "tiny-english", "--tokens", "1,2", "--harvest", str(neurons.directory),
                  "--examples", "9", "--out", str(tmp_path / "g.html")]) == 2
     assert "kept 3 contexts per unit" in capsys.readouterr().err
+
+
+def test_sae_report_says_when_a_recorded_coder_folder_is_gone(tiny_english, coders, corpus, tmp_path, capsys, no_loading):
+    """The report read the harvest's recorded folder as if typed: "--sae '...' is not a directory", with no --sae given."""
+    import shutil
+
+    moved = tmp_path / "sae"
+    shutil.copytree(coders / "blocks.1.hook_resid_post", moved)
+    sae = SAE.load(moved)
+    h = harvest(tiny_english, Corpus(texts=topic_texts(1, 200)), saes=[sae], sae_sources=[str(moved)],
+                out=tmp_path / "h", seq_len=32, top_k=2, window=2, progress=False)
+    shutil.rmtree(moved)
+    assert main(["sae", "report", str(h.directory), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"recorded {str(moved)!r}" in err[0] and "is gone" in err[0] and "--sae" in err[0], err

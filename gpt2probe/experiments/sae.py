@@ -171,6 +171,12 @@ def _report(args: argparse.Namespace) -> Path:
         if not folders:
             raise UsageError(f"{str(args.dir)!r} records no SAE folders: pass --sae DIR (the harvested ones), "
                              "or --no-logits")
+        if not args.sae:  # folders the harvest recorded, not typed now: say where they came from if one is gone
+            for hook, path in h.manifest.get("sae_sources", {}).items():
+                if path and not Path(path).is_dir():
+                    raise UsageError(f"the harvest in {str(args.dir)!r} recorded {path!r} as the folder of {hook!r}'s "
+                                     "coder, and it is gone (moved or deleted?): pass --sae DIR with the harvested "
+                                     "coders, or --no-logits")
         saes = [load_coder(path) for path in folders]
         probe = load_model(args.model or h.manifest["model"].get("source") or h.manifest["model"]["name"], args.device)
     path = write_feature_browser(h, out, saes=saes, probe=probe, hooks=hooks, examples=examples)
