@@ -265,3 +265,17 @@ def test_sae_report_says_when_a_recorded_coder_folder_is_gone(tiny_english, code
     assert main(["sae", "report", str(h.directory), "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"recorded {str(moved)!r}" in err[0] and "is gone" in err[0] and "--sae" in err[0], err
+
+
+@pytest.mark.parametrize("hook, width", [("blocks.0.mlp.hook_post", 512), ("blocks.0.attn.hook_z", 128),
+                                         ("blocks.0.attn.hook_pattern", 128), ("blocks.0.ln1.hook_scale", 128)])
+def test_directions_on_a_hook_with_its_own_units_are_refused(tiny_english, hook, width, tmp_path):
+    """Directions for an MLP, per-head or attention hook were dropped without a word: it was harvested as neurons
+    (or heads), and the page showed those instead of the projections asked for."""
+    from gpt2probe.harvest.errors import HarvestConfigError
+
+    directions = {hook: torch.ones(2, width)}
+    with pytest.raises(HarvestConfigError, match=re.escape(hook) + ".*not a \\[batch, pos, d_model\\] stream"):
+        harvest(tiny_english, Corpus(texts=["a b c"]), hooks=[hook], directions=directions, out=tmp_path / "h",
+                progress=False)
+    assert not (tmp_path / "h").exists()
