@@ -99,7 +99,7 @@ def check_args(args: argparse.Namespace) -> None:
         if args.prepend_bos:
             raise UsageError("--prepend-bos is for a text prompt; with --tokens, put <|endoftext|>'s id first "
                              "(50256 in GPT-2's vocabulary)")
-    if args.prompt is not None and args.prompt == "" and not args.prepend_bos:
+    if args.prompt == "" and not args.prepend_bos:
         raise UsageError("--prompt is empty: give text, or --prepend-bos to start from <|endoftext|>")
     if args.examples is not None and args.harvest is None and args.prompts_file is None:
         raise UsageError("--examples counts top contexts per feature, which come from --harvest DIR or "
