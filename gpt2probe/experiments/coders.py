@@ -21,8 +21,16 @@ def load_coder(path: Path, option: str = "--sae"):
         raise UsageError(f"{option} {str(path)!r} is not a directory (an SAE folder holds cfg.json and "
                          "sae_weights.safetensors)")
     cfg = path / "cfg.json"
+    if not cfg.is_file():
+        inside = sorted(p.name for p in path.iterdir() if (p / "cfg.json").is_file())
+        if inside:  # a folder of coders (such as a shipped model's saes/): say which to pass
+            shown = ", ".join(inside[:4]) + (f" and {len(inside) - 4} more" if len(inside) > 4 else "")
+            raise UsageError(f"{option} {str(path)!r} is a folder of {len(inside)} coder folders ({shown}), not one; "
+                             f"pass the ones you mean, e.g. {option} {str(path / inside[0])!r}")
+        raise UsageError(f"{option} {str(path)!r} has no cfg.json: an SAE or transcoder folder holds cfg.json and "
+                         "sae_weights.safetensors (SAELens's format, as gpt2probe sae train writes it)")
     try:
-        meta = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+        meta = json.loads(cfg.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FileFormatError(f"{str(cfg)!r} is not valid JSON ({error}); the folder is damaged") from None
     if not isinstance(meta, dict):

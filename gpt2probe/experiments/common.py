@@ -111,21 +111,22 @@ def check_device(device: str | None) -> None:
         raise UsageError(f"--device {device!r} is not supported; valid: cpu, cuda, cuda:N, mps")
 
 
-def check_out(path: Path) -> None:
-    """Refuse an output path that is a directory, lies under a file, or cannot be written."""
+def check_out(path: Path, option: str = "--out") -> None:
+    """Refuse an output file (``--out``, ``--json``...) that is a directory, lies under a file, or cannot be written."""
     if str(path) == "" or path.name == "":
-        raise UsageError(f"--out {str(path)!r} names no file")
+        raise UsageError(f"{option} {str(path)!r} names no file")
     if path.is_dir():
-        raise UsageError(f"--out {str(path)!r} is a directory; give a file name such as {str(path / 'report.html')!r}")
+        example = path / ("report.html" if option == "--out" else "out.json")
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file name such as {str(example)!r}")
     if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"--out {str(path)!r} is not writable (permission denied)")
+        raise UsageError(f"{option} {str(path)!r} is not writable (permission denied)")
     parent = path.parent
     while not parent.exists():  # the report's folders are created; the first existing one must be writable
         parent = parent.parent
     if not parent.is_dir():
-        raise UsageError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a directory")
+        raise UsageError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {str(path)!r}: cannot write in {str(parent)!r} (permission denied)")
+        raise UsageError(f"{option} {str(path)!r}: cannot write in {str(parent)!r} (permission denied)")
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -169,6 +170,45 @@ def check_out_dir(path: Path, option: str = "--out") -> None:
         raise UsageError(f"{option} {str(path)!r}: cannot write in {str(existing)!r} (permission denied or read-only)")
 
 
+def examples_to_show(requested: int | None, default: int, kept: int, where: str) -> int:
+    """How many top contexts a report shows per unit: ``--examples``, at most what the harvest kept.
+
+    A harvest keeps ``kept`` contexts per unit (its own ``--examples``). Asking a report for
+    more is refused rather than silently cut; the report's default is capped without a word,
+    since it only ever promised "up to".
+    """
+    if requested is None:
+        return min(default, kept)
+    if requested > kept:
+        raise UsageError(f"--examples {requested}: the harvest in {where!r} kept {kept} contexts per unit; pass "
+                         f"--examples {kept} or fewer, or harvest again with --examples {requested}")
+    return requested
+
+
+def select_hooks(patterns: Sequence[str] | None, valid: Sequence[str], what: str) -> list[str] | None:
+    """``--hooks`` of a report: exact names or globs (as ``gpt2probe harvest --hooks`` takes), among ``valid``.
+
+    ``None`` (every hook) stays ``None``; an exact name is passed on as given, so the report
+    names it if it was not harvested; a glob that matches none of ``valid`` is refused here.
+    """
+    if patterns is None:
+        return None
+    import fnmatch
+
+    chosen: list[str] = []
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            chosen.append(pattern)
+            continue
+        matched = fnmatch.filter(valid, pattern)
+        if not matched:
+            raise UsageError(f"--hooks {pattern!r} matches none of the {what}: {', '.join(valid)}")
+        chosen += matched
+    order = {name: i for i, name in enumerate(valid)}
+    unique = list(dict.fromkeys(chosen))
+    return sorted(unique, key=lambda name: order.get(name, len(order)))
+
+
 def check_common(args: argparse.Namespace) -> None:
     """The checks every command makes on the shared options."""
     check_device(args.device)
@@ -192,9 +232,11 @@ def uses_gpt2_vocab(probe: GPT2Probe) -> bool:
     return probe.cfg.d_vocab >= len(probe.tokenizer)
 
 
-def check_text_model(args: argparse.Namespace, command: str, probe: GPT2Probe | None = None) -> None:
+def check_text_model(args: argparse.Namespace, command: str, probe: GPT2Probe | None = None, *,
+                     reads: str = "text prompts") -> None:
     """Refuse a model that cannot read text, for a command that takes text prompts only.
 
+    ``reads`` says what the command reads (``"text prompts"``, ``"a text corpus"``).
     Without ``probe`` (before loading) a shipped model of :data:`OWN_VOCABULARY_MODELS` named
     by ``--model`` is refused at once; with it, any model whose vocabulary is smaller than
     its tokenizer's (a directory holding such a model).
@@ -208,8 +250,8 @@ def check_text_model(args: argparse.Namespace, command: str, probe: GPT2Probe | 
         return
     else:
         name, size = probe.cfg.model_name, f"its own {probe.cfg.d_vocab}-token"
-    raise UsageError(f"--model {name!r} has {size} vocabulary, so text prompts cannot be tokenized for it, and "
-                     f"gpt2probe {command} reads text prompts only: use a model with GPT-2's vocabulary (gpt2, "
+    raise UsageError(f"--model {name!r} has {size} vocabulary, so text cannot be tokenized for it, and "
+                     f"gpt2probe {command} reads {reads} only: use a model with GPT-2's vocabulary (gpt2, "
                      "tiny-english), or look at this one with gpt2probe attention --tokens (token ids) or from "
                      "Python with token ids")
 

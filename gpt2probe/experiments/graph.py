@@ -30,6 +30,8 @@ from .common import (
     Parser,
     add_common_arguments,
     announce_model,
+    check_out,
+    examples_to_show,
     finite_float,
     load_model,
     non_negative_int,
@@ -79,7 +81,8 @@ def build_parser() -> Parser:
     contexts.add_argument("--harvest", type=Path,
                           help="a harvest directory of the transcoders' encoder directions: top contexts per feature")
     options.add(contexts, "--prompts-file", "each feature's top activating contexts among them, computed now")
-    options.add(parser, "--examples", "top contexts shown per feature (default: 5)", default=5)
+    options.add(parser, "--examples", "top contexts shown per feature, with --harvest or --prompts-file (default: 5, or "
+                "as many as the harvest kept)")
     return parser
 
 
@@ -93,6 +96,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--desired-logit-prob must lie in (0, 1], got {args.desired_logit_prob:g}")
     if args.tokens is not None:
         parse_ids(args.tokens)
+        if args.prepend_bos:
+            raise UsageError("--prepend-bos is for a text prompt; with --tokens, put <|endoftext|>'s id first "
+                             "(50256 in GPT-2's vocabulary)")
+    if args.prompt == "" and not args.prepend_bos:
+        raise UsageError("--prompt is empty: give text, or --prepend-bos to start from <|endoftext|>")
+    if args.examples is not None and args.harvest is None and args.prompts_file is None:
+        raise UsageError("--examples counts top contexts per feature, which come from --harvest DIR or "
+                         "--prompts-file FILE: pass one of them, or drop --examples")
     if args.prompt_from is not None and not args.prompt_from.is_file():
         raise UsageError(f"--prompt-from {str(args.prompt_from)!r} is not a file")
     if args.transcoders is not None and not args.transcoders.is_dir():
@@ -103,8 +114,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--harvest {str(args.harvest)!r} is not a harvest directory")
     if args.supernodes is not None and not args.supernodes.is_file():
         raise UsageError(f"--supernodes {str(args.supernodes)!r} is not a file")
-    if args.json is not None and (args.json.is_dir() or str(args.json) == ""):
-        raise UsageError(f"--json {str(args.json)!r} must name a file")
+    if args.json is not None:
+        check_out(args.json, "--json")  # before the graph is computed, not after
+    if args.harvest is not None and args.examples is not None:
+        from ..harvest.store import MANIFEST, read_manifest
+
+        if not (args.harvest / MANIFEST).is_file():
+            raise UsageError(f"--harvest {str(args.harvest)!r} holds no finished harvest (no {MANIFEST})")
+        kept = int(read_manifest(args.harvest / MANIFEST).value["options"]["top_k"])
+        examples_to_show(args.examples, 5, kept, str(args.harvest))
 
 
 def shipped_transcoders_for(model: str | None) -> str:
@@ -118,8 +136,8 @@ def shipped_transcoders_for(model: str | None) -> str:
     from ..shipped import shipped_model
 
     if not (Path(shipped_model(name)) / "transcoders").is_dir():
-        raise UsageError(f"{name!r} ships no transcoders in this installation: pass --transcoders DIR (make them with "
-                         "tools/train_tiny_english_saes.py or gpt2probe sae train --transcoder)")
+        raise UsageError(f"{name!r} ships no transcoders (in {str(Path(shipped_model(name)))!r}): pass --transcoders DIR "
+                         "(make them with tools/train_tiny_english_saes.py or gpt2probe sae train --transcoder)")
     return name
 
 
@@ -192,10 +210,11 @@ def run(args: argparse.Namespace) -> Path:
     shown = [tuple(graph.features[i, [0, 2]].tolist()) for i in pruned.node_mask[:graph.n_features].nonzero()[:, 0]]
     contexts = {}
     if args.harvest is not None:
-        contexts, harvest_notes = contexts_from_harvest(probe, transcoders, args.harvest, sorted(set(shown)), k=args.examples)
+        contexts, harvest_notes = contexts_from_harvest(probe, transcoders, args.harvest, sorted(set(shown)),
+                                                        k=args.examples or 5)
         notes += harvest_notes
     elif texts is not None:
-        contexts = contexts_from_texts(probe, transcoders, texts, sorted(set(shown)), k=args.examples)
+        contexts = contexts_from_texts(probe, transcoders, texts, sorted(set(shown)), k=args.examples or 5)
     path = write_graph_html(graph, args.out, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
                             contexts=contexts, supernodes=supernodes, notes=notes,
                             title=f"Attribution graph: {cfg.model_name}")

@@ -17,7 +17,7 @@ from ..configs.harvest import HarvestConfig
 from ..errors import GPT2ProbeError
 from . import options
 from .coders import load_coder
-from .common import Parser, UsageError, check_device, positive_int, run_command
+from .common import Parser, UsageError, check_device, check_out_dir, check_text_model, positive_int, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.add(p, "--column")
     # the settings that change the result: one flag per HarvestConfig field, help and defaults from its fields
     add_arguments(HarvestConfig, p, shared=options.SHARED, add_shared=options.add)
-    p.add_argument("--directions", type=Path,
-                   help="safetensors file {hook name: [n, d_model]}: summarise projections on these directions")
+    p.add_argument("--directions", type=Path, metavar="FILE",
+                   help="safetensors file {hook name: [n, d_model]}: summarise projections on these directions "
+                        "(its hooks are harvested, with or without --hooks)")
     options.add(p, "--max-documents")
     p.add_argument("--checkpoint-windows", type=positive_int, metavar="WINDOWS",
                    help="windows harvested between checkpoints (default: after the first batch past 60 s since the last)")
@@ -65,19 +66,29 @@ def run(args: argparse.Namespace):
 
     check_device(args.device)
     config = from_args(HarvestConfig, args)
-    if not args.hooks and not args.sae:
-        raise UsageError("give --hooks (hook names or globs) or --sae (SAE folders), or both")
+    if not args.hooks and not args.sae and args.directions is None:
+        raise UsageError("give --hooks (hook names or globs), --sae (SAE folders) or --directions (a file of "
+                         "directions per hook), or several")
+    check_out_dir(args.out)
+    check_text_model(args, "harvest", reads="a text corpus")
     corpus = Corpus(paths=args.corpus, field=args.field, column=args.column, max_documents=args.max_documents)
     directions = None
     if args.directions is not None:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         if not args.directions.is_file():
             raise UsageError(f"--directions {str(args.directions)!r} is not a file")
-        directions = load_file(str(args.directions))
+        try:
+            directions = load_file(str(args.directions))
+        except (SafetensorError, OSError) as error:
+            raise UsageError(f"--directions {str(args.directions)!r} is not a readable safetensors file "
+                             f"({error})") from None
+    hooks = [*args.hooks, *(name for name in directions or {} if name not in args.hooks)]  # the file names its hooks
     saes = [load_coder(path) for path in args.sae]
     probe = load_model(args.model, local_device(args.device), args.dtype)
-    result = harvest(probe, corpus, hooks=args.hooks, saes=saes, sae_sources=[str(p.resolve()) for p in args.sae],
+    check_text_model(args, "harvest", probe, reads="a text corpus")
+    result = harvest(probe, corpus, hooks=hooks, saes=saes, sae_sources=[str(p.resolve()) for p in args.sae],
                      out=args.out, config=config, directions=directions,
                      resume=args.resume, checkpoint_windows=args.checkpoint_windows, progress=not args.no_progress,
                      model_source=args.model)

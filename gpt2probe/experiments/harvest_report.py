@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import options
-from .common import Parser, UsageError, check_device, check_out, run_command
+from .common import Parser, UsageError, check_device, check_out, examples_to_show, run_command, select_hooks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="the harvest's output directory")
     options.add(p, "--out", "an HTML file (default: DIR/dashboard.html)")
     options.add(p, "--model", "for the logit effects (default: the one the harvest used)")
-    options.add(p, "--hooks", "only these (default: all)")
-    options.add(p, "--examples", "shown per unit (default: 8)", default=8)
+    options.add(p, "--hooks", "only these, or globs (default: all)")
+    options.add(p, "--examples", "shown per unit (default: 8, or as many as the harvest kept)")
     options.add(p, "--no-logits", "(the direct effects)")
     options.add(p, "--device", "for the logit effects")
     return p
@@ -35,10 +35,12 @@ def run(args: argparse.Namespace) -> Path:
         h = Harvest.load(args.dir)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
+    hooks = select_hooks(args.hooks, h.hooks, "harvested hooks")
+    examples = examples_to_show(args.examples, 8, int(h.manifest["options"]["top_k"]), str(args.dir))
     probe = None
     if not args.no_logits:
         probe = load_model(args.model or h.manifest["model"].get("source") or h.manifest["model"]["name"], args.device)
-    path = write_dashboard(h, out, probe=probe, hooks=args.hooks, examples=args.examples)
+    path = write_dashboard(h, out, probe=probe, hooks=hooks, examples=examples)
     print(f"Dashboard written to {path}")
     return path
 

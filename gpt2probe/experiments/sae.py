@@ -21,7 +21,18 @@ from pathlib import Path
 from ..configs.base import add_arguments, from_args, to_dict
 from ..configs.sae import ARCHITECTURES, SAETrainConfig
 from . import options
-from .common import Parser, UsageError, check_device, check_out, positive_int, run_command
+from .common import (
+    Parser,
+    UsageError,
+    check_device,
+    check_out,
+    check_out_dir,
+    check_text_model,
+    examples_to_show,
+    positive_int,
+    run_command,
+    select_hooks,
+)
 from .harvest import load_model
 
 
@@ -65,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add(r, "--out", "an HTML file (default: DIR/features.html)")
     options.add(r, "--sae", "the harvested ones (default: the folders the harvest recorded)", nargs="+")
     options.add(r, "--model", "for tokens and logit effects (default: the one the harvest used)")
-    options.add(r, "--hooks", "only these feature hooks (default: all)")
-    options.add(r, "--examples", "top contexts shown per feature (default: 10)", default=10)
+    options.add(r, "--hooks", "only these feature hooks, or globs (default: all)")
+    options.add(r, "--examples", "top contexts shown per feature (default: 10, or as many as the harvest kept)")
     options.add(r, "--no-logits", "(nor SAE weights)")
     options.add(r, "--device", "for the logit effects")
     return p
@@ -96,14 +107,18 @@ def _train(args: argparse.Namespace) -> None:
         raise UsageError(f"a top-k transcoder (--architecture topk, the default) could not be written to --out: "
                          f"{NO_TOPK_TRANSCODER}; pass --architecture batchtopk (saved as a JumpReLU transcoder with its "
                          "thresholds), jumprelu or standard")
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {str(args.out)!r} is a file, not a directory")
+    check_out_dir(args.out)  # before training, not when the trained coder is written
+    if not args.resume and (args.out / "cfg.json").is_file():
+        raise UsageError(f"--out {str(args.out)!r} already holds a trained coder (cfg.json); choose another --out, "
+                         "or remove it first")
+    check_text_model(args, "sae train", reads="a text corpus")
     checkpoints = dict(checkpoint_dir=args.out / "checkpoint", checkpoint_every=args.checkpoint_every,
                        resume=args.resume) if args.checkpoint_every or args.resume else {}
     config = from_args(SAETrainConfig, args, progress=not args.no_progress, **checkpoints)  # checked before any work
     check_device(args.device)
     corpus = _corpus(args)
     probe = load_model(args.model, args.device)
+    check_text_model(args, "sae train", probe, reads="a text corpus")
     settings = dict(d_sae=args.d_sae, architecture=args.architecture, k=args.k, seq_len=args.seq_len,
                     **to_dict(config))
     if args.transcoder:
@@ -117,19 +132,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ..sae import SAE, Transcoder
-    from ..sae.saelens_format import read_sae_cfg_json
+    from .coders import load_coder
 
     check_device(args.device)
-    if not args.sae.is_dir():
-        raise UsageError(f"--sae {str(args.sae)!r} is not a directory")
+    if args.json is not None:
+        check_out(args.json, "--json")  # before the evaluation, not after it
+    check_text_model(args, "sae evaluate", reads="a text corpus")
+    coder = load_coder(args.sae)
     corpus = _corpus(args)
-    cfg_file = args.sae / "cfg.json"
-    meta = read_sae_cfg_json(cfg_file) if cfg_file.is_file() else {}  # a damaged file: an error naming it
-    transcoder = bool(meta.get("hook_name_out") or meta.get("metadata", {}).get("hook_name_out")
-                      or meta.get("d_out", meta.get("d_in")) != meta.get("d_in"))
-    coder = (Transcoder if transcoder else SAE).load(args.sae)
     probe = load_model(args.model, args.device)
+    check_text_model(args, "sae evaluate", probe, reads="a text corpus")
     result = coder.to(probe.cfg.device).evaluate(probe, corpus, seq_len=args.seq_len, batch_size=args.batch_size)
     print(result)
     if args.json is not None:
@@ -145,6 +157,13 @@ def _report(args: argparse.Namespace) -> Path:
     out = args.out or args.dir / "features.html"
     check_out(out)
     h = Harvest.load(args.dir)
+    features = [hook for hook in h.hooks if h.kind(hook) == "feature"]
+    if not features:  # say so first: --sae or --no-logits would not help
+        raise UsageError(f"{str(args.dir)!r} holds no SAE or transcoder features (harvested: {', '.join(h.hooks)}); "
+                         "harvest with --sae DIR first (gpt2probe harvest --sae ...), or see these units with "
+                         "gpt2probe harvest-report")
+    hooks = select_hooks(args.hooks, features, "harvested feature hooks")
+    examples = examples_to_show(args.examples, 10, int(h.manifest["options"]["top_k"]), str(args.dir))
     probe, saes = None, []
     if not args.no_logits:
         recorded = [path for path in h.manifest.get("sae_sources", {}).values() if path]
@@ -152,9 +171,15 @@ def _report(args: argparse.Namespace) -> Path:
         if not folders:
             raise UsageError(f"{str(args.dir)!r} records no SAE folders: pass --sae DIR (the harvested ones), "
                              "or --no-logits")
+        if not args.sae:  # folders the harvest recorded, not typed now: say where they came from if one is gone
+            for hook, path in h.manifest.get("sae_sources", {}).items():
+                if path and not Path(path).is_dir():
+                    raise UsageError(f"the harvest in {str(args.dir)!r} recorded {path!r} as the folder of {hook!r}'s "
+                                     "coder, and it is gone (moved or deleted?): pass --sae DIR with the harvested "
+                                     "coders, or --no-logits")
         saes = [load_coder(path) for path in folders]
         probe = load_model(args.model or h.manifest["model"].get("source") or h.manifest["model"]["name"], args.device)
-    path = write_feature_browser(h, out, saes=saes, probe=probe, hooks=args.hooks, examples=args.examples)
+    path = write_feature_browser(h, out, saes=saes, probe=probe, hooks=hooks, examples=examples)
     print(f"Feature browser written to {path}")
     return path
 

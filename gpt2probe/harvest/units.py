@@ -144,6 +144,12 @@ def plan_hooks(hooks: list[str], valid: list[str], *, d_model: int, d_mlp: int, 
                                 f"{selected}")
     plans = []
     for name in selected:
+        if name in directions and (name.endswith(("hook_pattern", "hook_attn_scores", "hook_scale"))
+                                   or N.is_per_head(name) or N.is_mlp(name)):
+            # these hooks have their own units (heads, neurons): the directions would be dropped without a word
+            raise HarvestConfigError(f"directions were given for {name!r}, which is not a [batch, pos, d_model] stream; "
+                                     "project on the residual stream, attn_out, mlp_out or a LayerNorm's "
+                                     "hook_normalized (e.g. 'blocks.0.ln2.hook_normalized')")
         if name.endswith("hook_attn_scores"):
             raise HarvestConfigError(f"{name!r}: attention scores have no per-head summary (masked entries are "
                                      "-inf); harvest the pattern instead: " + repr(name.replace("attn_scores", "pattern")))

@@ -41,6 +41,7 @@ from ..configs.base import build, upgrade
 from ..configs.sae import TRAINING_METADATA, FitKeywords, SAETrainConfig, TrainKeywords
 from ..configs.sae import TrainOptions as TrainOptions
 from ..errors import InvalidArgumentError, ShapeError
+from ..names import nearest
 from . import distributed, losses
 from .buffer import ActivationError, Batches, IteratorSource, StreamBatches, TensorBatches, check_rows
 from .config import SAEConfig
@@ -624,7 +625,9 @@ def train(coder_cls: type[Coder], probe: TrainingProbe, texts_or_corpus: Corpus 
     else:
         raise InvalidArgumentError("say which hook to train on (hook=..., e.g. 'blocks.2.hook_resid_post')")
     if hooks[0] not in probe.hook_names:
-        raise InvalidArgumentError(f"{hooks[0]!r} is not a hook of {pcfg.model_name} ({pcfg.n_layers} layers)")
+        near = ", ".join(repr(name) for name in nearest(hooks[0], list(probe.hook_names)))
+        raise InvalidArgumentError(f"{hooks[0]!r} is not a hook of {pcfg.model_name} ({pcfg.n_layers} layers, "
+                                   f"blocks 0..{pcfg.n_layers - 1}); nearest valid names: {near}")
     widths = [width for width in (stream_width(h, pcfg) for h in hooks) if width is not None]
     if len(widths) != len(hooks):
         raise InvalidArgumentError(f"{hooks[0]!r} is not a [batch, pos, width] stream; train on the residual stream, "
