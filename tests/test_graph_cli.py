@@ -137,6 +137,41 @@ def test_contexts_refuse_features_outside_the_transcoders(vocab_probe):
     with pytest.raises(gpt2probe.InvalidArgumentError, match=r"window \(tokens either side\) must be >= 0, got -1"):
         contexts_from_texts(vocab_probe, tcs, texts, [(0, 0)], window=-1)
 
+def test_contexts_from_a_harvest_of_features_are_those_of_the_encoder_directions(vocab_probe, tmp_path):
+    """Two independent routes: the transcoders' features harvested (their activations), and their encoder
+    directions harvested (projections, plus b_enc): for these ReLU transcoders the activation is the
+    pre-activation wherever it is positive, so the active contexts must agree."""
+    from harvest_helpers import topic_texts
+
+    from gpt2probe.graphs.contexts import contexts_from_harvest
+    from gpt2probe.harvest import Corpus, harvest
+
+    tcs = [_transcoder(layer, VOCAB.n_embd, seed=3) for layer in range(VOCAB.n_layer)]
+    corpus = Corpus(texts=topic_texts(3, 600))
+    settings = dict(seq_len=16, top_k=4, window=3, progress=False)
+    by_features = harvest(vocab_probe, corpus, saes=tcs, out=tmp_path / "features", **settings)
+    hooks = [f"blocks.{layer}.ln2.hook_normalized" for layer in range(VOCAB.n_layer)]
+    by_directions = harvest(vocab_probe, corpus, hooks=hooks, out=tmp_path / "directions", **settings,
+                            directions={h: tc.W_enc.detach().T.contiguous() for h, tc in zip(hooks, tcs)})
+    features = [(layer, f) for layer in range(VOCAB.n_layer) for f in range(D_SAE)]
+    got, notes = contexts_from_harvest(vocab_probe, tcs, by_features.directory, features, k=4)
+    ref, _ = contexts_from_harvest(vocab_probe, tcs, by_directions.directory, features, k=4)
+    assert "activations" in notes[0] and set(got) == set(ref)
+    n_contexts = 0
+    for key in ref:
+        active = [c for c in ref[key] if c["value"] > 0]
+        assert [(c["tokens"], c["center"]) for c in got[key]] == [(c["tokens"], c["center"]) for c in active], key
+        for mine, theirs in zip(got[key], active):
+            assert mine["value"] == pytest.approx(theirs["value"], abs=1e-5)
+            relu = [a if a != a else max(a, 0.0) for a in theirs["acts"]]  # NaN: outside the window
+            assert mine["acts"] == pytest.approx(relu, abs=1e-5, nan_ok=True)
+        n_contexts += len(active)
+    assert n_contexts > 20  # the comparison is not empty
+    other = [_transcoder(layer, VOCAB.n_embd, seed=4) for layer in range(VOCAB.n_layer)]
+    with pytest.raises(gpt2probe.InvalidArgumentError, match="features of another coder"):
+        contexts_from_harvest(vocab_probe, other, by_features.directory, [(0, 0)], k=2)
+
+
 def test_supernodes_file_is_read_and_checked(tmp_path):
     path = tmp_path / "g.json"
     path.write_text(json.dumps({"qParams": {"supernodes": [["a", "1_2_3"]]}}), encoding="utf-8")

@@ -11,7 +11,8 @@ Transcoders come from ``--transcoders DIR`` (one SAELens-format folder per layer
 ``gpt2probe sae train --transcoder`` writes them; folders of SAEs beside them are skipped and
 named) or, for a shipped model, from its shipped transcoders.
 A feature's top activating contexts come from ``--harvest DIR`` (a harvest of the transcoders'
-encoder directions on ``blocks.L.ln2.hook_normalized``) or are computed on the fly over
+features, ``harvest --sae``, or of their encoder directions on ``blocks.L.ln2.hook_normalized``)
+or are computed on the fly over
 ``--prompts-file``. Mistakes print one ``error:`` line and exit with status 2, before the model
 is loaded where they can be seen.
 """
@@ -79,7 +80,8 @@ def build_parser() -> Parser:
                         help="a graph JSON saved from the page (or by --json) whose supernodes the page starts with")
     contexts = parser.add_mutually_exclusive_group()
     contexts.add_argument("--harvest", type=Path,
-                          help="a harvest directory of the transcoders' encoder directions: top contexts per feature")
+                          help="a harvest directory of the transcoders' features (harvest --sae) or encoder directions: "
+                               "top contexts per feature")
     options.add(contexts, "--prompts-file", "each feature's top activating contexts among them, computed now")
     options.add(parser, "--examples", "top contexts shown per feature, with --harvest or --prompts-file (default: 5, or "
                 "as many as the harvest kept)")

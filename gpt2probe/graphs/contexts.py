@@ -7,8 +7,10 @@ the index of the own token), best first.
 
 * :func:`contexts_from_texts` runs the model over texts and encodes each layer's MLP input with
   the transcoder: values are activations, exactly as the graph's.
-* :func:`contexts_from_harvest` reads a harvest of the transcoders' encoder directions on
-  ``blocks.L.ln2.hook_normalized`` (``gpt2probe harvest --directions`` with ``W_enc.T``): the
+* :func:`contexts_from_harvest` reads a harvest, per layer, either of the transcoders' features
+  (``gpt2probe harvest --sae``: values are activations, exactly as the graph's; the harvested
+  coder's digest must be the transcoder's) or of their encoder directions on
+  ``blocks.L.ln2.hook_normalized`` (``gpt2probe harvest --directions`` with ``W_enc.T``): that
   harvest stores projections ``x . W_enc[:, f]``, so values are pre-activations
   (projection + ``b_enc[f]``), whose order is the activation's for ReLU and JumpReLU. The
   directions are checked against the encoder; a harvest of other directions is refused.
@@ -102,22 +104,37 @@ def contexts_from_texts(probe: Probe, transcoders: Transcoders, texts: Sequence[
 
 def contexts_from_harvest(probe: Probe, transcoders: Transcoders, directory: str | os.PathLike,
                           features: Sequence[tuple[int, int]], *, k: int = 5) -> tuple[Contexts, list[str]]:
-    """``(contexts, notes)`` from a harvest of the encoder directions (see the module docstring).
+    """``(contexts, notes)`` from a harvest of the transcoders' features or encoder directions (see the module docstring).
 
     Raises:
-        InvalidArgumentError: the harvest holds none of the layers' encoder directions, or holds
-            directions on ``blocks.L.ln2.hook_normalized`` that are not transcoder ``L``'s encoder.
+        InvalidArgumentError: the harvest holds none of the layers' features or encoder directions,
+            or holds features of another coder than transcoder ``L``, or directions on
+            ``blocks.L.ln2.hook_normalized`` that are not transcoder ``L``'s encoder.
     """
     from ..harvest import Harvest
+    from ..harvest.units import coder_digest, feature_name
 
     cfg = probe.cfg
     tcs = check_transcoders(transcoders, n_layers=cfg.n_layers, d_model=cfg.d_model, dtype=cfg.dtype, device=cfg.device)
     wanted = _by_layer(features, tcs, k=k)
     harvest = Harvest.load(directory)
     out: Contexts = {}
-    missing = []
+    missing, from_features, from_directions = [], [], []
     for layer, feats in wanted.items():
         hook = N.ln_normalized(layer, 2)
+        features_hook = feature_name(hook)
+        if features_hook in harvest.hooks:  # the transcoder's own activations: the graph's values
+            entry = next(h for h in harvest.manifest["hooks"] if h["name"] == features_hook).get("coder")
+            if not isinstance(entry, dict) or entry.get("sha256") != coder_digest(tcs[layer]):
+                raise InvalidArgumentError(
+                    f"the harvest in {str(Path(directory))!r} holds the features of another coder on {hook!r} than "
+                    f"transcoder {layer} (weights or settings differ): harvest these transcoders (harvest --sae)")
+            for feature in feats:
+                out[f"{layer}_{feature}"] = [
+                    {"value": e.value, "tokens": probe.to_str_tokens(e.tokens), "acts": list(e.acts), "center": e.center}
+                    for e in harvest.top_examples(features_hook, feature)[:k] if e.value > 0]
+            from_features.append(layer)
+            continue
         if hook not in harvest.hooks:
             missing.append(layer)
             continue
@@ -128,7 +145,8 @@ def contexts_from_harvest(probe: Probe, transcoders: Transcoders, directory: str
             got = "no directions" if directions is None else f"directions of shape {tuple(directions.shape)}"
             raise InvalidArgumentError(
                 f"the harvest in {str(Path(directory))!r} holds {got} on {hook!r}, not transcoder {layer}'s encoder "
-                f"(W_enc.T, {tuple(encoder.shape)}): harvest with --directions holding each transcoder's W_enc.T")
+                f"(W_enc.T, {tuple(encoder.shape)}): harvest the transcoders' features (harvest --sae), or "
+                "--directions holding each transcoder's W_enc.T")
         b_enc = tcs[layer].b_enc.detach().float().cpu()
         for feature in feats:
             bias = float(b_enc[feature])
@@ -136,12 +154,20 @@ def contexts_from_harvest(probe: Probe, transcoders: Transcoders, directory: str
                 {"value": e.value + bias, "tokens": probe.to_str_tokens(e.tokens), "acts": [a + bias for a in e.acts],
                  "center": e.center}
                 for e in harvest.top_examples(hook, feature)[:k]]
+        from_directions.append(layer)
     if missing and len(missing) == len(wanted):
         raise InvalidArgumentError(
             f"the harvest in {str(Path(directory))!r} has none of {[N.ln_normalized(la, 2) for la in missing]}: "
-            "harvest the transcoders' encoder directions (W_enc.T) on blocks.L.ln2.hook_normalized")
-    notes = ["Feature contexts come from the harvest in " + str(Path(directory)) + ": values are pre-activations "
-             "(x . W_enc[:, f] + b_enc[f])."]
+            "harvest the transcoders' features (harvest --sae) or their encoder directions (W_enc.T) on "
+            "blocks.L.ln2.hook_normalized")
+    notes = []
+    if from_features:
+        notes.append(f"Feature contexts of layer(s) {from_features} come from the harvest in {Path(directory)}: "
+                     "values are the transcoders' activations.")
+    if from_directions:
+        notes.append(f"Feature contexts of layer(s) {from_directions} come from the harvest in {Path(directory)}: "
+                     "values are pre-activations (x . W_enc[:, f] + b_enc[f]).")
     if missing:
-        notes.append(f"The harvest has no directions for layer(s) {missing}: their features show no contexts.")
+        notes.append(f"The harvest has neither features nor directions for layer(s) {missing}: their features show "
+                     "no contexts.")
     return out, notes
