@@ -101,6 +101,8 @@ def test_unavailable_model_falls_back_and_says_so(tmp_path, capsys):
     (["--model", str(TOY_DIR), "--top", "0"], "--top"),
     (["--model", "gpt2probe-tests/no-such-model", "--tokens", "1,2"], "no-such-model"),
     (["--model", str(TOY_DIR), "--max-mb", "0"], "--max-mb must be positive"),
+    (["--model", str(TOY_DIR), "--tokens", "1,2", "--prepend-bos"], "--prepend-bos is for a text prompt"),  # was ignored
+    (["--model", str(TOY_DIR), "--prepend-bos"], "--prepend-bos is for a text prompt"),  # random tokens: was ignored
     (["--model", str(TOY_DIR), "--tokens", "1,2", "--max-mb", "0.001"], "use a shorter input"),
 ])
 def test_mistakes_get_one_error_line_and_exit_2(tmp_path, capsys, argv, message):

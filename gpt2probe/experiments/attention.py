@@ -96,6 +96,9 @@ def choose_input(
             f"{probe.cfg.model_name!r} has its own {probe.cfg.d_vocab}-token vocabulary, so text cannot be tokenized "
             "for it: pass token ids with --tokens"
         )
+    elif args.prepend_bos:  # it was ignored: a model with its own vocabulary has no <|endoftext|> to prepend
+        raise PromptError(f"--prepend-bos is for a text prompt; {probe.cfg.model_name!r} has its own "
+                          f"{probe.cfg.d_vocab}-token vocabulary: pass token ids with --tokens")
     else:
         ids = repeated_random_tokens(1, TOY_HALF_LEN, probe.cfg.d_vocab, seed=args.seed)[0]
         notes = [f"No --tokens given: the input is a random block of {TOY_HALF_LEN} tokens repeated twice after token 0."]
@@ -130,6 +133,9 @@ def run(args: argparse.Namespace) -> Path:
         raise UsageError(f"--max-mb must be positive, got {args.max_mb:g}")
     if args.tokens is not None:
         parse_ids(args.tokens)  # a typo costs no loading
+        if args.prepend_bos:  # it was ignored: the ids are used as given
+            raise UsageError("--prepend-bos is for a text prompt; with --tokens, put <|endoftext|>'s id first "
+                             "(50256 in GPT-2's vocabulary)")
     prompt_text = None
     if args.prompt_from is not None:
         try:
