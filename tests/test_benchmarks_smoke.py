@@ -115,3 +115,32 @@ def test_bench_graph_counts_layers_with_n_layers_and_takes_the_old_layers_with_a
     with pytest.raises(SystemExit):
         bench_graph.parse_args(["--layers", "3", "--n-layers", "3"])
     assert "--layers is the old spelling of --n-layers: give only the new one" in capsys.readouterr().err
+
+
+def test_random_saes_fire_as_calibrated():
+    """bench_harvest's random gpt2-small-res-jb-shaped SAEs: each feature fires on exactly m sample positions.
+
+    ``b_enc`` is minus the midpoint of each feature's m-th and m+1-th largest pre-activation,
+    so on the calibration sample (Gaussian: no ties) the L0 is exactly ``m * d_sae / positions``;
+    a top-k SAE keeps k per position (its random directions' top pre-activations are positive).
+    """
+    import argparse
+
+    import torch
+
+    from benchmarks.bench_harvest import random_saes
+
+    torch.manual_seed(0)
+    sample = {f"blocks.{layer}.hook_resid_pre": torch.randn(300, 24) for layer in range(2)}
+    args = argparse.Namespace(d_sae=250, target_l0=7.0, topk_k=5)
+    m = round(300 * 7.0 / 250)  # 8 positions per feature
+    saes, l0 = random_saes(sample, args, "standard")
+    assert [s.cfg.hook_name for s in saes] == list(sample)
+    assert [(s.cfg.architecture, s.cfg.d_sae, s.cfg.d_in) for s in saes] == [("standard", 250, 24)] * 2
+    for sae, x, got in zip(saes, sample.values(), l0, strict=True):
+        fired = (sae.encode(x) > 0).sum(0)
+        assert fired.tolist() == [m] * 250
+        assert got == pytest.approx(m * 250 / 300)
+    saes, l0 = random_saes(sample, args, "topk")
+    assert l0 == [5.0, 5.0]
+    assert saes[0].cfg.k == 5

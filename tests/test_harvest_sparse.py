@@ -240,3 +240,47 @@ def test_a_rescaling_topk_coders_sparse_harvest_equals_the_dense_one_and_brute_f
         order = sorted((i for i in range(n) if column[i] > 0), key=lambda i: (-column[i], doc[i], pos[i]))[:top_k]
         assert [(e.doc, e.pos) for e in sparse.top_examples(name, unit)] == [(doc[i], pos[i]) for i in order], unit
     assert int((x > 0).sum(0).gt(0).sum()) > 10  # many features fire: the check covers more than a few
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu", "topk"])
+def test_in_place_encoder_is_the_brute_force_and_keeps_gradients_and_taps(architecture):
+    """The encoder's in-place bias and ReLU (no extra [token, d_sae] copies) change no bit, no gradient, no tap.
+
+    Brute force: ``relu(x - b_dec) @ W_enc + b_enc`` written out, with every bias non-zero;
+    the gradients of ``encode_with_support`` equal those of ``encode``; a tap on the
+    pre-activations (``run_stages``) still sees them before the ReLU.
+    """
+    from gpt2probe import SAE, SAEConfig
+    from gpt2probe.sae.coder import ACTS_PRE
+
+    k = 3 if architecture == "topk" else None
+    sae = SAE(SAEConfig(d_in=5, d_sae=11, hook_name="blocks.0.hook_resid_post", architecture=architecture, k=k),
+              generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.linspace(-0.5, 0.5, 11))
+        sae.b_dec.copy_(torch.linspace(0.3, -0.2, 5))
+        if sae.threshold is not None:
+            sae.threshold.copy_(torch.linspace(0.0, 0.2, 11))
+    x = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(1))
+    pre = torch.matmul(x - sae.b_dec, sae.W_enc) + sae.b_enc
+    with torch.no_grad():
+        acts, _ = sae.encode_with_support(x)
+        assert torch.equal(sae.encode_pre(x), pre.detach())
+        if architecture == "standard":
+            assert torch.equal(acts, pre.detach().relu())
+    grads = []
+    for encode in (lambda: sae.encode_with_support(x)[0], lambda: sae.encode(x)):
+        sae.zero_grad()
+        (encode() * torch.arange(11.0)).sum().backward()
+        grads.append([p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.b_dec)])
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+    seen = {}
+
+    def keep(stage, t):  # keeps the tensor itself: an in-place ReLU after the tap would show here
+        seen[stage] = t
+        return t
+
+    with torch.no_grad():
+        sae.run_stages(x, keep)
+    assert torch.equal(seen[ACTS_PRE], pre.detach())
