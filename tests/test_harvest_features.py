@@ -192,3 +192,17 @@ def test_bad_saes_are_refused_before_any_work(tiny, texts, sae, tmp_path):
     half = copy.deepcopy(sae).to(torch.float16)  # encoded in float32; the user's SAE is not moved or cast
     h = _run(tiny, texts[:2], tmp_path / "half", saes=[half])
     assert half.dtype == torch.float16 and h.n_units(f"{SAE_HOOK}.hook_sae_acts_post") == sae.cfg.d_sae
+
+
+def test_a_float32_coder_is_used_as_it_is_and_another_is_cast_as_a_copy(tiny, sae):
+    """A float32 coder on the model's device is not copied (GPT-2 small's 12 SAEs would cost 1.7 GB twice);
+    any other is cast as a copy, since Module.to is in place: the user's coder is left as it was."""
+    from gpt2probe.harvest.units import plan_features
+
+    settings = dict(d_model=tiny.cfg.d_model, d_mlp=tiny.cfg.d_mlp, device=torch.device("cpu"))
+    (plan,) = plan_features([sae], tiny.hook_names, **settings)
+    assert plan.coder is sae
+    wide = copy.deepcopy(sae).double()
+    (plan,) = plan_features([wide], tiny.hook_names, **settings)
+    assert plan.coder is not wide and plan.coder.dtype == torch.float32
+    assert wide.dtype == torch.float64 and torch.equal(wide.W_enc.float(), plan.coder.W_enc)

@@ -14,8 +14,9 @@ an SAE's or transcoder's      a feature: ``encode`` of the hook it reads        
 
 A feature plan is named ``"<hook_name>.hook_sae_acts_post"`` (the name splicing gives the
 same activations) and reads ``hook_name``; its values are the coder's ``encode`` of the
-captured activation, computed on the fly in float32 (a float32 copy of the coder on the
-model's device: the harvest summarises in float32 whatever the model's dtype), so no
+captured activation, computed on the fly in float32 (the coder itself when it is float32 on
+the model's device, else a cast copy, leaving the user's as it was: the harvest summarises in
+float32 whatever the model's dtype), so no
 ``[token, d_sae]`` tensor outlives its batch. This package does not import
 :mod:`gpt2probe.sae` (which builds on the harvest's corpus code): a coder is anything with
 ``cfg.hook_name``, ``cfg.d_in``, ``cfg.d_sae`` and ``encode``.
@@ -47,7 +48,7 @@ class HookPlan:
     kind: str  # neuron | head_norm | attention | dim | direction | feature
     n_units: int
     directions: Tensor | None = None  # [unit, d_model], for kind "direction"
-    coder: Any = None  # for kind "feature": a float32 copy of the SAE or transcoder, on the model's device
+    coder: Any = None  # for kind "feature": the SAE or transcoder in float32 on the model's device (or a cast copy)
 
     @property
     def hook(self) -> str:
@@ -124,8 +125,11 @@ def plan_features(coders: list[Any], valid: list[str], *, d_model: int, d_mlp: i
         if cfg.d_in != width:
             raise HarvestConfigError(f"{coder!r} reads {cfg.d_in} values per token but {hook!r} has {width}: "
                                      "it was made for another model")
-        local = copy.deepcopy(coder).to(device=device, dtype=torch.float32)
-        local.eval()
+        if (getattr(coder, "dtype", None), getattr(coder, "device", None)) == (torch.float32, device):
+            local = coder  # used as it is (a copy of GPT-2 small's 12 SAEs would be 1.7 GB more)
+        else:  # cast a copy: Module.to is in place, and the user's coder stays as it was
+            local = copy.deepcopy(coder).to(device=device, dtype=torch.float32)
+            local.eval()
         plans.append(HookPlan(feature_name(hook), "feature", int(cfg.d_sae), coder=local))
     return plans
 
