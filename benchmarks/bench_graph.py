@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 import gpt2probe  # noqa: E402
+from gpt2probe.experiments.options import add_old_spelling, take_old_spellings  # noqa: E402
 
 
 class RandomTranscoder:
@@ -61,16 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-feature-nodes", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-layers", type=int, default=None, help=f"layers of the random model (default {N_LAYERS})")
-    parser.add_argument("--layers", type=int, dest="old_layers", help=argparse.SUPPRESS)  # the old spelling
+    add_old_spelling(parser, "--layers", "--n-layers", "it counted the random model's layers, which is --n-layers "
+                     "(--layers lists layer indices in gpt2probe's tools)", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-edge-gib", type=float, default=4.0)
-    args = parser.parse_args(argv)
-    if args.old_layers is not None:
-        if args.n_layers is not None:
-            parser.error("--layers is the old spelling of --n-layers: give only the new one")
-        print("warning: --layers is deprecated here: it counted the random model's layers, which is --n-layers "
-              "(--layers lists layer indices in gpt2probe's tools)", file=sys.stderr)
-        args.n_layers = args.old_layers
+    args = take_old_spellings(parser, parser.parse_args(argv))
     if args.n_layers is None:
         args.n_layers = N_LAYERS
     return args

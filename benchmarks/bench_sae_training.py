@@ -41,7 +41,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-SAELENS_PYTHON = "/work/main/.venv-saelens/bin/python"
+from gpt2probe.experiments.options import add_old_spelling, take_old_spellings  # noqa: E402
+
+SAELENS_PYTHON = str(REPO / ".venv-saelens" / "bin" / "python")  # scripts/setup.sh --saelens builds it
 TRAIN_BATCH_SIZE_TOKENS = 4096  # SAELens's default
 
 # Run by SAELens's interpreter: train once for warm-up, then time `repeats` runs, print JSON seconds.
@@ -125,20 +127,15 @@ def main(argv=None) -> dict:
     p.add_argument("--train-batch-size-tokens", type=int, default=None,
                    help=f"activation rows (tokens) per optimiser step, SAELens's train_batch_size_tokens "
                         f"(default {TRAIN_BATCH_SIZE_TOKENS})")
-    p.add_argument("--batch-size", type=int, dest="old_batch_size", help=argparse.SUPPRESS)  # the old spelling
+    add_old_spelling(p, "--batch-size", "--train-batch-size-tokens", "it counted tokens per optimiser step, which "
+                     "is --train-batch-size-tokens (--batch-size counts sequences per pass in gpt2probe's commands)",
+                     type=int)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--saelens-python", default=SAELENS_PYTHON)
     p.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    args = p.parse_args(argv)
-    if args.old_batch_size is not None:
-        if args.train_batch_size_tokens is not None:
-            p.error("--batch-size is the old spelling of --train-batch-size-tokens: give only the new one")
-        print("warning: --batch-size is deprecated here: it counted tokens per optimiser step, which is "
-              "--train-batch-size-tokens (--batch-size counts sequences per pass in gpt2probe's commands)",
-              file=sys.stderr)
-        args.train_batch_size_tokens = args.old_batch_size
+    args = take_old_spellings(p, p.parse_args(argv))
     if args.train_batch_size_tokens is None:
         args.train_batch_size_tokens = TRAIN_BATCH_SIZE_TOKENS
     torch.set_num_threads(1)

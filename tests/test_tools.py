@@ -77,3 +77,16 @@ def test_circuit_signs_finds_the_toy_models_hand_built_circuit(trainer):
     assert signs["copy_loss_first"] == pytest.approx(float(nll[:, 1:half].mean()), abs=1e-5)  # tokens 2..20
     assert signs["copy_loss_repeated"] == pytest.approx(float(nll[:, half:].mean()), abs=1e-5)  # the copy, 21..40
     assert signs["copy_loss_repeated"] < 0.25 * signs["copy_loss_first"]  # the circuit copies
+
+
+def test_a_scripts_old_spelling_moves_to_the_new_option_with_a_warning(capsys):
+    """tools/ and benchmarks/ rename a flag through options.add_old_spelling, as train_tiny_english_lens did --warmup."""
+    lens = importlib.import_module("tools.train_tiny_english_lens")
+    out = ["--out", "x"]
+    assert lens.parse_args(out).warmup_fraction is None and "old_warmup" not in vars(lens.parse_args(out))
+    assert capsys.readouterr().err == ""
+    assert lens.parse_args([*out, "--warmup", "0.25"]).warmup_fraction == 0.25  # a fraction, under its new name
+    assert "warning: --warmup is deprecated here: it is a fraction of the steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lens.parse_args([*out, "--warmup", "0.25", "--warmup-fraction", "0.25"])
+    assert "--warmup is the old spelling of --warmup-fraction: give only the new one" in capsys.readouterr().err

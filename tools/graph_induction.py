@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 import gpt2probe  # noqa: E402
 from gpt2probe.experiments.graph import load_transcoder_dir  # noqa: E402
+from gpt2probe.experiments.options import add_old_spelling, take_old_spellings  # noqa: E402
 from gpt2probe.graphs.viewer import write_graph_html  # noqa: E402
 
 
@@ -62,17 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="the graph page")
     parser.add_argument("--repeat-length", type=int, default=None,
                         help=f"random tokens shown, then repeated (default {REPEAT_LENGTH})")
-    parser.add_argument("--block", type=int, dest="old_block", help=argparse.SUPPRESS)  # the old spelling
+    add_old_spelling(parser, "--block", "--repeat-length", "it was the number of random tokens repeated, which is "
+                     "--repeat-length (a block is a transformer block in gpt2probe)", type=int)
     parser.add_argument("--vocab", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-feature-nodes", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.old_block is not None:
-        if args.repeat_length is not None:
-            parser.error("--block is the old spelling of --repeat-length: give only the new one")
-        print("warning: --block is deprecated here: it was the number of random tokens repeated, which is "
-              "--repeat-length (a block is a transformer block in gpt2probe)", file=sys.stderr)
-        args.repeat_length = args.old_block
+    args = take_old_spellings(parser, parser.parse_args(argv))
     if args.repeat_length is None:
         args.repeat_length = REPEAT_LENGTH
     return args

@@ -34,6 +34,7 @@ import pydoc_data.topics  # noqa: E402
 import torch  # noqa: E402
 
 import gpt2probe  # noqa: E402
+from gpt2probe.experiments.options import add_old_spelling, take_old_spellings  # noqa: E402
 from gpt2probe.lens.tuned_training import OPTIMIZERS, pack_windows  # noqa: E402
 from gpt2probe.shipped import shipped_model  # noqa: E402
 
@@ -74,18 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-fraction", type=float, default=None,
                    help="warm-up fraction of the steps (default: the reference's rule, see train_tuned_lens)")
     # The old spelling: gpt2probe's --warmup (finetune, sae) counts steps, this one a fraction.
-    p.add_argument("--warmup", type=float, dest="old_warmup", help=argparse.SUPPRESS)
+    add_old_spelling(p, "--warmup", "--warmup-fraction", "it is a fraction of the steps, --warmup-fraction "
+                     "(--warmup counts steps in gpt2probe finetune and sae)", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    if args.old_warmup is not None:
-        if args.warmup_fraction is not None:
-            p.error("--warmup is the old spelling of --warmup-fraction: give only the new one")
-        print("warning: --warmup is deprecated here: it is a fraction of the steps, --warmup-fraction "
-              "(--warmup counts steps in gpt2probe finetune and sae)", file=sys.stderr)
-        args.warmup_fraction = args.old_warmup
-    del args.old_warmup  # not a setting of its own (evaluation.json records the settings)
-    return args
+    return take_old_spellings(p, p.parse_args(argv))  # (evaluation.json records the settings: no old_ entry)
 
 
 def main(argv=None) -> dict:

@@ -140,6 +140,34 @@ def add_deprecated(parser: argparse.ArgumentParser | argparse._ActionsContainer,
                             nargs=new.nargs, type=new.type, metavar=new.metavar, help=argparse.SUPPRESS)  # pyright: ignore[reportArgumentType]
 
 
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, new: str, why: str, **settings: Any) -> None:
+    """A script's (``tools/``, ``benchmarks/``) old spelling ``old`` of its option ``new``, hidden from ``--help``.
+
+    ``new`` must default to ``None`` (so that giving both can be seen); after parsing,
+    :func:`take_old_spellings` moves the old spelling's value there with one ``warning:`` line
+    on stderr saying ``why``. ``settings`` are ``add_argument``'s (``type=int``).
+    """
+    dest = "old_" + old.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, **settings)
+    spellings = getattr(parser, "_old_spellings", [])
+    parser._old_spellings = [*spellings, (dest, old, new, why)]  # pyright: ignore[reportAttributeAccessIssue]
+
+
+def take_old_spellings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with each old spelling's value (:func:`add_old_spelling`) under its new option; both given is an error."""
+    for dest, old, new, why in getattr(parser, "_old_spellings", []):
+        value = getattr(args, dest)
+        delattr(args, dest)
+        if value is None:
+            continue
+        new_dest = new.lstrip("-").replace("-", "_")
+        if getattr(args, new_dest) is not None:
+            parser.error(f"{old} is the old spelling of {new}: give only the new one")
+        print(f"warning: {old} is deprecated here: {why}", file=sys.stderr)
+        setattr(args, new_dest, value)
+    return args
+
+
 REQUIRED_DEST = "_required_under_two_spellings"
 """Where a parser lists the destinations of required options that also have an old spelling."""
 
