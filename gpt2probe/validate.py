@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -154,6 +155,26 @@ def finite_result(what: str, value: Tensor, remedy: str = "a hook or the model's
         raise NonFiniteError(f"{what} hold(s) {int(bad.sum())} NaN or infinite value(s), the first at index {first} "
                              f"({value[tuple(first)].item()}): they cannot be ranked or summarised; {remedy}")
     return value
+
+
+def coder_list(name: str, value: object, *, one: str = "sae") -> list:
+    """``value`` (a list, tuple or other iterable of SAEs or transcoders) as a list.
+
+    A single coder is not iterable, and ``list(sae)`` would be a raw ``TypeError``; a string or
+    path would be read character by character; a dict would give its keys. Each is refused
+    naming the fix (``saes=[sae]``). The entries themselves are checked by the caller, which
+    knows what it needs of them.
+    """
+    if isinstance(value, Mapping):
+        raise InvalidTypeError(f"{name} must be a list of SAE or Transcoder objects, got a {type(value).__name__}: "
+                               f"pass {name}=list({one}s.values())")
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise InvalidTypeError(f"{name} must be a list of SAE or Transcoder objects, got {type(value).__name__} "
+                               f"{value!r}: load it first ({name}=[gpt2probe.SAE.load(path)])")
+    if not isinstance(value, Iterable):
+        raise InvalidTypeError(f"{name} must be a list of SAE or Transcoder objects, got one {type(value).__name__}: "
+                               f"pass {name}=[{one}]")
+    return list(value)
 
 
 def index_list(name: str, value: object) -> list[int]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..atomic import write_text_atomic
 from ..configs.base import to_dict
 from ..configs.harvest import HarvestConfig
@@ -91,7 +92,7 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
     options = options.resolved(cfg.n_ctx)
     if checkpoint_windows is not None and checkpoint_windows < 1:
         raise HarvestConfigError(f"checkpoint_windows must be at least 1 window, got {checkpoint_windows}")
-    saes = list(saes)
+    saes = validate.coder_list("saes", saes)
     if sae_sources is not None and len(sae_sources) != len(saes):
         raise HarvestConfigError(f"{len(sae_sources)} sae_sources for {len(saes)} SAEs; give one (or None) per SAE")
     plans = plan_hooks(list(hooks) if not isinstance(hooks, str) else [hooks], probe.hook_names,
