@@ -196,6 +196,16 @@ def index_in(name: str, value: object, length: int, error: type[Exception] = Inv
     return value
 
 
+def integer_like(name: str, value: object) -> int:
+    """An int, a NumPy integer or a 0-d integer tensor as an int (an index taken from ``argmax``, ``topk``, NumPy).
+
+    Bools, floats and float or bool tensors are refused (:func:`integer`): ``1.5`` would be truncated.
+    """
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = value.item()
+    return integer(name, value)
+
+
 def index_below(name: str, value: object, size: int, error: type[Exception] = InvalidArgumentError) -> int:
     """An integer in ``0..size-1``, with no negative indexing: for indices that are added to offsets or name a unit.
 
@@ -203,9 +213,7 @@ def index_below(name: str, value: object, size: int, error: type[Exception] = In
     as is ``size``. Ints, NumPy integers and 0-d integer tensors are accepted; bools and floats
     (``1.5`` would be truncated) are refused.
     """
-    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool:
-        value = value.item()
-    value = integer(name, value)
+    value = integer_like(name, value)
     if not 0 <= value < size:
         raise error(f"{name} {value} is outside 0..{size - 1}")
     return value

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, PositionError, PromptError
 from ..tokens import Inputs
 from .replacement import capture_prompt
@@ -29,11 +30,18 @@ def _check_interventions(interventions: object, *, n_layers: int, n_pos: int, d_
     if not isinstance(interventions, Mapping):
         raise InvalidTypeError(f"interventions must be a dict {{(layer, position, feature): value}}, got {type(interventions).__name__}")
     by_layer: dict[int, list] = {}
-    for key, value in interventions.items():
-        if (not isinstance(key, tuple) or len(key) != 3
-                or any(isinstance(k, bool) or not isinstance(k, int) for k in key)):
-            raise InvalidTypeError(f"an intervention key is (layer, position, feature) of integers, got {key!r}")
-        layer, pos, feat = key
+    seen: set[tuple[int, int, int]] = set()
+    for given, value in interventions.items():
+        if not isinstance(given, tuple) or len(given) != 3:
+            raise InvalidTypeError(f"an intervention key is (layer, position, feature) of integers, got {given!r}")
+        try:  # ints, NumPy integers and 0-d integer tensors (an argmax); bools and floats are refused
+            layer, pos, feat = (validate.integer_like("index", k) for k in given)
+        except InvalidTypeError:
+            raise InvalidTypeError(f"an intervention key is (layer, position, feature) of integers, got {given!r}") from None
+        key = (layer, pos, feat)
+        if key in seen:  # (tensor(0), 1, 2) and (0, 1, 2) are two dict keys for one feature: it would be shifted twice
+            raise InvalidArgumentError(f"intervention {key} is given twice (as {given!r} and another key with the same integers)")
+        seen.add(key)
         if not 0 <= layer < n_layers:
             raise LayerIndexError(f"intervention {key}: layer {layer} is outside 0..{n_layers - 1}")
         if layer not in d_sae:
