@@ -322,6 +322,25 @@ def test_from_pretrained_reads_a_local_copy_laid_out_as_the_hub(tmp_path):
         SAE.from_pretrained(str(repo), "blocks.3.hook_resid_pre")
 
 
+def test_from_pretrained_reads_only_folders_inside_the_release(tmp_path, monkeypatch):
+    """An absolute sae_id replaced the release's folder (root / "/x" is "/x"): another SAE was read, and with
+    directory= of a known release it was given that release's centered input, which it was not trained on."""
+    repo = tmp_path / "GPT2-Small-SAEs-Reformatted"
+    sae = randomized(SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.2.hook_resid_pre")))
+    sae.save(repo / "blocks.2.hook_resid_pre")
+    elsewhere = tmp_path / "mine"
+    sae.save(elsewhere)
+    for sae_id in (str(elsewhere), "", ".", "../mine"):
+        with pytest.raises(gpt2probe.InvalidArgumentError, match=r"sae_id names a folder inside the release.*SAE.load"):
+            SAE.from_pretrained("gpt2-small-res-jb", sae_id, directory=repo)
+        with pytest.raises(gpt2probe.InvalidArgumentError, match="sae_id names a folder inside the release"):
+            SAE.from_pretrained(str(repo), sae_id)
+    # a relative path that is not there reads as a hub id ('owner/name'); offline, the error says there is no such folder
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gpt2probe.WeightsUnavailableError, match=r"hub repository id: there is no local directory .*saes.gpt2"):
+        SAE.from_pretrained("saes/gpt2", "blocks.2.hook_resid_pre")
+
+
 def test_weights_file_keys_as_saelens_writes_them(tmp_path):
     tc = randomized(Transcoder(SAEConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_IN, hook_name="blocks.0.ln2.hook_normalized",
                                          hook_name_out="blocks.0.hook_mlp_out", skip=True)))
