@@ -272,6 +272,27 @@ def test_dunefsky_safetensors_with_explicit_hooks(tmp_path, dunefsky_file):
         read_dunefsky(path)
     cfg, got = read_dunefsky(path, hook_name="blocks.4.ln2.hook_normalized")
     assert cfg.hook_name_out == "blocks.4.hook_mlp_out" and torch.equal(got["W_dec"], tensors["W_dec"])
+    # the output hook follows hook_name's layer: it was layer 0 for a hook without one, and the file's own
+    # out_hook_point (another layer's) when hook_name overrode a .pt file's hook_point
+    with pytest.raises(gpt2probe.FileFormatError, match="names no layer.*pass hook_name_out"):
+        read_dunefsky(path, hook_name="hook_embed")
+    assert read_dunefsky(dunefsky_file[0], hook_name="blocks.2.ln2.hook_normalized")[0].hook_name_out == "blocks.2.hook_mlp_out"
+    assert read_dunefsky(dunefsky_file[0], hook_name_out="blocks.5.hook_mlp_out")[0].hook_name == "blocks.4.ln2.hook_normalized"
+
+
+def test_a_folder_of_dunefsky_files_names_them(tmp_path, dunefsky_file):
+    """Their hub repository is a folder of one .pt file per layer; Transcoder.load reads one file."""
+    folder = tmp_path / "gpt2-transcoders"
+    folder.mkdir()
+    for layer in range(5):
+        (folder / f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_10.pt").write_bytes(
+            dunefsky_file[0].read_bytes())
+    with pytest.raises(gpt2probe.MissingFileError, match=r"holds 5 transcoder file\(s\) \(final_sparse_autoencoder_gpt2"
+                                                          r"-small_blocks.0.ln2.hook_normalized_10.pt, .*, \.\.\.\): give one file"):
+        Transcoder.load(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(gpt2probe.MissingFileError, match=r"\(\.pt\)$"):  # a folder without such files: no list
+        Transcoder.load(tmp_path / "empty")
 
 
 
