@@ -138,8 +138,12 @@ def test_nothing_leaks_even_when_the_body_raises(small_probe, ids):
         assert count_torch_hooks(small_probe.model) > before_hooks
         raise RuntimeError("boom")
     assert count_torch_hooks(small_probe.model) == before_hooks and small_probe.hook_names == before_names
-    with pytest.raises(gpt2probe.HookNameError):
+    # after the block the stage names are gone, and the error says where they exist
+    with pytest.raises(gpt2probe.HookNameError, match=rf"exists only inside 'with probe.saes\(\[sae\]\)' for an SAE "
+                                                      rf"reading '{HOOK}'; attach hooks on it inside that block"):
         small_probe.run_with_hooks(ids, {f"{HOOK}.hook_sae_acts_post": lambda t, hook: None})
+    with small_probe.saes([sae]), pytest.raises(gpt2probe.HookNameError, match=r"probe.saes\(\[sae\], use_error_term=True\)"):
+        small_probe.run_with_hooks(ids, {f"{HOOK}.hook_sae_error": lambda t, hook: None})
     # a failing hook inside a spliced run leaks nothing either
     with pytest.raises(ZeroDivisionError), small_probe.saes([sae]):
         small_probe.run_with_hooks(ids, {f"{HOOK}.hook_sae_acts_pre": lambda t, hook: 1 / 0})

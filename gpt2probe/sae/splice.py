@@ -32,13 +32,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import names as N
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
 from ..model.config import ProbeConfig
 from ..model.hooks import HookPoint, HookRegistry
 from .config import SAEConfig, check_fits
 
-STAGES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons")
-ERROR = "hook_sae_error"
+STAGES = N.SAE_STAGES[:-1]  # input, acts_pre, acts_post, recons: one list of these names, in gpt2probe.names
+ERROR = N.SAE_STAGES[-1]  # hook_sae_error, with use_error_term=True
 
 
 def _no_tap(stage: str, tensor: Tensor) -> Tensor:
