@@ -12,6 +12,7 @@ values on the unedited prompt, as in the local replacement model of an attributi
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -50,7 +51,9 @@ def _check_interventions(interventions: object, *, n_layers: int, n_pos: int, d_
             raise PositionError(f"intervention {key}: position {pos} is outside the prompt's 0..{n_pos - 1}")
         if not 0 <= feat < d_sae[layer]:
             raise InvalidArgumentError(f"intervention {key}: feature {feat} is outside transcoder {layer}'s 0..{d_sae[layer] - 1}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, Tensor) and value.ndim == 0 and value.dtype != torch.bool:
+            value = value.item()  # a value read off an activation tensor (acts[0, 3, 5] * 2)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise InvalidArgumentError(f"intervention {key}: the value must be a finite number, got {value!r}")
         by_layer.setdefault(layer, []).append((pos, feat, float(value)))
     return by_layer
@@ -60,7 +63,7 @@ def intervene_features(
     probe: Probe,
     prompt: Inputs,
     transcoders: Transcoders,
-    interventions: Mapping[tuple, float],
+    interventions: Mapping[tuple, float | Tensor],
     *,
     freeze_attention: bool = False,
     prepend_bos: bool = False,
@@ -72,7 +75,8 @@ def intervene_features(
         prompt: one prompt (text, token ids, or :class:`Tokens` of one row).
         transcoders: transcoders for (at least) the layers intervened on: a list (each with
             ``cfg.layer``) or ``{layer: transcoder}``.
-        interventions: ``{(layer, position, feature): value}``; ``0`` ablates a feature.
+        interventions: ``{(layer, position, feature): value}``; ``0`` ablates a feature. Indices may be NumPy
+            integers or 0-d tensors, values any finite real number or 0-d tensor.
         freeze_attention: hold attention patterns and LayerNorm scales at the unedited prompt's values.
 
     Returns:

@@ -91,8 +91,9 @@ def check_transcoders(
     elif isinstance(transcoders, Sequence) and not isinstance(transcoders, (str, bytes)):
         listed = list(transcoders)
     else:
+        one = ": pass transcoders=[tc], or load_transcoders(...) for one per layer" if hasattr(transcoders, "cfg") else ""
         raise InvalidTypeError(
-            f"transcoders must be a list of transcoders or a dict {{layer: transcoder}}, got {type(transcoders).__name__}"
+            f"transcoders must be a list of transcoders or a dict {{layer: transcoder}}, got {type(transcoders).__name__}{one}"
         )
     by_layer: dict[int, TranscoderLike] = {}
     for i, tc in enumerate(listed):
