@@ -214,6 +214,9 @@ def test_a_single_coder_or_a_dict_for_saes_is_refused_naming_the_list(tiny, text
         public(tiny, Corpus(texts=texts), out=out, saes={SAE_HOOK: sae}, progress=False)
     with pytest.raises(InvalidTypeError, match=r"load it first"):
         public(tiny, Corpus(texts=texts), out=out, saes="saes/blocks.2", progress=False)
+    # a string is a sequence of one-character sources: "ab" for two SAEs was recorded as "a" and "b"
+    with pytest.raises(InvalidTypeError, match=r"sae_sources is one entry per SAE, got str 'ab': pass sae_sources=\[source\]"):
+        _run(tiny, texts, out, saes=[sae, transcoder], sae_sources="ab")
     assert not out.exists()
 
 
