@@ -270,6 +270,11 @@ def test_dunefsky_safetensors_with_explicit_hooks(tmp_path, dunefsky_file):
 
     with pytest.raises(gpt2probe.FileFormatError, match="hook_name"):
         read_dunefsky(path)
+    with pytest.raises(gpt2probe.FileFormatError, match="put the hook it reads in its name.*for Transcoder.load"):
+        Transcoder.load(path)  # which takes no hook_name: the message says what it can do
+    named = path.rename(tmp_path / "blocks.4.ln2.hook_normalized.safetensors")
+    assert Transcoder.load(named).cfg.hook_name_out == "blocks.4.hook_mlp_out"
+    path = named.rename(path)
     cfg, got = read_dunefsky(path, hook_name="blocks.4.ln2.hook_normalized")
     assert cfg.hook_name_out == "blocks.4.hook_mlp_out" and torch.equal(got["W_dec"], tensors["W_dec"])
     # the output hook follows hook_name's layer: it was layer 0 for a hook without one, and the file's own

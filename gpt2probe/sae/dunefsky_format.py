@@ -100,7 +100,10 @@ def read_dunefsky(path: Path, *, hook_name: str | None = None, hook_name_out: st
         if hook_name is None:
             match = _LAYER_IN_NAME.search(path.name)
             if match is None:
-                raise FileFormatError(f"{str(path)!r} carries no config: pass hook_name='blocks.L.ln2.hook_normalized'")
+                # Transcoder.load takes no hooks: say how to give them through it too
+                raise FileFormatError(f"{str(path)!r} carries no config and its name no hook: put the hook it reads in "
+                                      "its name (e.g. 'blocks.4.ln2.hook_normalized.safetensors') for Transcoder.load, "
+                                      "or pass hook_name='blocks.L.ln2.hook_normalized' to read_dunefsky")
             hook_name = match.group(0)
     else:
         loaded = _load_pt(path)
