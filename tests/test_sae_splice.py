@@ -191,3 +191,17 @@ def test_gradients_reach_the_features(small_probe, ids):
         logits = small_probe(ids, grad=True)
     logits[0, -1, 3].backward()
     assert grads["acts"].grad is not None and grads["acts"].grad.abs().sum() > 0
+
+
+def test_a_dict_of_saes_is_refused_naming_its_values(small_probe):
+    """load_saes/load_transcoders return {name: coder}; probe.saes(that) said only 'got dict'.
+
+    This run's type-checking import hook refuses a dict at the call; ``__wrapped__`` is the check
+    as a user without that hook reaches it.
+    """
+    from gpt2probe.sae.splice import _check
+
+    check = getattr(_check, "__wrapped__", _check)
+    with pytest.raises(gpt2probe.InvalidTypeError, match=r"got a dict: pass list\(saes.values\(\)\)"):
+        check({HOOK: random_sae()}, small_probe.cfg)
+    assert len(check(random_sae(), small_probe.cfg)) == 1  # one coder is taken, as SAELens takes it

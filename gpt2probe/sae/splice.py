@@ -25,7 +25,7 @@ it: attach such edits before splicing (an outer ``with probe.hooks(...)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -52,8 +52,11 @@ def stage_names(cfg: SAEConfig, use_error_term: bool) -> list[str]:
 
 
 def _check(saes: Sequence[Any], probe_cfg: ProbeConfig) -> list[Any]:
+    if isinstance(saes, Mapping):  # what load_saes / load_transcoders return
+        raise InvalidTypeError(f"saes must be SAE or Transcoder objects or a list of them, got a {type(saes).__name__}: "
+                               "pass list(saes.values())")
     if isinstance(saes, (str, bytes)) or not isinstance(saes, Sequence):
-        saes = [saes]
+        saes = [saes]  # one coder, as SAELens's run_with_saes takes it
     saes = list(saes)
     seen: dict[str, Any] = {}
     for sae in saes:
