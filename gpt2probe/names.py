@@ -140,12 +140,21 @@ def nearest(name: str, valid: Sequence[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, valid, n=n, cutoff=0.0)
 
 
+SAE_STAGES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons", "hook_sae_error")
+"""The names a spliced SAE adds after its hook's name (see :mod:`gpt2probe.sae.splice`), for error messages."""
+
+
 def unknown_name_error(name: str, valid: Sequence[str]) -> HookNameError:
     """The error for an unknown hook name: what is wrong with it and the closest valid names."""
     n_layers = sum(1 for n in valid if n.endswith("hook_resid_pre"))
     layer = layer_of(name)
     where = f" (this model has blocks 0..{n_layers - 1})" if layer is not None and layer >= n_layers else ""
     suggestions = ", ".join(repr(s) for s in nearest(name, valid))
+    prefix, _, stage = name.rpartition(".")
+    if prefix in valid and stage in SAE_STAGES:  # gpt2probe.sae.splice adds these names only while an SAE is spliced
+        error_term = ", use_error_term=True" if stage == "hook_sae_error" else ""
+        where += (f" (an SAE's stage: it exists only inside 'with probe.saes([sae]{error_term})' for an SAE reading "
+                  f"{prefix!r}; attach hooks on it inside that block)")
     return HookNameError(f"unknown hook name {name!r}{where}; nearest valid names: {suggestions}")
 
 

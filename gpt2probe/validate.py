@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -156,6 +157,26 @@ def finite_result(what: str, value: Tensor, remedy: str = "a hook or the model's
     return value
 
 
+def coder_list(name: str, value: object, *, one: str = "sae") -> list:
+    """``value`` (a list, tuple or other iterable of SAEs or transcoders) as a list.
+
+    A single coder is not iterable, and ``list(sae)`` would be a raw ``TypeError``; a string or
+    path would be read character by character; a dict would give its keys. Each is refused
+    naming the fix (``saes=[sae]``). The entries themselves are checked by the caller, which
+    knows what it needs of them.
+    """
+    if isinstance(value, Mapping):
+        raise InvalidTypeError(f"{name} must be a list of SAE or Transcoder objects, got a {type(value).__name__}: "
+                               f"pass {name}=list({one}s.values())")
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise InvalidTypeError(f"{name} must be a list of SAE or Transcoder objects, got {type(value).__name__} "
+                               f"{value!r}: load it first ({name}=[gpt2probe.SAE.load(path)])")
+    if not isinstance(value, Iterable):
+        raise InvalidTypeError(f"{name} must be a list of SAE or Transcoder objects, got one {type(value).__name__}: "
+                               f"pass {name}=[{one}]")
+    return list(value)
+
+
 def index_list(name: str, value: object) -> list[int]:
     """One index or a non-empty list of integer indices (no bools), as a list."""
     items = [value] if isinstance(value, (int, numbers.Integral)) and not isinstance(value, bool) else value
@@ -175,6 +196,16 @@ def index_in(name: str, value: object, length: int, error: type[Exception] = Inv
     return value
 
 
+def integer_like(name: str, value: object) -> int:
+    """An int, a NumPy integer or a 0-d integer tensor as an int (an index taken from ``argmax``, ``topk``, NumPy).
+
+    Bools, floats and float or bool tensors are refused (:func:`integer`): ``1.5`` would be truncated.
+    """
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = value.item()
+    return integer(name, value)
+
+
 def index_below(name: str, value: object, size: int, error: type[Exception] = InvalidArgumentError) -> int:
     """An integer in ``0..size-1``, with no negative indexing: for indices that are added to offsets or name a unit.
 
@@ -182,9 +213,7 @@ def index_below(name: str, value: object, size: int, error: type[Exception] = In
     as is ``size``. Ints, NumPy integers and 0-d integer tensors are accepted; bools and floats
     (``1.5`` would be truncated) are refused.
     """
-    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool:
-        value = value.item()
-    value = integer(name, value)
+    value = integer_like(name, value)
     if not 0 <= value < size:
         raise error(f"{name} {value} is outside 0..{size - 1}")
     return value

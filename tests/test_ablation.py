@@ -212,3 +212,31 @@ def test_nothing_to_ablate_is_a_no_op(small_probe):
     with ablate(small_probe):
         assert count_torch_hooks(small_probe.model) == 0
         assert torch.equal(small_probe(ids), before)
+
+
+def test_hook_factories_name_an_index_outside_the_axis_they_ablate(small_probe):
+    """zero_ablation_hook([9999]) on an SAE's features (the way to ablate one inside ``with probe.saes``) was
+    torch's 'index 9999 is out of bounds for dimension 0 with size 40', naming neither the hook nor the range."""
+    from gpt2probe.interventions import mean_ablation_hook, resample_ablation_hook, zero_ablation_hook
+
+    ids = random_ids_small(small_probe)
+    d_sae = 40
+    sae = gpt2probe.SAE(gpt2probe.SAEConfig(d_in=small_probe.cfg.d_model, d_sae=d_sae, hook_name="blocks.1.hook_resid_post"))
+    name = "blocks.1.hook_resid_post.hook_sae_acts_post"
+    with small_probe.saes([sae]):
+        spliced = count_torch_hooks(small_probe.model)
+        _, cache = small_probe.run_with_cache(ids, [name])
+        reference = cache[name]
+        makers = {"zero": lambda index: zero_ablation_hook(index),
+                  "mean": lambda index: mean_ablation_hook(torch.zeros(d_sae), index),
+                  "resample": lambda index: resample_ablation_hook(reference, torch.zeros(ids.shape[0], dtype=torch.long), index)}
+        for make in makers.values():
+            for index in ([d_sae], [0, 9999], [-d_sae - 1]):
+                with pytest.raises(gpt2probe.InvalidArgumentError, match=rf"index {index[-1]} is outside {name!r}'s third "
+                                                                         rf"axis of {d_sae} entries \(valid: 0\.\.{d_sae - 1}"):
+                    small_probe.run_with_hooks(ids, {name: make(index)})
+            assert count_torch_hooks(small_probe.model) == spliced
+            # the last entry, as Python indexes: the same run as naming it
+            torch.testing.assert_close(small_probe.run_with_hooks(ids, {name: make([-1])}),
+                                       small_probe.run_with_hooks(ids, {name: make([d_sae - 1])}), rtol=0, atol=0)
+    assert count_torch_hooks(small_probe.model) == 0

@@ -215,6 +215,18 @@ def test_something_that_is_not_a_coder_is_refused_in_a_list_or_a_mapping(harvest
     assert not (tmp_path / "x.html").exists()
 
 
+def test_a_single_coder_for_saes_is_refused_naming_the_list(coders, harvested, tmp_path):
+    """The run-time type checker of this test run refuses ``saes=sae`` at the call; ``__wrapped__`` is what
+    a user without it calls, and the library's own check must name the fix."""
+    plain = getattr(write_feature_browser, "__wrapped__", write_feature_browser)
+    sae, _ = coders
+    with pytest.raises(InvalidTypeError, match=r"got one SAE: pass saes=\[sae\]"):
+        plain(harvested, tmp_path / "x.html", saes=sae)
+    with pytest.raises(InvalidTypeError, match="load it first"):
+        plain(harvested, tmp_path / "x.html", saes="runs/sae")
+    assert not (tmp_path / "x.html").exists()
+
+
 needs_chromium = pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from graph_helpers import PROMPT, TOKEN_OUT, random_transcoders, toy_model, toy_transcoders
@@ -9,6 +10,7 @@ from graph_helpers import PROMPT, TOKEN_OUT, random_transcoders, toy_model, toy_
 import gpt2probe
 from gpt2probe.errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, PositionError
 from gpt2probe.graphs import attribution_graph
+from gpt2probe.graphs.intervene import intervene_features
 from gpt2probe.hooks import count_torch_hooks
 
 from models import SMALL, random_ids
@@ -107,6 +109,35 @@ def test_interventions_are_checked(small_probe):
         small_probe.intervene_features(ids, tcs, {(0, 1, 0): float("nan")})
     with pytest.raises(InvalidTypeError):
         small_probe.intervene_features(ids, tcs, {(0, 1): 0.0})
+    assert count_torch_hooks(small_probe.model) == 0
+
+
+def test_numpy_and_tensor_integer_keys_are_indices_and_bools_floats_and_repeats_are_refused(small_probe):
+    """A key (or value) made from ``argmax``/``topk``, a tensor or NumPy was refused as not an integer (a number)."""
+    ids = random_ids(SMALL, 1, 5, seed=2)[0]
+    tcs = random_transcoders(SMALL.n_layer, SMALL.n_embd, 37, seed=1)
+    want = small_probe.intervene_features(ids, tcs, {(1, 2, 3): 0.5, (2, 4, 36): -1.0})
+    assert not torch.allclose(want, small_probe.run_with_hooks(ids), atol=1e-4)  # the edit shows
+    for layer, pos, feat in [(np.int64(1), np.int32(2), np.int16(3)), (torch.tensor(1), torch.tensor(2), torch.tensor(3))]:
+        got = small_probe.intervene_features(ids, tcs, {(layer, pos, feat): 0.5, (2, 4, 36): -1.0})
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for bad in [(True, 2, 3), (1, 2.0, 3), (1, 2, np.float64(3)), (1, 2, torch.tensor(3.0)),
+                (1, 2, torch.tensor(True)), (1, 2, torch.tensor([3]))]:
+        with pytest.raises(InvalidTypeError, match="of integers"):
+            small_probe.intervene_features(ids, tcs, {bad: 0.0})
+    # values read off a tensor or NumPy are numbers too (they were refused as not finite numbers)
+    plain = getattr(intervene_features, "__wrapped__", intervene_features)  # as called without this run's type checker
+    got = plain(small_probe, ids, tcs, {(1, 2, 3): torch.tensor(0.5), (2, 4, 36): np.float32(-1.0)})
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for bad in (torch.tensor(True), torch.tensor([0.5]), np.float32("nan"), torch.tensor(float("inf"))):
+        with pytest.raises(InvalidArgumentError, match="the value must be a finite number"):
+            plain(small_probe, ids, tcs, {(1, 2, 3): bad})
+    # a single transcoder says how to pass it
+    with pytest.raises(InvalidTypeError, match=r"got ToyTranscoder: pass transcoders=\[tc\]"):
+        plain(small_probe, ids, tcs[1], {(1, 2, 3): 0.5})
+    # a tensor hashes by identity: (tensor(1), 2, 3) and (1, 2, 3) are two dict keys that would shift one feature twice
+    with pytest.raises(InvalidArgumentError, match=r"intervention \(1, 2, 3\) is given twice"):
+        small_probe.intervene_features(ids, tcs, {(1, 2, 3): 0.5, (torch.tensor(1), 2, 3): 0.5})
     assert count_torch_hooks(small_probe.model) == 0
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from graph_helpers import PROMPT, TOKEN_OUT, ToyTranscoder, identity_gap, random_transcoders, toy_model, toy_transcoders
 
 import gpt2probe
-from gpt2probe.errors import InvalidArgumentError, PromptError, ShapeError, UnsupportedError
+from gpt2probe.errors import InvalidArgumentError, InvalidTypeError, PromptError, ShapeError, UnsupportedError
 from gpt2probe.graphs import attribution_graph
 from gpt2probe.graphs.replacement import capture_prompt, replacement_pass
+from gpt2probe.graphs.transcoders import check_transcoders
 from gpt2probe.hooks import count_torch_hooks
 
 from models import SMALL, random_ids
@@ -201,6 +203,18 @@ def test_transcoders_are_checked(small_probe, ids):
     shifted = Shifted(tcs[2].W_enc, tcs[2].b_enc, tcs[2].W_dec, tcs[2].b_dec + 1.0, 2)
     with pytest.raises(UnsupportedError, match="elementwise gate"):
         attribution_graph(small_probe, ids, transcoders=[tcs[0], tcs[1], shifted])
+    # string keys used to read "the transcoder given for layer 0 says cfg.layer = 0". This run's type-checking
+    # import hook refuses them at the call; __wrapped__ is the function a user without that hook calls.
+    plain = getattr(attribution_graph, "__wrapped__", attribution_graph)
+    with pytest.raises(InvalidTypeError, match=r"keyed by integer layer, got str '0' \(write \{0: transcoder\}\)"):
+        plain(small_probe, ids, transcoders={str(i): tc for i, tc in enumerate(tcs)})
+    with pytest.raises(InvalidTypeError, match="keyed by integer layer, got float 0.0; valid layers: 0..2"):
+        plain(small_probe, ids, transcoders={float(i): tc for i, tc in enumerate(tcs)})
+    with pytest.raises(InvalidTypeError, match="keyed by integer layer, got bool"):
+        plain(small_probe, ids, transcoders={False: tcs[0], 1: tcs[1], 2: tcs[2]})
+    ordered = check_transcoders({np.int64(i): tc for i, tc in enumerate(tcs)}, n_layers=SMALL.n_layer,
+                                d_model=SMALL.n_embd, dtype=small_probe.cfg.dtype, device=small_probe.cfg.device)
+    assert len(ordered) == len(tcs) and all(a is b for a, b in zip(ordered, tcs))  # NumPy integer keys are layers
     with pytest.raises(PromptError, match="batch of 2"):
         attribution_graph(small_probe, random_ids(SMALL, 2, 5, seed=0), transcoders=tcs)
     assert count_torch_hooks(small_probe.model) == 0

@@ -10,8 +10,8 @@ from harvest_helpers import assert_same_harvest, topic_texts
 
 import gpt2probe
 from gpt2probe import SAE, SAEConfig, Transcoder
-from gpt2probe.errors import HookNameError
-from gpt2probe.harvest import Corpus, HarvestConfigError, ResumeMismatchError, harvest
+from gpt2probe.errors import HookNameError, InvalidTypeError
+from gpt2probe.harvest import Corpus, HarvestConfig, HarvestConfigError, ResumeMismatchError, harvest
 from gpt2probe.hooks import count_torch_hooks
 
 SEQ = 32
@@ -192,6 +192,32 @@ def test_bad_saes_are_refused_before_any_work(tiny, texts, sae, tmp_path):
     half = copy.deepcopy(sae).to(torch.float16)  # encoded in float32; the user's SAE is not moved or cast
     h = _run(tiny, texts[:2], tmp_path / "half", saes=[half])
     assert half.dtype == torch.float16 and h.n_units(f"{SAE_HOOK}.hook_sae_acts_post") == sae.cfg.d_sae
+
+
+def test_a_single_coder_or_a_dict_for_saes_is_refused_naming_the_list(tiny, texts, sae, transcoder, tmp_path):
+    """``saes=sae`` was a raw TypeError ('SAE' object is not iterable) for a user without a run-time type checker.
+
+    This test run's jaxtyping/beartype import hook refuses it at the call, before the library's
+    own check; ``__wrapped__`` is the function as a user without that hook calls it.
+    """
+    from gpt2probe.harvest.runner import run_harvest
+
+    public = getattr(harvest, "__wrapped__", harvest)
+    internal = getattr(run_harvest, "__wrapped__", run_harvest)
+    out = tmp_path / "out"
+    for one in (sae, transcoder):
+        with pytest.raises(InvalidTypeError, match=rf"got one {type(one).__name__}: pass saes=\[sae\]"):
+            public(tiny, Corpus(texts=texts), out=out, saes=one, progress=False)
+        with pytest.raises(InvalidTypeError, match=r"saes=\[sae\]"):
+            internal(tiny, Corpus(texts=texts), [], out, options=HarvestConfig(), saes=one, progress=False)
+    with pytest.raises(InvalidTypeError, match=r"got a dict: pass saes=list\(saes.values\(\)\)"):
+        public(tiny, Corpus(texts=texts), out=out, saes={SAE_HOOK: sae}, progress=False)
+    with pytest.raises(InvalidTypeError, match=r"load it first"):
+        public(tiny, Corpus(texts=texts), out=out, saes="saes/blocks.2", progress=False)
+    # a string is a sequence of one-character sources: "ab" for two SAEs was recorded as "a" and "b"
+    with pytest.raises(InvalidTypeError, match=r"sae_sources is one entry per SAE, got str 'ab': pass sae_sources=\[source\]"):
+        _run(tiny, texts, out, saes=[sae, transcoder], sae_sources="ab")
+    assert not out.exists()
 
 
 def test_a_float32_coder_is_used_as_it_is_and_another_is_cast_as_a_copy(tiny, sae):

@@ -270,8 +270,34 @@ def test_dunefsky_safetensors_with_explicit_hooks(tmp_path, dunefsky_file):
 
     with pytest.raises(gpt2probe.FileFormatError, match="hook_name"):
         read_dunefsky(path)
+    with pytest.raises(gpt2probe.FileFormatError, match="put the hook it reads in its name.*for Transcoder.load"):
+        Transcoder.load(path)  # which takes no hook_name: the message says what it can do
+    named = path.rename(tmp_path / "blocks.4.ln2.hook_normalized.safetensors")
+    assert Transcoder.load(named).cfg.hook_name_out == "blocks.4.hook_mlp_out"
+    path = named.rename(path)
     cfg, got = read_dunefsky(path, hook_name="blocks.4.ln2.hook_normalized")
     assert cfg.hook_name_out == "blocks.4.hook_mlp_out" and torch.equal(got["W_dec"], tensors["W_dec"])
+    # the output hook follows hook_name's layer: it was layer 0 for a hook without one, and the file's own
+    # out_hook_point (another layer's) when hook_name overrode a .pt file's hook_point
+    with pytest.raises(gpt2probe.FileFormatError, match="names no layer.*pass hook_name_out"):
+        read_dunefsky(path, hook_name="hook_embed")
+    assert read_dunefsky(dunefsky_file[0], hook_name="blocks.2.ln2.hook_normalized")[0].hook_name_out == "blocks.2.hook_mlp_out"
+    assert read_dunefsky(dunefsky_file[0], hook_name_out="blocks.5.hook_mlp_out")[0].hook_name == "blocks.4.ln2.hook_normalized"
+
+
+def test_a_folder_of_dunefsky_files_names_them(tmp_path, dunefsky_file):
+    """Their hub repository is a folder of one .pt file per layer; Transcoder.load reads one file."""
+    folder = tmp_path / "gpt2-transcoders"
+    folder.mkdir()
+    for layer in range(5):
+        (folder / f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_10.pt").write_bytes(
+            dunefsky_file[0].read_bytes())
+    with pytest.raises(gpt2probe.MissingFileError, match=r"holds 5 transcoder file\(s\) \(final_sparse_autoencoder_gpt2"
+                                                          r"-small_blocks.0.ln2.hook_normalized_10.pt, .*, \.\.\.\): give one file"):
+        Transcoder.load(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(gpt2probe.MissingFileError, match=r"\(\.pt\)$"):  # a folder without such files: no list
+        Transcoder.load(tmp_path / "empty")
 
 
 
@@ -320,6 +346,25 @@ def test_from_pretrained_reads_a_local_copy_laid_out_as_the_hub(tmp_path):
     assert known.cfg.center_input
     with pytest.raises(gpt2probe.WeightsUnavailableError, match="blocks.2.hook_resid_pre"):
         SAE.from_pretrained(str(repo), "blocks.3.hook_resid_pre")
+
+
+def test_from_pretrained_reads_only_folders_inside_the_release(tmp_path, monkeypatch):
+    """An absolute sae_id replaced the release's folder (root / "/x" is "/x"): another SAE was read, and with
+    directory= of a known release it was given that release's centered input, which it was not trained on."""
+    repo = tmp_path / "GPT2-Small-SAEs-Reformatted"
+    sae = randomized(SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, hook_name="blocks.2.hook_resid_pre")))
+    sae.save(repo / "blocks.2.hook_resid_pre")
+    elsewhere = tmp_path / "mine"
+    sae.save(elsewhere)
+    for sae_id in (str(elsewhere), "", ".", "../mine"):
+        with pytest.raises(gpt2probe.InvalidArgumentError, match=r"sae_id names a folder inside the release.*SAE.load"):
+            SAE.from_pretrained("gpt2-small-res-jb", sae_id, directory=repo)
+        with pytest.raises(gpt2probe.InvalidArgumentError, match="sae_id names a folder inside the release"):
+            SAE.from_pretrained(str(repo), sae_id)
+    # a relative path that is not there reads as a hub id ('owner/name'); offline, the error says there is no such folder
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gpt2probe.WeightsUnavailableError, match=r"hub repository id: there is no local directory .*saes.gpt2"):
+        SAE.from_pretrained("saes/gpt2", "blocks.2.hook_resid_pre")
 
 
 def test_weights_file_keys_as_saelens_writes_them(tmp_path):

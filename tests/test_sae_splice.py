@@ -138,8 +138,12 @@ def test_nothing_leaks_even_when_the_body_raises(small_probe, ids):
         assert count_torch_hooks(small_probe.model) > before_hooks
         raise RuntimeError("boom")
     assert count_torch_hooks(small_probe.model) == before_hooks and small_probe.hook_names == before_names
-    with pytest.raises(gpt2probe.HookNameError):
+    # after the block the stage names are gone, and the error says where they exist
+    with pytest.raises(gpt2probe.HookNameError, match=rf"exists only inside 'with probe.saes\(\[sae\]\)' for an SAE "
+                                                      rf"reading '{HOOK}'; attach hooks on it inside that block"):
         small_probe.run_with_hooks(ids, {f"{HOOK}.hook_sae_acts_post": lambda t, hook: None})
+    with small_probe.saes([sae]), pytest.raises(gpt2probe.HookNameError, match=r"probe.saes\(\[sae\], use_error_term=True\)"):
+        small_probe.run_with_hooks(ids, {f"{HOOK}.hook_sae_error": lambda t, hook: None})
     # a failing hook inside a spliced run leaks nothing either
     with pytest.raises(ZeroDivisionError), small_probe.saes([sae]):
         small_probe.run_with_hooks(ids, {f"{HOOK}.hook_sae_acts_pre": lambda t, hook: 1 / 0})
@@ -187,3 +191,17 @@ def test_gradients_reach_the_features(small_probe, ids):
         logits = small_probe(ids, grad=True)
     logits[0, -1, 3].backward()
     assert grads["acts"].grad is not None and grads["acts"].grad.abs().sum() > 0
+
+
+def test_a_dict_of_saes_is_refused_naming_its_values(small_probe):
+    """load_saes/load_transcoders return {name: coder}; probe.saes(that) said only 'got dict'.
+
+    This run's type-checking import hook refuses a dict at the call; ``__wrapped__`` is the check
+    as a user without that hook reaches it.
+    """
+    from gpt2probe.sae.splice import _check
+
+    check = getattr(_check, "__wrapped__", _check)
+    with pytest.raises(gpt2probe.InvalidTypeError, match=r"got a dict: pass list\(saes.values\(\)\)"):
+        check({HOOK: random_sae()}, small_probe.cfg)
+    assert len(check(random_sae(), small_probe.cfg)) == 1  # one coder is taken, as SAELens takes it

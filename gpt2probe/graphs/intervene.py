@@ -12,6 +12,7 @@ values on the unedited prompt, as in the local replacement model of an attributi
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -19,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..errors import InvalidArgumentError, InvalidTypeError, LayerIndexError, PositionError, PromptError
 from ..tokens import Inputs
 from .replacement import capture_prompt
@@ -29,11 +31,18 @@ def _check_interventions(interventions: object, *, n_layers: int, n_pos: int, d_
     if not isinstance(interventions, Mapping):
         raise InvalidTypeError(f"interventions must be a dict {{(layer, position, feature): value}}, got {type(interventions).__name__}")
     by_layer: dict[int, list] = {}
-    for key, value in interventions.items():
-        if (not isinstance(key, tuple) or len(key) != 3
-                or any(isinstance(k, bool) or not isinstance(k, int) for k in key)):
-            raise InvalidTypeError(f"an intervention key is (layer, position, feature) of integers, got {key!r}")
-        layer, pos, feat = key
+    seen: set[tuple[int, int, int]] = set()
+    for given, value in interventions.items():
+        if not isinstance(given, tuple) or len(given) != 3:
+            raise InvalidTypeError(f"an intervention key is (layer, position, feature) of integers, got {given!r}")
+        try:  # ints, NumPy integers and 0-d integer tensors (an argmax); bools and floats are refused
+            layer, pos, feat = (validate.integer_like("index", k) for k in given)
+        except InvalidTypeError:
+            raise InvalidTypeError(f"an intervention key is (layer, position, feature) of integers, got {given!r}") from None
+        key = (layer, pos, feat)
+        if key in seen:  # (tensor(0), 1, 2) and (0, 1, 2) are two dict keys for one feature: it would be shifted twice
+            raise InvalidArgumentError(f"intervention {key} is given twice (as {given!r} and another key with the same integers)")
+        seen.add(key)
         if not 0 <= layer < n_layers:
             raise LayerIndexError(f"intervention {key}: layer {layer} is outside 0..{n_layers - 1}")
         if layer not in d_sae:
@@ -42,7 +51,9 @@ def _check_interventions(interventions: object, *, n_layers: int, n_pos: int, d_
             raise PositionError(f"intervention {key}: position {pos} is outside the prompt's 0..{n_pos - 1}")
         if not 0 <= feat < d_sae[layer]:
             raise InvalidArgumentError(f"intervention {key}: feature {feat} is outside transcoder {layer}'s 0..{d_sae[layer] - 1}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, Tensor) and value.ndim == 0 and value.dtype != torch.bool:
+            value = value.item()  # a value read off an activation tensor (acts[0, 3, 5] * 2)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise InvalidArgumentError(f"intervention {key}: the value must be a finite number, got {value!r}")
         by_layer.setdefault(layer, []).append((pos, feat, float(value)))
     return by_layer
@@ -52,7 +63,7 @@ def intervene_features(
     probe: Probe,
     prompt: Inputs,
     transcoders: Transcoders,
-    interventions: Mapping[tuple, float],
+    interventions: Mapping[tuple, float | Tensor],
     *,
     freeze_attention: bool = False,
     prepend_bos: bool = False,
@@ -64,7 +75,8 @@ def intervene_features(
         prompt: one prompt (text, token ids, or :class:`Tokens` of one row).
         transcoders: transcoders for (at least) the layers intervened on: a list (each with
             ``cfg.layer``) or ``{layer: transcoder}``.
-        interventions: ``{(layer, position, feature): value}``; ``0`` ablates a feature.
+        interventions: ``{(layer, position, feature): value}``; ``0`` ablates a feature. Indices may be NumPy
+            integers or 0-d tensors, values any finite real number or 0-d tensor.
         freeze_attention: hold attention patterns and LayerNorm scales at the unedited prompt's values.
 
     Returns:

@@ -16,6 +16,7 @@ no transcoder implementation.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,14 +80,20 @@ def check_transcoders(
     if isinstance(transcoders, Mapping):
         items = list(transcoders.items())
         for key, tc in items:
-            if _layer_of(tc, key) != key:
-                raise InvalidArgumentError(f"the transcoder given for layer {key} says cfg.layer = {_layer_of(tc, key)}")
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral):
+                hint = f" (write {{{int(key)}: transcoder}})" if isinstance(key, str) and key.strip().isdigit() else ""
+                raise InvalidTypeError(f"a dict of transcoders is keyed by integer layer, got {type(key).__name__} "
+                                       f"{key!r}{hint}; valid layers: 0..{n_layers - 1}")
+            layer = int(key)  # a NumPy integer too
+            if _layer_of(tc, layer) != layer:
+                raise InvalidArgumentError(f"the transcoder given for layer {layer} says cfg.layer = {_layer_of(tc, layer)}")
         listed = [tc for _, tc in items]
     elif isinstance(transcoders, Sequence) and not isinstance(transcoders, (str, bytes)):
         listed = list(transcoders)
     else:
+        one = ": pass transcoders=[tc], or load_transcoders(...) for one per layer" if hasattr(transcoders, "cfg") else ""
         raise InvalidTypeError(
-            f"transcoders must be a list of transcoders or a dict {{layer: transcoder}}, got {type(transcoders).__name__}"
+            f"transcoders must be a list of transcoders or a dict {{layer: transcoder}}, got {type(transcoders).__name__}{one}"
         )
     by_layer: dict[int, TranscoderLike] = {}
     for i, tc in enumerate(listed):

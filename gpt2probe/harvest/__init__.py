@@ -104,7 +104,7 @@ def harvest(
         corpus = Corpus(paths=[corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus))
     return run_harvest(probe, corpus, [hooks] if isinstance(hooks, str) else list(hooks), out, options=config,
                        directions=directions, resume=resume, checkpoint_windows=checkpoint_windows, progress=progress,
-                       model_source=model_source, saes=list(saes), sae_sources=sae_sources)
+                       model_source=model_source, saes=validate.coder_list("saes", saes), sae_sources=sae_sources)
 
 
 class _CallableModule(sys.modules[__name__].__class__):

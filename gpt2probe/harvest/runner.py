@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..atomic import write_text_atomic
 from ..configs.base import to_dict
 from ..configs.harvest import HarvestConfig
 from ..distributed import barrier as _barrier
 from ..distributed import group, process_group, rank_world
-from ..errors import GPT2ProbeError
+from ..errors import GPT2ProbeError, InvalidTypeError
 from ..jsonfile import parse_object, read_object
 from .corpus import Corpus, assign_blocks, block_sizes, blocks, pack
 from .errors import CorpusError, HarvestConfigError, OutputDirError, ResumeMismatchError
@@ -91,7 +92,10 @@ def run_harvest(probe, corpus: Corpus, hooks: Sequence[str], out: str | os.PathL
     options = options.resolved(cfg.n_ctx)
     if checkpoint_windows is not None and checkpoint_windows < 1:
         raise HarvestConfigError(f"checkpoint_windows must be at least 1 window, got {checkpoint_windows}")
-    saes = list(saes)
+    saes = validate.coder_list("saes", saes)
+    if isinstance(sae_sources, (str, bytes, os.PathLike)):  # a string is a sequence: it would be split into characters
+        raise InvalidTypeError(f"sae_sources is one entry per SAE, got {type(sae_sources).__name__} {sae_sources!r}: "
+                               "pass sae_sources=[source]")
     if sae_sources is not None and len(sae_sources) != len(saes):
         raise HarvestConfigError(f"{len(sae_sources)} sae_sources for {len(saes)} SAEs; give one (or None) per SAE")
     plans = plan_hooks(list(hooks) if not isinstance(hooks, str) else [hooks], probe.hook_names,

@@ -58,11 +58,23 @@ def _select(index: Index) -> slice | list[int]:
     return slice(None) if index is None else validate.index_list("index", index)
 
 
+def _check_in_range(chosen: slice | list[int], activation: Tensor, point: HookPoint) -> None:
+    """Our error for an index outside the activation's third axis (an SAE's features, heads, neurons), not torch's."""
+    if isinstance(chosen, slice):
+        return
+    size = activation.shape[2] if activation.ndim > 2 else 0
+    bad = [i for i in chosen if not -size <= i < size]
+    if bad:
+        raise InvalidArgumentError(f"index {bad[0]} is outside {point.name!r}'s third axis of {size} entries "
+                                   f"(valid: 0..{size - 1}, or -1..-{size})")
+
+
 def zero_ablation_hook(index: Index = None) -> HookFn:
     """A hook function that sets ``activation[:, :, index]`` to 0 (``index=None``: everything)."""
     chosen = _select(index)
 
     def hook(activation: Tensor, point: HookPoint) -> Tensor:
+        _check_in_range(chosen, activation, point)
         out = activation.clone()
         out[:, :, chosen] = 0.0
         return out
@@ -84,6 +96,7 @@ def mean_ablation_hook(mean: Float[Tensor, "..."], index: Index = None) -> HookF
                 f"the mean for {point.name!r} has shape {tuple(mean.shape)} but the activation without "
                 f"batch and pos has shape {tuple(activation.shape[2:])}"
             )
+        _check_in_range(chosen, activation, point)
         out = activation.clone()
         out[:, :, chosen] = mean.to(out)[chosen]
         return out
@@ -128,6 +141,7 @@ def resample_ablation_hook(
         rows = sources(activation.shape[0]) if callable(sources) else sources
         if rows.shape != (activation.shape[0],):
             raise ShapeError(f"{tuple(rows.shape)} source rows for a batch of {activation.shape[0]}")
+        _check_in_range(chosen, activation, point)
         out = activation.clone()
         out[:, :, chosen] = reference[rows.to(reference.device)].to(out)[:, :, chosen]
         return out

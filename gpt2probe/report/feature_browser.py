@@ -216,7 +216,7 @@ def write_feature_browser(harvest, path: str | os.PathLike, *, saes: Mapping[str
     return target
 
 
-def _coders_by_name(saes: Mapping[str, object] | Sequence) -> dict[str, object]:
+def _coders_by_name(saes: object) -> dict[str, object]:  # object: it is the check
     """``{feature hook name: coder}`` from a list of coders (named by the hook each reads) or such a mapping.
 
     A list's entries and a mapping's values go through the same check, so a wrong object in
@@ -224,10 +224,8 @@ def _coders_by_name(saes: Mapping[str, object] | Sequence) -> dict[str, object]:
     """
     if isinstance(saes, Mapping):
         pairs = list(saes.items())
-    elif isinstance(saes, (str, bytes, os.PathLike)) or not isinstance(saes, Sequence):
-        raise InvalidTypeError(f"saes must be a list of SAE or Transcoder objects, got {type(saes).__name__}")
-    else:
-        pairs = [(None, coder) for coder in saes]
+    else:  # a single coder, a path or a string is refused naming the fix (saes=[sae])
+        pairs = [(None, coder) for coder in validate.coder_list("saes", saes)]
     out = {}
     for name, coder in pairs:
         cfg = getattr(coder, "cfg", None)

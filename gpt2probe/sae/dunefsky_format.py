@@ -100,7 +100,10 @@ def read_dunefsky(path: Path, *, hook_name: str | None = None, hook_name_out: st
         if hook_name is None:
             match = _LAYER_IN_NAME.search(path.name)
             if match is None:
-                raise FileFormatError(f"{str(path)!r} carries no config: pass hook_name='blocks.L.ln2.hook_normalized'")
+                # Transcoder.load takes no hooks: say how to give them through it too
+                raise FileFormatError(f"{str(path)!r} carries no config and its name no hook: put the hook it reads in "
+                                      "its name (e.g. 'blocks.4.ln2.hook_normalized.safetensors') for Transcoder.load, "
+                                      "or pass hook_name='blocks.L.ln2.hook_normalized' to read_dunefsky")
             hook_name = match.group(0)
     else:
         loaded = _load_pt(path)
@@ -117,7 +120,16 @@ def read_dunefsky(path: Path, *, hook_name: str | None = None, hook_name_out: st
     for name in ("W_enc", "W_dec"):
         if state[name].ndim != 2:
             raise FileFormatError(f"{str(path)!r}: {name} has shape {list(state[name].shape)}; a matrix was expected")
-    found_in, found_out = (hook_name, hook_name_out) if cfg_obj is None and hook_name else _hooks_from(path, cfg_obj)
+    if hook_name is not None:  # given (or, for safetensors, from the file name): the output hook follows its layer
+        layer = N.layer_of(hook_name)
+        if hook_name_out is None:  # not the file's own out_hook_point: that is another layer's when hook_name overrides
+            if layer is None:
+                raise FileFormatError(f"{str(path)!r}: hook_name {hook_name!r} names no layer, so the MLP output the "
+                                      "transcoder writes is unknown: pass hook_name_out too")
+            hook_name_out = N.mlp_out(layer)
+        found_in, found_out = hook_name, hook_name_out
+    else:
+        found_in, found_out = _hooks_from(path, cfg_obj)
     W_enc, b_enc, W_dec, b_dec, b_dec_out = (state[name].double() for name in TENSORS)
     d_in, d_sae = W_enc.shape
     d_out = W_dec.shape[1]
@@ -127,7 +139,7 @@ def read_dunefsky(path: Path, *, hook_name: str | None = None, hook_name_out: st
             raise FileFormatError(f"{str(path)!r}: {name} has shape {list(state[name].shape)}, expected {list(shape)}")
     cfg = SAEConfig(
         d_in=d_in, d_sae=d_sae, d_out=d_out, architecture="standard",
-        hook_name=hook_name or found_in, hook_name_out=hook_name_out or found_out or N.mlp_out(N.layer_of(found_in) or 0),
+        hook_name=found_in, hook_name_out=hook_name_out or found_out,
         apply_b_dec_to_input=False, model_name="gpt2",
         metadata={"source": "Dunefsky et al. 2024 transcoder", "file": path.name},
     )

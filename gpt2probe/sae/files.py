@@ -43,8 +43,11 @@ def read_any(path: str | os.PathLike) -> tuple[SAEConfig, dict[str, torch.Tensor
         if (path / CFG_FILE).is_file():
             cfg = config_from_saelens(read_sae_cfg_json(path / CFG_FILE), path / CFG_FILE)
             return cfg, read_weights(path / WEIGHTS_FILE, cfg), "SAELens"
+        held = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in (".pt", ".safetensors"))
+        hint = "" if not held else (f"; it holds {len(held)} transcoder file(s) ({', '.join(held[:3])}"
+                                    f"{', ...' if len(held) > 3 else ''}): give one file, one transcoder each")
         raise MissingFileError(f"{str(path)!r} has no {CFG_FILE}: expected an SAELens folder ({CFG_FILE} and "
-                               f"{WEIGHTS_FILE}) or a Dunefsky et al. transcoder file (.pt)")
+                               f"{WEIGHTS_FILE}) or a Dunefsky et al. transcoder file (.pt){hint}")
     if path.is_file() and path.suffix in (".pt", ".safetensors"):
         cfg, tensors = read_dunefsky(path)
         return cfg, tensors, "Dunefsky et al."

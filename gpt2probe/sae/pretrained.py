@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidArgumentError, WeightsUnavailableError
+from ..errors import InvalidArgumentError, InvalidTypeError, WeightsUnavailableError
 from .config import SAEConfig
 
 CENTERED = "center_writing_weights"
@@ -98,7 +98,12 @@ def locate(release: str, sae_id: str, directory: str | os.PathLike | None = None
     ``directory``: a local copy of the release's repository, used instead of the hub.
     """
     if not isinstance(release, str) or not isinstance(sae_id, str):
-        raise InvalidArgumentError(f"release and sae_id are strings, got {type(release).__name__} and {type(sae_id).__name__}")
+        raise InvalidTypeError(f"release and sae_id are strings, got {type(release).__name__} and {type(sae_id).__name__}")
+    parts = Path(sae_id).parts
+    if not parts or Path(sae_id).is_absolute() or ".." in parts:
+        # root / "/elsewhere" is "/elsewhere": another folder would be read, with this release's settings
+        raise InvalidArgumentError(f"sae_id names a folder inside the release (such as 'blocks.8.hook_resid_pre'), "
+                                   f"got {sae_id!r}; to read a folder elsewhere use gpt2probe.SAE.load(path)")
     known = RELEASES.get(release)
     if directory is not None:
         root = Path(directory).expanduser()
@@ -113,7 +118,11 @@ def locate(release: str, sae_id: str, directory: str | os.PathLike | None = None
             raise InvalidArgumentError(f"{release!r} has no SAE {sae_id!r}; its ids: {', '.join(known.sae_ids)}")
         return _hub_folder(known.repo_id, sae_id), known.trained_on_centered_stream
     if release.count("/") == 1 and not os.path.isabs(release):
-        return _hub_folder(release, sae_id), False
+        try:
+            return _hub_folder(release, sae_id), False
+        except WeightsUnavailableError as error:  # "saes/gpt2" may be a mistyped local directory, not a repository id
+            raise WeightsUnavailableError(f"{error} (read {release!r} as a hub repository id: there is no local "
+                                          f"directory {str(Path(release).expanduser().resolve())!r})") from None
     raise InvalidArgumentError(f"unknown release {release!r}: give one of {', '.join(RELEASES)}, a hub repository id "
                                "('owner/name') whose folders are SAELens folders, or a local directory laid out that way")
 

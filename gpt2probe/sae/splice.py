@@ -25,20 +25,21 @@ it: attach such edits before splicing (an outer ``with probe.hooks(...)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .. import names as N
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
 from ..model.config import ProbeConfig
 from ..model.hooks import HookPoint, HookRegistry
 from .config import SAEConfig, check_fits
 
-STAGES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons")
-ERROR = "hook_sae_error"
+STAGES = N.SAE_STAGES[:-1]  # input, acts_pre, acts_post, recons: one list of these names, in gpt2probe.names
+ERROR = N.SAE_STAGES[-1]  # hook_sae_error, with use_error_term=True
 
 
 def _no_tap(stage: str, tensor: Tensor) -> Tensor:
@@ -51,8 +52,11 @@ def stage_names(cfg: SAEConfig, use_error_term: bool) -> list[str]:
 
 
 def _check(saes: Sequence[Any], probe_cfg: ProbeConfig) -> list[Any]:
+    if isinstance(saes, Mapping):  # what load_saes / load_transcoders return
+        raise InvalidTypeError(f"saes must be SAE or Transcoder objects or a list of them, got a {type(saes).__name__}: "
+                               "pass list(saes.values())")
     if isinstance(saes, (str, bytes)) or not isinstance(saes, Sequence):
-        saes = [saes]
+        saes = [saes]  # one coder, as SAELens's run_with_saes takes it
     saes = list(saes)
     seen: dict[str, Any] = {}
     for sae in saes:
