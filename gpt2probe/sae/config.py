@@ -242,3 +242,16 @@ def check_fits(cfg: SAEConfig, probe_cfg: ProbeConfig) -> None:
             raise SAEMismatchError(
                 f"the SAE's {what} is {width}, but {hook!r} of {name} has width {expected}: this SAE was made for another model"
             )
+
+
+def check_placed(coder: Any, cfg: SAEConfig, probe_cfg: ProbeConfig) -> None:
+    """Refuse a coder in another dtype or on another device than the probe's model (nothing is cast silently).
+
+    Raises:
+        SAEMismatchError: naming both placements and the move that fixes it.
+    """
+    if (cfg.dtype, cfg.device) != (probe_cfg.dtype, probe_cfg.device):
+        raise SAEMismatchError(
+            f"{coder!r} is {cfg.dtype} on {cfg.device} but the model is {probe_cfg.dtype} on {probe_cfg.device}: "
+            f"move it with sae.to(probe.cfg.device, probe.cfg.dtype) (nothing is cast silently)"
+        )

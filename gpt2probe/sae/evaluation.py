@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, SAEMismatchError
+from ..errors import InvalidArgumentError
 from ..validate import finite_number, integer
-from .config import check_fits
+from .config import check_fits, check_placed
 
 METRICS = ("l0", "explained_variance", "mse", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero",
            "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction")
@@ -143,10 +143,7 @@ def evaluate(coder, probe, texts, *, seq_len: int | None = None, batch_size: int
     from .stream import as_corpus
 
     check_fits(coder.cfg, probe.cfg)
-    if (coder.cfg.dtype, coder.cfg.device) != (probe.cfg.dtype, probe.cfg.device):
-        raise SAEMismatchError(f"{coder!r} is {coder.cfg.dtype} on {coder.cfg.device} but the model is {probe.cfg.dtype} "
-                               f"on {probe.cfg.device}: move it with coder.to(probe.cfg.device, probe.cfg.dtype) "
-                               "(nothing is cast silently)")
+    check_placed(coder, coder.cfg, probe.cfg)
     if not 0 < finite_number("dense_threshold", dense_threshold) < 1:
         raise InvalidArgumentError(f"dense_threshold must be in (0, 1), got {dense_threshold!r}")
     integer("batch_size", batch_size, minimum=1)

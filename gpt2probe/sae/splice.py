@@ -36,7 +36,7 @@ from .. import names as N
 from ..errors import InvalidArgumentError, InvalidTypeError, SAEMismatchError
 from ..model.config import ProbeConfig
 from ..model.hooks import HookPoint, HookRegistry
-from .config import SAEConfig, check_fits
+from .config import SAEConfig, check_fits, check_placed
 
 STAGES = N.SAE_STAGES[:-1]  # input, acts_pre, acts_post, recons: one list of these names, in gpt2probe.names
 ERROR = N.SAE_STAGES[-1]  # hook_sae_error, with use_error_term=True
@@ -64,11 +64,7 @@ def _check(saes: Sequence[Any], probe_cfg: ProbeConfig) -> list[Any]:
         if not isinstance(cfg, SAEConfig) or not callable(getattr(sae, "run_stages", None)):
             raise InvalidTypeError(f"saes must be gpt2probe SAE or Transcoder objects, got {type(sae).__name__}")
         check_fits(cfg, probe_cfg)
-        if (cfg.dtype, cfg.device) != (probe_cfg.dtype, probe_cfg.device):
-            raise SAEMismatchError(
-                f"{sae!r} is {cfg.dtype} on {cfg.device} but the model is {probe_cfg.dtype} on {probe_cfg.device}: "
-                f"move it with sae.to(probe.cfg.device, probe.cfg.dtype) (nothing is cast silently)"
-            )
+        check_placed(sae, cfg, probe_cfg)
         for hook in {cfg.hook_name, cfg.write_hook}:
             if hook in seen:
                 raise InvalidArgumentError(f"two spliced modules use {hook!r} ({seen[hook]!r} and {sae!r}); splice one")
