@@ -87,17 +87,13 @@ _MAX_SEED = 2**63
 
 
 # -- sampling rule ---------------------------------------------------------------------
-def _is_number(value: object, kinds: tuple[type, ...] = (int, float)) -> bool:
-    return isinstance(value, kinds) and not isinstance(value, bool)
-
-
 def check_sampling(temperature: Number, top_k: int | None, top_p: Number | None) -> None:
     """Raise ``TypeError`` / ``ValueError`` naming the bad setting and what is valid."""
-    if not _is_number(temperature):
+    if not validate.is_number(temperature):
         raise InvalidTypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    if top_k is not None and not _is_number(top_k, (int,)):
+    if top_k is not None and not validate.is_number(top_k, (int,)):
         raise InvalidTypeError(f"top_k must be None or an integer, got {type(top_k).__name__}")
-    if top_p is not None and not _is_number(top_p):
+    if top_p is not None and not validate.is_number(top_p):
         raise InvalidTypeError(f"top_p must be None or a number, got {type(top_p).__name__}")
     if not math.isfinite(temperature) or temperature < 0:
         raise InvalidArgumentError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
@@ -265,7 +261,7 @@ def next_token(probe: ProbeLike, prompt: Inputs, k: int = 10, *, prepend_bos: bo
     A batch is left-padded, so each row's prediction is read at its own last real token.
     """
     require_probe(probe)
-    if not _is_number(k, (int,)):
+    if not validate.is_number(k, (int,)):
         raise InvalidTypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k <= probe.cfg.d_vocab:
         raise InvalidArgumentError(f"k must be an integer in [1, {probe.cfg.d_vocab}] (the vocabulary size), got {k!r}")
@@ -372,7 +368,7 @@ def _is_attention(name: str) -> bool:
 def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
     if seed is None:
         seed = secrets.randbits(62)
-    if isinstance(seed, int) and _is_number(seed, (int,)):
+    if isinstance(seed, int) and validate.is_number(seed, (int,)):
         seeds = tuple(seed + i for i in range(batch))
     elif isinstance(seed, str | bytes) or not isinstance(seed, Sequence):
         raise InvalidTypeError(f"seed must be an integer or a list of one integer per prompt, got {type(seed).__name__} {seed!r}")
@@ -383,7 +379,7 @@ def _row_seeds(seed: Seed | None, batch: int) -> tuple[int, ...]:
                 f"seed is a list of {len(seeds)} seeds but there are {batch} prompts: give one per prompt, or one int"
             )
     for s in seeds:
-        if not _is_number(s, (int,)) or not 0 <= s < _MAX_SEED:
+        if not validate.is_number(s, (int,)) or not 0 <= s < _MAX_SEED:
             raise InvalidArgumentError(f"seeds must be integers in [0, 2**63), got {s!r}")
     return seeds
 
@@ -421,7 +417,7 @@ def _eos_ids(probe: ProbeLike, eos_token_id: int | Sequence[int] | None) -> Tens
 
 
 def _check_generate(probe: ProbeLike, tokens: Tokens, max_new_tokens: int) -> None:
-    if not _is_number(max_new_tokens, (int,)):
+    if not validate.is_number(max_new_tokens, (int,)):
         raise InvalidTypeError(f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__}")
     if max_new_tokens < 0:
         raise InvalidArgumentError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")

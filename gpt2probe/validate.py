@@ -17,6 +17,11 @@ from torch import Tensor
 from .errors import GPT2ProbeError, InvalidArgumentError, InvalidTypeError, LayerIndexError, NonFiniteError
 
 
+def is_number(value: object, kinds: tuple[type, ...] = (int, float)) -> bool:
+    """Whether ``value`` is one of ``kinds`` and not a bool (an int to Python: ``steps=True`` is not 1 step)."""
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def integer(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int, refusing bools, floats and anything outside ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

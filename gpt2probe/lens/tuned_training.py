@@ -48,6 +48,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from .. import names as N
+from .. import validate
 from ..configs.base import to_dict
 from ..configs.tuned_lens import TunedLensTrainConfig
 from ..distributed import rank_world
@@ -256,11 +257,9 @@ def _check_settings(probe: GPT2Probe, steps: int, batch_size: int, seq_len: int,
         raise CorpusError(message)
 
     def integer(value: object) -> bool:  # a bool is an int to Python: steps=True would train one step
-        return isinstance(value, int) and not isinstance(value, bool)
+        return validate.is_number(value, (int,))
 
-    def number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
+    number = validate.is_number
     if not integer(steps) or steps < 1:
         bad(f"steps must be a positive integer, got {steps!r}")
     if not integer(batch_size) or batch_size < 1:
