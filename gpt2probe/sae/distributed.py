@@ -98,10 +98,23 @@ def joined() -> Iterator[World]:
     The group is kept for the rest of the process: gloo cannot build a second group from
     torchrun's rendezvous after the first is destroyed (measured: "connection refused"), so a
     script that trains several coders under torchrun reuses the one group. Training gathers
-    activations and sums gradients on the CPU, so the group is gloo's.
+    activations and sums gradients on the CPU, so the group is gloo's. It is destroyed when
+    the process exits: a gloo group left alive then aborts the process ("terminate called
+    without an active exception", SIGABRT), and torchrun reports the run as failed.
     """
     if world_size_from_env() > 1 and group() is None:
+        import atexit
+
         import torch.distributed as dist
 
         dist.init_process_group(backend="gloo")
+        atexit.register(_leave)
     yield current()
+
+
+def _leave() -> None:
+    """Destroy the group :func:`joined` made, at exit, if the script has not already done so."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
